@@ -1,0 +1,1 @@
+"""buildbot: run Huawei Cloud CodeArts Build tasks from Slack and follow them in a thread."""

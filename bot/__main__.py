@@ -1,0 +1,60 @@
+"""``python -m bot``: run the bot, or ``check-config`` / ``explain`` (see CONTRACT.md)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from bot.config import ConfigError, load_config
+from bot.settings import SettingsError, load_settings
+
+log = logging.getLogger("bot")
+
+
+def setup_logging() -> None:
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs full URLs at INFO; ours already logs one line per request
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("check-config", "explain"):
+        from bot import cli
+
+        return cli.check_config(args[1:]) if args[0] == "check-config" else cli.explain(args[1:])
+    if args and args[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        print("usage: python -m bot [check-config | explain --user U --channel C \"/build ...\"]")
+        return 0
+    setup_logging()
+    try:
+        settings = load_settings()
+        config = load_config(settings.buildbot_config)
+    except (SettingsError, ConfigError) as exc:
+        problems = exc.problems
+        print("buildbot cannot start:\n" + "\n".join(f"  - {p}" for p in problems),
+              file=sys.stderr)
+        return 2
+    from bot.runtime import Runtime
+
+    runtime = Runtime(settings, config)
+    try:
+        if settings.socket_mode:
+            log.info("starting in Socket Mode")
+            runtime.serve_socket_mode()
+        else:
+            log.info("starting in HTTP mode on port %s", settings.port)
+            runtime.serve_http()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

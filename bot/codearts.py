@@ -1,0 +1,522 @@
+"""The CodeArts Build API client: run a build task, follow it, stop it.
+
+The only code in the bot that talks to CodeArts. Network I/O goes through one
+``httpx.Client`` (the transport seam); authentication is an ``httpx.Auth``
+from ``bot.auth`` (fixed token, IAM password login, or AK/SK signing).
+
+Calls (see docs-api-notes.md for fields and sources):
+
+* ``POST /v3/jobs/build``                       run a build task
+* ``GET  /v4/jobs/{job_id}/{build_no}/record-info``  the record of one build
+* ``POST /v3/jobs/{job_id}/{build_no}/stop``    stop a build
+
+Exceptions, all with a ``str()`` a user may read (never a secret)::
+
+    CodeArtsError                 base: anything this client raises on purpose
+     ├── ApiError                 CodeArts answered with an error (status, error_code,
+     │                            error_msg, request_id, hint)
+     ├── AuthError                IAM login failed or IAM unreachable; the CodeArts
+     │                            request was not sent (status may be None)
+     ├── BadResponseError         the answer was not JSON or not the expected shape
+     ├── NotSentError             the request did not reach CodeArts (or was a read
+     │                            that got no answer): nothing changed, safe to retry later
+     └── OutcomeUnknownError      a run/stop was sent but its answer was lost: it may or
+                                  may not have happened; never re-sent automatically
+
+Retry rules, so that a build is never started twice:
+
+* Reads (record-info) retry with exponential backoff on any transport error,
+  429 (honouring a small ``Retry-After``) and 5xx.
+* Run and stop are re-sent only when the request certainly never left: the
+  connection could not be set up (``ConnectError``, ``ConnectTimeout``,
+  ``PoolTimeout``). Once a connection is up and writing has begun, any failure
+  (read timeout, ``ReadError``, ``WriteError``, ``RemoteProtocolError``, ...)
+  raises ``OutcomeUnknownError``: httpx cannot tell how much of the request the
+  server got, and httpcore even swallows early write errors to read a reply.
+  5xx and 429 on a run are not retried (the build may exist). A 401 is retried
+  once after a fresh IAM login, inside ``IamPasswordAuth`` (the gateway
+  rejected it, so nothing ran).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, Self
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+RUN_PATH = "/v3/jobs/build"
+
+# The request certainly never reached the server: safe to send again.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+             httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+
+_HINTS = {
+    400: "Check the input and the job's parameters.",
+    401: "The bot's CodeArts credentials are wrong or expired: tell the bot's operator.",
+    403: "The bot's account has no permission on this build task.",
+    404: "No such build task: check the job ID in the bot's config.",
+    429: "CodeArts is throttling requests: try again in a minute.",
+}
+_HINT_5XX = "CodeArts is having trouble: try again later."
+
+Outcome = Literal["success", "failure", "aborted", "unknown"]
+_FINAL: dict[str, Outcome] = {
+    "SUCCESS": "success", "FAILURE": "failure", "ABORTED": "aborted",
+    "SCHEDULE_FAILURE": "failure", "UNKNOWN": "unknown",
+}
+
+
+def hint_for(status: int | None) -> str:
+    """A plain sentence saying what an HTTP status means for the person who asked."""
+    if status is None:
+        return "CodeArts could not be reached: try again later."
+    if status >= 500:
+        return _HINT_5XX
+    return _HINTS.get(status, "")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class CodeArtsError(Exception):
+    """Base of every error this client raises; ``str()`` is safe to show a user."""
+
+
+class ApiError(CodeArtsError):
+    """CodeArts (or its gateway) answered with an error body or an error status."""
+
+    def __init__(self, status: int, error_code: str, error_msg: str,
+                 request_id: str | None = None, hint: str | None = None) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.error_msg = _clip(error_msg, 300)
+        self.request_id = request_id
+        self.hint = hint_for(status) if hint is None else hint
+        super().__init__(self._sentence())
+
+    def _sentence(self) -> str:
+        code = f" {self.error_code}" if self.error_code else ""
+        msg = f": {self.error_msg}" if self.error_msg else ""
+        text = f"CodeArts answered HTTP {self.status}{code}{msg}."
+        if self.hint:
+            text += f" {self.hint}"
+        if self.request_id:
+            text += f" (request ID {self.request_id})"
+        return text
+
+
+class AuthError(CodeArtsError):
+    """IAM refused the bot's login or could not be reached; nothing was sent to CodeArts."""
+
+    def __init__(self, status: int | None, error_code: str, error_msg: str,
+                 request_id: str | None = None) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.error_msg = _clip(error_msg, 300)
+        self.request_id = request_id
+        self.hint = _auth_hint(status)
+        where = f"HTTP {status}" if status is not None else "no answer"
+        code = f" {error_code}" if error_code else ""
+        msg = f": {self.error_msg}" if self.error_msg else ""
+        rid = f" (request ID {request_id})" if request_id else ""
+        super().__init__(f"The bot could not log in to Huawei Cloud IAM ({where}{code}{msg}). "
+                         f"{self.hint}{rid}")
+
+
+def _auth_hint(status: int | None) -> str:
+    if status is None or status >= 500:
+        return "IAM is unreachable or having trouble: try again later."
+    return "The bot's IAM user, password, account or project is wrong: tell the bot's operator."
+
+
+class BadResponseError(CodeArtsError):
+    """The answer was not JSON, or JSON of an unexpected shape (e.g. a proxy's HTML page)."""
+
+    def __init__(self, status: int, request_id: str | None, snippet: str, what: str = "") -> None:
+        self.status = status
+        self.request_id = request_id
+        self.snippet = _clip(snippet, 120)
+        self.hint = hint_for(status) if status >= 400 else "CodeArts may have changed its API."
+        rid = f" (request ID {request_id})" if request_id else ""
+        what = what or "an answer that is not valid JSON"
+        super().__init__(f"CodeArts sent {what} (HTTP {status}). {self.hint}{rid}")
+
+
+class NotSentError(CodeArtsError):
+    """The request never reached CodeArts (or, for a read, got no answer): safe to retry later."""
+
+    def __init__(self, method: str, path: str, attempts: int, reason: str) -> None:
+        self.method = method
+        self.path = path
+        self.attempts = attempts
+        self.reason = reason
+        self.hint = hint_for(None)
+        super().__init__(f"CodeArts could not be reached ({reason}, {attempts} attempts); "
+                         "nothing was started. Try again later.")
+
+
+class OutcomeUnknownError(CodeArtsError):
+    """A run or stop was sent but its answer was lost: it may or may not have happened."""
+
+    def __init__(self, method: str, path: str, reason: str) -> None:
+        self.method = method
+        self.path = path
+        self.reason = reason
+        self.hint = "Check CodeArts before trying again; the bot will not send it again by itself."
+        super().__init__(f"The request to CodeArts was sent but no answer came back ({reason}): "
+                         f"it may or may not have taken effect. {self.hint}")
+
+
+# --------------------------------------------------------------------------- models
+
+
+class RunResult(BaseModel):
+    """The answer to a run: which build was started."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    octopus_job_name: str = ""
+    actual_build_number: str
+    daily_build_number: str = ""
+
+    @field_validator("octopus_job_name", "actual_build_number", "daily_build_number",
+                     mode="before")
+    @classmethod
+    def _to_str(cls, v: Any) -> Any:
+        """The docs say strings; numbers are accepted in case the API sends them bare."""
+        if isinstance(v, bool):
+            raise ValueError("not a string")  # noqa: TRY004 - pydantic wants ValueError
+        return str(v) if isinstance(v, int | float) else v
+
+    @field_validator("actual_build_number")
+    @classmethod
+    def _positive(cls, v: str) -> str:
+        """It goes into URLs of later calls, so it must be a build number."""
+        if not v.strip().isdigit():
+            raise ValueError("not a build number")
+        return v.strip()
+
+
+class BuildState(BaseModel):
+    """Where one build stands; ``finished`` is False for any status not known to be final."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: str
+    finished: bool
+    outcome: Outcome | None = None
+    start_time: datetime | None = None
+    finish_time: datetime | None = None
+    duration_ms: int | None = None
+    daily_build_number: str | None = None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _clip(text: str, limit: int) -> str:
+    """One line, printable, at most ``limit`` characters: safe to put in a message."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+_PAIRS = (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message"))
+
+
+def extract_error(data: Any, *, pairs: tuple[tuple[str, str], ...] = _PAIRS) -> tuple[str, str] | None:
+    """(code, message) the way the official SDKs find them: first pair, also one level down."""
+    if not isinstance(data, dict):
+        return None
+    found = _pair_in(data, pairs)
+    if found:
+        return found
+    for value in data.values():
+        if isinstance(value, dict) and (found := _pair_in(value, pairs)):
+            return found
+    return None
+
+
+def _pair_in(data: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> tuple[str, str] | None:
+    for code_key, msg_key in pairs:
+        code = data.get(code_key)
+        if code not in (None, ""):
+            msg = data.get(msg_key)
+            return str(code), "" if msg is None else str(msg)
+    return None
+
+
+def _request_id(response: httpx.Response, data: Any = None) -> str | None:
+    """X-Request-Id header first (what Huawei support asks for), else a ``request_id`` field."""
+    rid = response.headers.get("X-Request-Id")
+    if rid:
+        return rid
+    if isinstance(data, dict):
+        for holder in (data, data.get("error")):
+            if isinstance(holder, dict) and isinstance(holder.get("request_id"), str):
+                return holder["request_id"] or None
+    return None
+
+
+def _error_in_success(data: Any) -> tuple[str, str] | None:
+    """A 2xx can still carry an error: ``error_code``, envelope ``status: fail``, ``success: false``."""
+    if not isinstance(data, dict):
+        return None
+    found = extract_error(data, pairs=_PAIRS[:2])
+    if found:
+        return found
+    if str(data.get("status", "")).lower() == "fail" or data.get("success") is False:
+        code = data.get("err_code") or ""
+        msg = data.get("message") or data.get("result") or "CodeArts reported a failure."
+        return str(code), str(msg)
+    return None
+
+
+def decode(response: httpx.Response) -> Any:
+    """The JSON body of a successful answer, or the typed error the answer amounts to."""
+    try:
+        data = response.json()
+    except ValueError:  # includes JSONDecodeError and bad UTF-8
+        raise BadResponseError(response.status_code, _request_id(response),
+                               response.text if response.content else "(empty)") from None
+    rid = _request_id(response, data)
+    if not response.is_success:
+        code, msg = extract_error(data) or ("", "")
+        raise ApiError(response.status_code, code, msg, rid)
+    problem = _error_in_success(data)
+    if problem:
+        raise ApiError(response.status_code, problem[0], problem[1], rid,
+                       hint="CodeArts refused the request.")
+    return data
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601 (milliseconds, offsets, ``Z``) or epoch seconds/ms; anything else is None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        if isinstance(value, int | float):
+            seconds = value / 1000 if value > 1e11 else value
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        if isinstance(value, str) and value.strip():
+            parsed = datetime.fromisoformat(value.strip())
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value) if isinstance(value, int | float | str) else None
+    except ValueError:
+        return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value) or None
+    return None
+
+
+def build_state_from(result: dict[str, Any]) -> BuildState:
+    """A BuildState from the ``result`` of record-info; a malformed field becomes None."""
+    raw = result.get("status")
+    status = raw.strip().upper() if isinstance(raw, str) else ""
+    outcome = _FINAL.get(status)
+    daily = next((result[k] for k in ("daily_build_num", "daily_build_number", "dailyBuildNum")
+                  if result.get(k) is not None), None)
+    return BuildState(
+        status=status, finished=outcome is not None, outcome=outcome,
+        start_time=parse_time(result.get("start_time", result.get("startTime"))),
+        finish_time=parse_time(result.get("finish_time", result.get("finishTime"))),
+        duration_ms=_int_or_none(result.get("duration")),
+        daily_build_number=_str_or_none(daily),
+    )
+
+
+def _build_no(build_no: int | str) -> str:
+    """Build numbers go into the path: a positive integer, nothing else."""
+    text = str(build_no).strip()
+    if isinstance(build_no, bool) or not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{build_no!r} is not a build number (a positive integer)")
+    return str(int(text))
+
+
+def _job(job_id: str) -> str:
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise ValueError("job_id is empty")
+    return quote(job_id.strip(), safe="")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- client
+
+
+class CodeArtsClient:
+    """Thread-safe client for the few CodeArts Build calls the bot needs."""
+
+    def __init__(self, endpoint: str, *, auth: httpx.Auth, http: httpx.Client | None = None,
+                 timeout: httpx.Timeout | float | None = None, retries: int = 3,
+                 backoff: float = 0.5, max_retry_after: float = 10.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._auth = auth
+        self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
+        self._owns_http = http is None
+        self._http = http if http is not None else httpx.Client(timeout=self._timeout)
+        self._retries = max(0, retries)
+        self._backoff = backoff
+        self._max_retry_after = max_retry_after
+        self._seen_lock = threading.Lock()
+        self._seen_statuses: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"CodeArtsClient(endpoint={self.endpoint!r}, auth={self._auth!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close our HTTP client (not one we were given) and the auth's own client, if any."""
+        if self._owns_http:
+            self._http.close()
+        closer = getattr(self._auth, "close", None)
+        if callable(closer):
+            closer()
+
+    # ---- public calls
+
+    def run_build(self, body: dict[str, Any]) -> RunResult:
+        """Start a build; never re-sent unless it certainly did not arrive."""
+        data = decode(self._call("POST", RUN_PATH, body=body, read=False))
+        try:
+            return RunResult.model_validate(data)
+        except ValidationError:
+            raise BadResponseError(200, None, str(data),
+                                   "a run answer without a usable build number") from None
+
+    def build_state(self, job_id: str, build_no: int | str) -> BuildState:
+        """Where a build stands, from its record (retried: reading changes nothing)."""
+        path = f"/v4/jobs/{_job(job_id)}/{_build_no(build_no)}/record-info"
+        response = self._call("GET", path, read=True)
+        data = decode(response)
+        result = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(result, dict):
+            raise BadResponseError(response.status_code, _request_id(response, data), str(data),
+                                   "a build record without a result")
+        state = build_state_from(result)
+        if not state.finished:
+            self._note_status(state.status)
+        return state
+
+    def stop_build(self, job_id: str, build_no: int | str) -> None:
+        """Ask CodeArts to stop a build; ``success: false`` raises ApiError."""
+        path = f"/v3/jobs/{_job(job_id)}/{_build_no(build_no)}/stop"
+        response = self._call("POST", path, read=False)
+        data = decode(response)
+        if not isinstance(data, dict) or data.get("success") is not True:
+            raise BadResponseError(response.status_code, _request_id(response, data), str(data),
+                                   "a stop answer without success: true")
+
+    # ---- plumbing
+
+    def _note_status(self, status: str) -> None:
+        """Log each not-final status once, so an undocumented spelling shows up in the logs."""
+        with self._seen_lock:
+            if status in self._seen_statuses:
+                return
+            self._seen_statuses.add(status)
+        log.info("CodeArts build status %r is not a final state: treating it as still running",
+                 status)
+
+    def _call(self, method: str, path: str, *, read: bool,
+              body: dict[str, Any] | None = None) -> httpx.Response:
+        """Send with the retry rules of the module docstring; return the final response."""
+        attempt = 0
+        while True:
+            try:
+                response = self._attempt(method, path, body)
+            except _NOT_SENT as exc:
+                if attempt >= self._retries:
+                    raise NotSentError(method, path, attempt + 1, type(exc).__name__) from exc
+                delay = self._delay(attempt)
+            except httpx.TransportError as exc:
+                if not read:
+                    raise OutcomeUnknownError(method, path, type(exc).__name__) from exc
+                if attempt >= self._retries:
+                    raise NotSentError(method, path, attempt + 1, type(exc).__name__) from exc
+                delay = self._delay(attempt)
+            else:
+                wait = self._retry_wait(response, attempt) if read else None
+                if wait is None:
+                    return response
+                delay = wait
+            time.sleep(delay)
+            attempt += 1
+
+    def _attempt(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+        started = time.monotonic()
+        try:
+            response = self._http.request(method, self.endpoint + path, json=body,
+                                          auth=self._auth, timeout=self._timeout)
+        except httpx.TransportError as exc:
+            log.warning("CodeArts %s %s failed after %.0f ms: %s", method, path,
+                        (time.monotonic() - started) * 1000, type(exc).__name__)
+            raise
+        log.info("CodeArts %s %s -> %d in %.0f ms (request id %s)", method, path,
+                 response.status_code, (time.monotonic() - started) * 1000,
+                 response.headers.get("X-Request-Id", "-"))
+        return response
+
+    def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying a read, or None to stop and use this response."""
+        status = response.status_code
+        if attempt >= self._retries or not (status == 429 or status >= 500):
+            return None
+        after = _retry_after(response)
+        if after is None:
+            return self._delay(attempt)
+        return after if after <= self._max_retry_after else None
+
+    def _delay(self, attempt: int) -> float:
+        base = self._backoff * (2 ** attempt)
+        return min(base + random.uniform(0, self._backoff / 2), 30.0)
+
+
+def client_from_settings(settings: Settings, **kwargs: Any) -> CodeArtsClient:
+    """The client with the auth the settings choose (token, IAM login or AK/SK)."""
+    from bot.auth import auth_from_settings  # bot.auth imports this module's errors
+
+    return CodeArtsClient(settings.codearts_endpoint, auth=auth_from_settings(settings), **kwargs)

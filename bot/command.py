@@ -1,0 +1,282 @@
+"""Slash-command text -> a parsed request. Pure: no Slack, no config, never raises.
+
+Grammar (see CONTRACT.md)::
+
+    /build                       -> Help("help")
+    /build help | list           -> Help("help") | Help("list")  (any words after are ignored)
+    /build <job> [name=value ...] [commit=<sha>] [tag=<tag>]  -> BuildCommand
+
+Decisions, so that the result is predictable:
+
+* Slack's escaping is undone first. ``&amp;`` ``&lt;`` ``&gt;`` are decoded once.
+  Links: ``<https://x|label>`` and ``<https://x>`` give ``https://x``; but when the
+  URL is only the label with a scheme Slack added (``<http://a.io|a.io>``,
+  ``<mailto:a@b.io|a@b.io>``), the label is kept, because that is what was typed.
+  User mentions ``<@U123|bob>`` give ``@bob``; without a name, ``<@U123>`` gives
+  ``@U123``. Channels ``<#C123|builds>`` give ``#builds`` (``#C123`` without a name).
+  Specials ``<!here>`` give ``@here``; ``<!subteam^S1|@devs>`` gives ``@devs``; any
+  other special with a label gives the label. Text that came from Slack markup or
+  from an entity is taken literally: it never acts as a quote, ``=`` or separator.
+* Words are separated by any whitespace (spaces, non-breaking spaces, tabs, newlines).
+* A value may be quoted: ``msg="two words"``, ``msg='x'``, or with the curly quotes
+  Slack clients type (double: U+201C-U+201F, single: U+2018-U+201B); any double-style
+  quote closes any double-style one, and likewise for single-style. A quote opens
+  only at the start of a word or right after the first ``=``; elsewhere (``it's``)
+  it is an ordinary character. The closing quote must end the word (``name="a b"c``
+  is an error). There are no backslash escapes: put a ``"`` inside single quotes and
+  a ``'`` inside double quotes.
+* ``name=`` gives an empty value (allowed), except for ``commit`` and ``tag``.
+* A name given twice is an error (``codeBranch`` is compared exactly; ``commit`` and
+  ``tag`` regardless of case, so ``commit=a COMMIT=b`` is an error too).
+* All problems found are reported together in ``ParseError.problems``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+SCM_NAMES = ("commit", "tag")
+_DOUBLE_QUOTES = frozenset('"\u201c\u201d\u201e\u201f')  # " and curly double quotes
+_SINGLE_QUOTES = frozenset("'\u2018\u2019\u201a\u201b")  # ' and curly single quotes
+_MARKUP = re.compile(r"<([^<>]*)>")
+_ENTITY = re.compile(r"&(amp|lt|gt);")
+_ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
+
+
+@dataclass(frozen=True)
+class Help:
+    """The user asked for usage (``help``) or for the jobs they may run (``list``)."""
+
+    kind: Literal["help", "list"]
+
+
+@dataclass(frozen=True)
+class BuildCommand:
+    """A request to run a job; nothing is checked against the config yet."""
+
+    job: str
+    params: tuple[tuple[str, str], ...] = ()
+    commit: str | None = None
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class ParseError:
+    """The text could not be read; each problem says what to change."""
+
+    problems: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        return "\n".join(self.problems)
+
+
+# A character of the unescaped text and whether it is literal (came from markup/entities).
+_Char = tuple[str, bool]
+
+
+@dataclass
+class _Word:
+    """One whitespace-separated word: its name part (if it has an unquoted ``=``) and value."""
+
+    raw: str
+    name: str | None
+    value: str
+
+
+def parse(text: str) -> Help | BuildCommand | ParseError:
+    """Read the text after ``/build``; return a value, never raise, so callers need no try."""
+    items = _split_words(unescape_chars(text))
+    if not items:
+        return Help("help")
+    head = items[0]
+    if isinstance(head, _Word) and head.name is None and head.value.lower() in ("help", "list"):
+        return Help("help" if head.value.lower() == "help" else "list")
+    if isinstance(head, str):
+        return ParseError(tuple(i for i in items if isinstance(i, str)))
+    return _build(head, items[1:])
+
+
+def unescape(text: str) -> str:
+    """Undo Slack's escaping (entities, links, mentions), as described in the module docstring."""
+    return "".join(c for c, _ in unescape_chars(text))
+
+
+def unescape_chars(text: str) -> list[_Char]:
+    """Unescape, remembering which characters came from markup so they stay literal."""
+    out: list[_Char] = []
+    pos = 0
+    for m in _MARKUP.finditer(text):
+        out += _plain_chars(text[pos:m.start()])
+        out += [(c, True) for c in _decode(_markup_text(m.group(1)))]
+        pos = m.end()
+    out += _plain_chars(text[pos:])
+    return out
+
+
+def _plain_chars(text: str) -> list[_Char]:
+    """Characters outside markup: an entity decodes to a literal character."""
+    out: list[_Char] = []
+    pos = 0
+    for m in _ENTITY.finditer(text):
+        out += [(c, False) for c in text[pos:m.start()]]
+        out.append((_ENTITIES[m.group(1)], True))
+        pos = m.end()
+    return out + [(c, False) for c in text[pos:]]
+
+
+def _decode(text: str) -> str:
+    return _ENTITY.sub(lambda m: _ENTITIES[m.group(1)], text)
+
+
+def _markup_text(inner: str) -> str:
+    """What a piece of Slack markup (without its angle brackets) stands for."""
+    target, _, label = inner.partition("|")
+    if target.startswith("@"):
+        return "@" + (label.lstrip("@") or target[1:])
+    if target.startswith("#"):
+        return "#" + (label.lstrip("#") or target[1:])
+    if target.startswith("!"):
+        return _special_text(target[1:], label)
+    if label and _decode(target) in _autolinks(_decode(label)):
+        return label
+    return target
+
+
+def _special_text(target: str, label: str) -> str:
+    """``!here`` -> ``@here``; ``!subteam^S1|@devs`` -> ``@devs``; else the label if any."""
+    kind, _, ident = target.partition("^")
+    if kind == "subteam":
+        return "@" + (label.lstrip("@") or ident)
+    if label:
+        return label
+    return "@" + kind
+
+
+def _autolinks(label: str) -> tuple[str, ...]:
+    """The URLs Slack makes from a bare word the user typed."""
+    return ("http://" + label, "https://" + label, "mailto:" + label)
+
+
+def _split_words(chars: list[_Char]) -> list[_Word | str]:
+    """Split into words, honouring quotes; a word that cannot be read becomes its problem."""
+    items: list[_Word | str] = []
+    i = 0
+    while i < len(chars):
+        if _is_space(chars[i]):
+            i += 1
+            continue
+        word, i = _read_word(chars, i)
+        items.append(word)
+    return items
+
+
+def _is_space(ch: _Char) -> bool:
+    return not ch[1] and ch[0].isspace()
+
+
+def _quote_family(ch: _Char) -> frozenset[str] | None:
+    if ch[1]:
+        return None
+    if ch[0] in _DOUBLE_QUOTES:
+        return _DOUBLE_QUOTES
+    if ch[0] in _SINGLE_QUOTES:
+        return _SINGLE_QUOTES
+    return None
+
+
+def _read_word(chars: list[_Char], i: int) -> tuple[_Word | str, int]:
+    """Read one word from ``i``; return it (or its problem) and the next index."""
+    start = i
+    name: str | None = None
+    buf: list[str] = []
+    while i < len(chars) and not _is_space(chars[i]):
+        at_value_start = i == start or (name is not None and not buf)
+        family = _quote_family(chars[i]) if at_value_start else None
+        if family is not None:
+            return _read_quoted(chars, start, i, family, name)
+        c, literal = chars[i]
+        if c == "=" and not literal and name is None:
+            name, buf = "".join(buf), []
+        else:
+            buf.append(c)
+        i += 1
+    return _Word(_raw(chars, start, i), name, "".join(buf)), i
+
+
+def _read_quoted(chars: list[_Char], start: int, q: int, family: frozenset[str],
+                 name: str | None) -> tuple[_Word | str, int]:
+    """Read a quoted value starting at ``q``; the closing quote must end the word."""
+    j = q + 1
+    while j < len(chars) and _quote_family(chars[j]) is not family:
+        j += 1
+    if j == len(chars):
+        raw = _raw(chars, start, j)
+        return (f"The quote opened in `{_show(raw)}` is not closed: "
+                "add a closing quote."), j
+    value = "".join(c for c, _ in chars[q + 1:j])
+    end = j + 1
+    if end < len(chars) and not _is_space(chars[end]):
+        while end < len(chars) and not _is_space(chars[end]):
+            end += 1
+        raw = _raw(chars, start, end)
+        return (f"`{_show(raw)}` has text after its closing quote: "
+                "put the whole value inside the quotes."), end
+    return _Word(_raw(chars, start, end), name, value), end
+
+
+def _raw(chars: list[_Char], start: int, end: int) -> str:
+    return "".join(c for c, _ in chars[start:end])
+
+
+def _build(head: _Word, rest: list[_Word | str]) -> BuildCommand | ParseError:
+    """Turn the words after the job into params and scm fields, collecting every problem."""
+    problems: list[str] = []
+    if head.name is not None:
+        problems.append(f"`{_show(head.raw)}` looks like a parameter, but the first word "
+                        "must be a job name: write /build <job> name=value "
+                        "(`/build list` shows your jobs).")
+    params: list[tuple[str, str]] = []
+    scm: dict[str, str] = {}
+    seen: set[str] = set()
+    for word in rest:
+        problem = word if isinstance(word, str) else _word_problem(word, seen)
+        if problem:
+            problems.append(problem)
+        elif isinstance(word, _Word) and word.name is not None:
+            _store(word.name, word.value, params, scm)
+    if problems:
+        return ParseError(tuple(problems))
+    return BuildCommand(head.value, tuple(params), scm.get("commit"), scm.get("tag"))
+
+
+def _store(name: str, value: str, params: list[tuple[str, str]], scm: dict[str, str]) -> None:
+    if name.lower() in SCM_NAMES:
+        scm[name.lower()] = value
+    else:
+        params.append((name, value))
+
+
+def _word_problem(word: _Word, seen: set[str]) -> str | None:
+    """The problem with one ``name=value`` word, if any; records its name in ``seen``."""
+    if word.name is None:
+        return (f"`{_show(word.raw)}` has no `=`: write parameters as name=value, "
+                "e.g. codeBranch=master")
+    if word.name == "":
+        return f"`{_show(word.raw)}` has no name before `=`: write name=value."
+    key = word.name.lower() if word.name.lower() in SCM_NAMES else word.name
+    if key in seen:
+        return f"`{_show(word.name)}` is given twice: give it once."
+    seen.add(key)
+    if key in SCM_NAMES and word.value == "":
+        return f"`{word.name}=` is empty: give a value, e.g. {key}=" + (
+            "1a2b3c4d" if key == "commit" else "v1.2.0") + f", or leave {key}= out."
+    return None
+
+
+def _show(text: str, limit: int = 60) -> str:
+    """Text to quote in a message: short, and without backticks that would break the quoting."""
+    text = text.replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,313 @@
+"""The jobs and permissions file (TOML) -> typed models, validated once at start.
+
+A bad file stops the bot with every problem at once, each naming the file, the job and
+the field, e.g. ``buildbot.toml: jobs.backend.params.codeBranch.default: "x" is not one
+of choices ["master", "develop"]``. Unknown keys are errors (a typo such as ``user =``
+must not silently drop a restriction), and so are wrong types: values are strings, and
+a number or boolean where a string is expected is refused with a hint to quote it.
+
+Who may run a job: admins always; otherwise ``users`` (``"*"`` = everyone) and members
+of ``usergroups``. A job with no ``users`` and no ``usergroups`` can be run by admins
+only. ``channels`` absent means any channel; see ``bot.policy`` for the full rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from bot.policy import job_id_problem, param_name_problem, param_value_problem
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+_BAD_JOB_NAME = re.compile("[\\s=<>&`\"'\u201c-\u201f\u2018-\u201b]")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class ConfigError(Exception):
+    """The jobs file is missing, unreadable or invalid; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _valid_param_name(name: str) -> str:
+    problem = param_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+ParamName = Annotated[str, AfterValidator(_valid_param_name)]
+
+
+class ParamSpec(BaseModel):
+    """One declared parameter. Fields are validated in this order, so later ones see earlier."""
+
+    model_config = _STRICT
+
+    pattern: str | None = None
+    choices: list[str] | None = None
+    required: bool = False
+    default: str | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"{_toml(v)} is not a valid regular expression: {exc}") from None
+        return v
+
+    @field_validator("choices")
+    @classmethod
+    def _choices_usable(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("an empty list accepts no value: list the values or remove choices")
+        for choice in v:
+            _check_value(choice, info.data.get("pattern"), None, what="choice")
+        return v
+
+    @field_validator("default")
+    @classmethod
+    def _default_usable(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None:
+            _check_value(v, info.data.get("pattern"), info.data.get("choices"), what="default")
+        return v
+
+
+def _check_value(value: str, pattern: str | None, choices: list[str] | None, *, what: str) -> None:
+    """A default or choice must be something a user could have sent."""
+    problem = param_value_problem(what, value)
+    if problem:
+        raise ValueError(problem)
+    if choices is not None and value not in choices:
+        raise ValueError(f"{_toml(value)} is not one of choices {_toml(choices)}")
+    if pattern is not None and not re.fullmatch(pattern, value):
+        raise ValueError(f"{_toml(value)} does not match pattern {_toml(pattern)}")
+
+
+def _slack_ids(v: list[str], *, star: bool) -> list[str]:
+    """Slack IDs are single words; ``*`` only means something in ``users``."""
+    for item in v:
+        if not item or any(c.isspace() for c in item):
+            raise ValueError(f"{_toml(item)} is not a Slack ID: IDs have no spaces, e.g. U01ALICE")
+        if item == "*" and not star:
+            raise ValueError('"*" is only allowed in users (it means everyone)')
+    return v
+
+
+class JobConfig(BaseModel):
+    """One job: the name typed after /build, its CodeArts task, who may run it, its params.
+
+    With no ``users`` and no ``usergroups`` the job is runnable by admins only.
+    """
+
+    model_config = _STRICT
+
+    name: str
+    id: str
+    description: str = ""
+    users: list[str] = Field(default_factory=list)
+    usergroups: list[str] = Field(default_factory=list)
+    channels: list[str] | None = None
+    confirm: bool = True
+    allow_extra_params: bool = False
+    params: dict[ParamName, ParamSpec] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _job_id(cls, v: str) -> str:
+        problem = job_id_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v.lower()
+
+    @field_validator("users")
+    @classmethod
+    def _users(cls, v: list[str]) -> list[str]:
+        return _slack_ids(v, star=True)
+
+    @field_validator("usergroups")
+    @classmethod
+    def _usergroups(cls, v: list[str]) -> list[str]:
+        return _slack_ids(v, star=False)
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty list allows no channel: list channel IDs, or remove "
+                             "channels to allow any channel")
+        return v if v is None else _slack_ids(v, star=False)
+
+
+class BuildbotConfig(BaseModel):
+    """The whole file: admins (may run everything, and raw job IDs) and the jobs by name."""
+
+    model_config = _STRICT
+
+    admins: list[str] = Field(default_factory=list)
+    jobs: dict[str, JobConfig] = Field(default_factory=dict)
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, v: list[str]) -> list[str]:
+        return _slack_ids(v, star=False)
+
+
+def load_config(path: str | Path) -> BuildbotConfig:
+    """Read and validate the jobs file; raise ConfigError listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError([(f"{source}: file not found: create it, or point BUILDBOT_CONFIG "
+                           "(or --config) at the jobs file.")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: not UTF-8 text (byte {exc.start}): save it as UTF-8."]
+                          ) from None
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot be read: {exc.strerror or exc}."]) from None
+    return parse_config(text, source=source)
+
+
+def parse_config(text: str, *, source: str) -> BuildbotConfig:
+    """Validate TOML text; ``source`` names the file in every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}."]) from None
+    data, problems = _with_job_names(data)
+    config: BuildbotConfig | None = None
+    try:
+        config = BuildbotConfig.model_validate(data)
+    except ValidationError as exc:
+        problems += [_describe(err) for err in exc.errors()]
+    if problems or config is None:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    return config
+
+
+def _with_job_names(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Give each job table its name (the TOML key), checking names a user can type."""
+    jobs = data.get("jobs")
+    if not isinstance(jobs, dict):
+        return data, []
+    problems: list[str] = []
+    named: dict[str, Any] = {}
+    folded: dict[str, str] = {}
+    for name, raw in jobs.items():
+        problems += _job_name_problems(name, folded)
+        if isinstance(raw, dict):
+            if "name" in raw:
+                problems.append(f"{_loc(('jobs', name, 'name'))}: unknown key: the job's name "
+                                "is its table name; remove it.")
+            raw = {**{k: v for k, v in raw.items() if k != "name"}, "name": name}
+        named[name] = raw
+    return {**data, "jobs": named}, problems
+
+
+def _job_name_problems(name: str, folded: dict[str, str]) -> list[str]:
+    """A job name must be one word a user can type, distinct from help/list and other names."""
+    where = _loc(("jobs", name))
+    problems: list[str] = []
+    if not name or _BAD_JOB_NAME.search(name):
+        problems.append(f"{where}: a job name must be one word without spaces, quotes, "
+                        "=, <, >, & or `: rename the table.")
+    if name.casefold() in ("help", "list"):
+        problems.append(f"{where}: `{name}` is a /build command word: rename the job.")
+    other = folded.setdefault(name.casefold(), name)
+    if other != name:
+        problems.append(f"{where}: differs from jobs.{_key(other)} only in case: rename one.")
+    return problems
+
+
+# ---------------------------------------------------------------- error messages
+
+_FIELDS: dict[int, tuple[str, ...]] = {
+    0: ("admins", "jobs"),
+    2: ("id", "description", "users", "usergroups", "channels", "confirm",
+        "allow_extra_params", "params"),
+    4: ("default", "choices", "pattern", "required"),
+}
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    """One pydantic error as ``jobs.backend.field: what is wrong and how to fix it``."""
+    loc = tuple(p for p in err["loc"] if p != "[key]")
+    kind, value = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_FIELDS.get(len(loc) - 1, ()))
+        return f"{_loc(loc)}: unknown key: check its spelling (allowed here: {allowed})."
+    if kind == "missing":
+        return f"{_loc(loc)}: missing: add it."
+    if kind == "string_type":
+        hint = f': quote it ("{_plain(value)}")' if _is_scalar(value) else ""
+        return f"{_loc(loc)}: must be a string, not {_what(value)}{hint}."
+    if kind == "bool_type":
+        return f"{_loc(loc)}: must be true or false (no quotes), not {_what(value)}."
+    if kind == "list_type":
+        return f'{_loc(loc)}: must be a list of strings, e.g. ["U01ALICE"], not {_what(value)}.'
+    if kind in ("dict_type", "model_type"):
+        return f"{_loc(loc)}: must be a table, not {_what(value)}."
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{_loc(loc)}: {msg}" + ("" if msg.endswith(".") else ".")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + _key(str(part))
+    return out or "(top level)"
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+
+
+def _toml(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, bool)) or type(value).__module__ == "datetime"
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _what(value: Any) -> str:
+    """A TOML-ish description of a value, to say what was found instead."""
+    if isinstance(value, bool):
+        return f"the boolean {_plain(value)}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {_toml(value)}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"the date {_plain(value)}"

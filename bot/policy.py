@@ -1,0 +1,360 @@
+"""Who may run what, and what the build service accepts: every check in one place. Pure.
+
+``decide`` turns a parsed command into either the exact body for ``POST /v3/jobs/build``
+or the list of problems, each a sentence saying what to change. Problems are plain text
+(backticks only) and may contain user input: escape them before putting them in mrkdwn.
+
+Decisions:
+
+* Admins may run every job and raw 32-character job IDs. A raw ID runs with no declared
+  parameters (any name=value passes if the API accepts it) and always asks to confirm.
+* A job's ``channels`` applies to everyone, admins included; an admin who must run it
+  elsewhere can use its raw ID, which has no channel list.
+* A job with no ``users`` and no ``usergroups`` can be run by admins only.
+* User groups are asked only when ``users`` did not already allow the user. If a group's
+  membership is unknown and no other rule allows the user, the answer is a denial saying
+  membership could not be checked (try again later), never a silent allow.
+* Permission problems come first; a user who may not run the job learns nothing about
+  its parameters.
+* API rules (apply to admins and to undeclared parameters too): names are 1-128 ASCII
+  letters, digits or ``_`` and not a reserved name in any case; values are at most
+  8,192 characters with no control characters other than tab (NUL, newline, DEL ...
+  are rejected); ``commit`` is 7-64 hexadecimal digits (sent in lower case); ``tag`` is
+  1-255 characters with no whitespace or control characters and does not start with ``-``.
+* A declared parameter with ``required = true`` needs a non-empty value (its default counts).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bot.command import BuildCommand
+
+if TYPE_CHECKING:
+    from bot.config import BuildbotConfig, JobConfig, ParamSpec
+
+RESERVED_NAMES = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "BASH_ENV", "GIT_SSH_COMMAND", "path")
+_RESERVED_FOLDED = frozenset(n.casefold() for n in RESERVED_NAMES)
+MAX_NAME = 128
+MAX_VALUE = 8192
+MAX_TAG = 255
+NAME_RE = re.compile(r"[A-Za-z0-9_]+")
+JOB_ID_RE = re.compile(r"[A-Za-z0-9]{32}")
+COMMIT_RE = re.compile(r"[0-9A-Fa-f]{7,64}")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class UserGroups(Protocol):
+    """Where Slack user-group membership comes from (the Slack API, a cache, a test)."""
+
+    def members(self, group_id: str) -> frozenset[str] | None:
+        """The group's member IDs, or None when membership could not be found out."""
+        ...
+
+
+class StaticUserGroups:
+    """Fixed membership for explain and tests: None knows nothing, else absent groups are empty."""
+
+    def __init__(self, mapping: dict[str, set[str]] | None = None) -> None:
+        self._mapping = mapping
+
+    def members(self, group_id: str) -> frozenset[str] | None:
+        if self._mapping is None:
+            return None
+        return frozenset(self._mapping.get(group_id, ()))
+
+
+@dataclass(frozen=True)
+class Approved:
+    """The build may start; ``body`` is exactly what ``POST /v3/jobs/build`` gets."""
+
+    job_name: str
+    job_id: str
+    description: str
+    confirm: bool
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Denied:
+    """The build may not start; each problem names the rule and how to fix the input."""
+
+    problems: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- API rules
+
+
+def param_name_problem(name: str) -> str | None:
+    """Why the build service would refuse this parameter name, or None."""
+    if len(name) > MAX_NAME:
+        return (f"`{show(name)}` is too long for a parameter name ({len(name)} characters): "
+                f"use at most {MAX_NAME}.")
+    if not NAME_RE.fullmatch(name):
+        return f"`{show(name)}` is not a valid parameter name: use letters, digits and _ only."
+    if name.casefold() in _RESERVED_FOLDED:
+        return (f"`{name}` is a reserved name the build service refuses "
+                f"({', '.join(RESERVED_NAMES)}, in any case): choose another name.")
+    return None
+
+
+def param_value_problem(name: str, value: str) -> str | None:
+    """Why the build service would refuse this value (length, control characters), or None."""
+    if len(value) > MAX_VALUE:
+        return (f"The value of `{show(name)}` is {len(value):,} characters long: "
+                f"shorten it to at most {MAX_VALUE:,}.")
+    bad = _CONTROL.search(value)
+    if bad:
+        return (f"The value of `{show(name)}` contains a control character "
+                f"(U+{ord(bad.group()):04X}): remove it; only tab is allowed.")
+    return None
+
+
+def job_id_problem(job_id: str) -> str | None:
+    """Why this is not a CodeArts build task ID (32 letters and digits), or None."""
+    if JOB_ID_RE.fullmatch(job_id):
+        return None
+    return (f"`{show(job_id)}` is not a build task ID: it must be 32 letters and digits "
+            "(the end of the task's edit-page URL).")
+
+
+def commit_problem(commit: str) -> str | None:
+    """Why this is not a commit ID we send (7-64 hexadecimal digits), or None."""
+    if COMMIT_RE.fullmatch(commit):
+        return None
+    return (f"`commit={show(commit)}` is not a commit ID: give 7 to 64 hexadecimal digits, "
+            "e.g. commit=1a2b3c4d.")
+
+
+def tag_problem(tag: str) -> str | None:
+    """Why this tag is refused (empty, too long, whitespace, control characters, leading -)."""
+    if not tag or len(tag) > MAX_TAG:
+        return f"`tag=` must be 1 to {MAX_TAG} characters long ({len(tag)} given)."
+    if any(c.isspace() for c in tag) or _CONTROL.search(tag) or tag.startswith("-"):
+        return (f"`tag={show(tag)}` is not a valid tag: no spaces or control characters, "
+                "and it cannot start with -.")
+    return None
+
+
+def show(text: str, limit: int = 60) -> str:
+    """Text to quote in a message: short, and without backticks that would break the quoting."""
+    text = text.replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- permissions
+
+
+def is_admin(config: BuildbotConfig, user_id: str) -> bool:
+    """Admins may run every job and raw job IDs."""
+    return user_id in config.admins
+
+
+def channel_allowed(job: JobConfig, channel_id: str) -> bool:
+    """A job's channel list binds everyone, admins included; no list means any channel."""
+    return job.channels is None or channel_id in job.channels
+
+
+def user_allowed(config: BuildbotConfig, job: JobConfig, user_id: str,
+                 usergroups: UserGroups) -> bool | None:
+    """True/False, or None when only an unknown group membership could have allowed the user."""
+    if is_admin(config, user_id) or "*" in job.users or user_id in job.users:
+        return True
+    unknown = False
+    for group in job.usergroups:
+        members = usergroups.members(group)
+        if members is None:
+            unknown = True
+        elif user_id in members:
+            return True
+    return None if unknown else False
+
+
+def runnable_jobs(config: BuildbotConfig, *, user_id: str, channel_id: str,
+                  usergroups: UserGroups) -> list[JobConfig]:
+    """The jobs this user may run in this channel (for ``/build list`` and help)."""
+    return [job for job in config.jobs.values()
+            if channel_allowed(job, channel_id)
+            and user_allowed(config, job, user_id, usergroups) is True]
+
+
+def _permission_problems(config: BuildbotConfig, job: JobConfig, user_id: str,
+                         channel_id: str, usergroups: UserGroups) -> list[str]:
+    """Why this user may not run this job here; empty when allowed."""
+    allowed = user_allowed(config, job, user_id, usergroups)
+    if allowed is None:
+        return [(f"Your membership of the user groups allowed to run `{job.name}` could not be "
+                "checked: try again later.")]
+    if not allowed and not job.users and not job.usergroups:
+        return [f"`{job.name}` can be run by admins only: ask an admin to run it."]
+    if not allowed:
+        return [(f"You may not run `{job.name}`: ask an admin to add you to its users or "
+                "user groups.")]
+    if not channel_allowed(job, channel_id):
+        where = ", ".join(job.channels or ())
+        return [(f"`{job.name}` cannot be run in this channel: run it in one of its channels "
+                f"({where}).")]
+    return []
+
+
+# ---------------------------------------------------------------- the decision
+
+
+def decide(config: BuildbotConfig, command: BuildCommand, *, user_id: str, channel_id: str,
+           usergroups: UserGroups) -> Approved | Denied:
+    """Check everything before anything is sent; return the exact body or every problem."""
+    matches = _matching_jobs(config, command.job)
+    if len(matches) > 1:
+        names = ", ".join(f"`{j.name}`" for j in matches)
+        return Denied(((f"`{show(command.job)}` matches several jobs ({names}): "
+                       "type the exact name."),))
+    if not matches:
+        return _decide_unnamed(config, command, user_id, channel_id, usergroups)
+    job = matches[0]
+    denied = _permission_problems(config, job, user_id, channel_id, usergroups)
+    if denied:
+        return Denied(tuple(denied))
+    params, problems = _params(job, command.params)
+    return _finish(job.name, job.id, job.description, job.confirm, command, params, problems)
+
+
+def find_job(config: BuildbotConfig, name: str) -> JobConfig | None:
+    """The job by exact name, else by unique case-insensitive name, else None."""
+    matches = _matching_jobs(config, name)
+    return matches[0] if len(matches) == 1 else None
+
+
+def _matching_jobs(config: BuildbotConfig, name: str) -> list[JobConfig]:
+    if name in config.jobs:
+        return [config.jobs[name]]
+    return [j for n, j in config.jobs.items() if n.casefold() == name.casefold()]
+
+
+def _decide_unnamed(config: BuildbotConfig, command: BuildCommand, user_id: str,
+                    channel_id: str, usergroups: UserGroups) -> Approved | Denied:
+    """No job has this name: maybe a raw ID (admins only), else list what the user may run."""
+    if JOB_ID_RE.fullmatch(command.job):
+        return _decide_raw_id(config, command, user_id, channel_id, usergroups)
+    jobs = runnable_jobs(config, user_id=user_id, channel_id=channel_id, usergroups=usergroups)
+    names = ", ".join(j.name for j in jobs) or "none"
+    return Denied(((f"There is no job `{show(command.job)}`. Jobs you may run here: {names} "
+                   "(`/build list` shows them)."),))
+
+
+def _decide_raw_id(config: BuildbotConfig, command: BuildCommand, user_id: str,
+                   channel_id: str, usergroups: UserGroups) -> Approved | Denied:
+    """An admin may run a build task by its 32-character ID; others are pointed to names."""
+    job_id = command.job.lower()
+    if not is_admin(config, user_id):
+        mine = runnable_jobs(config, user_id=user_id, channel_id=channel_id,
+                             usergroups=usergroups)
+        named = [j.name for j in mine if j.id == job_id]
+        hint = f"use `/build {named[0]}`" if named else "use a job name (`/build list` shows them)"
+        return Denied((f"Only admins may run a build task by its raw ID: {hint}.",))
+    params, problems = _params(None, command.params)
+    return _finish(job_id, job_id, "", True, command, params, problems)
+
+
+def _finish(name: str, job_id: str, description: str, confirm: bool, command: BuildCommand,
+            params: list[tuple[str, str]], problems: list[str]) -> Approved | Denied:
+    """Add the scm checks and assemble the body, or return every problem found."""
+    problems = problems + _scm_problems(command)
+    if problems:
+        return Denied(tuple(problems))
+    return Approved(name, job_id, description, confirm, build_body(job_id, params, command))
+
+
+def build_body(job_id: str, params: list[tuple[str, str]],
+               command: BuildCommand) -> dict[str, Any]:
+    """The request body: ``parameter`` only when non-empty, ``scm`` only with the keys given."""
+    body: dict[str, Any] = {"job_id": job_id}
+    if params:
+        body["parameter"] = [{"name": n, "value": v} for n, v in params]
+    scm: dict[str, str] = {}
+    if command.commit is not None:
+        scm["build_commit_id"] = command.commit.lower()
+    if command.tag is not None:
+        scm["build_tag"] = command.tag
+    if scm:
+        body["scm"] = scm
+    return body
+
+
+def _scm_problems(command: BuildCommand) -> list[str]:
+    found = [commit_problem(command.commit) if command.commit is not None else None,
+             tag_problem(command.tag) if command.tag is not None else None]
+    return [p for p in found if p]
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def _params(job: JobConfig | None, given: tuple[tuple[str, str], ...]
+            ) -> tuple[list[tuple[str, str]], list[str]]:
+    """Declared params in file order (value or default), then extras in typed order."""
+    problems = _repeat_problems(given)
+    declared = job.params if job is not None else {}
+    values = dict(given)
+    params: list[tuple[str, str]] = []
+    for name, spec in declared.items():
+        value = values.get(name, spec.default)
+        problem = _declared_problem(name, spec, value, given=name in values)
+        if problem:
+            problems.append(problem)
+        elif value is not None:
+            params.append((name, value))
+    for name, value in {n: v for n, v in given if n not in declared}.items():
+        problem = _extra_problem(job, name, value)
+        if problem:
+            problems.append(problem)
+        else:
+            params.append((name, value))
+    return params, problems
+
+
+def _repeat_problems(given: tuple[tuple[str, str], ...]) -> list[str]:
+    names = [n for n, _ in given]
+    twice = dict.fromkeys(n for n in names if names.count(n) > 1)
+    return [f"`{show(n)}` is given twice: give it once." for n in twice]
+
+
+def _declared_problem(name: str, spec: ParamSpec, value: str | None, *, given: bool) -> str | None:
+    """Check a declared parameter: required, API value rules, choices, pattern."""
+    if spec.required and not value:
+        return f"`{name}` is required: add {name}=<value>."
+    if value is None or not given:
+        return None  # defaults were checked when the file was loaded
+    problem = param_value_problem(name, value)
+    if problem:
+        return problem
+    if spec.choices is not None and value not in spec.choices:
+        return (f"`{name}` must be one of {', '.join(spec.choices)}, not `{show(value)}`: "
+                "pick one of those.")
+    if spec.pattern is not None and not re.fullmatch(spec.pattern, value):
+        return (f"`{name}={show(value)}` does not match the pattern `{spec.pattern}`: "
+                "give a value that matches it.")
+    return None
+
+
+def _extra_problem(job: JobConfig | None, name: str, value: str) -> str | None:
+    """An undeclared parameter: refused unless the job allows extras, then the API rules."""
+    if job is not None and not job.allow_extra_params:
+        return _undeclared_message(job, name)
+    return param_name_problem(name) or param_value_problem(name, value)
+
+
+def _undeclared_message(job: JobConfig, name: str) -> str:
+    """Say the name is not a parameter of the job, with the names it does take."""
+    if not job.params:
+        return (f"`{job.name}` takes no parameters: remove `{show(name)}=` "
+                "(commit= and tag= are always accepted).")
+    close = [n for n in job.params if _fold(n) == _fold(name)]
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    return (f"`{show(name)}` is not a parameter of `{job.name}`{hint}: use one of "
+            f"{', '.join(job.params)}.")
+
+
+def _fold(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.casefold())

@@ -1,0 +1,74 @@
+"""Assembly: settings and config in, a running bot out (HTTP or Socket Mode)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from bot.codearts import CodeArtsClient, client_from_settings
+from bot.config import BuildbotConfig
+from bot.flow import Flow
+from bot.settings import Settings
+from bot.slack_app import create_app
+from bot.slack_io import make_web_client
+from bot.store import Store
+from bot.usergroups import SlackUserGroups
+from bot.watcher import Watcher
+from bot.web import make_wsgi, serve
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Every long-lived part of the bot, built once; ``close()`` releases them."""
+
+    def __init__(self, settings: Settings, config: BuildbotConfig, *,
+                 api: CodeArtsClient | None = None, clock: Callable[[], float] = time.time,
+                 watch: bool = True) -> None:
+        self.settings = settings
+        self.ready = threading.Event()
+        self.store = Store.from_url(settings.database_url)
+        self.api = api or client_from_settings(settings)
+        self.slack = make_web_client(settings.slack_bot_token.get_secret_value(),
+                                     settings.slack_api_url)
+        self.worker = ThreadPoolExecutor(settings.worker_threads,
+                                         thread_name_prefix="buildbot-work")
+        self.flow = Flow(config=config, store=self.store, api=self.api, slack=self.slack,
+                         groups=SlackUserGroups(self.slack), worker=self.worker,
+                         poll_seconds=settings.build_poll_seconds,
+                         link_template=settings.build_link_template,
+                         project_id=settings.codearts_project_id, clock=clock)
+        secret = settings.slack_signing_secret
+        self.app = create_app(self.flow, signing_secret=secret.get_secret_value() if secret else None)
+        self.watcher = Watcher(self.flow, poll_seconds=settings.build_poll_seconds, clock=clock)
+        if watch:
+            self.watcher.start()
+
+    def serve_http(self, *, host: str = "0.0.0.0", port: int | None = None,
+                   on_listening: Callable[[int], None] | None = None) -> None:
+        """Block serving Slack's requests; ``/healthz`` turns 200 once listening."""
+        def listening(bound: int) -> None:
+            self.ready.set()
+            if on_listening is not None:
+                on_listening(bound)
+
+        serve(make_wsgi(self.app, self.ready), host=host,
+              port=self.settings.port if port is None else port,
+              threads=max(8, self.settings.worker_threads * 2), on_listening=listening)
+
+    def serve_socket_mode(self) -> None:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        token = self.settings.slack_app_token
+        assert token is not None
+        self.ready.set()
+        SocketModeHandler(self.app, token.get_secret_value()).start()
+
+    def close(self) -> None:
+        self.watcher.stop()
+        self.worker.shutdown(wait=True, cancel_futures=False)
+        self.api.close()
+        self.store.close()

@@ -1,0 +1,63 @@
+"""Bolt listeners: a few lines each, acknowledging first and calling the flow."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from slack_bolt import Ack, App, BoltResponse
+
+from bot import messages as msg
+from bot.flow import Flow
+
+log = logging.getLogger(__name__)
+
+
+def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bool = True) -> App:
+    """The Bolt app; ``process_before_response`` so acks never wait on Bolt's own thread pool."""
+    app = App(client=flow.slack, signing_secret=signing_secret or "",
+              request_verification_enabled=signing_secret is not None,
+              token_verification_enabled=token_verification,
+              process_before_response=True, raise_error_for_unhandled_request=False,
+              logger=logging.getLogger("slack_bolt"))
+
+    @app.command("/build")
+    def build_command(ack: Ack, command: dict[str, Any]) -> None:
+        _guard(ack, flow.on_command, command)
+
+    @app.action(msg.RUN)
+    def run_clicked(ack: Ack, body: dict[str, Any]) -> None:
+        _guard(ack, flow.on_run, body)
+
+    @app.action(msg.CANCEL)
+    def cancel_clicked(ack: Ack, body: dict[str, Any]) -> None:
+        _guard(ack, flow.on_cancel, body)
+
+    @app.action(msg.STOP)
+    def stop_clicked(ack: Ack, body: dict[str, Any]) -> None:
+        _guard(ack, flow.on_stop, body)
+
+    @app.action(msg.REBUILD)
+    def rebuild_clicked(ack: Ack, body: dict[str, Any]) -> None:
+        _guard(ack, flow.on_rebuild, body)
+
+    @app.error
+    def unexpected(error: Exception, body: dict[str, Any]) -> BoltResponse:
+        error_id = uuid.uuid4().hex[:8]
+        log.error("unexpected error id=%s type=%s", error_id, type(error).__name__,
+                  exc_info=error)
+        return BoltResponse(status=200, body=msg.internal_error(error_id)["text"])
+
+    return app
+
+
+def _guard(ack: Ack, handler: Any, payload: dict[str, Any]) -> None:
+    """Answer Slack whatever happens: an unexpected error becomes a message with an ID."""
+    try:
+        handler(ack, payload)
+    except Exception:
+        error_id = uuid.uuid4().hex[:8]
+        log.exception("listener failed id=%s", error_id)
+        if ack.response is None:
+            ack(msg.internal_error(error_id))

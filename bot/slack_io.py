@@ -1,0 +1,55 @@
+"""Talking back to Slack: the Web API client and ``response_url`` posts.
+
+Both retry 429s (honouring Retry-After), 5xx and connection errors through
+slack_sdk's own retry handlers rather than by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry import RetryHandler
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.webhook import WebhookClient
+
+log = logging.getLogger(__name__)
+
+
+def retry_handlers() -> list[RetryHandler]:
+    return [ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=3),
+            ServerErrorRetryHandler(max_retry_count=2)]
+
+
+def make_web_client(token: str, base_url: str, *, timeout: int = 10) -> WebClient:
+    return WebClient(token=token, base_url=base_url, timeout=timeout,
+                     retry_handlers=retry_handlers())
+
+
+def respond(url: str | None, message: dict[str, Any], *, timeout: int = 10) -> bool:
+    """Post to a response_url; False (logged) when it could not be delivered."""
+    if not url:
+        return False
+    try:
+        resp = WebhookClient(url, timeout=timeout, retry_handlers=retry_handlers()).send_dict(message)
+    except (SlackClientError, OSError, ValueError) as exc:
+        log.warning("response_url post failed: %s", type(exc).__name__)
+        return False
+    if resp.status_code != 200:
+        log.warning("response_url post refused status=%s body=%.200s", resp.status_code, resp.body)
+        return False
+    return True
+
+
+def api_error_name(exc: Exception) -> str:
+    """A short, secret-free name for a failed Web API call."""
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error", "unknown_error"))
+    return type(exc).__name__

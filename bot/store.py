@@ -1,0 +1,305 @@
+"""State behind SQLAlchemy Core: pending confirmations, started builds, the audit log.
+
+Exactly-once without flags in memory: every step that must happen once is a
+conditional ``UPDATE ... WHERE state = ...`` and the caller acts only when it
+changed a row. Watches are leased rows (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL), so several replicas share them and a dead one's come back.
+Times are epoch seconds (floats): portable across SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+requests = sa.Table(
+    "buildbot_requests", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # pending running started cancelled expired failed unknown
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("team_id", sa.String(32), nullable=True),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("command", sa.Text, nullable=False),  # normalised command text, for Rebuild
+    sa.Column("body", sa.Text, nullable=False),  # the exact JSON sent to CodeArts
+    sa.Column("response_url", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+builds = sa.Table(
+    "buildbot_builds", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # the request's id
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("build_no", sa.String(32), nullable=False),
+    sa.Column("daily_build_number", sa.String(64), nullable=False),
+    sa.Column("response_url", sa.Text, nullable=True),
+    # announce: pending (no channel message yet), posted (ts known), fallback (no ts)
+    sa.Column("announce", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("message_channel", sa.String(32), nullable=True),
+    sa.Column("message_ts", sa.String(32), nullable=True),
+    # watch: watching, reporting, done
+    sa.Column("watch", sa.String(16), nullable=False, server_default="watching"),
+    sa.Column("next_check_at", sa.Float, nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("result", sa.String(32), nullable=True),
+    sa.Column("duration_ms", sa.BigInteger, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Index("buildbot_builds_due", "watch", "next_check_at"),
+)
+
+audit = sa.Table(
+    "buildbot_audit", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("request_id", sa.String(32), nullable=True),
+    sa.Column("user_id", sa.String(32), nullable=True),
+    sa.Column("channel_id", sa.String(32), nullable=True),
+    sa.Column("job", sa.String(200), nullable=True),
+    sa.Column("parameters", sa.Text, nullable=True),
+    sa.Column("decision", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("daily_build_number", sa.String(64), nullable=True),
+    sa.Column("build_no", sa.String(32), nullable=True),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("error_msg", sa.Text, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a Run click found: ``ok`` only for the one click that moved pending -> running."""
+
+    ok: bool
+    reason: str  # claimed, missing, not_yours, expired, or the state it was already in
+    row: RowMapping | None = None
+
+
+def engine_url(url: str) -> str:
+    """Accept the plain ``postgresql://`` spelling operators use; we ship psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = engine_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            if ":memory:" not in url:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Store:
+    """The few queries the bot needs; every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        store = cls(make_engine(url))
+        store.create_tables()
+        return store
+
+    def create_tables(self) -> None:
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # --- confirmations -------------------------------------------------
+
+    def add_request(self, *, id: str, state: str, now: float, ttl: float, user_id: str,
+                    team_id: str | None, channel_id: str, job_name: str, job_id: str,
+                    command: str, body: dict[str, Any], response_url: str | None) -> None:
+        with self._tx() as c:
+            c.execute(requests.insert().values(
+                id=id, state=state, created_at=now, expires_at=now + ttl, updated_at=now,
+                user_id=user_id, team_id=team_id, channel_id=channel_id, job_name=job_name,
+                job_id=job_id, command=command, body=json.dumps(body), response_url=response_url))
+
+    def get_request(self, id: str) -> RowMapping | None:
+        with self._tx() as c:
+            return c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
+
+    def claim_request(self, *, id: str, user_id: str, now: float) -> Claim:
+        """Move one pending request to running, atomically; any other click gets the reason."""
+        with self._tx() as c:
+            changed = c.execute(
+                requests.update()
+                .where(requests.c.id == id, requests.c.state == "pending",
+                       requests.c.user_id == user_id, requests.c.expires_at > now)
+                .values(state="running", updated_at=now)).rowcount
+            row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
+        if changed == 1:
+            return Claim(True, "claimed", row)
+        if row is None:
+            return Claim(False, "missing")
+        if row["user_id"] != user_id:
+            return Claim(False, "not_yours", row)
+        if row["state"] == "pending":  # so it is past its time
+            self.set_request_state(id=id, state="expired", now=now, only_from="pending")
+            return Claim(False, "expired", row)
+        return Claim(False, row["state"], row)
+
+    def set_request_state(self, *, id: str, state: str, now: float,
+                          only_from: str | None = None, error: str | None = None) -> bool:
+        """Conditional state change; True when this call made it."""
+        q = requests.update().where(requests.c.id == id)
+        if only_from is not None:
+            q = q.where(requests.c.state == only_from)
+        values: dict[str, Any] = {"state": state, "updated_at": now}
+        if error is not None:
+            values["error"] = error
+        with self._tx() as c:
+            return c.execute(q.values(**values)).rowcount == 1
+
+    def expire_pending(self, *, now: float) -> list[RowMapping]:
+        """Pending requests past their time that this call moved to expired (each once)."""
+        with self._tx() as c:
+            due = list(c.execute(sa.select(requests).where(
+                requests.c.state == "pending", requests.c.expires_at <= now)).mappings())
+        return [r for r in due
+                if self.set_request_state(id=r["id"], state="expired", now=now, only_from="pending")]
+
+    def stale_running(self, *, older_than: float) -> list[RowMapping]:
+        """Requests claimed but never finished: the bot died while calling CodeArts."""
+        with self._tx() as c:
+            return list(c.execute(sa.select(requests).where(
+                requests.c.state == "running", requests.c.updated_at < older_than)).mappings())
+
+    # --- builds ----------------------------------------------------------
+
+    def record_build(self, *, request: RowMapping, build_no: str, daily_build_number: str,
+                     now: float, first_check_at: float) -> None:
+        """Mark the request started and open its watch, in one transaction."""
+        with self._tx() as c:
+            c.execute(requests.update().where(requests.c.id == request["id"])
+                      .values(state="started", updated_at=now))
+            c.execute(builds.insert().values(
+                id=request["id"], created_at=now, user_id=request["user_id"],
+                channel_id=request["channel_id"], job_name=request["job_name"],
+                job_id=request["job_id"], build_no=build_no,
+                daily_build_number=daily_build_number, response_url=request["response_url"],
+                announce="pending", watch="watching", next_check_at=first_check_at, failures=0))
+
+    def get_build(self, id: str) -> RowMapping | None:
+        with self._tx() as c:
+            return c.execute(sa.select(builds).where(builds.c.id == id)).mappings().first()
+
+    def set_announced(self, *, id: str, channel: str | None, ts: str | None) -> None:
+        with self._tx() as c:
+            c.execute(builds.update().where(builds.c.id == id).values(
+                announce="posted" if ts else "fallback", message_channel=channel, message_ts=ts))
+
+    def claim_announce(self, *, id: str) -> bool:
+        """Take an unannounced build for posting (used on recovery); True for one caller."""
+        with self._tx() as c:
+            return c.execute(builds.update().where(builds.c.id == id, builds.c.announce == "pending")
+                             .values(announce="posting")).rowcount == 1
+
+    def unannounced(self, *, older_than: float) -> list[RowMapping]:
+        with self._tx() as c:
+            return list(c.execute(sa.select(builds).where(
+                builds.c.announce == "pending", builds.c.created_at < older_than)).mappings())
+
+    # --- watches ---------------------------------------------------------
+
+    def lease_due(self, *, owner: str, now: float, lease_seconds: float,
+                  limit: int) -> list[RowMapping]:
+        """Lease up to ``limit`` due watches to ``owner``; never one another live replica holds."""
+        free = sa.or_(builds.c.lease_until.is_(None), builds.c.lease_until < now)
+        due = (sa.select(builds.c.id)
+               .where(builds.c.watch.in_(("watching", "reporting")), builds.c.next_check_at <= now, free)
+               .order_by(builds.c.next_check_at).limit(limit))
+        if self.postgres:
+            due = due.with_for_update(skip_locked=True)
+        q = (builds.update().where(builds.c.id.in_(due.scalar_subquery()), free)
+             .values(lease_owner=owner, lease_until=now + lease_seconds)
+             .returning(*builds.c))
+        with self._tx() as c:
+            return list(c.execute(q).mappings())
+
+    def reschedule(self, *, id: str, owner: str, next_check_at: float, failures: int) -> bool:
+        with self._tx() as c:
+            return c.execute(builds.update().where(builds.c.id == id, builds.c.lease_owner == owner)
+                             .values(next_check_at=next_check_at, failures=failures,
+                                     lease_until=None)).rowcount == 1
+
+    def begin_report(self, *, id: str, owner: str, result: str, duration_ms: int | None,
+                     now: float) -> bool:
+        """Move watching -> reporting for the lease holder; only then may it post the result."""
+        with self._tx() as c:
+            return c.execute(builds.update().where(
+                builds.c.id == id, builds.c.lease_owner == owner, builds.c.watch == "watching")
+                .values(watch="reporting", result=result, duration_ms=duration_ms,
+                        finished_at=now)).rowcount == 1
+
+    def finish_report(self, *, id: str) -> None:
+        with self._tx() as c:
+            c.execute(builds.update().where(builds.c.id == id)
+                      .values(watch="done", lease_owner=None, lease_until=None))
+
+    def watching_count(self) -> int:
+        with self._tx() as c:
+            return c.execute(sa.select(sa.func.count()).select_from(builds)
+                             .where(builds.c.watch != "done")).scalar_one()
+
+    # --- audit -------------------------------------------------------------
+
+    def audit(self, *, decision: str, now: float, request_id: str | None = None,
+              user_id: str | None = None, channel_id: str | None = None, job: str | None = None,
+              parameters: Any = None, detail: str | None = None,
+              daily_build_number: str | None = None, build_no: str | None = None,
+              error_code: str | None = None, error_msg: str | None = None) -> None:
+        params = None if parameters is None else json.dumps(parameters, ensure_ascii=False)
+        with self._tx() as c:
+            c.execute(audit.insert().values(
+                at=now, request_id=request_id, user_id=user_id, channel_id=channel_id, job=job,
+                parameters=params, decision=decision, detail=detail,
+                daily_build_number=daily_build_number, build_no=build_no,
+                error_code=error_code, error_msg=error_msg))
+
+    def audit_rows(self, *, request_id: str | None = None) -> list[RowMapping]:
+        q = sa.select(audit).order_by(audit.c.id)
+        if request_id is not None:
+            q = q.where(audit.c.request_id == request_id)
+        with self._tx() as c:
+            return list(c.execute(q).mappings())

@@ -1,0 +1,60 @@
+"""HTTP mode: a WSGI app (``/slack/events`` and ``/healthz``) served by waitress."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024  # Slack's payloads are far smaller; refuse anything bigger
+
+
+def make_wsgi(app: App, ready: threading.Event) -> Callable[..., Iterable[bytes]]:
+    """Route Slack's requests to Bolt and answer health checks once the bot is ready."""
+    slack = SlackRequestHandler(app, path="/slack/events")
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "")
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            ok = ready.is_set()
+            return _plain(start_response, "200 OK" if ok else "503 Service Unavailable",
+                          "ok" if ok else "starting")
+        if path == "/slack/events" and method == "POST":
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_BODY:
+                return _plain(start_response, "413 Payload Too Large", "too large")
+            return slack(environ, start_response)
+        return _plain(start_response, "404 Not Found", "not found")
+
+    return wsgi
+
+
+def _plain(start_response: Callable[..., Any], status: str, text: str) -> list[bytes]:
+    data = text.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def serve(wsgi: Callable[..., Iterable[bytes]], *, host: str, port: int, threads: int = 16,
+          on_listening: Callable[[int], None] | None = None) -> None:
+    """Serve until interrupted; ``on_listening`` gets the bound port (tests bind port 0)."""
+    from waitress.server import create_server
+
+    server = create_server(wsgi, host=host, port=port, threads=threads,
+                           connection_limit=1000, channel_timeout=30, ident="buildbot")
+    bound = server.effective_port  # type: ignore[union-attr]
+    log.info("listening on %s:%s", host, bound)
+    if on_listening is not None:
+        on_listening(int(bound))
+    server.run()

@@ -1,0 +1,232 @@
+"""check-config and explain: what an operator sees and the exit codes, with no network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot import cli
+
+JOB_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
+GOOD = f"""
+admins = ["UADMIN"]
+[jobs.backend]
+id = "{JOB_ID}"
+description = "Backend CI"
+users = ["UALICE"]
+usergroups = ["SDEVS"]
+channels = ["CBUILDS"]
+[jobs.backend.params.codeBranch]
+default = "master"
+choices = ["master", "develop"]
+[jobs.web]
+id = "{JOB_ID}"
+users = ["*"]
+confirm = false
+"""
+ENV_VARS = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL", "PORT",
+            "BUILDBOT_CONFIG", "DATABASE_URL", "CODEARTS_ENDPOINT", "CODEARTS_TOKEN",
+            "IAM_ENDPOINT", "IAM_USER", "IAM_PASSWORD", "IAM_DOMAIN", "IAM_PROJECT",
+            "CLOUD_SDK_AK", "CLOUD_SDK_SK", "CODEARTS_PROJECT_ID", "BUILD_POLL_SECONDS"]
+SECRET = "xoxb-super-secret-value"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def good_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", SECRET)
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-also-secret")
+    monkeypatch.setenv("CODEARTS_ENDPOINT", "https://cloudbuild.example.com")
+    monkeypatch.setenv("CODEARTS_TOKEN", "token-secret")
+
+
+def write(tmp_path: Path, text: str, name: str = "buildbot.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- check-config
+
+
+def test_check_config_ok_prints_a_summary(good_env: None, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, GOOD)
+    assert cli.check_config([]) == 0
+    assert capsys.readouterr().out == (
+        "OK: environment and buildbot.toml are valid; 2 job(s): backend, web.\n")
+
+
+def test_check_config_uses_buildbot_config_env(good_env: None, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, GOOD, "jobs.toml")
+    monkeypatch.setenv("BUILDBOT_CONFIG", str(path))
+    assert cli.check_config([]) == 0
+    assert f"environment and {path} are valid" in capsys.readouterr().out
+
+
+def test_check_config_option_wins_over_env(good_env: None, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, GOOD, "other.toml")
+    monkeypatch.setenv("BUILDBOT_CONFIG", str(tmp_path / "missing.toml"))
+    assert cli.check_config(["--config", str(path)]) == 0
+    assert "2 job(s)" in capsys.readouterr().out
+
+
+def test_check_config_lists_every_problem_from_env_and_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", SECRET)
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-also-secret")
+    write(tmp_path, 'typo = 1\n[jobs.a]\nid = "short"\n')
+    assert cli.check_config([]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "3 configuration problem(s):"
+    assert "- environment: CODEARTS_ENDPOINT is not set." in out
+    assert "- buildbot.toml: typo: unknown key" in out
+    assert "- buildbot.toml: jobs.a.id: `short` is not a build task ID" in out
+    assert SECRET not in out and "xapp-also-secret" not in out
+
+
+def test_check_config_missing_file(good_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.check_config([]) == 1
+    assert "- buildbot.toml: file not found" in capsys.readouterr().out
+
+
+def test_check_config_never_prints_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", SECRET)
+    monkeypatch.setenv("CODEARTS_ENDPOINT", "https://cloudbuild.example.com")
+    monkeypatch.setenv("CODEARTS_TOKEN", "token-secret")
+    monkeypatch.setenv("CLOUD_SDK_AK", "ak-secret")
+    monkeypatch.setenv("CLOUD_SDK_SK", "sk-secret")
+    write(tmp_path, GOOD)
+    assert cli.check_config([]) == 1
+    out = capsys.readouterr().out
+    assert "Two CodeArts authentication methods" in out
+    for secret in (SECRET, "token-secret", "ak-secret", "sk-secret"):
+        assert secret not in out
+
+
+def test_check_config_notes_jobs_nobody_can_run(good_env: None, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, f'[jobs.orphan]\nid = "{JOB_ID}"\n')
+    assert cli.check_config([]) == 0
+    assert "note: jobs.orphan has no users or usergroups and there are no admins" in (
+        capsys.readouterr().out)
+
+
+# ---------------------------------------------------------------- explain
+
+
+def explain(tmp_path: Path, *args: str, config: str = GOOD) -> int:
+    path = write(tmp_path, config, "jobs.toml")
+    return cli.explain(["--config", str(path), *args])
+
+
+def test_explain_allowed_prints_the_exact_body(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code = explain(tmp_path, "--user", "UALICE", "--channel", "CBUILDS",
+                   "/build backend codeBranch=develop commit=ABCDEF1")
+    out = capsys.readouterr().out
+    assert code == 0
+    head, body = out.split("POST /v3/jobs/build\n")
+    assert head == f"Allowed: job backend ({JOB_ID}); confirm: yes (Run/Cancel buttons first)\n"
+    assert json.loads(body) == {
+        "job_id": JOB_ID, "parameter": [{"name": "codeBranch", "value": "develop"}],
+        "scm": {"build_commit_id": "abcdef1"}}
+    assert body == json.dumps(json.loads(body), indent=2) + "\n"
+
+
+@pytest.mark.parametrize("text", [["backend"], ["/build backend"], ["/build", "backend"],
+                                  ["/BUILD backend"]])
+def test_explain_leading_slash_build_is_optional(tmp_path: Path, text: list[str],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UALICE", "--channel", "CBUILDS", *text) == 0
+    assert "Allowed: job backend" in capsys.readouterr().out
+
+
+def test_explain_needs_no_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UBOB", "--channel", "CX", "/build web") == 0
+    assert "confirm: no" in capsys.readouterr().out
+
+
+def test_explain_denied_lists_each_problem(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code = explain(tmp_path, "--user", "UALICE", "--channel", "CBUILDS",
+                   "/build backend codeBranch=x extra=1")
+    assert code == 1
+    assert capsys.readouterr().out == (
+        "Denied:\n"
+        "- `codeBranch` must be one of master, develop, not `x`: pick one of those.\n"
+        "- `extra` is not a parameter of `backend`: use one of codeBranch.\n")
+
+
+def test_explain_without_groups_says_membership_was_unknown(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UBOB", "--channel", "CBUILDS", "/build backend") == 1
+    out = capsys.readouterr().out
+    assert "could not be checked: try again later." in out
+    assert "note: user group membership was unknown (no --groups)" in out
+
+
+def test_explain_with_groups_uses_them(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = explain(tmp_path, "--user", "UBOB", "--channel", "CBUILDS", "--groups", "SX, SDEVS",
+                   "/build backend")
+    assert code == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_explain_with_other_groups_is_a_plain_denial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UBOB", "--channel", "CBUILDS", "--groups", "",
+                   "/build backend") == 1
+    out = capsys.readouterr().out
+    assert "You may not run `backend`" in out and "note:" not in out
+
+
+def test_explain_no_note_when_membership_did_not_matter(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UALICE", "--channel", "CX", "/build backend") == 1
+    out = capsys.readouterr().out
+    assert "cannot be run in this channel" in out and "note:" not in out
+
+
+def test_explain_parse_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UALICE", "--channel", "CBUILDS",
+                   "/build backend master") == 1
+    assert capsys.readouterr().out == (
+        "The command cannot be read:\n- `master` has no `=`: write parameters as name=value, "
+        "e.g. codeBranch=master\n")
+
+
+def test_explain_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "U", "--channel", "C", "x", config="typo = 1") == 1
+    assert capsys.readouterr().out.startswith("The jobs file is invalid:\n- ")
+
+
+def test_explain_missing_default_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.explain(["--user", "U", "--channel", "C", "x"]) == 1
+    assert "buildbot.toml: file not found" in capsys.readouterr().out
+
+
+def test_explain_help_lists_runnable_jobs(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UALICE", "--channel", "CBUILDS", "/build") == 0
+    assert "Jobs this user may run here: backend, web" in capsys.readouterr().out
+
+
+def test_explain_bad_usage_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.explain(["--channel", "C", "x"]) == 2
+    assert "--user" in capsys.readouterr().err

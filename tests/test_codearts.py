@@ -1,0 +1,473 @@
+"""The CodeArts client against the loopback fake: answers, errors, retries, no double builds."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from bot.auth import AkSkAuth, IamPasswordAuth, TokenAuth
+from bot.codearts import (
+    ApiError,
+    BadResponseError,
+    BuildState,
+    CodeArtsClient,
+    CodeArtsError,
+    NotSentError,
+    OutcomeUnknownError,
+    RunResult,
+    build_state_from,
+    client_from_settings,
+    extract_error,
+    parse_time,
+)
+from bot.settings import Settings
+from tests.fakes.codearts import FakeCodeArts
+
+JOB = "f9d6c8466d614a9788e9a0acf6c15f46"
+RUN = "/v3/jobs/build"
+RECORD = f"/v4/jobs/{JOB}/1/record-info"
+FAST = httpx.Timeout(2.0, connect=0.5)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCodeArts]:
+    with FakeCodeArts(build_duration=0.2) as f:
+        f.add_job(JOB)
+        yield f
+
+
+@pytest.fixture
+def client(fake: FakeCodeArts) -> Iterator[CodeArtsClient]:
+    with CodeArtsClient(fake.url, auth=TokenAuth(fake.token), timeout=FAST, backoff=0.01) as c:
+        yield c
+
+
+def body(**params: str) -> dict:
+    return {"job_id": JOB, "parameter": [{"name": k, "value": v} for k, v in params.items()],
+            "scm": {"build_commit_id": "abc123"}}
+
+
+def closed_port_url() -> str:
+    """A loopback URL nobody listens on: connecting is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# --------------------------------------------------------------------------- run
+
+
+def test_run_returns_build_numbers_as_strings_and_sends_the_body_as_given(fake, client):
+    sent = body(codeBranch="master")
+    first = client.run_build(sent)
+    second = client.run_build(sent)
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    assert isinstance(first, RunResult)
+    assert (first.actual_build_number, second.actual_build_number) == ("1", "2")
+    assert second.daily_build_number == f"{today}.2"
+    runs = fake.requests_to(RUN, "POST")
+    assert [r.body for r in runs] == [sent, sent]
+    assert runs[0].headers["x-auth-token"] == fake.token
+
+
+def test_run_coerces_numbers_to_strings(fake, client):
+    fake.fail_next(200, {"octopus_job_name": "j_1", "actual_build_number": 7,
+                         "daily_build_number": "20200612.20"})
+    result = client.run_build(body())
+    assert result.actual_build_number == "7" and result.daily_build_number == "20200612.20"
+
+
+@pytest.mark.parametrize(("status", "hint_word"), [
+    (400, "input"), (401, "credentials"), (403, "permission"), (404, "job ID"), (500, "later"),
+])
+def test_each_error_status_becomes_api_error_with_hint_and_request_id(fake, client, status,
+                                                                     hint_word):
+    fake.fail_next(status, path_prefix=RUN, headers={"X-Request-Id": "req-123"})
+    with pytest.raises(ApiError) as info:
+        client.run_build(body())
+    err = info.value
+    assert err.status == status and err.request_id == "req-123"
+    assert err.error_code and err.error_msg
+    assert hint_word in err.hint and hint_word in str(err) and "req-123" in str(err)
+    assert len(fake.requests_to(RUN)) == 1  # not retried, not even a 500
+
+
+def test_bad_parameter_name_is_the_documented_400(fake, client):
+    with pytest.raises(ApiError) as info:
+        client.run_build(body(PATH="/tmp"))
+    assert (info.value.status, info.value.error_code) == (400, "CB.00060200")
+    assert fake.builds(JOB) == []
+
+
+def test_unknown_job_is_404_with_the_config_hint(fake, client):
+    with pytest.raises(ApiError) as info:
+        client.run_build({"job_id": "0" * 32})
+    assert info.value.status == 404 and "config" in info.value.hint
+    assert info.value.request_id  # the fake always sends X-Request-Id
+
+
+def test_request_id_is_read_from_the_body_when_the_header_is_missing(fake, client):
+    fake.fail_next(401, {"error_code": "APIGW.0301", "error_msg": "token expires",
+                         "request_id": "body-rid"}, headers={"X-Request-Id": None})
+    with pytest.raises(ApiError) as info:
+        client.run_build(body())
+    assert info.value.request_id == "body-rid"
+
+
+@pytest.mark.parametrize("payload", [
+    {"error_code": "X.1", "error_msg": "boom"},
+    {"errorCode": "X.1", "errorMsg": "boom"},
+    {"code": "X.1", "message": "boom"},
+    {"error": {"code": "X.1", "message": "boom", "title": "Bad Request"}},
+    {"result": None, "status": "fail", "error": {"error_code": "X.1", "error_msg": "boom"}},
+])
+def test_error_fields_are_read_in_every_sdk_spelling(fake, client, payload):
+    fake.fail_next(400, payload)
+    with pytest.raises(ApiError) as info:
+        client.run_build(body())
+    assert (info.value.error_code, info.value.error_msg) == ("X.1", "boom")
+
+
+def test_a_2xx_carrying_error_code_is_an_error(fake, client):
+    fake.fail_next(200, {"error_code": "CB.00060211", "error_msg": "too many requests"})
+    with pytest.raises(ApiError) as info:
+        client.run_build(body())
+    assert info.value.status == 200 and info.value.error_code == "CB.00060211"
+
+
+@pytest.mark.parametrize("status", [200, 502])
+def test_html_answer_is_a_bad_response_not_a_crash(fake, client, status):
+    fake.html_next(status=status)
+    with pytest.raises(BadResponseError) as info:
+        client.run_build(body())
+    err = info.value
+    assert err.status == status and err.request_id and "Bad Gateway" in err.snippet
+    assert len(err.snippet) <= 120 and "<html>" not in str(err)
+    assert len(fake.requests_to(RUN)) == 1
+
+
+@pytest.mark.parametrize("payload", [
+    [1, 2], "not json at all", {"octopus_job_name": "x"}, {"actual_build_number": "abc"},
+    {"actual_build_number": None}, {"actual_build_number": True},
+])
+def test_malformed_200_is_a_bad_response(fake, client, payload):
+    fake.fail_next(200, payload)
+    with pytest.raises(BadResponseError):
+        client.run_build(body())
+
+
+# --------------------------------------------------------------------------- never twice
+
+
+def test_connection_refused_on_run_is_retried_then_not_sent():
+    url = closed_port_url()
+    with CodeArtsClient(url, auth=TokenAuth("t"), timeout=FAST, retries=2, backoff=0.01) as c, pytest.raises(NotSentError) as info:
+        c.run_build(body())
+    assert info.value.attempts == 3 and info.value.reason == "ConnectError"
+    assert "nothing was started" in str(info.value)
+
+
+def test_no_run_arrives_while_the_server_refuses(fake):
+    url = fake.url
+    fake.stop()
+    with CodeArtsClient(url, auth=TokenAuth(fake.token), timeout=FAST, backoff=0.01) as c, pytest.raises(NotSentError):
+        c.run_build(body())
+    assert fake.requests == [] and fake.builds(JOB) == []
+
+
+def test_read_timeout_on_run_is_outcome_unknown_and_sent_once(fake):
+    fake.hang(1.0, path_prefix=RUN)
+    timeout = httpx.Timeout(0.2, connect=0.5)
+    with CodeArtsClient(fake.url, auth=TokenAuth(fake.token), timeout=timeout, backoff=0.01) as c, pytest.raises(OutcomeUnknownError) as info:
+        c.run_build(body())
+    assert info.value.reason == "ReadTimeout" and "may or may not" in str(info.value)
+    assert len(fake.requests_to(RUN)) == 1
+
+
+def test_dropped_connection_on_run_is_outcome_unknown_with_one_build(fake, client):
+    fake.drop_next(path_prefix=RUN)
+    with pytest.raises(OutcomeUnknownError) as info:
+        client.run_build(body())
+    assert info.value.reason == "RemoteProtocolError"
+    assert len(fake.requests_to(RUN)) == 1 and len(fake.builds(JOB)) == 1
+
+
+@pytest.mark.parametrize("exc", [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout])
+def test_failures_before_connecting_are_retried_for_a_run(exc):
+    """A server cannot produce a connect timeout on loopback: a MockTransport does."""
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) < 3:
+            raise exc("nope", request=request)
+        return httpx.Response(200, json={"actual_build_number": "5"})
+
+    with CodeArtsClient("https://codearts.test", auth=TokenAuth("t"),
+                        http=httpx.Client(transport=httpx.MockTransport(handler)),
+                        backoff=0.001) as c:
+        assert c.run_build(body()).actual_build_number == "5"
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("exc", [httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError,
+                                 httpx.WriteError, httpx.RemoteProtocolError])
+def test_failures_after_sending_began_are_never_retried_for_a_run(exc):
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise exc("lost", request=request)
+
+    with CodeArtsClient("https://codearts.test", auth=TokenAuth("t"),
+                        http=httpx.Client(transport=httpx.MockTransport(handler)),
+                        backoff=0.001) as c:
+        with pytest.raises(OutcomeUnknownError):
+            c.run_build(body())
+        with pytest.raises(OutcomeUnknownError):
+            c.stop_build(JOB, 1)
+    assert len(calls) == 2
+
+
+def test_throttled_run_is_not_retried(fake, client):
+    fake.fail_next(429, headers={"Retry-After": "0"})
+    with pytest.raises(ApiError) as info:
+        client.run_build(body())
+    assert info.value.status == 429 and "throttl" in info.value.hint
+    assert len(fake.requests_to(RUN)) == 1
+
+
+def test_concurrent_runs_from_many_threads_get_distinct_builds(fake, client):
+    results: list[RunResult] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        r = client.run_build(body())
+        with lock:
+            results.append(r)
+
+    threads = [threading.Thread(target=run) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(int(r.actual_build_number) for r in results) == list(range(1, 11))
+
+
+# --------------------------------------------------------------------------- follow
+
+
+def test_build_runs_then_succeeds_with_times_and_duration(fake, client):
+    client.run_build(body())
+    running = client.build_state(JOB, 1)
+    assert (running.status, running.finished, running.outcome) == ("RUNNING", False, None)
+    time.sleep(0.25)
+    done = client.build_state(JOB, "1")
+    assert (done.status, done.finished, done.outcome) == ("SUCCESS", True, "success")
+    assert done.start_time and done.finish_time and done.finish_time >= done.start_time
+    assert done.duration_ms == 200 and done.daily_build_number.endswith(".1")
+
+
+def test_job_outcome_is_configurable(fake, client):
+    fake.add_job(JOB, outcome="FAILURE", duration=0.0)
+    client.run_build(body())
+    assert client.build_state(JOB, 1).outcome == "failure"
+
+
+def test_status_reads_retry_through_500_503_and_429(fake, client):
+    client.run_build(body())
+    fake.fail_next(500, path_prefix=RECORD)
+    fake.fail_next(503, path_prefix=RECORD)
+    fake.fail_next(429, path_prefix=RECORD, headers={"Retry-After": "0"})
+    assert client.build_state(JOB, 1).status == "RUNNING"
+    assert len(fake.requests_to(RECORD)) == 4
+
+
+def test_status_reads_retry_through_html_and_dropped_connections(fake, client):
+    client.run_build(body())
+    fake.html_next(503, path_prefix=RECORD)
+    fake.drop_next(path_prefix=RECORD)
+    assert client.build_state(JOB, 1).status == "RUNNING"
+
+
+def test_status_reads_give_up_with_the_last_error(fake, client):
+    client.run_build(body())
+    fake.fail_next(503, count=10, path_prefix=RECORD)
+    with pytest.raises(ApiError) as info:
+        client.build_state(JOB, 1)
+    assert info.value.status == 503 and "later" in info.value.hint
+    assert len(fake.requests_to(RECORD)) == 4  # 1 + retries=3
+
+
+def test_long_retry_after_is_not_waited_for(fake, client):
+    client.run_build(body())
+    fake.fail_next(429, path_prefix=RECORD, headers={"Retry-After": "3600"})
+    started = time.monotonic()
+    with pytest.raises(ApiError):
+        client.build_state(JOB, 1)
+    assert time.monotonic() - started < 1
+
+
+def test_unreachable_status_read_is_not_sent():
+    with CodeArtsClient(closed_port_url(), auth=TokenAuth("t"), timeout=FAST, retries=1,
+                        backoff=0.001) as c, pytest.raises(NotSentError) as info:
+        c.build_state(JOB, 1)
+    assert info.value.attempts == 2
+
+
+def test_unknown_build_is_404(fake, client):
+    with pytest.raises(ApiError) as info:
+        client.build_state(JOB, 99)
+    assert info.value.status == 404 and info.value.error_code == "DEVCB.00031006"
+
+
+def test_unseen_status_spelling_is_still_running_and_logged_once(fake, client, caplog):
+    client.run_build(body())
+    fake.set_status(JOB, 1, "queued_for_agent")
+    caplog.set_level(logging.INFO, logger="bot.codearts")
+    states = [client.build_state(JOB, 1) for _ in range(3)]
+    assert {(s.status, s.finished, s.outcome) for s in states} == {("QUEUED_FOR_AGENT", False, None)}
+    assert len([r for r in caplog.records if "QUEUED_FOR_AGENT" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(("raw", "outcome"), [
+    ("SUCCESS", "success"), ("success", "success"), ("Failure", "failure"),
+    ("aborted", "aborted"), ("SCHEDULE_FAILURE", "failure"), ("schedule_failure", "failure"),
+    ("UNKNOWN", "unknown"), (" unknown ", "unknown"),
+])
+def test_final_states_in_any_case(fake, client, raw, outcome):
+    client.run_build(body())
+    fake.set_status(JOB, 1, raw)
+    state = client.build_state(JOB, 1)
+    assert state.finished and state.outcome == outcome and state.status == raw.strip().upper()
+
+
+def test_malformed_record_fields_become_none(fake, client):
+    fake.fail_next(200, {"result": {"status": "SUCCESS", "start_time": "yesterday",
+                                    "finish_time": 12, "duration": "long",
+                                    "daily_build_num": {"x": 1}},
+                         "error": None, "status": "success"})
+    state = client.build_state(JOB, 1)
+    assert state.outcome == "success" and state.start_time is None
+    assert state.duration_ms is None and state.daily_build_number is None
+
+
+def test_record_without_result_is_a_bad_response(fake, client):
+    fake.fail_next(200, {"result": None, "error": None, "status": "success"})
+    with pytest.raises(BadResponseError):
+        client.build_state(JOB, 1)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2022-10-11T08:30:27.000+00:00", datetime(2022, 10, 11, 8, 30, 27, tzinfo=UTC)),
+    ("2022-10-11T16:30:27.123+08:00",
+     datetime(2022, 10, 11, 8, 30, 27, 123000, tzinfo=UTC)),
+    ("2022-10-11T08:30:27Z", datetime(2022, 10, 11, 8, 30, 27, tzinfo=UTC)),
+    ("2022-10-11T08:30:27", datetime(2022, 10, 11, 8, 30, 27, tzinfo=UTC)),
+    (1665477027000, datetime(2022, 10, 11, 8, 30, 27, tzinfo=UTC)),
+    (None, None), ("", None), ("not a date", None), (True, None), ([], None), (1e30, None),
+])
+def test_parse_time_is_tolerant(value, expected):
+    assert parse_time(value) == expected
+
+
+def test_build_state_from_an_empty_record_is_running():
+    assert build_state_from({}) == BuildState(status="", finished=False)
+
+
+def test_extract_error_returns_none_without_error_fields():
+    assert extract_error({"result": 1}) is None and extract_error([1]) is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, "x", "1/2", "", True])
+def test_build_numbers_are_checked_before_they_reach_a_path(client, bad):
+    with pytest.raises(ValueError):
+        client.build_state(JOB, bad)
+
+
+# --------------------------------------------------------------------------- stop
+
+
+def test_stop_aborts_a_running_build(fake, client):
+    fake.add_job(JOB, duration=5.0)
+    client.run_build(body())
+    client.stop_build(JOB, 1)
+    state = client.build_state(JOB, 1)
+    assert (state.status, state.outcome) == ("ABORTED", "aborted")
+    assert fake.requests_to(f"/v3/jobs/{JOB}/1/stop", "POST")[0].raw == b""
+
+
+def test_stop_answered_with_success_false_is_an_error(fake, client):
+    client.run_build(body())
+    fake.fail_next(200, {"success": False, "result": "The build has already finished."})
+    with pytest.raises(ApiError) as info:
+        client.stop_build(JOB, 1)
+    assert "already finished" in str(info.value)
+
+
+def test_stop_without_success_field_is_a_bad_response(fake, client):
+    fake.fail_next(200, {"result": "?"})
+    with pytest.raises(BadResponseError):
+        client.stop_build(JOB, 1)
+
+
+def test_stop_is_not_retried_on_5xx(fake, client):
+    fake.fail_next(503)
+    with pytest.raises(ApiError):
+        client.stop_build(JOB, 1)
+    assert len(fake.requests) == 1
+
+
+# --------------------------------------------------------------------------- surface
+
+
+def test_every_error_is_a_codearts_error():
+    for cls in (ApiError, BadResponseError, NotSentError, OutcomeUnknownError):
+        assert issubclass(cls, CodeArtsError)
+
+
+def test_one_info_line_per_request(fake, client, caplog):
+    caplog.set_level(logging.INFO, logger="bot.codearts")
+    client.run_build(body())
+    lines = [r for r in caplog.records if r.name == "bot.codearts"]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO
+    assert "POST /v3/jobs/build -> 200" in lines[0].getMessage()
+    assert isinstance(lines[0].args, tuple)  # %-style arguments
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in ("CODEARTS_TOKEN", "IAM_USER", "IAM_PASSWORD", "IAM_DOMAIN", "IAM_PROJECT",
+                 "IAM_ENDPOINT", "CLOUD_SDK_AK", "CLOUD_SDK_SK", "CODEARTS_PROJECT_ID",
+                 "CODEARTS_ENDPOINT", "SLACK_BOT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(("extra", "auth_type"), [
+    ({"codearts_token": FakeCodeArts.token}, TokenAuth),
+    ({"iam_user": FakeCodeArts.user, "iam_password": FakeCodeArts.password,
+      "iam_domain": FakeCodeArts.domain, "iam_project": FakeCodeArts.project_name}, IamPasswordAuth),
+    ({"cloud_sdk_ak": FakeCodeArts.ak, "cloud_sdk_sk": FakeCodeArts.sk,
+      "codearts_project_id": FakeCodeArts.project_id}, AkSkAuth),
+])
+def test_client_from_settings_builds_the_chosen_auth_and_works(fake, clean_env, extra, auth_type):
+    settings = Settings(slack_bot_token="xoxb-test", codearts_endpoint=fake.url,
+                        iam_endpoint=fake.url, **extra)
+    with client_from_settings(settings, timeout=FAST) as c:
+        assert isinstance(c._auth, auth_type)
+        assert c.run_build(body()).actual_build_number == "1"
+
+
+def test_timestamps_are_timezone_aware(fake, client):
+    client.run_build(body())
+    state = client.build_state(JOB, 1)
+    assert state.start_time.tzinfo is not None
+    assert abs(datetime.now(UTC) - state.start_time) < timedelta(seconds=5)

@@ -1,0 +1,136 @@
+"""The store's exactly-once steps, on every available database."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+from bot.store import Store
+
+JOB_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
+
+
+def add(store: Store, *, user: str = "U1", now: float = 1000.0, ttl: float = 600.0) -> str:
+    rid = uuid.uuid4().hex
+    store.add_request(id=rid, state="pending", now=now, ttl=ttl, user_id=user, team_id="T1",
+                      channel_id="C1", job_name="backend", job_id=JOB_ID,
+                      command="backend codeBranch=master", body={"job_id": JOB_ID},
+                      response_url="http://127.0.0.1/r")
+    return rid
+
+
+def test_only_one_of_many_concurrent_claims_wins(store: Store) -> None:
+    rid = add(store)
+    results = []
+    barrier = threading.Barrier(8)
+
+    def click() -> None:
+        barrier.wait()
+        results.append(store.claim_request(id=rid, user_id="U1", now=1001.0))
+
+    threads = [threading.Thread(target=click) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.ok for r in results].count(True) == 1
+    assert {r.reason for r in results if not r.ok} == {"running"}
+
+
+def test_claim_by_someone_else_is_refused_and_leaves_it_pending(store: Store) -> None:
+    rid = add(store)
+    claim = store.claim_request(id=rid, user_id="U2", now=1001.0)
+    assert (claim.ok, claim.reason) == (False, "not_yours")
+    assert store.get_request(rid)["state"] == "pending"
+
+
+def test_claim_after_expiry_marks_it_expired(store: Store) -> None:
+    rid = add(store, now=1000.0, ttl=600.0)
+    claim = store.claim_request(id=rid, user_id="U1", now=1600.0)
+    assert (claim.ok, claim.reason) == (False, "expired")
+    assert store.get_request(rid)["state"] == "expired"
+
+
+def test_cancelled_request_cannot_be_claimed(store: Store) -> None:
+    rid = add(store)
+    assert store.set_request_state(id=rid, state="cancelled", now=1001.0, only_from="pending")
+    claim = store.claim_request(id=rid, user_id="U1", now=1002.0)
+    assert (claim.ok, claim.reason) == (False, "cancelled")
+
+
+def test_missing_request(store: Store) -> None:
+    assert store.claim_request(id="0" * 32, user_id="U1", now=1.0).reason == "missing"
+
+
+def start_build(store: Store, *, now: float = 1000.0) -> str:
+    rid = add(store, now=now)
+    claim = store.claim_request(id=rid, user_id="U1", now=now)
+    assert claim.row is not None
+    store.record_build(request=claim.row, build_no="20", daily_build_number="20261123.20",
+                       now=now, first_check_at=now)
+    return rid
+
+
+def test_a_due_watch_is_leased_to_one_owner_at_a_time(store: Store) -> None:
+    bid = start_build(store)
+    first = store.lease_due(owner="a", now=1000.0, lease_seconds=60, limit=10)
+    second = store.lease_due(owner="b", now=1001.0, lease_seconds=60, limit=10)
+    assert [r["id"] for r in first] == [bid]
+    assert second == []
+
+
+def test_an_expired_lease_is_taken_over(store: Store) -> None:
+    bid = start_build(store)
+    store.lease_due(owner="a", now=1000.0, lease_seconds=60, limit=10)
+    taken = store.lease_due(owner="b", now=1061.0, lease_seconds=60, limit=10)
+    assert [r["id"] for r in taken] == [bid]
+    # the old owner can no longer reschedule or report it
+    assert not store.reschedule(id=bid, owner="a", next_check_at=2000.0, failures=0)
+    assert not store.begin_report(id=bid, owner="a", result="success", duration_ms=1, now=1062.0)
+
+
+def test_a_rescheduled_watch_is_not_due_until_its_time(store: Store) -> None:
+    bid = start_build(store)
+    store.lease_due(owner="a", now=1000.0, lease_seconds=60, limit=10)
+    assert store.reschedule(id=bid, owner="a", next_check_at=1015.0, failures=0)
+    assert store.lease_due(owner="a", now=1010.0, lease_seconds=60, limit=10) == []
+    assert len(store.lease_due(owner="a", now=1015.0, lease_seconds=60, limit=10)) == 1
+
+
+def test_result_is_reported_once(store: Store) -> None:
+    bid = start_build(store)
+    store.lease_due(owner="a", now=1000.0, lease_seconds=60, limit=10)
+    assert store.begin_report(id=bid, owner="a", result="success", duration_ms=5, now=1001.0)
+    assert not store.begin_report(id=bid, owner="a", result="success", duration_ms=5, now=1001.0)
+    store.finish_report(id=bid)
+    assert store.lease_due(owner="a", now=9999.0, lease_seconds=60, limit=10) == []
+    assert store.watching_count() == 0
+
+
+def test_many_owners_split_many_watches_without_overlap(store: Store) -> None:
+    ids = {start_build(store) for _ in range(30)}
+    got: dict[str, list[str]] = {}
+    barrier = threading.Barrier(3)
+
+    def lease(owner: str) -> None:
+        barrier.wait()
+        got[owner] = [r["id"] for r in store.lease_due(owner=owner, now=1000.0,
+                                                        lease_seconds=60, limit=12)]
+
+    threads = [threading.Thread(target=lease, args=(o,)) for o in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    leased = [i for v in got.values() for i in v]
+    assert len(leased) == len(set(leased))
+    assert set(leased) <= ids
+    assert len(leased) == 30
+
+
+def test_audit_rows_keep_what_happened(store: Store) -> None:
+    store.audit(decision="denied", now=1.0, user_id="U1", channel_id="C1", job="backend",
+                parameters=[{"name": "a", "value": "b"}], detail="not allowed")
+    (row,) = store.audit_rows()
+    assert (row["decision"], row["user_id"], row["job"]) == ("denied", "U1", "backend")
+    assert '"value": "b"' in row["parameters"]

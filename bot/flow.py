@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot import messages as msg
 from bot.codearts import (
     ApiError,
+    AuthError,
     CodeArtsClient,
     CodeArtsError,
     NotSentError,
@@ -78,6 +80,8 @@ class Flow:
         self.link_template = link_template
         self.project_id = project_id
         self.clock = clock
+        self._inflight = 0
+        self._idle = threading.Condition()
 
     # --- helpers -----------------------------------------------------------
 
@@ -88,7 +92,19 @@ class Flow:
                 fn(*args)
             except Exception:  # the user gets nothing better than the log here
                 log.exception("background work failed in %s", getattr(fn, "__name__", fn))
+            finally:
+                with self._idle:
+                    self._inflight -= 1
+                    self._idle.notify_all()
+
+        with self._idle:
+            self._inflight += 1
         self.worker.submit(run)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until no work submitted after an ack is queued or running (tests, shutdown)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._inflight == 0, timeout)
 
     def link(self, job_id: str, build_no: str, daily: str) -> str | None:
         if not self.link_template:
@@ -258,7 +274,7 @@ class Flow:
             state, reply = "unknown", msg.outcome_unknown(job)
         elif isinstance(exc, NotSentError):
             state, reply = "failed", msg.not_sent(job, str(exc))
-        elif isinstance(exc, ApiError):
+        elif isinstance(exc, (ApiError, AuthError)):
             state = "failed"
             reply = msg.api_error(job, status=exc.status, error_code=exc.error_code,
                                   error_msg=exc.error_msg, hint=exc.hint, request_id=exc.request_id)

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from bot.codearts import CodeArtsClient, client_from_settings
@@ -17,7 +18,7 @@ from bot.slack_io import make_web_client
 from bot.store import Store
 from bot.usergroups import SlackUserGroups
 from bot.watcher import Watcher
-from bot.web import make_wsgi, serve
+from bot.web import make_server, make_wsgi
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class Runtime:
                  api: CodeArtsClient | None = None, clock: Callable[[], float] = time.time,
                  watch: bool = True) -> None:
         self.settings = settings
+        self.server: Any = None
         self.ready = threading.Event()
         self.store = Store.from_url(settings.database_url)
         self.api = api or client_from_settings(settings)
@@ -47,17 +49,21 @@ class Runtime:
         if watch:
             self.watcher.start()
 
-    def serve_http(self, *, host: str = "0.0.0.0", port: int | None = None,
-                   on_listening: Callable[[int], None] | None = None) -> None:
-        """Block serving Slack's requests; ``/healthz`` turns 200 once listening."""
-        def listening(bound: int) -> None:
-            self.ready.set()
-            if on_listening is not None:
-                on_listening(bound)
+    def bind_http(self, *, host: str = "0.0.0.0", port: int | None = None) -> int:
+        """Bind the HTTP server (``/healthz`` answers 200 from here on); returns the port."""
+        self.server = make_server(make_wsgi(self.app, self.ready), host=host,
+                                  port=self.settings.port if port is None else port,
+                                  threads=max(8, self.settings.worker_threads * 2))
+        self.ready.set()
+        bound = int(self.server.effective_port)
+        log.info("listening on %s:%s", host, bound)
+        return bound
 
-        serve(make_wsgi(self.app, self.ready), host=host,
-              port=self.settings.port if port is None else port,
-              threads=max(8, self.settings.worker_threads * 2), on_listening=listening)
+    def serve_http(self, *, host: str = "0.0.0.0", port: int | None = None) -> None:
+        """Block serving Slack's requests."""
+        if self.server is None:
+            self.bind_http(host=host, port=port)
+        self.server.run()
 
     def serve_socket_mode(self) -> None:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -68,6 +74,8 @@ class Runtime:
         SocketModeHandler(self.app, token.get_secret_value()).start()
 
     def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
         self.watcher.stop()
         self.worker.shutdown(wait=True, cancel_futures=False)
         self.api.close()

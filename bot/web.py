@@ -46,15 +46,10 @@ def _plain(start_response: Callable[..., Any], status: str, text: str) -> list[b
     return [data]
 
 
-def serve(wsgi: Callable[..., Iterable[bytes]], *, host: str, port: int, threads: int = 16,
-          on_listening: Callable[[int], None] | None = None) -> None:
-    """Serve until interrupted; ``on_listening`` gets the bound port (tests bind port 0)."""
+def make_server(wsgi: Callable[..., Iterable[bytes]], *, host: str, port: int,
+                threads: int = 16) -> Any:
+    """A waitress server bound now (port 0 picks a free port: ``server.effective_port``)."""
     from waitress.server import create_server
 
-    server = create_server(wsgi, host=host, port=port, threads=threads,
-                           connection_limit=1000, channel_timeout=30, ident="buildbot")
-    bound = server.effective_port  # type: ignore[union-attr]
-    log.info("listening on %s:%s", host, bound)
-    if on_listening is not None:
-        on_listening(int(bound))
-    server.run()
+    return create_server(wsgi, host=host, port=port, threads=threads, connection_limit=1000,
+                         channel_timeout=30, ident="buildbot", clear_untrusted_proxy_headers=True)

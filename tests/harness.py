@@ -1,0 +1,162 @@
+"""A whole bot on loopback: the real HTTP endpoint, the Slack and CodeArts stand-ins,
+and a real database. Tests talk to it the way Slack does, with signed requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bot import messages as msg
+from bot.config import load_config
+from bot.runtime import Runtime
+from bot.settings import load_settings
+from tests.fakes.codearts import FakeCodeArts
+from tests.fakes.slack import FakeSlack
+from tests.slack_requests import SlackSender
+
+SECRET = "test-signing-secret-0123456789"
+BOT_TOKEN = "xoxb-test-bot-token-secret"
+BACKEND_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
+DOCS_ID = "0123456789abcdef0123456789abcdef"
+OTHER_ID = "aaaabbbbccccddddeeeeffff00001111"
+
+CONFIG = f"""
+admins = ["UADMIN"]
+
+[jobs.backend]
+id = "{BACKEND_ID}"
+description = "Backend CI"
+users = ["UALICE"]
+usergroups = ["SDEVS"]
+channels = ["CBUILDS"]
+
+[jobs.backend.params.codeBranch]
+default = "master"
+pattern = '^[A-Za-z0-9._/-]+$'
+
+[jobs.backend.params.target]
+choices = ["staging", "prod"]
+default = "staging"
+
+[jobs.docs]
+id = "{DOCS_ID}"
+description = "Docs site"
+users = ["*"]
+confirm = false
+allow_extra_params = true
+"""
+
+
+class Clock:
+    """Real time plus an offset the test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@dataclass
+class Bot:
+    runtime: Runtime
+    slack: FakeSlack
+    codearts: FakeCodeArts
+    sender: SlackSender
+    clock: Clock
+    url: str
+
+    @property
+    def store(self) -> Any:
+        return self.runtime.store
+
+    def command(self, text: str, *, user: str = "UALICE", channel: str = "CBUILDS",
+                **kw: Any) -> tuple[httpx.Response, str]:
+        url = self.slack.response_url()
+        return self.sender.command(text, user=user, channel=channel, response_url=url, **kw), url
+
+    def click(self, action_id: str, value: str, *, user: str = "UALICE",
+              channel: str = "CBUILDS", response_url: str | None = None,
+              message_ts: str | None = None, **kw: Any) -> httpx.Response:
+        return self.sender.click(action_id, value, user=user, channel=channel,
+                                 response_url=response_url or self.slack.response_url(),
+                                 message_ts=message_ts, **kw)
+
+    def wait_response(self, url: str, n: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Wait until ``n`` bodies arrived at this response_url; return them all."""
+        return self.slack.wait_for(lambda: (r := self.slack.responses(url)) and len(r) >= n and r,
+                                   timeout)
+
+    def reply(self, resp: httpx.Response, url: str) -> dict[str, Any]:
+        """What the user saw: the ack's body, or the first post to the response_url."""
+        assert resp.status_code == 200, resp.text
+        return resp.json() if resp.content else self.wait_response(url)[0]
+
+    def confirmation(self, text: str, **kw: Any) -> tuple[str, str]:
+        """Type a command and wait for its Run/Cancel question: (request id, response_url)."""
+        resp, url = self.command(text, **kw)
+        assert resp.status_code == 200, resp.text
+        (question,) = self.wait_response(url)
+        return run_value(question), url
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until every piece of work queued after an ack has finished."""
+        assert self.runtime.flow.wait_idle(timeout), "the bot's worker did not settle"
+
+
+def run_value(message: dict[str, Any]) -> str:
+    for block in message.get("blocks", []):
+        if block.get("type") == "actions":
+            for element in block["elements"]:
+                if element["action_id"] == msg.RUN:
+                    return str(element["value"])
+    raise AssertionError(f"no Run button in {message}")
+
+
+def button_value(message: dict[str, Any], action_id: str) -> str:
+    for block in message.get("blocks", []):
+        if block.get("type") == "actions":
+            for element in block["elements"]:
+                if element["action_id"] == action_id:
+                    return str(element["value"])
+    raise AssertionError(f"no {action_id} button in {message}")
+
+
+@contextmanager
+def running_bot(db_url: str, tmp_path: Path, *, config: str = CONFIG, poll: float = 15.0,
+                **settings: Any) -> Iterator[Bot]:
+    """Start the stand-ins and the bot's HTTP endpoint; tear everything down after."""
+    cfg = tmp_path / "buildbot.toml"
+    cfg.write_text(config)
+    with FakeSlack() as slack, FakeCodeArts() as codearts:
+        for job in (BACKEND_ID, DOCS_ID):
+            codearts.add_job(job)
+        slack.usergroups["SDEVS"] = []
+        values: dict[str, Any] = dict(
+            slack_bot_token=BOT_TOKEN, slack_signing_secret=SECRET,
+            slack_api_url=slack.api_url, codearts_endpoint=codearts.url,
+            codearts_token=FakeCodeArts.token, database_url=db_url, buildbot_config=cfg,
+            build_poll_seconds=poll, worker_threads=4)
+        values.update(settings)
+        clock = Clock()
+        runtime = Runtime(load_settings(**values), load_config(cfg), clock=clock, watch=False)
+        port = runtime.bind_http(host="127.0.0.1", port=0)
+        thread = threading.Thread(target=runtime.server.run, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        sender = SlackSender(url + "/slack/events", SECRET)
+        try:
+            yield Bot(runtime, slack, codearts, sender, clock, url)
+        finally:
+            sender.close()
+            runtime.close()

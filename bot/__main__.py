@@ -39,9 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         print("buildbot cannot start:\n" + "\n".join(f"  - {p}" for p in problems),
               file=sys.stderr)
         return 2
-    from bot.runtime import Runtime
+    from bot.runtime import Runtime, StartError
 
-    runtime = Runtime(settings, config)
+    try:
+        runtime = Runtime(settings, config)
+    except StartError as exc:
+        print(f"buildbot cannot start:\n  - {exc}", file=sys.stderr)
+        return 2
     try:
         if settings.socket_mode:
             log.info("starting in Socket Mode")

@@ -85,13 +85,17 @@ class Flow:
 
     # --- helpers -----------------------------------------------------------
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run slow work after the ack; an error there is logged with an ID, never lost silently."""
+    def submit(self, fn: Callable[..., Any], *args: Any, reply_to: str | None = None) -> None:
+        """Run slow work after the ack. If it fails unexpectedly (say the database is
+        away), the user is told with an error ID that is also in the log."""
         def run() -> None:
             try:
                 fn(*args)
-            except Exception:  # the user gets nothing better than the log here
-                log.exception("background work failed in %s", getattr(fn, "__name__", fn))
+            except Exception:
+                error_id = uuid.uuid4().hex[:8]
+                log.exception("background work failed id=%s in %s", error_id,
+                              getattr(fn, "__name__", fn))
+                respond(reply_to, msg.internal_error(error_id))
             finally:
                 with self._idle:
                     self._inflight -= 1
@@ -128,13 +132,13 @@ class Flow:
         outcome = self.evaluate(who, cached)
         if cached.missed:  # a user group is not cached: decide after the ack
             ack()
-            self.submit(self._command_later, who)
+            self.submit(self._command_later, who, reply_to=who.response_url)
             return
         if outcome.reply is not None:
             ack(outcome.reply)
         else:
             ack()
-        self.submit(self.after_command, who, outcome)
+        self.submit(self.after_command, who, outcome, reply_to=who.response_url)
 
     def _command_later(self, who: Who) -> None:
         outcome = self.evaluate(who, self.groups)
@@ -195,11 +199,13 @@ class Flow:
 
     def on_run(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        self.submit(self.run_clicked, _click(body))
+        click = _click(body)
+        self.submit(self.run_clicked, click, reply_to=click.response_url)
 
     def on_cancel(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        self.submit(self.cancel_clicked, _click(body))
+        click = _click(body)
+        self.submit(self.cancel_clicked, click, reply_to=click.response_url)
 
     def run_clicked(self, click: Click) -> None:
         claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=self.clock())
@@ -329,11 +335,13 @@ class Flow:
 
     def on_stop(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        self.submit(self.stop_clicked, _click(body))
+        click = _click(body)
+        self.submit(self.stop_clicked, click, reply_to=click.response_url)
 
     def on_rebuild(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        self.submit(self.rebuild_clicked, _click(body))
+        click = _click(body)
+        self.submit(self.rebuild_clicked, click, reply_to=click.response_url)
 
     def _recheck(self, click: Click) -> tuple[Any, Any, Outcome] | None:
         """The original request, run through the checks again for whoever clicked."""

@@ -9,6 +9,10 @@ from collections.abc import Callable
 from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
+from slack_bolt.error import BoltError
+from slack_sdk.errors import SlackClientError
+from sqlalchemy.exc import SQLAlchemyError
+
 from bot.codearts import CodeArtsClient, client_from_settings
 from bot.config import BuildbotConfig
 from bot.flow import Flow
@@ -23,6 +27,10 @@ from bot.web import make_server, make_wsgi
 log = logging.getLogger(__name__)
 
 
+class StartError(Exception):
+    """A dependency refused us at start; the text names the variable, never a secret."""
+
+
 class Runtime:
     """Every long-lived part of the bot, built once; ``close()`` releases them."""
 
@@ -32,7 +40,11 @@ class Runtime:
         self.settings = settings
         self.server: Any = None
         self.ready = threading.Event()
-        self.store = Store.from_url(settings.database_url)
+        try:
+            self.store = Store.from_url(settings.database_url)
+        except SQLAlchemyError as exc:
+            raise StartError(f"cannot open the database in DATABASE_URL "
+                             f"({type(exc).__name__}: {_first_line(exc)})") from None
         self.api = api or client_from_settings(settings)
         self.slack = make_web_client(settings.slack_bot_token.get_secret_value(),
                                      settings.slack_api_url)
@@ -44,7 +56,13 @@ class Runtime:
                          link_template=settings.build_link_template,
                          project_id=settings.codearts_project_id, clock=clock)
         secret = settings.slack_signing_secret
-        self.app = create_app(self.flow, signing_secret=secret.get_secret_value() if secret else None)
+        try:
+            self.app = create_app(self.flow,
+                                  signing_secret=secret.get_secret_value() if secret else None)
+        except (BoltError, SlackClientError, OSError) as exc:
+            self.store.close()
+            raise StartError(f"Slack refused SLACK_BOT_TOKEN or could not be reached at "
+                             f"SLACK_API_URL ({_first_line(exc)})") from None
         self.watcher = Watcher(self.flow, poll_seconds=settings.build_poll_seconds, clock=clock)
         if watch:
             self.watcher.start()
@@ -80,3 +98,9 @@ class Runtime:
         self.worker.shutdown(wait=True, cancel_futures=False)
         self.api.close()
         self.store.close()
+
+
+def _first_line(exc: Exception) -> str:
+    """The error's first line: drivers put connection details (never passwords) there."""
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

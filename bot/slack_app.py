@@ -14,13 +14,24 @@ from bot.flow import Flow
 log = logging.getLogger(__name__)
 
 
+class _NoTokenNotice(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN is unused when we pass our own client: it is not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+_bolt_log = logging.getLogger("slack_bolt")
+_bolt_log.addFilter(_NoTokenNotice())
+
+
 def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bool = True) -> App:
     """The Bolt app; ``process_before_response`` so acks never wait on Bolt's own thread pool."""
     app = App(client=flow.slack, signing_secret=signing_secret or "",
               request_verification_enabled=signing_secret is not None,
               token_verification_enabled=token_verification,
               process_before_response=True, raise_error_for_unhandled_request=False,
-              logger=logging.getLogger("slack_bolt"))
+              logger=_bolt_log)
 
     @app.command("/build")
     def build_command(ack: Ack, command: dict[str, Any]) -> None:

@@ -129,7 +129,7 @@ def confirmation(request_id: str, job_name: str, description: str, body: dict[st
         ]},
         _context(f"Expires in {minutes} minutes. Only you can see this."),
     ]
-    return ephemeral(text, blocks)
+    return ephemeral(text, blocks, replace=False)  # never over a public message (Rebuild)
 
 
 def cancelled(job_name: str) -> Message:

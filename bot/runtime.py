@@ -63,7 +63,8 @@ class Runtime:
             self.store.close()
             raise StartError(f"Slack refused SLACK_BOT_TOKEN or could not be reached at "
                              f"SLACK_API_URL ({_first_line(exc)})") from None
-        self.watcher = Watcher(self.flow, poll_seconds=settings.build_poll_seconds, clock=clock)
+        self.watcher = Watcher(self.flow, poll_seconds=settings.build_poll_seconds,
+                               lease_seconds=settings.watch_lease_seconds, clock=clock)
         if watch:
             self.watcher.start()
 

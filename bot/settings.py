@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Optional (not in the contract yet): how to link to a build in the console.
     # Placeholders: {job_id} {build_no} {daily_build_number} {project_id}.
     build_link_template: str | None = None
+    # How long one replica holds a watch while checking it; a dead replica's
+    # watches are taken over after this (default: max(60 s, 4 polls)).
+    watch_lease_seconds: float | None = Field(default=None, gt=0, le=3600)
     # How many threads do slow work after the ack (confirmations, API calls).
     worker_threads: int = Field(default=8, ge=1, le=64)
 

@@ -360,8 +360,8 @@ class Flow:
             return
         build, _request, outcome = checked
         if outcome.approved is None:
-            respond(click.response_url, {**(outcome.reply or msg.missing()),
-                                         "replace_original": False})
+            problems = [outcome.detail or "You may not run this job here."]
+            respond(click.response_url, msg.stop_refused(problems))
             return
         if build["watch"] != "watching":
             respond(click.response_url, msg.ephemeral("This build has already ended.",

@@ -254,6 +254,12 @@ def gave_up(*, job_name: str, daily: str, hours: int, link: str | None) -> Messa
     return {"text": text}
 
 
+def stop_refused(problems: Iterable[str]) -> Message:
+    body = "\n".join(f"• {escape(shorten(p, 600))}" for p in list(problems)[:20])
+    return ephemeral(f":no_entry: You can't stop this build: stopping needs the same "
+                     f"permission as running it.\n{body}", replace=False)
+
+
 def stop_requested(user_id: str, job_name: str, daily: str) -> Message:
     return {"text": f":octagonal_sign: <@{user_id}> asked CodeArts to stop "
                     f"{escape(job_name)} {escape(daily)}."}

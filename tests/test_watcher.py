@@ -153,7 +153,7 @@ def test_stop_needs_the_same_permission_as_running(bot: Bot) -> None:
     url = bot.slack.response_url()
     bot.click(msg.STOP, rid, user="UMALLORY", response_url=url)
     (reply,) = bot.wait_response(url)
-    assert "Nothing was started" not in reply["text"] or "may not" in reply["text"]
+    assert "can't stop this build" in reply["text"] and "may not run" in reply["text"]
     assert reply["replace_original"] is False
     bot.wait_idle()
     assert bot.codearts.requests_to(f"/v3/jobs/{BACKEND_ID}/1/stop") == []

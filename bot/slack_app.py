@@ -10,6 +10,7 @@ from slack_bolt import Ack, App, BoltResponse
 
 from bot import messages as msg
 from bot.flow import Flow
+from bot.replay import ReplayGuard
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
               token_verification_enabled=token_verification,
               process_before_response=True, raise_error_for_unhandled_request=False,
               logger=_bolt_log)
+    app.middleware(ReplayGuard())  # runs after Bolt has checked the signature
 
     @app.command("/build")
     def build_command(ack: Ack, command: dict[str, Any]) -> None:

@@ -160,3 +160,71 @@ def running_bot(db_url: str, tmp_path: Path, *, config: str = CONFIG, poll: floa
         finally:
             sender.close()
             runtime.close()
+
+
+# --- appended for the fault, fuzz and security suites ---------------------------------
+
+AUTH_METHODS = ("token", "iam", "aksk")
+
+
+def auth_settings(method: str, codearts: FakeCodeArts) -> dict[str, Any]:
+    """Settings that make the bot authenticate to the fake with ``method`` (token, iam, aksk)."""
+    if method == "token":
+        return {"codearts_token": FakeCodeArts.token}
+    if method == "iam":
+        return {"codearts_token": None, "iam_user": FakeCodeArts.user,
+                "iam_password": FakeCodeArts.password, "iam_domain": FakeCodeArts.domain,
+                "iam_project": FakeCodeArts.project_name, "iam_endpoint": codearts.url}
+    if method == "aksk":
+        return {"codearts_token": None, "cloud_sdk_ak": FakeCodeArts.ak,
+                "cloud_sdk_sk": FakeCodeArts.sk, "codearts_project_id": FakeCodeArts.project_id}
+    raise ValueError(f"unknown auth method {method!r}")
+
+
+def closed_port_url() -> str:
+    """An http URL on a loopback port nothing listens on (connection refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def running_bot_with(db_url: str, tmp_path: Path, *, auth: str = "token",
+                     api_options: dict[str, Any] | None = None, config: str = CONFIG,
+                     poll: float = 15.0, **settings: Any) -> Iterator[Bot]:
+    """Like ``running_bot``, but with a choice of CodeArts auth (token, iam, aksk) and a
+    CodeArts client built here with ``api_options`` (e.g. ``timeout=0.5, backoff=0.01``)
+    and handed to ``Runtime(api=...)``. ``settings`` override everything, so a test can
+    point ``codearts_endpoint`` or ``iam_endpoint`` at ``closed_port_url()``."""
+    from bot.codearts import client_from_settings
+
+    cfg = tmp_path / "buildbot.toml"
+    cfg.write_text(config)
+    with FakeSlack() as slack, FakeCodeArts() as codearts:
+        for job in (BACKEND_ID, DOCS_ID):
+            codearts.add_job(job)
+        slack.usergroups["SDEVS"] = []
+        values: dict[str, Any] = dict(
+            slack_bot_token=BOT_TOKEN, slack_signing_secret=SECRET,
+            slack_api_url=slack.api_url, codearts_endpoint=codearts.url,
+            database_url=db_url, buildbot_config=cfg, build_poll_seconds=poll,
+            worker_threads=4)
+        values.update(auth_settings(auth, codearts))
+        values.update(settings)
+        loaded = load_settings(**values)
+        api = client_from_settings(loaded, **(api_options or {}))
+        clock = Clock()
+        runtime = Runtime(loaded, load_config(cfg), api=api, clock=clock, watch=False)
+        port = runtime.bind_http(host="127.0.0.1", port=0)
+        thread = threading.Thread(target=runtime.server.run, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        sender = SlackSender(url + "/slack/events", SECRET)
+        try:
+            yield Bot(runtime, slack, codearts, sender, clock, url)
+        finally:
+            sender.close()
+            runtime.close()

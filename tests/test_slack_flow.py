@@ -279,3 +279,16 @@ def test_audit_log_never_holds_a_secret(bot: Bot) -> None:
     dump = json.dumps([dict(r) for r in bot.store.audit_rows()])
     for secret in (SECRET, "xoxb-test-bot-token-secret", bot.codearts.token):
         assert secret not in dump
+
+
+def test_replayed_command_is_refused_and_asks_nothing_twice(bot: Bot) -> None:
+    from tests.slack_requests import command_body
+
+    url = bot.slack.response_url()
+    body = command_body("backend", user="UALICE", channel="CBUILDS", response_url=url)
+    ts = int(time.time())
+    for _ in range(3):
+        assert bot.sender.post(body, timestamp=ts).status_code == 200
+    bot.wait_idle()
+    assert len(bot.slack.responses(url)) == 1
+    assert len(bot.store.audit_rows()) == 1

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except StartError as exc:
         print(f"buildbot cannot start:\n  - {exc}", file=sys.stderr)
         return 2
+    from slack_sdk.errors import SlackApiError
+
     try:
         if settings.socket_mode:
             log.info("starting in Socket Mode")
@@ -53,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.info("starting in HTTP mode on port %s", settings.port)
             runtime.serve_http()
+    except SlackApiError as exc:
+        error = exc.response.get("error", "unknown_error")
+        print(f"buildbot cannot start:\n  - Slack refused SLACK_APP_TOKEN ({error}): create an "
+              "app-level token with connections:write, or unset it for HTTP mode.",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     finally:

@@ -146,3 +146,20 @@ def test_missing_or_contradictory_settings_stop_the_bot(env: dict[str, str],
         assert word in out.stderr
     for secret in ("tok-secret-value", "sk-secret", BOT_TOKEN):
         assert secret not in out.stderr + out.stdout
+
+
+def test_app_token_switches_to_socket_mode(tmp_path: Path) -> None:
+    """With SLACK_APP_TOKEN the bot opens a Socket Mode connection (the stand-in refuses it)."""
+    cfg = tmp_path / "buildbot.toml"
+    cfg.write_text(CONFIG)
+    with FakeSlack() as slack:
+        env = clean_env(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN="xapp-secret-app-token",
+                        SLACK_API_URL=slack.api_url, CODEARTS_ENDPOINT="http://127.0.0.1:9",
+                        CODEARTS_TOKEN="tok-secret-value", BUILDBOT_CONFIG=str(cfg),
+                        DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+        out = subprocess.run([sys.executable, "-m", "bot"], cwd=ROOT, env=env, text=True,
+                             capture_output=True, timeout=60)
+        opened = [c for c in slack.all_calls() if c.method == "apps.connections.open"]
+    assert out.returncode == 2 and "SLACK_APP_TOKEN (invalid_auth)" in out.stderr
+    assert opened and opened[0].headers["authorization"] == "Bearer xapp-secret-app-token"
+    assert "xapp-secret-app-token" not in out.stderr + out.stdout

@@ -152,6 +152,8 @@ class FakeSlack:
             if group not in self.usergroups:
                 return {"ok": False, "error": "no_such_subteam"}
             return {"ok": True, "users": list(self.usergroups[group])}
+        if method == "apps.connections.open":  # Socket Mode: no websocket here, so refuse
+            return {"ok": False, "error": "invalid_auth"}
         if method == "conversations.replies":
             return {"ok": True, "messages": [
                 c.params for c in self._calls

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+from types import FrameType
 
 from bot.config import ConfigError, load_config
 from bot.settings import SettingsError, load_settings
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from slack_sdk.errors import SlackApiError
 
+    # SIGTERM (platform restarts) unwinds like Ctrl-C, so work already acknowledged
+    # to Slack finishes before the process goes.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if settings.socket_mode:
             log.info("starting in Socket Mode")
@@ -61,11 +66,15 @@ def main(argv: list[str] | None = None) -> int:
               "app-level token with connections:write, or unset it for HTTP mode.",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, SystemExit):
+        log.info("stopping: finishing acknowledged work")
     finally:
         runtime.close()
     return 0
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -424,10 +424,13 @@ def _who(payload: dict[str, Any]) -> Who:
 
 
 def _click(body: dict[str, Any]) -> Click:
-    actions = body.get("actions") or [{}]
-    action = actions[0] if isinstance(actions[0], dict) else {}
-    user = body.get("user") if isinstance(body.get("user"), dict) else {}
-    team = body.get("team") if isinstance(body.get("team"), dict) else {}
-    return Click(value=_str(action.get("value"))[:64], user_id=_str(user.get("id")),
-                 team_id=_str(team.get("id")) or None,
+    actions = body.get("actions")
+    action = _dict(actions[0]) if isinstance(actions, list) and actions else {}
+    return Click(value=_str(action.get("value"))[:64],
+                 user_id=_str(_dict(body.get("user")).get("id")),
+                 team_id=_str(_dict(body.get("team")).get("id")) or None,
                  response_url=_str(body.get("response_url")) or None)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

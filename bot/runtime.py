@@ -6,8 +6,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackClientError

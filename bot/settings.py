@@ -132,8 +132,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         raise SettingsError([_describe(err) for err in exc.errors()]) from None
     if not settings.socket_mode and not _set(settings.slack_signing_secret):
-        raise SettingsError(["SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify "
-                             "requests from Slack (or set SLACK_APP_TOKEN for Socket Mode)."])
+        raise SettingsError([("SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify "
+                              "requests from Slack (or set SLACK_APP_TOKEN for Socket Mode).")])
     return settings
 
 

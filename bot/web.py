@@ -49,7 +49,7 @@ def _plain(start_response: Callable[..., Any], status: str, text: str) -> list[b
 def make_server(wsgi: Callable[..., Iterable[bytes]], *, host: str, port: int,
                 threads: int = 16) -> Any:
     """A waitress server bound now (port 0 picks a free port: ``server.effective_port``)."""
-    from waitress.server import create_server
+    from waitress.server import create_server  # type: ignore[import-untyped]
 
     return create_server(wsgi, host=host, port=port, threads=threads, connection_limit=1000,
                          channel_timeout=30, ident="buildbot", clear_untrusted_proxy_headers=True)

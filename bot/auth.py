@@ -78,6 +78,10 @@ class TokenAuth(httpx.Auth):
     def __repr__(self) -> str:
         return "TokenAuth(token='**********')"
 
+    def secret_values(self) -> list[str]:
+        """What must never be repeated anywhere (see ``CodeArtsClient`` error scrubbing)."""
+        return [self._token.get_secret_value()]
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["X-Auth-Token"] = self._token.get_secret_value()
         yield request
@@ -172,6 +176,10 @@ class IamPasswordAuth(httpx.Auth):
         return AuthError(response.status_code, code, self._scrub(msg),
                          response.headers.get("X-Request-Id"))
 
+    def secret_values(self) -> list[str]:
+        token = self._token
+        return [self._password.get_secret_value()] + ([token.get_secret_value()] if token else [])
+
     def _scrub(self, text: str) -> str:
         secret = self._password.get_secret_value()
         return text.replace(secret, "**********") if secret else text
@@ -241,6 +249,9 @@ class AkSkAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return f"AkSkAuth(ak='****', sk='**********', project_id={self.project_id!r})"
+
+    def secret_values(self) -> list[str]:
+        return [self._sk.get_secret_value(), self._ak.get_secret_value()]
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["X-Sdk-Date"] = time.strftime(DATE_FORMAT, time.gmtime(self._clock()))

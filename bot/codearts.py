@@ -420,21 +420,21 @@ class CodeArtsClient:
 
     def run_build(self, body: dict[str, Any]) -> RunResult:
         """Start a build; never re-sent unless it certainly did not arrive."""
-        data = decode(self._call("POST", RUN_PATH, body=body, read=False))
+        data = self._decode(self._call("POST", RUN_PATH, body=body, read=False))
         try:
             return RunResult.model_validate(data)
         except ValidationError:
-            raise BadResponseError(200, None, str(data),
+            raise BadResponseError(200, None, self.scrub(str(data)),
                                    "a run answer without a usable build number") from None
 
     def build_state(self, job_id: str, build_no: int | str) -> BuildState:
         """Where a build stands, from its record (retried: reading changes nothing)."""
         path = f"/v4/jobs/{_job(job_id)}/{_build_no(build_no)}/record-info"
         response = self._call("GET", path, read=True)
-        data = decode(response)
+        data = self._decode(response)
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, dict):
-            raise BadResponseError(response.status_code, _request_id(response, data), str(data),
+            raise BadResponseError(response.status_code, _request_id(response, data), self.scrub(str(data)),
                                    "a build record without a result")
         state = build_state_from(result)
         if not state.finished:
@@ -445,12 +445,31 @@ class CodeArtsClient:
         """Ask CodeArts to stop a build; ``success: false`` raises ApiError."""
         path = f"/v3/jobs/{_job(job_id)}/{_build_no(build_no)}/stop"
         response = self._call("POST", path, read=False)
-        data = decode(response)
+        data = self._decode(response)
         if not isinstance(data, dict) or data.get("success") is not True:
-            raise BadResponseError(response.status_code, _request_id(response, data), str(data),
+            raise BadResponseError(response.status_code, _request_id(response, data), self.scrub(str(data)),
                                    "a stop answer without success: true")
 
     # ---- plumbing
+
+    def _decode(self, response: httpx.Response) -> Any:
+        """``decode``, with any secret an error quotes back blanked out."""
+        try:
+            return decode(response)
+        except ApiError as exc:
+            raise ApiError(exc.status, self.scrub(exc.error_code), self.scrub(exc.error_msg),
+                           exc.request_id, hint=exc.hint) from None
+        except BadResponseError as exc:
+            exc.snippet = self.scrub(exc.snippet)
+            raise
+
+    def scrub(self, text: str) -> str:
+        """Replace every credential this client holds (configured or obtained) in ``text``."""
+        values: list[str] = getattr(self._auth, "secret_values", list)()
+        for value in values:
+            if value and len(value) >= 4:
+                text = text.replace(value, "**********")
+        return text
 
     def _note_status(self, status: str) -> None:
         """Log each not-final status once, so an undocumented spelling shows up in the logs."""

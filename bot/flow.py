@@ -25,6 +25,7 @@ from bot import messages as msg
 from bot.codearts import (
     ApiError,
     AuthError,
+    BadResponseError,
     CodeArtsClient,
     CodeArtsError,
     NotSentError,
@@ -148,6 +149,9 @@ class Flow:
 
     def evaluate(self, who: Who, groups: UserGroups) -> Outcome:
         """Parse and check a command for this user and channel; no side effects."""
+        if not who.user_id or not who.channel_id:  # never from Slack; never a wildcard either
+            problem = "Slack did not say who you are or where you typed this; try again."
+            return Outcome(msg.problems_message([problem]), "invalid", detail=problem)
         parsed = parse(who.text)
         if isinstance(parsed, ParseError):
             return Outcome(msg.problems_message(parsed.problems), "invalid", detail=parsed.message)
@@ -262,9 +266,19 @@ class Flow:
             self._start_failed(row, response_url, exc)
             return
         now = self.clock()
-        self.store.record_build(request=row, build_no=result.actual_build_number,
-                                daily_build_number=result.daily_build_number, now=now,
-                                first_check_at=now + self.poll_seconds)
+        try:
+            self.store.record_build(request=row, build_no=result.actual_build_number,
+                                    daily_build_number=result.daily_build_number, now=now,
+                                    first_check_at=now + self.poll_seconds)
+        except Exception:
+            # The build runs but cannot be followed: say so, with its numbers, everywhere.
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("build started but not recorded id=%s request=%s user=%s job=%s "
+                          "build=%s daily=%s", error_id, row["id"], row["user_id"], job,
+                          result.actual_build_number, result.daily_build_number)
+            respond(response_url, msg.started_unrecorded(job, result.daily_build_number,
+                                                         result.actual_build_number, error_id))
+            return
         self.store.audit(decision="started", now=now, request_id=row["id"],
                          user_id=row["user_id"], channel_id=row["channel_id"], job=job,
                          parameters=body, daily_build_number=result.daily_build_number,
@@ -276,7 +290,8 @@ class Flow:
 
     def _start_failed(self, row: Any, response_url: str | None, exc: CodeArtsError) -> None:
         job = row["job_name"]
-        if isinstance(exc, OutcomeUnknownError):
+        if isinstance(exc, (OutcomeUnknownError, BadResponseError)):
+            # an unreadable answer (a proxy's page, a 200 we cannot parse) may follow a start
             state, reply = "unknown", msg.outcome_unknown(job)
         elif isinstance(exc, NotSentError):
             state, reply = "failed", msg.not_sent(job, str(exc))

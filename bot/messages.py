@@ -193,6 +193,14 @@ def outcome_unknown(job_name: str) -> Message:
         "CodeArts before running it again.", replace=True)
 
 
+def started_unrecorded(job_name: str, daily: str, build_no: str, error_id: str) -> Message:
+    return ephemeral(
+        f":warning: {escape(job_name)} *was started* (build {escape(daily)}, #{escape(build_no)}), "
+        f"but buildbot could not save it (error ID `{error_id}`), so it will not report how it "
+        "ends. Follow it in CodeArts, and tell your buildbot operator the error ID.",
+        replace=True)
+
+
 def internal_error(error_id: str) -> Message:
     return ephemeral(f":x: Something went wrong inside buildbot (error ID `{error_id}`). "
                      "Nothing was started. Tell your buildbot operator the error ID.")

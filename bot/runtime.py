@@ -42,7 +42,7 @@ class Runtime:
         self.ready = threading.Event()
         try:
             self.store = Store.from_url(settings.database_url)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, ImportError, ValueError) as exc:  # ImportError: no driver
             raise StartError(f"cannot open the database in DATABASE_URL "
                              f"({type(exc).__name__}: {_first_line(exc)})") from None
         self.api = api or client_from_settings(settings)
@@ -70,7 +70,9 @@ class Runtime:
 
     def bind_http(self, *, host: str = "0.0.0.0", port: int | None = None) -> int:
         """Bind the HTTP server (``/healthz`` answers 200 from here on); returns the port."""
-        self.server = make_server(make_wsgi(self.app, self.ready), host=host,
+        secret = self.settings.slack_signing_secret
+        wsgi = make_wsgi(self.app, self.ready, secret.get_secret_value() if secret else None)
+        self.server = make_server(wsgi, host=host,
                                   port=self.settings.port if port is None else port,
                                   threads=max(8, self.settings.worker_threads * 2))
         self.ready.set()

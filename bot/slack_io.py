@@ -22,10 +22,18 @@ from slack_sdk.webhook import WebhookClient
 log = logging.getLogger(__name__)
 
 
+class AnyServerErrorRetryHandler(ServerErrorRetryHandler):
+    """slack_sdk's handler retries 500 and 503 only; a proxy's 502 or 504 is as passing."""
+
+    def _can_retry(self, *, state: Any, request: Any, response: Any = None,
+                   error: Exception | None = None) -> bool:
+        return response is not None and 500 <= response.status_code <= 599
+
+
 def retry_handlers() -> list[RetryHandler]:
     return [ConnectionErrorRetryHandler(max_retry_count=2),
             RateLimitErrorRetryHandler(max_retry_count=3),
-            ServerErrorRetryHandler(max_retry_count=2)]
+            AnyServerErrorRetryHandler(max_retry_count=2)]
 
 
 def make_web_client(token: str, base_url: str, *, timeout: int = 10) -> WebClient:

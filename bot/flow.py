@@ -185,10 +185,7 @@ class Flow:
             id=rid, state=state, now=now, ttl=CONFIRM_TTL, user_id=who.user_id,
             team_id=who.team_id, channel_id=who.channel_id, job_name=approved.job_name,
             job_id=approved.job_id, command=who.text.strip(), body=approved.body,
-            response_url=who.response_url)
-        self.store.audit(decision="confirm" if approved.confirm else "approved", now=now,
-                         request_id=rid, user_id=who.user_id, channel_id=who.channel_id,
-                         job=approved.job_name, parameters=approved.body)
+            response_url=who.response_url, decision="confirm" if approved.confirm else "approved")
         log.info("request %s user=%s channel=%s job=%s confirm=%s", rid, who.user_id,
                  who.channel_id, approved.job_name, approved.confirm)
         if approved.confirm:
@@ -267,9 +264,9 @@ class Flow:
             return
         now = self.clock()
         try:
-            self.store.record_build(request=row, build_no=result.actual_build_number,
-                                    daily_build_number=result.daily_build_number, now=now,
-                                    first_check_at=now + self.poll_seconds)
+            build = self.store.record_build(request=row, build_no=result.actual_build_number,
+                                            daily_build_number=result.daily_build_number,
+                                            now=now, first_check_at=now + self.poll_seconds)
         except Exception:
             # The build runs but cannot be followed: say so, with its numbers, everywhere.
             error_id = uuid.uuid4().hex[:8]
@@ -279,13 +276,9 @@ class Flow:
             respond(response_url, msg.started_unrecorded(job, result.daily_build_number,
                                                          result.actual_build_number, error_id))
             return
-        self.store.audit(decision="started", now=now, request_id=row["id"],
-                         user_id=row["user_id"], channel_id=row["channel_id"], job=job,
-                         parameters=body, daily_build_number=result.daily_build_number,
-                         build_no=result.actual_build_number)
         log.info("build started request=%s user=%s job=%s build=%s daily=%s", row["id"],
                  row["user_id"], job, result.actual_build_number, result.daily_build_number)
-        where = self.announce(row["id"], response_url)
+        where = self.announce(build, body, response_url)
         respond(response_url, msg.started_ack(job, result.daily_build_number, where))
 
     def _start_failed(self, row: Any, response_url: str | None, exc: CodeArtsError) -> None:
@@ -316,31 +309,26 @@ class Flow:
                     row["user_id"], job, exc)
         respond(response_url, reply)
 
-    def announce(self, build_id: str, response_url: str | None) -> str | None:
-        """Post the build in its channel and keep the ts; fall back to the response_url."""
-        if not self.store.claim_announce(id=build_id):
-            return None  # another process is posting it, or it is posted
-        build = self.store.get_build(build_id)
-        request = self.store.get_request(build_id)
-        if build is None or request is None:
-            return None
+    def announce(self, build: Any, body: dict[str, Any], response_url: str | None) -> str | None:
+        """Post a build this process has claimed in its channel and keep the ts; fall back
+        to the response_url where the bot cannot post. Returns the channel posted in."""
         message = msg.announcement(
-            build_id=build_id, user_id=build["user_id"], job_name=build["job_name"],
-            description=self._description(build["job_name"]), body=json.loads(request["body"]),
+            build_id=build["id"], user_id=build["user_id"], job_name=build["job_name"],
+            description=self._description(build["job_name"]), body=body,
             daily=build["daily_build_number"], build_no=build["build_no"],
             link=self.link(build["job_id"], build["build_no"], build["daily_build_number"]))
         try:
             resp = self.slack.chat_postMessage(channel=build["channel_id"], **message)
         except (SlackApiError, SlackClientError, OSError) as exc:
             log.warning("channel post failed build=%s channel=%s error=%s; using response_url",
-                        build_id, build["channel_id"], api_error_name(exc))
+                        build["id"], build["channel_id"], api_error_name(exc))
             respond(response_url, {**message, "response_type": "in_channel",
                                    "replace_original": False})
-            self.store.set_announced(id=build_id, channel=None, ts=None)
+            self.store.set_announced(id=build["id"], channel=None, ts=None)
             return None
-        self.store.set_announced(id=build_id, channel=resp.get("channel") or build["channel_id"],
+        self.store.set_announced(id=build["id"], channel=resp.get("channel") or build["channel_id"],
                                  ts=resp.get("ts"))
-        return build["channel_id"]
+        return str(build["channel_id"])
 
     def _description(self, job_name: str) -> str:
         job = self.config.jobs.get(job_name)

@@ -52,8 +52,10 @@ builds = sa.Table(
     sa.Column("build_no", sa.String(32), nullable=False),
     sa.Column("daily_build_number", sa.String(64), nullable=False),
     sa.Column("response_url", sa.Text, nullable=True),
-    # announce: pending (no channel message yet), posted (ts known), fallback (no ts)
-    sa.Column("announce", sa.String(16), nullable=False, server_default="pending"),
+    # announce: posting (claimed by the process that started it, or a recovery),
+    # posted (ts known), fallback (posted through the response_url: no ts)
+    sa.Column("announce", sa.String(16), nullable=False, server_default="posting"),
+    sa.Column("announce_claimed_at", sa.Float, nullable=True),
     sa.Column("message_channel", sa.String(32), nullable=True),
     sa.Column("message_ts", sa.String(32), nullable=True),
     # watch: watching, reporting, done
@@ -86,6 +88,17 @@ audit = sa.Table(
 )
 
 
+# Built once: a statement made per call costs more to build and to key for SQLAlchemy's
+# compiled cache than SQLite takes to run it (these are the per-command and per-poll ones).
+_INSERT_REQUEST = requests.insert()
+_INSERT_AUDIT = audit.insert()
+_RESCHEDULE = (builds.update()
+               .where(builds.c.id == sa.bindparam("b_id"),
+                      builds.c.lease_owner == sa.bindparam("b_owner"))
+               .values(next_check_at=sa.bindparam("b_next"), failures=sa.bindparam("b_failures"),
+                       lease_until=None))
+
+
 @dataclass(frozen=True)
 class Claim:
     """What a Run click found: ``ok`` only for the one click that moved pending -> running."""
@@ -112,7 +125,10 @@ def make_engine(url: str) -> Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             if ":memory:" not in url:
+                # WAL lets readers work beside the writer; NORMAL syncs at checkpoints,
+                # which loses nothing when the bot crashes (only on power loss).
                 cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
@@ -148,12 +164,19 @@ class Store:
 
     def add_request(self, *, id: str, state: str, now: float, ttl: float, user_id: str,
                     team_id: str | None, channel_id: str, job_name: str, job_id: str,
-                    command: str, body: dict[str, Any], response_url: str | None) -> None:
+                    command: str, body: dict[str, Any], response_url: str | None,
+                    decision: str | None = None) -> None:
+        """Record a request; with ``decision``, its audit row too, in the same transaction."""
         with self._tx() as c:
-            c.execute(requests.insert().values(
+            c.execute(_INSERT_REQUEST, dict(
                 id=id, state=state, created_at=now, expires_at=now + ttl, updated_at=now,
                 user_id=user_id, team_id=team_id, channel_id=channel_id, job_name=job_name,
-                job_id=job_id, command=command, body=json.dumps(body), response_url=response_url))
+                job_id=job_id, command=command, body=json.dumps(body), response_url=response_url,
+                error=None))
+            if decision is not None:
+                c.execute(_INSERT_AUDIT, _audit_row(
+                    decision=decision, now=now, request_id=id, user_id=user_id,
+                    channel_id=channel_id, job=job_name, parameters=body))
 
     def get_request(self, id: str) -> RowMapping | None:
         with self._tx() as c:
@@ -208,17 +231,27 @@ class Store:
     # --- builds ----------------------------------------------------------
 
     def record_build(self, *, request: RowMapping, build_no: str, daily_build_number: str,
-                     now: float, first_check_at: float) -> None:
-        """Mark the request started and open its watch, in one transaction."""
+                     now: float, first_check_at: float) -> dict[str, Any]:
+        """Mark the request started, open its watch, claim its announcement and audit it,
+        in one transaction; return the new build row."""
+        build = dict(id=request["id"], created_at=now, user_id=request["user_id"],
+                     channel_id=request["channel_id"], job_name=request["job_name"],
+                     job_id=request["job_id"], build_no=build_no,
+                     daily_build_number=daily_build_number, response_url=request["response_url"],
+                     announce="posting", announce_claimed_at=now, message_channel=None,
+                     message_ts=None, watch="watching", next_check_at=first_check_at,
+                     lease_owner=None, lease_until=None, failures=0, result=None,
+                     duration_ms=None, finished_at=None)
         with self._tx() as c:
             c.execute(requests.update().where(requests.c.id == request["id"])
                       .values(state="started", updated_at=now))
-            c.execute(builds.insert().values(
-                id=request["id"], created_at=now, user_id=request["user_id"],
-                channel_id=request["channel_id"], job_name=request["job_name"],
-                job_id=request["job_id"], build_no=build_no,
-                daily_build_number=daily_build_number, response_url=request["response_url"],
-                announce="pending", watch="watching", next_check_at=first_check_at, failures=0))
+            c.execute(builds.insert().values(**build))
+            c.execute(_INSERT_AUDIT, _audit_row(
+                decision="started", now=now, request_id=request["id"],
+                user_id=request["user_id"], channel_id=request["channel_id"],
+                job=request["job_name"], parameters=json.loads(request["body"]),
+                daily_build_number=daily_build_number, build_no=build_no))
+        return build
 
     def get_build(self, id: str) -> RowMapping | None:
         with self._tx() as c:
@@ -229,16 +262,23 @@ class Store:
             c.execute(builds.update().where(builds.c.id == id).values(
                 announce="posted" if ts else "fallback", message_channel=channel, message_ts=ts))
 
-    def claim_announce(self, *, id: str) -> bool:
-        """Take an unannounced build for posting (used on recovery); True for one caller."""
+    def claim_unannounced(self, *, now: float, stale_after: float) -> list[RowMapping]:
+        """Builds whose announcing process died (claimed ``stale_after`` ago, still not
+        posted), each re-claimed here by exactly one caller."""
         with self._tx() as c:
-            return c.execute(builds.update().where(builds.c.id == id, builds.c.announce == "pending")
-                             .values(announce="posting")).rowcount == 1
-
-    def unannounced(self, *, older_than: float) -> list[RowMapping]:
-        with self._tx() as c:
-            return list(c.execute(sa.select(builds).where(
-                builds.c.announce == "pending", builds.c.created_at < older_than)).mappings())
+            stale = list(c.execute(sa.select(builds).where(
+                builds.c.announce == "posting",
+                builds.c.announce_claimed_at < now - stale_after)).mappings())
+        mine = []
+        for row in stale:
+            with self._tx() as c:
+                took = c.execute(builds.update().where(
+                    builds.c.id == row["id"], builds.c.announce == "posting",
+                    builds.c.announce_claimed_at == row["announce_claimed_at"])
+                    .values(announce_claimed_at=now)).rowcount == 1
+            if took:
+                mine.append(row)
+        return mine
 
     # --- watches ---------------------------------------------------------
 
@@ -259,9 +299,8 @@ class Store:
 
     def reschedule(self, *, id: str, owner: str, next_check_at: float, failures: int) -> bool:
         with self._tx() as c:
-            return c.execute(builds.update().where(builds.c.id == id, builds.c.lease_owner == owner)
-                             .values(next_check_at=next_check_at, failures=failures,
-                                     lease_until=None)).rowcount == 1
+            return c.execute(_RESCHEDULE, dict(b_id=id, b_owner=owner, b_next=next_check_at,
+                                               b_failures=failures)).rowcount == 1
 
     def begin_report(self, *, id: str, owner: str, result: str, duration_ms: int | None,
                      now: float) -> bool:
@@ -289,11 +328,10 @@ class Store:
               parameters: Any = None, detail: str | None = None,
               daily_build_number: str | None = None, build_no: str | None = None,
               error_code: str | None = None, error_msg: str | None = None) -> None:
-        params = None if parameters is None else json.dumps(parameters, ensure_ascii=False)
         with self._tx() as c:
-            c.execute(audit.insert().values(
-                at=now, request_id=request_id, user_id=user_id, channel_id=channel_id, job=job,
-                parameters=params, decision=decision, detail=detail,
+            c.execute(_INSERT_AUDIT, _audit_row(
+                decision=decision, now=now, request_id=request_id, user_id=user_id,
+                channel_id=channel_id, job=job, parameters=parameters, detail=detail,
                 daily_build_number=daily_build_number, build_no=build_no,
                 error_code=error_code, error_msg=error_msg))
 
@@ -303,3 +341,15 @@ class Store:
             q = q.where(audit.c.request_id == request_id)
         with self._tx() as c:
             return list(c.execute(q).mappings())
+
+
+def _audit_row(*, decision: str, now: float, request_id: str | None = None,
+               user_id: str | None = None, channel_id: str | None = None, job: str | None = None,
+               parameters: Any = None, detail: str | None = None,
+               daily_build_number: str | None = None, build_no: str | None = None,
+               error_code: str | None = None, error_msg: str | None = None) -> dict[str, Any]:
+    params = None if parameters is None else json.dumps(parameters, ensure_ascii=False)
+    return dict(at=now, request_id=request_id, user_id=user_id, channel_id=channel_id, job=job,
+                parameters=params, decision=decision, detail=detail,
+                daily_build_number=daily_build_number, build_no=build_no,
+                error_code=error_code, error_msg=error_msg)

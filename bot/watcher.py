@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MAX_AGE = 24 * 3600.0  # stop following a build after this long
 MAX_ERROR_BACKOFF = 600.0
 STALE_SENDING = 180.0  # a request "running" this long was being sent by a bot that died
-UNANNOUNCED_AFTER = 60.0
+UNANNOUNCED_AFTER = 300.0  # a claimed announcement not posted by then: its poster died
 REPORT_RETRY = 30.0
 
 
@@ -195,8 +195,10 @@ class Watcher:
                                  job=row["job_name"], parameters=json.loads(row["body"]),
                                  detail="bot stopped while sending")
                 respond(row["response_url"], msg.outcome_unknown(row["job_name"]))
-        for build in self.store.unannounced(older_than=now - UNANNOUNCED_AFTER):
-            self.flow.announce(build["id"], build["response_url"])
+        for build in self.store.claim_unannounced(now=now, stale_after=UNANNOUNCED_AFTER):
+            request = self.store.get_request(build["id"])
+            body = json.loads(request["body"]) if request is not None else {}
+            self.flow.announce(build, body, build["response_url"])
 
 
 def _duration(state: Any) -> int | None:

@@ -134,3 +134,20 @@ def test_audit_rows_keep_what_happened(store: Store) -> None:
     (row,) = store.audit_rows()
     assert (row["decision"], row["user_id"], row["job"]) == ("denied", "U1", "backend")
     assert '"value": "b"' in row["parameters"]
+
+
+def test_an_announcement_whose_poster_died_is_reclaimed_once(store: Store) -> None:
+    bid = start_build(store, now=1000.0)
+    assert store.claim_unannounced(now=1100.0, stale_after=300) == []  # its poster may be alive
+    first = store.claim_unannounced(now=1301.0, stale_after=300)
+    second = store.claim_unannounced(now=1301.0, stale_after=300)
+    assert [r["id"] for r in first] == [bid] and second == []
+    store.set_announced(id=bid, channel="C1", ts="1.2")
+    assert store.claim_unannounced(now=9999.0, stale_after=300) == []
+
+
+def test_starting_a_build_writes_its_audit_row_in_the_same_step(store: Store) -> None:
+    bid = start_build(store)
+    (row,) = store.audit_rows(request_id=bid)
+    assert (row["decision"], row["build_no"], row["daily_build_number"]) == \
+        ("started", "20", "20261123.20")

@@ -514,6 +514,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() must not wait for a hanging handler
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 resets connections in a burst
     fake: FakeCodeArts
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -41,6 +41,10 @@ class _Fault:
     remaining: int
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 resets connections in a burst of 50
+
+
 class FakeSlack:
     """Start with ``with FakeSlack() as slack`` or ``start()``/``stop()``."""
 
@@ -52,7 +56,7 @@ class FakeSlack:
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         self._hooks = itertools.count(1)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -10,6 +10,7 @@ stand-ins stamp on arrival.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import multiprocessing as mp
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -65,10 +67,10 @@ def bot_values(*, slack_api_url: str, codearts_url: str, db_url: str, config: Pa
     """Settings for the bot under test: the stand-ins, a fixed token, production defaults."""
     from tests.fakes.codearts import FakeCodeArts
 
-    values: dict[str, Any] = dict(
-        slack_bot_token=BOT_TOKEN, slack_signing_secret=SECRET, slack_api_url=slack_api_url,
-        codearts_endpoint=codearts_url, codearts_token=FakeCodeArts.token,
-        database_url=db_url, buildbot_config=config)
+    values: dict[str, Any] = {
+        "slack_bot_token": BOT_TOKEN, "slack_signing_secret": SECRET, "slack_api_url": slack_api_url,
+        "codearts_endpoint": codearts_url, "codearts_token": FakeCodeArts.token,
+        "database_url": db_url, "buildbot_config": config}
     values.update(extra)
     return values
 
@@ -80,6 +82,17 @@ def bot_env(values: dict[str, Any], port: int) -> dict[str, str]:
     env["PORT"] = str(port)
     env["PYTHONPATH"] = str(ROOT)
     return env
+
+
+def widen_backlog(*fakes: Any) -> None:
+    """Let the stand-ins queue 128 pending connections instead of socketserver's 5.
+
+    With 5, a burst of connections overflows the accept queue and the kernel retries
+    the SYN a second later (or resets), which would be charged to the bot. Calling
+    listen() again on a listening socket only changes its backlog (Linux).
+    """
+    for fake in fakes:
+        fake._server.socket.listen(128)
 
 
 def log_to_file(path: str) -> None:
@@ -120,8 +133,15 @@ def _serve_loop(conn: Connection, idle: Callable[[float], bool]) -> None:
             return
 
 
-def serve_ours(conn: Connection, values: dict[str, Any], log_path: str, watch: bool) -> None:
-    """Child process: the bot's HTTP endpoint exactly as ``python -m bot`` builds it."""
+def serve_ours(conn: Connection, values: dict[str, Any], log_path: str, watch: bool,
+               bot_path: str | None = None) -> None:
+    """Child process: the bot's HTTP endpoint exactly as ``python -m bot`` builds it.
+
+    ``bot_path``: a folder holding a patched copy of the ``bot`` package, imported instead
+    of the checkout's (to measure a proposed fix before it is applied).
+    """
+    if bot_path:
+        sys.path.insert(0, bot_path)
     log_to_file(log_path)
     from bot.config import load_config
     from bot.runtime import Runtime
@@ -144,7 +164,7 @@ def serve_baseline(conn: Connection, slack_api_url: str, threads: int, log_path:
     from slack_bolt import App
     from slack_bolt.adapter.wsgi import SlackRequestHandler
     from slack_sdk import WebClient
-    from waitress.server import create_server
+    from waitress.server import create_server  # type: ignore[import-untyped]
 
     # process_before_response=True as in bot.slack_app, so both ack on the request thread.
     app = App(client=WebClient(token=BOT_TOKEN, base_url=slack_api_url), signing_secret=SECRET,
@@ -166,13 +186,43 @@ def serve_baseline(conn: Connection, slack_api_url: str, threads: int, log_path:
         server.close()
 
 
-class Child:
-    """A child process with a pipe; ``ask`` sends a command and waits for the answer."""
+SERVER_CPUS: set[int] | None = None  # set by pin_cores()
 
-    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+
+def pin_cores(enabled: bool = True) -> str:
+    """Give the process under test core 0 to itself; this process (stand-ins, and the
+    children it starts unpinned, e.g. the load generator) keeps to the other cores.
+
+    Call before starting the stand-ins, so their threads inherit the affinity.
+    """
+    global SERVER_CPUS
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled or len(cpus) < 2:
+        SERVER_CPUS = None
+        return "not pinned"
+    SERVER_CPUS = {cpus[0]}
+    os.sched_setaffinity(0, set(cpus[1:]))
+    return f"server under test on core {cpus[0]}; load generator and stand-ins on {cpus[1:]}"
+
+
+class Child:
+    """A child process with a pipe; ``ask`` sends a command and waits for the answer.
+
+    ``server=True`` starts it on the core(s) ``pin_cores`` reserved for the process
+    under test (a spawned process inherits the affinity of the thread that starts it).
+    """
+
+    def __init__(self, target: Callable[..., None], *args: Any, server: bool = False) -> None:
         self.conn, child_conn = SPAWN.Pipe()
         self.proc = SPAWN.Process(target=target, args=(child_conn, *args), daemon=True)
-        self.proc.start()
+        before = os.sched_getaffinity(0)
+        if server and SERVER_CPUS:
+            os.sched_setaffinity(0, SERVER_CPUS)
+        try:
+            self.proc.start()
+        finally:
+            os.sched_setaffinity(0, before)
+        child_conn.close()  # so recv() raises EOFError if the child dies
         self.hello = self.conn.recv()
 
     def ask(self, cmd: Any) -> Any:
@@ -188,6 +238,45 @@ class Child:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
+
+
+# --------------------------------------------------------------------------- requests
+
+_TRIGGER = itertools.count(1)
+
+
+def command_body(text: str, *, user: str, response_url: str, channel: str = CHANNEL) -> bytes:
+    """A slash-command payload with its own ``trigger_id``, as Slack sends it.
+
+    Every body must differ: the bot refuses a request whose signature it has
+    already seen (bot/replay.py), and two identical bodies signed in the same
+    second have the same signature.
+    """
+    return urlencode({
+        "token": "legacy-unused", "team_id": "T1", "team_domain": "example",
+        "channel_id": channel, "channel_name": "builds", "user_id": user,
+        "user_name": user.lower(), "command": "/build", "text": text, "api_app_id": "A1",
+        "response_url": response_url, "trigger_id": f"{os.getpid()}.{next(_TRIGGER)}.bench",
+    }).encode()
+
+
+def click_body(action_id: str, value: str, *, user: str, response_url: str,
+               channel: str = CHANNEL) -> bytes:
+    """A block_actions payload for one button click (unique ``trigger_id``, see above)."""
+    payload = {
+        "type": "block_actions", "team": {"id": "T1", "domain": "example"},
+        "user": {"id": user, "username": user.lower(), "team_id": "T1"},
+        "api_app_id": "A1", "token": "legacy-unused",
+        "trigger_id": f"{os.getpid()}.{next(_TRIGGER)}.bench",
+        "channel": {"id": channel, "name": "builds"},
+        "container": {"type": "message", "is_ephemeral": True, "message_ts": "1.1",
+                      "channel_id": channel},
+        "response_url": response_url,
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "b", "value": value,
+                     "action_ts": str(time.time()),
+                     "text": {"type": "plain_text", "text": action_id}}],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
 
 
 # --------------------------------------------------------------------------- load generator

@@ -33,23 +33,24 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import (
-    CHANNEL,
     USERS,
     Child,
     LoadGen,
     bot_values,
+    command_body,
     config_text,
     median,
     pct,
+    pin_cores,
     quiet_logging,
     serve_baseline,
     serve_ours,
     table,
+    widen_backlog,
     write_results,
 )
 from tests.fakes.codearts import FakeCodeArts
 from tests.fakes.slack import FakeSlack
-from tests.slack_requests import command_body
 
 TEXT = "backend codeBranch=develop commit=abc1234"
 TARGET_RATIO = 1.2
@@ -61,7 +62,7 @@ def bodies(slack: FakeSlack, concurrency: int, per_worker: int) -> list[list[byt
     for w in range(concurrency):
         url = slack.response_url()
         user = USERS[w % len(USERS)]
-        out.append([command_body(TEXT, user=user, channel=CHANNEL, response_url=url)
+        out.append([command_body(TEXT, user=user, response_url=url)
                     for _ in range(per_worker)])
     return out
 
@@ -86,24 +87,38 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, help="round pairs (ours, baseline)")
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--per-worker", type=int, help="requests each sender sends per round")
+    ap.add_argument("--worker-threads", type=int,
+                    help="WORKER_THREADS for the bot (default: the setting's default, 8)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    ap.add_argument("--candidate", help="folder with a patched copy of the bot package: "
+                    "measured as a third server, interleaved with the other two")
     args = ap.parse_args()
     pairs = args.pairs or (3 if args.quick else 8)
     per_worker = args.per_worker or (4 if args.quick else 10)
     quiet_logging()
+    pinning = pin_cores(not args.no_pin)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ack-"))
     (tmp / "buildbot.toml").write_text(config_text())
     with FakeSlack() as slack, FakeCodeArts(build_duration=3600) as codearts:
         codearts.add_job("f9d6c8466d614a9788e9a0acf6c15f46")
         slack.usergroups["SDEVS"] = []
+        widen_backlog(slack, codearts)
         values = bot_values(slack_api_url=slack.api_url, codearts_url=codearts.url,
                             db_url=f"sqlite:///{tmp / 'buildbot.db'}", config=tmp / "buildbot.toml")
-        ours = Child(serve_ours, values, str(tmp / "ours.log"), False)
+        if args.worker_threads:
+            values["worker_threads"] = args.worker_threads
+        ours = Child(serve_ours, values, str(tmp / "ours.log"), False, server=True)
         threads = ours.hello[1]
-        base = Child(serve_baseline, slack.api_url, threads, str(tmp / "baseline.log"))
+        base = Child(serve_baseline, slack.api_url, threads, str(tmp / "baseline.log"),
+                     server=True)
+        servers = {"ours": ours, "baseline": base}
+        if args.candidate:
+            values_c = {**values, "database_url": f"sqlite:///{tmp / 'patched.db'}"}
+            servers["patched"] = Child(serve_ours, values_c, str(tmp / "patched.log"), False,
+                                       args.candidate, server=True)
         load = LoadGen()
         try:
-            servers = {"ours": ours, "baseline": base}
             for name, server in servers.items():  # warm-up, not counted
                 one_round(name, server, load, bodies(slack, args.concurrency, 2))
             before = len(slack.responses())
@@ -115,12 +130,14 @@ def main() -> int:
                     print(f"pair {i + 1} {name:8s} p50 {r['p50_ms']:7.2f} ms  "
                           f"p99 {r['p99_ms']:7.2f} ms  failed {r['failed']}", flush=True)
             confirmations = len(slack.responses()) - before
+            expected = sum(r["requests"] for r in rounds if r["server"] != "baseline")
         finally:
             load.close()
-            base.close()
-            ours.close()
+            for server in servers.values():
+                server.close()
     report(rounds, threads=threads, concurrency=args.concurrency, per_worker=per_worker,
-           confirmations=confirmations, log=str(tmp / "ours.log"))
+           confirmations=confirmations, confirmations_expected=expected, log=str(tmp / "ours.log"),
+           candidate=args.candidate, pinning=pinning, quick=args.quick)
     return 0
 
 
@@ -144,12 +161,13 @@ def report(rounds: list[dict[str, Any]], **meta: Any) -> None:
         "ratio_cpu_per_request": median(ratios["cpu_ms_per_request"]),
         "failed_ours": sum(r["failed"] for r in ours),
         "failed_baseline": sum(r["failed"] for r in base),
-        "confirmations_expected": sum(r["requests"] for r in ours),
+        "confirmations_expected": meta["confirmations_expected"],
         "confirmations_delivered": meta["confirmations"],
     }
     summary["met"] = (summary["failed_ours"] == 0 and summary["failed_baseline"] == 0
                       and summary["ratio_p99"] <= TARGET_RATIO)
     print()
+    print(meta["pinning"])
     print(f"medians of per-round figures ({len(ours)} rounds each, {meta['concurrency']} "
           f"concurrent senders, {meta['threads']} waitress threads):")
     print(table(["", "p50 ms", "p99 ms", "failed"],
@@ -159,9 +177,21 @@ def report(rounds: list[dict[str, Any]], **meta: Any) -> None:
     print(f"median ratio ours/baseline: p50 {summary['ratio_p50']:.2f}x, "
           f"p99 {summary['ratio_p99']:.2f}x (target <= {TARGET_RATIO}x), "
           f"server CPU per request {summary['ratio_cpu_per_request']:.2f}x")
+    cand = [r for r in rounds if r["server"] == "patched"]
+    if cand:
+        for k in ("p50_ms", "p99_ms", "cpu_ms_per_request"):
+            summary[f"patched_{k}"] = median([r[k] for r in cand])
+            summary[f"patched_ratio_{k}"] = median(
+                [c[k] / b[k] for c, b in zip(cand, base, strict=True)])
+        print(f"patched ({meta['candidate']}): p50 {summary['patched_p50_ms']:.2f} ms, "
+              f"p99 {summary['patched_p99_ms']:.2f} ms; median ratio to baseline: "
+              f"p50 {summary['patched_ratio_p50_ms']:.2f}x, p99 "
+              f"{summary['patched_ratio_p99_ms']:.2f}x, CPU per request "
+              f"{summary['patched_ratio_cpu_ms_per_request']:.2f}x")
     print(f"confirmations delivered {summary['confirmations_delivered']}"
           f"/{summary['confirmations_expected']}; target met: {summary['met']}")
-    path = write_results("ack_latency", {"target": {"failed": 0, "p99_ratio_max": TARGET_RATIO},
+    name = "ack_latency" + ("-patched" if cand else "") + ("-quick" if meta["quick"] else "")
+    path = write_results(name, {"target": {"failed": 0, "p99_ratio_max": TARGET_RATIO},
                                          "summary": summary, "rounds": rounds, **meta})
     print(f"written {path}")
 

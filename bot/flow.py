@@ -223,6 +223,9 @@ class Flow:
             reply = msg.missing()
         elif claim.reason == "not_yours":
             reply = msg.not_yours(row["user_id"])
+            self.store.audit(decision="refused_click", now=self.clock(), request_id=row["id"],
+                             user_id=click.user_id, channel_id=row["channel_id"],
+                             job=row["job_name"], detail=f"Run on {row['user_id']}'s request")
         elif claim.reason == "expired":
             reply = msg.expired(row["job_name"], row["command"])
             self.store.audit(decision="expired", now=self.clock(), request_id=row["id"],
@@ -238,6 +241,9 @@ class Flow:
             respond(click.response_url, msg.missing())
             return
         if row["user_id"] != click.user_id:
+            self.store.audit(decision="refused_click", now=self.clock(), request_id=row["id"],
+                             user_id=click.user_id, channel_id=row["channel_id"],
+                             job=row["job_name"], detail=f"Cancel on {row['user_id']}'s request")
             respond(click.response_url, msg.not_yours(row["user_id"]))
             return
         if not self.store.set_request_state(id=row["id"], state="cancelled", now=self.clock(),
@@ -285,19 +291,22 @@ class Flow:
         job = row["job_name"]
         if isinstance(exc, (OutcomeUnknownError, BadResponseError)):
             # an unreadable answer (a proxy's page, a 200 we cannot parse) may follow a start
-            state, reply = "unknown", msg.outcome_unknown(job)
+            state = "unknown"
+            reply = msg.outcome_unknown(job, unreadable=isinstance(exc, BadResponseError))
         elif isinstance(exc, NotSentError):
             state, reply = "failed", msg.not_sent(job, str(exc))
-        elif isinstance(exc, (ApiError, AuthError)):
+        elif isinstance(exc, AuthError):
+            state = "failed"
+            reply = msg.login_failed(job, status=exc.status, error_code=exc.error_code, error_msg=exc.error_msg,
+                                     hint=exc.hint, request_id=exc.request_id)
+        elif isinstance(exc, ApiError):
             state = "failed"
             reply = msg.api_error(job, status=exc.status, error_code=exc.error_code,
                                   error_msg=exc.error_msg, hint=exc.hint, request_id=exc.request_id)
         else:
             state = "failed"
-            reply = msg.api_error(job, status=getattr(exc, "status", None), error_code=None,
-                                  error_msg=str(exc), hint="CodeArts answered with something "
-                                  "buildbot could not read; try again later.",
-                                  request_id=getattr(exc, "request_id", None))
+            reply = msg.api_error(job, status=None, error_code=None, error_msg=str(exc),
+                                  hint="Try again later.", request_id=None)
         now = self.clock()
         self.store.set_request_state(id=row["id"], state=state, now=now, error=str(exc))
         self.store.audit(decision=state if state == "unknown" else "api_error", now=now,

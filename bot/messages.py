@@ -186,11 +186,26 @@ def not_sent(job_name: str, reason: str) -> Message:
                      replace=True)
 
 
-def outcome_unknown(job_name: str) -> Message:
+def outcome_unknown(job_name: str, *, unreadable: bool = False) -> Message:
+    why = ("CodeArts answered with something buildbot could not read" if unreadable
+           else "CodeArts did not answer in time")
     return ephemeral(
-        f":warning: CodeArts did not answer in time: {escape(job_name)} *may or may not* have "
-        "started. buildbot will not send it again by itself. Check the task's build history in "
-        "CodeArts before running it again.", replace=True)
+        f":warning: {why}: {escape(job_name)} *may or may not* have started. buildbot will "
+        "not send it again by itself. Check the task's build history in CodeArts before "
+        "running it again.", replace=True)
+
+
+def login_failed(job_name: str, *, status: int | None, error_code: str | None,
+                 error_msg: str | None, hint: str, request_id: str | None) -> Message:
+    parts = [f":x: buildbot could not log in to Huawei Cloud to run {escape(job_name)}; "
+             "nothing was started."]
+    if error_code or error_msg:
+        parts.append(f"`{escape(error_code or '?')}` {escape(shorten(error_msg or '', 500))}")
+    parts.append(escape(hint))
+    if status is not None or request_id:
+        where = f"IAM answered HTTP {status}" if status is not None else "No answer from IAM"
+        parts.append(where + (f", request ID `{escape(request_id)}`" if request_id else ""))
+    return ephemeral("\n".join(parts), replace=True)
 
 
 def started_unrecorded(job_name: str, daily: str, build_no: str, error_id: str) -> Message:

@@ -65,7 +65,10 @@ def _signed(verifier: SignatureVerifier, body: bytes, environ: dict[str, Any]) -
     signature = environ.get("HTTP_X_SLACK_SIGNATURE", "")
     if not timestamp.isdigit() or not signature:
         return False
-    return bool(verifier.is_valid(body=body, timestamp=timestamp, signature=signature))
+    try:
+        return bool(verifier.is_valid(body=body, timestamp=timestamp, signature=signature))
+    except UnicodeDecodeError:  # slack_sdk decodes the body first; Slack only sends UTF-8
+        return False
 
 
 def _plain(start_response: Callable[..., Any], status: str, text: str) -> list[bytes]:

@@ -132,38 +132,6 @@ def button_value(message: dict[str, Any], action_id: str) -> str:
     raise AssertionError(f"no {action_id} button in {message}")
 
 
-@contextmanager
-def running_bot(db_url: str, tmp_path: Path, *, config: str = CONFIG, poll: float = 15.0,
-                **settings: Any) -> Iterator[Bot]:
-    """Start the stand-ins and the bot's HTTP endpoint; tear everything down after."""
-    cfg = tmp_path / "buildbot.toml"
-    cfg.write_text(config)
-    with FakeSlack() as slack, FakeCodeArts() as codearts:
-        for job in (BACKEND_ID, DOCS_ID):
-            codearts.add_job(job)
-        slack.usergroups["SDEVS"] = []
-        values: dict[str, Any] = dict(
-            slack_bot_token=BOT_TOKEN, slack_signing_secret=SECRET,
-            slack_api_url=slack.api_url, codearts_endpoint=codearts.url,
-            codearts_token=FakeCodeArts.token, database_url=db_url, buildbot_config=cfg,
-            build_poll_seconds=poll, worker_threads=4)
-        values.update(settings)
-        clock = Clock()
-        runtime = Runtime(load_settings(**values), load_config(cfg), clock=clock, watch=False)
-        port = runtime.bind_http(host="127.0.0.1", port=0)
-        thread = threading.Thread(target=runtime.server.run, daemon=True)
-        thread.start()
-        url = f"http://127.0.0.1:{port}"
-        sender = SlackSender(url + "/slack/events", SECRET)
-        try:
-            yield Bot(runtime, slack, codearts, sender, clock, url)
-        finally:
-            sender.close()
-            runtime.close()
-
-
-# --- appended for the fault, fuzz and security suites ---------------------------------
-
 AUTH_METHODS = ("token", "iam", "aksk")
 
 
@@ -192,13 +160,15 @@ def closed_port_url() -> str:
 
 
 @contextmanager
-def running_bot_with(db_url: str, tmp_path: Path, *, auth: str = "token",
+def running_bot(db_url: str, tmp_path: Path, *, auth: str = "token",
                      api_options: dict[str, Any] | None = None, config: str = CONFIG,
                      poll: float = 15.0, **settings: Any) -> Iterator[Bot]:
-    """Like ``running_bot``, but with a choice of CodeArts auth (token, iam, aksk) and a
-    CodeArts client built here with ``api_options`` (e.g. ``timeout=0.5, backoff=0.01``)
-    and handed to ``Runtime(api=...)``. ``settings`` override everything, so a test can
-    point ``codearts_endpoint`` or ``iam_endpoint`` at ``closed_port_url()``."""
+    """Start the stand-ins and the bot's HTTP endpoint; tear everything down after.
+
+    ``auth`` picks how the bot logs in to CodeArts (token, iam, aksk); the client is
+    built here with ``api_options`` (e.g. ``timeout=0.5, backoff=0.01``) and handed to
+    ``Runtime(api=...)``. ``settings`` override everything, so a test can point
+    ``codearts_endpoint`` or ``iam_endpoint`` at ``closed_port_url()``."""
     from bot.codearts import client_from_settings
 
     cfg = tmp_path / "buildbot.toml"
@@ -207,11 +177,11 @@ def running_bot_with(db_url: str, tmp_path: Path, *, auth: str = "token",
         for job in (BACKEND_ID, DOCS_ID):
             codearts.add_job(job)
         slack.usergroups["SDEVS"] = []
-        values: dict[str, Any] = dict(
-            slack_bot_token=BOT_TOKEN, slack_signing_secret=SECRET,
-            slack_api_url=slack.api_url, codearts_endpoint=codearts.url,
-            database_url=db_url, buildbot_config=cfg, build_poll_seconds=poll,
-            worker_threads=4)
+        values: dict[str, Any] = {
+            "slack_bot_token": BOT_TOKEN, "slack_signing_secret": SECRET,
+            "slack_api_url": slack.api_url, "codearts_endpoint": codearts.url,
+            "database_url": db_url, "buildbot_config": cfg, "build_poll_seconds": poll,
+            "worker_threads": 4}
         values.update(auth_settings(auth, codearts))
         values.update(settings)
         loaded = load_settings(**values)
@@ -219,7 +189,16 @@ def running_bot_with(db_url: str, tmp_path: Path, *, auth: str = "token",
         clock = Clock()
         runtime = Runtime(loaded, load_config(cfg), api=api, clock=clock, watch=False)
         port = runtime.bind_http(host="127.0.0.1", port=0)
-        thread = threading.Thread(target=runtime.server.run, daemon=True)
+        closing = threading.Event()
+
+        def serve() -> None:
+            try:
+                runtime.server.run()
+            except OSError:  # close() pulled the socket out from under select()
+                if not closing.is_set():
+                    raise
+
+        thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{port}"
         sender = SlackSender(url + "/slack/events", SECRET)
@@ -227,4 +206,5 @@ def running_bot_with(db_url: str, tmp_path: Path, *, auth: str = "token",
             yield Bot(runtime, slack, codearts, sender, clock, url)
         finally:
             sender.close()
+            closing.set()
             runtime.close()

@@ -1,0 +1,239 @@
+"""The watcher following 100, 1,000 and 5,000 running builds at once, in one process.
+
+    python -m bench.watcher                 # 15 s poll, 3 measured poll periods per size
+    python -m bench.watcher --quick         # 2 s poll: a smoke run (figures not comparable)
+    python -m bench.watcher --sizes 1000 --periods 4
+
+For each size N: a CodeArts stand-in in its own process gets N builds of one
+job that never finish during the run; the store (SQLite, a fresh file) is
+seeded directly with N watched builds (announced, each with a message ts) whose
+first checks are spread evenly over one poll period, as builds started at
+different times would be. Then the bot is built in its own process exactly as
+``python -m bot`` builds it (``Runtime``: Slack client, CodeArts client, store,
+Bolt app, worker pool; no HTTP server) and only its watcher is started. After
+one poll period of warm-up, we measure over ``--periods`` poll periods:
+
+* status requests per build per poll period (1.0 = every build polled once
+  per period; counted at the stand-in);
+* the gap between two polls of the same build (median and p99; the poll
+  period when the watcher keeps up);
+* CPU of the watcher process (user + system, from getrusage) as % of one core;
+* peak memory: VmHWM of the watcher process (and VmRSS before it started
+  watching, for the fixed part).
+
+Targets at 1,000 builds: under 150 MB and under 10% of one core; growth no
+worse than linear. Figures go to stdout and bench/results/watcher.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from bench._common import (
+    USERS,
+    Child,
+    bot_values,
+    config_text,
+    cpu_seconds,
+    log_to_file,
+    median,
+    pct,
+    pin_cores,
+    proc_status_kib,
+    quiet_logging,
+    table,
+    write_results,
+)
+
+TARGET_MB = 150.0
+TARGET_CPU = 10.0
+
+
+def codearts_child(conn: Connection) -> None:
+    """Child process: the CodeArts stand-in, seeded on request, counting status requests."""
+    import httpx
+
+    from bench._common import widen_backlog
+    from tests.fakes.codearts import FakeCodeArts
+
+    with FakeCodeArts(build_duration=10**7) as fake:
+        widen_backlog(fake)
+        conn.send(fake.url)
+        while True:
+            cmd = conn.recv()
+            if cmd[0] == "seed":
+                job = uuid.uuid4().hex
+                fake.add_job(job, duration=10**7)
+                with httpx.Client(base_url=fake.url, headers={"X-Auth-Token": fake.token}) as c:
+                    made = [c.post("/v3/jobs/build", json={"job_id": job}).json()
+                            for _ in range(cmd[1])]
+                fake.reset()
+                conn.send((job, [(m["actual_build_number"], m["daily_build_number"])
+                                 for m in made]))
+            elif cmd[0] == "polls":
+                _, t0, t1 = cmd
+                times: dict[str, list[float]] = defaultdict(list)
+                for r in fake.requests_to("/v4/jobs/"):
+                    times[r.path].append(r.time)
+                fake.reset()
+                conn.send({p: [t for t in ts if t0 <= t <= t1] for p, ts in times.items()})
+            elif cmd[0] == "stop":
+                return
+
+
+def watcher_child(conn: Connection, values: dict[str, Any], log_path: str,
+                  bot_path: str | None) -> None:
+    """Child process: the bot's Runtime with only its watcher running."""
+    if bot_path:  # a patched copy of the bot package, to measure a proposed fix
+        sys.path.insert(0, bot_path)
+    log_to_file(log_path)
+    from bot.config import load_config
+    from bot.runtime import Runtime
+    from bot.settings import load_settings
+
+    settings = load_settings(**values)
+    runtime = Runtime(settings, load_config(settings.buildbot_config), watch=False)
+    rss_before = proc_status_kib("VmRSS")
+    runtime.watcher.start()
+    conn.send(rss_before)
+    try:
+        while conn.recv() != "stop":
+            conn.send((time.monotonic(), cpu_seconds(), proc_status_kib("VmRSS"),
+                       proc_status_kib("VmHWM")))
+    finally:
+        runtime.close()
+
+
+def seed_store(db_url: str, job: str, made: list[tuple[str, str]], poll: float) -> None:
+    """N watched builds, announced, first checks spread evenly over one poll period."""
+    from bot.store import Store, builds
+
+    store = Store.from_url(db_url)
+    now = time.time()
+    rows = [{"id": uuid.uuid4().hex, "created_at": now, "user_id": USERS[i % len(USERS)],
+                 "channel_id": "CBUILDS", "job_name": "backend", "job_id": job, "build_no": no,
+                 "daily_build_number": daily, "response_url": None, "announce": "posted",
+                 "message_channel": "CBUILDS", "message_ts": f"1700000000.{i:06d}", "watch": "watching",
+                 "next_check_at": now + 1 + poll * i / len(made), "failures": 0}
+            for i, (no, daily) in enumerate(made)]
+    with store.engine.begin() as c:
+        c.execute(builds.insert(), rows)
+    store.close()
+
+
+def measure(n: int, *, poll: float, periods: int, slack_api_url: str,
+            codearts: Child, tmp: Path, bot_path: str | None = None) -> dict[str, Any]:
+    job, made = codearts.ask(("seed", n))
+    db = tmp / f"watch-{n}-{uuid.uuid4().hex[:6]}.db"
+    seed_store(f"sqlite:///{db}", job, made, poll)
+    values = bot_values(slack_api_url=slack_api_url, codearts_url=codearts.hello,
+                        db_url=f"sqlite:///{db}", config=tmp / "buildbot.toml",
+                        build_poll_seconds=poll)
+    watcher = Child(watcher_child, values, str(tmp / f"watcher-{n}.log"), bot_path,
+                    server=True)
+    try:
+        time.sleep(poll + 1)  # warm-up: one full period, so every build has been polled once
+        t0, cpu0, _rss, _hwm = watcher.ask("sample")
+        time.sleep(poll * periods)
+        t1, cpu1, rss, hwm = watcher.ask("sample")
+    finally:
+        watcher.close()
+    polls = codearts.ask(("polls", t0, t1))
+    wall = t1 - t0
+    count = sum(len(ts) for ts in polls.values())
+    gaps = [b - a for ts in polls.values() for a, b in itertools.pairwise(ts)]
+    return {"builds": n, "poll_s": poll, "window_s": wall, "status_requests": count,
+            "requests_per_build_per_poll": count / (n * wall / poll),
+            "builds_polled": len(polls), "gap_median_s": median(gaps), "gap_p99_s": pct(gaps, 99),
+            "cpu_pct_one_core": (cpu1 - cpu0) / wall * 100,
+            "cpu_ms_per_status_request": (cpu1 - cpu0) * 1000 / max(1, count),
+            "rss_before_watching_mb": watcher.hello / 1024, "rss_mb": rss / 1024,
+            "peak_rss_mb": hwm / 1024}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 s poll (smoke run)")
+    ap.add_argument("--poll", type=float, help="poll period in seconds (default 15, --quick 2)")
+    ap.add_argument("--periods", type=int, default=3, help="measured poll periods per size")
+    ap.add_argument("--sizes", default="100,1000,5000")
+    ap.add_argument("--repeat", type=int, default=1, help="passes over the sizes (interleaved)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    ap.add_argument("--bot-path", help="folder with a patched copy of the bot package to run")
+    args = ap.parse_args()
+    poll = args.poll or (2.0 if args.quick else 15.0)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    quiet_logging()
+    pinning = pin_cores(not args.no_pin)
+    from tests.fakes.slack import FakeSlack
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-watch-"))
+    (tmp / "buildbot.toml").write_text(config_text())
+    results = []
+    with FakeSlack() as slack:
+        codearts = Child(codearts_child)
+        try:
+            for rep in range(args.repeat):
+                for n in sizes:
+                    r = measure(n, poll=poll, periods=args.periods, slack_api_url=slack.api_url,
+                                codearts=codearts, tmp=tmp, bot_path=args.bot_path)
+                    results.append({"pass": rep + 1, **r})
+                    print(f"{n:5d} builds: {r['requests_per_build_per_poll']:.2f} req/build/poll, "
+                          f"CPU {r['cpu_pct_one_core']:.1f}% of a core, "
+                          f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        finally:
+            codearts.close()
+    report(results, poll=poll, periods=args.periods, quick=args.quick, bot_path=args.bot_path,
+           pinning=pinning)
+    return 0
+
+
+def report(results: list[dict[str, Any]], **meta: Any) -> None:
+    by_size: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        by_size[r["builds"]].append(r)
+    keys = ("requests_per_build_per_poll", "gap_median_s", "gap_p99_s", "cpu_pct_one_core",
+            "cpu_ms_per_status_request", "rss_before_watching_mb", "peak_rss_mb")
+    summary = {n: {k: median([r[k] for r in rs]) for k in keys} for n, rs in by_size.items()}
+    print()
+    print(meta["pinning"])
+    print(f"poll {meta['poll']:g} s, {meta['periods']} periods measured, "
+          f"medians over {max(len(v) for v in by_size.values())} pass(es)")
+    print(table(["builds", "req/build/poll", "poll gap med s", "gap p99 s", "CPU % core",
+                 "CPU ms/request", "RSS before MB", "peak RSS MB"],
+                [[n, *(s[k] for k in keys)] for n, s in summary.items()]))
+    base = summary.get(min(summary))
+    if base and len(summary) > 1:
+        for n, s in summary.items():
+            if n != min(summary):
+                grow = (s["peak_rss_mb"] - base["rss_before_watching_mb"]) / max(
+                    1e-9, base["peak_rss_mb"] - base["rss_before_watching_mb"])
+                print(f"{n} vs {min(summary)} builds ({n / min(summary):.0f}x): CPU "
+                      f"{s['cpu_pct_one_core'] / max(1e-9, base['cpu_pct_one_core']):.1f}x, "
+                      f"memory above the fixed part {grow:.1f}x")
+    at = summary.get(1000)
+    met = None
+    if at is not None:
+        met = at["peak_rss_mb"] < TARGET_MB and at["cpu_pct_one_core"] < TARGET_CPU
+        print(f"target at 1,000 builds (< {TARGET_MB:.0f} MB, < {TARGET_CPU:.0f}% of a core): "
+              f"{'met' if met else 'NOT met'}")
+    name = "watcher" + ("" if meta["poll"] == 15 else f"-poll{meta['poll']:g}") + (
+        "-patched" if meta.get("bot_path") else "")
+    path = write_results(name,
+                         {"target": {"builds": 1000, "peak_rss_mb": TARGET_MB,
+                                     "cpu_pct_one_core": TARGET_CPU},
+                          "met_at_1000": met, "summary": summary, "passes": results, **meta})
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import yaml
 
-
 MANIFEST = yaml.safe_load((Path(__file__).resolve().parent.parent / "manifest.yml").read_text())
 
 

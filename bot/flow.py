@@ -41,6 +41,7 @@ from bot.usergroups import CachedOnly, SlackUserGroups
 log = logging.getLogger(__name__)
 
 CONFIRM_TTL = 600.0  # seconds a Run/Cancel question stays answerable
+MAX_BACKLOG = 2000  # queued pieces of work beyond which new commands are turned away
 Ack = Callable[..., Any]
 
 
@@ -128,6 +129,10 @@ class Flow:
     # --- /build --------------------------------------------------------------
 
     def on_command(self, ack: Ack, payload: dict[str, Any]) -> None:
+        if self._inflight >= MAX_BACKLOG:  # keep memory bounded; nothing is half-done
+            log.warning("busy: %d pieces of work queued; command turned away", self._inflight)
+            ack(msg.busy())
+            return
         who = _who(payload)
         cached = CachedOnly(self.groups)
         outcome = self.evaluate(who, cached)

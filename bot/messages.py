@@ -216,6 +216,11 @@ def started_unrecorded(job_name: str, daily: str, build_no: str, error_id: str) 
         replace=True)
 
 
+def busy() -> Message:
+    return ephemeral(":hourglass: buildbot is very busy right now; nothing was started. "
+                     "Try the command again in a minute.")
+
+
 def internal_error(error_id: str) -> Message:
     return ephemeral(f":x: Something went wrong inside buildbot (error ID `{error_id}`). "
                      "Nothing was started. Tell your buildbot operator the error ID.")

@@ -321,6 +321,18 @@ class Store:
             return c.execute(sa.select(sa.func.count()).select_from(builds)
                              .where(builds.c.watch != "done")).scalar_one()
 
+    def prune(self, *, before: float) -> int:
+        """Forget finished requests and builds last touched before ``before`` (the audit
+        log stays); returns how many rows went. A Rebuild on such a thread says so."""
+        done = ("cancelled", "expired", "failed", "unknown", "started")
+        with self._tx() as c:
+            gone = c.execute(builds.delete().where(builds.c.watch == "done",
+                                                   builds.c.finished_at < before)).rowcount
+            gone += c.execute(requests.delete().where(
+                requests.c.state.in_(done), requests.c.updated_at < before,
+                ~sa.exists().where(builds.c.id == requests.c.id))).rowcount
+        return int(gone)
+
     # --- audit -------------------------------------------------------------
 
     def audit(self, *, decision: str, now: float, request_id: str | None = None,

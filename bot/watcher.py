@@ -33,6 +33,8 @@ MAX_ERROR_BACKOFF = 600.0
 STALE_SENDING = 180.0  # a request "running" this long was being sent by a bot that died
 UNANNOUNCED_AFTER = 300.0  # a claimed announcement not posted by then: its poster died
 REPORT_RETRY = 30.0
+KEEP_DAYS = 30.0  # finished requests and builds are forgotten after this (the audit log stays)
+PRUNE_EVERY = 3600.0
 
 
 class Watcher:
@@ -51,6 +53,7 @@ class Watcher:
         self.clock = clock
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="buildbot-watch")
         self._stop = threading.Event()
+        self._pruned_at = 0.0
         self._thread: threading.Thread | None = None
 
     # --- the loop ------------------------------------------------------------
@@ -195,6 +198,12 @@ class Watcher:
                                  job=row["job_name"], parameters=json.loads(row["body"]),
                                  detail="bot stopped while sending")
                 respond(row["response_url"], msg.outcome_unknown(row["job_name"]))
+        if now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            gone = self.store.prune(before=now - KEEP_DAYS * 86400)
+            if gone:
+                log.info("forgot %d finished requests and builds older than %d days", gone,
+                         int(KEEP_DAYS))
         for build in self.store.claim_unannounced(now=now, stale_after=UNANNOUNCED_AFTER):
             request = self.store.get_request(build["id"])
             body = json.loads(request["body"]) if request is not None else {}

@@ -292,3 +292,15 @@ def test_replayed_command_is_refused_and_asks_nothing_twice(bot: Bot) -> None:
     bot.wait_idle()
     assert len(bot.slack.responses(url)) == 1
     assert len(bot.store.audit_rows()) == 1
+
+
+def test_commands_are_turned_away_while_the_backlog_is_full(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bot.flow as flow_module
+
+    monkeypatch.setattr(flow_module, "MAX_BACKLOG", 0)
+    resp, url = bot.command("backend")
+    body = bot.reply(resp, url)
+    assert "very busy" in body["text"] and "nothing was started" in body["text"]
+    bot.wait_idle()
+    assert bot.store.audit_rows() == [] and bot.slack.responses(url) == []

@@ -151,3 +151,19 @@ def test_starting_a_build_writes_its_audit_row_in_the_same_step(store: Store) ->
     (row,) = store.audit_rows(request_id=bid)
     assert (row["decision"], row["build_no"], row["daily_build_number"]) == \
         ("started", "20", "20261123.20")
+
+
+def test_prune_forgets_finished_work_but_keeps_the_audit_log(store: Store) -> None:
+    old = start_build(store, now=1000.0)
+    store.lease_due(owner="a", now=1000.0, lease_seconds=60, limit=10)
+    store.begin_report(id=old, owner="a", result="success", duration_ms=1, now=1001.0)
+    store.finish_report(id=old)
+    cancelled = add(store, now=1000.0)
+    store.set_request_state(id=cancelled, state="cancelled", now=1000.0)
+    running = start_build(store, now=1000.0)  # still watched: kept
+    pending = add(store, now=1000.0)  # still answerable in principle: kept
+    assert store.prune(before=5000.0) == 3
+    assert store.get_build(old) is None and store.get_request(old) is None
+    assert store.get_request(cancelled) is None
+    assert store.get_build(running) is not None and store.get_request(pending) is not None
+    assert store.audit_rows(request_id=old)  # the audit log stays

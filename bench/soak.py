@@ -55,12 +55,11 @@ from bot import messages as msg
 from bot.store import engine_url
 from tests.fakes.codearts import FakeCodeArts
 from tests.fakes.slack import FakeSlack
+from tests.harness import BACKEND_ID, DOCS_ID
 from tests.slack_requests import SlackSender
 
 SECRET = "soak-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-soak-bot-token"
-BACKEND_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
-DOCS_ID = "0123456789abcdef0123456789abcdef"
 CHANNEL = "CSOAK"
 CONFIG = f"""
 admins = ["USOAKADMIN"]

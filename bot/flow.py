@@ -203,15 +203,11 @@ class Flow:
 
     # --- Run / Cancel --------------------------------------------------------
 
-    def on_run(self, ack: Ack, body: dict[str, Any]) -> None:
+    def on_click(self, ack: Ack, body: dict[str, Any], handler: Callable[[Click], None]) -> None:
+        """Any of our buttons: ack at once, then ``handler`` (run, cancel, stop, rebuild)."""
         ack()
         click = _click(body)
-        self.submit(self.run_clicked, click, reply_to=click.response_url)
-
-    def on_cancel(self, ack: Ack, body: dict[str, Any]) -> None:
-        ack()
-        click = _click(body)
-        self.submit(self.cancel_clicked, click, reply_to=click.response_url)
+        self.submit(handler, click, reply_to=click.response_url)
 
     def run_clicked(self, click: Click) -> None:
         claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=self.clock())
@@ -349,16 +345,6 @@ class Flow:
         return job.description if job is not None else ""
 
     # --- Stop / Rebuild (buttons on the build's messages) ---------------------
-
-    def on_stop(self, ack: Ack, body: dict[str, Any]) -> None:
-        ack()
-        click = _click(body)
-        self.submit(self.stop_clicked, click, reply_to=click.response_url)
-
-    def on_rebuild(self, ack: Ack, body: dict[str, Any]) -> None:
-        ack()
-        click = _click(body)
-        self.submit(self.rebuild_clicked, click, reply_to=click.response_url)
 
     def _recheck(self, click: Click) -> tuple[Any, Any, Outcome] | None:
         """The original request, run through the checks again for whoever clicked."""

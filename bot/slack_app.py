@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, BoltResponse
 
 from bot import messages as msg
-from bot.flow import Flow
+from bot.flow import Click, Flow
 from bot.replay import ReplayGuard
 
 log = logging.getLogger(__name__)
@@ -39,21 +40,10 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
     def build_command(ack: Ack, command: dict[str, Any]) -> None:
         _guard(ack, flow.on_command, command)
 
-    @app.action(msg.RUN)
-    def run_clicked(ack: Ack, body: dict[str, Any]) -> None:
-        _guard(ack, flow.on_run, body)
-
-    @app.action(msg.CANCEL)
-    def cancel_clicked(ack: Ack, body: dict[str, Any]) -> None:
-        _guard(ack, flow.on_cancel, body)
-
-    @app.action(msg.STOP)
-    def stop_clicked(ack: Ack, body: dict[str, Any]) -> None:
-        _guard(ack, flow.on_stop, body)
-
-    @app.action(msg.REBUILD)
-    def rebuild_clicked(ack: Ack, body: dict[str, Any]) -> None:
-        _guard(ack, flow.on_rebuild, body)
+    buttons = {msg.RUN: flow.run_clicked, msg.CANCEL: flow.cancel_clicked,
+               msg.STOP: flow.stop_clicked, msg.REBUILD: flow.rebuild_clicked}
+    for action_id, handler in buttons.items():
+        app.action(action_id)(_button_listener(flow, handler))
 
     @app.error
     def unexpected(error: Exception, body: dict[str, Any]) -> BoltResponse:
@@ -63,6 +53,13 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
         return BoltResponse(status=200, body=msg.internal_error(error_id)["text"])
 
     return app
+
+
+def _button_listener(flow: Flow, handler: Callable[[Click], None]) -> Callable[..., None]:
+    def clicked(ack: Ack, body: dict[str, Any]) -> None:
+        _guard(ack, lambda a, b: flow.on_click(a, b, handler), body)
+
+    return clicked
 
 
 def _guard(ack: Ack, handler: Any, payload: dict[str, Any]) -> None:

@@ -19,8 +19,10 @@ Decisions:
 * API rules (apply to admins and to undeclared parameters too): names are 1-128 ASCII
   letters, digits or ``_`` and not a reserved name in any case; values are at most
   8,192 characters with no control characters other than tab (NUL, newline, DEL ...
-  are rejected); ``commit`` is 7-64 hexadecimal digits (sent in lower case); ``tag`` is
-  1-255 characters with no whitespace or control characters and does not start with ``-``.
+  are rejected); ``commit`` is a commit ID or abbreviation of 1-64 hexadecimal digits
+  in any case (sent in lower case; CodeArts itself says if it names no commit); ``tag``
+  is 1-255 characters with no whitespace or control characters and does not start with
+  ``-``.
 * A declared parameter with ``required = true`` needs a non-empty value (its default counts).
 """
 
@@ -42,7 +44,7 @@ MAX_VALUE = 8192
 MAX_TAG = 255
 NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 JOB_ID_RE = re.compile(r"[A-Za-z0-9]{32}")
-COMMIT_RE = re.compile(r"[0-9A-Fa-f]{7,64}")
+COMMIT_RE = re.compile(r"[0-9A-Fa-f]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -121,10 +123,10 @@ def job_id_problem(job_id: str) -> str | None:
 
 
 def commit_problem(commit: str) -> str | None:
-    """Why this is not a commit ID we send (7-64 hexadecimal digits), or None."""
+    """Why this is not a commit ID or abbreviation we send (1-64 hexadecimal digits), or None."""
     if COMMIT_RE.fullmatch(commit):
         return None
-    return (f"`commit={show(commit)}` is not a commit ID: give 7 to 64 hexadecimal digits, "
+    return (f"`commit={show(commit)}` is not a commit ID: give 1 to 64 hexadecimal digits, "
             "e.g. commit=1a2b3c4d.")
 
 

@@ -148,6 +148,28 @@ def test_explain_allowed_prints_the_exact_body(tmp_path: Path,
     assert body == json.dumps(json.loads(body), indent=2) + "\n"
 
 
+@pytest.mark.parametrize("commit", ["abc", "abc123", "ABC123", "0123456789abcdef" * 4])
+def test_explain_accepts_any_commit_id_or_abbreviation(tmp_path: Path, commit: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = explain(tmp_path, "--user", "UALICE", "--channel", "CBUILDS",
+                   f"/build backend codeBranch=master commit={commit}")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    body = json.loads(out.split("POST /v3/jobs/build\n")[1])
+    assert body["scm"] == {"build_commit_id": commit.lower()}
+
+
+@pytest.mark.parametrize("commit", ["a" * 65, "abc123g", "HEAD"])
+def test_explain_refuses_a_commit_that_is_not_1_to_64_hex_digits(
+        tmp_path: Path, commit: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = explain(tmp_path, "--user", "UALICE", "--channel", "CBUILDS",
+                   f"/build backend codeBranch=master commit={commit}")
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.startswith("Denied:\n- `commit=")
+    assert "is not a commit ID: give 1 to 64 hexadecimal digits, e.g. commit=1a2b3c4d." in out
+
+
 @pytest.mark.parametrize("text", [["backend"], ["/build backend"], ["/build", "backend"],
                                   ["/BUILD backend"]])
 def test_explain_leading_slash_build_is_optional(tmp_path: Path, text: list[str],

@@ -85,7 +85,7 @@ NAMES = st.one_of(st.sampled_from(["codeBranch", "path", "Path", "BASH_ENV", "a"
 VALUES = st.one_of(st.text(st.characters(min_codepoint=32), max_size=20), st.text(max_size=20),
                    st.sampled_from(["master", "x" * 8192, "x" * 8193]))
 PAIRS = st.lists(st.tuples(NAMES, VALUES), max_size=5)
-COMMITS = st.none() | st.from_regex(r"[0-9a-fA-F]{5,66}", fullmatch=True) | st.text(max_size=70)
+COMMITS = st.none() | st.from_regex(r"[0-9a-fA-F]{0,66}", fullmatch=True) | st.text(max_size=70)
 TAGS = st.none() | st.text(st.characters(min_codepoint=33), max_size=300) | st.text(max_size=9)
 
 
@@ -101,3 +101,20 @@ def test_decide_on_any_command_never_raises_and_bodies_obey_the_api(
     assert isinstance(result, Approved | Denied)
     if isinstance(result, Approved):
         check_body(result.body)
+
+
+HEX_RE = re.compile(r"[0-9a-fA-F]{1,64}")
+
+
+@FAST
+@given(st.one_of(st.from_regex(r"[0-9a-fA-F]{1,66}", fullmatch=True), st.text(max_size=70)))
+def test_any_1_to_64_hex_digit_commit_is_sent_in_lower_case_and_nothing_else(commit: str) -> None:
+    command = BuildCommand("open", (), commit, None)
+    result = decide(CONFIG, command, user_id="UBOB", channel_id="C1",
+                    usergroups=StaticUserGroups({}))
+    if HEX_RE.fullmatch(commit):
+        assert isinstance(result, Approved)
+        assert result.body["scm"] == {"build_commit_id": commit.lower()}
+    else:
+        assert isinstance(result, Denied)
+        assert result.problems[0].endswith("give 1 to 64 hexadecimal digits, e.g. commit=1a2b3c4d.")

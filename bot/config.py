@@ -30,7 +30,7 @@ from pydantic import (
     field_validator,
 )
 
-from bot.policy import job_id_problem, param_name_problem, param_value_problem
+from bot.rules import job_id_problem, param_name_problem, param_value_problem
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 _BAD_JOB_NAME = re.compile("[\\s=<>&`\"'\u201c-\u201f\u2018-\u201b]")

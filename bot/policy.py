@@ -1,4 +1,4 @@
-"""Who may run what, and what the build service accepts: every check in one place. Pure.
+"""Who may run what, with which values: every check of a command in one place. Pure.
 
 ``decide`` turns a parsed command into either the exact body for ``POST /v3/jobs/build``
 or the list of problems, each a sentence saying what to change. Problems are plain text
@@ -16,13 +16,7 @@ Decisions:
   membership could not be checked (try again later), never a silent allow.
 * Permission problems come first; a user who may not run the job learns nothing about
   its parameters.
-* API rules (apply to admins and to undeclared parameters too): names are 1-128 ASCII
-  letters, digits or ``_`` and not a reserved name in any case; values are at most
-  8,192 characters with no control characters other than tab (NUL, newline, DEL ...
-  are rejected); ``commit`` is a commit ID or abbreviation of 1-64 hexadecimal digits
-  in any case (sent in lower case; CodeArts itself says if it names no commit); ``tag``
-  is 1-255 characters with no whitespace or control characters and does not start with
-  ``-``.
+* The API's value rules (``bot.rules``) apply to admins and to undeclared parameters too.
 * A declared parameter with ``required = true`` needs a non-empty value (its default counts).
 """
 
@@ -30,22 +24,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from bot.command import BuildCommand
-
-if TYPE_CHECKING:
-    from bot.config import BuildbotConfig, JobConfig, ParamSpec
-
-RESERVED_NAMES = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "BASH_ENV", "GIT_SSH_COMMAND", "path")
-_RESERVED_FOLDED = frozenset(n.casefold() for n in RESERVED_NAMES)
-MAX_NAME = 128
-MAX_VALUE = 8192
-MAX_TAG = 255
-NAME_RE = re.compile(r"[A-Za-z0-9_]+")
-JOB_ID_RE = re.compile(r"[A-Za-z0-9]{32}")
-COMMIT_RE = re.compile(r"[0-9A-Fa-f]{1,64}")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+from bot.config import BuildbotConfig, JobConfig, ParamSpec
+from bot.rules import (
+    JOB_ID_RE,
+    commit_problem,
+    param_name_problem,
+    param_value_problem,
+    show,
+    tag_problem,
+)
 
 
 class UserGroups(Protocol):
@@ -84,66 +74,6 @@ class Denied:
     """The build may not start; each problem names the rule and how to fix the input."""
 
     problems: tuple[str, ...]
-
-
-# ---------------------------------------------------------------- API rules
-
-
-def param_name_problem(name: str) -> str | None:
-    """Why the build service would refuse this parameter name, or None."""
-    if len(name) > MAX_NAME:
-        return (f"`{show(name)}` is too long for a parameter name ({len(name)} characters): "
-                f"use at most {MAX_NAME}.")
-    if not NAME_RE.fullmatch(name):
-        return f"`{show(name)}` is not a valid parameter name: use letters, digits and _ only."
-    if name.casefold() in _RESERVED_FOLDED:
-        return (f"`{name}` is a reserved name the build service refuses "
-                f"({', '.join(RESERVED_NAMES)}, in any case): choose another name.")
-    return None
-
-
-def param_value_problem(name: str, value: str) -> str | None:
-    """Why the build service would refuse this value (length, control characters), or None."""
-    if len(value) > MAX_VALUE:
-        return (f"The value of `{show(name)}` is {len(value):,} characters long: "
-                f"shorten it to at most {MAX_VALUE:,}.")
-    bad = _CONTROL.search(value)
-    if bad:
-        return (f"The value of `{show(name)}` contains a control character "
-                f"(U+{ord(bad.group()):04X}): remove it; only tab is allowed.")
-    return None
-
-
-def job_id_problem(job_id: str) -> str | None:
-    """Why this is not a CodeArts build task ID (32 letters and digits), or None."""
-    if JOB_ID_RE.fullmatch(job_id):
-        return None
-    return (f"`{show(job_id)}` is not a build task ID: it must be 32 letters and digits "
-            "(the end of the task's edit-page URL).")
-
-
-def commit_problem(commit: str) -> str | None:
-    """Why this is not a commit ID or abbreviation we send (1-64 hexadecimal digits), or None."""
-    if COMMIT_RE.fullmatch(commit):
-        return None
-    return (f"`commit={show(commit)}` is not a commit ID: give 1 to 64 hexadecimal digits, "
-            "e.g. commit=1a2b3c4d.")
-
-
-def tag_problem(tag: str) -> str | None:
-    """Why this tag is refused (empty, too long, whitespace, control characters, leading -)."""
-    if not tag or len(tag) > MAX_TAG:
-        return f"`tag=` must be 1 to {MAX_TAG} characters long ({len(tag)} given)."
-    if any(c.isspace() for c in tag) or _CONTROL.search(tag) or tag.startswith("-"):
-        return (f"`tag={show(tag)}` is not a valid tag: no spaces or control characters, "
-                "and it cannot start with -.")
-    return None
-
-
-def show(text: str, limit: int = 60) -> str:
-    """Text to quote in a message: short, and without backticks that would break the quoting."""
-    text = text.replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ---------------------------------------------------------------- permissions

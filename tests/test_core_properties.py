@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from bot.command import BuildCommand, Help, ParseError, parse
 from bot.config import parse_config
-from bot.policy import RESERVED_NAMES, Approved, Denied, StaticUserGroups, decide
+from bot.policy import Approved, Denied, StaticUserGroups, decide
+from bot.rules import RESERVED_NAMES
 
 JOB_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
 CONFIG = parse_config(f"""

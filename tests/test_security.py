@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from bot import messages as msg
 from bot.codearts import client_from_settings
-from bot.policy import RESERVED_NAMES
+from bot.rules import RESERVED_NAMES
 from bot.settings import load_settings
 from tests.fakes.codearts import FakeCodeArts
 from tests.harness import (

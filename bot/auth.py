@@ -20,16 +20,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
 
 from bot.codearts import DEFAULT_TIMEOUT, AuthError, extract_error, parse_time
-
-if TYPE_CHECKING:
-    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -264,19 +261,3 @@ class AkSkAuth(httpx.Auth):
         request.headers["Authorization"] = (f"{ALGORITHM} Access={self._ak.get_secret_value()}, "
                                             f"SignedHeaders={';'.join(names)}, Signature={sig}")
         yield request
-
-
-def auth_from_settings(settings: Settings, **iam_kwargs: Any) -> httpx.Auth:
-    """The auth ``settings.auth_method`` asks for; Settings has already checked completeness."""
-    method = settings.auth_method
-    if method == "token":
-        assert settings.codearts_token is not None
-        return TokenAuth(settings.codearts_token)
-    if method == "iam":
-        assert settings.iam_user and settings.iam_password and settings.iam_domain
-        assert settings.iam_project
-        return IamPasswordAuth(settings.iam_endpoint, user=settings.iam_user,
-                               password=settings.iam_password, domain=settings.iam_domain,
-                               project=settings.iam_project, **iam_kwargs)
-    assert settings.cloud_sdk_ak and settings.cloud_sdk_sk
-    return AkSkAuth(settings.cloud_sdk_ak, settings.cloud_sdk_sk, settings.codearts_project_id)

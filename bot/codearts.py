@@ -1,8 +1,10 @@
 """The CodeArts Build API client: run a build task, follow it, stop it.
 
 The only code in the bot that talks to CodeArts. Network I/O goes through one
-``httpx.Client`` (the transport seam); authentication is an ``httpx.Auth``
-from ``bot.auth`` (fixed token, IAM password login, or AK/SK signing).
+``httpx.Client`` (the transport seam); authentication is any ``httpx.Auth``
+(``bot.auth`` has the three kinds: fixed token, IAM password login, AK/SK
+signing; ``bot.runtime`` picks one from the settings). This module imports
+nothing from ``bot.auth``, which uses its errors.
 
 Calls (see docs-api-notes.md for fields and sources):
 
@@ -46,14 +48,11 @@ import random
 import threading
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import Any, Literal, Self
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-
-if TYPE_CHECKING:
-    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -532,10 +531,3 @@ class CodeArtsClient:
     def _delay(self, attempt: int) -> float:
         base = self._backoff * (2 ** attempt)
         return min(base + random.uniform(0, self._backoff / 2), 30.0)
-
-
-def client_from_settings(settings: Settings, **kwargs: Any) -> CodeArtsClient:
-    """The client with the auth the settings choose (token, IAM login or AK/SK)."""
-    from bot.auth import auth_from_settings  # bot.auth imports this module's errors
-
-    return CodeArtsClient(settings.codearts_endpoint, auth=auth_from_settings(settings), **kwargs)

@@ -13,7 +13,8 @@ from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackClientError
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.codearts import CodeArtsClient, client_from_settings
+from bot.auth import AkSkAuth, IamPasswordAuth, TokenAuth
+from bot.codearts import CodeArtsClient
 from bot.config import BuildbotConfig
 from bot.flow import Flow
 from bot.settings import Settings
@@ -107,3 +108,28 @@ def _first_line(exc: Exception) -> str:
     """The error's first line: drivers put connection details (never passwords) there."""
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------- the CodeArts client
+
+
+def auth_from_settings(settings: Settings) -> TokenAuth | IamPasswordAuth | AkSkAuth:
+    """The auth ``settings.auth_method`` asks for; Settings has already checked completeness."""
+    method = settings.auth_method
+    if method == "token":
+        assert settings.codearts_token is not None
+        return TokenAuth(settings.codearts_token)
+    if method == "iam":
+        assert settings.iam_user and settings.iam_password and settings.iam_domain
+        assert settings.iam_project
+        return IamPasswordAuth(settings.iam_endpoint, user=settings.iam_user,
+                               password=settings.iam_password, domain=settings.iam_domain,
+                               project=settings.iam_project)
+    assert settings.cloud_sdk_ak and settings.cloud_sdk_sk
+    return AkSkAuth(settings.cloud_sdk_ak, settings.cloud_sdk_sk, settings.codearts_project_id)
+
+
+def client_from_settings(settings: Settings, **kwargs: Any) -> CodeArtsClient:
+    """The client with the auth the settings choose (token, IAM login or AK/SK); ``kwargs``
+    go to ``CodeArtsClient`` (tests pass short timeouts and backoffs)."""
+    return CodeArtsClient(settings.codearts_endpoint, auth=auth_from_settings(settings), **kwargs)

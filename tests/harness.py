@@ -169,7 +169,7 @@ def running_bot(db_url: str, tmp_path: Path, *, auth: str = "token",
     built here with ``api_options`` (e.g. ``timeout=0.5, backoff=0.01``) and handed to
     ``Runtime(api=...)``. ``settings`` override everything, so a test can point
     ``codearts_endpoint`` or ``iam_endpoint`` at ``closed_port_url()``."""
-    from bot.codearts import client_from_settings
+    from bot.runtime import client_from_settings
 
     cfg = tmp_path / "buildbot.toml"
     cfg.write_text(config)

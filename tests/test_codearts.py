@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +25,10 @@ from bot.codearts import (
     OutcomeUnknownError,
     RunResult,
     build_state_from,
-    client_from_settings,
     extract_error,
     parse_time,
 )
+from bot.runtime import client_from_settings
 from bot.settings import Settings
 from tests.fakes.codearts import FakeCodeArts
 
@@ -471,3 +473,11 @@ def test_timestamps_are_timezone_aware(fake, client):
     state = client.build_state(JOB, 1)
     assert state.start_time.tzinfo is not None
     assert abs(datetime.now(UTC) - state.start_time) < timedelta(seconds=5)
+
+
+def test_the_client_does_not_import_the_auth_module() -> None:
+    """bot.auth uses the client's errors; the client takes any httpx.Auth (no import circle)."""
+    code = "import sys, bot.codearts; print('bot.auth' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out == "False\n"

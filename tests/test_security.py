@@ -23,8 +23,8 @@ import pytest
 import sqlalchemy as sa
 
 from bot import messages as msg
-from bot.codearts import client_from_settings
 from bot.rules import RESERVED_NAMES
+from bot.runtime import client_from_settings
 from bot.settings import load_settings
 from tests.fakes.codearts import FakeCodeArts
 from tests.harness import (

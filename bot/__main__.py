@@ -1,4 +1,4 @@
-"""``python -m bot``: run the bot, or ``check-config`` / ``explain`` (see CONTRACT.md)."""
+"""``python -m bot``: run the bot, or ``check-config`` / ``explain`` (see ``bot.cli``)."""
 
 from __future__ import annotations
 

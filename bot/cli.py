@@ -21,7 +21,7 @@ _SLASH = re.compile(r"^\s*/build(?:\s+|$)", re.IGNORECASE)
 
 
 def config_path(arg: str | None) -> str:
-    """``--config`` wins, then ``BUILDBOT_CONFIG``, then ``buildbot.toml`` (as in CONTRACT.md)."""
+    """``--config`` wins, then ``BUILDBOT_CONFIG``, then ``buildbot.toml`` in the current folder."""
     return arg or os.environ.get("BUILDBOT_CONFIG") or "buildbot.toml"
 
 

@@ -6,7 +6,7 @@ The only code in the bot that talks to CodeArts. Network I/O goes through one
 signing; ``bot.runtime`` picks one from the settings). This module imports
 nothing from ``bot.auth``, which uses its errors.
 
-Calls (see docs-api-notes.md for fields and sources):
+Calls (docs/codearts-api.md has their fields, error shapes and authentication):
 
 * ``POST /v3/jobs/build``                       run a build task
 * ``GET  /v4/jobs/{job_id}/{build_no}/record-info``  the record of one build

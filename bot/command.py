@@ -1,6 +1,6 @@
 """Slash-command text -> a parsed request. Pure: no Slack, no config, never raises.
 
-Grammar (see CONTRACT.md)::
+Grammar (the README's "The command" shows it to users)::
 
     /build                       -> Help("help")
     /build help | list           -> Help("help") | Help("list")  (any words after are ignored)

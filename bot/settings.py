@@ -1,7 +1,9 @@
 """Environment -> Settings: one typed model, validated once at start.
 
-Names follow ../shared/CONTRACT.md. Secrets are ``SecretStr`` so a repr, a log
-line or a validation error never shows their values.
+Each field is read from the environment variable of the same name in upper case
+(``slack_bot_token`` from ``SLACK_BOT_TOKEN``); the README's configuration table lists
+them. Secrets are ``SecretStr`` so a repr, a log line or a validation error never shows
+their values.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Settings(BaseSettings):
     codearts_project_id: str | None = None
 
     build_poll_seconds: float = Field(default=15.0, gt=0, le=3600)
-    # Optional (not in the contract yet): how to link to a build in the console.
+    # Optional: how to link to a build in the console.
     # Placeholders: {job_id} {build_no} {daily_build_number} {project_id}.
     build_link_template: str | None = None
     # How long one replica holds a watch while checking it; a dead replica's

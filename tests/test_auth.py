@@ -26,7 +26,7 @@ JOB = "f9d6c8466d614a9788e9a0acf6c15f46"
 RUN = "/v3/jobs/build"
 FAST = httpx.Timeout(2.0, connect=0.5)
 
-# Test vectors from huaweicloud-sdk-python-v3, huaweicloud-sdk-core tests/test_signer.py.
+# The test vectors published with the official Huawei Cloud SDK's request signer.
 VECTOR_HOST = "service.endpoint.myhuaweicloud.com"
 VECTOR_DATE = "20200608T023900Z"
 VECTOR_GET = "cfb4171acec81de07d50e53d57eb77edd537414d66ddb1d7d780f128e12cd842"

@@ -10,7 +10,8 @@ from bot.config import BuildbotConfig, ConfigError, JobConfig, ParamSpec, load_c
 
 JOB_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
 
-CONTRACT_EXAMPLE = f"""
+# The jobs file the README shows (test_readme_shows_this_example keeps the two equal).
+README_EXAMPLE = f"""
 admins = ["U01ADMIN"]
 
 [jobs.backend]
@@ -41,8 +42,14 @@ def job(body: str, name: str = "backend") -> str:
     return f'[jobs.{name}]\nid = "{JOB_ID}"\n{body}\n'
 
 
-def test_contract_example_loads_into_typed_models() -> None:
-    config = parse_config(CONTRACT_EXAMPLE, source="buildbot.toml")
+def test_readme_shows_this_example() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert parse_config(shown, source="README.md") == parse_config(README_EXAMPLE, source="x")
+
+
+def test_readme_example_loads_into_typed_models() -> None:
+    config = parse_config(README_EXAMPLE, source="buildbot.toml")
     assert config == BuildbotConfig(admins=["U01ADMIN"], jobs={"backend": JobConfig(
         name="backend", id=JOB_ID, description="Backend CI", users=["U01ALICE"],
         usergroups=["S01DEVS"], channels=["C01BUILDS"], confirm=True, allow_extra_params=False,
@@ -212,8 +219,8 @@ def test_invalid_toml_names_the_line() -> None:
 
 def test_load_config_reads_a_file(tmp_path: Path) -> None:
     path = tmp_path / "buildbot.toml"
-    path.write_text(CONTRACT_EXAMPLE, encoding="utf-8")
-    assert load_config(path) == parse_config(CONTRACT_EXAMPLE, source="x")
+    path.write_text(README_EXAMPLE, encoding="utf-8")
+    assert load_config(path) == parse_config(README_EXAMPLE, source="x")
     assert load_config(str(path)).jobs["backend"].id == JOB_ID
 
 

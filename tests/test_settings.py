@@ -60,7 +60,7 @@ def test_socket_mode_needs_no_signing_secret() -> None:
     assert settings.socket_mode
 
 
-def test_environment_names_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_are_read_from_their_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s",
                         "CODEARTS_ENDPOINT": "https://x", "CODEARTS_TOKEN": "t",
                         "SLACK_API_URL": "http://127.0.0.1:1/api", "PORT": "8080",

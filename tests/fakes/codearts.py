@@ -1,6 +1,6 @@
 """A stand-in for Huawei Cloud CodeArts Build and IAM on a loopback port.
 
-Written from the API reference pages (see docs-api-notes.md), not from the
+Written from the API reference pages (docs/codearts-api.md), not from the
 bot's client, so the two can disagree and tests catch it. One real HTTP
 server (``ThreadingHTTPServer``, port 0, daemon threads, HTTP/1.1 keep-alive)
 serves both services::
@@ -20,7 +20,7 @@ Served paths:
 
 CodeArts paths need ``X-Auth-Token`` (a configured token or one IAM issued and
 not expired) or an AK/SK signature, which the fake re-computes with its own
-implementation of the algorithm in the notes. Failures answer 401
+implementation of the signing algorithm. Failures answer 401
 ``APIGW.0301`` as the API gateway does.
 
 Choices where the docs are silent: an unknown but well-formed job ID answers
@@ -489,7 +489,7 @@ def _record(build: Build, status: str, took: float | None, now: float) -> dict[s
 
 
 def _fake_signature(req: RecordedRequest, names: list[str], sk: str) -> str:
-    """The SDK-HMAC-SHA256 signature, written from the notes independently of bot.auth."""
+    """The SDK-HMAC-SHA256 signature, written from its description independently of bot.auth."""
     def enc(s: str) -> str:
         return quote(s, safe="~")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from types import FrameType
@@ -14,10 +13,9 @@ from bot.settings import SettingsError, load_settings
 log = logging.getLogger("bot")
 
 
-def setup_logging() -> None:
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def setup_logging(level: str = "INFO") -> None:
+    """Log to stderr at ``level`` (``Settings.log_level``, already checked)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx logs full URLs at INFO; ours already logs one line per request
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -32,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         print("usage: python -m bot [check-config | explain --user U --channel C \"/build ...\"]")
         return 0
-    setup_logging()
     try:
         settings = load_settings()
         config = load_config(settings.buildbot_config)
@@ -41,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         print("buildbot cannot start:\n" + "\n".join(f"  - {p}" for p in problems),
               file=sys.stderr)
         return 2
+    setup_logging(settings.log_level)
     from bot.runtime import Runtime, StartError
 
     try:

@@ -8,13 +8,19 @@ their values.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AuthMethod = Literal["token", "iam", "aksk"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# What BUILD_LINK_TEMPLATE may use, each as a bare {name}.
+LINK_PLACEHOLDERS = ("job_id", "build_no", "daily_build_number", "project_id")
 
 
 class SettingsError(Exception):
@@ -50,14 +56,17 @@ class Settings(BaseSettings):
     codearts_project_id: str | None = None
 
     build_poll_seconds: float = Field(default=15.0, gt=0, le=3600)
-    # Optional: how to link to a build in the console.
-    # Placeholders: {job_id} {build_no} {daily_build_number} {project_id}.
+    # Optional: how to link to a build in the console, filled by format_build_link.
+    # Placeholders: {job_id} {build_no} {daily_build_number} {project_id}, checked at start.
     build_link_template: str | None = None
     # How long one replica holds a watch while checking it; a dead replica's
     # watches are taken over after this (default: max(60 s, 4 polls)).
     watch_lease_seconds: float | None = Field(default=None, gt=0, le=3600)
     # How many threads do slow work after the ack (confirmations, API calls).
     worker_threads: int = Field(default=8, ge=1, le=64)
+    # How many threads the build watcher uses to poll CodeArts.
+    watcher_threads: int = Field(default=8, ge=1, le=64)
+    log_level: LogLevel = "INFO"
 
     @field_validator("slack_api_url")
     @classmethod
@@ -71,6 +80,23 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with https:// (or http:// for a local stand-in)")
         return v
+
+    @field_validator("build_link_template")
+    @classmethod
+    def _link_template(cls, v: str | None) -> str | None:
+        problem = None if v is None else link_template_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, v: object) -> object:
+        """Any letter case; a level is not a secret, so the message may repeat it."""
+        level = v.strip().upper() if isinstance(v, str) else v
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{v!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @model_validator(mode="after")
     def _one_auth_method(self) -> Settings:
@@ -90,6 +116,40 @@ class Settings(BaseSettings):
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+
+def link_template_problem(template: str) -> str | None:
+    """Why ``template`` cannot be a build link template, or None.
+
+    Only the bare placeholders in ``LINK_PLACEHOLDERS`` are allowed: no positional
+    ``{}``, no attribute or index access (``{job_id.__class__}``), no conversion or
+    format spec. Literal braces are written ``{{`` and ``}}``.
+    """
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return f"it is not a valid template ({exc}): write {{{{ and }}}} for a literal brace"
+    allowed = ", ".join("{" + name + "}" for name in LINK_PLACEHOLDERS)
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name not in LINK_PLACEHOLDERS or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (
+                f":{spec}" if spec else "") + "}"
+            return f"{shown} is not a placeholder it may use: use only {allowed}"
+    return None
+
+
+def format_build_link(template: str, *, job_id: str, build_no: str, daily_build_number: str,
+                      project_id: str) -> str:
+    """Fill a build link template; each value is percent-encoded so it cannot break the URL
+    (or the Slack link around it). Raises ValueError for a template ``Settings`` would refuse."""
+    problem = link_template_problem(template)
+    if problem:
+        raise ValueError(f"BUILD_LINK_TEMPLATE: {problem}")
+    values = {"job_id": job_id, "build_no": build_no, "daily_build_number": daily_build_number,
+              "project_id": project_id}
+    return template.format(**{k: quote(str(v), safe="") for k, v in values.items()})
 
 
 def _set(v: object) -> bool:

@@ -32,7 +32,7 @@ def free_port() -> int:
 def clean_env(**extra: str) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items()
             if not k.startswith(("SLACK_", "CODEARTS_", "IAM_", "CLOUD_SDK_", "BUILD"))
-            and k not in ("DATABASE_URL", "PORT")}
+            and k not in ("DATABASE_URL", "PORT", "LOG_LEVEL", "WORKER_THREADS", "WATCHER_THREADS")}
     return {**keep, **extra}
 
 
@@ -91,7 +91,7 @@ def test_sigkill_mid_build_then_restart_reports_the_result_once(
         (question,) = slack.wait_for(lambda: slack.responses(hook))
         sender.click(msg.RUN, run_value(question), user="UALICE", channel="CBUILDS",
                      response_url=hook)
-        (post,) = slack.wait_for(lambda: slack.calls("chat.postMessage"))
+        (_post,) = slack.wait_for(lambda: slack.calls("chat.postMessage"))
         ts_known = slack.wait_for(lambda: len(slack.responses(hook)) >= 2)
         assert ts_known
     finally:
@@ -120,7 +120,7 @@ def test_bad_jobs_file_stops_the_bot_naming_file_job_and_field(tmp_path: Path) -
                     CODEARTS_ENDPOINT="http://127.0.0.1:9", CODEARTS_TOKEN="tok-secret-value",
                     BUILDBOT_CONFIG=str(cfg), DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
     out = subprocess.run([sys.executable, "-m", "bot"], cwd=ROOT, env=env, text=True,
-                         capture_output=True, timeout=60)
+                         capture_output=True, timeout=60, check=False)
     assert out.returncode == 2
     assert "buildbot.toml" in out.stderr and "jobs.backend.id" in out.stderr
     assert "jobs.backend.user" in out.stderr  # the typo is an error, not a dropped rule
@@ -136,11 +136,16 @@ def test_bad_jobs_file_stops_the_bot_naming_file_job_and_field(tmp_path: Path) -
      ["Two CodeArts authentication methods"]),
     ({"SLACK_BOT_TOKEN": BOT_TOKEN, "CODEARTS_ENDPOINT": "http://x",
       "CODEARTS_TOKEN": "tok-secret-value"}, ["SLACK_SIGNING_SECRET"]),
+    ({"SLACK_BOT_TOKEN": BOT_TOKEN, "CODEARTS_ENDPOINT": "http://x", "SLACK_SIGNING_SECRET": "s",
+      "CODEARTS_TOKEN": "tok-secret-value", "LOG_LEVEL": "verbose",
+      "BUILD_LINK_TEMPLATE": "https://x/{job}"},
+     ["LOG_LEVEL is invalid: 'verbose' is not a log level",
+      "BUILD_LINK_TEMPLATE is invalid: {job} is not a placeholder"]),
 ])
 def test_missing_or_contradictory_settings_stop_the_bot(env: dict[str, str],
                                                         words: list[str]) -> None:
     out = subprocess.run([sys.executable, "-m", "bot"], cwd=ROOT, env=clean_env(**env),
-                         text=True, capture_output=True, timeout=60)
+                         text=True, capture_output=True, timeout=60, check=False)
     assert out.returncode == 2
     for word in words:
         assert word in out.stderr
@@ -158,7 +163,7 @@ def test_app_token_switches_to_socket_mode(tmp_path: Path) -> None:
                         CODEARTS_TOKEN="tok-secret-value", BUILDBOT_CONFIG=str(cfg),
                         DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
         out = subprocess.run([sys.executable, "-m", "bot"], cwd=ROOT, env=env, text=True,
-                             capture_output=True, timeout=60)
+                             capture_output=True, timeout=60, check=False)
         opened = [c for c in slack.all_calls() if c.method == "apps.connections.open"]
     assert out.returncode == 2 and "SLACK_APP_TOKEN (invalid_auth)" in out.stderr
     assert opened and opened[0].headers["authorization"] == "Bearer xapp-secret-app-token"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.settings import SettingsError, load_settings
+from bot.settings import SettingsError, format_build_link, load_settings
 
 BASE = {"slack_bot_token": "xoxb-secret-1", "codearts_endpoint": "https://cb.example.com/",
         "slack_signing_secret": "sign-secret-2"}
@@ -15,7 +15,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for key in list(os.environ):
-        if key.startswith(("SLACK_", "CODEARTS_", "IAM_", "CLOUD_SDK_", "BUILD", "DATABASE_")):
+        if key.startswith(("SLACK_", "CODEARTS_", "IAM_", "CLOUD_SDK_", "BUILD", "DATABASE_",
+                           "LOG_LEVEL", "WATCHER_", "WORKER_")):
             monkeypatch.delenv(key)
 
 
@@ -71,3 +72,105 @@ def test_settings_are_read_from_their_environment_variables(monkeypatch: pytest.
     assert (s.slack_api_url, s.port, str(s.buildbot_config), s.database_url,
             s.build_poll_seconds) == ("http://127.0.0.1:1/api/", 8080, "/etc/bb.toml",
                                       "sqlite:///x.db", 30.0)
+
+
+# ---------------------------------------------------------------- LOG_LEVEL
+
+
+@pytest.mark.parametrize(("given", "level"), [
+    (None, "INFO"), ("debug", "DEBUG"), ("Warning", "WARNING"), (" error ", "ERROR"),
+    ("CRITICAL", "CRITICAL"), ("info", "INFO"),
+])
+def test_log_level_is_any_case_and_defaults_to_info(given: str | None, level: str) -> None:
+    extra = {} if given is None else {"log_level": given}
+    assert load_settings(**BASE, codearts_token="tok-3", **extra).log_level == level
+
+
+@pytest.mark.parametrize("given", ["verbose", "", "warn", "10"])
+def test_a_bad_log_level_is_a_start_up_error_naming_it(given: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**BASE, codearts_token="tok-3", log_level=given)
+    assert caught.value.problems == [
+        (f"LOG_LEVEL is invalid: {given!r} is not a log level: use one of DEBUG, INFO, WARNING, "
+         "ERROR, CRITICAL.")]
+
+
+def test_log_level_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    assert load_settings(**BASE, codearts_token="tok-3").log_level == "DEBUG"
+
+
+# ---------------------------------------------------------------- BUILD_LINK_TEMPLATE
+
+LINK = "https://console.example.com/cicd/project/{project_id}/build/{job_id}/{build_no}?d={daily_build_number}"
+
+
+@pytest.mark.parametrize("template", [
+    LINK, "https://x/{job_id}", "https://x/{{literal}}/{build_no}", "https://x/no-placeholder",
+])
+def test_a_link_template_with_known_placeholders_is_accepted(template: str) -> None:
+    assert load_settings(**BASE, codearts_token="tok-3",
+                         build_link_template=template).build_link_template == template
+
+
+@pytest.mark.parametrize(("template", "bad"), [
+    ("https://x/{job}", "{job}"),
+    ("https://x/{}", "{}"),
+    ("https://x/{0}", "{0}"),
+    ("https://x/{job_id.__class__}", "{job_id.__class__}"),
+    ("https://x/{job_id[0]}", "{job_id[0]}"),
+    ("https://x/{job_id!r}", "{job_id!r}"),
+    ("https://x/{build_no:>5}", "{build_no:>5}"),
+    ("https://x/{job_id}/{JOB_ID}", "{JOB_ID}"),
+])
+def test_an_unknown_placeholder_is_a_start_up_error_naming_it(template: str, bad: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**BASE, codearts_token="tok-3", build_link_template=template)
+    assert caught.value.problems == [
+        (f"BUILD_LINK_TEMPLATE is invalid: {bad} is not a placeholder it may use: use only "
+         "{job_id}, {build_no}, {daily_build_number}, {project_id}.")]
+
+
+@pytest.mark.parametrize("template", ["https://x/{job_id", "https://x/job_id}", "https://x/{"])
+def test_an_unbalanced_brace_is_a_start_up_error(template: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**BASE, codearts_token="tok-3", build_link_template=template)
+    [problem] = caught.value.problems
+    assert problem.startswith("BUILD_LINK_TEMPLATE is invalid: it is not a valid template (")
+    assert problem.endswith("): write {{ and }} for a literal brace.")
+
+
+def test_format_build_link_fills_every_placeholder() -> None:
+    assert format_build_link(LINK, job_id="f9d6c8466d614a9788e9a0acf6c15f46", build_no="7",
+                             daily_build_number="20250912.3", project_id="p1") == (
+        "https://console.example.com/cicd/project/p1/build/f9d6c8466d614a9788e9a0acf6c15f46/7"
+        "?d=20250912.3")
+
+
+def test_format_build_link_percent_encodes_values() -> None:
+    assert format_build_link("https://x/{daily_build_number}?p={project_id}", job_id="j",
+                             build_no="1", daily_build_number="a b>|c", project_id="") == (
+        "https://x/a%20b%3E%7Cc?p=")
+
+
+def test_format_build_link_refuses_a_template_settings_would_refuse() -> None:
+    with pytest.raises(ValueError, match=r"BUILD_LINK_TEMPLATE: \{job\} is not a placeholder"):
+        format_build_link("https://x/{job}", job_id="j", build_no="1", daily_build_number="",
+                          project_id="")
+
+
+# ---------------------------------------------------------------- WATCHER_THREADS
+
+
+@pytest.mark.parametrize(("given", "threads"), [(None, 8), ("1", 1), ("64", 64)])
+def test_watcher_threads_default_to_8(given: str | None, threads: int) -> None:
+    extra = {} if given is None else {"watcher_threads": given}
+    assert load_settings(**BASE, codearts_token="tok-3", **extra).watcher_threads == threads
+
+
+@pytest.mark.parametrize("given", ["0", "65", "many"])
+def test_watcher_threads_outside_1_to_64_is_a_start_up_error(given: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**BASE, codearts_token="tok-3", watcher_threads=given)
+    [problem] = caught.value.problems
+    assert problem.startswith("WATCHER_THREADS is invalid: ")

@@ -1,4 +1,5 @@
-"""The Slack flow behind the listeners: command -> confirmation -> one build -> channel message.
+"""What the Slack listeners do: parse and check a command, ask Run/Cancel, handle
+the buttons, and hand every request and build to the engine.
 
 Listeners call ``on_*``; each acknowledges at once and hands slow work
 (database writes, posts, the CodeArts call) to a small bounded worker pool,
@@ -8,39 +9,28 @@ claims in the store, never flags in memory.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import messages as msg
-from bot.codearts import (
-    ApiError,
-    AuthError,
-    BadResponseError,
-    CodeArtsClient,
-    CodeArtsError,
-    NotSentError,
-    OutcomeUnknownError,
-)
+from bot.codearts import CodeArtsError
 from bot.command import BuildCommand, Help, ParseError, parse
 from bot.config import BuildbotConfig
+from bot.engine import Engine
+from bot.lifecycle import CONFIRM_MINUTES, Build, Request, RequestState, new_error_id
 from bot.policy import Approved, Denied, UserGroups, decide, runnable_jobs
-from bot.slack_io import api_error_name, respond
-from bot.store import Store
+from bot.slack_io import respond
 from bot.usergroups import CachedOnly, SlackUserGroups
 
 log = logging.getLogger(__name__)
 
-CONFIRM_TTL = 600.0  # seconds a Run/Cancel question stays answerable
 MAX_BACKLOG = 2000  # queued pieces of work beyond which new commands are turned away
 Ack = Callable[..., Any]
 
@@ -68,19 +58,16 @@ class Who:
 class Flow:
     """Everything the listeners do, with its collaborators passed in."""
 
-    def __init__(self, *, config: BuildbotConfig, store: Store, api: CodeArtsClient,
-                 slack: WebClient, groups: SlackUserGroups, worker: Executor,
-                 poll_seconds: float = 15.0, link_template: str | None = None,
-                 project_id: str | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, config: BuildbotConfig, engine: Engine, slack: WebClient,
+                 groups: SlackUserGroups, worker: Executor,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.store = store
-        self.api = api
+        self.engine = engine
+        self.store = engine.store
+        self.api = engine.api
         self.slack = slack
         self.groups = groups
         self.worker = worker
-        self.poll_seconds = poll_seconds
-        self.link_template = link_template
-        self.project_id = project_id
         self.clock = clock
         self._inflight = 0
         self._idle = threading.Condition()
@@ -94,7 +81,7 @@ class Flow:
             try:
                 fn(*args)
             except Exception:
-                error_id = uuid.uuid4().hex[:8]
+                error_id = new_error_id()
                 log.exception("background work failed id=%s in %s", error_id,
                               getattr(fn, "__name__", fn))
                 respond(reply_to, msg.internal_error(error_id))
@@ -111,17 +98,6 @@ class Flow:
         """Block until no work submitted after an ack is queued or running (tests, shutdown)."""
         with self._idle:
             return self._idle.wait_for(lambda: self._inflight == 0, timeout)
-
-    def link(self, job_id: str, build_no: str, daily: str) -> str | None:
-        if not self.link_template:
-            return None
-        try:
-            return self.link_template.format(job_id=job_id, build_no=build_no,
-                                             daily_build_number=daily,
-                                             project_id=self.project_id or "")
-        except (KeyError, IndexError, ValueError):
-            log.warning("BUILD_LINK_TEMPLATE has an unknown placeholder; no link shown")
-            return None
 
     def is_admin(self, user_id: str) -> bool:
         return user_id in self.config.admins
@@ -175,31 +151,19 @@ class Flow:
                            detail=" ".join(decision.problems))
         return Outcome(None, "approved", approved=decision, job=decision.job_name)
 
-    def after_command(self, who: Who, outcome: Outcome) -> None:
+    def after_command(self, who: Who, outcome: Outcome, *, rebuild_of: str | None = None) -> None:
         """Audit, then (for an approved request) ask Run/Cancel or start at once."""
-        now = self.clock()
         approved = outcome.approved
         if approved is None:
             if outcome.decision != "help":
-                self.store.audit(decision=outcome.decision, now=now, user_id=who.user_id,
-                                 channel_id=who.channel_id, job=outcome.job, detail=outcome.detail)
+                self.store.audit(decision=outcome.decision, now=self.clock(),
+                                 user_id=who.user_id, channel_id=who.channel_id,
+                                 job=outcome.job, detail=outcome.detail)
             return
-        rid = uuid.uuid4().hex
-        state = "pending" if approved.confirm else "running"
-        self.store.add_request(
-            id=rid, state=state, now=now, ttl=CONFIRM_TTL, user_id=who.user_id,
-            team_id=who.team_id, channel_id=who.channel_id, job_name=approved.job_name,
-            job_id=approved.job_id, command=who.text.strip(), body=approved.body,
-            response_url=who.response_url, decision="confirm" if approved.confirm else "approved")
-        log.info("request %s user=%s channel=%s job=%s confirm=%s", rid, who.user_id,
-                 who.channel_id, approved.job_name, approved.confirm)
-        if approved.confirm:
-            respond(who.response_url, msg.confirmation(rid, approved.job_name,
-                                                       approved.description, approved.body))
-            return
-        row = self.store.get_request(rid)
-        assert row is not None
-        self.start(row, who.response_url)
+        self.engine.new_request(user_id=who.user_id, team_id=who.team_id,
+                                channel_id=who.channel_id, text=who.text,
+                                response_url=who.response_url, approved=approved,
+                                rebuild_of=rebuild_of)
 
     # --- Run / Cancel --------------------------------------------------------
 
@@ -212,149 +176,65 @@ class Flow:
     def run_clicked(self, click: Click) -> None:
         claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=self.clock())
         if claim.ok:
-            assert claim.row is not None
-            self.start(claim.row, click.response_url or claim.row["response_url"])
+            assert claim.request is not None
+            self.engine.start(claim.request, click.response_url or claim.request.response_url)
             return
         log.info("run click refused request=%s user=%s reason=%s", click.value, click.user_id,
                  claim.reason)
-        row = claim.row
-        if claim.reason in ("running", "started"):
+        request = claim.request
+        if claim.reason in (RequestState.SENDING, RequestState.STARTED):
             return  # the first click is handling it and will replace the message
-        if claim.reason == "missing" or row is None:
+        if claim.reason == "missing" or request is None:
             reply = msg.missing()
         elif claim.reason == "not_yours":
-            reply = msg.not_yours(row["user_id"])
-            self.store.audit(decision="refused_click", now=self.clock(), request_id=row["id"],
-                             user_id=click.user_id, channel_id=row["channel_id"],
-                             job=row["job_name"], detail=f"Run on {row['user_id']}'s request")
+            reply = msg.not_yours(request.user_id)
+            self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
+                             user_id=click.user_id, channel_id=request.channel_id,
+                             job=request.job_name, detail=f"Run on {request.user_id}'s request")
         elif claim.reason == "expired":
-            reply = msg.expired(row["job_name"], row["command"])
-            self.store.audit(decision="expired", now=self.clock(), request_id=row["id"],
-                             user_id=row["user_id"], channel_id=row["channel_id"],
-                             job=row["job_name"])
+            reply = msg.expired(request.job_name, request.command, minutes=CONFIRM_MINUTES)
+            self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
+                             user_id=request.user_id, channel_id=request.channel_id,
+                             job=request.job_name)
         else:
             reply = msg.already(claim.reason)
         respond(click.response_url, reply)
 
     def cancel_clicked(self, click: Click) -> None:
-        row = self.store.get_request(click.value)
-        if row is None:
+        request = self.store.get_request(click.value)
+        if request is None:
             respond(click.response_url, msg.missing())
             return
-        if row["user_id"] != click.user_id:
-            self.store.audit(decision="refused_click", now=self.clock(), request_id=row["id"],
-                             user_id=click.user_id, channel_id=row["channel_id"],
-                             job=row["job_name"], detail=f"Cancel on {row['user_id']}'s request")
-            respond(click.response_url, msg.not_yours(row["user_id"]))
+        if request.user_id != click.user_id:
+            self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
+                             user_id=click.user_id, channel_id=request.channel_id,
+                             job=request.job_name,
+                             detail=f"Cancel on {request.user_id}'s request")
+            respond(click.response_url, msg.not_yours(request.user_id))
             return
-        if not self.store.set_request_state(id=row["id"], state="cancelled", now=self.clock(),
-                                            only_from="pending"):
-            current = self.store.get_request(row["id"])
-            state = current["state"] if current else "missing"
-            if state not in ("running", "started"):
+        if not self.store.move_request(id=request.id, old=RequestState.PENDING,
+                                       new=RequestState.CANCELLED, now=self.clock()):
+            current = self.store.get_request(request.id)
+            state = current.state.value if current else "missing"
+            if state not in (RequestState.SENDING, RequestState.STARTED):
                 respond(click.response_url, msg.already(state))
             return
-        self.store.audit(decision="cancelled", now=self.clock(), request_id=row["id"],
-                         user_id=row["user_id"], channel_id=row["channel_id"], job=row["job_name"])
-        respond(click.response_url, msg.cancelled(row["job_name"]))
-
-    # --- the one call to CodeArts --------------------------------------------
-
-    def start(self, row: Any, response_url: str | None) -> None:
-        """Send the claimed request to CodeArts once, record the build, then tell the channel."""
-        body = json.loads(row["body"])
-        job = row["job_name"]
-        try:
-            result = self.api.run_build(body)
-        except CodeArtsError as exc:
-            self._start_failed(row, response_url, exc)
-            return
-        now = self.clock()
-        try:
-            build = self.store.record_build(request=row, build_no=result.actual_build_number,
-                                            daily_build_number=result.daily_build_number,
-                                            now=now, first_check_at=now + self.poll_seconds)
-        except Exception:
-            # The build runs but cannot be followed: say so, with its numbers, everywhere.
-            error_id = uuid.uuid4().hex[:8]
-            log.exception("build started but not recorded id=%s request=%s user=%s job=%s "
-                          "build=%s daily=%s", error_id, row["id"], row["user_id"], job,
-                          result.actual_build_number, result.daily_build_number)
-            respond(response_url, msg.started_unrecorded(job, result.daily_build_number,
-                                                         result.actual_build_number, error_id))
-            return
-        log.info("build started request=%s user=%s job=%s build=%s daily=%s", row["id"],
-                 row["user_id"], job, result.actual_build_number, result.daily_build_number)
-        where = self.announce(build, body, response_url)
-        respond(response_url, msg.started_ack(job, result.daily_build_number, where))
-
-    def _start_failed(self, row: Any, response_url: str | None, exc: CodeArtsError) -> None:
-        job = row["job_name"]
-        if isinstance(exc, (OutcomeUnknownError, BadResponseError)):
-            # an unreadable answer (a proxy's page, a 200 we cannot parse) may follow a start
-            state = "unknown"
-            reply = msg.outcome_unknown(job, unreadable=isinstance(exc, BadResponseError))
-        elif isinstance(exc, NotSentError):
-            state, reply = "failed", msg.not_sent(job, str(exc))
-        elif isinstance(exc, AuthError):
-            state = "failed"
-            reply = msg.login_failed(job, status=exc.status, error_code=exc.error_code, error_msg=exc.error_msg,
-                                     hint=exc.hint, request_id=exc.request_id)
-        elif isinstance(exc, ApiError):
-            state = "failed"
-            reply = msg.api_error(job, status=exc.status, error_code=exc.error_code,
-                                  error_msg=exc.error_msg, hint=exc.hint, request_id=exc.request_id)
-        else:
-            state = "failed"
-            reply = msg.api_error(job, status=None, error_code=None, error_msg=str(exc),
-                                  hint="Try again later.", request_id=None)
-        now = self.clock()
-        self.store.set_request_state(id=row["id"], state=state, now=now, error=str(exc))
-        self.store.audit(decision=state if state == "unknown" else "api_error", now=now,
-                         request_id=row["id"], user_id=row["user_id"],
-                         channel_id=row["channel_id"], job=job, parameters=json.loads(row["body"]),
-                         detail=type(exc).__name__, error_code=getattr(exc, "error_code", None),
-                         error_msg=getattr(exc, "error_msg", None) or str(exc))
-        log.warning("build not started request=%s user=%s job=%s error=%s", row["id"],
-                    row["user_id"], job, exc)
-        respond(response_url, reply)
-
-    def announce(self, build: Any, body: dict[str, Any], response_url: str | None) -> str | None:
-        """Post a build this process has claimed in its channel and keep the ts; fall back
-        to the response_url where the bot cannot post. Returns the channel posted in."""
-        message = msg.announcement(
-            build_id=build["id"], user_id=build["user_id"], job_name=build["job_name"],
-            description=self._description(build["job_name"]), body=body,
-            daily=build["daily_build_number"], build_no=build["build_no"],
-            link=self.link(build["job_id"], build["build_no"], build["daily_build_number"]))
-        try:
-            resp = self.slack.chat_postMessage(channel=build["channel_id"], **message)
-        except (SlackApiError, SlackClientError, OSError) as exc:
-            log.warning("channel post failed build=%s channel=%s error=%s; using response_url",
-                        build["id"], build["channel_id"], api_error_name(exc))
-            respond(response_url, {**message, "response_type": "in_channel",
-                                   "replace_original": False})
-            self.store.set_announced(id=build["id"], channel=None, ts=None)
-            return None
-        self.store.set_announced(id=build["id"], channel=resp.get("channel") or build["channel_id"],
-                                 ts=resp.get("ts"))
-        return str(build["channel_id"])
-
-    def _description(self, job_name: str) -> str:
-        job = self.config.jobs.get(job_name)
-        return job.description if job is not None else ""
+        self.store.audit(decision="cancelled", now=self.clock(), request_id=request.id,
+                         user_id=request.user_id, channel_id=request.channel_id,
+                         job=request.job_name)
+        respond(click.response_url, msg.cancelled(request.job_name))
 
     # --- Stop / Rebuild (buttons on the build's messages) ---------------------
 
-    def _recheck(self, click: Click) -> tuple[Any, Any, Outcome] | None:
+    def _recheck(self, click: Click) -> tuple[Build, Request, Outcome] | None:
         """The original request, run through the checks again for whoever clicked."""
         build = self.store.get_build(click.value)
         request = self.store.get_request(click.value)
         if build is None or request is None:
             respond(click.response_url, {**msg.missing(), "replace_original": False})
             return None
-        who = Who(click.user_id, build["channel_id"], click.team_id, click.response_url,
-                  request["command"])
+        who = Who(click.user_id, build.channel_id, click.team_id, click.response_url,
+                  request.command)
         return build, request, self.evaluate(who, self.groups)
 
     def stop_clicked(self, click: Click) -> None:
@@ -366,45 +246,35 @@ class Flow:
             problems = [outcome.detail or "You may not run this job here."]
             respond(click.response_url, msg.stop_refused(problems))
             return
-        if build["watch"] != "watching":
+        if not self.engine.is_followed(build):
             respond(click.response_url, msg.ephemeral("This build has already ended.",
                                                       replace=False))
             return
         try:
-            self.api.stop_build(build["job_id"], build["build_no"])
+            self.api.stop_build(build.job_id, build.build_no)
         except CodeArtsError as exc:
             respond(click.response_url, msg.ephemeral(f"CodeArts did not stop the build: {exc}",
                                                       replace=False))
             return
-        self.store.audit(decision="stop", now=self.clock(), request_id=build["id"],
-                         user_id=click.user_id, channel_id=build["channel_id"],
-                         job=build["job_name"], build_no=build["build_no"],
-                         daily_build_number=build["daily_build_number"])
-        self.thread_post(build, msg.stop_requested(click.user_id, build["job_name"],
-                                                    build["daily_build_number"]))
+        self.store.audit(decision="stop", now=self.clock(), request_id=build.id,
+                         user_id=click.user_id, channel_id=build.channel_id,
+                         job=build.job_name, build_no=build.build_no,
+                         daily_build_number=build.daily_build_number)
+        self.engine.thread_note(build, msg.stop_requested(click.user_id, build.job_name,
+                                                          build.daily_build_number))
 
     def rebuild_clicked(self, click: Click) -> None:
+        """Whoever clicks is checked as if they typed the command, and is always asked
+        Run/Cancel: a Rebuild click alone never starts a build."""
         checked = self._recheck(click)
         if checked is None:
             return
         build, request, outcome = checked
-        who = Who(click.user_id, build["channel_id"], click.team_id, click.response_url,
-                  request["command"])
+        who = Who(click.user_id, build.channel_id, click.team_id, click.response_url,
+                  request.command)
         if outcome.reply is not None:
             respond(click.response_url, {**outcome.reply, "replace_original": False})
-        self.after_command(who, outcome)
-
-    def thread_post(self, build: Any, message: dict[str, Any]) -> bool:
-        channel, ts = build["message_channel"], build["message_ts"]
-        try:
-            if ts:
-                self.slack.chat_postMessage(channel=channel, thread_ts=ts, **message)
-            else:  # no channel message: tell the requester directly
-                self.slack.chat_postMessage(channel=build["user_id"], **message)
-        except (SlackApiError, SlackClientError, OSError) as exc:
-            log.warning("thread post failed build=%s error=%s", build["id"], api_error_name(exc))
-            return False
-        return True
+        self.after_command(who, outcome, rebuild_of=build.id)
 
 
 @dataclass

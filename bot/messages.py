@@ -118,9 +118,10 @@ def summary(job_name: str, description: str, body: dict[str, Any]) -> str:
 
 
 def confirmation(request_id: str, job_name: str, description: str, body: dict[str, Any],
-                 *, minutes: int = 10) -> Message:
+                 *, minutes: int, rebuild: bool = False) -> Message:
     """The Run/Cancel question, seen by the requester alone."""
-    text = f"Run this build?\n{summary(job_name, description, body)}"
+    question = "Run this build again?" if rebuild else "Run this build?"
+    text = f"{question}\n{summary(job_name, description, body)}"
     blocks = [
         _section(text),
         {"type": "actions", "block_id": "buildbot.confirm", "elements": [
@@ -136,9 +137,9 @@ def cancelled(job_name: str) -> Message:
     return ephemeral(f"Cancelled: {escape(job_name)} was not started.", replace=True)
 
 
-def expired(job_name: str, command: str) -> Message:
+def expired(job_name: str, command: str, *, minutes: int) -> Message:
     return ephemeral(
-        f":hourglass: This confirmation for {escape(job_name)} expired after 10 minutes; "
+        f":hourglass: This confirmation for {escape(job_name)} expired after {minutes} minutes; "
         f"nothing was started. Type `/build {escape(shorten(command, 500))}` again to run it.",
         replace=True)
 
@@ -214,6 +215,21 @@ def started_unrecorded(job_name: str, daily: str, build_no: str, error_id: str) 
         f"but buildbot could not save it (error ID `{error_id}`), so it will not report how it "
         "ends. Follow it in CodeArts, and tell your buildbot operator the error ID.",
         replace=True)
+
+
+def started_unannounced(job_name: str, daily: str, build_no: str, error_id: str) -> Message:
+    return ephemeral(
+        f":warning: {escape(job_name)} *was started* (build {escape(daily)}, #{escape(build_no)}), "
+        f"but buildbot could not post it in the channel yet (error ID `{error_id}`). It will "
+        "try again and report how the build ends.", replace=True)
+
+
+def result_elsewhere(reply: Message, *, channel: str, error: str) -> Message:
+    """A build's result sent to its requester because Slack refused it in the thread."""
+    text = (f"{reply['text']}\n_buildbot could not post this in the build's thread in "
+            f"<#{escape(channel)}> (Slack said `{escape(shorten(error, 100))}`), so it is sent "
+            "to you here._")
+    return {"text": text[:3000], "blocks": [_section(text)]}
 
 
 def busy() -> Message:

@@ -16,7 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.auth import AkSkAuth, IamPasswordAuth, TokenAuth
 from bot.codearts import CodeArtsClient
 from bot.config import BuildbotConfig
+from bot.engine import Engine
 from bot.flow import Flow
+from bot.notifier import Notifier
 from bot.settings import Settings
 from bot.slack_app import create_app
 from bot.slack_io import make_web_client
@@ -51,11 +53,13 @@ class Runtime:
                                      settings.slack_api_url)
         self.worker = ThreadPoolExecutor(settings.worker_threads,
                                          thread_name_prefix="buildbot-work")
-        self.flow = Flow(config=config, store=self.store, api=self.api, slack=self.slack,
-                         groups=SlackUserGroups(self.slack), worker=self.worker,
-                         poll_seconds=settings.build_poll_seconds,
-                         link_template=settings.build_link_template,
-                         project_id=settings.codearts_project_id, clock=clock)
+        self.engine = Engine(config=config, store=self.store, api=self.api,
+                             notifier=Notifier(self.slack),
+                             poll_seconds=settings.build_poll_seconds,
+                             link_template=settings.build_link_template,
+                             project_id=settings.codearts_project_id, clock=clock)
+        self.flow = Flow(config=config, engine=self.engine, slack=self.slack,
+                         groups=SlackUserGroups(self.slack), worker=self.worker, clock=clock)
         secret = settings.slack_signing_secret
         try:
             self.app = create_app(self.flow,
@@ -64,7 +68,7 @@ class Runtime:
             self.store.close()
             raise StartError(f"Slack refused SLACK_BOT_TOKEN or could not be reached at "
                              f"SLACK_API_URL ({_first_line(exc)})") from None
-        self.watcher = Watcher(self.flow, poll_seconds=settings.build_poll_seconds,
+        self.watcher = Watcher(self.engine, poll_seconds=settings.build_poll_seconds,
                                lease_seconds=settings.watch_lease_seconds, clock=clock)
         if watch:
             self.watcher.start()
@@ -95,13 +99,22 @@ class Runtime:
         self.ready.set()
         SocketModeHandler(self.app, token.get_secret_value()).start()
 
-    def close(self) -> None:
+    def close(self, deadline: float = 30.0) -> bool:
+        """Stop taking work, let work in flight finish for up to ``deadline`` seconds, then
+        close the clients. A client still in use by then is left open (the process is
+        ending anyway) rather than closed under a running thread; returns False then."""
+        until = time.monotonic() + deadline
         if self.server is not None:
             self.server.close()
-        self.watcher.stop()
-        self.worker.shutdown(wait=True, cancel_futures=False)
+        watcher_idle = self.watcher.stop(deadline)
+        self.worker.shutdown(wait=False, cancel_futures=False)
+        workers_idle = self.flow.wait_idle(max(0.0, until - time.monotonic()))
+        if not (watcher_idle and workers_idle):
+            log.warning("work still running after %.0f s; leaving its connections open", deadline)
+            return False
         self.api.close()
         self.store.close()
+        return True
 
 
 def _first_line(exc: Exception) -> str:

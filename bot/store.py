@@ -19,6 +19,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
+from bot.lifecycle import (
+    AnnounceState,
+    Build,
+    Request,
+    RequestState,
+    State,
+    WatchState,
+    check,
+)
+
 log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
@@ -26,7 +36,7 @@ metadata = sa.MetaData()
 requests = sa.Table(
     "buildbot_requests", metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("state", sa.String(16), nullable=False),  # pending running started cancelled expired failed unknown
+    sa.Column("state", sa.String(16), nullable=False),  # a lifecycle.RequestState
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
@@ -39,6 +49,7 @@ requests = sa.Table(
     sa.Column("body", sa.Text, nullable=False),  # the exact JSON sent to CodeArts
     sa.Column("response_url", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    sa.Column("rebuild_of", sa.String(32), nullable=True),  # the build a Rebuild click repeats
 )
 
 builds = sa.Table(
@@ -52,13 +63,13 @@ builds = sa.Table(
     sa.Column("build_no", sa.String(32), nullable=False),
     sa.Column("daily_build_number", sa.String(64), nullable=False),
     sa.Column("response_url", sa.Text, nullable=True),
-    # announce: posting (claimed by the process that started it, or a recovery),
-    # posted (ts known), fallback (posted through the response_url: no ts)
+    # a lifecycle.AnnounceState: posting (claimed by the process that started it, or a
+    # recovery), posted (ts known), fallback (posted through the response_url: no ts)
     sa.Column("announce", sa.String(16), nullable=False, server_default="posting"),
     sa.Column("announce_claimed_at", sa.Float, nullable=True),
     sa.Column("message_channel", sa.String(32), nullable=True),
     sa.Column("message_ts", sa.String(32), nullable=True),
-    # watch: watching, reporting, done
+    # a lifecycle.WatchState: watching, reporting, done
     sa.Column("watch", sa.String(16), nullable=False, server_default="watching"),
     sa.Column("next_check_at", sa.Float, nullable=False),
     sa.Column("lease_owner", sa.String(64), nullable=True),
@@ -101,11 +112,11 @@ _RESCHEDULE = (builds.update()
 
 @dataclass(frozen=True)
 class Claim:
-    """What a Run click found: ``ok`` only for the one click that moved pending -> running."""
+    """What a Run click found: ``ok`` only for the one click that moved pending -> sending."""
 
     ok: bool
     reason: str  # claimed, missing, not_yours, expired, or the state it was already in
-    row: RowMapping | None = None
+    request: Request | None = None
 
 
 def engine_url(url: str) -> str:
@@ -137,7 +148,8 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    """The few queries the bot needs; every method is one short transaction."""
+    """The few queries the bot needs; every method is one short transaction, and every
+    state change one conditional UPDATE that the lifecycle table allows."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -151,6 +163,21 @@ class Store:
 
     def create_tables(self) -> None:
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Databases made by an older version lack the newer (always nullable) columns."""
+        inspector = sa.inspect(self.engine)
+        for table in (requests, builds, audit):
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                assert column.nullable, f"{table.name}.{column.name} must be nullable to add"
+                kind = column.type.compile(dialect=self.engine.dialect)
+                with self._tx() as c:
+                    c.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                log.info("added column %s.%s", table.name, column.name)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -160,134 +187,159 @@ class Store:
         with self.engine.begin() as conn:
             yield conn
 
+    def _move(self, c: Connection, table: sa.Table, column: sa.Column[Any], id: str,
+              old: State, new: State, values: dict[str, Any],
+              *conditions: sa.ColumnElement[bool]) -> bool:
+        """The one way a state changes: allowed by the lifecycle table, and made by this
+        call only if the row was still in ``old``."""
+        check(old, new)
+        q = (table.update().where(table.c.id == id, column == old.value, *conditions)
+             .values({column.name: new.value, **values}))
+        return bool(c.execute(q).rowcount == 1)
+
     # --- confirmations -------------------------------------------------
 
-    def add_request(self, *, id: str, state: str, now: float, ttl: float, user_id: str,
-                    team_id: str | None, channel_id: str, job_name: str, job_id: str,
-                    command: str, body: dict[str, Any], response_url: str | None,
-                    decision: str | None = None) -> None:
+    def add_request(self, *, id: str, state: RequestState, now: float, ttl: float,
+                    user_id: str, team_id: str | None, channel_id: str, job_name: str,
+                    job_id: str, command: str, body: dict[str, Any], response_url: str | None,
+                    decision: str | None = None, rebuild_of: str | None = None) -> Request:
         """Record a request; with ``decision``, its audit row too, in the same transaction."""
+        row = dict(id=id, state=RequestState(state).value, created_at=now, expires_at=now + ttl,
+                   updated_at=now, user_id=user_id, team_id=team_id, channel_id=channel_id,
+                   job_name=job_name, job_id=job_id, command=command, body=json.dumps(body),
+                   response_url=response_url, error=None, rebuild_of=rebuild_of)
         with self._tx() as c:
-            c.execute(_INSERT_REQUEST, dict(
-                id=id, state=state, created_at=now, expires_at=now + ttl, updated_at=now,
-                user_id=user_id, team_id=team_id, channel_id=channel_id, job_name=job_name,
-                job_id=job_id, command=command, body=json.dumps(body), response_url=response_url,
-                error=None))
+            c.execute(_INSERT_REQUEST, row)
             if decision is not None:
                 c.execute(_INSERT_AUDIT, _audit_row(
                     decision=decision, now=now, request_id=id, user_id=user_id,
                     channel_id=channel_id, job=job_name, parameters=body))
+        return Request.from_row(row)
 
-    def get_request(self, id: str) -> RowMapping | None:
+    def get_request(self, id: str) -> Request | None:
         with self._tx() as c:
-            return c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
+            row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
+        return None if row is None else Request.from_row(row)
+
+    def pending_rebuild(self, *, build_id: str, user_id: str, now: float) -> Request | None:
+        """This user's unanswered Rebuild question for this build, if one is still open."""
+        with self._tx() as c:
+            row = c.execute(sa.select(requests).where(
+                requests.c.rebuild_of == build_id, requests.c.user_id == user_id,
+                requests.c.state == RequestState.PENDING.value, requests.c.expires_at > now)
+                .order_by(requests.c.created_at).limit(1)).mappings().first()
+        return None if row is None else Request.from_row(row)
 
     def claim_request(self, *, id: str, user_id: str, now: float) -> Claim:
-        """Move one pending request to running, atomically; any other click gets the reason."""
+        """Move one pending request to sending, atomically; any other click gets the reason."""
         with self._tx() as c:
-            changed = c.execute(
-                requests.update()
-                .where(requests.c.id == id, requests.c.state == "pending",
-                       requests.c.user_id == user_id, requests.c.expires_at > now)
-                .values(state="running", updated_at=now)).rowcount
+            changed = self._move(c, requests, requests.c.state, id, RequestState.PENDING,
+                                 RequestState.SENDING, {"updated_at": now},
+                                 requests.c.user_id == user_id, requests.c.expires_at > now)
             row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
-        if changed == 1:
-            return Claim(True, "claimed", row)
         if row is None:
             return Claim(False, "missing")
-        if row["user_id"] != user_id:
-            return Claim(False, "not_yours", row)
-        if row["state"] == "pending":  # so it is past its time
-            self.set_request_state(id=id, state="expired", now=now, only_from="pending")
-            return Claim(False, "expired", row)
-        return Claim(False, row["state"], row)
+        request = Request.from_row(row)
+        if changed:
+            return Claim(True, "claimed", request)
+        if request.user_id != user_id:
+            return Claim(False, "not_yours", request)
+        if request.state is RequestState.PENDING:  # so it is past its time
+            self.move_request(id=id, old=RequestState.PENDING, new=RequestState.EXPIRED, now=now)
+            return Claim(False, "expired", request)
+        return Claim(False, request.state.value, request)
 
-    def set_request_state(self, *, id: str, state: str, now: float,
-                          only_from: str | None = None, error: str | None = None) -> bool:
+    def move_request(self, *, id: str, old: RequestState, new: RequestState, now: float,
+                     error: str | None = None) -> bool:
         """Conditional state change; True when this call made it."""
-        q = requests.update().where(requests.c.id == id)
-        if only_from is not None:
-            q = q.where(requests.c.state == only_from)
-        values: dict[str, Any] = {"state": state, "updated_at": now}
+        values: dict[str, Any] = {"updated_at": now}
         if error is not None:
             values["error"] = error
         with self._tx() as c:
-            return c.execute(q.values(**values)).rowcount == 1
+            return self._move(c, requests, requests.c.state, id, old, new, values)
 
-    def expire_pending(self, *, now: float) -> list[RowMapping]:
+    def expire_pending(self, *, now: float) -> list[Request]:
         """Pending requests past their time that this call moved to expired (each once)."""
         with self._tx() as c:
             due = list(c.execute(sa.select(requests).where(
-                requests.c.state == "pending", requests.c.expires_at <= now)).mappings())
-        return [r for r in due
-                if self.set_request_state(id=r["id"], state="expired", now=now, only_from="pending")]
+                requests.c.state == RequestState.PENDING.value,
+                requests.c.expires_at <= now)).mappings())
+        return [Request.from_row(r) for r in due
+                if self.move_request(id=r["id"], old=RequestState.PENDING,
+                                     new=RequestState.EXPIRED, now=now)]
 
-    def stale_running(self, *, older_than: float) -> list[RowMapping]:
+    def stale_sending(self, *, older_than: float) -> list[Request]:
         """Requests claimed but never finished: the bot died while calling CodeArts."""
         with self._tx() as c:
-            return list(c.execute(sa.select(requests).where(
-                requests.c.state == "running", requests.c.updated_at < older_than)).mappings())
+            rows = c.execute(sa.select(requests).where(
+                requests.c.state == RequestState.SENDING.value,
+                requests.c.updated_at < older_than)).mappings()
+            return [Request.from_row(r) for r in rows]
 
     # --- builds ----------------------------------------------------------
 
-    def record_build(self, *, request: RowMapping, build_no: str, daily_build_number: str,
-                     now: float, first_check_at: float) -> dict[str, Any]:
+    def record_build(self, *, request: Request, build_no: str, daily_build_number: str,
+                     now: float, first_check_at: float) -> Build:
         """Mark the request started, open its watch, claim its announcement and audit it,
-        in one transaction; return the new build row."""
-        build = dict(id=request["id"], created_at=now, user_id=request["user_id"],
-                     channel_id=request["channel_id"], job_name=request["job_name"],
-                     job_id=request["job_id"], build_no=build_no,
-                     daily_build_number=daily_build_number, response_url=request["response_url"],
-                     announce="posting", announce_claimed_at=now, message_channel=None,
-                     message_ts=None, watch="watching", next_check_at=first_check_at,
-                     lease_owner=None, lease_until=None, failures=0, result=None,
-                     duration_ms=None, finished_at=None)
+        in one transaction; return the new build."""
+        build = dict(id=request.id, created_at=now, user_id=request.user_id,
+                     channel_id=request.channel_id, job_name=request.job_name,
+                     job_id=request.job_id, build_no=build_no,
+                     daily_build_number=daily_build_number, response_url=request.response_url,
+                     announce=AnnounceState.POSTING.value, announce_claimed_at=now,
+                     message_channel=None, message_ts=None, watch=WatchState.WATCHING.value,
+                     next_check_at=first_check_at, lease_owner=None, lease_until=None,
+                     failures=0, result=None, duration_ms=None, finished_at=None)
         with self._tx() as c:
-            c.execute(requests.update().where(requests.c.id == request["id"])
-                      .values(state="started", updated_at=now))
+            self._move(c, requests, requests.c.state, request.id, RequestState.SENDING,
+                       RequestState.STARTED, {"updated_at": now})
             c.execute(builds.insert().values(**build))
             c.execute(_INSERT_AUDIT, _audit_row(
-                decision="started", now=now, request_id=request["id"],
-                user_id=request["user_id"], channel_id=request["channel_id"],
-                job=request["job_name"], parameters=json.loads(request["body"]),
+                decision="started", now=now, request_id=request.id,
+                user_id=request.user_id, channel_id=request.channel_id,
+                job=request.job_name, parameters=request.body,
                 daily_build_number=daily_build_number, build_no=build_no))
-        return build
+        return Build.from_row(build)
 
-    def get_build(self, id: str) -> RowMapping | None:
+    def get_build(self, id: str) -> Build | None:
         with self._tx() as c:
-            return c.execute(sa.select(builds).where(builds.c.id == id)).mappings().first()
+            row = c.execute(sa.select(builds).where(builds.c.id == id)).mappings().first()
+        return None if row is None else Build.from_row(row)
 
-    def set_announced(self, *, id: str, channel: str | None, ts: str | None) -> None:
+    def set_announced(self, *, id: str, channel: str | None, ts: str | None) -> bool:
+        """posting -> posted (with the message's ts) or fallback (no ts); True if moved."""
+        new = AnnounceState.POSTED if ts else AnnounceState.FALLBACK
         with self._tx() as c:
-            c.execute(builds.update().where(builds.c.id == id).values(
-                announce="posted" if ts else "fallback", message_channel=channel, message_ts=ts))
+            return self._move(c, builds, builds.c.announce, id, AnnounceState.POSTING, new,
+                              {"message_channel": channel, "message_ts": ts})
 
-    def claim_unannounced(self, *, now: float, stale_after: float) -> list[RowMapping]:
+    def claim_unannounced(self, *, now: float, stale_after: float) -> list[Build]:
         """Builds whose announcing process died (claimed ``stale_after`` ago, still not
         posted), each re-claimed here by exactly one caller."""
         with self._tx() as c:
             stale = list(c.execute(sa.select(builds).where(
-                builds.c.announce == "posting",
+                builds.c.announce == AnnounceState.POSTING.value,
                 builds.c.announce_claimed_at < now - stale_after)).mappings())
         mine = []
         for row in stale:
             with self._tx() as c:
                 took = c.execute(builds.update().where(
-                    builds.c.id == row["id"], builds.c.announce == "posting",
+                    builds.c.id == row["id"], builds.c.announce == AnnounceState.POSTING.value,
                     builds.c.announce_claimed_at == row["announce_claimed_at"])
                     .values(announce_claimed_at=now)).rowcount == 1
             if took:
-                mine.append(row)
+                mine.append(Build.from_row(row))
         return mine
 
     # --- watches ---------------------------------------------------------
 
     def lease_due(self, *, owner: str, now: float, lease_seconds: float,
-                  limit: int) -> list[RowMapping]:
+                  limit: int) -> list[Build]:
         """Lease up to ``limit`` due watches to ``owner``; never one another live replica holds."""
         free = sa.or_(builds.c.lease_until.is_(None), builds.c.lease_until < now)
+        active = (WatchState.WATCHING.value, WatchState.REPORTING.value)
         due = (sa.select(builds.c.id)
-               .where(builds.c.watch.in_(("watching", "reporting")), builds.c.next_check_at <= now, free)
+               .where(builds.c.watch.in_(active), builds.c.next_check_at <= now, free)
                .order_by(builds.c.next_check_at).limit(limit))
         if self.postgres:
             due = due.with_for_update(skip_locked=True)
@@ -295,7 +347,8 @@ class Store:
              .values(lease_owner=owner, lease_until=now + lease_seconds)
              .returning(*builds.c))
         with self._tx() as c:
-            return list(c.execute(q).mappings())
+            rows = list(c.execute(q).mappings())
+        return [Build.from_row({**r, "age": now - r["created_at"]}) for r in rows]
 
     def reschedule(self, *, id: str, owner: str, next_check_at: float, failures: int) -> bool:
         with self._tx() as c:
@@ -306,30 +359,34 @@ class Store:
                      now: float) -> bool:
         """Move watching -> reporting for the lease holder; only then may it post the result."""
         with self._tx() as c:
-            return c.execute(builds.update().where(
-                builds.c.id == id, builds.c.lease_owner == owner, builds.c.watch == "watching")
-                .values(watch="reporting", result=result, duration_ms=duration_ms,
-                        finished_at=now)).rowcount == 1
+            return self._move(c, builds, builds.c.watch, id, WatchState.WATCHING,
+                              WatchState.REPORTING,
+                              {"result": result, "duration_ms": duration_ms, "finished_at": now},
+                              builds.c.lease_owner == owner)
 
-    def finish_report(self, *, id: str) -> None:
+    def finish_report(self, *, id: str, owner: str | None = None) -> bool:
+        """reporting -> done (for the lease holder, when ``owner`` is given)."""
+        held = () if owner is None else (builds.c.lease_owner == owner,)
         with self._tx() as c:
-            c.execute(builds.update().where(builds.c.id == id)
-                      .values(watch="done", lease_owner=None, lease_until=None))
+            return self._move(c, builds, builds.c.watch, id, WatchState.REPORTING,
+                              WatchState.DONE, {"lease_owner": None, "lease_until": None},
+                              *held)
 
     def watching_count(self) -> int:
         with self._tx() as c:
-            return c.execute(sa.select(sa.func.count()).select_from(builds)
-                             .where(builds.c.watch != "done")).scalar_one()
+            return int(c.execute(sa.select(sa.func.count()).select_from(builds)
+                                 .where(builds.c.watch != WatchState.DONE.value)).scalar_one())
 
     def prune(self, *, before: float) -> int:
         """Forget finished requests and builds last touched before ``before`` (the audit
         log stays); returns how many rows went. A Rebuild on such a thread says so."""
-        done = ("cancelled", "expired", "failed", "unknown", "started")
+        ended = [s.value for s in RequestState
+                 if s not in (RequestState.PENDING, RequestState.SENDING)]
         with self._tx() as c:
-            gone = c.execute(builds.delete().where(builds.c.watch == "done",
+            gone = c.execute(builds.delete().where(builds.c.watch == WatchState.DONE.value,
                                                    builds.c.finished_at < before)).rowcount
             gone += c.execute(requests.delete().where(
-                requests.c.state.in_(done), requests.c.updated_at < before,
+                requests.c.state.in_(ended), requests.c.updated_at < before,
                 ~sa.exists().where(builds.c.id == requests.c.id))).rowcount
         return int(gone)
 

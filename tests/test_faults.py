@@ -84,7 +84,7 @@ def test_codearts_5xx_on_run_is_reported_once_and_never_resent(
     assert bot.slack.calls("chat.postMessage") == []
     row = bot.store.audit_rows(request_id=rid)[-1]
     assert (row["decision"], row["error_code"], row["detail"]) == ("api_error", code, "ApiError")
-    assert bot.store.get_request(rid)["state"] == "failed"
+    assert bot.store.get_request(rid).state == "failed"
     assert_late_click_starts_nothing(bot, rid, url, "already failed")
     no_traceback_in_slack(bot)
 
@@ -123,7 +123,7 @@ def test_run_that_hangs_past_the_timeout_is_reported_as_unknown_and_never_resent
         rid, url, reply = click_run(bot)
         assert "may or may not" in reply["text"] and "will not send it again" in reply["text"]
         assert len(run_requests(bot)) == 1
-        assert bot.store.get_request(rid)["state"] == "unknown"
+        assert bot.store.get_request(rid).state == "unknown"
         row = bot.store.audit_rows(request_id=rid)[-1]
         assert (row["decision"], row["detail"]) == ("unknown", "OutcomeUnknownError")
         assert_late_click_starts_nothing(bot, rid, url, "unknown outcome")
@@ -152,7 +152,7 @@ def test_unreadable_answer_to_run_is_not_reported_as_nothing_started(
     assert len(bot.codearts.builds(BACKEND_ID)) == 1  # the fake did start it
     assert "nothing was started" not in reply["text"].lower()
     assert "may or may not" in reply["text"]
-    assert bot.store.get_request(rid)["state"] == "unknown"
+    assert bot.store.get_request(rid).state == "unknown"
     assert bot.store.audit_rows(request_id=rid)[-1]["decision"] == "unknown"
 
 
@@ -163,7 +163,7 @@ def test_connection_refused_is_reported_as_not_sent(db_url: str, tmp_path: Path)
         assert "Could not reach CodeArts" in reply["text"]
         assert "nothing was started" in reply["text"] and "ConnectError" in reply["text"]
         assert bot.codearts.requests == []  # it never got there
-        assert bot.store.get_request(rid)["state"] == "failed"
+        assert bot.store.get_request(rid).state == "failed"
         row = bot.store.audit_rows(request_id=rid)[-1]
         assert (row["decision"], row["detail"]) == ("api_error", "NotSentError")
         assert_late_click_starts_nothing(bot, rid, url, "already failed")
@@ -208,7 +208,7 @@ def test_one_slack_hiccup_is_retried_and_the_user_sees_everything_once(
     confirmations = [r for r in bot.slack.responses(url) if "Run this build?" in r["text"]]
     assert len(confirmations) == 1
     assert len(run_requests(bot)) == 1
-    assert bot.store.get_build(rid)["announce"] == "posted"
+    assert bot.store.get_build(rid).announce == "posted"
     assert decisions(bot, rid) == ["confirm", "started"]
 
 
@@ -231,7 +231,7 @@ def test_channel_post_refused_by_slack_falls_back_to_the_user_once(bot: Bot) -> 
     assert "Started backend" in posts[-1]["text"]
     assert bot.slack.calls("chat.postMessage") == []
     assert len(run_requests(bot)) == 1
-    assert bot.store.get_build(rid)["announce"] == "fallback"
+    assert bot.store.get_build(rid).announce == "fallback"
     assert decisions(bot, rid) == ["confirm", "started"]
 
 
@@ -249,7 +249,7 @@ def test_undeliverable_confirmation_starts_nothing_and_is_logged(
     assert run_requests(bot) == []
     bot.clock.advance(601)  # it expires like any unanswered confirmation
     bot.runtime.watcher.housekeeping()
-    assert bot.store.get_request(row["request_id"])["state"] == "expired"
+    assert bot.store.get_request(row["request_id"]).state == "expired"
     assert run_requests(bot) == []
 
 

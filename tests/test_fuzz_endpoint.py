@@ -229,7 +229,7 @@ def test_any_click_on_our_buttons_is_answered_and_starts_nothing(
     resp = send(bot, body)
     assert resp.status_code == 200, resp.text[:300]
     assert_harmless(bot, resp, before)
-    assert bot.store.get_request(pending)["state"] == "pending"  # nobody else can touch it
+    assert bot.store.get_request(pending).state == "pending"  # nobody else can touch it
 
 
 @FUZZ

@@ -16,7 +16,7 @@ def buttons(message: dict) -> list[tuple[str, str, str]]:
 
 
 def test_confirmation_has_run_and_cancel_carrying_only_the_request_key() -> None:
-    m = msg.confirmation("r" * 32, "backend", "Backend CI", BODY)
+    m = msg.confirmation("r" * 32, "backend", "Backend CI", BODY, minutes=10)
     assert buttons(m) == [("Run", msg.RUN, "r" * 32), ("Cancel", msg.CANCEL, "r" * 32)]
     assert m["response_type"] == "ephemeral"
     assert "`codeBranch` = `master`" in m["text"] and "commit `abc1234`" in m["text"]
@@ -25,7 +25,7 @@ def test_confirmation_has_run_and_cancel_carrying_only_the_request_key() -> None
 @pytest.mark.parametrize("value", ["<!channel>", "<@U123>", "a & b", "<https://evil|ok>"])
 def test_user_values_are_shown_never_interpreted(value: str) -> None:
     body = {"job_id": "f" * 32, "parameter": [{"name": "x", "value": value}]}
-    for m in (msg.confirmation("r", "backend", "", body),
+    for m in (msg.confirmation("r", "backend", "", body, minutes=10),
               msg.announcement(build_id="b", user_id="U1", job_name="backend", description="",
                                body=body, daily="1.1", build_no="1", link=None)):
         flat = str(m)
@@ -34,7 +34,7 @@ def test_user_values_are_shown_never_interpreted(value: str) -> None:
 
 def test_long_values_are_shortened_and_long_lists_cut() -> None:
     params = [{"name": f"p{i}", "value": "v" * 9000} for i in range(30)]
-    m = msg.confirmation("r", "backend", "", {"job_id": "f" * 32, "parameter": params})
+    m = msg.confirmation("r", "backend", "", {"job_id": "f" * 32, "parameter": params}, minutes=10)
     assert len(m["blocks"][0]["text"]["text"]) <= 3000
     assert "…and 10 more" in m["text"]
 

@@ -164,7 +164,7 @@ def test_requests_not_signed_by_slack_are_refused_and_reach_nobody(
     assert resp.status_code == 401
     assert len(watch.slack.responses(url)) == 1  # the question; no answer to the forgery
     nothing_happened(watch, audit_rows_before=1)
-    assert watch.store.get_request(rid)["state"] == "pending"
+    assert watch.store.get_request(rid).state == "pending"
 
 
 @pytest.mark.parametrize("body", [b"\xff\xfe", b"payload=%7Bnot+json", b"payload=%5B1%5D"])
@@ -217,7 +217,7 @@ def test_a_click_by_someone_other_than_the_requester_is_refused(
     nothing_happened(watch, audit_rows_before=2)
     refused = watch.store.audit_rows()[-1]
     assert (refused["decision"], refused["user_id"]) == ("refused_click", "UMALLORY")
-    assert watch.store.get_request(rid)["state"] == "pending"
+    assert watch.store.get_request(rid).state == "pending"
 
 
 def test_a_stop_click_by_someone_who_may_not_run_the_job_is_refused(watch: Watch) -> None:

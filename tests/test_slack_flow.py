@@ -58,7 +58,7 @@ def test_command_confirm_run_posts_build_in_channel(bot: Bot) -> None:
     assert replaced["replace_original"] is True and daily in replaced["text"]
     bot.wait_idle()
     build = bot.store.get_build(rid)
-    assert build["message_ts"] and build["daily_build_number"] == daily
+    assert build.message_ts and build.daily_build_number == daily
     decisions = [r["decision"] for r in bot.store.audit_rows(request_id=rid)]
     assert decisions == ["confirm", "started"]
 
@@ -181,7 +181,7 @@ def test_confirmation_expires_after_ten_minutes(bot: Bot) -> None:
     assert "expired after 10 minutes" in expired["text"] and "/build backend" in expired["text"]
     bot.wait_idle()
     assert run_requests(bot) == []
-    assert bot.store.get_request(rid)["state"] == "expired"
+    assert bot.store.get_request(rid).state == "expired"
 
 
 def test_expired_confirmation_is_replaced_without_a_click(bot: Bot) -> None:
@@ -223,7 +223,7 @@ def test_unknown_outcome_is_never_sent_again(bot: Bot) -> None:
     bot.click(msg.RUN, rid, response_url=url)
     bot.wait_idle()
     assert len(run_requests(bot)) == 1
-    assert bot.store.get_request(rid)["state"] == "unknown"
+    assert bot.store.get_request(rid).state == "unknown"
 
 
 # --- where the result goes ---------------------------------------------------------
@@ -236,7 +236,7 @@ def test_channel_post_falls_back_to_response_url(bot: Bot) -> None:
     in_channel = [p for p in posts if p.get("response_type") == "in_channel"]
     assert len(in_channel) == 1 and "<@UALICE>" in in_channel[0]["text"]
     bot.wait_idle()
-    assert bot.store.get_build(rid)["announce"] == "fallback"
+    assert bot.store.get_build(rid).announce == "fallback"
 
 
 def test_slack_rate_limit_on_the_channel_post_is_retried(bot: Bot) -> None:

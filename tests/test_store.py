@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+from bot.lifecycle import RequestState
 from bot.store import Store
 
 JOB_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
@@ -41,19 +42,19 @@ def test_claim_by_someone_else_is_refused_and_leaves_it_pending(store: Store) ->
     rid = add(store)
     claim = store.claim_request(id=rid, user_id="U2", now=1001.0)
     assert (claim.ok, claim.reason) == (False, "not_yours")
-    assert store.get_request(rid)["state"] == "pending"
+    assert store.get_request(rid).state == "pending"
 
 
 def test_claim_after_expiry_marks_it_expired(store: Store) -> None:
     rid = add(store, now=1000.0, ttl=600.0)
     claim = store.claim_request(id=rid, user_id="U1", now=1600.0)
     assert (claim.ok, claim.reason) == (False, "expired")
-    assert store.get_request(rid)["state"] == "expired"
+    assert store.get_request(rid).state == "expired"
 
 
 def test_cancelled_request_cannot_be_claimed(store: Store) -> None:
     rid = add(store)
-    assert store.set_request_state(id=rid, state="cancelled", now=1001.0, only_from="pending")
+    assert store.move_request(id=rid, old=RequestState.PENDING, new=RequestState.CANCELLED, now=1001.0)
     claim = store.claim_request(id=rid, user_id="U1", now=1002.0)
     assert (claim.ok, claim.reason) == (False, "cancelled")
 
@@ -65,8 +66,8 @@ def test_missing_request(store: Store) -> None:
 def start_build(store: Store, *, now: float = 1000.0) -> str:
     rid = add(store, now=now)
     claim = store.claim_request(id=rid, user_id="U1", now=now)
-    assert claim.row is not None
-    store.record_build(request=claim.row, build_no="20", daily_build_number="20261123.20",
+    assert claim.request is not None
+    store.record_build(request=claim.request, build_no="20", daily_build_number="20261123.20",
                        now=now, first_check_at=now)
     return rid
 
@@ -75,7 +76,7 @@ def test_a_due_watch_is_leased_to_one_owner_at_a_time(store: Store) -> None:
     bid = start_build(store)
     first = store.lease_due(owner="a", now=1000.0, lease_seconds=60, limit=10)
     second = store.lease_due(owner="b", now=1001.0, lease_seconds=60, limit=10)
-    assert [r["id"] for r in first] == [bid]
+    assert [r.id for r in first] == [bid]
     assert second == []
 
 
@@ -83,7 +84,7 @@ def test_an_expired_lease_is_taken_over(store: Store) -> None:
     bid = start_build(store)
     store.lease_due(owner="a", now=1000.0, lease_seconds=60, limit=10)
     taken = store.lease_due(owner="b", now=1061.0, lease_seconds=60, limit=10)
-    assert [r["id"] for r in taken] == [bid]
+    assert [r.id for r in taken] == [bid]
     # the old owner can no longer reschedule or report it
     assert not store.reschedule(id=bid, owner="a", next_check_at=2000.0, failures=0)
     assert not store.begin_report(id=bid, owner="a", result="success", duration_ms=1, now=1062.0)
@@ -114,7 +115,7 @@ def test_many_owners_split_many_watches_without_overlap(store: Store) -> None:
 
     def lease(owner: str) -> None:
         barrier.wait()
-        got[owner] = [r["id"] for r in store.lease_due(owner=owner, now=1000.0,
+        got[owner] = [r.id for r in store.lease_due(owner=owner, now=1000.0,
                                                         lease_seconds=60, limit=12)]
 
     threads = [threading.Thread(target=lease, args=(o,)) for o in "abc"]
@@ -141,7 +142,7 @@ def test_an_announcement_whose_poster_died_is_reclaimed_once(store: Store) -> No
     assert store.claim_unannounced(now=1100.0, stale_after=300) == []  # its poster may be alive
     first = store.claim_unannounced(now=1301.0, stale_after=300)
     second = store.claim_unannounced(now=1301.0, stale_after=300)
-    assert [r["id"] for r in first] == [bid] and second == []
+    assert [r.id for r in first] == [bid] and second == []
     store.set_announced(id=bid, channel="C1", ts="1.2")
     assert store.claim_unannounced(now=9999.0, stale_after=300) == []
 
@@ -159,7 +160,7 @@ def test_prune_forgets_finished_work_but_keeps_the_audit_log(store: Store) -> No
     store.begin_report(id=old, owner="a", result="success", duration_ms=1, now=1001.0)
     store.finish_report(id=old)
     cancelled = add(store, now=1000.0)
-    store.set_request_state(id=cancelled, state="cancelled", now=1000.0)
+    store.move_request(id=cancelled, old=RequestState.PENDING, new=RequestState.CANCELLED, now=1000.0)
     running = start_build(store, now=1000.0)  # still watched: kept
     pending = add(store, now=1000.0)  # still answerable in principle: kept
     assert store.prune(before=5000.0) == 3

@@ -43,7 +43,7 @@ def next_poll(bot: Bot, seconds: float = POLL + 1) -> int:
 
 
 def ts_of(bot: Bot, rid: str) -> str:
-    return bot.store.get_build(rid)["message_ts"]
+    return bot.store.get_build(rid).message_ts
 
 
 def test_nothing_is_polled_before_its_time(bot: Bot) -> None:
@@ -101,8 +101,8 @@ def test_api_errors_while_polling_back_off_then_report(bot: Bot) -> None:
     bot.codearts.fail_next(500, count=20, path_prefix="/v4/jobs/")
     next_poll(bot)
     build = bot.store.get_build(rid)
-    assert build["failures"] == 1 and build["watch"] == "watching"
-    assert build["next_check_at"] - bot.clock() > POLL + 5  # backed off (retries took real time)
+    assert build.failures == 1 and build.watch == "watching"
+    assert build.next_check_at - bot.clock() > POLL + 5  # backed off (retries took real time)
     bot.codearts.reset()
     next_poll(bot, 2 * POLL + 1)
     assert len(thread_replies(bot, ts_of(bot, rid))) == 1
@@ -120,10 +120,10 @@ def test_a_reply_slack_would_not_take_is_tried_again_later(bot: Bot) -> None:
     bot.slack.fail("chat.postMessage", status=500, count=3)  # beyond the SDK's retries
     next_poll(bot)
     assert thread_replies(bot, ts_of(bot, rid)) == []
-    assert bot.store.get_build(rid)["watch"] == "reporting"
+    assert bot.store.get_build(rid).watch == "reporting"
     next_poll(bot, 31)
     assert len(thread_replies(bot, ts_of(bot, rid))) == 1
-    assert bot.store.get_build(rid)["watch"] == "done"
+    assert bot.store.get_build(rid).watch == "done"
 
 
 def test_builds_that_never_end_are_let_go_after_24_hours(bot: Bot) -> None:
@@ -132,7 +132,7 @@ def test_builds_that_never_end_are_let_go_after_24_hours(bot: Bot) -> None:
     next_poll(bot, 24 * 3600 + 1)
     (note,) = thread_replies(bot, ts_of(bot, rid))
     assert "24 hours" in note["text"]
-    assert bot.store.get_build(rid)["result"] == "timeout"
+    assert bot.store.get_build(rid).result == "timeout"
 
 
 def test_stop_button_stops_the_build_and_the_thread_says_so(bot: Bot) -> None:
@@ -183,7 +183,7 @@ def test_a_restarted_bot_resumes_watching_and_reports_once(db_url: str, tmp_path
         rid, _ = start(first)
         ts = ts_of(first, rid)
         # a second bot on the same database, as after a crash: the first never polls again
-        second = Watcher(first.runtime.flow, poll_seconds=POLL, owner="after-restart",
+        second = Watcher(first.runtime.engine, poll_seconds=POLL, owner="after-restart",
                          clock=first.clock)
         first.clock.advance(POLL + 1)
         assert second.run_once() == 1
@@ -196,7 +196,7 @@ def test_a_dead_replicas_watches_are_taken_over_after_its_lease(bot: Bot) -> Non
     rid, _ = start(bot)
     bot.clock.advance(POLL + 1)
     dead = bot.store.lease_due(owner="dead-replica", now=bot.clock(), lease_seconds=60, limit=10)
-    assert [r["id"] for r in dead] == [rid]
+    assert [r.id for r in dead] == [rid]
     assert bot.runtime.watcher.run_once() == 0  # leased to the dead one
     bot.clock.advance(61)
     assert bot.runtime.watcher.run_once() == 1
@@ -207,7 +207,7 @@ def test_two_replicas_on_postgresql_report_each_build_once(pg_url: str, tmp_path
     with running_bot(pg_url, tmp_path, poll=POLL) as bot:
         bot.codearts.add_job(BACKEND_ID, duration=0)
         ids = [start(bot)[0] for _ in range(12)]
-        other = Watcher(bot.runtime.flow, poll_seconds=POLL, owner="replica-2", batch=3,
+        other = Watcher(bot.runtime.engine, poll_seconds=POLL, owner="replica-2", batch=3,
                         clock=bot.clock)
         ours = bot.runtime.watcher
         ours.batch = 3

@@ -1,0 +1,348 @@
+"""The one door every request and build goes through.
+
+For each event (a Run click, a run answer or error, a poll result, a Slack
+refusal, a timeout) the engine loads the row, asks ``lifecycle`` what comes
+next, makes that move with one conditional UPDATE in the store and performs
+the effects only if it won. It knows nothing of how events arrive: the Slack
+listeners (``flow``) and the ``watcher`` both call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from bot import messages as msg
+from bot.codearts import BuildState, CodeArtsClient, CodeArtsError
+from bot.config import BuildbotConfig
+from bot.lifecycle import (
+    CONFIRM_MINUTES,
+    CONFIRM_TTL,
+    MAX_AGE,
+    Build,
+    Request,
+    RequestState,
+    WatchState,
+    decide_poll,
+    decide_report_refused,
+    decide_run_failure,
+    new_error_id,
+)
+from bot.notifier import Notifier
+from bot.policy import Approved
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+STALE_SENDING = 180.0  # a request "sending" this long was being sent by a bot that died
+UNANNOUNCED_AFTER = 300.0  # a claimed announcement not posted by then: its poster died
+
+
+class Engine:
+    """Requests and builds from creation to their last message."""
+
+    def __init__(self, *, config: BuildbotConfig, store: Store, api: CodeArtsClient,
+                 notifier: Notifier, poll_seconds: float = 15.0,
+                 link_template: str | None = None, project_id: str | None = None,
+                 max_age: float = MAX_AGE, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.api = api
+        self.notifier = notifier
+        self.poll_seconds = poll_seconds
+        self.link_template = link_template
+        self.project_id = project_id
+        self.max_age = max_age
+        self.clock = clock
+        # Channel messages Slack took whose ts the store could not save yet: kept here
+        # and saved by the watcher's next pass, so the message is never posted twice.
+        self._unsaved: dict[str, tuple[str, str]] = {}
+        self._unsaved_lock = threading.Lock()
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def link(self, build: Build) -> str | None:
+        if not self.link_template:
+            return None
+        try:
+            return self.link_template.format(job_id=build.job_id, build_no=build.build_no,
+                                             daily_build_number=build.daily_build_number,
+                                             project_id=self.project_id or "")
+        except (KeyError, IndexError, ValueError):
+            log.warning("BUILD_LINK_TEMPLATE has an unknown placeholder; no link shown")
+            return None
+
+    def description(self, job_name: str) -> str:
+        job = self.config.jobs.get(job_name)
+        return job.description if job is not None else ""
+
+    # --- requests --------------------------------------------------------------------
+
+    def new_request(self, *, user_id: str, team_id: str | None, channel_id: str, text: str,
+                    response_url: str | None, approved: Approved,
+                    rebuild_of: str | None = None) -> None:
+        """Record an approved request, then ask Run/Cancel or start it at once.
+
+        A Rebuild always asks first, and asks with the same question while it is open,
+        so two clicks on one Rebuild button can start one build at most."""
+        confirm = approved.confirm or rebuild_of is not None
+        now = self.clock()
+        if rebuild_of is not None:
+            open_question = self.store.pending_rebuild(build_id=rebuild_of, user_id=user_id,
+                                                       now=now)
+            if open_question is not None:
+                self._ask(open_question, response_url)
+                return
+        request = self.store.add_request(
+            id=uuid.uuid4().hex, state=RequestState.PENDING if confirm else RequestState.SENDING,
+            now=now, ttl=CONFIRM_TTL, user_id=user_id, team_id=team_id, channel_id=channel_id,
+            job_name=approved.job_name, job_id=approved.job_id, command=text.strip(),
+            body=approved.body, response_url=response_url,
+            decision="confirm" if confirm else "approved", rebuild_of=rebuild_of)
+        log.info("request %s user=%s channel=%s job=%s confirm=%s rebuild_of=%s", request.id,
+                 user_id, channel_id, approved.job_name, confirm, rebuild_of)
+        if confirm:
+            self._ask(request, response_url)
+        else:
+            self.start(request, response_url)
+
+    def _ask(self, request: Request, response_url: str | None) -> None:
+        self.notifier.respond(response_url, msg.confirmation(
+            request.id, request.job_name, self.description(request.job_name), request.body,
+            minutes=CONFIRM_MINUTES, rebuild=request.rebuild_of is not None))
+
+    def expire_due(self) -> None:
+        """Pending questions past their time: expired, audited and told, each once."""
+        now = self.clock()
+        for request in self.store.expire_pending(now=now):
+            self.store.audit(decision="expired", now=now, request_id=request.id,
+                             user_id=request.user_id, channel_id=request.channel_id,
+                             job=request.job_name)
+            self.notifier.respond(request.response_url,
+                                  msg.expired(request.job_name, request.command,
+                                              minutes=CONFIRM_MINUTES))
+
+    def settle_stale(self) -> None:
+        """Requests whose sender died mid-call may have started: say so, never resend."""
+        now = self.clock()
+        for request in self.store.stale_sending(older_than=now - STALE_SENDING):
+            if self.store.move_request(id=request.id, old=RequestState.SENDING,
+                                       new=RequestState.UNKNOWN, now=now,
+                                       error="bot stopped while sending"):
+                self.store.audit(decision="unknown", now=now, request_id=request.id,
+                                 user_id=request.user_id, channel_id=request.channel_id,
+                                 job=request.job_name, parameters=request.body,
+                                 detail="bot stopped while sending")
+                self.notifier.respond(request.response_url, msg.outcome_unknown(request.job_name))
+
+    # --- the one call to CodeArts ------------------------------------------------------
+
+    def start(self, request: Request, response_url: str | None) -> None:
+        """Send a claimed request to CodeArts once, record the build, then tell the channel.
+
+        Once CodeArts has answered that the build started, nothing that fails later
+        may tell the user otherwise: every later failure says "started, but ..."."""
+        job = request.job_name
+        try:
+            result = self.api.run_build(request.body)
+        except CodeArtsError as exc:
+            self._start_failed(request, response_url, exc)
+            return
+        try:
+            now = self.clock()
+            build = self.store.record_build(request=request, build_no=result.actual_build_number,
+                                            daily_build_number=result.daily_build_number,
+                                            now=now, first_check_at=now + self.poll_seconds)
+        except Exception:
+            # The build runs but cannot be followed: say so, with its numbers.
+            error_id = new_error_id()
+            log.exception("build started but not recorded id=%s request=%s user=%s job=%s "
+                          "build=%s daily=%s", error_id, request.id, request.user_id, job,
+                          result.actual_build_number, result.daily_build_number)
+            self.notifier.respond(response_url, msg.started_unrecorded(
+                job, result.daily_build_number, result.actual_build_number, error_id))
+            return
+        log.info("build started request=%s user=%s job=%s build=%s daily=%s", request.id,
+                 request.user_id, job, build.build_no, build.daily_build_number)
+        try:
+            where = self.announce(build, response_url)
+        except Exception:
+            error_id = new_error_id()
+            log.exception("build started but not announced id=%s request=%s", error_id,
+                          request.id)
+            self.notifier.respond(response_url, msg.started_unannounced(
+                job, build.daily_build_number, build.build_no, error_id))
+            return
+        self.notifier.respond(response_url, msg.started_ack(job, build.daily_build_number,
+                                                            where))
+
+    def _start_failed(self, request: Request, response_url: str | None,
+                      exc: CodeArtsError) -> None:
+        failure = decide_run_failure(request.job_name, exc)
+        log.warning("build not started request=%s user=%s job=%s outcome=%s error=%s",
+                    request.id, request.user_id, request.job_name, failure.state.value, exc)
+        try:
+            now = self.clock()
+            if self.store.move_request(id=request.id, old=RequestState.SENDING,
+                                       new=failure.state, now=now, error=str(exc)):
+                self.store.audit(decision=failure.audit, now=now, request_id=request.id,
+                                 user_id=request.user_id, channel_id=request.channel_id,
+                                 job=request.job_name, parameters=request.body,
+                                 detail=type(exc).__name__, error_code=failure.error_code,
+                                 error_msg=failure.error_msg)
+        except Exception:  # the answer is known whatever the store says: tell it
+            log.exception("could not record the failed start request=%s", request.id)
+        self.notifier.respond(response_url, failure.reply)
+
+    # --- the channel message -------------------------------------------------------------
+
+    def announce(self, build: Build, response_url: str | None) -> str | None:
+        """Post a build this process has claimed in its channel and keep the ts; fall back
+        to the response_url where the bot cannot post. Returns the channel posted in."""
+        request = self.store.get_request(build.id)
+        message = msg.announcement(
+            build_id=build.id, user_id=build.user_id, job_name=build.job_name,
+            description=self.description(build.job_name),
+            body=request.body if request is not None else {},
+            daily=build.daily_build_number, build_no=build.build_no, link=self.link(build))
+        sent = self.notifier.post(build.channel_id, message)
+        if not sent.ok:
+            log.warning("channel post failed build=%s channel=%s error=%s; using response_url",
+                        build.id, build.channel_id, sent.error)
+            self.notifier.respond(response_url, {**message, "response_type": "in_channel",
+                                                 "replace_original": False})
+            self.store.set_announced(id=build.id, channel=None, ts=None)
+            return None
+        channel = sent.channel or build.channel_id
+        if sent.ts is None:
+            self.store.set_announced(id=build.id, channel=channel, ts=None)
+            return channel
+        try:
+            self.store.set_announced(id=build.id, channel=channel, ts=sent.ts)
+        except Exception:
+            log.warning("could not save the channel message of build=%s; saving it later",
+                        build.id, exc_info=True)
+            with self._unsaved_lock:
+                self._unsaved[build.id] = (channel, sent.ts)
+        return build.channel_id
+
+    def save_unsaved(self) -> None:
+        """Save the ts of channel messages whose first save failed (the watcher calls this
+        before looking for unannounced builds, so none is announced twice)."""
+        with self._unsaved_lock:
+            pending = list(self._unsaved.items())
+        for build_id, (channel, ts) in pending:
+            self.store.set_announced(id=build_id, channel=channel, ts=ts)
+            with self._unsaved_lock:
+                self._unsaved.pop(build_id, None)
+            log.info("saved the channel message of build=%s", build_id)
+
+    def recover_announcements(self) -> None:
+        """Announce builds whose announcing process died before it posted."""
+        self.save_unsaved()
+        for build in self.store.claim_unannounced(now=self.clock(),
+                                                  stale_after=UNANNOUNCED_AFTER):
+            with self._unsaved_lock:
+                if build.id in self._unsaved:
+                    continue
+            self.announce(build, build.response_url)
+
+    def _where(self, build: Build) -> tuple[str | None, str | None]:
+        """The channel message of a build (channel, ts), saved or not yet saved."""
+        if build.message_ts:
+            return build.message_channel, build.message_ts
+        with self._unsaved_lock:
+            return self._unsaved.get(build.id, (None, None))
+
+    # --- following a build ---------------------------------------------------------------
+
+    def poll(self, build: Build, owner: str) -> None:
+        """Ask CodeArts how a leased build is doing; reschedule or report it."""
+        answer: BuildState | CodeArtsError
+        try:
+            answer = self.api.build_state(build.job_id, build.build_no)
+        except CodeArtsError as exc:
+            log.warning("status check failed build=%s job=%s failures=%d error=%s", build.id,
+                        build.job_name, build.failures + 1, type(exc).__name__)
+            answer = exc
+        decision = decide_poll(build, answer, poll=self.poll_seconds, max_age=self.max_age)
+        if decision.watch is WatchState.WATCHING:
+            self.store.reschedule(id=build.id, owner=owner,
+                                  next_check_at=self.clock() + decision.delay,
+                                  failures=decision.failures)
+            return
+        assert decision.result is not None
+        if self.store.begin_report(id=build.id, owner=owner, result=decision.result,
+                                   duration_ms=decision.duration_ms, now=self.clock()):
+            log.info("build ended build=%s job=%s daily=%s result=%s", build.id, build.job_name,
+                     build.daily_build_number, decision.result)
+            self.report(replace(build, watch=WatchState.REPORTING, result=decision.result,
+                                 duration_ms=decision.duration_ms, failures=0), owner)
+
+    def report(self, build: Build, owner: str) -> None:
+        """Reply in the thread and update the parent, once. A passing Slack error is
+        retried with backoff; a final one (or 24 hours of passing ones) sends the result to
+        the requester directly and ends the watch."""
+        link = self.link(build)
+        result = build.result or "unknown"
+        if result == "timeout":
+            reply = msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
+                                hours=int(self.max_age // 3600), link=link)
+        else:
+            reply = msg.result_reply(build_id=build.id, user_id=build.user_id,
+                                     job_name=build.job_name, daily=build.daily_build_number,
+                                     result=result, duration_ms=build.duration_ms, link=link)
+        channel, ts = self._where(build)
+        if channel and ts:
+            sent = self.notifier.post(channel, reply, thread_ts=ts)
+        else:  # no channel message: tell the requester directly
+            sent = self.notifier.direct(build.user_id, reply)
+        detail = result
+        if not sent.ok:
+            decision = decide_report_refused(build, permanent=sent.permanent,
+                                             max_age=self.max_age)
+            if decision.retry_in is not None:
+                self.store.reschedule(id=build.id, owner=owner,
+                                      next_check_at=self.clock() + decision.retry_in,
+                                      failures=decision.failures)
+                return
+            fallback = self.notifier.direct(build.user_id, msg.result_elsewhere(
+                reply, channel=channel or build.channel_id, error=sent.error or "unknown"))
+            detail = (f"{result}; Slack refused the thread reply ({sent.error}); "
+                      f"direct message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
+            log.warning("result not posted in its thread build=%s error=%s direct=%s",
+                        build.id, sent.error, fallback.ok)
+        if not self.store.finish_report(id=build.id, owner=owner):
+            log.warning("report of build=%s was finished by another owner", build.id)
+            return
+        self.store.audit(decision="finished" if sent.ok else "report_refused", now=self.clock(),
+                         request_id=build.id, user_id=build.user_id,
+                         channel_id=build.channel_id, job=build.job_name, detail=detail,
+                         daily_build_number=build.daily_build_number, build_no=build.build_no)
+        if sent.ok and channel and ts:
+            done = msg.announcement_done(build_id=build.id, user_id=build.user_id,
+                                         job_name=build.job_name,
+                                         daily=build.daily_build_number,
+                                         build_no=build.build_no, link=link, result=result,
+                                         duration_ms=build.duration_ms)
+            self.notifier.update(channel, ts, done)
+
+    # --- buttons on a build's messages -----------------------------------------------------
+
+    def thread_note(self, build: Build, message: dict[str, Any]) -> None:
+        """A word in the build's thread (or to the requester, where there is no thread)."""
+        channel, ts = self._where(build)
+        if channel and ts:
+            self.notifier.post(channel, message, thread_ts=ts)
+        else:
+            self.notifier.direct(build.user_id, message)
+
+    def is_followed(self, build: Build) -> bool:
+        return build.watch is WatchState.WATCHING
+
+

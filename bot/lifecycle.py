@@ -1,0 +1,277 @@
+"""The life of a request and of a build: states, the moves allowed between them,
+and the pure decisions that pick the next move.
+
+A request (one ``/build`` command, or one Rebuild click)::
+
+    (new) --> pending --Run--> sending --answer--> started
+                 |                 |------refused--> failed
+                 |                 `--no answer----> unknown
+                 |--Cancel--> cancelled
+                 `--time----> expired
+    (new) --> sending        (a job with ``confirm = false``)
+
+A build (a request CodeArts accepted) has two independent parts::
+
+    announce:  posting --> posted      (the channel message and its ts)
+                      `--> fallback    (posted through the response_url; no thread)
+    watch:     watching --> reporting --> done
+
+Nothing here does I/O. The store makes each move with one conditional
+``UPDATE ... WHERE state = <from>`` and acts only when it won; the engine
+performs what a decision asks for. A new feature is a new state or event
+here, a branch in a decision, and a message in ``messages``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from bot import messages as msg
+from bot.codearts import (
+    ApiError,
+    AuthError,
+    BadResponseError,
+    BuildState,
+    CodeArtsError,
+    NotSentError,
+    OutcomeUnknownError,
+)
+
+CONFIRM_TTL = 600.0  # seconds a Run/Cancel question stays answerable
+CONFIRM_MINUTES = int(CONFIRM_TTL // 60)
+MAX_AGE = 24 * 3600.0  # a build is followed (and its result retried) this long at most
+MAX_ERROR_BACKOFF = 600.0  # longest wait between two failing status checks
+REPORT_RETRY = 30.0  # first wait before posting a result again after a passing Slack error
+MAX_REPORT_BACKOFF = 900.0
+
+
+class RequestState(StrEnum):
+    PENDING = "pending"  # waiting for Run or Cancel
+    SENDING = "running"  # claimed: the run call is being made (stored as "running")
+    STARTED = "started"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    FAILED = "failed"  # CodeArts refused, or the call never left: nothing started
+    UNKNOWN = "unknown"  # the call may have reached CodeArts: never sent again by itself
+
+
+class AnnounceState(StrEnum):
+    POSTING = "posting"
+    POSTED = "posted"
+    FALLBACK = "fallback"
+
+
+class WatchState(StrEnum):
+    WATCHING = "watching"
+    REPORTING = "reporting"
+    DONE = "done"
+
+
+State = RequestState | AnnounceState | WatchState
+
+# The only moves there are. Terminal states have no entry.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    RequestState.PENDING: frozenset({RequestState.SENDING, RequestState.CANCELLED,
+                                     RequestState.EXPIRED}),
+    RequestState.SENDING: frozenset({RequestState.STARTED, RequestState.FAILED,
+                                     RequestState.UNKNOWN}),
+    AnnounceState.POSTING: frozenset({AnnounceState.POSTED, AnnounceState.FALLBACK}),
+    WatchState.WATCHING: frozenset({WatchState.REPORTING}),
+    WatchState.REPORTING: frozenset({WatchState.DONE}),
+}
+INITIAL: frozenset[State] = frozenset({RequestState.PENDING, RequestState.SENDING,
+                                       AnnounceState.POSTING, WatchState.WATCHING})
+TERMINAL_REQUEST = frozenset(s for s in RequestState if s not in TRANSITIONS)
+
+
+class IllegalTransition(ValueError):
+    """A move the table does not allow: a bug in the caller, never a user's doing."""
+
+
+def allowed(old: State, new: State) -> bool:
+    return type(old) is type(new) and new in TRANSITIONS.get(old, frozenset())
+
+
+def check(old: State, new: State) -> None:
+    if not allowed(old, new):
+        raise IllegalTransition(f"{type(old).__name__}: {old.value} -> {new.value}")
+
+
+def new_error_id() -> str:
+    """The short ID a user quotes to an operator; the same ID is in the log line."""
+    return uuid.uuid4().hex[:8]
+
+
+# --- the rows, typed ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    state: RequestState
+    created_at: float
+    expires_at: float
+    updated_at: float
+    user_id: str
+    team_id: str | None
+    channel_id: str
+    job_name: str
+    job_id: str
+    command: str  # normalised command text, for Rebuild
+    body: dict[str, Any]  # the exact JSON sent to CodeArts
+    response_url: str | None
+    error: str | None = None
+    rebuild_of: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Request:
+        return cls(id=row["id"], state=RequestState(row["state"]),
+                   created_at=row["created_at"], expires_at=row["expires_at"],
+                   updated_at=row["updated_at"], user_id=row["user_id"],
+                   team_id=row["team_id"], channel_id=row["channel_id"],
+                   job_name=row["job_name"], job_id=row["job_id"], command=row["command"],
+                   body=json.loads(row["body"]), response_url=row["response_url"],
+                   error=row["error"], rebuild_of=row.get("rebuild_of"))
+
+
+@dataclass(frozen=True)
+class Build:
+    id: str  # the request's id
+    created_at: float
+    user_id: str
+    channel_id: str
+    job_name: str
+    job_id: str
+    build_no: str
+    daily_build_number: str
+    response_url: str | None
+    announce: AnnounceState
+    announce_claimed_at: float | None
+    message_channel: str | None
+    message_ts: str | None
+    watch: WatchState
+    next_check_at: float
+    lease_owner: str | None
+    lease_until: float | None
+    failures: int
+    result: str | None
+    duration_ms: int | None
+    finished_at: float | None
+    age: float = 0.0  # seconds since it started, by the database's clock, when leased
+
+    @classmethod
+    def from_row(cls, row: Any) -> Build:
+        return cls(id=row["id"], created_at=row["created_at"], user_id=row["user_id"],
+                   channel_id=row["channel_id"], job_name=row["job_name"],
+                   job_id=row["job_id"], build_no=row["build_no"],
+                   daily_build_number=row["daily_build_number"],
+                   response_url=row["response_url"], announce=AnnounceState(row["announce"]),
+                   announce_claimed_at=row["announce_claimed_at"],
+                   message_channel=row["message_channel"], message_ts=row["message_ts"],
+                   watch=WatchState(row["watch"]), next_check_at=row["next_check_at"],
+                   lease_owner=row["lease_owner"], lease_until=row["lease_until"],
+                   failures=row["failures"], result=row["result"],
+                   duration_ms=row["duration_ms"], finished_at=row["finished_at"],
+                   age=float(row.get("age") or 0.0))
+
+
+# --- decisions ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunFailure:
+    """What a failed run call comes to: the request's next state, what the requester
+    reads, and the audit entry."""
+
+    state: RequestState
+    reply: msg.Message
+    audit: str
+    error_code: str | None
+    error_msg: str
+
+
+def decide_run_failure(job: str, exc: CodeArtsError) -> RunFailure:
+    """The one place a run error becomes words. Nothing was started unless the call may
+    have reached CodeArts, and then the user is told it *may* have started."""
+    code = getattr(exc, "error_code", None)
+    text = getattr(exc, "error_msg", None) or str(exc)
+    if isinstance(exc, (OutcomeUnknownError, BadResponseError)):
+        # an unreadable answer (a proxy's page, a 200 we cannot parse) may follow a start
+        reply = msg.outcome_unknown(job, unreadable=isinstance(exc, BadResponseError))
+        return RunFailure(RequestState.UNKNOWN, reply, "unknown", code, text)
+    if isinstance(exc, NotSentError):
+        reply = msg.not_sent(job, str(exc))
+    elif isinstance(exc, AuthError):
+        reply = msg.login_failed(job, status=exc.status, error_code=exc.error_code,
+                                 error_msg=exc.error_msg, hint=exc.hint,
+                                 request_id=exc.request_id)
+    elif isinstance(exc, ApiError):
+        reply = msg.api_error(job, status=exc.status, error_code=exc.error_code,
+                              error_msg=exc.error_msg, hint=exc.hint, request_id=exc.request_id)
+    else:
+        reply = msg.api_error(job, status=None, error_code=None, error_msg=str(exc),
+                              hint="Try again later.", request_id=None)
+    return RunFailure(RequestState.FAILED, reply, "api_error", code, text)
+
+
+@dataclass(frozen=True)
+class PollDecision:
+    """After a status check: keep watching (``delay`` seconds from now) or report."""
+
+    watch: WatchState
+    delay: float = 0.0
+    failures: int = 0
+    result: str | None = None
+    duration_ms: int | None = None
+
+
+def poll_interval(age: float, poll: float) -> float:
+    """Back off for long builds: every poll for 10 minutes, then 2x, then 4x after an hour."""
+    if age < 600:
+        return poll
+    return poll * (2 if age < 3600 else 4)
+
+
+def decide_poll(build: Build, answer: BuildState | CodeArtsError, *, poll: float,
+                max_age: float = MAX_AGE) -> PollDecision:
+    if isinstance(answer, CodeArtsError):
+        if build.age > max_age:
+            return PollDecision(WatchState.REPORTING, result="timeout")
+        failures = build.failures + 1
+        return PollDecision(WatchState.WATCHING, failures=failures,
+                            delay=min(poll * 2 ** min(failures, 10), MAX_ERROR_BACKOFF))
+    if not answer.finished:
+        if build.age > max_age:
+            return PollDecision(WatchState.REPORTING, result="timeout")
+        return PollDecision(WatchState.WATCHING, delay=poll_interval(build.age, poll))
+    return PollDecision(WatchState.REPORTING, result=answer.outcome or "unknown",
+                        duration_ms=duration_of(answer))
+
+
+def duration_of(state: BuildState) -> int | None:
+    if state.duration_ms is not None:
+        return int(state.duration_ms)
+    if state.start_time is not None and state.finish_time is not None:
+        return int((state.finish_time - state.start_time).total_seconds() * 1000)
+    return None
+
+
+@dataclass(frozen=True)
+class ReportDecision:
+    """After Slack would not take a result: try again later, or tell the requester
+    directly and end the watch."""
+
+    retry_in: float | None  # None: stop retrying
+    direct_message: bool
+    failures: int
+
+
+def decide_report_refused(build: Build, *, permanent: bool,
+                          max_age: float = MAX_AGE) -> ReportDecision:
+    failures = build.failures + 1
+    if permanent or build.age > max_age:
+        return ReportDecision(None, True, failures)
+    return ReportDecision(min(REPORT_RETRY * 2 ** min(failures - 1, 10), MAX_REPORT_BACKOFF),
+                          False, failures)

@@ -36,6 +36,8 @@ DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 # (Connection, Accept-Encoding, User-Agent, Content-Length) are left out
 # because a proxy may rewrite them; the gateway checks only what SignedHeaders lists.
 SIGNED_HEADERS = ("content-type", "host", "x-project-id", "x-sdk-date")
+# Log in to IAM again this many seconds before the token expires (tokens last 24 hours).
+RENEW_BEFORE = 600.0
 
 
 _SECRET_HEADER = re.compile(
@@ -92,7 +94,7 @@ class IamPasswordAuth(httpx.Auth):
 
     def __init__(self, endpoint: str, *, user: str, password: str | SecretStr, domain: str,
                  project: str, http: httpx.Client | None = None,
-                 timeout: httpx.Timeout | float | None = None, renew_before: float = 600.0,
+                 timeout: httpx.Timeout | float | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         install_log_redaction()  # IAM's answer carries the token in a header
         self.endpoint = endpoint.rstrip("/")
@@ -101,12 +103,10 @@ class IamPasswordAuth(httpx.Auth):
         self._owns_http = http is None
         self._http = http if http is not None else httpx.Client()
         self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
-        self._renew_before = renew_before
         self._clock = clock
         self._lock = threading.Lock()
         self._token: SecretStr | None = None
         self._valid_until = 0.0
-        self.logins = 0  # how many logins succeeded; for tests and metrics
 
     def __repr__(self) -> str:
         return (f"IamPasswordAuth(endpoint={self.endpoint!r}, user={self.user!r}, "
@@ -159,7 +159,6 @@ class IamPasswordAuth(httpx.Auth):
         token = response.headers.get("X-Subject-Token")
         if not response.is_success or not token:
             raise self._login_error(response)
-        self.logins += 1
         return SecretStr(token), self._renew_at(response)
 
     def _login_error(self, response: httpx.Response) -> AuthError:
@@ -182,7 +181,7 @@ class IamPasswordAuth(httpx.Auth):
         return text.replace(secret, "**********") if secret else text
 
     def _renew_at(self, response: httpx.Response) -> float:
-        """When to log in again: ``renew_before`` ahead of expiry (at most half the lifetime)."""
+        """When to log in again: ``RENEW_BEFORE`` ahead of expiry (at most half the lifetime)."""
         now = self._clock()
         try:
             expires = parse_time(response.json()["token"]["expires_at"])
@@ -192,7 +191,7 @@ class IamPasswordAuth(httpx.Auth):
             log.warning("IAM token has no readable expires_at: renewing it within the hour")
             return now + 3600.0
         lifetime = expires.timestamp() - now
-        return now + lifetime - min(self._renew_before, max(lifetime, 0.0) / 2)
+        return now + lifetime - min(RENEW_BEFORE, max(lifetime, 0.0) / 2)
 
 
 # --------------------------------------------------------------------------- AK/SK

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 RUN_PATH = "/v3/jobs/build"
+RETRIES = 3  # a request is tried at most 1 + RETRIES times
+MAX_RETRY_AFTER = 10.0  # a longer Retry-After is reported instead of waited for
 
 # The request certainly never reached the server: safe to send again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
@@ -184,16 +186,15 @@ class OutcomeUnknownError(CodeArtsError):
 
 
 class RunResult(BaseModel):
-    """The answer to a run: which build was started."""
+    """The answer to a run: which build was started (``octopus_job_name`` and any other
+    field are ignored)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    octopus_job_name: str = ""
     actual_build_number: str
     daily_build_number: str = ""
 
-    @field_validator("octopus_job_name", "actual_build_number", "daily_build_number",
-                     mode="before")
+    @field_validator("actual_build_number", "daily_build_number", mode="before")
     @classmethod
     def _to_str(cls, v: Any) -> Any:
         """The docs say strings; numbers are accepted in case the API sends them bare."""
@@ -385,16 +386,13 @@ class CodeArtsClient:
     """Thread-safe client for the few CodeArts Build calls the bot needs."""
 
     def __init__(self, endpoint: str, *, auth: httpx.Auth, http: httpx.Client | None = None,
-                 timeout: httpx.Timeout | float | None = None, retries: int = 3,
-                 backoff: float = 0.5, max_retry_after: float = 10.0) -> None:
+                 timeout: httpx.Timeout | float | None = None, backoff: float = 0.5) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._auth = auth
         self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
         self._owns_http = http is None
         self._http = http if http is not None else httpx.Client(timeout=self._timeout)
-        self._retries = max(0, retries)
         self._backoff = backoff
-        self._max_retry_after = max_retry_after
         self._seen_lock = threading.Lock()
         self._seen_statuses: set[str] = set()
 
@@ -487,13 +485,13 @@ class CodeArtsClient:
             try:
                 response = self._attempt(method, path, body)
             except _NOT_SENT as exc:
-                if attempt >= self._retries:
+                if attempt >= RETRIES:
                     raise NotSentError(method, path, attempt + 1, type(exc).__name__) from exc
                 delay = self._delay(attempt)
             except httpx.TransportError as exc:
                 if not read:
                     raise OutcomeUnknownError(method, path, type(exc).__name__) from exc
-                if attempt >= self._retries:
+                if attempt >= RETRIES:
                     raise NotSentError(method, path, attempt + 1, type(exc).__name__) from exc
                 delay = self._delay(attempt)
             else:
@@ -521,12 +519,12 @@ class CodeArtsClient:
     def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before retrying a read, or None to stop and use this response."""
         status = response.status_code
-        if attempt >= self._retries or not (status == 429 or status >= 500):
+        if attempt >= RETRIES or not (status == 429 or status >= 500):
             return None
         after = _retry_after(response)
         if after is None:
             return self._delay(attempt)
-        return after if after <= self._max_retry_after else None
+        return after if after <= MAX_RETRY_AFTER else None
 
     def _delay(self, attempt: int) -> float:
         base = self._backoff * (2 ** attempt)

@@ -37,6 +37,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.rules import show
+
 SCM_NAMES = ("commit", "tag")
 _DOUBLE_QUOTES = frozenset('"\u201c\u201d\u201e\u201f')  # " and curly double quotes
 _SINGLE_QUOTES = frozenset("'\u2018\u2019\u201a\u201b")  # ' and curly single quotes
@@ -97,11 +99,6 @@ def parse(text: str) -> Help | BuildCommand | ParseError:
     if isinstance(head, str):
         return ParseError(tuple(i for i in items if isinstance(i, str)))
     return _build(head, items[1:])
-
-
-def unescape(text: str) -> str:
-    """Undo Slack's escaping (entities, links, mentions), as described in the module docstring."""
-    return "".join(c for c, _ in unescape_chars(text))
 
 
 def unescape_chars(text: str) -> list[_Char]:
@@ -214,7 +211,7 @@ def _read_quoted(chars: list[_Char], start: int, q: int, family: frozenset[str],
         j += 1
     if j == len(chars):
         raw = _raw(chars, start, j)
-        return (f"The quote opened in `{_show(raw)}` is not closed: "
+        return (f"The quote opened in `{show(raw)}` is not closed: "
                 "add a closing quote."), j
     value = "".join(c for c, _ in chars[q + 1:j])
     end = j + 1
@@ -222,7 +219,7 @@ def _read_quoted(chars: list[_Char], start: int, q: int, family: frozenset[str],
         while end < len(chars) and not _is_space(chars[end]):
             end += 1
         raw = _raw(chars, start, end)
-        return (f"`{_show(raw)}` has text after its closing quote: "
+        return (f"`{show(raw)}` has text after its closing quote: "
                 "put the whole value inside the quotes."), end
     return _Word(_raw(chars, start, end), name, value), end
 
@@ -235,7 +232,7 @@ def _build(head: _Word, rest: list[_Word | str]) -> BuildCommand | ParseError:
     """Turn the words after the job into params and scm fields, collecting every problem."""
     problems: list[str] = []
     if head.name is not None:
-        problems.append(f"`{_show(head.raw)}` looks like a parameter, but the first word "
+        problems.append(f"`{show(head.raw)}` looks like a parameter, but the first word "
                         "must be a job name: write /build <job> name=value "
                         "(`/build list` shows your jobs).")
     params: list[tuple[str, str]] = []
@@ -262,21 +259,15 @@ def _store(name: str, value: str, params: list[tuple[str, str]], scm: dict[str, 
 def _word_problem(word: _Word, seen: set[str]) -> str | None:
     """The problem with one ``name=value`` word, if any; records its name in ``seen``."""
     if word.name is None:
-        return (f"`{_show(word.raw)}` has no `=`: write parameters as name=value, "
+        return (f"`{show(word.raw)}` has no `=`: write parameters as name=value, "
                 "e.g. codeBranch=master")
     if word.name == "":
-        return f"`{_show(word.raw)}` has no name before `=`: write name=value."
+        return f"`{show(word.raw)}` has no name before `=`: write name=value."
     key = word.name.lower() if word.name.lower() in SCM_NAMES else word.name
     if key in seen:
-        return f"`{_show(word.name)}` is given twice: give it once."
+        return f"`{show(word.name)}` is given twice: give it once."
     seen.add(key)
     if key in SCM_NAMES and word.value == "":
         return f"`{word.name}=` is empty: give a value, e.g. {key}=" + (
             "1a2b3c4d" if key == "commit" else "v1.2.0") + f", or leave {key}= out."
     return None
-
-
-def _show(text: str, limit: int = 60) -> str:
-    """Text to quote in a message: short, and without backticks that would break the quoting."""
-    text = text.replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"

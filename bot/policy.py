@@ -152,12 +152,6 @@ def decide(config: BuildbotConfig, command: BuildCommand, *, user_id: str, chann
     return _finish(job.name, job.id, job.description, job.confirm, command, params, problems)
 
 
-def find_job(config: BuildbotConfig, name: str) -> JobConfig | None:
-    """The job by exact name, else by unique case-insensitive name, else None."""
-    matches = _matching_jobs(config, name)
-    return matches[0] if len(matches) == 1 else None
-
-
 def _matching_jobs(config: BuildbotConfig, name: str) -> list[JobConfig]:
     if name in config.jobs:
         return [config.jobs[name]]

@@ -34,6 +34,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 JOB_ID_RE = re.compile(r"[A-Za-z0-9]{32}")
 COMMIT_RE = re.compile(r"[0-9A-Fa-f]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+SHOW_LIMIT = 60  # characters of user input quoted back in a problem
 
 
 def param_name_problem(name: str) -> str | None:
@@ -87,7 +88,7 @@ def tag_problem(tag: str) -> str | None:
     return None
 
 
-def show(text: str, limit: int = 60) -> str:
+def show(text: str) -> str:
     """Text to quote in a message: short, and without backticks that would break the quoting."""
     text = text.replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= SHOW_LIMIT else text[: SHOW_LIMIT - 1] + "…"

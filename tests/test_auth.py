@@ -134,7 +134,7 @@ def test_iam_login_sends_the_documented_body_and_caches_the_token(fake):
         run(c)
         c.build_state(JOB, 1)
     logins = fake.requests_to(IAM_PATH)
-    assert len(logins) == 1 and auth.logins == 1
+    assert len(logins) == 1 and fake.logins == 1
     assert logins[0].body == {"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": fake.user, "password": fake.password, "domain": {"name": fake.domain}}}},
@@ -145,29 +145,29 @@ def test_iam_login_sends_the_documented_body_and_caches_the_token(fake):
 
 def test_token_is_renewed_shortly_before_it_expires(fake):
     now = [time.time()]
-    auth = iam(fake, renew_before=600, clock=lambda: now[0])
+    auth = iam(fake, clock=lambda: now[0])
     with client_with(fake, auth) as c:
         run(c)
         now[0] += 86400 - 700  # still more than 10 minutes left: reuse
         run(c)
-        assert auth.logins == 1
+        assert fake.logins == 1
         now[0] += 200  # within 10 minutes of expires_at: log in again before it runs out
         run(c)
-        assert auth.logins == 2
+        assert fake.logins == 2
 
 
 def test_short_lived_tokens_are_renewed_at_half_life():
     with FakeCodeArts(token_lifetime=60) as fake:
         fake.add_job(JOB)
         now = [time.time()]
-        auth = iam(fake, renew_before=600, clock=lambda: now[0])
+        auth = iam(fake, clock=lambda: now[0])
         with client_with(fake, auth) as c:
             run(c)
             now[0] += 20
             run(c)
             now[0] += 15
             run(c)
-        assert auth.logins == 2
+        assert fake.logins == 2
 
 
 def test_one_login_for_ten_threads(fake):

@@ -16,6 +16,7 @@ import pytest
 
 from bot.auth import AkSkAuth, IamPasswordAuth, TokenAuth
 from bot.codearts import (
+    RETRIES,
     ApiError,
     BadResponseError,
     BuildState,
@@ -171,9 +172,9 @@ def test_malformed_200_is_a_bad_response(fake, client, payload):
 
 def test_connection_refused_on_run_is_retried_then_not_sent():
     url = closed_port_url()
-    with CodeArtsClient(url, auth=TokenAuth("t"), timeout=FAST, retries=2, backoff=0.01) as c, pytest.raises(NotSentError) as info:
+    with CodeArtsClient(url, auth=TokenAuth("t"), timeout=FAST, backoff=0.01) as c, pytest.raises(NotSentError) as info:
         c.run_build(body())
-    assert info.value.attempts == 3 and info.value.reason == "ConnectError"
+    assert info.value.attempts == 1 + RETRIES and info.value.reason == "ConnectError"
     assert "nothing was started" in str(info.value)
 
 
@@ -306,7 +307,7 @@ def test_status_reads_give_up_with_the_last_error(fake, client):
     with pytest.raises(ApiError) as info:
         client.build_state(JOB, 1)
     assert info.value.status == 503 and "later" in info.value.hint
-    assert len(fake.requests_to(RECORD)) == 4  # 1 + retries=3
+    assert len(fake.requests_to(RECORD)) == 1 + RETRIES == 4
 
 
 def test_long_retry_after_is_not_waited_for(fake, client):
@@ -319,10 +320,10 @@ def test_long_retry_after_is_not_waited_for(fake, client):
 
 
 def test_unreachable_status_read_is_not_sent():
-    with CodeArtsClient(closed_port_url(), auth=TokenAuth("t"), timeout=FAST, retries=1,
+    with CodeArtsClient(closed_port_url(), auth=TokenAuth("t"), timeout=FAST,
                         backoff=0.001) as c, pytest.raises(NotSentError) as info:
         c.build_state(JOB, 1)
-    assert info.value.attempts == 2
+    assert info.value.attempts == 1 + RETRIES
 
 
 def test_unknown_build_is_404(fake, client):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.command import BuildCommand, Help, ParseError, parse, unescape
+from bot.command import BuildCommand, Help, ParseError, parse, unescape_chars
 
 
 @pytest.mark.parametrize(("text", "kind"), [
@@ -101,7 +101,7 @@ def test_quoted_job_name_is_a_job() -> None:
     ("a<b", "a<b"),
 ])
 def test_slack_escaping_is_undone(escaped: str, plain: str) -> None:
-    assert unescape(escaped) == plain
+    assert "".join(c for c, _ in unescape_chars(escaped)) == plain
     assert parse(f"backend v={escaped}") == BuildCommand("backend", (("v", plain),))
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from bot.command import BuildCommand
 from bot.config import BuildbotConfig, parse_config
-from bot.policy import Approved, Denied, StaticUserGroups, decide, find_job, runnable_jobs
+from bot.policy import Approved, Denied, StaticUserGroups, decide, runnable_jobs
 from bot.rules import show
 
 BACKEND_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
@@ -220,8 +220,9 @@ def test_a_user_who_may_not_run_the_job_learns_nothing_about_its_params() -> Non
 def test_job_name_matches_exactly_then_case_insensitively() -> None:
     result = run("BACKEND", ("env", "x"))
     assert isinstance(result, Approved) and result.job_name == "backend"
-    assert find_job(CONFIG, "Frontend") is CONFIG.jobs["frontend"]
-    assert find_job(CONFIG, "nope") is None
+    frontend = run("Frontend", user="UBOB", channel="CANY")
+    assert isinstance(frontend, Approved) and frontend.job_name == "frontend"
+    assert problems_of(run("nope"))[0].startswith("There is no job `nope`.")
 
 
 def test_ambiguous_case_insensitive_name_asks_for_the_exact_one() -> None:

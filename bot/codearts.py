@@ -413,6 +413,10 @@ class CodeArtsClient:
         if callable(closer):
             closer()
 
+    @property
+    def closed(self) -> bool:
+        return self._http.is_closed
+
     # ---- public calls
 
     def run_build(self, body: dict[str, Any]) -> RunResult:

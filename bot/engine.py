@@ -35,7 +35,8 @@ from bot.lifecycle import (
 )
 from bot.notifier import Notifier
 from bot.policy import Approved
-from bot.store import Store
+from bot.settings import format_build_link
+from bot.store import OpenQuestion, Store
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +68,12 @@ class Engine:
     # --- helpers ---------------------------------------------------------------------
 
     def link(self, build: Build) -> str | None:
-        if not self.link_template:
+        if not self.link_template:  # checked when the settings were read
             return None
-        try:
-            return self.link_template.format(job_id=build.job_id, build_no=build.build_no,
-                                             daily_build_number=build.daily_build_number,
-                                             project_id=self.project_id or "")
-        except (KeyError, IndexError, ValueError):
-            log.warning("BUILD_LINK_TEMPLATE has an unknown placeholder; no link shown")
-            return None
+        return format_build_link(self.link_template, job_id=build.job_id,
+                                 build_no=build.build_no,
+                                 daily_build_number=build.daily_build_number,
+                                 project_id=self.project_id or "")
 
     def description(self, job_name: str) -> str:
         job = self.config.jobs.get(job_name)
@@ -91,25 +89,37 @@ class Engine:
         A Rebuild always asks first, and asks with the same question while it is open,
         so two clicks on one Rebuild button can start one build at most."""
         confirm = approved.confirm or rebuild_of is not None
-        now = self.clock()
         if rebuild_of is not None:
-            open_question = self.store.pending_rebuild(build_id=rebuild_of, user_id=user_id,
-                                                       now=now)
-            if open_question is not None:
-                self._ask(open_question, response_url)
+            self.expire_due()  # an expired question must not stand in for a new one
+            if self._ask_again(rebuild_of, user_id, response_url):
                 return
-        request = self.store.add_request(
-            id=uuid.uuid4().hex, state=RequestState.PENDING if confirm else RequestState.SENDING,
-            now=now, ttl=CONFIRM_TTL, user_id=user_id, team_id=team_id, channel_id=channel_id,
-            job_name=approved.job_name, job_id=approved.job_id, command=text.strip(),
-            body=approved.body, response_url=response_url,
-            decision="confirm" if confirm else "approved", rebuild_of=rebuild_of)
+        try:
+            request = self.store.add_request(
+                id=uuid.uuid4().hex,
+                state=RequestState.PENDING if confirm else RequestState.SENDING,
+                now=self.clock(), ttl=CONFIRM_TTL, user_id=user_id, team_id=team_id,
+                channel_id=channel_id, job_name=approved.job_name, job_id=approved.job_id,
+                command=text.strip(), body=approved.body, response_url=response_url,
+                decision="confirm" if confirm else "approved", rebuild_of=rebuild_of)
+        except OpenQuestion:  # another click (or replica) asked it a moment ago
+            assert rebuild_of is not None
+            if self._ask_again(rebuild_of, user_id, response_url):
+                return
+            raise
         log.info("request %s user=%s channel=%s job=%s confirm=%s rebuild_of=%s", request.id,
                  user_id, channel_id, approved.job_name, confirm, rebuild_of)
         if confirm:
             self._ask(request, response_url)
         else:
             self.start(request, response_url)
+
+    def _ask_again(self, build_id: str, user_id: str, response_url: str | None) -> bool:
+        question = self.store.pending_rebuild(build_id=build_id, user_id=user_id,
+                                              now=self.clock())
+        if question is None:
+            return False
+        self._ask(question, response_url)
+        return True
 
     def _ask(self, request: Request, response_url: str | None) -> None:
         self.notifier.respond(response_url, msg.confirmation(

@@ -22,7 +22,7 @@ from bot.notifier import Notifier
 from bot.settings import Settings
 from bot.slack_app import create_app
 from bot.slack_io import make_web_client
-from bot.store import Store
+from bot.store import DatabaseClock, Store
 from bot.usergroups import SlackUserGroups
 from bot.watcher import Watcher
 from bot.web import make_server, make_wsgi
@@ -44,10 +44,16 @@ class Runtime:
         self.server: Any = None
         self.ready = threading.Event()
         try:
-            self.store = Store.from_url(settings.database_url)
+            self.store = Store.from_url(
+                settings.database_url,
+                threads=settings.worker_threads + settings.watcher_threads + 2)
         except (SQLAlchemyError, ImportError, ValueError) as exc:  # ImportError: no driver
             raise StartError(f"cannot open the database in DATABASE_URL "
                              f"({type(exc).__name__}: {_first_line(exc)})") from None
+        # Leases, expiries and due times are read from the database's clock, so replicas
+        # with drifting clocks agree; ``clock`` only moves it (tests move time forward).
+        self.clock = DatabaseClock(self.store.engine, offset=(
+            (lambda: 0.0) if clock is time.time else (lambda: clock() - time.time())))
         self.api = api or client_from_settings(settings)
         self.slack = make_web_client(settings.slack_bot_token.get_secret_value(),
                                      settings.slack_api_url)
@@ -57,9 +63,9 @@ class Runtime:
                              notifier=Notifier(self.slack),
                              poll_seconds=settings.build_poll_seconds,
                              link_template=settings.build_link_template,
-                             project_id=settings.codearts_project_id, clock=clock)
+                             project_id=settings.codearts_project_id, clock=self.clock)
         self.flow = Flow(config=config, engine=self.engine, slack=self.slack,
-                         groups=SlackUserGroups(self.slack), worker=self.worker, clock=clock)
+                         groups=SlackUserGroups(self.slack), worker=self.worker, clock=self.clock)
         secret = settings.slack_signing_secret
         try:
             self.app = create_app(self.flow,
@@ -69,7 +75,8 @@ class Runtime:
             raise StartError(f"Slack refused SLACK_BOT_TOKEN or could not be reached at "
                              f"SLACK_API_URL ({_first_line(exc)})") from None
         self.watcher = Watcher(self.engine, poll_seconds=settings.build_poll_seconds,
-                               lease_seconds=settings.watch_lease_seconds, clock=clock)
+                               lease_seconds=settings.watch_lease_seconds,
+                               threads=settings.watcher_threads, clock=self.clock)
         if watch:
             self.watcher.start()
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +52,10 @@ requests = sa.Table(
     sa.Column("response_url", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("rebuild_of", sa.String(32), nullable=True),  # the build a Rebuild click repeats
+    # one open Rebuild question per build and user, however many clicks and replicas
+    sa.Index("buildbot_requests_open_rebuild", "rebuild_of", "user_id", unique=True,
+             sqlite_where=sa.text("state = 'pending'"),
+             postgresql_where=sa.text("state = 'pending'")),
 )
 
 builds = sa.Table(
@@ -110,6 +116,10 @@ _RESCHEDULE = (builds.update()
                        lease_until=None))
 
 
+class OpenQuestion(Exception):
+    """This user already has an unanswered Rebuild question for this build."""
+
+
 @dataclass(frozen=True)
 class Claim:
     """What a Run click found: ``ok`` only for the one click that moved pending -> sending."""
@@ -127,10 +137,16 @@ def engine_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, threads: int = 10) -> Engine:
+    """An engine whose pool has a connection for each of the ``threads`` that use it
+    (workers, watcher, HTTP server), so none waits on another's connection."""
     url = engine_url(url)
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # Each pooled connection is used by one thread at a time (check_same_thread only
+        # guards against sharing, which the pool never does); SQLite itself serialises
+        # writers, and busy_timeout makes a second writer wait instead of failing.
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                                  pool_size=threads, max_overflow=threads)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -144,7 +160,57 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=threads, max_overflow=threads)
+
+
+class DatabaseClock:
+    """Epoch seconds by the database's clock, so replicas whose own clocks drift still
+    agree on leases, expiries and due times.
+
+    Asking the database on every call would add a round trip to every step; instead
+    the difference between the database's clock and ours is measured at most every
+    ``refresh`` seconds (to within half a round trip) and added to our clock. If the
+    database cannot be asked, the last difference is kept. ``offset`` is a seam for
+    tests that move time forward."""
+
+    def __init__(self, engine: Engine, *, refresh: float = 30.0,
+                 local: Callable[[], float] = time.time,
+                 offset: Callable[[], float] = lambda: 0.0) -> None:
+        self._engine = engine
+        self._refresh = refresh
+        self._local = local
+        self._offset = offset
+        self._skew = 0.0
+        self._measured_at: float | None = None
+        self._lock = threading.Lock()
+        if engine.dialect.name == "postgresql":
+            self._query = sa.text("SELECT EXTRACT(EPOCH FROM now())")
+        else:  # SQLite: julianday('now') is UTC with millisecond precision
+            self._query = sa.text("SELECT (julianday('now') - 2440587.5) * 86400.0")
+
+    @property
+    def skew(self) -> float:
+        return self._skew
+
+    def measure(self) -> None:
+        before = self._local()
+        try:
+            with self._engine.connect() as c:
+                db = float(c.execute(self._query).scalar_one())
+        except Exception:
+            log.debug("could not read the database's clock; keeping the last difference")
+            return
+        after = self._local()
+        with self._lock:
+            self._skew = db - (before + after) / 2
+            self._measured_at = after
+
+    def __call__(self) -> float:
+        now = self._local()
+        last = self._measured_at
+        if last is None or now - last > self._refresh or now < last:
+            self.measure()
+        return self._local() + self._skew + self._offset()
 
 
 class Store:
@@ -156,8 +222,8 @@ class Store:
         self.postgres = engine.dialect.name == "postgresql"
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        store = cls(make_engine(url))
+    def from_url(cls, url: str, *, threads: int = 10) -> Store:
+        store = cls(make_engine(url, threads=threads))
         store.create_tables()
         return store
 
@@ -178,6 +244,10 @@ class Store:
                 with self._tx() as c:
                     c.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
                 log.info("added column %s.%s", table.name, column.name)
+
+        for table in (requests, builds, audit):
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -208,13 +278,24 @@ class Store:
                    updated_at=now, user_id=user_id, team_id=team_id, channel_id=channel_id,
                    job_name=job_name, job_id=job_id, command=command, body=json.dumps(body),
                    response_url=response_url, error=None, rebuild_of=rebuild_of)
+        try:
+            self._insert_request(row, decision, body)
+        except sa.exc.IntegrityError:
+            if rebuild_of is None:
+                raise
+            raise OpenQuestion(rebuild_of) from None
+        return Request.from_row(row)
+
+    def _insert_request(self, row: dict[str, Any], decision: str | None,
+                        body: dict[str, Any]) -> None:
+        now, id, user_id, channel_id, job_name = (row["created_at"], row["id"], row["user_id"],
+                                                  row["channel_id"], row["job_name"])
         with self._tx() as c:
             c.execute(_INSERT_REQUEST, row)
             if decision is not None:
                 c.execute(_INSERT_AUDIT, _audit_row(
                     decision=decision, now=now, request_id=id, user_id=user_id,
                     channel_id=channel_id, job=job_name, parameters=body))
-        return Request.from_row(row)
 
     def get_request(self, id: str) -> Request | None:
         with self._tx() as c:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +10,7 @@ from slack_bolt import Ack, App, BoltResponse
 
 from bot import messages as msg
 from bot.flow import Click, Flow
+from bot.lifecycle import new_error_id
 from bot.replay import ReplayGuard
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
 
     @app.error
     def unexpected(error: Exception, body: dict[str, Any]) -> BoltResponse:
-        error_id = uuid.uuid4().hex[:8]
+        error_id = new_error_id()
         log.error("unexpected error id=%s type=%s", error_id, type(error).__name__,
                   exc_info=error)
         return BoltResponse(status=200, body=msg.internal_error(error_id)["text"])
@@ -67,7 +67,7 @@ def _guard(ack: Ack, handler: Any, payload: dict[str, Any]) -> None:
     try:
         handler(ack, payload)
     except Exception:
-        error_id = uuid.uuid4().hex[:8]
+        error_id = new_error_id()
         log.exception("listener failed id=%s", error_id)
         if ack.response is None:
             ack(msg.internal_error(error_id))

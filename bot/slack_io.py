@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackClientError
 from slack_sdk.http_retry import RetryHandler
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
@@ -54,10 +54,3 @@ def respond(url: str | None, message: dict[str, Any], *, timeout: int = 10) -> b
         log.warning("response_url post refused status=%s body=%.200s", resp.status_code, resp.body)
         return False
     return True
-
-
-def api_error_name(exc: Exception) -> str:
-    """A short, secret-free name for a failed Web API call."""
-    if isinstance(exc, SlackApiError):
-        return str(exc.response.get("error", "unknown_error"))
-    return type(exc).__name__

@@ -26,7 +26,6 @@ from bot.config import BuildbotConfig
 from bot.engine import Engine
 from bot.lifecycle import CONFIRM_MINUTES, Build, Request, RequestState, new_error_id
 from bot.policy import Approved, Denied, UserGroups, decide, runnable_jobs
-from bot.slack_io import respond
 from bot.usergroups import CachedOnly, SlackUserGroups
 
 log = logging.getLogger(__name__)
@@ -69,6 +68,7 @@ class Flow:
         self.groups = groups
         self.worker = worker
         self.clock = clock
+        self.respond = engine.notifier.respond
         self._inflight = 0
         self._idle = threading.Condition()
 
@@ -84,7 +84,7 @@ class Flow:
                 error_id = new_error_id()
                 log.exception("background work failed id=%s in %s", error_id,
                               getattr(fn, "__name__", fn))
-                respond(reply_to, msg.internal_error(error_id))
+                self.respond(reply_to, msg.internal_error(error_id))
             finally:
                 with self._idle:
                     self._inflight -= 1
@@ -125,7 +125,7 @@ class Flow:
     def _command_later(self, who: Who) -> None:
         outcome = self.evaluate(who, self.groups)
         if outcome.reply is not None:
-            respond(who.response_url, outcome.reply)
+            self.respond(who.response_url, outcome.reply)
         self.after_command(who, outcome)
 
     def evaluate(self, who: Who, groups: UserGroups) -> Outcome:
@@ -198,31 +198,31 @@ class Flow:
                              job=request.job_name)
         else:
             reply = msg.already(claim.reason)
-        respond(click.response_url, reply)
+        self.respond(click.response_url, reply)
 
     def cancel_clicked(self, click: Click) -> None:
         request = self.store.get_request(click.value)
         if request is None:
-            respond(click.response_url, msg.missing())
+            self.respond(click.response_url, msg.missing())
             return
         if request.user_id != click.user_id:
             self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
                              user_id=click.user_id, channel_id=request.channel_id,
                              job=request.job_name,
                              detail=f"Cancel on {request.user_id}'s request")
-            respond(click.response_url, msg.not_yours(request.user_id))
+            self.respond(click.response_url, msg.not_yours(request.user_id))
             return
         if not self.store.move_request(id=request.id, old=RequestState.PENDING,
                                        new=RequestState.CANCELLED, now=self.clock()):
             current = self.store.get_request(request.id)
             state = current.state.value if current else "missing"
             if state not in (RequestState.SENDING, RequestState.STARTED):
-                respond(click.response_url, msg.already(state))
+                self.respond(click.response_url, msg.already(state))
             return
         self.store.audit(decision="cancelled", now=self.clock(), request_id=request.id,
                          user_id=request.user_id, channel_id=request.channel_id,
                          job=request.job_name)
-        respond(click.response_url, msg.cancelled(request.job_name))
+        self.respond(click.response_url, msg.cancelled(request.job_name))
 
     # --- Stop / Rebuild (buttons on the build's messages) ---------------------
 
@@ -231,7 +231,7 @@ class Flow:
         build = self.store.get_build(click.value)
         request = self.store.get_request(click.value)
         if build is None or request is None:
-            respond(click.response_url, {**msg.missing(), "replace_original": False})
+            self.respond(click.response_url, {**msg.missing(), "replace_original": False})
             return None
         who = Who(click.user_id, build.channel_id, click.team_id, click.response_url,
                   request.command)
@@ -244,16 +244,16 @@ class Flow:
         build, _request, outcome = checked
         if outcome.approved is None:
             problems = [outcome.detail or "You may not run this job here."]
-            respond(click.response_url, msg.stop_refused(problems))
+            self.respond(click.response_url, msg.stop_refused(problems))
             return
         if not self.engine.is_followed(build):
-            respond(click.response_url, msg.ephemeral("This build has already ended.",
+            self.respond(click.response_url, msg.ephemeral("This build has already ended.",
                                                       replace=False))
             return
         try:
             self.api.stop_build(build.job_id, build.build_no)
         except CodeArtsError as exc:
-            respond(click.response_url, msg.ephemeral(f"CodeArts did not stop the build: {exc}",
+            self.respond(click.response_url, msg.ephemeral(f"CodeArts did not stop the build: {exc}",
                                                       replace=False))
             return
         self.store.audit(decision="stop", now=self.clock(), request_id=build.id,
@@ -273,7 +273,7 @@ class Flow:
         who = Who(click.user_id, build.channel_id, click.team_id, click.response_url,
                   request.command)
         if outcome.reply is not None:
-            respond(click.response_url, {**outcome.reply, "replace_original": False})
+            self.respond(click.response_url, {**outcome.reply, "replace_original": False})
         self.after_command(who, outcome, rebuild_of=build.id)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.slack_io import respond
+from bot.slack_io import BACKOFF, respond
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,9 @@ class Delivery:
 class Notifier:
     """The bot's one voice in Slack."""
 
-    def __init__(self, client: WebClient) -> None:
+    def __init__(self, client: WebClient, *, backoff: float = BACKOFF) -> None:
         self.client = client
+        self.backoff = backoff
 
     def post(self, channel: str, message: dict[str, Any], *,
              thread_ts: str | None = None) -> Delivery:
@@ -60,7 +61,7 @@ class Notifier:
 
     def respond(self, url: str | None, message: dict[str, Any]) -> bool:
         """An answer through a command's or click's ``response_url``."""
-        return respond(url, message)
+        return respond(url, message, backoff=self.backoff)
 
     def _call(self, what: str, call: Any, channel: str) -> Delivery:
         try:

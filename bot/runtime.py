@@ -21,7 +21,7 @@ from bot.flow import Flow
 from bot.notifier import Notifier
 from bot.settings import Settings
 from bot.slack_app import create_app
-from bot.slack_io import make_web_client
+from bot.slack_io import BACKOFF, make_web_client
 from bot.store import DatabaseClock, Store
 from bot.usergroups import SlackUserGroups
 from bot.watcher import Watcher
@@ -39,7 +39,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, config: BuildbotConfig, *,
                  api: CodeArtsClient | None = None, clock: Callable[[], float] = time.time,
-                 watch: bool = True) -> None:
+                 watch: bool = True, slack_backoff: float = BACKOFF) -> None:
         self.settings = settings
         self.server: Any = None
         self.ready = threading.Event()
@@ -56,11 +56,11 @@ class Runtime:
             (lambda: 0.0) if clock is time.time else (lambda: clock() - time.time())))
         self.api = api or client_from_settings(settings)
         self.slack = make_web_client(settings.slack_bot_token.get_secret_value(),
-                                     settings.slack_api_url)
+                                     settings.slack_api_url, backoff=slack_backoff)
         self.worker = ThreadPoolExecutor(settings.worker_threads,
                                          thread_name_prefix="buildbot-work")
         self.engine = Engine(config=config, store=self.store, api=self.api,
-                             notifier=Notifier(self.slack),
+                             notifier=Notifier(self.slack, backoff=slack_backoff),
                              poll_seconds=settings.build_poll_seconds,
                              link_template=settings.build_link_template,
                              project_id=settings.codearts_project_id, clock=self.clock)

@@ -12,6 +12,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 from slack_sdk.http_retry import RetryHandler
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -30,23 +31,31 @@ class AnyServerErrorRetryHandler(ServerErrorRetryHandler):
         return response is not None and 500 <= response.status_code <= 599
 
 
-def retry_handlers() -> list[RetryHandler]:
-    return [ConnectionErrorRetryHandler(max_retry_count=2),
+BACKOFF = 0.5  # seconds before the first retry of a connection error or 5xx, then doubling
+
+
+def retry_handlers(backoff: float = BACKOFF) -> list[RetryHandler]:
+    """``backoff`` is a seam for tests; a 429 always waits for Slack's Retry-After."""
+    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
+    return [ConnectionErrorRetryHandler(max_retry_count=2, interval_calculator=interval),
             RateLimitErrorRetryHandler(max_retry_count=3),
-            AnyServerErrorRetryHandler(max_retry_count=2)]
+            AnyServerErrorRetryHandler(max_retry_count=2, interval_calculator=interval)]
 
 
-def make_web_client(token: str, base_url: str, *, timeout: int = 10) -> WebClient:
+def make_web_client(token: str, base_url: str, *, timeout: int = 10,
+                    backoff: float = BACKOFF) -> WebClient:
     return WebClient(token=token, base_url=base_url, timeout=timeout,
-                     retry_handlers=retry_handlers())
+                     retry_handlers=retry_handlers(backoff))
 
 
-def respond(url: str | None, message: dict[str, Any], *, timeout: int = 10) -> bool:
+def respond(url: str | None, message: dict[str, Any], *, timeout: int = 10,
+            backoff: float = BACKOFF) -> bool:
     """Post to a response_url; False (logged) when it could not be delivered."""
     if not url:
         return False
     try:
-        resp = WebhookClient(url, timeout=timeout, retry_handlers=retry_handlers()).send_dict(message)
+        resp = WebhookClient(url, timeout=timeout,
+                             retry_handlers=retry_handlers(backoff)).send_dict(message)
     except (SlackClientError, OSError, ValueError) as exc:
         log.warning("response_url post failed: %s", type(exc).__name__)
         return False

@@ -185,9 +185,11 @@ def running_bot(db_url: str, tmp_path: Path, *, auth: str = "token",
         values.update(auth_settings(auth, codearts))
         values.update(settings)
         loaded = load_settings(**values)
-        api = client_from_settings(loaded, **(api_options or {}))
+        # the clients' retry rules, without their waits (time is a seam, not a sleep)
+        api = client_from_settings(loaded, **{"backoff": 0.0, **(api_options or {})})
         clock = Clock()
-        runtime = Runtime(loaded, load_config(cfg), api=api, clock=clock, watch=False)
+        runtime = Runtime(loaded, load_config(cfg), api=api, clock=clock, watch=False,
+                          slack_backoff=0.0)
         port = runtime.bind_http(host="127.0.0.1", port=0)
         closing = threading.Event()
 

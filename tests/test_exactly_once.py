@@ -188,7 +188,7 @@ def test_a_passing_refusal_backs_off_and_a_watch_in_reporting_ages_out(bot: Bot)
 
 def test_shutdown_never_closes_clients_under_a_running_poll(bot: Bot) -> None:
     start(bot)
-    bot.codearts.hang(1.5, path_prefix="/v4/jobs/")
+    bot.codearts.hang(0.6, path_prefix="/v4/jobs/")
     bot.clock.advance(POLL + 1)
     done = threading.Event()
     errors: list[BaseException] = []

@@ -102,7 +102,7 @@ def test_api_errors_while_polling_back_off_then_report(bot: Bot) -> None:
     next_poll(bot)
     build = bot.store.get_build(rid)
     assert build.failures == 1 and build.watch == "watching"
-    assert build.next_check_at - bot.clock() > POLL + 5  # backed off (retries took real time)
+    assert build.next_check_at - bot.clock() > POLL + 5  # backed off: twice the poll interval
     bot.codearts.reset()
     next_poll(bot, 2 * POLL + 1)
     assert len(thread_replies(bot, ts_of(bot, rid))) == 1

@@ -186,8 +186,13 @@ class OutcomeUnknownError(CodeArtsError):
 
 
 class RunResult(BaseModel):
-    """The answer to a run: which build was started (``octopus_job_name`` and any other
-    field are ignored)."""
+    """The answer to a run: which build was started.
+
+    Only ``actual_build_number`` is required: a build that CodeArts says it started
+    is never thrown away over another field. ``daily_build_number`` is ``""`` when
+    it is null or missing (the record call gives it later); ``octopus_job_name`` and
+    any other field are ignored, null or not.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -201,6 +206,12 @@ class RunResult(BaseModel):
         if isinstance(v, bool):
             raise ValueError("not a string")  # noqa: TRY004 - pydantic wants ValueError
         return str(v) if isinstance(v, int | float) else v
+
+    @field_validator("daily_build_number", mode="before")
+    @classmethod
+    def _null_is_unknown(cls, v: Any) -> Any:
+        """A null daily number is not known yet: ``""``, never a reason to refuse the answer."""
+        return "" if v is None else v
 
     @field_validator("actual_build_number")
     @classmethod

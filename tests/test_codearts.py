@@ -88,6 +88,25 @@ def test_run_coerces_numbers_to_strings(fake, client):
     assert result.actual_build_number == "7" and result.daily_build_number == "20200612.20"
 
 
+@pytest.mark.parametrize("answer", [
+    {"octopus_job_name": "j_1", "actual_build_number": "3", "daily_build_number": None},
+    {"octopus_job_name": None, "actual_build_number": "3", "daily_build_number": None},
+    {"octopus_job_name": None, "actual_build_number": "3"},
+    {"actual_build_number": 3},
+])
+def test_a_started_build_is_not_thrown_away_over_a_null(fake, client, answer):
+    """Only actual_build_number is needed; a null or missing daily number is read as ''."""
+    fake.fail_next(200, answer, path_prefix=RUN)
+    result = client.run_build(body())
+    assert (result.actual_build_number, result.daily_build_number) == ("3", "")
+
+
+def test_a_null_octopus_job_name_keeps_the_daily_number(fake, client):
+    fake.fail_next(200, {"octopus_job_name": None, "actual_build_number": "4",
+                         "daily_build_number": "20261123.4"}, path_prefix=RUN)
+    assert client.run_build(body()).daily_build_number == "20261123.4"
+
+
 @pytest.mark.parametrize(("status", "hint_word"), [
     (400, "input"), (401, "credentials"), (403, "permission"), (404, "job ID"), (500, "later"),
 ])

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from bot.codearts import DEFAULT_TIMEOUT, AuthError, extract_error, parse_time
+from bot.codearts import DEFAULT_TIMEOUT, AuthError, extract_error, load_json, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class IamPasswordAuth(httpx.Auth):
 
     def _login_error(self, response: httpx.Response) -> AuthError:
         try:
-            data: Any = response.json()
+            data: Any = load_json(response)
         except ValueError:
             data = None
         code, msg = extract_error(data) or ("", "IAM answered without a token")
@@ -184,7 +184,7 @@ class IamPasswordAuth(httpx.Auth):
         """When to log in again: ``RENEW_BEFORE`` ahead of expiry (at most half the lifetime)."""
         now = self._clock()
         try:
-            expires = parse_time(response.json()["token"]["expires_at"])
+            expires = parse_time(load_json(response)["token"]["expires_at"])
         except (ValueError, KeyError, TypeError):
             expires = None
         if expires is None:

@@ -43,11 +43,13 @@ Retry rules, so that a build is never started twice:
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import random
 import threading
 import time
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Self
 from urllib.parse import quote
 
@@ -205,7 +207,7 @@ class RunResult(BaseModel):
         """The docs say strings; numbers are accepted in case the API sends them bare."""
         if isinstance(v, bool):
             raise ValueError("not a string")  # noqa: TRY004 - pydantic wants ValueError
-        return str(v) if isinstance(v, int | float) else v
+        return number_text(v) if isinstance(v, int | float | Decimal) else v
 
     @field_validator("daily_build_number", mode="before")
     @classmethod
@@ -237,6 +239,26 @@ class BuildState(BaseModel):
 
 
 # --------------------------------------------------------------------------- parsing
+
+
+def load_json(response: httpx.Response) -> Any:
+    """The body as JSON, with every non-integer number kept as a ``Decimal``, never a float.
+
+    Identifiers such as ``20261123.10`` may arrive as bare numbers; a float would make
+    that ``20261123.1``. ``NaN``/``Infinity`` become Decimals too. Raises ValueError when
+    the body is not JSON (including nesting too deep to read).
+    """
+    try:
+        return json.loads(response.content, parse_float=Decimal, parse_constant=Decimal)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def number_text(value: int | float | Decimal) -> str:
+    """A JSON number as text, keeping its digits: ``Decimal("20261123.10")`` -> ``"20261123.10"``."""
+    if isinstance(value, float):  # only from callers that built the data themselves
+        return repr(value)
+    return str(value)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -299,7 +321,7 @@ def _error_in_success(data: Any) -> tuple[str, str] | None:
 def decode(response: httpx.Response) -> Any:
     """The JSON body of a successful answer, or the typed error the answer amounts to."""
     try:
-        data = response.json()
+        data = load_json(response)
     except ValueError:  # includes JSONDecodeError and bad UTF-8
         raise BadResponseError(response.status_code, _request_id(response),
                                response.text if response.content else "(empty)") from None
@@ -319,8 +341,9 @@ def parse_time(value: Any) -> datetime | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
-        if isinstance(value, int | float):
-            seconds = value / 1000 if value > 1e11 else value
+        if isinstance(value, int | float | Decimal):
+            seconds = float(value)
+            seconds = seconds / 1000 if seconds > 1e11 else seconds
             return datetime.fromtimestamp(seconds, tz=UTC)
         if isinstance(value, str) and value.strip():
             parsed = datetime.fromisoformat(value.strip())
@@ -334,14 +357,19 @@ def _int_or_none(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     try:
-        return int(value) if isinstance(value, int | float | str) else None
-    except ValueError:
+        return int(value) if isinstance(value, int | float | Decimal | str) else None
+    except (ValueError, OverflowError, InvalidOperation):
         return None
 
 
 def _str_or_none(value: Any) -> str | None:
-    if isinstance(value, str | int) and not isinstance(value, bool):
-        return str(value) or None
+    """Text as is; a bare JSON number as the digits it was written with."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | Decimal):
+        return number_text(value)
+    if isinstance(value, str):
+        return value or None
     return None
 
 

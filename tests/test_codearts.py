@@ -107,6 +107,30 @@ def test_a_null_octopus_job_name_keeps_the_daily_number(fake, client):
     assert client.run_build(body()).daily_build_number == "20261123.4"
 
 
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(("raw", "daily"), [
+    ('{"actual_build_number": "5", "daily_build_number": 20261123.10}', "20261123.10"),
+    ('{"actual_build_number": 5, "daily_build_number": 20261123.100}', "20261123.100"),
+    ('{"actual_build_number": "5", "daily_build_number": 20261123}', "20261123"),
+    ('{"actual_build_number": "5", "daily_build_number": "20261123.10"}', "20261123.10"),
+])
+def test_numbers_that_are_identifiers_never_go_through_a_float(fake, client, raw, daily):
+    fake.fail_next(200, raw, path_prefix=RUN, headers=JSON)
+    result = client.run_build(body())
+    assert (result.actual_build_number, result.daily_build_number) == ("5", daily)
+
+
+def test_the_record_daily_number_keeps_its_text_too(fake, client):
+    fake.fail_next(200, '{"result": {"status": "RUNNING", "daily_build_num": 20261123.10, '
+                        '"duration": 1500.0, "start_time": 1665477027000.0}, '
+                        '"error": null, "status": "success"}', path_prefix=RECORD, headers=JSON)
+    state = client.build_state(JOB, 1)
+    assert state.daily_build_number == "20261123.10" and state.duration_ms == 1500
+    assert state.start_time == datetime(2022, 10, 11, 8, 30, 27, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(("status", "hint_word"), [
     (400, "input"), (401, "credentials"), (403, "permission"), (404, "job ID"), (500, "later"),
 ])

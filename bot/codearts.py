@@ -76,11 +76,17 @@ _HINTS = {
 }
 _HINT_5XX = "CodeArts is having trouble: try again later."
 
-Outcome = Literal["success", "failure", "aborted", "unknown"]
+# "ended": the record has a finish time but a status word not listed below.
+Outcome = Literal["success", "failure", "aborted", "unknown", "ended"]
 _FINAL: dict[str, Outcome] = {
-    "SUCCESS": "success", "FAILURE": "failure", "ABORTED": "aborted",
-    "SCHEDULE_FAILURE": "failure", "UNKNOWN": "unknown",
+    "SUCCESS": "success", "FAILURE": "failure", "FAILED": "failure",
+    "SCHEDULE_FAILURE": "failure", "ABORTED": "aborted", "CANCELED": "aborted",
+    "CANCELLED": "aborted", "UNKNOWN": "unknown",
 }
+_FINISH_KEYS = ("finish_time", "finishTime", "end_time", "endTime")
+STATUS_LIMIT = 24  # characters of a status word kept in BuildState.status
+# A finish time before this is a placeholder (0, a small epoch), not the end of a build.
+_EARLIEST_FINISH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def hint_for(status: int | None) -> str:
@@ -225,7 +231,12 @@ class RunResult(BaseModel):
 
 
 class BuildState(BaseModel):
-    """Where one build stands; ``finished`` is False for any status not known to be final."""
+    """Where one build stands.
+
+    ``finished`` is True for a known final status word, and for any other word when the
+    record has a finish time (``outcome="ended"``, the word kept in ``status``); an
+    unknown word without a finish time means the build is still running.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -373,17 +384,41 @@ def _str_or_none(value: Any) -> str | None:
     return None
 
 
+def _status_word(raw: Any) -> str:
+    """The status as a word to keep: upper case, printable, at most ``STATUS_LIMIT`` characters."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
+        return ""
+    text = number_text(raw) if not isinstance(raw, str) else raw
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat.upper()[:STATUS_LIMIT]
+
+
+def _finish_time(result: dict[str, Any]) -> datetime | None:
+    """The first readable finish time among the spellings, ignoring placeholders (0, "")."""
+    for key in _FINISH_KEYS:
+        when = parse_time(result.get(key))
+        if when is not None and when >= _EARLIEST_FINISH:
+            return when
+    return None
+
+
 def build_state_from(result: dict[str, Any]) -> BuildState:
-    """A BuildState from the ``result`` of record-info; a malformed field becomes None."""
+    """A BuildState from the ``result`` of record-info; a malformed field becomes None.
+
+    A known final word decides the outcome; any other word with a finish time has
+    ended (``"ended"``, the word kept); without one it is still running.
+    """
     raw = result.get("status")
-    status = raw.strip().upper() if isinstance(raw, str) else ""
-    outcome = _FINAL.get(status)
+    key = " ".join(raw.split()).upper() if isinstance(raw, str) else ""
+    status = _status_word(raw)
+    finish = _finish_time(result)
+    outcome = _FINAL.get(key) or ("ended" if finish is not None else None)
     daily = next((result[k] for k in ("daily_build_num", "daily_build_number", "dailyBuildNum")
                   if result.get(k) is not None), None)
     return BuildState(
         status=status, finished=outcome is not None, outcome=outcome,
         start_time=parse_time(result.get("start_time", result.get("startTime"))),
-        finish_time=parse_time(result.get("finish_time", result.get("finishTime"))),
+        finish_time=finish,
         duration_ms=_int_or_none(result.get("duration")),
         daily_build_number=_str_or_none(daily),
     )

@@ -376,6 +376,7 @@ def test_unknown_build_is_404(fake, client):
 
 
 def test_unseen_status_spelling_is_still_running_and_logged_once(fake, client, caplog):
+    fake.add_job(JOB, duration=30.0)  # no finish time while it is read
     client.run_build(body())
     fake.set_status(JOB, 1, "queued_for_agent")
     caplog.set_level(logging.INFO, logger="bot.codearts")
@@ -394,6 +395,66 @@ def test_final_states_in_any_case(fake, client, raw, outcome):
     fake.set_status(JOB, 1, raw)
     state = client.build_state(JOB, 1)
     assert state.finished and state.outcome == outcome and state.status == raw.strip().upper()
+
+
+@pytest.mark.parametrize(("raw", "outcome"), [
+    ("FAILED", "failure"), ("failed", "failure"), ("CANCELED", "aborted"),
+    ("cancelled", "aborted"),
+])
+def test_more_final_words(fake, client, raw, outcome):
+    fake.add_job(JOB, duration=30.0)  # still running by the clock: the word alone decides
+    client.run_build(body())
+    fake.set_status(JOB, 1, raw)
+    state = client.build_state(JOB, 1)
+    assert (state.finished, state.outcome, state.status) == (True, outcome, raw.upper())
+
+
+@pytest.mark.parametrize("raw", ["TIMEOUT", "partial_success", "RUNNING", "Stopped by admin"])
+def test_a_build_with_a_finish_time_has_ended_whatever_its_word(fake, client, raw):
+    fake.add_job(JOB, duration=0.0)  # over at once: the record carries a finish time
+    client.run_build(body())
+    fake.set_status(JOB, 1, raw)
+    state = client.build_state(JOB, 1)
+    assert (state.finished, state.outcome, state.status) == (True, "ended", raw.upper())
+    assert state.finish_time is not None
+
+
+def test_an_unknown_word_without_a_finish_time_is_still_running(fake, client):
+    fake.add_job(JOB, duration=30.0)
+    client.run_build(body())
+    fake.set_status(JOB, 1, "TIMEOUT")
+    state = client.build_state(JOB, 1)
+    assert (state.finished, state.outcome, state.status) == (False, None, "TIMEOUT")
+
+
+@pytest.mark.parametrize("key", ["finish_time", "finishTime", "end_time", "endTime"])
+def test_every_spelling_of_the_finish_time_ends_a_build(key):
+    state = build_state_from({"status": "WEIRD", key: "2025-09-12T08:30:27.000+00:00"})
+    assert (state.finished, state.outcome) == (True, "ended")
+    assert state.finish_time == datetime(2025, 9, 12, 8, 30, 27, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("finish", [None, "", "yesterday", 0, "0", [], {}, True])
+def test_an_unreadable_or_empty_finish_time_does_not_end_a_build(finish):
+    state = build_state_from({"status": "WEIRD", "finish_time": finish, "end_time": None})
+    assert (state.finished, state.outcome, state.finish_time) == (False, None, None)
+
+
+def test_a_later_spelling_is_used_when_the_first_is_null():
+    state = build_state_from({"status": "WEIRD", "finish_time": None, "endTime": 1665477027000})
+    assert state.finished and state.finish_time == datetime(2022, 10, 11, 8, 30, 27, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("raw", "word"), [
+    ("a" * 40, "A" * 24),
+    ("bad\x00word\nhere", "BAD WORD HERE"),
+    (7, "7"),
+    (None, ""),
+])
+def test_the_status_word_is_printable_and_short(raw, word):
+    state = build_state_from({"status": raw, "finish_time": "2025-09-12T08:30:27Z"})
+    assert (state.finished, state.outcome, state.status) == (True, "ended", word)
+    assert len(state.status) <= 24
 
 
 def test_malformed_record_fields_become_none(fake, client):

@@ -72,6 +72,8 @@ _HINTS = {
     401: "The bot's CodeArts credentials are wrong or expired: tell the bot's operator.",
     403: "The bot's account has no permission on this build task.",
     404: "No such build task: check the job ID in the bot's config.",
+    413: "The request was too large for CodeArts or a proxy in front of it: "
+         "use shorter parameter values.",
     429: "CodeArts is throttling requests: try again in a minute.",
 }
 _HINT_5XX = "CodeArts is having trouble: try again later."
@@ -118,7 +120,7 @@ class ApiError(CodeArtsError):
         super().__init__(self._sentence())
 
     def _sentence(self) -> str:
-        code = f" {self.error_code}" if self.error_code else ""
+        code = f" {self.error_code}" if self.error_code not in ("", str(self.status)) else ""
         msg = f": {self.error_msg}" if self.error_msg else ""
         text = f"CodeArts answered HTTP {self.status}{code}{msg}."
         if self.hint:
@@ -330,11 +332,20 @@ def _error_in_success(data: Any) -> tuple[str, str] | None:
 
 
 def decode(response: httpx.Response) -> Any:
-    """The JSON body of a successful answer, or the typed error the answer amounts to."""
+    """The JSON body of a successful answer, or the typed error the answer amounts to.
+
+    A 4xx is a refusal (``ApiError``) whatever its body: something in front of CodeArts
+    or CodeArts itself said no, so nothing was done. A body that is not JSON on any
+    other status (a 2xx we cannot read, a gateway's 5xx page after the back end may
+    have acted) is a ``BadResponseError``: the outcome is unknown.
+    """
+    status = response.status_code
     try:
         data = load_json(response)
     except ValueError:  # includes JSONDecodeError and bad UTF-8
-        raise BadResponseError(response.status_code, _request_id(response),
+        if 400 <= status < 500:
+            raise ApiError(status, str(status), response.text, _request_id(response)) from None
+        raise BadResponseError(status, _request_id(response),
                                response.text if response.content else "(empty)") from None
     rid = _request_id(response, data)
     if not response.is_success:

@@ -200,6 +200,50 @@ def test_html_answer_is_a_bad_response_not_a_crash(fake, client, status):
     assert len(fake.requests_to(RUN)) == 1
 
 
+WAF_PAGE = ("<html><head><title>403 Forbidden</title></head><body><h1>403 Forbidden</h1>"
+            "<p>Request blocked by the web application firewall. " + "x" * 400 + "</p></body></html>")
+
+
+@pytest.mark.parametrize(("status", "payload", "hint_word"), [
+    (401, b"", "credentials"),
+    (403, WAF_PAGE, "permission"),
+    (404, "404 page not found", "job ID"),
+    (413, "<html><body>413 Request Entity Too Large</body></html>", "too large"),
+    (429, "<html><body>Too Many Requests</body></html>", "throttl"),
+])
+def test_a_4xx_without_a_json_body_is_a_refusal_not_an_unknown_outcome(fake, client, status,
+                                                                      payload, hint_word):
+    """Something in front of CodeArts refused the run: nothing was started."""
+    fake.fail_next(status, payload, path_prefix=RUN,
+                   headers={"Content-Type": "text/html", "X-Request-Id": "gw-1"})
+    with pytest.raises(ApiError) as info:
+        client.run_build(body())
+    err = info.value
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    assert (err.status, err.error_code, err.request_id) == (status, str(status), "gw-1")
+    flat = " ".join(text.split())
+    assert err.error_msg == (flat if len(flat) <= 300 else flat[:299] + "…")
+    assert len(err.error_msg) <= 300 and hint_word in err.hint
+    assert f"HTTP {status} {status}" not in str(err)
+    assert fake.builds(JOB) == [] and len(fake.requests_to(RUN)) == 1
+
+
+def test_a_waf_page_from_html_next_creates_nothing(fake, client):
+    fake.html_next(403, path_prefix=RUN)
+    with pytest.raises(ApiError) as info:
+        client.run_build(body())
+    assert info.value.status == 403 and fake.builds(JOB) == []
+
+
+def test_a_4xx_page_to_a_read_is_an_api_error_and_not_retried(fake, client):
+    client.run_build(body())
+    fake.fail_next(404, "<html>Not Found</html>", path_prefix=RECORD)
+    with pytest.raises(ApiError) as info:
+        client.build_state(JOB, 1)
+    assert (info.value.status, info.value.error_code) == (404, "404")
+    assert len(fake.requests_to(RECORD)) == 1
+
+
 @pytest.mark.parametrize("payload", [
     [1, 2], "not json at all", {"octopus_job_name": "x"}, {"actual_build_number": "abc"},
     {"actual_build_number": None}, {"actual_build_number": True},

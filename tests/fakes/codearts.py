@@ -244,7 +244,12 @@ class FakeCodeArts:
         self._add(_Rule("hang", count, path_prefix, seconds=seconds))
 
     def html_next(self, status: int = 502, count: int = 1, path_prefix: str | None = None) -> None:
-        """Answer with a proxy's HTML page instead of JSON."""
+        """Answer with a proxy's HTML page instead of JSON.
+
+        A 4xx page comes from something in front of CodeArts (a WAF, a proxy) that
+        refused the request: CodeArts never sees it. With any other status the request
+        is handled first (a run creates its build) and the page replaces the answer.
+        """
         self._add(_Rule("html", count, path_prefix, status=status))
 
     def drop_next(self, count: int = 1, path_prefix: str | None = None) -> None:
@@ -586,7 +591,9 @@ class _Handler(BaseHTTPRequestHandler):
             status = rule.status
             body = rule.body if rule.body is not None else _default_error(rule.status)
             headers: dict[str, str | None] = dict(rule.headers)
-        else:  # a dropped or hanging run still creates its build
+        elif "html" in rules and 400 <= rules["html"].status < 500:  # refused in front
+            status, body, headers = rules["html"].status, None, {}
+        else:  # a dropped or hanging run (or one answered by a 5xx/2xx page) creates its build
             status, body, answer_headers = fake.handle(req)
             headers = dict(answer_headers)
         delay = fake.latency + (rules["hang"].seconds if "hang" in rules else 0.0)

@@ -3,7 +3,8 @@
 Grammar (the README's "The command" shows it to users)::
 
     /build                       -> Help("help")
-    /build help | list           -> Help("help") | Help("list")  (any words after are ignored)
+    /build help | list           -> Help("help") | Help("list")  (any words after are ignored,
+                                    but a page number: ``help 2`` -> Help("help", page=2))
     /build <job> [name=value ...] [commit=<sha>] [tag=<tag>]  -> BuildCommand
 
 Decisions, so that the result is predictable:
@@ -45,13 +46,17 @@ _SINGLE_QUOTES = frozenset("'\u2018\u2019\u201a\u201b")  # ' and curly single qu
 _MARKUP = re.compile(r"<([^<>]*)>")
 _ENTITY = re.compile(r"&(amp|lt|gt);")
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
+_DIGITS = re.compile(r"[0-9]+")
+MAX_PAGE = 999_999
 
 
 @dataclass(frozen=True)
 class Help:
-    """The user asked for usage (``help``) or for the jobs they may run (``list``)."""
+    """The user asked for usage (``help``) or for the jobs they may run (``list``); the
+    jobs are listed a page at a time, ``page`` counting from 1."""
 
     kind: Literal["help", "list"]
+    page: int = 1
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,20 @@ def parse(text: str) -> Help | BuildCommand | ParseError:
         return Help("help")
     head = items[0]
     if isinstance(head, _Word) and head.name is None and head.value.lower() in ("help", "list"):
-        return Help("help" if head.value.lower() == "help" else "list")
+        return Help("help" if head.value.lower() == "help" else "list", _page(items[1:2]))
     if isinstance(head, str):
         return ParseError(tuple(i for i in items if isinstance(i, str)))
     return _build(head, items[1:])
+
+
+def _page(words: list[_Word | str]) -> int:
+    """The page number after ``help``: ASCII digits, at least 1, at most ``MAX_PAGE``;
+    anything else (or nothing) is page 1."""
+    word = words[0] if words else None
+    if not isinstance(word, _Word) or word.name is not None or not _DIGITS.fullmatch(word.value):
+        return 1
+    digits = word.value.lstrip("0") or "0"
+    return max(1, int(digits) if len(digits) <= 6 else MAX_PAGE)
 
 
 def unescape_chars(text: str) -> list[_Char]:

@@ -22,6 +22,26 @@ def test_help_and_list_words_ask_for_help(text: str, kind: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
+    ("help 2", Help("help", 2)),
+    ("HELP\u00a03 more words", Help("help", 3)),
+    ("list 7", Help("list", 7)),
+    ("help 002", Help("help", 2)),
+    ('help "4"', Help("help", 4)),
+    ("help 1", Help("help", 1)),
+    ("help 0", Help("help", 1)),
+    ("help -2", Help("help", 1)),
+    ("help 2.5", Help("help", 1)),
+    ("help ²", Help("help", 1)),
+    ("help \u0663", Help("help", 1)),
+    ("help page=2", Help("help", 1)),
+    ("help backend 2", Help("help", 1)),
+    ("help " + "9" * 5000, Help("help", 999_999)),
+])
+def test_help_may_be_followed_by_a_page_number(text: str, expected: Help) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
     ("backend", BuildCommand("backend")),
     ("backend codeBranch=master", BuildCommand("backend", (("codeBranch", "master"),))),
     ("backend b=2 a=1", BuildCommand("backend", (("b", "2"), ("a", "1")))),

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from bot.codearts import DEFAULT_TIMEOUT, AuthError, extract_error, load_json, parse_time
+from bot.codearts import DEFAULT_TIMEOUT, AuthError, error_fields, load_json, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +162,16 @@ class IamPasswordAuth(httpx.Auth):
         return SecretStr(token), self._renew_at(response)
 
     def _login_error(self, response: httpx.Response) -> AuthError:
+        """The error of a failed login, read as the SDK reads errors (``error_fields``)."""
         try:
             data: Any = load_json(response)
         except ValueError:
             data = None
-        code, msg = extract_error(data) or ("", "IAM answered without a token")
+        code, msg = error_fields(response.status_code, response.text, data)
         if response.is_success:
             code, msg = "", "IAM answered without an X-Subject-Token header"
         return AuthError(response.status_code, code, self._scrub(msg),
-                         response.headers.get("X-Request-Id"))
+                         response.headers.get("X-Request-Id") or None)
 
     def secret_values(self) -> list[str]:
         token = self._token

@@ -280,50 +280,79 @@ def _clip(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+# The pairs huaweicloudsdkcore's DefaultExceptionHandler looks for, in its order.
 _PAIRS = (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message"))
 
 
-def extract_error(data: Any, *, pairs: tuple[tuple[str, str], ...] = _PAIRS) -> tuple[str, str] | None:
-    """(code, message) the way the official SDKs find them: first pair, also one level down."""
+def _sdk_pair(data: dict[str, Any]) -> tuple[Any, Any] | None:
+    """The raw (code, message) the SDK's ``_process_sdk_error`` would settle on, or None.
+
+    At one level the first pair whose *both* keys are present wins (values unchecked) and
+    nothing below is looked at; without one, every object value is searched the same way,
+    at any depth, and the last pair found wins. Done with an explicit stack in the SDK's
+    (depth-first, in order) visiting order, so deep nesting cannot exhaust recursion.
+    """
+    found: tuple[Any, Any] | None = None
+    stack: list[dict[str, Any]] = [data]
+    while stack:
+        node = stack.pop()
+        pair = next(((node[c], node[m]) for c, m in _PAIRS if c in node and m in node), None)
+        if pair is not None:
+            found = pair
+            continue
+        stack.extend(reversed([v for v in node.values() if isinstance(v, dict)]))
+    return found
+
+
+def _as_text(value: Any) -> str:
+    """A code or message as text; numbers keep their digits, objects become JSON text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | float | Decimal):
+        return number_text(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def extract_error(data: Any) -> tuple[str, str] | None:
+    """(code, message) as text, found the way huaweicloudsdkcore's exception handler finds
+    them (``_sdk_pair``); None when the body has no pair. An empty, null or zero value
+    comes back as ``""`` (``error_fields`` then falls back as the SDK does)."""
     if not isinstance(data, dict):
         return None
-    found = _pair_in(data, pairs)
-    if found:
-        return found
-    for value in data.values():
-        if isinstance(value, dict) and (found := _pair_in(value, pairs)):
-            return found
-    return None
+    found = _sdk_pair(data)
+    if found is None:
+        return None
+    code, msg = found
+    return (_as_text(code) if code else ""), (_as_text(msg) if msg else "")
 
 
-def _pair_in(data: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> tuple[str, str] | None:
-    for code_key, msg_key in pairs:
-        code = data.get(code_key)
-        if code not in (None, ""):
-            msg = data.get(msg_key)
-            return str(code), "" if msg is None else str(msg)
-    return None
+def error_fields(status: int, text: str, data: Any) -> tuple[str, str]:
+    """The code and message of an error answer, as the SDK reads them: from the body's
+    pair if it has one, else (and for an empty value) the HTTP status as the code and
+    the body text as the message."""
+    code, msg = extract_error(data) or ("", "")
+    return code or str(status), msg or text
 
 
-def _request_id(response: httpx.Response, data: Any = None) -> str | None:
-    """X-Request-Id header first (what Huawei support asks for), else a ``request_id`` field."""
-    rid = response.headers.get("X-Request-Id")
-    if rid:
-        return rid
-    if isinstance(data, dict):
-        for holder in (data, data.get("error")):
-            if isinstance(holder, dict) and isinstance(holder.get("request_id"), str):
-                return holder["request_id"] or None
-    return None
+def _request_id(response: httpx.Response) -> str | None:
+    """The ``X-Request-Id`` header (any case), as the SDK reads it; the body is not read."""
+    return response.headers.get("X-Request-Id") or None
 
 
 def _error_in_success(data: Any) -> tuple[str, str] | None:
-    """A 2xx can still carry an error: ``error_code``, envelope ``status: fail``, ``success: false``."""
+    """A 2xx can still carry an error: ``error_code``/``error_msg`` (or the camel-case pair)
+    with a non-empty code at the top level or one level down, envelope ``status: fail``,
+    ``success: false``. (The SDK raises nothing on a 2xx; this is the bot's own check.)"""
     if not isinstance(data, dict):
         return None
-    found = extract_error(data, pairs=_PAIRS[:2])
-    if found:
-        return found
+    for holder in (data, *(v for v in data.values() if isinstance(v, dict))):
+        for code_key, msg_key in _PAIRS[:2]:
+            code = holder.get(code_key)
+            if code not in (None, ""):
+                msg = holder.get(msg_key)
+                return _as_text(code), "" if msg is None else _as_text(msg)
     if str(data.get("status", "")).lower() == "fail" or data.get("success") is False:
         code = data.get("err_code") or ""
         msg = data.get("message") or data.get("result") or "CodeArts reported a failure."
@@ -347,10 +376,10 @@ def decode(response: httpx.Response) -> Any:
             raise ApiError(status, str(status), response.text, _request_id(response)) from None
         raise BadResponseError(status, _request_id(response),
                                response.text if response.content else "(empty)") from None
-    rid = _request_id(response, data)
+    rid = _request_id(response)
     if not response.is_success:
-        code, msg = extract_error(data) or ("", "")
-        raise ApiError(response.status_code, code, msg, rid)
+        code, msg = error_fields(status, response.text, data)
+        raise ApiError(status, code, msg, rid)
     problem = _error_in_success(data)
     if problem:
         raise ApiError(response.status_code, problem[0], problem[1], rid,
@@ -520,7 +549,7 @@ class CodeArtsClient:
         data = self._decode(response)
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, dict):
-            raise BadResponseError(response.status_code, _request_id(response, data), self.scrub(str(data)),
+            raise BadResponseError(response.status_code, _request_id(response), self.scrub(str(data)),
                                    "a build record without a result")
         state = build_state_from(result)
         if not state.finished:
@@ -533,7 +562,7 @@ class CodeArtsClient:
         response = self._call("POST", path, read=False)
         data = self._decode(response)
         if not isinstance(data, dict) or data.get("success") is not True:
-            raise BadResponseError(response.status_code, _request_id(response, data), self.scrub(str(data)),
+            raise BadResponseError(response.status_code, _request_id(response), self.scrub(str(data)),
                                    "a stop answer without success: true")
 
     # ---- plumbing

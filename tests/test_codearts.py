@@ -160,12 +160,18 @@ def test_unknown_job_is_404_with_the_config_hint(fake, client):
     assert info.value.request_id  # the fake always sends X-Request-Id
 
 
-def test_request_id_is_read_from_the_body_when_the_header_is_missing(fake, client):
+def test_the_request_id_is_the_header_only_as_the_sdk_reads_it(fake, client):
+    """The SDK takes X-Request-Id from the headers and nowhere else; so does the client."""
     fake.fail_next(401, {"error_code": "APIGW.0301", "error_msg": "token expires",
                          "request_id": "body-rid"}, headers={"X-Request-Id": None})
     with pytest.raises(ApiError) as info:
         client.run_build(body())
-    assert info.value.request_id == "body-rid"
+    assert info.value.request_id is None
+    fake.fail_next(401, {"error_code": "APIGW.0301", "error_msg": "token expires",
+                         "request_id": "body-rid"}, headers={"X-Request-Id": "hdr-rid"})
+    with pytest.raises(ApiError) as info:
+        client.run_build(body())
+    assert info.value.request_id == "hdr-rid"
 
 
 @pytest.mark.parametrize("payload", [
@@ -180,6 +186,42 @@ def test_error_fields_are_read_in_every_sdk_spelling(fake, client, payload):
     with pytest.raises(ApiError) as info:
         client.run_build(body())
     assert (info.value.error_code, info.value.error_msg) == ("X.1", "boom")
+
+
+@pytest.mark.parametrize(("payload", "code", "msg"), [
+    # a pair counts only when both of its keys are there, whatever their values
+    ({"error_code": "X.1"}, "400", '{"error_code": "X.1"}'),
+    ({"error_code": None, "error_msg": None, "code": "X.2", "message": "m"}, "400",
+     '{"error_code": null, "error_msg": null, "code": "X.2", "message": "m"}'),
+    ({"error_code": "", "error_msg": "only a message"}, "400", "only a message"),
+    ({"error_code": 0, "error_msg": "zero"}, "400", "zero"),
+    # nested at any depth; with several, the last one found wins
+    ({"outer": {"inner": {"code": "X.3", "message": "two down"}}}, "X.3", "two down"),
+    ({"a": {"error_code": "A.1", "error_msg": "first"},
+      "b": {"error_code": "B.1", "error_msg": "last"}}, "B.1", "last"),
+    ({"a": {"x": {"code": "A.2", "message": "deep first"}},
+      "b": {"errorCode": "B.2", "errorMsg": "later"}}, "B.2", "later"),
+    # the top level wins over anything nested
+    ({"code": "T.1", "message": "top", "error": {"code": "N.1", "message": "nested"}},
+     "T.1", "top"),
+    # nothing recognised: the HTTP status as the code, the body text as the message
+    ({"detail": "nope"}, "400", '{"detail": "nope"}'),
+    ([1, 2], "400", "[1, 2]"),
+    ({"error": {"code": 400, "message": "IAM style", "title": "Bad Request"}}, "400",
+     "IAM style"),
+])
+def test_errors_are_read_exactly_as_the_sdk_reads_them(fake, client, payload, code, msg):
+    fake.fail_next(400, payload, path_prefix=RUN)
+    with pytest.raises(ApiError) as info:
+        client.run_build(body())
+    assert (info.value.error_code, info.value.error_msg) == (code, msg)
+
+
+def test_a_5xx_json_answer_with_nothing_recognised_uses_the_status_and_text(fake, client):
+    fake.fail_next(502, {"upstream": "gone"}, path_prefix=RUN)
+    with pytest.raises(ApiError) as info:
+        client.run_build(body())
+    assert (info.value.error_code, info.value.error_msg) == ("502", '{"upstream": "gone"}')
 
 
 def test_a_2xx_carrying_error_code_is_an_error(fake, client):
@@ -536,6 +578,15 @@ def test_build_state_from_an_empty_record_is_running():
 
 def test_extract_error_returns_none_without_error_fields():
     assert extract_error({"result": 1}) is None and extract_error([1]) is None
+    assert extract_error({"error_code": None, "error_msg": None}) == ("", "")
+    assert extract_error({"a": {"b": {"c": {"code": 7, "message": "deep"}}}}) == ("7", "deep")
+
+
+def test_extract_error_does_not_recurse_itself_to_death():
+    data: dict = {"code": "X", "message": "bottom"}
+    for _ in range(5000):
+        data = {"k": data}
+    assert extract_error(data) == ("X", "bottom")
 
 
 @pytest.mark.parametrize("bad", [0, -1, "x", "1/2", "", True])

@@ -25,6 +25,7 @@ from bot.lifecycle import (
     CONFIRM_TTL,
     MAX_AGE,
     Build,
+    Lease,
     Request,
     RequestState,
     WatchState,
@@ -33,7 +34,7 @@ from bot.lifecycle import (
     decide_run_failure,
     new_error_id,
 )
-from bot.notifier import Notifier
+from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
 from bot.policy import Approved
 from bot.settings import format_build_link
 from bot.store import OpenQuestion, Store
@@ -41,7 +42,7 @@ from bot.store import OpenQuestion, Store
 log = logging.getLogger(__name__)
 
 STALE_SENDING = 180.0  # a request "sending" this long was being sent by a bot that died
-UNANNOUNCED_AFTER = 300.0  # a claimed announcement not posted by then: its poster died
+UNANNOUNCED_AFTER = 120.0  # a claimed announcement unconfirmed this long: look, then post
 
 
 class Engine:
@@ -211,18 +212,41 @@ class Engine:
 
     # --- the channel message -------------------------------------------------------------
 
-    def announce(self, build: Build, response_url: str | None) -> str | None:
-        """Post a build this process has claimed in its channel and keep the ts; fall back
-        to the response_url where the bot cannot post. Returns the channel posted in."""
+    def announce(self, build: Build, response_url: str | None, *,
+                 recovering: bool = False) -> str | None:
+        """Post a build this process has claimed in its channel and keep the ts.
+
+        Where the bot may not post (a final refusal) it falls back to the response_url.
+        A passing failure (429s, 5xx, a dropped answer) leaves the claim open for the
+        watcher, which first looks in the channel for the message (its metadata names
+        the build) before posting it: Slack may have posted it already. Returns the
+        channel posted in, or None."""
+        if recovering:
+            since = (build.announce_claimed_at or build.created_at) - UNANNOUNCED_AFTER
+            found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
+            if found.known and found.ts:
+                log.info("found the channel message of build=%s; not posting it again",
+                         build.id)
+                self.store.set_announced(id=build.id, channel=build.channel_id, ts=found.ts)
+                return build.channel_id
+            if not found.known:  # cannot tell whether it is there: never post it twice
+                self.store.set_announced(id=build.id, channel=None, ts=None)
+                self.notifier.direct(build.user_id, _announcement_uncertain(
+                    build, self.link(build)))
+                return None
         request = self.store.get_request(build.id)
         message = msg.announcement(
             build_id=build.id, user_id=build.user_id, job_name=build.job_name,
             description=self.description(build.job_name),
             body=request.body if request is not None else {},
             daily=build.daily_build_number, build_no=build.build_no, link=self.link(build))
-        sent = self.notifier.post(build.channel_id, message)
+        sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id))
+        if not sent.ok and not sent.permanent:
+            log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
+                        "for it and post it if it is not there", build.id, sent.error)
+            return None
         if not sent.ok:
-            log.warning("channel post failed build=%s channel=%s error=%s; using response_url",
+            log.warning("channel post refused build=%s channel=%s error=%s; using response_url",
                         build.id, build.channel_id, sent.error)
             self.notifier.respond(response_url, {**message, "response_type": "in_channel",
                                                  "replace_original": False})
@@ -253,14 +277,15 @@ class Engine:
             log.info("saved the channel message of build=%s", build_id)
 
     def recover_announcements(self) -> None:
-        """Announce builds whose announcing process died before it posted."""
+        """Announce builds whose announcement is unconfirmed: its poster died, or Slack's
+        answer never came. Each is looked for in the channel before it is posted."""
         self.save_unsaved()
         for build in self.store.claim_unannounced(now=self.clock(),
                                                   stale_after=UNANNOUNCED_AFTER):
             with self._unsaved_lock:
                 if build.id in self._unsaved:
                     continue
-            self.announce(build, build.response_url)
+            self.announce(build, build.response_url, recovering=True)
 
     def _where(self, build: Build) -> tuple[str | None, str | None]:
         """The channel message of a build (channel, ts), saved or not yet saved."""
@@ -271,7 +296,7 @@ class Engine:
 
     # --- following a build ---------------------------------------------------------------
 
-    def poll(self, build: Build, owner: str) -> None:
+    def poll(self, build: Build, lease: Lease) -> None:
         """Ask CodeArts how a leased build is doing; reschedule or report it."""
         answer: BuildState | CodeArtsError
         try:
@@ -280,24 +305,31 @@ class Engine:
             log.warning("status check failed build=%s job=%s failures=%d error=%s", build.id,
                         build.job_name, build.failures + 1, type(exc).__name__)
             answer = exc
+        if isinstance(answer, BuildState) and answer.daily_build_number \
+                and not build.daily_build_number:
+            self.store.set_daily_build_number(id=build.id,
+                                              daily_build_number=answer.daily_build_number)
+            build = replace(build, daily_build_number=answer.daily_build_number)
         decision = decide_poll(build, answer, poll=self.poll_seconds, max_age=self.max_age)
         if decision.watch is WatchState.WATCHING:
-            self.store.reschedule(id=build.id, owner=owner,
+            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
                                   next_check_at=self.clock() + decision.delay,
                                   failures=decision.failures)
             return
         assert decision.result is not None
-        if self.store.begin_report(id=build.id, owner=owner, result=decision.result,
-                                   duration_ms=decision.duration_ms, now=self.clock()):
+        if self.store.begin_report(id=build.id, owner=lease.owner, token=lease.token,
+                                   result=decision.result, duration_ms=decision.duration_ms,
+                                   now=self.clock()):
             log.info("build ended build=%s job=%s daily=%s result=%s", build.id, build.job_name,
                      build.daily_build_number, decision.result)
             self.report(replace(build, watch=WatchState.REPORTING, result=decision.result,
-                                 duration_ms=decision.duration_ms, failures=0), owner)
+                                duration_ms=decision.duration_ms, failures=0), lease)
 
-    def report(self, build: Build, owner: str) -> None:
+    def report(self, build: Build, lease: Lease, *, retry: bool = False) -> None:
         """Reply in the thread and update the parent, once. A passing Slack error is
         retried with backoff; a final one (or 24 hours of passing ones) sends the result to
-        the requester directly and ends the watch."""
+        the requester directly and ends the watch. A retry (an earlier attempt failed, or
+        its holder died or froze) first looks in the thread for the result."""
         link = self.link(build)
         result = build.result or "unknown"
         if result == "timeout":
@@ -308,27 +340,46 @@ class Engine:
                                      job_name=build.job_name, daily=build.daily_build_number,
                                      result=result, duration_ms=build.duration_ms, link=link)
         channel, ts = self._where(build)
-        if channel and ts:
-            sent = self.notifier.post(channel, reply, thread_ts=ts)
-        else:  # no channel message: tell the requester directly
-            sent = self.notifier.direct(build.user_id, reply)
         detail = result
-        if not sent.ok:
-            decision = decide_report_refused(build, permanent=sent.permanent,
-                                             max_age=self.max_age)
-            if decision.retry_in is not None:
-                self.store.reschedule(id=build.id, owner=owner,
-                                      next_check_at=self.clock() + decision.retry_in,
-                                      failures=decision.failures)
+        sent: Delivery | None = None
+        if channel and ts and retry:
+            found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts)
+            if found.known and found.ts:
+                log.info("found the result of build=%s in its thread; not posting it again",
+                         build.id)
+                sent = Delivery(True, channel=channel, ts=found.ts)
+            elif not found.known:  # cannot tell: tell the requester directly instead
+                fallback = self.notifier.direct(build.user_id, reply)
+                detail = f"{result}; thread unreadable; direct message " + (
+                    "sent" if fallback.ok else f"refused: {fallback.error}")
+                sent = Delivery(False, error="thread unreadable", permanent=True)
+        if sent is None:
+            if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
+                                         now=self.clock(), lease_seconds=lease.seconds):
+                log.warning("lease of build=%s lost before posting its result; not posting",
+                            build.id)
                 return
-            fallback = self.notifier.direct(build.user_id, msg.result_elsewhere(
-                reply, channel=channel or build.channel_id, error=sent.error or "unknown"))
-            detail = (f"{result}; Slack refused the thread reply ({sent.error}); "
-                      f"direct message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
-            log.warning("result not posted in its thread build=%s error=%s direct=%s",
-                        build.id, sent.error, fallback.ok)
-        if not self.store.finish_report(id=build.id, owner=owner):
-            log.warning("report of build=%s was finished by another owner", build.id)
+            if channel and ts:
+                sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id),
+                                          thread_ts=ts)
+            else:  # no channel message: tell the requester directly
+                sent = self.notifier.direct(build.user_id, reply)
+            if not sent.ok:
+                decision = decide_report_refused(build, permanent=sent.permanent,
+                                                 max_age=self.max_age)
+                if decision.retry_in is not None:
+                    self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                                          next_check_at=self.clock() + decision.retry_in,
+                                          failures=decision.failures)
+                    return
+                fallback = self.notifier.direct(build.user_id, msg.result_elsewhere(
+                    reply, channel=channel or build.channel_id, error=sent.error or "unknown"))
+                detail = (f"{result}; Slack refused the thread reply ({sent.error}); direct "
+                          f"message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
+                log.warning("result not posted in its thread build=%s error=%s direct=%s",
+                            build.id, sent.error, fallback.ok)
+        if not self.store.finish_report(id=build.id, owner=lease.owner, token=lease.token):
+            log.warning("report of build=%s was finished by another holder", build.id)
             return
         self.store.audit(decision="finished" if sent.ok else "report_refused", now=self.clock(),
                          request_id=build.id, user_id=build.user_id,
@@ -340,7 +391,7 @@ class Engine:
                                          daily=build.daily_build_number,
                                          build_no=build.build_no, link=link, result=result,
                                          duration_ms=build.duration_ms)
-            self.notifier.update(channel, ts, done)
+            self.notifier.update(channel, ts, tagged(done, BUILD_EVENT, build.id))
 
     # --- buttons on a build's messages -----------------------------------------------------
 
@@ -356,3 +407,13 @@ class Engine:
         return build.watch is WatchState.WATCHING
 
 
+
+
+def _announcement_uncertain(build: Build, link: str | None) -> dict[str, Any]:
+    # moves to messages.py
+    name = msg.escape(build.daily_build_number or f"#{build.build_no}")
+    shown = f"<{link}|{name}>" if link else name
+    text = (f":rocket: {msg.escape(build.job_name)} build {shown} started. buildbot could not "
+            f"confirm that its message in <#{msg.escape(build.channel_id)}> was posted, so it "
+            "will report how the build ends to you here.")
+    return {"text": text}

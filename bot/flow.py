@@ -191,7 +191,7 @@ class Flow:
             self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
                              user_id=click.user_id, channel_id=request.channel_id,
                              job=request.job_name, detail=f"Run on {request.user_id}'s request")
-        elif claim.reason == "expired":
+        elif claim.reason == "expires_now":
             reply = msg.expired(request.job_name, request.command, minutes=CONFIRM_MINUTES)
             self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
                              user_id=request.user_id, channel_id=request.channel_id,

@@ -156,6 +156,7 @@ class Build:
     next_check_at: float
     lease_owner: str | None
     lease_until: float | None
+    lease_token: int | None
     failures: int
     result: str | None
     duration_ms: int | None
@@ -173,9 +174,20 @@ class Build:
                    message_channel=row["message_channel"], message_ts=row["message_ts"],
                    watch=WatchState(row["watch"]), next_check_at=row["next_check_at"],
                    lease_owner=row["lease_owner"], lease_until=row["lease_until"],
+                   lease_token=row.get("lease_token"),
                    failures=row["failures"], result=row["result"],
                    duration_ms=row["duration_ms"], finished_at=row["finished_at"],
                    age=float(row.get("age") or 0.0))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A replica's hold on a build: its writes name the token, so a holder that froze past
+    its lease cannot write over the next holder's work."""
+
+    owner: str
+    token: int | None
+    seconds: float
 
 
 # --- decisions ------------------------------------------------------------------------

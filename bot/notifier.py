@@ -28,6 +28,26 @@ PASSING_ERRORS = frozenset({
 })
 
 
+BUILD_EVENT = "buildbot_build"  # metadata of a build's channel message
+RESULT_EVENT = "buildbot_result"  # metadata of the reply that gives a build's result
+
+
+def tagged(message: dict[str, Any], event_type: str, build_id: str) -> dict[str, Any]:
+    """The message with Slack message metadata naming the build, so the bot can find it
+    again when it does not know whether Slack posted it."""
+    return {**message, "metadata": {"event_type": event_type,
+                                    "event_payload": {"build_id": build_id}}}
+
+
+@dataclass(frozen=True)
+class Found:
+    """Whether a message the bot may have posted is there: ``known`` False when Slack
+    could not be asked (no history scope, an error), so nobody can tell."""
+
+    known: bool
+    ts: str | None = None
+
+
 @dataclass(frozen=True)
 class Delivery:
     ok: bool
@@ -58,6 +78,39 @@ class Notifier:
         """A direct message from the bot (the app's Messages tab)."""
         return self._call("chat.postMessage(dm)", lambda: self.client.chat_postMessage(
             channel=user_id, **message), user_id)
+
+    def find(self, channel: str, event_type: str, build_id: str, *,
+             thread_ts: str | None = None, oldest: float | None = None) -> Found:
+        """Look for the bot's own message tagged for this build: in the thread of
+        ``thread_ts``, or in the channel since ``oldest``."""
+        pages = 0
+        cursor: str | None = None
+        while pages < 5:
+            pages += 1
+            try:
+                if thread_ts:
+                    resp = self.client.conversations_replies(
+                        channel=channel, ts=thread_ts, include_all_metadata=True, limit=200,
+                        cursor=cursor)
+                else:
+                    resp = self.client.conversations_history(
+                        channel=channel, oldest=None if oldest is None else f"{oldest:.6f}",
+                        include_all_metadata=True, limit=200, cursor=cursor)
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                error = (str(exc.response.get("error")) if isinstance(exc, SlackApiError)
+                         else type(exc).__name__)
+                log.warning("could not look for build=%s in channel=%s error=%s", build_id,
+                            channel, error)
+                return Found(False)
+            for message in resp.get("messages") or []:
+                meta = message.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if meta.get("event_type") == event_type and payload.get("build_id") == build_id:
+                    return Found(True, str(message.get("ts") or "") or None)
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return Found(True)
+        return Found(False)  # too much to read: cannot tell
 
     def respond(self, url: str | None, message: dict[str, Any]) -> bool:
         """An answer through a command's or click's ``response_url``."""

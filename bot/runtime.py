@@ -39,7 +39,8 @@ class Runtime:
 
     def __init__(self, settings: Settings, config: BuildbotConfig, *,
                  api: CodeArtsClient | None = None, clock: Callable[[], float] = time.time,
-                 watch: bool = True, slack_backoff: float = BACKOFF) -> None:
+                 watch: bool = True, slack_backoff: float = BACKOFF,
+                 slack_timeout: int = 10) -> None:
         self.settings = settings
         self.server: Any = None
         self.ready = threading.Event()
@@ -56,7 +57,8 @@ class Runtime:
             (lambda: 0.0) if clock is time.time else (lambda: clock() - time.time())))
         self.api = api or client_from_settings(settings)
         self.slack = make_web_client(settings.slack_bot_token.get_secret_value(),
-                                     settings.slack_api_url, backoff=slack_backoff)
+                                     settings.slack_api_url, backoff=slack_backoff,
+                                     timeout=slack_timeout)
         self.worker = ThreadPoolExecutor(settings.worker_threads,
                                          thread_name_prefix="buildbot-work")
         self.engine = Engine(config=config, store=self.store, api=self.api,

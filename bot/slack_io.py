@@ -7,7 +7,9 @@ slack_sdk's own retry handlers rather than by hand.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
+from urllib.error import URLError
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
@@ -34,10 +36,22 @@ class AnyServerErrorRetryHandler(ServerErrorRetryHandler):
 BACKOFF = 0.5  # seconds before the first retry of a connection error or 5xx, then doubling
 
 
+class NotSentRetryHandler(ConnectionErrorRetryHandler):
+    """Retries only a call that certainly never reached Slack (refused connection, unknown
+    host). A reset or a dropped answer after sending may follow a message Slack already
+    posted: that is left to the caller, who looks for it before posting again."""
+
+    def _can_retry(self, *, state: Any, request: Any, response: Any = None,
+                   error: Exception | None = None) -> bool:
+        if not isinstance(error, URLError) or response is not None:
+            return False
+        return isinstance(error.reason, ConnectionRefusedError | socket.gaierror)
+
+
 def retry_handlers(backoff: float = BACKOFF) -> list[RetryHandler]:
     """``backoff`` is a seam for tests; a 429 always waits for Slack's Retry-After."""
     interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
-    return [ConnectionErrorRetryHandler(max_retry_count=2, interval_calculator=interval),
+    return [NotSentRetryHandler(max_retry_count=2, interval_calculator=interval),
             RateLimitErrorRetryHandler(max_retry_count=3),
             AnyServerErrorRetryHandler(max_retry_count=2, interval_calculator=interval)]
 

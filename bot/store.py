@@ -80,6 +80,9 @@ builds = sa.Table(
     sa.Column("next_check_at", sa.Float, nullable=False),
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_until", sa.Float, nullable=True),
+    # fencing: a new number with every lease; a holder's writes name it, so one that
+    # froze past its lease cannot write over the next holder's work
+    sa.Column("lease_token", sa.BigInteger, nullable=True),
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("result", sa.String(32), nullable=True),
     sa.Column("duration_ms", sa.BigInteger, nullable=True),
@@ -114,6 +117,7 @@ _RESCHEDULE = (builds.update()
                       builds.c.lease_owner == sa.bindparam("b_owner"))
                .values(next_check_at=sa.bindparam("b_next"), failures=sa.bindparam("b_failures"),
                        lease_until=None))
+REPORT_GRACE = 30.0  # a result being posted is not taken over until this long past its lease
 
 
 class OpenQuestion(Exception):
@@ -125,7 +129,8 @@ class Claim:
     """What a Run click found: ``ok`` only for the one click that moved pending -> sending."""
 
     ok: bool
-    reason: str  # claimed, missing, not_yours, expired, or the state it was already in
+    reason: str  # claimed, missing, not_yours, expires_now (this click found it past its
+    # time and expired it), or the state it was already in
     request: Request | None = None
 
 
@@ -326,8 +331,13 @@ class Store:
         if request.user_id != user_id:
             return Claim(False, "not_yours", request)
         if request.state is RequestState.PENDING:  # so it is past its time
-            self.move_request(id=id, old=RequestState.PENDING, new=RequestState.EXPIRED, now=now)
-            return Claim(False, "expired", request)
+            if self.move_request(id=id, old=RequestState.PENDING, new=RequestState.EXPIRED,
+                                 now=now):
+                return Claim(False, "expires_now", request)  # this click tells it, nobody else
+            current = self.get_request(id)  # the sweep expired it first, and told it
+            if current is None:
+                return Claim(False, "missing")
+            return Claim(False, current.state.value, current)
         return Claim(False, request.state.value, request)
 
     def move_request(self, *, id: str, old: RequestState, new: RequestState, now: float,
@@ -370,6 +380,7 @@ class Store:
                      announce=AnnounceState.POSTING.value, announce_claimed_at=now,
                      message_channel=None, message_ts=None, watch=WatchState.WATCHING.value,
                      next_check_at=first_check_at, lease_owner=None, lease_until=None,
+                     lease_token=None,
                      failures=0, result=None, duration_ms=None, finished_at=None)
         with self._tx() as c:
             self._move(c, requests, requests.c.state, request.id, RequestState.SENDING,
@@ -414,44 +425,69 @@ class Store:
 
     # --- watches ---------------------------------------------------------
 
-    def lease_due(self, *, owner: str, now: float, lease_seconds: float,
-                  limit: int) -> list[Build]:
-        """Lease up to ``limit`` due watches to ``owner``; never one another live replica holds."""
-        free = sa.or_(builds.c.lease_until.is_(None), builds.c.lease_until < now)
+    def lease_due(self, *, owner: str, now: float, lease_seconds: float, limit: int,
+                  skip_jobs: tuple[str, ...] = ()) -> list[Build]:
+        """Lease up to ``limit`` due watches to ``owner``, the longest overdue first; never
+        one another live replica holds, and a result being posted only once its holder's
+        lease is ``REPORT_GRACE`` past. Each lease gets a new fencing token."""
+        expired_before = sa.case((builds.c.watch == WatchState.REPORTING.value,
+                                  now - REPORT_GRACE), else_=now)
+        free = sa.or_(builds.c.lease_until.is_(None), builds.c.lease_until < expired_before)
         active = (WatchState.WATCHING.value, WatchState.REPORTING.value)
         due = (sa.select(builds.c.id)
-               .where(builds.c.watch.in_(active), builds.c.next_check_at <= now, free)
+               .where(builds.c.watch.in_(active), builds.c.next_check_at <= now, free,
+                      *((builds.c.job_id.not_in(skip_jobs),) if skip_jobs else ()))
                .order_by(builds.c.next_check_at).limit(limit))
         if self.postgres:
             due = due.with_for_update(skip_locked=True)
         q = (builds.update().where(builds.c.id.in_(due.scalar_subquery()), free)
-             .values(lease_owner=owner, lease_until=now + lease_seconds)
+             .values(lease_owner=owner, lease_until=now + lease_seconds,
+                     lease_token=sa.func.coalesce(builds.c.lease_token, 0) + 1)
              .returning(*builds.c))
         with self._tx() as c:
             rows = list(c.execute(q).mappings())
+        rows.sort(key=lambda r: r["next_check_at"])
         return [Build.from_row({**r, "age": now - r["created_at"]}) for r in rows]
 
-    def reschedule(self, *, id: str, owner: str, next_check_at: float, failures: int) -> bool:
+    def reschedule(self, *, id: str, owner: str, next_check_at: float, failures: int,
+                   token: int | None = None) -> bool:
+        q = _RESCHEDULE if token is None else _RESCHEDULE.where(builds.c.lease_token == token)
         with self._tx() as c:
-            return c.execute(_RESCHEDULE, dict(b_id=id, b_owner=owner, b_next=next_check_at,
-                                               b_failures=failures)).rowcount == 1
+            return c.execute(q, dict(b_id=id, b_owner=owner, b_next=next_check_at,
+                                     b_failures=failures)).rowcount == 1
+
+    def still_held(self, *, id: str, owner: str, token: int | None, now: float,
+                   lease_seconds: float) -> bool:
+        """Right before posting: is this lease still ours and live? Renews it if so."""
+        with self._tx() as c:
+            return c.execute(builds.update().where(
+                builds.c.id == id, builds.c.lease_owner == owner, builds.c.lease_until > now,
+                *_token(token)).values(lease_until=now + lease_seconds)).rowcount == 1
 
     def begin_report(self, *, id: str, owner: str, result: str, duration_ms: int | None,
-                     now: float) -> bool:
+                     now: float, token: int | None = None) -> bool:
         """Move watching -> reporting for the lease holder; only then may it post the result."""
         with self._tx() as c:
             return self._move(c, builds, builds.c.watch, id, WatchState.WATCHING,
                               WatchState.REPORTING,
                               {"result": result, "duration_ms": duration_ms, "finished_at": now},
-                              builds.c.lease_owner == owner)
+                              builds.c.lease_owner == owner, *_token(token))
 
-    def finish_report(self, *, id: str, owner: str | None = None) -> bool:
+    def finish_report(self, *, id: str, owner: str | None = None,
+                      token: int | None = None) -> bool:
         """reporting -> done (for the lease holder, when ``owner`` is given)."""
-        held = () if owner is None else (builds.c.lease_owner == owner,)
+        held = () if owner is None else (builds.c.lease_owner == owner, *_token(token))
         with self._tx() as c:
             return self._move(c, builds, builds.c.watch, id, WatchState.REPORTING,
                               WatchState.DONE, {"lease_owner": None, "lease_until": None},
                               *held)
+
+    def set_daily_build_number(self, *, id: str, daily_build_number: str) -> None:
+        """CodeArts told the daily number only later (the run answer had none)."""
+        with self._tx() as c:
+            c.execute(builds.update().where(builds.c.id == id,
+                                            builds.c.daily_build_number == "")
+                      .values(daily_build_number=daily_build_number))
 
     def watching_count(self) -> int:
         with self._tx() as c:
@@ -491,6 +527,10 @@ class Store:
             q = q.where(audit.c.request_id == request_id)
         with self._tx() as c:
             return list(c.execute(q).mappings())
+
+
+def _token(token: int | None) -> tuple[sa.ColumnElement[bool], ...]:
+    return () if token is None else (builds.c.lease_token == token,)
 
 
 def _audit_row(*, decision: str, now: float, request_id: str | None = None,

@@ -5,7 +5,12 @@ bot resumes them and several replicas share them; a replica that dies has
 its leases expire and taken over. The same loop does the housekeeping that
 must survive restarts: expiring confirmations, settling requests that were
 being sent when a bot died, and announcing builds whose channel message
-was never posted. Every decision is the engine's.
+was never confirmed. Every decision is the engine's.
+
+Due builds are taken longest-overdue first, and the loop never waits for a
+batch: whenever a thread is free it leases the next due build. No job may
+hold more than half of the threads, so one job's slow status calls cannot
+delay everybody else's results.
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from bot.engine import Engine
-from bot.lifecycle import Build, WatchState
+from bot.lifecycle import Build, Lease, WatchState
 
 log = logging.getLogger(__name__)
 
 KEEP_DAYS = 30.0  # finished requests and builds are forgotten after this (the audit log stays)
 PRUNE_EVERY = 3600.0
+HOUSEKEEPING_EVERY = 1.0  # seconds between two housekeeping rounds of the loop
+FAILURE_LOG_EVERY = 60.0  # a repeated failure is logged once, then once a minute
 
 
 class Watcher:
@@ -31,20 +39,26 @@ class Watcher:
 
     def __init__(self, engine: Engine, *, poll_seconds: float, owner: str | None = None,
                  lease_seconds: float | None = None, batch: int = 200, threads: int = 8,
-                 clock: Callable[[], float] = time.time) -> None:
+                 per_job: int | None = None, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.store = engine.store
         self.poll = poll_seconds
         self.owner = owner or uuid.uuid4().hex[:16]
         self.lease = lease_seconds or max(60.0, 4 * poll_seconds)
         self.batch = batch
+        self.threads = threads
+        self.per_job = per_job or max(1, threads // 2)
         self.clock = clock
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="buildbot-watch")
         self._stop = threading.Event()
         self._pruned_at = 0.0
         self._thread: threading.Thread | None = None
+        self._running: Counter[str] = Counter()  # job id -> calls in flight
         self._busy = 0
         self._idle = threading.Condition()
+        self._failing_since: float | None = None
+        self._failures = 0
+        self._logged_at = 0.0
 
     # --- the loop ------------------------------------------------------------
 
@@ -58,6 +72,8 @@ class Watcher:
         True when nothing of the watcher's is still running, so its clients may be
         closed; False when a call is still out (the caller must leave them open)."""
         self._stop.set()
+        with self._idle:
+            self._idle.notify_all()
         until = time.monotonic() + deadline
         if self._thread is not None:
             self._thread.join(max(0.0, until - time.monotonic()))
@@ -70,52 +86,99 @@ class Watcher:
         return done and (self._thread is None or not self._thread.is_alive())
 
     def _loop(self) -> None:
+        """Keep every thread busy with the most overdue builds; housekeeping between."""
         tick = min(1.0, self.poll / 3)
+        last_housekeeping = 0.0
         while not self._stop.is_set():
             try:
-                handled = self.run_once()
-            except Exception:  # the database may be briefly away: keep going
-                log.exception("watcher pass failed; retrying")
-                handled = 0
-            if handled < self.batch:
-                self._stop.wait(tick)
+                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY:
+                    self.housekeeping()
+                    last_housekeeping = time.monotonic()
+                taken = self._fill()
+                self._recovered()
+            except Exception as exc:  # the database may be briefly away: keep going
+                self._failed(exc)
+                taken = 0
+            with self._idle:  # wake when a thread frees up, or at the next tick
+                if taken == 0 or self._busy >= self.threads:
+                    self._idle.wait(tick)
+
+    def _fill(self) -> int:
+        """Lease as many due builds as there are free threads, and start them."""
+        with self._idle:
+            free = self.threads - self._busy
+            capped = tuple(job for job, n in self._running.items() if n >= self.per_job)
+        if free <= 0:
+            return 0
+        builds = self.store.lease_due(owner=self.owner, now=self.clock(),
+                                      lease_seconds=self.lease, limit=min(free, self.batch),
+                                      skip_jobs=capped)
+        for build in builds:
+            self._submit(build)
+        return len(builds)
 
     def run_once(self) -> int:
-        """Housekeeping, then poll every due watch this process could lease."""
+        """Housekeeping, then poll every due watch this process could lease, and wait for
+        them (tests and benchmarks drive the watcher this way)."""
         if self._stop.is_set():
             return 0
         self.housekeeping()
         builds = self.store.lease_due(owner=self.owner, now=self.clock(),
                                       lease_seconds=self.lease, limit=self.batch)
-        futures: list[Future[None]] = []
-        for build in builds:
-            if self._stop.is_set():
-                break
-            with self._idle:
-                self._busy += 1
-            try:
-                future = self._pool.submit(self._handle, build)
-            except RuntimeError:  # the pool was shut down under us: stopping
-                self._done()
-                break
-            future.add_done_callback(self._done)  # also runs for work cancelled by stop()
-            futures.append(future)
+        futures = [f for f in (self._submit(b) for b in builds) if f is not None]
         wait(futures)  # each one logs its own failure
         return len(builds)
 
-    def _done(self, _future: object = None) -> None:
+    def _submit(self, build: Build) -> Future[None] | None:
+        with self._idle:
+            self._busy += 1
+            self._running[build.job_id] += 1
+        try:
+            future = self._pool.submit(self._handle, build)
+        except RuntimeError:  # the pool was shut down under us: stopping
+            self._done(build.job_id)
+            return None
+        future.add_done_callback(lambda _f: self._done(build.job_id))  # also when cancelled
+        return future
+
+    def _done(self, job_id: str) -> None:
         with self._idle:
             self._busy -= 1
+            self._running[job_id] -= 1
+            if self._running[job_id] <= 0:
+                del self._running[job_id]
             self._idle.notify_all()
 
     def _handle(self, build: Build) -> None:
+        lease = Lease(self.owner, build.lease_token, self.lease)
         try:
-            if build.watch is WatchState.REPORTING:
-                self.engine.report(build, self.owner)
+            if build.watch is WatchState.REPORTING:  # an earlier attempt did not finish
+                self.engine.report(build, lease, retry=True)
             else:
-                self.engine.poll(build, self.owner)
+                self.engine.poll(build, lease)
         except Exception:
             log.exception("watch failed build=%s", build.id)
+
+    # --- quiet logs --------------------------------------------------------------
+
+    def _failed(self, exc: Exception) -> None:
+        """The first failure with its traceback; then one line a minute with a count."""
+        now = time.monotonic()
+        self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = self._logged_at = now
+            log.exception("watcher pass failed (%s); retrying", type(exc).__name__)
+        elif now - self._logged_at >= FAILURE_LOG_EVERY:
+            self._logged_at = now
+            log.warning("watcher still failing for %.0f s (%d attempts): %s",
+                        now - self._failing_since, self._failures, type(exc).__name__)
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            log.warning("watcher recovered after %.0f s (%d failed attempts)",
+                        time.monotonic() - self._failing_since, self._failures)
+            self._failing_since = None
+            self._failures = 0
 
     # --- housekeeping ----------------------------------------------------------
 

@@ -162,7 +162,8 @@ def closed_port_url() -> str:
 @contextmanager
 def running_bot(db_url: str, tmp_path: Path, *, auth: str = "token",
                      api_options: dict[str, Any] | None = None, config: str = CONFIG,
-                     poll: float = 15.0, **settings: Any) -> Iterator[Bot]:
+                     poll: float = 15.0, slack_timeout: int = 10,
+                     **settings: Any) -> Iterator[Bot]:
     """Start the stand-ins and the bot's HTTP endpoint; tear everything down after.
 
     ``auth`` picks how the bot logs in to CodeArts (token, iam, aksk); the client is
@@ -189,7 +190,7 @@ def running_bot(db_url: str, tmp_path: Path, *, auth: str = "token",
         api = client_from_settings(loaded, **{"backoff": 0.0, **(api_options or {})})
         clock = Clock()
         runtime = Runtime(loaded, load_config(cfg), api=api, clock=clock, watch=False,
-                          slack_backoff=0.0)
+                          slack_backoff=0.0, slack_timeout=slack_timeout)
         port = runtime.bind_http(host="127.0.0.1", port=0)
         closing = threading.Event()
 

@@ -222,8 +222,8 @@ def test_a_gateway_error_on_the_response_url_does_not_lose_the_confirmation(
     assert any("Run this build?" in r["text"] for r in bot.slack.responses(url))
 
 
-def test_channel_post_refused_by_slack_falls_back_to_the_user_once(bot: Bot) -> None:
-    bot.slack.fail("chat.postMessage", status=502, count=3)  # more than it retries
+def test_channel_post_refused_by_slack_for_good_falls_back_to_the_user_once(bot: Bot) -> None:
+    bot.slack.error("chat.postMessage", "channel_not_found")  # a private channel, not invited
     rid, url, _reply = click_run(bot)
     posts = bot.wait_response(url, 3)
     shared = [p for p in posts if p.get("response_type") == "in_channel"]
@@ -233,6 +233,20 @@ def test_channel_post_refused_by_slack_falls_back_to_the_user_once(bot: Bot) -> 
     assert len(run_requests(bot)) == 1
     assert bot.store.get_build(rid).announce == "fallback"
     assert decisions(bot, rid) == ["confirm", "started"]
+
+
+def test_channel_post_failing_for_a_while_is_posted_later_once(bot: Bot) -> None:
+    bot.slack.fail("chat.postMessage", status=502, count=3)  # more than it retries
+    rid, url, reply = click_run(bot)
+    assert "Started backend" in reply["text"]
+    assert bot.slack.calls("chat.postMessage") == []
+    assert bot.store.get_build(rid).announce == "posting"  # not given up: passing trouble
+    bot.clock.advance(121)
+    bot.runtime.watcher.housekeeping()  # looks in the channel, finds nothing, posts
+    (post,) = bot.slack.calls("chat.postMessage")
+    assert post["channel"] == "CBUILDS" and post["metadata"]["event_payload"]["build_id"] == rid
+    assert bot.store.get_build(rid).announce == "posted"
+    assert [r for r in bot.slack.responses(url) if r.get("response_type") == "in_channel"] == []
 
 
 def test_undeliverable_confirmation_starts_nothing_and_is_logged(

@@ -48,7 +48,7 @@ def test_claim_by_someone_else_is_refused_and_leaves_it_pending(store: Store) ->
 def test_claim_after_expiry_marks_it_expired(store: Store) -> None:
     rid = add(store, now=1000.0, ttl=600.0)
     claim = store.claim_request(id=rid, user_id="U1", now=1600.0)
-    assert (claim.ok, claim.reason) == (False, "expired")
+    assert (claim.ok, claim.reason) == (False, "expires_now")
     assert store.get_request(rid).state == "expired"
 
 

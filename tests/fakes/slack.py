@@ -31,6 +31,7 @@ class Call:
     params: dict[str, Any]
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+    ts: str | None = None  # the message's ts, for a chat.postMessage Slack accepted
 
 
 @dataclass
@@ -39,6 +40,7 @@ class _Fault:
     body: dict[str, Any] | None
     headers: dict[str, str]
     remaining: int
+    accept_then_wait: float | None = None  # do the call, then hold its answer this long
 
 
 class _Server(ThreadingHTTPServer):
@@ -113,6 +115,13 @@ class FakeSlack:
         with self._lock:
             self._faults.setdefault(method, []).append(_Fault(status, body, headers, count))
 
+    def accept_slowly(self, method: str, seconds: float, *, count: int = 1) -> None:
+        """Do the next ``count`` calls of ``method`` (a post is posted) but hold each answer
+        for ``seconds``: past the client's timeout, the caller cannot know it worked."""
+        with self._lock:
+            self._faults.setdefault(method, []).append(
+                _Fault(200, None, {}, count, accept_then_wait=seconds))
+
     def error(self, method: str, error: str, *, count: int = 1) -> None:
         """Answer ``{"ok": false, "error": error}`` with HTTP 200, as Slack does."""
         self.fail(method, status=200, body={"ok": False, "error": error}, count=count)
@@ -145,7 +154,7 @@ class FakeSlack:
             return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1",
                     "url": "https://example.slack.com/", "team": "Example", "user": "buildbot"}
         if method == "chat.postMessage":
-            ts = f"{1700000000 + next(self._ts)}.000100"
+            ts = f"{int(time.time())}.{next(self._ts):06d}"
             return {"ok": True, "channel": params.get("channel"), "ts": ts,
                     "message": {"text": params.get("text"), "ts": ts}}
         if method == "chat.update":
@@ -159,12 +168,30 @@ class FakeSlack:
             return {"ok": True, "users": list(self.usergroups[group])}
         if method == "apps.connections.open":  # Socket Mode: no websocket here, so refuse
             return {"ok": False, "error": "invalid_auth"}
-        if method == "conversations.replies":
-            return {"ok": True, "messages": [
-                c.params for c in self._calls
-                if c.method == "chat.postMessage" and c.params.get("thread_ts") == params.get("ts")
-            ]}
+        if method == "conversations.replies":  # the parent, then its replies, oldest first
+            parent = params.get("ts")
+            return {"ok": True, "has_more": False, "messages": [
+                self._message(c) for c in self._calls
+                if c.method == "chat.postMessage" and c.ts is not None
+                and (c.ts == parent or c.params.get("thread_ts") == parent)]}
+        if method == "conversations.history":  # channel messages, newest first
+            oldest = float(params.get("oldest") or 0)
+            return {"ok": True, "has_more": False, "messages": [
+                self._message(c) for c in reversed(self._calls)
+                if c.method == "chat.postMessage" and c.ts is not None
+                and c.params.get("channel") == params.get("channel")
+                and not c.params.get("thread_ts") and float(c.ts) > oldest]}
         return {"ok": False, "error": "unknown_method"}
+
+    @staticmethod
+    def _message(call: Call) -> dict[str, Any]:
+        message = {"type": "message", "ts": call.ts, "text": call.params.get("text"),
+                   "bot_id": "BBOT"}
+        if call.params.get("thread_ts"):
+            message["thread_ts"] = call.params["thread_ts"]
+        if call.params.get("metadata"):
+            message["metadata"] = call.params["metadata"]
+        return message
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -214,17 +241,22 @@ class FakeSlack:
                     return
                 fault = fake._take_fault(method)
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                if fault is None:  # a failed call is not recorded: Slack did nothing with it
-                    with fake._lock:
-                        fake._calls.append(Call(method, path, params, headers))
-                if fault is not None:
+                if fault is not None and fault.accept_then_wait is None:
+                    # a failed call is not recorded: Slack did nothing with it
                     self._send(fault.status, fault.body or "error", fault.headers)
-                elif method == "response_url":
-                    self._send(200, "ok")
-                else:
-                    with fake._lock:
-                        answer = fake._answer(method, params)
-                    self._send(200, answer)
+                    return
+                call = Call(method, path, params, headers)
+                with fake._lock:
+                    fake._calls.append(call)
+                    answer = None if method == "response_url" else fake._answer(method, params)
+                    if method == "chat.postMessage" and answer and answer.get("ok"):
+                        call.ts = answer["ts"]
+                if fault is not None and fault.accept_then_wait is not None:
+                    time.sleep(fault.accept_then_wait)
+                try:
+                    self._send(200, "ok" if answer is None else answer)
+                except OSError:  # the client gave up waiting
+                    pass
 
             do_POST = _handle
             do_GET = _handle

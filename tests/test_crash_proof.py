@@ -1,0 +1,132 @@
+"""Posts whose outcome Slack did not confirm, and replicas that freeze: every build is
+announced once and its result posted once. Through the real endpoint, the stand-ins
+and a real database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import messages as msg
+from bot.lifecycle import Lease, WatchState
+from bot.store import REPORT_GRACE
+from bot.watcher import Watcher
+from tests.harness import BACKEND_ID, Bot, running_bot
+
+POLL = 15.0
+
+
+@pytest.fixture
+def bot(db_url: str, tmp_path: Path) -> Iterator[Bot]:
+    with running_bot(db_url, tmp_path, poll=POLL, slack_timeout=1) as b:
+        b.codearts.add_job(BACKEND_ID, duration=0)  # ends as soon as it starts
+        yield b
+
+
+def start(bot: Bot) -> tuple[str, str]:
+    rid, url = bot.confirmation("backend")
+    bot.click(msg.RUN, rid, response_url=url)
+    bot.wait_response(url, 2)
+    bot.wait_idle()
+    return rid, url
+
+
+def channel_posts(bot: Bot) -> list[dict[str, Any]]:
+    return [c for c in bot.slack.calls("chat.postMessage")
+            if c.get("channel") == "CBUILDS" and not c.get("thread_ts")]
+
+
+def replies(bot: Bot) -> list[dict[str, Any]]:
+    return [c for c in bot.slack.calls("chat.postMessage") if c.get("thread_ts")]
+
+
+def next_poll(bot: Bot, seconds: float = POLL + 1) -> int:
+    bot.clock.advance(seconds)
+    return bot.runtime.watcher.run_once()
+
+
+def test_an_announcement_slack_took_but_did_not_confirm_is_found_not_posted_again(
+        bot: Bot) -> None:
+    bot.slack.accept_slowly("chat.postMessage", 2.5)  # past the client's 1 s timeout
+    rid, url = start(bot)
+    assert "Started backend" in bot.slack.responses(url)[-1]["text"]
+    assert len(channel_posts(bot)) == 1  # Slack has it; the bot does not know
+    next_poll(bot, 121)  # the watcher looks for it in the channel and adopts it
+    assert len(channel_posts(bot)) == 1
+    build = bot.store.get_build(rid)
+    assert build is not None and build.announce == "posted" and build.message_ts
+    next_poll(bot)
+    (reply,) = replies(bot)
+    assert reply["thread_ts"] == build.message_ts and "succeeded" in reply["text"]
+
+
+def test_a_result_slack_took_but_did_not_confirm_is_found_not_posted_again(bot: Bot) -> None:
+    rid, _ = start(bot)
+    bot.slack.accept_slowly("chat.postMessage", 2.5)
+    next_poll(bot)  # the reply is posted, its answer lost: retried later
+    assert len(replies(bot)) == 1
+    build = bot.store.get_build(rid)
+    assert build is not None and build.watch == WatchState.REPORTING
+    next_poll(bot, 31)  # the retry looks in the thread first
+    assert len(replies(bot)) == 1
+    build = bot.store.get_build(rid)
+    assert build is not None and build.watch == WatchState.DONE
+    assert bot.store.audit_rows(request_id=rid)[-1]["decision"] == "finished"
+    assert len(bot.slack.calls("chat.update")) == 1  # the parent still shows the result
+
+
+def test_a_burst_of_429s_on_the_announcement_delays_it_but_never_drops_it(bot: Bot) -> None:
+    bot.slack.fail("chat.postMessage", status=429, retry_after=0, count=5)  # > 3 retries
+    rid, url = start(bot)
+    assert channel_posts(bot) == []
+    assert [r for r in bot.slack.responses(url) if r.get("response_type") == "in_channel"] == []
+    next_poll(bot, 121)
+    assert len(channel_posts(bot)) == 1
+    assert bot.store.get_build(rid).announce == "posted"  # type: ignore[union-attr]
+
+
+def test_429_twice_then_ok_posts_once(bot: Bot) -> None:
+    bot.slack.fail("chat.postMessage", status=429, retry_after=0, count=2)
+    rid, _ = start(bot)
+    assert len(channel_posts(bot)) == 1
+    assert bot.store.get_build(rid).announce == "posted"  # type: ignore[union-attr]
+
+
+def test_a_replica_frozen_past_its_lease_while_posting_does_not_post_again(bot: Bot) -> None:
+    rid, _ = start(bot)
+    engine, store = bot.runtime.engine, bot.store
+    frozen = Watcher(engine, poll_seconds=POLL, owner="frozen", clock=bot.clock)
+    bot.clock.advance(POLL + 1)
+    (leased,) = store.lease_due(owner="frozen", now=bot.clock(), lease_seconds=frozen.lease,
+                                limit=10)
+    lease = Lease("frozen", leased.lease_token, frozen.lease)
+    assert store.begin_report(id=rid, owner="frozen", token=lease.token, result="success",
+                              duration_ms=1000, now=bot.clock())
+    # ... and it freezes here, before posting. Its lease runs out; another replica takes
+    # the report over (only after the grace), looks in the thread, and posts it once.
+    bot.clock.advance(frozen.lease + 1)
+    assert bot.runtime.watcher.run_once() == 0  # within the grace: not handed out
+    bot.clock.advance(REPORT_GRACE)
+    assert bot.runtime.watcher.run_once() == 1
+    assert len(replies(bot)) == 1
+    # the frozen replica wakes up and carries on where it stopped: its token is stale
+    build = store.get_build(rid)
+    assert build is not None
+    engine.report(build.__class__(**{**build.__dict__, "watch": WatchState.REPORTING}), lease)
+    assert len(replies(bot)) == 1
+    assert [r["decision"] for r in store.audit_rows(request_id=rid)].count("finished") == 1
+    frozen.stop(1)
+
+
+def test_an_expired_confirmation_is_told_once(bot: Bot) -> None:
+    rid, url = bot.confirmation("backend")
+    bot.clock.advance(601)
+    bot.runtime.watcher.housekeeping()  # the sweep expires it and tells it
+    bot.click(msg.RUN, rid, response_url=url)  # a late click on the old button
+    bot.wait_idle()
+    told = [r for r in bot.slack.responses(url) if "expired after" in r["text"]]
+    assert len(told) == 1
+    assert [r["decision"] for r in bot.store.audit_rows(request_id=rid)].count("expired") == 1

@@ -1,20 +1,38 @@
 """Every text the bot shows in Slack, as pure functions returning message dicts.
 
-User-supplied text (job names, parameter values) is escaped before it is
-shown, so a value like ``<!channel>`` can never ping a channel, and long
-values are shortened to stay inside Block Kit's limits.
+User-supplied text (job names, parameter values, CodeArts' error words) is escaped
+before it is shown, so a value like ``<!channel>`` can never ping a channel. Each
+value is shortened *before* it is escaped, and whole texts are laid out to stay
+inside Slack's documented limits:
+
+* a section's text at most 3,000 characters, a context element's at most 2,000
+  (below the 3,000 of any text object), a message's top-level ``text`` at most
+  40,000, and at most 50 blocks in a message;
+* what a user agrees to (job, every parameter, commit, tag) is split across blocks
+  rather than cut; only when even 50 blocks cannot hold it are parameters left out,
+  counted ("… and 3 more parameters"), and the commit and tag stay visible;
+* where a text must be cut it is cut at a whole line when it can, and never inside
+  an entity (``&amp;``), a mention (``<@U1>``) or a link (``<url|text>``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 Message = dict[str, Any]
 
 RUN, CANCEL, STOP, REBUILD = "buildbot.run", "buildbot.cancel", "buildbot.stop", "buildbot.rebuild"
-MAX_SHOWN_PARAMS = 20
 MAX_VALUE_CHARS = 120
+
+# Slack's documented limits (Block Kit reference, chat.postMessage).
+SECTION_CHARS = 3000
+CONTEXT_CHARS = 2000
+TEXT_CHARS = 40_000
+MAX_BLOCKS = 50
+HELP_PAGE_JOBS = 40  # at most 40 lines of at most ~1,600 characters: always fits 50 blocks
 
 RESULT_WORDS = {
     "success": (":white_check_mark:", "succeeded"),
@@ -23,6 +41,12 @@ RESULT_WORDS = {
     "unknown": (":grey_question:", "ended with an unknown result"),
     "timeout": (":hourglass:", "is no longer followed"),
 }
+ENDED = "ended:"  # ``ended:<WORD>``: CodeArts ended the build with a status word we do not know
+ENDED_EMOJI = ":white_circle:"
+
+# Never cut inside these: an entity, or Slack markup (a mention, a channel, a link).
+_UNBREAKABLE = re.compile(r"&[#0-9A-Za-z]+;|<[^<>]*>")
+_SLACK_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 
 
 def escape(text: str) -> str:
@@ -31,20 +55,81 @@ def escape(text: str) -> str:
 
 
 def shorten(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """Raw (unescaped) text at most ``limit`` characters long, "…" marking a cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def code(text: str) -> str:
+def code(text: str, limit: int = MAX_VALUE_CHARS) -> str:
     """Inline code that survives backticks in the value."""
-    return "`" + escape(shorten(text)).replace("`", "ˋ") + "`"
+    return "`" + escape(shorten(text, limit)).replace("`", "ˋ") + "`"
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` if it fits in ``limit`` characters, else its longest safe head and "…":
+    at a line break when one is in the second half, and never inside an entity
+    (``&amp;``), a mention (``<@U1>``) or a link (``<url|text>``)."""
+    if len(text) <= limit:
+        return text
+    end = limit - 2  # room for "\n…" or "…"
+    for m in _UNBREAKABLE.finditer(text):
+        if m.start() >= end:
+            break
+        if m.end() > end:
+            end = m.start()
+            break
+    newline = text.rfind("\n", 0, end)
+    if newline > end // 2:
+        return text[:newline] + "\n…"
+    return text[:end].rstrip() + "…"
+
+
+def _pack(lines: Sequence[str], limit: int) -> list[str]:
+    """Whole lines joined into as few texts of at most ``limit`` characters as hold them;
+    a line longer than ``limit`` is cut safely, alone."""
+    texts: list[str] = []
+    for line in lines:
+        line = cut(line, limit)
+        if texts and len(texts[-1]) + 1 + len(line) <= limit:
+            texts[-1] += "\n" + line
+        else:
+            texts.append(line)
+    return texts
+
+
+def _fit(head: Sequence[str], items: Sequence[str], tail: Sequence[str], *, limit: int,
+         room: int, more: Callable[[int], str]) -> list[str]:
+    """At most ``room`` texts of at most ``limit`` characters showing ``head`` and
+    ``tail`` always and as many ``items`` as fit, in order; ``more(n)`` counts those
+    left out. The heads and tails given here are small enough to always fit."""
+    def layout(k: int) -> list[str]:
+        rest = [more(len(items) - k)] if k < len(items) else []
+        return _pack([*head, *items[:k], *rest, *tail], limit)
+
+    texts = layout(len(items))
+    if len(texts) <= room:
+        return texts
+    lo, hi = 0, len(items) - 1  # the most items that fit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(layout(mid)) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return layout(lo)[:room]
+
+
+def _text(text: str) -> str:
+    """A message's top-level text (the notification, and what shows without blocks)."""
+    return cut(text, TEXT_CHARS)
 
 
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text, SECTION_CHARS)}}
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+    return {"type": "context",
+            "elements": [{"type": "mrkdwn", "text": cut(text, CONTEXT_CHARS)}]}
 
 
 def _button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
@@ -55,9 +140,46 @@ def _button(text: str, action_id: str, value: str, style: str | None = None) -> 
     return button
 
 
+def _user(user_id: str) -> str:
+    """A mention, when ``user_id`` looks like a Slack ID; otherwise the text, shown."""
+    return f"<@{user_id}>" if _SLACK_ID.fullmatch(user_id) else escape(shorten(user_id, 64))
+
+
+def _channel(channel_id: str) -> str:
+    return f"<#{channel_id}>" if _SLACK_ID.fullmatch(channel_id) else escape(
+        shorten(channel_id, 64))
+
+
+def _link(url: str, label: str) -> str:
+    """``<url|label>`` with an already escaped label; nothing in the URL can end the link."""
+    target = re.sub(r"[\s<>|]", lambda m: quote(m.group()), url).replace("&", "&amp;")
+    return f"<{target}|{label}>"
+
+
+def _job(job_name: str) -> str:
+    return escape(shorten(job_name, 200))
+
+
+def _build_name(daily: str, build_no: str) -> str:
+    """A build's daily number, or ``#<build_no>`` while CodeArts has not told it."""
+    if daily:
+        return escape(shorten(daily, 100))
+    if build_no:
+        return "#" + escape(shorten(build_no, 100))
+    return ""
+
+
+def _join(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def ephemeral(text: str, blocks: list[dict[str, Any]] | None = None, *,
               replace: bool | None = None) -> Message:
-    msg: Message = {"response_type": "ephemeral", "text": text}
+    msg: Message = {"response_type": "ephemeral", "text": _text(text)}
     if blocks:
         msg["blocks"] = blocks
     if replace is not None:
@@ -68,62 +190,95 @@ def ephemeral(text: str, blocks: list[dict[str, Any]] | None = None, *,
 # --- help and problems --------------------------------------------------------
 
 USAGE = ("*Usage*\n"
-         "`/build <job> [name=value ...] [commit=<sha>] [tag=<tag>]`: run a build task\n"
+         "`/build &lt;job&gt; [name=value ...] [commit=&lt;sha&gt;] [tag=&lt;tag&gt;]`: "
+         "run a build task\n"
          "`/build list`: the jobs you may run here\n"
          "Quote values with spaces: `msg=\"two words\"`.")
 
 
-def help_message(jobs: Sequence[tuple[str, str]], *, is_admin: bool = False) -> Message:
-    """Usage plus only the jobs this user may run in this channel."""
-    if jobs:
-        lines = "\n".join(f"• {code(name)} {escape(desc)}".rstrip() for name, desc in jobs)
-        listing = f"*Jobs you may run here*\n{lines}"
-    else:
-        listing = "*Jobs you may run here*\nNone. Ask an admin to add you to a job in buildbot.toml."
+def help_message(jobs: Sequence[tuple[str, str]], *, is_admin: bool = False,
+                 page: int = 1) -> Message:
+    """Usage plus only the jobs this user may run in this channel, ``HELP_PAGE_JOBS`` a
+    page; a page that is not the last says how many jobs follow and how to see them."""
+    pages = max(1, -(-len(jobs) // HELP_PAGE_JOBS))
+    page = min(max(page, 1), pages)
+    start = (page - 1) * HELP_PAGE_JOBS
+    shown = jobs[start:start + HELP_PAGE_JOBS]
+    title = "*Jobs you may run here*" + (f" (page {page} of {pages})" if pages > 1 else "")
+    lines = [f"• {code(name)} {escape(shorten(desc, 200))}".rstrip() for name, desc in shown]
+    if not jobs:
+        lines = ["None. Ask an admin to add you to a job in buildbot.toml."]
+    tail = []
     if is_admin:
-        listing += "\nAs an admin you may also give a 32-character CodeArts build task ID."
-    text = f"{USAGE}\n\n{listing}"
-    return ephemeral(text, [_section(USAGE), _section(listing)])
+        tail.append("As an admin you may also give a 32-character CodeArts build task ID.")
+    left = len(jobs) - start - len(shown)
+    if left:
+        tail.append(f"{_plural(left, 'more job')}: type `/build help {page + 1}`")
+    head = [USAGE] if page == 1 else []
+
+    def more(n: int) -> str:
+        return f"… and {_plural(n, 'more job')} on this page"
+
+    sections = _fit([title], lines, tail, limit=SECTION_CHARS,
+                    room=MAX_BLOCKS - len(head), more=more)
+    text = _fit([*head, title], lines, tail, limit=TEXT_CHARS, room=1, more=more)[0]
+    return ephemeral(text, [_section(t) for t in [*head, *sections]])
+
+
+def _bullets(items: Iterable[str], head: str, *, room: int) -> tuple[str, list[str]]:
+    """``head`` and one bullet per item: the top-level text and the section texts."""
+    lines = [f"• {escape(shorten(p, 600))}" for p in items]
+
+    def more(n: int) -> str:
+        return f"• … and {n} more"
+
+    sections = _fit([head], lines, [], limit=SECTION_CHARS, room=room, more=more)
+    text = _fit([head], lines, [], limit=TEXT_CHARS, room=1, more=more)[0]
+    return text, sections
 
 
 def problems_message(problems: Iterable[str], *, replace: bool | None = None) -> Message:
-    items = list(problems)
-    body = "\n".join(f"• {escape(shorten(p, 600))}" for p in items[:20])
-    text = f":warning: Nothing was started.\n{body}"
-    return ephemeral(text, [_section(text), _context("Type `/build help` for usage.")],
-                     replace=replace)
+    text, sections = _bullets(problems, ":warning: Nothing was started.", room=MAX_BLOCKS - 1)
+    return ephemeral(text, [*(_section(t) for t in sections),
+                            _context("Type `/build help` for usage.")], replace=replace)
 
 
 # --- confirmation -------------------------------------------------------------
 
-def _param_lines(body: dict[str, Any]) -> list[str]:
+def _param_lines(body: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """One line per parameter, and the commit and tag lines (always shown)."""
     params = body.get("parameter") or []
-    lines = [f"• {code(p['name'])} = {code(p['value'])}" for p in params[:MAX_SHOWN_PARAMS]]
-    if len(params) > MAX_SHOWN_PARAMS:
-        lines.append(f"• …and {len(params) - MAX_SHOWN_PARAMS} more")
+    lines = [f"• {code(str(p.get('name', '')), 200)} = {code(str(p.get('value', '')))}"
+             for p in params]
     scm = body.get("scm") or {}
+    extra = []
     if scm.get("build_commit_id"):
-        lines.append(f"• commit {code(scm['build_commit_id'])}")
+        extra.append(f"• commit {code(str(scm['build_commit_id']), 300)}")
     if scm.get("build_tag"):
-        lines.append(f"• tag {code(scm['build_tag'])}")
-    return lines
+        extra.append(f"• tag {code(str(scm['build_tag']), 300)}")
+    return lines, extra
 
 
-def summary(job_name: str, description: str, body: dict[str, Any]) -> str:
-    head = f"*{escape(shorten(job_name, 200))}*"
-    if description:
-        head += f" ({escape(shorten(description, 200))})"
-    lines = _param_lines(body)
-    return head + ("\n" + "\n".join(lines) if lines else "\nNo parameters.")
+def _more_params(n: int) -> str:
+    return f"• … and {_plural(n, 'more parameter')}"
 
 
 def confirmation(request_id: str, job_name: str, description: str, body: dict[str, Any],
                  *, minutes: int, rebuild: bool = False) -> Message:
-    """The Run/Cancel question, seen by the requester alone."""
+    """The Run/Cancel question, seen by the requester alone. The job, every parameter,
+    the commit and the tag are shown, over as many blocks as they need."""
     question = "Run this build again?" if rebuild else "Run this build?"
-    text = f"{question}\n{summary(job_name, description, body)}"
+    head = f"{question}\n*{_job(job_name)}*"
+    if description:
+        head += f" ({escape(shorten(description, 200))})"
+    params, scm = _param_lines(body)
+    if not params and not scm:
+        scm = ["No parameters."]
+    sections = _fit([head], params, scm, limit=SECTION_CHARS, room=MAX_BLOCKS - 2,
+                    more=_more_params)
+    text = _fit([head], params, scm, limit=TEXT_CHARS, room=1, more=_more_params)[0]
     blocks = [
-        _section(text),
+        *(_section(t) for t in sections),
         {"type": "actions", "block_id": "buildbot.confirm", "elements": [
             _button("Run", RUN, request_id, "primary"),
             _button("Cancel", CANCEL, request_id),
@@ -134,13 +289,13 @@ def confirmation(request_id: str, job_name: str, description: str, body: dict[st
 
 
 def cancelled(job_name: str) -> Message:
-    return ephemeral(f"Cancelled: {escape(job_name)} was not started.", replace=True)
+    return ephemeral(f"Cancelled: {_job(job_name)} was not started.", replace=True)
 
 
 def expired(job_name: str, command: str, *, minutes: int) -> Message:
     return ephemeral(
-        f":hourglass: This confirmation for {escape(job_name)} expired after {minutes} minutes; "
-        f"nothing was started. Type `/build {escape(shorten(command, 500))}` again to run it.",
+        f":hourglass: This confirmation for {_job(job_name)} expired after {minutes} minutes; "
+        f"nothing was started. Type {code('/build ' + command, 500)} again to run it.",
         replace=True)
 
 
@@ -157,32 +312,55 @@ def missing() -> Message:
 
 
 def not_yours(owner: str) -> Message:
-    return ephemeral(f"Only <@{owner}> can answer this confirmation. To run the job yourself, "
-                     "type `/build` with the job.", replace=False)
+    return ephemeral(f"Only {_user(owner)} can answer this confirmation. To run the job "
+                     "yourself, type `/build` with the job.", replace=False)
 
 
-def started_ack(job_name: str, daily: str, where: str | None) -> Message:
-    place = f" in <#{where}>" if where else ""
-    return ephemeral(f":rocket: Started {escape(job_name)}, build {escape(daily)}. "
-                     f"Follow it in the thread{place}.", replace=True)
+def started_ack(job_name: str, daily: str, where: str | None, *, build_no: str = "") -> Message:
+    """The confirmation, replaced once the build started; ``daily`` may still be unknown."""
+    place = f" in {_channel(where)}" if where else ""
+    if daily:
+        started = f"Started {_job(job_name)}, build {_build_name(daily, build_no)}."
+    else:
+        number = f" (build {_build_name('', build_no)})" if build_no else ""
+        started = (f"Started {_job(job_name)}{number}; its daily build number is not known "
+                   "yet.")
+    return ephemeral(f":rocket: {started} Follow it in the thread{place}.", replace=True)
 
 
 # --- errors -------------------------------------------------------------------
 
+def _error_detail(error_code: str | None, error_msg: str | None,
+                  no_code: str = "?") -> str | None:
+    """```CODE` message.``: the message ends with one full stop, never two."""
+    if not (error_code or error_msg):
+        return None
+    words = (error_msg or "").strip().rstrip(".").rstrip()
+    shown = escape(shorten(words, 500))
+    if shown and not shown.endswith("…"):
+        shown += "."
+    error_code = error_code or no_code
+    return _join(code(error_code, 100) if error_code else "", shown)
+
+
+def _request_line(answered: str | None, request_id: str | None) -> str | None:
+    rid = f"request ID {code(request_id, 100)}" if request_id else ""
+    if answered and rid:
+        return f"{answered}, {rid}"
+    return answered or (rid[:1].upper() + rid[1:] if rid else None)
+
+
 def api_error(job_name: str, *, status: int | None, error_code: str | None,
               error_msg: str | None, hint: str, request_id: str | None) -> Message:
-    parts = [f":x: CodeArts refused to run {escape(job_name)}; nothing was started."]
-    if error_code or error_msg:
-        parts.append(f"`{escape(error_code or '?')}` {escape(shorten(error_msg or '', 500))}")
-    parts.append(escape(hint))
+    parts = [f":x: CodeArts refused to run {_job(job_name)}; nothing was started.",
+             _error_detail(error_code, error_msg), escape(shorten(hint, 500))]
     if status is not None or request_id:
-        parts.append(f"HTTP {status or '?'}" + (f", request ID `{escape(request_id)}`"
-                                                 if request_id else ""))
-    return ephemeral("\n".join(parts), replace=True)
+        parts.append(_request_line(f"HTTP {status or '?'}", request_id))
+    return ephemeral("\n".join(p for p in parts if p), replace=True)
 
 
 def not_sent(job_name: str, reason: str) -> Message:
-    return ephemeral(f":x: Could not reach CodeArts to run {escape(job_name)}; nothing was "
+    return ephemeral(f":x: Could not reach CodeArts to run {_job(job_name)}; nothing was "
                      f"started ({escape(shorten(reason, 300))}). Try again in a minute.",
                      replace=True)
 
@@ -191,45 +369,53 @@ def outcome_unknown(job_name: str, *, unreadable: bool = False) -> Message:
     why = ("CodeArts answered with something buildbot could not read" if unreadable
            else "CodeArts did not answer in time")
     return ephemeral(
-        f":warning: {why}: {escape(job_name)} *may or may not* have started. buildbot will "
+        f":warning: {why}: {_job(job_name)} *may or may not* have started. buildbot will "
         "not send it again by itself. Check the task's build history in CodeArts before "
         "running it again.", replace=True)
 
 
 def login_failed(job_name: str, *, status: int | None, error_code: str | None,
                  error_msg: str | None, hint: str, request_id: str | None) -> Message:
-    parts = [f":x: buildbot could not log in to Huawei Cloud to run {escape(job_name)}; "
-             "nothing was started."]
-    if error_code or error_msg:
-        parts.append(f"`{escape(error_code or '?')}` {escape(shorten(error_msg or '', 500))}")
-    parts.append(escape(hint))
+    parts = [(f":x: buildbot could not log in to Huawei Cloud to run {_job(job_name)}; "
+              "nothing was started."), _error_detail(error_code, error_msg),
+             escape(shorten(hint, 500))]
     if status is not None or request_id:
         where = f"IAM answered HTTP {status}" if status is not None else "No answer from IAM"
-        parts.append(where + (f", request ID `{escape(request_id)}`" if request_id else ""))
-    return ephemeral("\n".join(parts), replace=True)
+        parts.append(_request_line(where, request_id))
+    return ephemeral("\n".join(p for p in parts if p), replace=True)
+
+
+def _numbers(daily: str, build_no: str) -> str:
+    """``build 20261123.7, #42``; ``build #42`` while the daily number is unknown."""
+    if daily and build_no:
+        return f"build {_build_name(daily, '')}, #{escape(shorten(build_no, 100))}"
+    name = _build_name(daily, build_no)
+    return f"build {name}" if name else "build number not known yet"
 
 
 def started_unrecorded(job_name: str, daily: str, build_no: str, error_id: str) -> Message:
     return ephemeral(
-        f":warning: {escape(job_name)} *was started* (build {escape(daily)}, #{escape(build_no)}), "
-        f"but buildbot could not save it (error ID `{error_id}`), so it will not report how it "
-        "ends. Follow it in CodeArts, and tell your buildbot operator the error ID.",
+        f":warning: {_job(job_name)} *was started* ({_numbers(daily, build_no)}), but "
+        f"buildbot could not save it (error ID {code(error_id, 64)}), so it will not report "
+        "how it ends. Follow it in CodeArts, and tell your buildbot operator the error ID.",
         replace=True)
 
 
 def started_unannounced(job_name: str, daily: str, build_no: str, error_id: str) -> Message:
     return ephemeral(
-        f":warning: {escape(job_name)} *was started* (build {escape(daily)}, #{escape(build_no)}), "
-        f"but buildbot could not post it in the channel yet (error ID `{error_id}`). It will "
-        "try again and report how the build ends.", replace=True)
+        f":warning: {_job(job_name)} *was started* ({_numbers(daily, build_no)}), but "
+        f"buildbot could not post it in the channel yet (error ID {code(error_id, 64)}). It "
+        "will try again and report how the build ends.", replace=True)
 
 
 def result_elsewhere(reply: Message, *, channel: str, error: str) -> Message:
     """A build's result sent to its requester because Slack refused it in the thread."""
-    text = (f"{reply['text']}\n_buildbot could not post this in the build's thread in "
-            f"<#{escape(channel)}> (Slack said `{escape(shorten(error, 100))}`), so it is sent "
-            "to you here._")
-    return {"text": text[:3000], "blocks": [_section(text)]}
+    note = (f"_buildbot could not post this in the build's thread in {_channel(channel)} "
+            f"(Slack said {code(error, 100)}), so it is sent to you here._")
+    shown = str(reply.get("text") or "")
+    sections = _pack([cut(shown, SECTION_CHARS), note], SECTION_CHARS)
+    text = _text(f"{cut(shown, TEXT_CHARS - len(note) - 1)}\n{note}")
+    return {"text": text, "blocks": [_section(t) for t in sections]}
 
 
 def busy() -> Message:
@@ -238,75 +424,110 @@ def busy() -> Message:
 
 
 def internal_error(error_id: str) -> Message:
-    return ephemeral(f":x: Something went wrong inside buildbot (error ID `{error_id}`). "
+    return ephemeral(f":x: Something went wrong inside buildbot (error ID {code(error_id, 64)}). "
                      "Nothing was started. Tell your buildbot operator the error ID.")
 
 
 # --- the build in the channel ----------------------------------------------------
 
+def _result_words(result: str) -> tuple[str, str]:
+    """Emoji and words for a result: one of ours, or ``ended:<WORD>`` from CodeArts."""
+    if result.startswith(ENDED):
+        word = " ".join(result[len(ENDED):].split()) or "?"
+        return ENDED_EMOJI, f"ended: {escape(shorten(word, 60))}"
+    return RESULT_WORDS.get(result, RESULT_WORDS["unknown"])
+
+
 def _build_line(user_id: str, job_name: str, daily: str, build_no: str, link: str | None) -> str:
-    name = f"<{link}|{escape(daily)}>" if link else escape(daily)
-    return (f"<@{user_id}> started *{escape(shorten(job_name, 200))}*: build {name} "
-            f"(#{escape(build_no)})")
+    """``@alice started *backend*: build 20261123.7 (#42)``; ``build #42`` without a daily
+    number."""
+    name = _build_name(daily, build_no)
+    if link:
+        name = _link(link, name or "open in CodeArts")
+    number = f" (#{escape(shorten(build_no, 100))})" if daily and build_no else ""
+    line = f"{_user(user_id)} started *{_job(job_name)}*"
+    return f"{line}: build {name}{number}" if name else line
 
 
 def announcement(*, build_id: str, user_id: str, job_name: str, description: str,
                  body: dict[str, Any], daily: str, build_no: str, link: str | None) -> Message:
-    """The channel message whose thread carries every later word about the build."""
+    """The channel message whose thread carries every later word about the build: every
+    parameter, the commit and the tag, over as many blocks as they need."""
     line = _build_line(user_id, job_name, daily, build_no, link)
-    details = "\n".join(_param_lines(body))
-    blocks = [_section(f":hourglass_flowing_sand: {line}")]
-    if details:
-        blocks.append(_context(details))
-    blocks.append({"type": "actions", "block_id": "buildbot.running",
-                   "elements": [_button("Stop", STOP, build_id, "danger")]})
-    return {"text": f"{line}: running", "blocks": blocks}
+    params, scm = _param_lines(body)
+    details = _fit([], params, scm, limit=CONTEXT_CHARS, room=MAX_BLOCKS - 2,
+                   more=_more_params)
+    text = _fit([f"{line}: running"], params, scm, limit=TEXT_CHARS, room=1,
+                more=_more_params)[0]
+    blocks = [_section(f":hourglass_flowing_sand: {line}"), *(_context(d) for d in details),
+              {"type": "actions", "block_id": "buildbot.running",
+               "elements": [_button("Stop", STOP, build_id, "danger")]}]
+    return {"text": _text(text), "blocks": blocks}
 
 
 def announcement_done(*, build_id: str, user_id: str, job_name: str, daily: str,
                       build_no: str, link: str | None, result: str,
                       duration_ms: int | None) -> Message:
-    emoji, words = RESULT_WORDS.get(result, RESULT_WORDS["unknown"])
+    emoji, words = _result_words(result)
     line = _build_line(user_id, job_name, daily, build_no, link)
     took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
     text = f"{emoji} {line}: {words}{took}"
-    return {"text": text, "blocks": [_section(text), {
+    return {"text": _text(text), "blocks": [_section(text), {
         "type": "actions", "block_id": "buildbot.done",
         "elements": [_button("Rebuild", REBUILD, build_id)]}]}
 
 
 def result_reply(*, build_id: str, user_id: str, job_name: str, daily: str, result: str,
-                 duration_ms: int | None, link: str | None) -> Message:
-    """The thread reply when a build ends; the requester is mentioned when it failed."""
-    emoji, words = RESULT_WORDS.get(result, RESULT_WORDS["unknown"])
+                 duration_ms: int | None, link: str | None, build_no: str = "") -> Message:
+    """The thread reply when a build ends; the requester is mentioned when it failed or
+    ended in a way buildbot does not know."""
+    emoji, words = _result_words(result)
     took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
-    text = f"{emoji} {escape(job_name)} {escape(daily)} {words}{took}."
-    if result == "failure":
-        text = f"<@{user_id}> {text}"
+    text = f"{_join(emoji, _job(job_name), _build_name(daily, build_no), words)}{took}."
+    if result == "failure" or result.startswith(ENDED):
+        text = f"{_user(user_id)} {text}"
     if link:
-        text += f" <{link}|Open in CodeArts>"
-    return {"text": text, "blocks": [_section(text), {
+        text += " " + _link(link, "Open in CodeArts")
+    return {"text": _text(text), "blocks": [_section(text), {
         "type": "actions", "block_id": "buildbot.next",
         "elements": [_button("Rebuild", REBUILD, build_id)]}]}
 
 
-def gave_up(*, job_name: str, daily: str, hours: int, link: str | None) -> Message:
-    text = (f":hourglass: {escape(job_name)} {escape(daily)} has not ended after {hours} hours; "
+def gave_up(*, job_name: str, daily: str, hours: int, link: str | None,
+            build_no: str = "") -> Message:
+    name = _join(_job(job_name), _build_name(daily, build_no))
+    text = (f":hourglass: {name} has not ended after {hours} hours; "
             "buildbot stopped following it. Check it in CodeArts.")
     if link:
-        text += f" <{link}|Open in CodeArts>"
-    return {"text": text}
+        text += " " + _link(link, "Open in CodeArts")
+    return {"text": _text(text)}
 
 
 def stop_refused(problems: Iterable[str]) -> Message:
-    body = "\n".join(f"• {escape(shorten(p, 600))}" for p in list(problems)[:20])
-    return ephemeral(f":no_entry: You can't stop this build: stopping needs the same "
-                     f"permission as running it.\n{body}", replace=False)
+    head = (":no_entry: You can't stop this build: stopping needs the same permission as "
+            "running it.")
+    text, sections = _bullets(problems, head, room=MAX_BLOCKS)
+    return ephemeral(text, [_section(t) for t in sections], replace=False)
 
 
-def stop_requested(user_id: str, job_name: str, daily: str) -> Message:
-    return {"text": f":octagonal_sign: <@{user_id}> asked CodeArts to stop "
-                    f"{escape(job_name)} {escape(daily)}."}
+def stop_requested(user_id: str, job_name: str, daily: str, build_no: str = "") -> Message:
+    name = _join(_job(job_name), _build_name(daily, build_no))
+    return {"text": f":octagonal_sign: {_user(user_id)} asked CodeArts to stop {name}."}
+
+
+def stop_failed(job_name: str, daily: str = "", build_no: str = "", *,
+                status: int | None = None, error_code: str | None = None,
+                error_msg: str | None = None, request_id: str | None = None) -> Message:
+    """Stop was clicked but CodeArts did not confirm it: its code, words and request ID,
+    escaped, without the advice meant for a run."""
+    name = _join(_job(job_name), _build_name(daily, build_no))
+    parts = [f":x: CodeArts did not stop {name}.", _error_detail(error_code, error_msg, "")]
+    if status is not None or request_id:
+        parts.append(_request_line(f"HTTP {status}" if status is not None else None,
+                                   request_id))
+    parts.append("If the build is still running, try Stop again in a minute, or stop it "
+                 "in CodeArts.")
+    return ephemeral("\n".join(p for p in parts if p), replace=False)
 
 
 def duration(ms: int | None) -> str:

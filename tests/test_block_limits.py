@@ -1,0 +1,203 @@
+"""Every message builder in bot/messages.py, with ordinary, long and markup-heavy
+inputs, against Slack's documented limits: each block parses and validates with
+slack_sdk, section text <= 3,000 characters, context element text <= 2,000, message
+``text`` <= 40,000, <= 50 blocks, button text <= 75 and value <= 2,000, action_id and
+block_id <= 255 and unique, and no shown text with a broken entity or a stray < or >.
+
+A public function added to bot/messages.py fails ``test_every_builder_is_covered``
+until it is added to BUILDERS (or, if it builds no message, to HELPERS)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
+
+from bot import messages as msg
+
+HELPERS = {"escape", "shorten", "code", "cut", "duration"}  # build no message
+
+
+@dataclass(frozen=True)
+class Case:
+    job: str
+    desc: str
+    daily: str
+    build_no: str
+    user: str
+    channel: str
+    link: str | None
+    words: str  # an error message, a problem, a reason
+    body: dict[str, Any]
+    jobs: list[tuple[str, str]]
+
+
+def _body(n: int, name: Callable[[int], str], value: str) -> dict[str, Any]:
+    return {"job_id": "f" * 32, "parameter": [{"name": name(i), "value": value} for i in range(n)],
+            "scm": {"build_commit_id": "abc1234", "build_tag": "v1.2.0"}}
+
+
+MARKUP = "<!channel> & <@U1> <https://evil|ok> &amp; >< "
+CASES = {
+    "ordinary": Case("backend", "Backend CI", "20261123.7", "42", "U1", "CBUILDS",
+                     "https://example.com/builds/42", "Build task not found.",
+                     _body(2, lambda i: f"codeBranch{i}", "develop"),
+                     [("backend", "Backend CI"), ("docs", "")]),
+    "long": Case("j" * 300, "d" * 300, "2" * 300, "4" * 300, "U" + "1" * 300, "C" + "2" * 300,
+                 "https://example.com/" + "a" * 2500, "e" * 9000,
+                 _body(50, lambda i: f"parameter_number_{i:02d}_xyz", "v" * 9000),
+                 [(f"job{i:03d}" + "n" * 200, "d" * 300) for i in range(200)]),
+    "markup": Case(MARKUP * 10, "&<>" * 100, MARKUP * 5, "<@U2>&" * 50, "U1>&<", "C1>|&",
+                   "https://x.io/?a=1&b=<2>|label> x", MARKUP * 200,
+                   _body(50, lambda i: f"p{i:02d}&<>" + "&" * 19, "&<>" * 40),
+                   [(f"<!here>{i}&" + "&" * 100, "&<>" * 100) for i in range(200)]),
+}
+RESULTS = [*msg.RESULT_WORDS, "ended:TIMEOUT", "ended:<!channel>&" * 20, "ended:", "weird"]
+
+
+def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
+    """name -> the messages that builder makes from this case."""
+    run: dict[str, Any] = {"job_name": c.job, "status": 400, "error_code": c.words[:40], "error_msg": c.words,
+           "request_id": c.words[:80]}
+    common = {"build_id": "b" * 32, "user_id": c.user, "job_name": c.job}
+    return {
+        "help_message": (msg.help_message(c.jobs, is_admin=admin, page=page)
+                         for admin in (False, True) for page in (0, 1, 2, 5, 6)),
+        "problems_message": (msg.problems_message([c.words] * n, replace=r)
+                             for n in (1, 20, 200) for r in (None, True)),
+        "confirmation": (msg.confirmation("r" * 32, c.job, c.desc, body, minutes=10, rebuild=rb)
+                         for body in (c.body, {}, {"parameter": c.body["parameter"] * 4,
+                                                   "scm": c.body["scm"]})
+                         for rb in (False, True)),
+        "cancelled": iter([msg.cancelled(c.job)]),
+        "expired": iter([msg.expired(c.job, c.words, minutes=10)]),
+        "already": (msg.already(s) for s in ("cancelled", "expired", "failed", "unknown", c.words)),
+        "missing": iter([msg.missing()]),
+        "not_yours": iter([msg.not_yours(c.user)]),
+        "started_ack": (msg.started_ack(c.job, daily, where, build_no=no)
+                        for daily in (c.daily, "") for where in (c.channel, None)
+                        for no in (c.build_no, "")),
+        "api_error": (msg.api_error(**run, hint=c.words) for _ in (1,)),
+        "not_sent": iter([msg.not_sent(c.job, c.words)]),
+        "outcome_unknown": (msg.outcome_unknown(c.job, unreadable=u) for u in (False, True)),
+        "login_failed": (msg.login_failed(**{**run, "status": s}, hint=c.words)
+                         for s in (None, 401)),
+        "started_unrecorded": (msg.started_unrecorded(c.job, daily, c.build_no, c.words[:40])
+                               for daily in (c.daily, "")),
+        "started_unannounced": (msg.started_unannounced(c.job, daily, c.build_no, c.words[:40])
+                                for daily in (c.daily, "")),
+        "result_elsewhere": (msg.result_elsewhere(
+            msg.result_reply(**common, daily=c.daily, result=r, duration_ms=1, link=c.link),
+            channel=c.channel, error=c.words) for r in RESULTS),
+        "busy": iter([msg.busy()]),
+        "internal_error": iter([msg.internal_error(c.words[:40])]),
+        "announcement": (msg.announcement(**common, description=c.desc, body=body,
+                                          daily=daily, build_no=c.build_no, link=link)
+                         for body in (c.body, {}) for daily in (c.daily, "")
+                         for link in (c.link, None)),
+        "announcement_done": (msg.announcement_done(**common, daily=daily, build_no=c.build_no,
+                                                    link=c.link, result=r, duration_ms=d)
+                              for r in RESULTS for daily in (c.daily, "")
+                              for d in (None, 7_200_000)),
+        "result_reply": (msg.result_reply(**common, daily=daily, build_no=c.build_no, result=r,
+                                          duration_ms=90_000, link=link)
+                         for r in RESULTS for daily in (c.daily, "") for link in (c.link, None)),
+        "gave_up": (msg.gave_up(job_name=c.job, daily=daily, build_no=c.build_no, hours=24,
+                                link=c.link) for daily in (c.daily, "")),
+        "stop_refused": (msg.stop_refused([c.words] * n) for n in (1, 200)),
+        "stop_requested": (msg.stop_requested(c.user, c.job, daily, c.build_no)
+                           for daily in (c.daily, "")),
+        "stop_failed": (msg.stop_failed(c.job, daily, c.build_no, status=s,
+                                        error_code=c.words[:40], error_msg=c.words,
+                                        request_id=c.words[:80])
+                        for daily in (c.daily, "") for s in (None, 409)),
+        "ephemeral": (msg.ephemeral(msg.escape(c.words) * 10, replace=r) for r in (None, False)),
+    }
+
+
+def public_functions() -> set[str]:
+    return {name for name, f in vars(msg).items()
+            if inspect.isfunction(f) and f.__module__ == msg.__name__ and not name.startswith("_")}
+
+
+def test_every_builder_is_covered() -> None:
+    covered = set(builds(CASES["ordinary"]))
+    assert public_functions() - HELPERS == covered, "add the new builder to builds()"
+    assert not HELPERS & covered
+
+
+BROKEN_ENTITY = re.compile(r"&(?!amp;|lt;|gt;)")
+# All the markup the bot itself writes: a user, a channel, a link with a label.
+MARKUP_FORM = re.compile(r"<(?:@[A-Za-z0-9]+|#[A-Za-z0-9]+|https?://[^\s<>|]+\|[^<>]*)>")
+
+
+def check_shown(text: str) -> None:
+    assert text, "empty text"
+    assert BROKEN_ENTITY.search(text) is None, f"broken entity in {text[:200]!r}"
+    outside = MARKUP_FORM.sub("", text)
+    assert "<" not in outside and ">" not in outside, f"stray < or > in {text[:200]!r}"
+
+
+def check(message: dict[str, Any]) -> None:
+    assert set(message) <= {"text", "blocks", "response_type", "replace_original"}
+    text = message["text"]
+    assert 0 < len(text) <= 40_000
+    check_shown(text)
+    blocks = message.get("blocks", [])
+    assert len(blocks) <= 50
+    block_ids = [b["block_id"] for b in blocks if "block_id" in b]
+    assert len(block_ids) == len(set(block_ids)) and all(len(i) <= 255 for i in block_ids)
+    action_ids: list[str] = []
+    for block in blocks:
+        Block.parse(block).validate_json()  # type: ignore[union-attr]
+        if block["type"] == "section":
+            assert len(block["text"]["text"]) <= 3000
+            check_shown(block["text"]["text"])
+        elif block["type"] == "context":
+            assert 1 <= len(block["elements"]) <= 10
+            for element in block["elements"]:
+                assert len(element["text"]) <= 2000
+                check_shown(element["text"])
+        elif block["type"] == "actions":
+            for button in block["elements"]:
+                assert button["type"] == "button"
+                assert 0 < len(button["text"]["text"]) <= 75
+                assert 0 < len(button["value"]) <= 2000
+                action_ids.append(button["action_id"])
+        else:
+            raise AssertionError(f"unchecked block type {block['type']}")
+    assert len(action_ids) == len(set(action_ids)) and all(len(i) <= 255 for i in action_ids)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("name", sorted(builds(CASES["ordinary"])))
+def test_every_message_keeps_slacks_limits(name: str, case: str) -> None:
+    made = list(builds(CASES[case])[name])
+    assert made
+    for message in made:
+        check(message)
+
+
+def test_the_checks_catch_what_they_are_for() -> None:
+    """The checker itself: each broken message is refused."""
+    ok = {"text": "a &amp; b <@U1> <https://x|y>"}
+    check(ok)
+    for bad in ({"text": "a & b"}, {"text": "&amp"}, {"text": "<!channel>"}, {"text": "a > b"},
+                {"text": "x", "blocks": [msg._section("s")] * 51},
+                {"text": "x", "blocks": [{"type": "section",
+                                          "text": {"type": "mrkdwn", "text": "s" * 3001}}]},
+                {"text": "x", "blocks": [{"type": "context",
+                                          "elements": [{"type": "mrkdwn", "text": "s" * 2001}]}]},
+                {"text": "x", "blocks": [{"type": "actions", "elements": [
+                    msg._button("b" * 76, "a", "v")]}]},
+                {"text": "x", "blocks": [{"type": "actions", "elements": [
+                    msg._button("b", "a", "v"), msg._button("c", "a", "w")]}]},
+                {"text": "x" * 40_001}):
+        with pytest.raises((AssertionError, SlackObjectFormationError)):
+            check(bad)

@@ -209,6 +209,9 @@ def canonical_uri(path: str) -> str:
 
 
 def canonical_query(params: Iterable[tuple[str, str]]) -> str:
+    """Pairs sorted (by key, then value), each side percent-encoded (space as ``%20``, only
+    ``~`` and unreserved ASCII left as is), ``k=v`` joined by ``&``: the SDK signer's
+    ``_process_canonical_query_string``, which is also the query the SDK sends."""
     return "&".join(f"{_encode(k)}={_encode(str(v))}" for k, v in sorted(params))
 
 
@@ -254,10 +257,12 @@ class AkSkAuth(httpx.Auth):
         request.headers["X-Sdk-Date"] = time.strftime(DATE_FORMAT, time.gmtime(self._clock()))
         if self.project_id:
             request.headers["X-Project-Id"] = self.project_id
+        params = request.url.params.multi_items()
+        if params:  # send the query exactly as it is signed (httpx would write a space as '+')
+            request.url = request.url.copy_with(query=canonical_query(params).encode("ascii"))
         signed = {k: request.headers[k] for k in SIGNED_HEADERS if k in request.headers}
-        sig, names = signature(request.method, request.url.path,
-                               request.url.params.multi_items(), signed, request.content,
-                               self._sk.get_secret_value())
+        sig, names = signature(request.method, request.url.path, params, signed,
+                               request.content, self._sk.get_secret_value())
         request.headers["Authorization"] = (f"{ALGORITHM} Access={self._ak.get_secret_value()}, "
                                             f"SignedHeaders={';'.join(names)}, Signature={sig}")
         yield request

@@ -140,7 +140,8 @@ class Flow:
             jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
                                  usergroups=groups)
             listing = [(j.name, j.description) for j in jobs]
-            return Outcome(msg.help_message(listing, is_admin=self.is_admin(who.user_id)), "help")
+            return Outcome(msg.help_message(listing, is_admin=self.is_admin(who.user_id),
+                                            page=parsed.page), "help")
         return self._check(parsed, who, groups)
 
     def _check(self, command: BuildCommand, who: Who, groups: UserGroups) -> Outcome:
@@ -253,8 +254,12 @@ class Flow:
         try:
             self.api.stop_build(build.job_id, build.build_no)
         except CodeArtsError as exc:
-            self.respond(click.response_url, msg.ephemeral(f"CodeArts did not stop the build: {exc}",
-                                                      replace=False))
+            self.respond(click.response_url, msg.stop_failed(
+                build.job_name, build.daily_build_number, build.build_no,
+                status=getattr(exc, "status", None), error_code=getattr(exc, "error_code", None),
+                error_msg=(getattr(exc, "error_msg", None) or getattr(exc, "reason", None)
+                           or getattr(exc, "snippet", None) or str(exc)),
+                request_id=getattr(exc, "request_id", None)))
             return
         self.store.audit(decision="stop", now=self.clock(), request_id=build.id,
                          user_id=click.user_id, channel_id=build.channel_id,

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 IAM_PATH = "/v3/auth/tokens"
 RUN_PATH = "/v3/jobs/build"
@@ -494,15 +494,20 @@ def _record(build: Build, status: str, took: float | None, now: float) -> dict[s
 
 
 def _fake_signature(req: RecordedRequest, names: list[str], sk: str) -> str:
-    """The SDK-HMAC-SHA256 signature, written from its description independently of bot.auth."""
+    """The SDK-HMAC-SHA256 signature, written from its description independently of bot.auth.
+
+    The path and query are read as they arrived, percent-decoded the RFC 3986 way: a
+    ``+`` in the query is a plus sign, not a space (the SDK never sends one for a space).
+    """
     def enc(s: str) -> str:
         return quote(s, safe="~")
 
-    segments = [enc(s) for s in req.path.split("/")]
+    segments = [enc(unquote(s)) for s in req.path.split("/")]
     uri = "/".join(segments)
     if not uri.endswith("/"):
         uri += "/"
-    pairs = sorted(parse_qsl(req.query, keep_blank_values=True))
+    pairs = sorted((unquote(k), unquote(v)) for k, _, v in
+                   (item.partition("=") for item in req.query.split("&") if item))
     query = "&".join(enc(k) + "=" + enc(v) for k, v in pairs)
     header_lines = "".join(n + ":" + req.headers.get(n, "").strip() + "\n" for n in sorted(names))
     canonical = "\n".join([req.method, uri, query, header_lines, ";".join(sorted(names)),

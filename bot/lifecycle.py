@@ -258,8 +258,17 @@ def decide_poll(build: Build, answer: BuildState | CodeArtsError, *, poll: float
         if build.age > max_age:
             return PollDecision(WatchState.REPORTING, result="timeout")
         return PollDecision(WatchState.WATCHING, delay=poll_interval(build.age, poll))
-    return PollDecision(WatchState.REPORTING, result=answer.outcome or "unknown",
+    return PollDecision(WatchState.REPORTING, result=result_of(answer),
                         duration_ms=duration_of(answer))
+
+
+def result_of(state: BuildState) -> str:
+    """What is stored and shown for an ended build: success, failure, aborted, unknown,
+    or ``ended:<WORD>`` for a status word the bot does not know on a build that has a
+    finish time (so it has ended whatever the word means)."""
+    if state.outcome == "ended":
+        return f"ended:{state.status}"[:32]
+    return state.outcome or "unknown"
 
 
 def duration_of(state: BuildState) -> int | None:

@@ -155,3 +155,11 @@ def test_the_direct_message_fallback_is_valid_block_kit() -> None:
     for block in sent["blocks"]:
         assert Block.parse(block) is not None
         Block.parse(block).validate_json()  # type: ignore[union-attr]
+
+
+def test_an_unknown_final_word_with_a_finish_time_is_reported_as_ended_with_the_word() -> None:
+    start = datetime(2026, 11, 30, tzinfo=UTC)
+    ended = BuildState(status="TIMEOUT", finished=True, outcome="ended", start_time=start,
+                       finish_time=start + timedelta(seconds=5))
+    decision = lc.decide_poll(build(), ended, poll=15)
+    assert (decision.watch, decision.result) == (WatchState.REPORTING, "ended:TIMEOUT")

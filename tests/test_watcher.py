@@ -228,3 +228,13 @@ def test_two_replicas_on_postgresql_report_each_build_once(pg_url: str, tmp_path
             assert len(thread_replies(bot, ts_of(bot, rid))) == 1, rid
         assert len(bot.codearts.requests_to("/v4/jobs/")) == 12
         other.stop()
+
+
+def test_a_status_word_we_do_not_know_on_an_ended_build_is_reported_at_once(bot: Bot) -> None:
+    rid, _ = start(bot)
+    bot.codearts.set_status(BACKEND_ID, 1, "TIMEOUT")  # the fake build has a finish time
+    next_poll(bot)
+    (reply,) = thread_replies(bot, ts_of(bot, rid))
+    assert "ended: TIMEOUT" in reply["text"] and reply["text"].startswith("<@UALICE>")
+    assert bot.store.get_build(rid).result == "ended:TIMEOUT"
+

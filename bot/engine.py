@@ -41,8 +41,7 @@ from bot.store import OpenQuestion, Store
 
 log = logging.getLogger(__name__)
 
-STALE_SENDING = 180.0  # a request "sending" this long was being sent by a bot that died
-UNANNOUNCED_AFTER = 120.0  # a claimed announcement unconfirmed this long: look, then post
+INTENT_GRACE = 180.0  # a run call or post unconfirmed this long was left by a process that died
 
 
 class Engine:
@@ -51,7 +50,8 @@ class Engine:
     def __init__(self, *, config: BuildbotConfig, store: Store, api: CodeArtsClient,
                  notifier: Notifier, poll_seconds: float = 15.0,
                  link_template: str | None = None, project_id: str | None = None,
-                 max_age: float = MAX_AGE, clock: Callable[[], float] = time.time) -> None:
+                 max_age: float = MAX_AGE, intent_grace: float = INTENT_GRACE,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = store
         self.api = api
@@ -60,6 +60,7 @@ class Engine:
         self.link_template = link_template
         self.project_id = project_id
         self.max_age = max_age
+        self.intent_grace = intent_grace
         self.clock = clock
         # Channel messages Slack took whose ts the store could not save yet: kept here
         # and saved by the watcher's next pass, so the message is never posted twice.
@@ -141,7 +142,7 @@ class Engine:
     def settle_stale(self) -> None:
         """Requests whose sender died mid-call may have started: say so, never resend."""
         now = self.clock()
-        for request in self.store.stale_sending(older_than=now - STALE_SENDING):
+        for request in self.store.stale_sending(older_than=now - self.intent_grace):
             if self.store.move_request(id=request.id, old=RequestState.SENDING,
                                        new=RequestState.UNKNOWN, now=now,
                                        error="bot stopped while sending"):
@@ -222,7 +223,7 @@ class Engine:
         the build) before posting it: Slack may have posted it already. Returns the
         channel posted in, or None."""
         if recovering:
-            since = (build.announce_claimed_at or build.created_at) - UNANNOUNCED_AFTER
+            since = (build.announce_claimed_at or build.created_at) - self.intent_grace
             found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
             if found.known and found.ts:
                 log.info("found the channel message of build=%s; not posting it again",
@@ -281,7 +282,7 @@ class Engine:
         answer never came. Each is looked for in the channel before it is posted."""
         self.save_unsaved()
         for build in self.store.claim_unannounced(now=self.clock(),
-                                                  stale_after=UNANNOUNCED_AFTER):
+                                                  stale_after=self.intent_grace):
             with self._unsaved_lock:
                 if build.id in self._unsaved:
                     continue

@@ -65,7 +65,8 @@ class Runtime:
                              notifier=Notifier(self.slack, backoff=slack_backoff),
                              poll_seconds=settings.build_poll_seconds,
                              link_template=settings.build_link_template,
-                             project_id=settings.codearts_project_id, clock=self.clock)
+                             project_id=settings.codearts_project_id,
+                             intent_grace=settings.intent_grace_seconds, clock=self.clock)
         self.flow = Flow(config=config, engine=self.engine, slack=self.slack,
                          groups=SlackUserGroups(self.slack), worker=self.worker, clock=self.clock)
         secret = settings.slack_signing_secret

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     # How long one replica holds a watch while checking it; a dead replica's
     # watches are taken over after this (default: max(60 s, 4 polls)).
     watch_lease_seconds: float | None = Field(default=None, gt=0, le=3600)
+    intent_grace_seconds: float = Field(default=180.0, gt=0, le=3600)
     # How many threads do slow work after the ack (confirmations, API calls).
     worker_threads: int = Field(default=8, ge=1, le=64)
     # How many threads the build watcher uses to poll CodeArts.

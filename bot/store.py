@@ -117,7 +117,7 @@ _RESCHEDULE = (builds.update()
                       builds.c.lease_owner == sa.bindparam("b_owner"))
                .values(next_check_at=sa.bindparam("b_next"), failures=sa.bindparam("b_failures"),
                        lease_until=None))
-REPORT_GRACE = 30.0  # a result being posted is not taken over until this long past its lease
+REPORT_GRACE = 180.0  # a result being posted is not taken over until this long past its lease
 
 
 class OpenQuestion(Exception):
@@ -426,12 +426,12 @@ class Store:
     # --- watches ---------------------------------------------------------
 
     def lease_due(self, *, owner: str, now: float, lease_seconds: float, limit: int,
-                  skip_jobs: tuple[str, ...] = ()) -> list[Build]:
+                  skip_jobs: tuple[str, ...] = (), grace: float = REPORT_GRACE) -> list[Build]:
         """Lease up to ``limit`` due watches to ``owner``, the longest overdue first; never
         one another live replica holds, and a result being posted only once its holder's
-        lease is ``REPORT_GRACE`` past. Each lease gets a new fencing token."""
+        lease is ``grace`` seconds past. Each lease gets a new fencing token."""
         expired_before = sa.case((builds.c.watch == WatchState.REPORTING.value,
-                                  now - REPORT_GRACE), else_=now)
+                                  now - grace), else_=now)
         free = sa.or_(builds.c.lease_until.is_(None), builds.c.lease_until < expired_before)
         active = (WatchState.WATCHING.value, WatchState.REPORTING.value)
         due = (sa.select(builds.c.id)

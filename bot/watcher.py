@@ -40,6 +40,7 @@ class Watcher:
     def __init__(self, engine: Engine, *, poll_seconds: float, owner: str | None = None,
                  lease_seconds: float | None = None, batch: int = 200, threads: int = 8,
                  per_job: int | None = None, clock: Callable[[], float] = time.time) -> None:
+        """``per_job``: most calls one job may have in flight (half the threads by default)."""
         self.engine = engine
         self.store = engine.store
         self.poll = poll_seconds
@@ -112,7 +113,7 @@ class Watcher:
             return 0
         builds = self.store.lease_due(owner=self.owner, now=self.clock(),
                                       lease_seconds=self.lease, limit=min(free, self.batch),
-                                      skip_jobs=capped)
+                                      skip_jobs=capped, grace=self.engine.intent_grace)
         for build in builds:
             self._submit(build)
         return len(builds)
@@ -124,7 +125,8 @@ class Watcher:
             return 0
         self.housekeeping()
         builds = self.store.lease_due(owner=self.owner, now=self.clock(),
-                                      lease_seconds=self.lease, limit=self.batch)
+                                      lease_seconds=self.lease, limit=self.batch,
+                                      grace=self.engine.intent_grace)
         futures = [f for f in (self._submit(b) for b in builds) if f is not None]
         wait(futures)  # each one logs its own failure
         return len(builds)

@@ -12,7 +12,7 @@ import pytest
 
 from bot import messages as msg
 from bot.lifecycle import Lease, WatchState
-from bot.store import REPORT_GRACE
+from bot.engine import INTENT_GRACE
 from bot.watcher import Watcher
 from tests.harness import BACKEND_ID, Bot, running_bot
 
@@ -54,7 +54,7 @@ def test_an_announcement_slack_took_but_did_not_confirm_is_found_not_posted_agai
     rid, url = start(bot)
     assert "Started backend" in bot.slack.responses(url)[-1]["text"]
     assert len(channel_posts(bot)) == 1  # Slack has it; the bot does not know
-    next_poll(bot, 121)  # the watcher looks for it in the channel and adopts it
+    next_poll(bot, INTENT_GRACE + 1)  # the watcher looks for it in the channel and adopts it
     assert len(channel_posts(bot)) == 1
     build = bot.store.get_build(rid)
     assert build is not None and build.announce == "posted" and build.message_ts
@@ -83,7 +83,7 @@ def test_a_burst_of_429s_on_the_announcement_delays_it_but_never_drops_it(bot: B
     rid, url = start(bot)
     assert channel_posts(bot) == []
     assert [r for r in bot.slack.responses(url) if r.get("response_type") == "in_channel"] == []
-    next_poll(bot, 121)
+    next_poll(bot, INTENT_GRACE + 1)
     assert len(channel_posts(bot)) == 1
     assert bot.store.get_build(rid).announce == "posted"  # type: ignore[union-attr]
 
@@ -109,7 +109,7 @@ def test_a_replica_frozen_past_its_lease_while_posting_does_not_post_again(bot: 
     # the report over (only after the grace), looks in the thread, and posts it once.
     bot.clock.advance(frozen.lease + 1)
     assert bot.runtime.watcher.run_once() == 0  # within the grace: not handed out
-    bot.clock.advance(REPORT_GRACE)
+    bot.clock.advance(INTENT_GRACE)
     assert bot.runtime.watcher.run_once() == 1
     assert len(replies(bot)) == 1
     # the frozen replica wakes up and carries on where it stopped: its token is stale

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot import messages as msg
+from bot.engine import INTENT_GRACE
 from tests.fakes.codearts import FakeCodeArts
 from tests.harness import (
     BACKEND_ID,
@@ -241,7 +242,7 @@ def test_channel_post_failing_for_a_while_is_posted_later_once(bot: Bot) -> None
     assert "Started backend" in reply["text"]
     assert bot.slack.calls("chat.postMessage") == []
     assert bot.store.get_build(rid).announce == "posting"  # not given up: passing trouble
-    bot.clock.advance(121)
+    bot.clock.advance(INTENT_GRACE + 1)
     bot.runtime.watcher.housekeeping()  # looks in the channel, finds nothing, posts
     (post,) = bot.slack.calls("chat.postMessage")
     assert post["channel"] == "CBUILDS" and post["metadata"]["event_payload"]["build_id"] == rid

@@ -79,7 +79,8 @@ class Runtime:
                              f"SLACK_API_URL ({_first_line(exc)})") from None
         self.watcher = Watcher(self.engine, poll_seconds=settings.build_poll_seconds,
                                lease_seconds=settings.watch_lease_seconds,
-                               threads=settings.watcher_threads, clock=self.clock)
+                               threads=settings.watcher_threads,
+                               audit_keep_days=settings.audit_keep_days, clock=self.clock)
         if watch:
             self.watcher.start()
 

@@ -507,6 +507,14 @@ class Store:
                 ~sa.exists().where(builds.c.id == requests.c.id))).rowcount
         return int(gone)
 
+    def prune_audit(self, *, before: float, batch: int = 500) -> int:
+        """Delete up to ``batch`` audit rows older than ``before`` (small batches keep each
+        transaction short); returns how many went."""
+        oldest = sa.select(audit.c.id).where(audit.c.at < before).order_by(audit.c.id).limit(batch)
+        with self._tx() as c:
+            return int(c.execute(audit.delete().where(
+                audit.c.id.in_(oldest.scalar_subquery()))).rowcount)
+
     # --- audit -------------------------------------------------------------
 
     def audit(self, *, decision: str, now: float, request_id: str | None = None,
@@ -533,13 +541,27 @@ def _token(token: int | None) -> tuple[sa.ColumnElement[bool], ...]:
     return () if token is None else (builds.c.lease_token == token,)
 
 
+AUDIT_TEXT_LIMIT = 4096  # characters kept of an audit row's detail, error and parameters
+
+
+def _cap(text: str | None, limit: int) -> str | None:
+    """At most ``limit`` characters, saying how much was cut: a hostile command or a huge
+    API error cannot grow the audit log without bound."""
+    if text is None or len(text) <= limit:
+        return text
+    note = f"... [{len(text) - limit} more characters cut]"
+    return text[: max(0, limit - len(note))] + note
+
+
 def _audit_row(*, decision: str, now: float, request_id: str | None = None,
                user_id: str | None = None, channel_id: str | None = None, job: str | None = None,
                parameters: Any = None, detail: str | None = None,
                daily_build_number: str | None = None, build_no: str | None = None,
                error_code: str | None = None, error_msg: str | None = None) -> dict[str, Any]:
     params = None if parameters is None else json.dumps(parameters, ensure_ascii=False)
-    return dict(at=now, request_id=request_id, user_id=user_id, channel_id=channel_id, job=job,
-                parameters=params, decision=decision, detail=detail,
-                daily_build_number=daily_build_number, build_no=build_no,
-                error_code=error_code, error_msg=error_msg)
+    return dict(at=now, request_id=_cap(request_id, 32), user_id=_cap(user_id, 32),
+                channel_id=_cap(channel_id, 32), job=_cap(job, 200),
+                parameters=_cap(params, AUDIT_TEXT_LIMIT), decision=_cap(decision, 32),
+                detail=_cap(detail, AUDIT_TEXT_LIMIT),
+                daily_build_number=_cap(daily_build_number, 64), build_no=_cap(build_no, 32),
+                error_code=_cap(error_code, 64), error_msg=_cap(error_msg, AUDIT_TEXT_LIMIT))

@@ -39,7 +39,8 @@ class Watcher:
 
     def __init__(self, engine: Engine, *, poll_seconds: float, owner: str | None = None,
                  lease_seconds: float | None = None, batch: int = 200, threads: int = 8,
-                 per_job: int | None = None, clock: Callable[[], float] = time.time) -> None:
+                 per_job: int | None = None, audit_keep_days: float = 90.0,
+                 clock: Callable[[], float] = time.time) -> None:
         """``per_job``: most calls one job may have in flight (half the threads by default)."""
         self.engine = engine
         self.store = engine.store
@@ -49,6 +50,7 @@ class Watcher:
         self.batch = batch
         self.threads = threads
         self.per_job = per_job or max(1, threads // 2)
+        self.audit_keep_days = audit_keep_days
         self.clock = clock
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="buildbot-watch")
         self._stop = threading.Event()
@@ -194,4 +196,11 @@ class Watcher:
             if gone:
                 log.info("forgot %d finished requests and builds older than %d days", gone,
                          int(KEEP_DAYS))
+            trimmed = 0
+            while (n := self.store.prune_audit(before=now - self.audit_keep_days * 86400)) \
+                    and trimmed < 100_000:
+                trimmed += n
+            if trimmed:
+                log.info("trimmed %d audit rows older than %g days", trimmed,
+                         self.audit_keep_days)
         self.engine.recover_announcements()

@@ -168,3 +168,20 @@ def test_prune_forgets_finished_work_but_keeps_the_audit_log(store: Store) -> No
     assert store.get_request(cancelled) is None
     assert store.get_build(running) is not None and store.get_request(pending) is not None
     assert store.audit_rows(request_id=old)  # the audit log stays
+
+
+def test_an_oversized_audit_detail_is_capped_and_says_so(store: Store) -> None:
+    store.audit(decision="invalid", now=1.0, user_id="U1", channel_id="C1", job="x" * 5000,
+                detail="y" * 850_000, parameters=[{"name": "a", "value": "z" * 100_000}])
+    (row,) = store.audit_rows()
+    assert len(row["detail"]) <= 4096 and row["detail"].endswith("characters cut]")
+    assert len(row["parameters"]) <= 4096 and len(row["job"]) <= 200
+
+
+def test_old_audit_rows_are_pruned_in_batches(store: Store) -> None:
+    for at in range(1, 8):
+        store.audit(decision="denied", now=float(at))
+    assert store.prune_audit(before=5.0, batch=3) == 3
+    assert store.prune_audit(before=5.0, batch=3) == 1
+    assert store.prune_audit(before=5.0, batch=3) == 0
+    assert [r["at"] for r in store.audit_rows()] == [5.0, 6.0, 7.0]

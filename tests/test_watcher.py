@@ -238,3 +238,11 @@ def test_a_status_word_we_do_not_know_on_an_ended_build_is_reported_at_once(bot:
     assert "ended: TIMEOUT" in reply["text"] and reply["text"].startswith("<@UALICE>")
     assert bot.store.get_build(rid).result == "ended:TIMEOUT"
 
+
+
+def test_housekeeping_trims_audit_rows_past_their_keep_days(bot: Bot) -> None:
+    start(bot)
+    assert bot.store.audit_rows()
+    bot.clock.advance(91 * 86400)
+    bot.runtime.watcher.housekeeping()
+    assert bot.store.audit_rows() == []

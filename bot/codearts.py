@@ -267,7 +267,7 @@ def load_json(response: httpx.Response) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-def number_text(value: int | float | Decimal) -> str:
+def number_text(value: float | Decimal) -> str:
     """A JSON number as text, keeping its digits: ``Decimal("20261123.10")`` -> ``"20261123.10"``."""
     if isinstance(value, float):  # only from callers that built the data themselves
         return repr(value)

@@ -15,11 +15,14 @@ Calls (docs/codearts-api.md has their fields, error shapes and authentication):
 Exceptions, all with a ``str()`` a user may read (never a secret)::
 
     CodeArtsError                 base: anything this client raises on purpose
-     ├── ApiError                 CodeArts answered with an error (status, error_code,
-     │                            error_msg, request_id, hint)
+     ├── ApiError                 CodeArts (or something in front of it) refused: any
+     │                            4xx whatever its body, a JSON error on another status,
+     │                            or an error inside a 2xx (status, error_code, error_msg,
+     │                            request_id, hint); code and message read as the SDK does
      ├── AuthError                IAM login failed or IAM unreachable; the CodeArts
      │                            request was not sent (status may be None)
-     ├── BadResponseError         the answer was not JSON or not the expected shape
+     ├── BadResponseError         a 2xx/3xx/5xx answer that is not JSON, or a 2xx without
+     │                            the fields needed: the outcome is unknown
      ├── NotSentError             the request did not reach CodeArts (or was a read
      │                            that got no answer): nothing changed, safe to retry later
      └── OutcomeUnknownError      a run/stop was sent but its answer was lost: it may or

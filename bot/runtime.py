@@ -90,7 +90,9 @@ class Runtime:
         wsgi = make_wsgi(self.app, self.ready, secret.get_secret_value() if secret else None)
         self.server = make_server(wsgi, host=host,
                                   port=self.settings.port if port is None else port,
-                                  threads=max(8, self.settings.worker_threads * 2))
+                                  threads=max(8, self.settings.worker_threads * 2),
+                                  max_connections=self.settings.http_max_connections,
+                                  request_timeout=self.settings.http_request_timeout)
         self.ready.set()
         bound = int(self.server.effective_port)
         log.info("listening on %s:%s", host, bound)

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     # How many threads the build watcher uses to poll CodeArts.
     watcher_threads: int = Field(default=8, ge=1, le=64)
     log_level: LogLevel = "INFO"
+    # HTTP mode: seconds a connection may take to deliver a whole request (headers and
+    # body), counted from its accept or its previous answer; slower ones are closed.
+    http_request_timeout: float = Field(default=10.0, gt=0, le=300)
+    # HTTP mode: open client connections at most; when all are taken, the one that has
+    # waited longest for its request is closed to make room.
+    http_max_connections: int = Field(default=1000, ge=10, le=50_000)
 
     @field_validator("slack_api_url")
     @classmethod

@@ -1,20 +1,41 @@
-"""HTTP mode: a WSGI app (``/slack/events`` and ``/healthz``) served by waitress."""
+"""HTTP mode: a WSGI app (``/slack/events`` and ``/healthz``) served by waitress,
+with a deadline on every whole request.
+
+waitress's own ``channel_timeout`` is an *idle* timeout: every byte a client sends resets
+it, so a client sending one header byte every few seconds holds its connection forever,
+and a thousand of them fill the connection limit (Slack's own requests then wait in the
+listen queue until Slack gives up). waitress has no setting for a deadline on a whole
+request, so ``_Channel`` notes when a connection began waiting for its request and
+``_Server`` closes it when the deadline passes, and, when every connection is taken,
+closes the one that has waited longest to make room for a new one.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
+import resource
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
+from waitress.adjustments import Adjustments  # type: ignore[import-untyped]
+from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
+from waitress.server import TcpWSGIServer  # type: ignore[import-untyped]
+from waitress.task import ThreadedTaskDispatcher  # type: ignore[import-untyped]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024  # Slack's payloads are far smaller; refuse anything bigger
+MAX_HEADERS = 64 * 1024  # all request headers together; Slack sends about 1 KiB
+REQUEST_TIMEOUT = 10.0  # seconds to deliver a whole request (HTTP_REQUEST_TIMEOUT)
+MAX_CONNECTIONS = 1000  # open client connections (HTTP_MAX_CONNECTIONS)
+MAKE_ROOM_AFTER = 1.0  # when full, only a connection that has waited this long is closed
+SPARE_FILES = 256  # file descriptors beyond the connections: database, clients, logs
 
 
 def make_wsgi(app: App, ready: threading.Event,
@@ -78,10 +99,161 @@ def _plain(start_response: Callable[..., Any], status: str, text: str) -> list[b
     return [data]
 
 
-def make_server(wsgi: Callable[..., Iterable[bytes]], *, host: str, port: int,
-                threads: int = 16) -> Any:
-    """A waitress server bound now (port 0 picks a free port: ``server.effective_port``)."""
-    from waitress.server import create_server  # type: ignore[import-untyped]
+# ---------------------------------------------------------------- the server
 
-    return create_server(wsgi, host=host, port=port, threads=threads, connection_limit=1000,
-                         channel_timeout=30, ident="buildbot", clear_untrusted_proxy_headers=True)
+
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    """waitress's connection, plus since when it has been waiting for a whole request.
+
+    ``waiting_since`` starts when the connection is accepted and again when the answer
+    to its previous request has been handed over; while the app works on a request it
+    is None (the app's time is not the client's). Unlike waitress's ``last_activity``,
+    bytes arriving do not move it, so dribbling does not stretch the deadline.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting_since: float | None = time.monotonic()
+
+    def service(self) -> None:  # a worker thread, one request
+        self.waiting_since = None
+        try:
+            super().service()
+        finally:
+            self.waiting_since = time.monotonic()
+
+    def waiting(self, now: float) -> float:
+        """Seconds it has waited for a request; -1 if the app is working on one."""
+        since = self.waiting_since
+        if since is None or self.requests or self.will_close:
+            return -1.0
+        return now - since
+
+
+class _Server(TcpWSGIServer):  # type: ignore[misc]
+    """waitress's TCP server with ``_Channel`` connections, a whole-request deadline,
+    and room made for new connections when the limit is reached.
+
+    Both checks run on waitress's main loop (``readable`` is called on every turn and at
+    least once a second), so no lock is needed: only that loop accepts and closes.
+    """
+
+    channel_class = _Channel
+    next_channel_cleanup: float  # waitress's, set in its readable()
+
+    def __init__(self, *args: Any, request_timeout: float, **kwargs: Any) -> None:
+        self.request_timeout = request_timeout
+        self.make_room_after = min(MAKE_ROOM_AFTER, request_timeout)
+        self.closed_late = 0  # connections closed at the deadline
+        self.closed_for_room = 0  # connections closed to make room for a new one
+        self._next_room_check = 0.0
+        self._closing: _Channel | None = None
+        self._logged = (0, 0)
+        self._next_log = 0.0
+        super().__init__(*args, **kwargs)
+
+    def readable(self) -> bool:
+        if self.accepting and len(self._map) >= self.adj.connection_limit \
+                and self._make_room(time.monotonic()):
+            # A connection closes on this turn of the loop; accept on the next one. Not
+            # closed here and now: its descriptor could be reused by this turn's accept
+            # and then get this turn's events for the old one.
+            now = time.time()
+            if now >= self.next_channel_cleanup:  # as waitress's readable() does
+                self.next_channel_cleanup = now + self.adj.cleanup_interval
+                self.maintenance(now)
+            return False
+        return bool(super().readable())
+
+    def maintenance(self, now: float) -> None:  # every ``cleanup_interval`` (1 s)
+        super().maintenance(now)  # waitress's idle timeout
+        mono = time.monotonic()
+        for channel in list(self.active_channels.values()):
+            if channel.waiting(mono) > self.request_timeout:
+                channel.will_close = True  # closed on this turn of the loop, like waitress does
+                self.closed_late += 1
+        self._log_closures(mono)
+
+    def _make_room(self, now: float) -> bool:
+        """At the limit: have the connection that has waited longest for its request
+        closed, if it has waited at least ``make_room_after`` s (a request from Slack or a
+        proxy arrives whole in milliseconds, so it is the slow ones that go, and never one
+        the app is serving). True while such a closing is under way."""
+        closing = self._closing
+        if closing is not None and closing._fileno is not None:
+            return True  # not closed yet: one at a time
+        self._closing = None
+        if now < self._next_room_check:
+            return False
+        waited, oldest = max(((ch.waiting(now), ch) for ch in self.active_channels.values()),
+                             key=lambda pair: pair[0], default=(-1.0, None))
+        if oldest is None or waited < 0:
+            self._next_room_check = now + 0.1  # every connection is being served
+            return False
+        if waited < self.make_room_after:
+            self._next_room_check = now + self.make_room_after - waited
+            return False
+        oldest.will_close = True
+        self._closing = oldest
+        self.closed_for_room += 1
+        return True
+
+    def _log_closures(self, now: float) -> None:
+        """One warning a minute at most while slow clients are being closed."""
+        counts = (self.closed_late, self.closed_for_room)
+        if counts != self._logged and now >= self._next_log:
+            late, room = counts[0] - self._logged[0], counts[1] - self._logged[1]
+            log.warning("closed %d connection(s) that sent no whole request within %g s and "
+                        "%d to make room at the limit of %d connections (slow or stalled "
+                        "clients; see README, Deployment)", late, self.request_timeout, room,
+                        self.adj.connection_limit - 2)
+            self._logged = counts
+            self._next_log = now + 60.0
+
+
+def make_server(wsgi: Callable[..., Iterable[bytes]], *, host: str, port: int,
+                threads: int = 16, max_connections: int = MAX_CONNECTIONS,
+                request_timeout: float = REQUEST_TIMEOUT) -> Any:
+    """A waitress server bound now (port 0 picks a free port: ``server.effective_port``).
+
+    At most ``max_connections`` client connections; each must deliver a whole request
+    (headers and body) within ``request_timeout`` seconds of being accepted or of its
+    previous answer, or it is closed. Bodies over ``MAX_BODY`` get 413, headers over
+    ``MAX_HEADERS`` 431, both from waitress before the app sees them.
+    """
+    _enough_files(max_connections)
+    adj = Adjustments(
+        host=host, port=port, threads=threads, ident="buildbot",
+        clear_untrusted_proxy_headers=True,
+        # waitress counts its listening socket and its wake-up pipe as connections
+        connection_limit=max_connections + 2,
+        channel_timeout=max(1, int(request_timeout + 0.999)),  # idle: implied by the deadline
+        cleanup_interval=1,  # how often the deadline is checked
+        max_request_body_size=MAX_BODY, max_request_header_size=MAX_HEADERS,
+        # poll(), not select(): select() fails on descriptors above 1023, which a
+        # thousand connections reach, and takes waitress's loop down with it
+        asyncore_use_poll=True)
+    if len(adj.listen) != 1:
+        raise ValueError(f"{host!r} resolves to {len(adj.listen)} addresses: give one address")
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    return _Server(wsgi, map={}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0],
+                   request_timeout=request_timeout)
+
+
+def _enough_files(max_connections: int) -> None:
+    """Raise this process's open-file limit so ``max_connections`` fit beside the database
+    and client connections (often 1,024 by default); warn if the hard limit forbids it."""
+    need = max_connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        target = soft
+    if target < need:
+        log.warning("the open-file limit (%d) is too low for HTTP_MAX_CONNECTIONS=%d: "
+                    "raise it (ulimit -n %d) or lower HTTP_MAX_CONNECTIONS", target,
+                    max_connections, need)

@@ -16,7 +16,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for key in list(os.environ):
         if key.startswith(("SLACK_", "CODEARTS_", "IAM_", "CLOUD_SDK_", "BUILD", "DATABASE_",
-                           "LOG_LEVEL", "WATCHER_", "WORKER_")):
+                           "LOG_LEVEL", "WATCHER_", "WORKER_", "HTTP_")):
             monkeypatch.delenv(key)
 
 
@@ -174,3 +174,31 @@ def test_watcher_threads_outside_1_to_64_is_a_start_up_error(given: str) -> None
         load_settings(**BASE, codearts_token="tok-3", watcher_threads=given)
     [problem] = caught.value.problems
     assert problem.startswith("WATCHER_THREADS is invalid: ")
+
+
+# ---------------------------------------------------------------- HTTP server limits
+
+
+def test_http_limits_default_to_10_s_and_1000_connections() -> None:
+    s = load_settings(**BASE, codearts_token="tok-3")
+    assert (s.http_request_timeout, s.http_max_connections) == (10.0, 1000)
+
+
+def test_http_limits_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_REQUEST_TIMEOUT", "2.5")
+    monkeypatch.setenv("HTTP_MAX_CONNECTIONS", "200")
+    s = load_settings(**BASE, codearts_token="tok-3")
+    assert (s.http_request_timeout, s.http_max_connections) == (2.5, 200)
+
+
+@pytest.mark.parametrize(("name", "given"), [
+    ("http_request_timeout", "0"), ("http_request_timeout", "-1"),
+    ("http_request_timeout", "301"), ("http_request_timeout", "soon"),
+    ("http_max_connections", "9"), ("http_max_connections", "50001"),
+    ("http_max_connections", "1.5"),
+])
+def test_http_limits_out_of_range_are_a_start_up_error(name: str, given: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**BASE, codearts_token="tok-3", **{name: given})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{name.upper()} is invalid: ")

@@ -456,6 +456,13 @@ class Store:
             return c.execute(q, dict(b_id=id, b_owner=owner, b_next=next_check_at,
                                      b_failures=failures)).rowcount == 1
 
+    def release(self, *, id: str, owner: str, token: int | None) -> bool:
+        """Give a lease back untouched (the watcher took more than it may run now)."""
+        with self._tx() as c:
+            return c.execute(builds.update().where(
+                builds.c.id == id, builds.c.lease_owner == owner, *_token(token))
+                .values(lease_owner=None, lease_until=None)).rowcount == 1
+
     def still_held(self, *, id: str, owner: str, token: int | None, now: float,
                    lease_seconds: float) -> bool:
         """Right before posting: is this lease still ours and live? Renews it if so."""

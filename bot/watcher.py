@@ -116,9 +116,16 @@ class Watcher:
         builds = self.store.lease_due(owner=self.owner, now=self.clock(),
                                       lease_seconds=self.lease, limit=min(free, self.batch),
                                       skip_jobs=capped, grace=self.engine.intent_grace)
+        taken = 0
         for build in builds:
+            with self._idle:
+                full = self._running[build.job_id] >= self.per_job
+            if full:  # this batch holds more of one job than it may run at once
+                self.store.release(id=build.id, owner=self.owner, token=build.lease_token)
+                continue
             self._submit(build)
-        return len(builds)
+            taken += 1
+        return taken
 
     def run_once(self) -> int:
         """Housekeeping, then poll every due watch this process could lease, and wait for

@@ -1,0 +1,37 @@
+"""One job's slow status calls do not delay another job's result: the watcher takes due
+builds in due order, never waits for a batch, and caps the threads one job may hold."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bot import messages as msg
+from tests.harness import BACKEND_ID, DOCS_ID, running_bot
+
+POLL = 0.5
+SLOW = 6.0  # each status call of the slow job is held this long
+
+
+def test_a_fast_jobs_result_is_on_time_while_a_slow_job_hogs_the_api(
+        db_url: str, tmp_path: Path) -> None:
+    with running_bot(db_url, tmp_path, poll=POLL, WATCHER_THREADS="8") as bot:
+        bot.codearts.add_job(BACKEND_ID, duration=3600)
+        bot.codearts.add_job(DOCS_ID, duration=2.0)
+        bot.codearts.hang(SLOW, count=1000, path_prefix=f"/v4/jobs/{BACKEND_ID}/")
+        for _ in range(8):  # more slow builds than the watcher has threads
+            rid, url = bot.confirmation("backend")
+            bot.click(msg.RUN, rid, response_url=url)
+            bot.wait_response(url, 2)
+        bot.wait_idle()
+        bot.runtime.watcher.start()
+        time.sleep(POLL * 2)  # the slow job's calls are out and held
+        resp, _ = bot.command("docs")  # confirm = false: starts at once
+        assert resp.status_code == 200
+        bot.slack.wait_for(lambda: bot.codearts.builds(DOCS_ID))
+        ends_at = time.monotonic() + 2.0
+        reply = bot.slack.wait_for(
+            lambda: [c for c in bot.slack.calls("chat.postMessage")
+                     if c.get("thread_ts") and "docs" in c.get("text", "")], 15)
+        late = time.monotonic() - ends_at
+        assert late <= 2 * POLL + 1.0, f"the fast job's result came {late:.1f} s after its end"

@@ -51,6 +51,7 @@ class Watcher:
         self.threads = threads
         self.per_job = per_job or max(1, threads // 2)
         self.audit_keep_days = audit_keep_days
+        self.failure_log_every = FAILURE_LOG_EVERY
         self.clock = clock
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="buildbot-watch")
         self._stop = threading.Event()
@@ -179,7 +180,7 @@ class Watcher:
         if self._failing_since is None:
             self._failing_since = self._logged_at = now
             log.exception("watcher pass failed (%s); retrying", type(exc).__name__)
-        elif now - self._logged_at >= FAILURE_LOG_EVERY:
+        elif now - self._logged_at >= self.failure_log_every:
             self._logged_at = now
             log.warning("watcher still failing for %.0f s (%d attempts): %s",
                         now - self._failing_since, self._failures, type(exc).__name__)

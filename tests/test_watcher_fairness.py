@@ -1,10 +1,13 @@
-"""One job's slow status calls do not delay another job's result: the watcher takes due
+"""The watcher's loop under slow partners. One job's slow status calls do not delay another job's result: the watcher takes due
 builds in due order, never waits for a batch, and caps the threads one job may hold."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
+
+import pytest
 
 from bot import messages as msg
 from tests.harness import BACKEND_ID, DOCS_ID, running_bot
@@ -35,3 +38,25 @@ def test_a_fast_jobs_result_is_on_time_while_a_slow_job_hogs_the_api(
                      if c.get("thread_ts") and "docs" in c.get("text", "")], 15)
         late = time.monotonic() - ends_at
         assert late <= 2 * POLL + 1.0, f"the fast job's result came {late:.1f} s after its end"
+
+
+def test_a_database_outage_logs_a_handful_of_lines_not_hundreds(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db_dir = tmp_path / "db"
+    db_dir.mkdir()
+    with running_bot(f"sqlite:///{db_dir / 'buildbot.db'}", tmp_path, poll=0.15) as bot:
+        watcher = bot.runtime.watcher
+        watcher.failure_log_every = 1.0  # a minute in production
+        caplog.set_level(logging.INFO, logger="bot.watcher")
+        watcher.start()
+        time.sleep(0.3)
+        bot.store.engine.dispose()
+        db_dir.rename(tmp_path / "gone")  # the database is unreachable
+        time.sleep(3.0)
+        failing = [r for r in caplog.records if r.name == "bot.watcher"]
+        (tmp_path / "gone").rename(db_dir)  # and back
+        bot.slack.wait_for(lambda: any("recovered" in r.getMessage() for r in caplog.records
+                                       if r.name == "bot.watcher"), 5)
+    assert 2 <= len(failing) <= 6, [r.getMessage() for r in failing]
+    assert sum(1 for r in failing if r.exc_info) == 1  # one traceback, then counts
+    assert any("attempts" in r.getMessage() for r in failing)

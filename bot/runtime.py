@@ -85,14 +85,19 @@ class Runtime:
             self.watcher.start()
 
     def bind_http(self, *, host: str = "0.0.0.0", port: int | None = None) -> int:
-        """Bind the HTTP server (``/healthz`` answers 200 from here on); returns the port."""
+        """Bind the HTTP server; returns the port. ``/healthz`` answers 200 once it serves;
+        ``/readyz`` once Slack has accepted the token (``ready``) and the database answers."""
+        from bot.web import Readiness, ping
+
         secret = self.settings.slack_signing_secret
-        wsgi = make_wsgi(self.app, self.ready, secret.get_secret_value() if secret else None)
+        readiness = Readiness(self.ready, lambda: ping(self.store.engine))
+        wsgi = make_wsgi(self.app, readiness, secret.get_secret_value() if secret else None)
         self.server = make_server(wsgi, host=host,
                                   port=self.settings.port if port is None else port,
                                   threads=max(8, self.settings.worker_threads * 2),
                                   max_connections=self.settings.http_max_connections,
                                   request_timeout=self.settings.http_request_timeout)
+        # ``create_app`` above had Slack accept the bot token (auth.test) before returning
         self.ready.set()
         bound = int(self.server.effective_port)
         log.info("listening on %s:%s", host, bound)

@@ -1,4 +1,4 @@
-"""HTTP mode: a WSGI app (``/slack/events`` and ``/healthz``) served by waitress,
+"""HTTP mode: a WSGI app (``/slack/events``, ``/healthz``, ``/readyz``) served by waitress,
 with a deadline on every whole request.
 
 waitress's own ``channel_timeout`` is an *idle* timeout: every byte a client sends resets
@@ -15,11 +15,14 @@ from __future__ import annotations
 import io
 import logging
 import resource
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
@@ -38,9 +41,13 @@ MAKE_ROOM_AFTER = 1.0  # when full, only a connection that has waited this long 
 SPARE_FILES = 256  # file descriptors beyond the connections: database, clients, logs
 
 
-def make_wsgi(app: App, ready: threading.Event,
+def make_wsgi(app: App, readiness: Readiness,
               signing_secret: str | None = None) -> Callable[..., Iterable[bytes]]:
-    """Route Slack's requests to Bolt and answer health checks once the bot is ready.
+    """Route Slack's requests to Bolt and answer the health checks.
+
+    ``/healthz`` is liveness: 200 whenever the server answers at all. ``/readyz`` is
+    readiness: 503 with a one-line reason until Slack has accepted the bot token and
+    while the database does not answer (see ``Readiness``), 200 ``ok`` otherwise.
 
     The signature is checked here, before Bolt parses the body, so a stranger's
     malformed body gets a 401 and never a traceback; a signed body Bolt still
@@ -65,9 +72,11 @@ def make_wsgi(app: App, ready: threading.Event,
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "")
         if path == "/healthz" and method in ("GET", "HEAD"):
-            ok = ready.is_set()
-            return _plain(start_response, "200 OK" if ok else "503 Service Unavailable",
-                          "ok" if ok else "starting")
+            return _plain(start_response, "200 OK", "ok")
+        if path == "/readyz" and method in ("GET", "HEAD"):
+            problem = readiness.problem()
+            return _plain(start_response, "503 Service Unavailable" if problem else "200 OK",
+                          problem or "ok")
         if path == "/slack/events" and method == "POST":
             try:
                 length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -97,6 +106,105 @@ def _plain(start_response: Callable[..., Any], status: str, text: str) -> list[b
     start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
                             ("Content-Length", str(len(data)))])
     return [data]
+
+
+# ---------------------------------------------------------------- readiness
+
+
+def ping(engine: sa.Engine, *, timeout: float = 2.0) -> None:
+    """One round trip to the database; raises if it cannot be made.
+
+    PostgreSQL: ``SELECT 1`` on a pooled connection (the pool's pre-ping checks the
+    connection first, so a dropped one is replaced; the probe is two tiny queries).
+    SQLite: a pooled connection keeps working when the file is gone or its folder
+    unmounted, so the file is opened afresh, read-only, and its schema read; that never
+    creates it and takes microseconds.
+    """
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:" \
+            and not database.startswith("file:"):
+        uri = Path(database).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+        return
+    with engine.connect() as c:
+        c.exec_driver_sql("SELECT 1")
+
+
+class Readiness:
+    """Whether this replica should get traffic: Slack has accepted the bot token
+    (``ready``) and the database answered the last probe.
+
+    ``problem()`` is cheap: it reads the last probe's result. A probe (``probe``, one
+    database round trip) is started, in a thread of its own, by the first call at least
+    ``every`` seconds after the previous one began, and only if none is running; the
+    call that starts it waits for it up to ``wait`` seconds, so a load balancer asking
+    now and then gets a fresh answer. A probe still running after ``patience`` seconds
+    counts as a failure, so a hung database makes ``/readyz`` say so instead of hanging
+    it, and never piles up threads. ``clock`` is a seam for tests.
+    """
+
+    def __init__(self, ready: threading.Event, probe: Callable[[], None], *,
+                 every: float = 2.0, wait: float = 0.5, patience: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ready = ready
+        self._probe = probe
+        self._every = every
+        self._wait = wait
+        self._patience = patience
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._running_since: float | None = None
+        self._last_start = float("-inf")
+        self._problem: str | None = "the database has not been checked yet"
+        self._failing = False
+        self.probes = 0  # how many probes were started
+
+    def problem(self) -> str | None:
+        """None when ready, else one line saying why not (never a host name or secret)."""
+        if not self._ready.is_set():
+            return "starting: Slack has not accepted the bot token yet"
+        done = self._start_if_due()
+        if done is not None:
+            done.wait(self._wait)
+        with self._lock:
+            running = self._running_since
+            if running is not None and self._clock() - running > self._patience:
+                return f"the database has not answered for {self._patience:g} s"
+            return self._problem
+
+    def _start_if_due(self) -> threading.Event | None:
+        with self._lock:
+            now = self._clock()
+            if self._running_since is not None or now - self._last_start < self._every:
+                return None
+            self._running_since = self._last_start = now
+            done = threading.Event()
+            self.probes += 1
+        threading.Thread(target=self._run, args=(done,), name="buildbot-readyz",
+                         daemon=True).start()
+        return done
+
+    def _run(self, done: threading.Event) -> None:
+        detail = ""
+        try:
+            self._probe()
+            problem = None
+        except Exception as exc:  # the reason is public: the type only; details go to the log
+            problem = f"the database is unreachable ({type(exc).__name__})"
+            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        with self._lock:
+            if problem and not self._failing:
+                log.warning("readiness: the database did not answer (%s)", detail)
+            elif not problem and self._failing:
+                log.info("readiness: the database answers again")
+            self._failing = problem is not None
+            self._problem = problem
+            self._running_since = None
+        done.set()
 
 
 # ---------------------------------------------------------------- the server

@@ -1,7 +1,9 @@
-"""The HTTP server's limits, through the running bot on loopback.
+"""The HTTP server's limits and health checks, through the running bot on loopback.
 
 - A connection must deliver a whole request within ``HTTP_REQUEST_TIMEOUT``, however
   it dribbles; at ``HTTP_MAX_CONNECTIONS`` the slowest make room, so Slack is answered.
+- ``/healthz`` is liveness; ``/readyz`` is readiness: Slack accepted the token and the
+  database answers, probed at most every 2 s and never hanging the request.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from bot.web import Readiness
 from tests.harness import SECRET, Bot, running_bot
 from tests.slack_requests import SlackSender, command_body, signed_headers
 
@@ -175,3 +179,218 @@ def test_a_request_must_arrive_whole_within_the_deadline_however_it_dribbles(
         lived = [slow.closed[s] - slow.opened[s] for s in slow.opened]
         assert min(lived) >= deadline - 0.1, lived  # the deadline, not before it
         assert max(lived) <= deadline + 2.0, lived  # checked every second
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+def get(bot: Bot, path: str) -> tuple[int, str, float]:
+    started = time.monotonic()
+    resp = httpx.get(bot.url + path, timeout=5)
+    return resp.status_code, resp.text, time.monotonic() - started
+
+
+def readyz_becomes(bot: Bot, status: int, timeout: float) -> tuple[int, str]:
+    """Ask /readyz every 0.1 s until it answers ``status``; every answer must be quick,
+    and /healthz must say 200 all along."""
+    seen = (0, "")
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        code, text, took = get(bot, "/readyz")
+        assert took < 1.0, f"/readyz took {took:.2f} s"
+        assert "\n" not in text
+        seen = (code, text)
+        if code == status:
+            break
+        assert get(bot, "/healthz")[:2] == (200, "ok")
+        time.sleep(0.1)
+    return seen
+
+
+def test_readyz_waits_for_slack_to_accept_the_token_and_healthz_does_not(tmp_path: Path) -> None:
+    with running_bot(sqlite_url(tmp_path), tmp_path) as bot:
+        assert get(bot, "/readyz")[:2] == (200, "ok")
+        bot.runtime.ready.clear()
+        assert get(bot, "/readyz")[:2] == (
+            503, "starting: Slack has not accepted the bot token yet")
+        assert get(bot, "/healthz")[:2] == (200, "ok")
+        bot.runtime.ready.set()
+        assert get(bot, "/readyz")[:2] == (200, "ok")
+
+
+def test_readyz_follows_an_sqlite_file_that_goes_away_and_comes_back(tmp_path: Path) -> None:
+    """The database's folder is moved away (an unmounted volume): /readyz says so within
+    a few seconds, /healthz stays 200, and /readyz is 200 again once it is back."""
+    with running_bot(sqlite_url(tmp_path), tmp_path) as bot:
+        assert readyz_becomes(bot, 200, 3.0) == (200, "ok")
+        (tmp_path / "db").rename(tmp_path / "gone")
+        try:
+            code, text = readyz_becomes(bot, 503, 5.0)
+            assert (code, text) == (503, "the database is unreachable (OperationalError)")
+        finally:
+            (tmp_path / "gone").rename(tmp_path / "db")
+        assert readyz_becomes(bot, 200, 5.0) == (200, "ok")
+
+
+class TcpProxy:
+    """A loopback TCP proxy to the database: ``cut()`` closes it and every connection
+    through it, ``restore()`` listens again on the same port, ``frozen`` stops it
+    forwarding anything (a hung database) while keeping the connections open."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.frozen = threading.Event()
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._listening: threading.Event | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.05)
+        self.port = listener.getsockname()[1]
+        self._listening = on = threading.Event()
+        on.set()
+        threading.Thread(target=self._accept, args=(listener, on), daemon=True).start()
+
+    def _accept(self, listener: socket.socket, on: threading.Event) -> None:
+        with listener:
+            while on.is_set():
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                client.settimeout(None)
+                server = socket.create_connection(self.upstream)
+                with self._lock:
+                    self._socks += [client, server]
+                for a, b in ((client, server), (server, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        sel = selectors.DefaultSelector()
+        try:
+            sel.register(src, selectors.EVENT_READ)
+            while True:
+                if self.frozen.is_set():
+                    time.sleep(0.02)
+                    continue
+                if not sel.select(0.05):
+                    continue
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except (OSError, ValueError):
+            pass
+        finally:
+            sel.close()
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        if self._listening is not None:
+            self._listening.clear()
+        time.sleep(0.1)  # the accept loop has seen it and closed the listener
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.frozen.clear()
+        self.cut()
+
+
+def test_readyz_follows_a_postgresql_connection_cut_hung_and_restored(
+        tmp_path: Path, pg_url: str) -> None:
+    target = sa.engine.make_url(pg_url)
+    proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
+    proxied = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        with running_bot(proxied, tmp_path) as bot:
+            assert readyz_becomes(bot, 200, 3.0) == (200, "ok")
+
+            proxy.cut()  # connections dropped, new ones refused
+            cut_at = time.monotonic()
+            code, text = readyz_becomes(bot, 503, 5.0)
+            assert (code, text) == (503, "the database is unreachable (OperationalError)")
+            assert time.monotonic() - cut_at < 5.0
+            proxy.restore()
+            assert readyz_becomes(bot, 200, 5.0) == (200, "ok")
+
+            proxy.frozen.set()  # the database stops answering; connections stay open
+            code, text = readyz_becomes(bot, 503, 6.0)
+            assert (code, text) == (503, "the database has not answered for 2 s")
+            proxy.frozen.clear()
+            assert readyz_becomes(bot, 200, 6.0) == (200, "ok")
+    finally:
+        proxy.close()
+
+
+class Steps:
+    """A seam clock for Readiness (monotonic seconds that move only when told)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_readiness_probes_at_most_every_2_s_and_never_waits_on_a_hung_database() -> None:
+    ready = threading.Event()
+    ready.set()
+    clock = Steps()
+    release = threading.Event()
+    calls: list[float] = []
+
+    def probe() -> None:
+        calls.append(clock.t)
+        if len(calls) == 2:  # the second probe hangs until released
+            release.wait(10)
+
+    readiness = Readiness(ready, probe, every=2.0, wait=0.05, patience=2.0, clock=clock)
+    for _ in range(50):
+        assert readiness.problem() is None
+    assert len(calls) == 1  # one probe for 50 questions
+
+    clock.t += 2.0
+    for _ in range(20):
+        started = time.monotonic()
+        readiness.problem()
+        assert time.monotonic() - started < 0.5  # the hung probe holds no request
+    clock.t += 2.5
+    assert readiness.problem() == "the database has not answered for 2 s"
+    clock.t += 10.0
+    assert readiness.problem() == "the database has not answered for 2 s"
+    assert len(calls) == 2  # no second probe piles up behind the hung one
+
+    release.set()
+    assert wait_until(lambda: readiness._running_since is None, timeout=2.0)
+    clock.t += 2.0
+    assert wait_until(lambda: readiness.problem() is None, timeout=2.0)
+
+
+def test_readiness_names_the_error_type_only() -> None:
+    ready = threading.Event()
+    ready.set()
+
+    def probe() -> None:
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception(
+            'connection to server at "db.internal" (10.0.0.7), port 5432 failed: '
+            "password authentication failed for user ci"))
+
+    problem = Readiness(ready, probe, wait=2.0).problem()
+    assert problem == "the database is unreachable (OperationalError)"

@@ -4,6 +4,7 @@
   it dribbles; at ``HTTP_MAX_CONNECTIONS`` the slowest make room, so Slack is answered.
 - ``/healthz`` is liveness; ``/readyz`` is readiness: Slack accepted the token and the
   database answers, probed at most every 2 s and never hanging the request.
+- The replay memory keeps a signature until its own timestamp leaves Bolt's window.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from bot.replay import ReplayGuard
 from bot.web import Readiness
 from tests.harness import SECRET, Bot, running_bot
 from tests.slack_requests import SlackSender, command_body, signed_headers
@@ -394,3 +396,34 @@ def test_readiness_names_the_error_type_only() -> None:
 
     problem = Readiness(ready, probe, wait=2.0).problem()
     assert problem == "the database is unreachable (OperationalError)"
+
+
+# --------------------------------------------------------------------------- replays
+
+
+def use_guard(bot: Bot, guard: ReplayGuard) -> None:
+    """Put ``guard`` (with its clock seam) in place of the running app's replay guard."""
+    from slack_bolt.middleware.custom_middleware import CustomMiddleware
+
+    (middleware,) = [m for m in bot.runtime.app._middleware_list
+                     if isinstance(m, CustomMiddleware) and isinstance(m.func, ReplayGuard)]
+    middleware.func = guard
+
+
+def test_a_future_dated_request_replayed_after_300_s_is_refused(tmp_path: Path) -> None:
+    """Signed 4 minutes ahead, first seen now, replayed 301 s later (seam time): Bolt
+    still accepts its timestamp, so the guard must still remember it."""
+    with running_bot(sqlite_url(tmp_path), tmp_path) as bot:
+        later = [0.0]
+        use_guard(bot, ReplayGuard(clock=lambda: time.time() + later[0]))
+        url = bot.slack.response_url()
+        body = command_body("backend", user="UALICE", channel="CBUILDS", response_url=url)
+        ts = int(time.time()) + 240
+        assert bot.sender.post(body, timestamp=ts).status_code == 200
+        bot.wait_response(url)  # the Run/Cancel question
+        later[0] = 301.0
+        replay = bot.sender.post(body, timestamp=ts)
+        assert (replay.status_code, replay.content) == (200, b"")
+        bot.wait_idle()
+        assert len(bot.slack.responses(url)) == 1  # asked once
+        assert len(bot.store.audit_rows()) == 1

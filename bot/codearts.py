@@ -445,6 +445,37 @@ def _finish_time(result: dict[str, Any]) -> datetime | None:
     return None
 
 
+class HistoryRecord(BaseModel):
+    """One line of a job's history: enough to find a build started at a given moment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    build_no: str
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    result: str = ""
+
+
+def history_record_from(item: Any) -> HistoryRecord | None:
+    """A history line, or None when it has no usable build number."""
+    if not isinstance(item, dict):
+        return None
+    number = _str_or_none(item.get("build_number", item.get("buildNumber")))
+    if number is None or not number.strip().isdigit():
+        return None
+    return HistoryRecord(build_no=number.strip(),
+                         start_time=parse_time(item.get("start_time", item.get("startTime"))),
+                         end_time=parse_time(item.get("end_time", item.get("endTime"))),
+                         result=_text(item.get("result")))
+
+
+def _text(value: Any) -> str:
+    """A value as CodeArts showed it: strings as they are, numbers as their digits."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
 def build_state_from(result: dict[str, Any]) -> BuildState:
     """A BuildState from the ``result`` of record-info; a malformed field becomes None.
 
@@ -567,6 +598,33 @@ class CodeArtsClient:
         if not isinstance(data, dict) or data.get("success") is not True:
             raise BadResponseError(response.status_code, _request_id(response), self.scrub(str(data)),
                                    "a stop answer without success: true")
+
+    def history(self, job_id: str, *, offset: int = 0,
+                limit: int = 20) -> tuple[list[HistoryRecord], int | None]:
+        """One page of a job's builds, newest first, and how many there are in all
+        (``GET /v3/jobs/{job_id}/history``; retried: reading changes nothing)."""
+        path = f"/v3/jobs/{_job(job_id)}/history?offset={int(offset)}&limit={int(limit)}"
+        response = self._call("GET", path, read=True)
+        data = self._decode(response)
+        records = data.get("history_records") if isinstance(data, dict) else None
+        if not isinstance(records, list):
+            raise BadResponseError(response.status_code, _request_id(response),
+                                   self.scrub(str(data)), "a history without history_records")
+        read = [r for r in (history_record_from(item) for item in records) if r is not None]
+        return read, _int_or_none(data.get("total"))
+
+    def build_parameters(self, job_id: str, build_no: int | str) -> dict[str, str]:
+        """The parameters a build ran with, by name
+        (``GET /v1/job/{job_id}/{build_no}/history-parameters``)."""
+        path = f"/v1/job/{_job(job_id)}/{_build_no(build_no)}/history-parameters"
+        response = self._call("GET", path, read=True)
+        data = self._decode(response)
+        result = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(result, list):
+            raise BadResponseError(response.status_code, _request_id(response),
+                                   self.scrub(str(data)), "build parameters without a result")
+        return {str(p["name"]): _text(p.get("value")) for p in result
+                if isinstance(p, dict) and isinstance(p.get("name"), str)}
 
     # ---- plumbing
 

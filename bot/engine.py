@@ -24,24 +24,32 @@ from bot.lifecycle import (
     CONFIRM_MINUTES,
     CONFIRM_TTL,
     MAX_AGE,
+    RECONCILE_MARGIN,
+    AnnounceState,
     Build,
     Lease,
+    Candidate,
     Request,
     RequestState,
+    Settlement,
     WatchState,
     decide_poll,
     decide_report_refused,
     decide_run_failure,
+    decide_settlement,
     new_error_id,
 )
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
 from bot.policy import Approved
 from bot.settings import format_build_link
-from bot.store import OpenQuestion, Store
+from bot.store import AlreadySettled, OpenQuestion, Store
 
 log = logging.getLogger(__name__)
 
 INTENT_GRACE = 180.0  # a run call or post unconfirmed this long was left by a process that died
+LOOK_BACK = 300.0  # a channel is searched this far before a post was claimed (clocks differ)
+SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost run answer
+SETTLE_GIVE_UP = 1800.0  # history unreadable this long past the grace: tell "unknown"
 
 
 class Engine:
@@ -66,6 +74,7 @@ class Engine:
         # and saved by the watcher's next pass, so the message is never posted twice.
         self._unsaved: dict[str, tuple[str, str]] = {}
         self._unsaved_lock = threading.Lock()
+        self._settle_tried: dict[str, float] = {}  # request id -> last history read
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -140,17 +149,85 @@ class Engine:
                                               minutes=CONFIRM_MINUTES))
 
     def settle_stale(self) -> None:
-        """Requests whose sender died mid-call may have started: say so, never resend."""
+        """Requests whose run call never got its answer (the process sending it died):
+        the job's history says whether CodeArts started them. One matching build is
+        adopted and followed; none, where the history covers the moment, is told as
+        not started and asked again; otherwise the user is told it may have started.
+        The run is never sent again by the bot itself."""
         now = self.clock()
         for request in self.store.stale_sending(older_than=now - self.intent_grace):
-            if self.store.move_request(id=request.id, old=RequestState.SENDING,
-                                       new=RequestState.UNKNOWN, now=now,
-                                       error="bot stopped while sending"):
-                self.store.audit(decision="unknown", now=now, request_id=request.id,
-                                 user_id=request.user_id, channel_id=request.channel_id,
-                                 job=request.job_name, parameters=request.body,
-                                 detail="bot stopped while sending")
-                self.notifier.respond(request.response_url, msg.outcome_unknown(request.job_name))
+            if now - self._settle_tried.get(request.id, 0.0) < SETTLE_RETRY:
+                continue
+            self._settle_tried[request.id] = now
+            try:
+                settlement = self._read_history(request)
+            except CodeArtsError as exc:
+                log.warning("could not read the history of job=%s for request=%s: %s",
+                            request.job_name, request.id, type(exc).__name__)
+                if now - request.updated_at < self.intent_grace + SETTLE_GIVE_UP:
+                    continue  # try again on a later pass
+                settlement = Settlement("unknown")
+            self._settle(request, settlement)
+            self._settle_tried.pop(request.id, None)
+
+    def _read_history(self, request: Request) -> Settlement:
+        candidates: list[Candidate] = []
+        covered = False
+        since = request.updated_at - RECONCILE_MARGIN
+        for page in range(3):
+            records, total = self.api.history(request.job_id, offset=page * 20, limit=20)
+            for record in records:
+                started = record.start_time.timestamp() if record.start_time else None
+                if started is not None and started < since:
+                    covered = True
+                    continue
+                candidates.append(Candidate(record.build_no, started, self.api.build_parameters(
+                    request.job_id, record.build_no)))
+            if covered or len(records) < 20 or (total is not None and (page + 1) * 20 >= total):
+                covered = True
+                break
+        return decide_settlement(request.body, request.updated_at, candidates, covered)
+
+    def _settle(self, request: Request, settlement: Settlement) -> None:
+        now = self.clock()
+        log.info("settling request=%s job=%s after a lost run answer: %s %s", request.id,
+                 request.job_name, settlement.kind, ",".join(settlement.builds))
+        if settlement.kind == "adopt":
+            try:
+                build = self.store.record_build(request=request, build_no=settlement.builds[0],
+                                                daily_build_number="", now=now,
+                                                first_check_at=now)
+            except AlreadySettled:
+                return
+            where = self.announce(build, request.response_url)
+            self.notifier.respond(request.response_url, msg.found_after_restart(
+                request.job_name, build.daily_build_number, build.build_no, where))
+            return
+        state = RequestState.FAILED if settlement.kind == "not_started" else RequestState.UNKNOWN
+        if not self.store.move_request(id=request.id, old=RequestState.SENDING, new=state,
+                                       now=now, error=f"run answer lost: {settlement.kind}"):
+            return  # another process settled it
+        self.store.audit(decision="not_started" if state is RequestState.FAILED else "unknown",
+                         now=now, request_id=request.id, user_id=request.user_id,
+                         channel_id=request.channel_id, job=request.job_name,
+                         parameters=request.body,
+                         detail=f"run answer lost; history: {settlement.kind} "
+                                f"{' '.join(settlement.builds)}".strip())
+        if settlement.kind == "not_started":
+            self.notifier.respond(request.response_url,
+                                  msg.not_started_after_restart(request.job_name))
+            again = self.store.add_request(
+                id=uuid.uuid4().hex, state=RequestState.PENDING, now=now, ttl=CONFIRM_TTL,
+                user_id=request.user_id, team_id=request.team_id,
+                channel_id=request.channel_id, job_name=request.job_name,
+                job_id=request.job_id, command=request.command, body=request.body,
+                response_url=request.response_url, decision="confirm")
+            self._ask(again, request.response_url)
+        elif settlement.kind == "ambiguous":
+            self.notifier.respond(request.response_url,
+                                  msg.outcome_ambiguous(request.job_name, settlement.builds))
+        else:
+            self.notifier.respond(request.response_url, msg.outcome_unknown(request.job_name))
 
     # --- the one call to CodeArts ------------------------------------------------------
 
@@ -170,6 +247,10 @@ class Engine:
             build = self.store.record_build(request=request, build_no=result.actual_build_number,
                                             daily_build_number=result.daily_build_number,
                                             now=now, first_check_at=now + self.poll_seconds)
+        except AlreadySettled:  # the answer came so late that a restart settled it already
+            log.warning("run answer for request=%s came after it was settled; build=%s",
+                        request.id, result.actual_build_number)
+            return
         except Exception:
             # The build runs but cannot be followed: say so, with its numbers.
             error_id = new_error_id()
@@ -190,8 +271,8 @@ class Engine:
             self.notifier.respond(response_url, msg.started_unannounced(
                 job, build.daily_build_number, build.build_no, error_id))
             return
-        self.notifier.respond(response_url, msg.started_ack(job, build.daily_build_number,
-                                                            where))
+        self.notifier.respond(response_url, msg.started_ack(
+            job, build.daily_build_number, where, build_no=build.build_no))
 
     def _start_failed(self, request: Request, response_url: str | None,
                       exc: CodeArtsError) -> None:
@@ -223,7 +304,7 @@ class Engine:
         the build) before posting it: Slack may have posted it already. Returns the
         channel posted in, or None."""
         if recovering:
-            since = (build.announce_claimed_at or build.created_at) - self.intent_grace
+            since = (build.announce_claimed_at or build.created_at) - LOOK_BACK
             found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
             if found.known and found.ts:
                 log.info("found the channel message of build=%s; not posting it again",
@@ -232,8 +313,9 @@ class Engine:
                 return build.channel_id
             if not found.known:  # cannot tell whether it is there: never post it twice
                 self.store.set_announced(id=build.id, channel=None, ts=None)
-                self.notifier.direct(build.user_id, _announcement_uncertain(
-                    build, self.link(build)))
+                self.notifier.direct(build.user_id, msg.announcement_uncertain(
+                    job_name=build.job_name, daily=build.daily_build_number,
+                    build_no=build.build_no, channel=build.channel_id, link=self.link(build)))
                 return None
         request = self.store.get_request(build.id)
         message = msg.announcement(
@@ -335,12 +417,24 @@ class Engine:
         result = build.result or "unknown"
         if result == "timeout":
             reply = msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
-                                hours=int(self.max_age // 3600), link=link)
+                                hours=int(self.max_age // 3600), link=link,
+                                build_no=build.build_no)
         else:
             reply = msg.result_reply(build_id=build.id, user_id=build.user_id,
                                      job_name=build.job_name, daily=build.daily_build_number,
-                                     result=result, duration_ms=build.duration_ms, link=link)
+                                     result=result, duration_ms=build.duration_ms, link=link,
+                                     build_no=build.build_no)
+        current = self.store.get_build(build.id)
+        if current is not None:
+            build = replace(build, announce=current.announce, message_ts=current.message_ts,
+                            message_channel=current.message_channel)
         channel, ts = self._where(build)
+        if build.announce is AnnounceState.POSTING and not ts:
+            # the channel message is not confirmed yet: its thread may be about to exist
+            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                                  next_check_at=self.clock() + min(self.poll_seconds, 15.0),
+                                  failures=build.failures)
+            return
         detail = result
         sent: Delivery | None = None
         if channel and ts and retry:
@@ -409,12 +503,3 @@ class Engine:
 
 
 
-
-def _announcement_uncertain(build: Build, link: str | None) -> dict[str, Any]:
-    # moves to messages.py
-    name = msg.escape(build.daily_build_number or f"#{build.build_no}")
-    shown = f"<{link}|{name}>" if link else name
-    text = (f":rocket: {msg.escape(build.job_name)} build {shown} started. buildbot could not "
-            f"confirm that its message in <#{msg.escape(build.channel_id)}> was posted, so it "
-            "will report how the build ends to you here.")
-    return {"text": text}

@@ -266,7 +266,8 @@ class Flow:
                          job=build.job_name, build_no=build.build_no,
                          daily_build_number=build.daily_build_number)
         self.engine.thread_note(build, msg.stop_requested(click.user_id, build.job_name,
-                                                          build.daily_build_number))
+                                                          build.daily_build_number,
+                                                          build.build_no))
 
     def rebuild_clicked(self, click: Click) -> None:
         """Whoever clicks is checked as if they typed the command, and is always asked

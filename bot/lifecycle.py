@@ -296,3 +296,47 @@ def decide_report_refused(build: Build, *, permanent: bool,
         return ReportDecision(None, True, failures)
     return ReportDecision(min(REPORT_RETRY * 2 ** min(failures - 1, 10), MAX_REPORT_BACKOFF),
                           False, failures)
+
+
+# --- a run whose answer was lost -------------------------------------------------------
+
+RECONCILE_MARGIN = 120.0  # builds started this long before the intent still count (clocks)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A build of the job that started around the moment a run was sent."""
+
+    build_no: str
+    started_at: float | None  # epoch seconds
+    parameters: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What the job's history says about a run whose answer never came: ``adopt`` the one
+    build that is it; ``not_started`` when the history covers the moment and none is;
+    ``ambiguous`` when several may be; ``unknown`` when the history cannot tell."""
+
+    kind: str  # adopt, not_started, ambiguous, unknown
+    builds: tuple[str, ...] = ()
+
+
+def sent_parameters(body: dict[str, Any]) -> dict[str, str]:
+    return {str(p.get("name")): str(p.get("value")) for p in body.get("parameter") or []
+            if isinstance(p, dict)}
+
+
+def decide_settlement(body: dict[str, Any], intent_at: float, candidates: list[Candidate],
+                      covered: bool) -> Settlement:
+    """Pure: match the builds that started after the intent (less a margin for clocks)
+    against the parameters that were sent. Never decides to send the run again."""
+    wanted = sent_parameters(body)
+    matching = [c for c in candidates
+                if (c.started_at is None or c.started_at >= intent_at - RECONCILE_MARGIN)
+                and all(c.parameters.get(k) == v for k, v in wanted.items())]
+    if len(matching) == 1:
+        return Settlement("adopt", (matching[0].build_no,))
+    if matching:
+        return Settlement("ambiguous", tuple(c.build_no for c in matching))
+    return Settlement("not_started" if covered else "unknown")

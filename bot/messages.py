@@ -374,6 +374,40 @@ def outcome_unknown(job_name: str, *, unreadable: bool = False) -> Message:
         "running it again.", replace=True)
 
 
+def found_after_restart(job_name: str, daily: str, build_no: str, where: str | None) -> Message:
+    """A run whose answer was lost (the bot restarted), found in the job's history."""
+    place = f" in {_channel(where)}" if where else ""
+    return ephemeral(f":rocket: buildbot restarted while starting {_job(job_name)}; CodeArts "
+                     f"did start it: build {_build_name(daily, build_no)}. Follow it in the "
+                     f"thread{place}.", replace=True)
+
+
+def announcement_uncertain(*, job_name: str, daily: str, build_no: str, channel: str,
+                           link: str | None) -> Message:
+    """To the requester, when the bot cannot tell whether its channel message was posted:
+    it never posts twice, so the rest comes here."""
+    name = _build_name(daily, build_no)
+    shown = _link(link, name) if link else name
+    text = (f":rocket: {_job(job_name)} build {shown} started. buildbot could not confirm "
+            f"that its message in {_channel(channel)} was posted, so it will tell you here "
+            "how the build ends.")
+    return {"text": cut(text, SECTION_CHARS), "blocks": [_section(text)]}
+
+
+def not_started_after_restart(job_name: str) -> Message:
+    return ephemeral(f":x: buildbot restarted while starting {_job(job_name)}, and CodeArts "
+                     "has no build of it: nothing was started. buildbot asks you again below.",
+                     replace=True)
+
+
+def outcome_ambiguous(job_name: str, builds: Iterable[str]) -> Message:
+    numbers = ", ".join(f"#{escape(shorten(b, 20))}" for b in list(builds)[:20])
+    return ephemeral(f":warning: buildbot restarted while starting {_job(job_name)}. CodeArts "
+                     f"has several builds that may be it ({numbers}); buildbot does not follow "
+                     "any of them and will not send it again. Check them in CodeArts.",
+                     replace=True)
+
+
 def login_failed(job_name: str, *, status: int | None, error_code: str | None,
                  error_msg: str | None, hint: str, request_id: str | None) -> Message:
     parts = [(f":x: buildbot could not log in to Huawei Cloud to run {_job(job_name)}; "

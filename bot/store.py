@@ -120,6 +120,10 @@ _RESCHEDULE = (builds.update()
 REPORT_GRACE = 180.0  # a result being posted is not taken over until this long past its lease
 
 
+class AlreadySettled(Exception):
+    """The request left ``sending`` in another process (a restart settled it) first."""
+
+
 class OpenQuestion(Exception):
     """This user already has an unanswered Rebuild question for this build."""
 
@@ -383,8 +387,9 @@ class Store:
                      lease_token=None,
                      failures=0, result=None, duration_ms=None, finished_at=None)
         with self._tx() as c:
-            self._move(c, requests, requests.c.state, request.id, RequestState.SENDING,
-                       RequestState.STARTED, {"updated_at": now})
+            if not self._move(c, requests, requests.c.state, request.id, RequestState.SENDING,
+                              RequestState.STARTED, {"updated_at": now}):
+                raise AlreadySettled(request.id)  # another process settled it first
             c.execute(builds.insert().values(**build))
             c.execute(_INSERT_AUDIT, _audit_row(
                 decision="started", now=now, request_id=request.id,

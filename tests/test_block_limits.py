@@ -86,6 +86,13 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
         "api_error": (msg.api_error(**run, hint=c.words) for _ in (1,)),
         "not_sent": iter([msg.not_sent(c.job, c.words)]),
         "outcome_unknown": (msg.outcome_unknown(c.job, unreadable=u) for u in (False, True)),
+        "outcome_ambiguous": (msg.outcome_ambiguous(c.job, [c.build_no] * n) for n in (2, 50)),
+        "not_started_after_restart": iter([msg.not_started_after_restart(c.job)]),
+        "found_after_restart": (msg.found_after_restart(c.job, daily, c.build_no, where)
+                                for daily in (c.daily, "") for where in (c.channel, None)),
+        "announcement_uncertain": (msg.announcement_uncertain(
+            job_name=c.job, daily=daily, build_no=c.build_no, channel=c.channel, link=link)
+            for daily in (c.daily, "") for link in (c.link, None)),
         "login_failed": (msg.login_failed(**{**run, "status": s}, hint=c.words)
                          for s in (None, 401)),
         "started_unrecorded": (msg.started_unrecorded(c.job, daily, c.build_no, c.words[:40])

@@ -98,3 +98,34 @@ def test_killed_while_slack_holds_the_answer_to_a_post_then_restarted(
     finally:
         again.send_signal(signal.SIGTERM)
         again.wait(15)
+
+
+def test_killed_while_the_run_call_is_in_flight_then_restarted(
+        stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path, db_url: str) -> None:
+    slack, codearts = stand_ins
+    port = free_port()
+    env = {**env_for(slack, codearts, tmp_path, db_url, port), "INTENT_GRACE_SECONDS": "1"}
+    url = f"http://127.0.0.1:{port}"
+    proc = bot_process(env)
+    try:
+        wait_healthy(url, proc)
+        codearts.hang(60, path_prefix="/v3/jobs/build")  # CodeArts starts it; no answer
+        run_backend(slack, url)
+        slack.wait_for(lambda: codearts.builds(BACKEND_ID), 10)
+    finally:
+        kill(proc)
+
+    again = bot_process(env)
+    try:
+        wait_healthy(url, again)
+        slack.wait_for(lambda: replies(slack), 20)
+        settle(slack)
+        (post,) = channel_posts(slack)
+        (reply,) = replies(slack)
+        assert "succeeded" in reply["text"]
+        assert len(codearts.requests_to("/v3/jobs/build")) == 1  # never sent again
+        told = [r["text"] for r in slack.responses() if "CodeArts did start it" in r["text"]]
+        assert len(told) == 1
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(15)

@@ -130,3 +130,69 @@ def test_an_expired_confirmation_is_told_once(bot: Bot) -> None:
     told = [r for r in bot.slack.responses(url) if "expired after" in r["text"]]
     assert len(told) == 1
     assert [r["decision"] for r in bot.store.audit_rows(request_id=rid)].count("expired") == 1
+
+
+# --- a run whose answer was lost ------------------------------------------------------
+
+def lost_answer(bot: Bot, text: str = "backend codeBranch=develop", *,
+                runs: int = 1) -> tuple[str, str]:
+    """Claim a confirmation as a Run click does, and send the run ``runs`` times as a process
+    would before dying: the bot never hears back. Returns (request id, response_url)."""
+    rid, url = bot.confirmation(text)
+    claim = bot.store.claim_request(id=rid, user_id="UALICE", now=bot.runtime.clock())
+    assert claim.ok and claim.request is not None
+    for _ in range(runs):
+        bot.runtime.api.run_build(claim.request.body)
+    return rid, url
+
+
+def settle(bot: Bot) -> None:
+    bot.clock.advance(INTENT_GRACE + 1)
+    bot.runtime.watcher.housekeeping()
+    bot.wait_idle()
+
+
+def test_a_run_whose_answer_was_lost_is_found_in_the_history_and_followed(bot: Bot) -> None:
+    bot.codearts.add_job(BACKEND_ID, duration=0)
+    rid, url = lost_answer(bot)
+    settle(bot)
+    told = bot.slack.responses(url)[-1]["text"]
+    assert "CodeArts did start it" in told and "#1" in told
+    build = bot.store.get_build(rid)
+    assert build is not None and build.build_no == "1"
+    assert len(channel_posts(bot)) == 1
+    next_poll(bot)
+    (reply,) = replies(bot)
+    assert "succeeded" in reply["text"]
+    assert len(bot.codearts.requests_to("/v3/jobs/build")) == 1  # never sent again
+
+
+def test_a_run_that_never_reached_codearts_is_told_and_asked_again(bot: Bot) -> None:
+    rid, url = lost_answer(bot, runs=0)
+    settle(bot)
+    texts = [r["text"] for r in bot.slack.responses(url)]
+    assert any("nothing was started" in t for t in texts)
+    assert bot.store.get_request(rid).state == "failed"  # type: ignore[union-attr]
+    question = bot.slack.responses(url)[-1]
+    assert "Run this build?" in question["text"]
+    assert bot.codearts.requests_to("/v3/jobs/build") == []
+    assert bot.store.audit_rows(request_id=rid)[-1]["decision"] == "not_started"
+
+
+def test_two_builds_that_may_be_it_are_named_and_neither_is_followed(bot: Bot) -> None:
+    rid, url = lost_answer(bot, runs=2)
+    settle(bot)
+    told = bot.slack.responses(url)[-1]["text"]
+    assert "#1" in told and "#2" in told and "several builds" in told
+    assert bot.store.get_request(rid).state == "unknown"  # type: ignore[union-attr]
+    assert bot.store.get_build(rid) is None
+
+
+def test_a_build_with_other_parameters_is_not_taken_for_it(bot: Bot) -> None:
+    rid, url = lost_answer(bot, runs=0)
+    other, _ = bot.confirmation("backend codeBranch=main")
+    claim = bot.store.claim_request(id=other, user_id="UALICE", now=bot.runtime.clock())
+    assert claim.request is not None
+    bot.runtime.api.run_build(claim.request.body)  # someone else's build, other parameters
+    settle(bot)
+    assert bot.store.get_request(rid).state == "failed"  # type: ignore[union-attr]

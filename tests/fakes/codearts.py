@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 IAM_PATH = "/v3/auth/tokens"
 RUN_PATH = "/v3/jobs/build"
@@ -59,6 +59,8 @@ _JOB_ID = re.compile(r"^[0-9a-z]{32}$")
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 _RECORD = re.compile(r"^/v4/jobs/([^/]+)/([^/]+)/record-info$")
 _STOP = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/stop$")
+_HISTORY = re.compile(r"^/v3/jobs/([^/]+)/history$")
+_PARAMS = re.compile(r"^/v1/job/([^/]+)/([^/]+)/history-parameters$")
 
 DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
     400: ("CB.00060200", "Invalid parameter."),
@@ -326,6 +328,10 @@ class FakeCodeArts:
             return self._record_info(m.group(1), m.group(2))
         if (m := _STOP.match(req.path)) and req.method == "POST":
             return self._stop(m.group(1), m.group(2))
+        if (m := _HISTORY.match(req.path)) and req.method == "GET":
+            return self._history(m.group(1), dict(parse_qsl(req.query)))
+        if (m := _PARAMS.match(req.path)) and req.method == "GET":
+            return self._parameters(m.group(1), m.group(2))
         return 404, {"error_code": "APIGW.0101", "error_msg": "The API does not exist or has not been published in the environment"}, {}
 
     def _login(self, req: RecordedRequest) -> tuple[int, Any, dict[str, str]]:
@@ -434,6 +440,31 @@ class FakeCodeArts:
             status, took = found.status(now), found.finished_after(now)
         return 200, {"result": _record(found, status, took, now), "error": None,
                      "status": "success"}, {}
+
+    def _history(self, job_id: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        """Newest first, ``offset``/``limit`` paging; ``end_time`` empty while running."""
+        offset, limit = int(query.get("offset", 0)), int(query.get("limit", 10))
+        now = time.monotonic()
+        with self._lock:
+            if job_id not in self._jobs:
+                return 404, {"error_code": "DEVCB.00031006", "error_msg": "Build task not found."}, {}
+            builds = list(reversed(self._builds.get(job_id, [])))
+            records = []
+            for b in builds[offset:offset + limit]:
+                took = b.finished_after(now)
+                end = None if took is None else b.created_at + timedelta(seconds=took)
+                records.append({"record_id": f"rec-{b.job_id[:8]}-{b.number}", "job_id": job_id,
+                                "build_number": b.number, "start_time": _iso_ms(b.created_at),
+                                "end_time": _iso_ms(end) or "", "result": b.status(now)})
+        return 200, {"history_records": records, "total": len(builds)}, {}
+
+    def _parameters(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
+        found = self._lookup(job_id, build_no)
+        if not isinstance(found, Build):
+            return found
+        sent = (found.body or {}).get("parameter") or []
+        return 200, {"status": "success", "error": None,
+                     "result": [{"name": p["name"], "value": p["value"]} for p in sent]}, {}
 
     def _stop(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
         found = self._lookup(job_id, build_no)

@@ -430,8 +430,9 @@ def _numbers(daily: str, build_no: str) -> str:
 def started_unrecorded(job_name: str, daily: str, build_no: str, error_id: str) -> Message:
     return ephemeral(
         f":warning: {_job(job_name)} *was started* ({_numbers(daily, build_no)}), but "
-        f"buildbot could not save it (error ID {code(error_id, 64)}), so it will not report "
-        "how it ends. Follow it in CodeArts, and tell your buildbot operator the error ID.",
+        f"buildbot could not save it yet (error ID {code(error_id, 64)}). Once its database "
+        "answers again it finds the build in CodeArts' history and follows it in the "
+        "channel; until then, follow it in CodeArts.",
         replace=True)
 
 

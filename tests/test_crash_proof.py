@@ -196,3 +196,34 @@ def test_a_build_with_other_parameters_is_not_taken_for_it(bot: Bot) -> None:
     bot.runtime.api.run_build(claim.request.body)  # someone else's build, other parameters
     settle(bot)
     assert bot.store.get_request(rid).state == "failed"  # type: ignore[union-attr]
+
+
+def test_a_build_the_database_could_not_record_is_picked_up_once_it_is_back(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy as sa
+
+    from bot.store import Store
+
+    real = Store.record_build
+    calls = {"n": 0}
+
+    def away_once(self: Store, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return real(self, **kw)
+
+    monkeypatch.setattr(Store, "record_build", away_once)
+    rid, url = bot.confirmation("backend")
+    bot.click(msg.RUN, rid, response_url=url)
+    first = bot.wait_response(url, 2)[1]["text"]
+    bot.wait_idle()
+    assert "*was started*" in first and "othing was started" not in first
+    settle(bot)  # the database is back: the history settles it
+    texts = [r["text"] for r in bot.slack.responses(url)]
+    assert not any("othing was started" in t for t in texts)
+    assert any("CodeArts did start it" in t for t in texts)
+    assert len(channel_posts(bot)) == 1
+    next_poll(bot)
+    assert len(replies(bot)) == 1
+    assert len(bot.codearts.requests_to("/v3/jobs/build")) == 1

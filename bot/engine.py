@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 INTENT_GRACE = 180.0  # a run call or post unconfirmed this long was left by a process that died
 LOOK_BACK = 300.0  # a channel is searched this far before a post was claimed (clocks differ)
+ANSWER_LOST = "answer lost: "  # the note on a request whose run answer never came
+SETTLE_SOON = 20.0  # seconds before a lost answer is looked for in the history
 SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost run answer
 SETTLE_GIVE_UP = 1800.0  # history unreadable this long past the grace: tell "unknown"
 
@@ -155,7 +157,8 @@ class Engine:
         not started and asked again; otherwise the user is told it may have started.
         The run is never sent again by the bot itself."""
         now = self.clock()
-        for request in self.store.stale_sending(older_than=now - self.intent_grace):
+        for request in self.store.stale_sending(older_than=now - self.intent_grace,
+                                                noted=ANSWER_LOST, noted_before=now - SETTLE_SOON):
             if now - self._settle_tried.get(request.id, 0.0) < SETTLE_RETRY:
                 continue
             self._settle_tried[request.id] = now
@@ -281,8 +284,13 @@ class Engine:
                     request.id, request.user_id, request.job_name, failure.state.value, exc)
         try:
             now = self.clock()
-            if self.store.move_request(id=request.id, old=RequestState.SENDING,
-                                       new=failure.state, now=now, error=str(exc)):
+            if failure.state is RequestState.UNKNOWN:  # settled soon from the history
+                changed = self.store.note_answer_lost(id=request.id, now=now,
+                                                      error=f"{ANSWER_LOST}{exc}")
+            else:
+                changed = self.store.move_request(id=request.id, old=RequestState.SENDING,
+                                                  new=failure.state, now=now, error=str(exc))
+            if changed:
                 self.store.audit(decision=failure.audit, now=now, request_id=request.id,
                                  user_id=request.user_id, channel_id=request.channel_id,
                                  job=request.job_name, parameters=request.body,

@@ -205,14 +205,21 @@ class RunFailure:
 
 
 def decide_run_failure(job: str, exc: CodeArtsError) -> RunFailure:
-    """The one place a run error becomes words. Nothing was started unless the call may
-    have reached CodeArts, and then the user is told it *may* have started."""
+    """The one place a run error becomes words. Nothing was started when CodeArts refused
+    (4xx) or was never reached. When the call may have reached it (no answer, an
+    unreadable answer, a 5xx where the back end may have acted) the request stays
+    ``sending`` (``UNKNOWN`` here means "settle it from the job's history"), and the user
+    is told that buildbot is finding out."""
     code = getattr(exc, "error_code", None)
     text = getattr(exc, "error_msg", None) or str(exc)
-    if isinstance(exc, (OutcomeUnknownError, BadResponseError)):
-        # an unreadable answer (a proxy's page, a 200 we cannot parse) may follow a start
-        reply = msg.outcome_unknown(job, unreadable=isinstance(exc, BadResponseError))
-        return RunFailure(RequestState.UNKNOWN, reply, "unknown", code, text)
+    status = getattr(exc, "status", None)
+    if isinstance(exc, (OutcomeUnknownError, BadResponseError)) or (
+            isinstance(exc, ApiError) and isinstance(status, int) and status >= 500):
+        reply = msg.checking(job, status=status if isinstance(status, int) else None,
+                             error_code=code, unreadable=isinstance(exc, BadResponseError),
+                             error_msg=getattr(exc, "error_msg", None) if isinstance(
+                                 exc, ApiError) else None)
+        return RunFailure(RequestState.UNKNOWN, reply, "answer_lost", code, text)
     if isinstance(exc, NotSentError):
         reply = msg.not_sent(job, str(exc))
     elif isinstance(exc, AuthError):

@@ -375,10 +375,11 @@ def outcome_unknown(job_name: str, *, unreadable: bool = False) -> Message:
 
 
 def found_after_restart(job_name: str, daily: str, build_no: str, where: str | None) -> Message:
-    """A run whose answer was lost (the bot restarted), found in the job's history."""
+    """A run whose answer was lost (no answer, or the bot restarted), found in the job's
+    history."""
     place = f" in {_channel(where)}" if where else ""
-    return ephemeral(f":rocket: buildbot restarted while starting {_job(job_name)}; CodeArts "
-                     f"did start it: build {_build_name(daily, build_no)}. Follow it in the "
+    return ephemeral(f":rocket: The build history shows that CodeArts did start it: "
+                     f"{_job(job_name)} build {_build_name(daily, build_no)}. Follow it in the "
                      f"thread{place}.", replace=True)
 
 
@@ -394,16 +395,33 @@ def announcement_uncertain(*, job_name: str, daily: str, build_no: str, channel:
     return {"text": cut(text, SECTION_CHARS), "blocks": [_section(text)]}
 
 
+def checking(job_name: str, *, status: int | None = None, error_code: str | None = None,
+             error_msg: str | None = None, unreadable: bool = False) -> Message:
+    """The run call's answer never came (or could not be read): the bot looks in the
+    job's history and tells the outcome here; it never sends the run again."""
+    if status is not None and status >= 500 and not unreadable:
+        why = f"CodeArts answered HTTP {status}" + (
+            f" {code(error_code, 64)}" if error_code else "") + (
+            f" ({escape(shorten(error_msg, 300))})" if error_msg else "")
+    elif unreadable:
+        why = "CodeArts answered with something buildbot could not read"
+    else:
+        why = "CodeArts did not answer in time"
+    return ephemeral(f":hourglass_flowing_sand: {why}, so {_job(job_name)} *may* have "
+                     "started. buildbot is checking the task's build history and will tell "
+                     "you here; it will not send it again by itself.", replace=True)
+
+
 def not_started_after_restart(job_name: str) -> Message:
-    return ephemeral(f":x: buildbot restarted while starting {_job(job_name)}, and CodeArts "
-                     "has no build of it: nothing was started. buildbot asks you again below.",
+    return ephemeral(f":x: CodeArts' build history has no build of {_job(job_name)} from this "
+                     "request: nothing was started. buildbot asks you again below.",
                      replace=True)
 
 
 def outcome_ambiguous(job_name: str, builds: Iterable[str]) -> Message:
     numbers = ", ".join(f"#{escape(shorten(b, 20))}" for b in list(builds)[:20])
-    return ephemeral(f":warning: buildbot restarted while starting {_job(job_name)}. CodeArts "
-                     f"has several builds that may be it ({numbers}); buildbot does not follow "
+    return ephemeral(f":warning: CodeArts' answer to {_job(job_name)} was lost, and its "
+                     f"build history has several builds that may be it ({numbers}); buildbot does not follow "
                      "any of them and will not send it again. Check them in CodeArts.",
                      replace=True)
 

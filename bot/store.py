@@ -363,13 +363,27 @@ class Store:
                 if self.move_request(id=r["id"], old=RequestState.PENDING,
                                      new=RequestState.EXPIRED, now=now)]
 
-    def stale_sending(self, *, older_than: float) -> list[Request]:
-        """Requests claimed but never finished: the bot died while calling CodeArts."""
+    def stale_sending(self, *, older_than: float, noted: str | None = None,
+                      noted_before: float | None = None) -> list[Request]:
+        """Requests claimed but never finished: the bot died while calling CodeArts (older
+        than ``older_than``), or the call's answer was lost (error starting with ``noted``,
+        older than ``noted_before``)."""
+        stale = requests.c.updated_at < older_than
+        if noted is not None and noted_before is not None:
+            stale = sa.or_(stale, sa.and_(requests.c.error.startswith(noted, autoescape=True),
+                                          requests.c.updated_at < noted_before))
         with self._tx() as c:
             rows = c.execute(sa.select(requests).where(
-                requests.c.state == RequestState.SENDING.value,
-                requests.c.updated_at < older_than)).mappings()
+                requests.c.state == RequestState.SENDING.value, stale)).mappings()
             return [Request.from_row(r) for r in rows]
+
+    def note_answer_lost(self, *, id: str, now: float, error: str) -> bool:
+        """The run call's answer was lost: the request stays sending, to be settled from
+        the job's history; no state changes, so no transition."""
+        with self._tx() as c:
+            return c.execute(requests.update().where(
+                requests.c.id == id, requests.c.state == RequestState.SENDING.value)
+                .values(error=error[:1000], updated_at=now)).rowcount == 1
 
     # --- builds ----------------------------------------------------------
 

@@ -88,6 +88,9 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
         "outcome_unknown": (msg.outcome_unknown(c.job, unreadable=u) for u in (False, True)),
         "outcome_ambiguous": (msg.outcome_ambiguous(c.job, [c.build_no] * n) for n in (2, 50)),
         "not_started_after_restart": iter([msg.not_started_after_restart(c.job)]),
+        "checking": (msg.checking(c.job, status=s, error_code=c.words[:40], error_msg=c.words,
+                                  unreadable=u)
+                     for s in (None, 502) for u in (False, True)),
         "found_after_restart": (msg.found_after_restart(c.job, daily, c.build_no, where)
                                 for daily in (c.daily, "") for where in (c.channel, None)),
         "announcement_uncertain": (msg.announcement_uncertain(

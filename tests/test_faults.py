@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot import messages as msg
-from bot.engine import INTENT_GRACE
+from bot.engine import INTENT_GRACE, SETTLE_SOON
 from tests.fakes.codearts import FakeCodeArts
 from tests.harness import (
     BACKEND_ID,
@@ -73,20 +73,33 @@ def no_traceback_in_slack(bot: Bot) -> None:
 
 # --- CodeArts answers with an error ---------------------------------------------------
 
+def settle(bot: Bot) -> None:
+    """Let the watcher look for a run whose answer was lost in the job's history."""
+    bot.clock.advance(SETTLE_SOON + 1)
+    bot.runtime.watcher.housekeeping()
+    bot.wait_idle()
+
+
 @pytest.mark.parametrize("status,code", [(500, "CB.00060101"), (503, "CB.00060100")])
-def test_codearts_5xx_on_run_is_reported_once_and_never_resent(
+def test_codearts_5xx_on_run_is_checked_in_the_history_and_never_resent(
         bot: Bot, status: int, code: str) -> None:
-    bot.codearts.fail_next(status, path_prefix=RUN_PATH)
+    bot.codearts.fail_next(status, path_prefix=RUN_PATH)  # the back end did nothing
     rid, url, reply = click_run(bot)
-    assert code in reply["text"] and "try again later" in reply["text"]
+    assert code in reply["text"] and "checking the task's build history" in reply["text"]
     assert f"HTTP {status}" in reply["text"] and reply["replace_original"] is True
     assert len(run_requests(bot)) == 1  # a run is never retried on 5xx
+    row = bot.store.audit_rows(request_id=rid)[-1]
+    assert (row["decision"], row["error_code"], row["detail"]) == \
+        ("answer_lost", code, "ApiError")
+    settle(bot)
+    told = [r["text"] for r in bot.slack.responses(url)]
+    assert any("nothing was started" in t for t in told)
+    assert "Run this build?" in told[-1]  # asked again
+    assert len(run_requests(bot)) == 1
     assert bot.codearts.builds(BACKEND_ID) == []
     assert bot.slack.calls("chat.postMessage") == []
-    row = bot.store.audit_rows(request_id=rid)[-1]
-    assert (row["decision"], row["error_code"], row["detail"]) == ("api_error", code, "ApiError")
     assert bot.store.get_request(rid).state == "failed"
-    assert_late_click_starts_nothing(bot, rid, url, "already failed")
+    assert decisions(bot, rid)[-2:] == ["answer_lost", "not_started"]
     no_traceback_in_slack(bot)
 
 
@@ -122,16 +135,21 @@ def test_run_that_hangs_past_the_timeout_is_reported_as_unknown_and_never_resent
     with running_bot(db_url, tmp_path, api_options={"timeout": 0.5, **FAST_RETRIES}) as bot:
         bot.codearts.hang(3.0, path_prefix=RUN_PATH)
         rid, url, reply = click_run(bot)
-        assert "may or may not" in reply["text"] and "will not send it again" in reply["text"]
+        assert "*may* have started" in reply["text"]
+        assert "will not send it again" in reply["text"]
         assert len(run_requests(bot)) == 1
-        assert bot.store.get_request(rid).state == "unknown"
         row = bot.store.audit_rows(request_id=rid)[-1]
-        assert (row["decision"], row["detail"]) == ("unknown", "OutcomeUnknownError")
-        assert_late_click_starts_nothing(bot, rid, url, "unknown outcome")
-        bot.clock.advance(3600)  # housekeeping does not re-send a request of unknown outcome
+        assert (row["decision"], row["detail"]) == ("answer_lost", "OutcomeUnknownError")
+        bot.click(msg.RUN, rid, response_url=url)  # a late click sends nothing
+        bot.wait_idle()
+        assert len(run_requests(bot)) == 1
+        settle(bot)  # CodeArts did start it: found in the history, followed
+        assert "CodeArts did start it" in bot.slack.responses(url)[-1]["text"]
+        assert bot.store.get_request(rid).state == "started"
+        assert len(bot.slack.calls("chat.postMessage")) == 1
+        bot.clock.advance(3600)  # and nothing is ever sent again
         bot.runtime.watcher.run_once()
         assert len(run_requests(bot)) == 1
-        assert bot.slack.calls("chat.postMessage") == []
 
 
 def test_non_json_answer_to_run_is_shown_without_the_page_and_not_resent(bot: Bot) -> None:
@@ -141,7 +159,8 @@ def test_non_json_answer_to_run_is_shown_without_the_page_and_not_resent(bot: Bo
     assert len(run_requests(bot)) == 1
     assert bot.store.audit_rows(request_id=rid)[-1]["detail"] == "BadResponseError"
     assert bot.slack.calls("chat.postMessage") == []
-    assert_late_click_starts_nothing(bot, rid, url, "already")
+    settle(bot)
+    assert len(run_requests(bot)) == 1
     no_traceback_in_slack(bot)
 
 
@@ -152,9 +171,11 @@ def test_unreadable_answer_to_run_is_not_reported_as_nothing_started(
     rid, _url, reply = click_run(bot)
     assert len(bot.codearts.builds(BACKEND_ID)) == 1  # the fake did start it
     assert "nothing was started" not in reply["text"].lower()
-    assert "may or may not" in reply["text"]
-    assert bot.store.get_request(rid).state == "unknown"
-    assert bot.store.audit_rows(request_id=rid)[-1]["decision"] == "unknown"
+    assert "*may* have started" in reply["text"]
+    assert bot.store.audit_rows(request_id=rid)[-1]["decision"] == "answer_lost"
+    settle(bot)  # the history shows the build: adopted, never resent
+    assert bot.store.get_request(rid).state == "started"
+    assert len(run_requests(bot)) == 1
 
 
 def test_connection_refused_is_reported_as_not_sent(db_url: str, tmp_path: Path) -> None:

@@ -87,8 +87,11 @@ def test_the_store_refuses_a_move_the_table_does_not_allow(store: Store) -> None
     (NotSentError("POST", "/v3/jobs/build", 3, "connection refused"), RequestState.FAILED,
      "nothing was started"),
     (OutcomeUnknownError("POST", "/v3/jobs/build", "timed out"), RequestState.UNKNOWN,
-     "may or may not"),
-    (BadResponseError(200, None, "<html>"), RequestState.UNKNOWN, "may or may not"),
+     "checking the task's build history"),
+    (BadResponseError(200, None, "<html>"), RequestState.UNKNOWN,
+     "checking the task's build history"),
+    (ApiError(502, "CB.00060100", "Network busy"), RequestState.UNKNOWN,
+     "checking the task's build history"),
 ])
 def test_a_run_error_is_worded_by_whether_anything_may_have_started(
         exc: Exception, state: RequestState, words: str) -> None:

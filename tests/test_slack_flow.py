@@ -196,7 +196,6 @@ def test_expired_confirmation_is_replaced_without_a_click(bot: Bot) -> None:
 @pytest.mark.parametrize("status,code,hint", [
     (400, "CB.00060200", "input"), (401, "APIGW.0301", "credentials"),
     (403, "FAKE.0403", "permission"), (404, "DEVCB.00031006", "task"),
-    (500, "CB.00060101", "try again"),
 ])
 def test_api_errors_reach_the_user_with_code_message_and_hint(
         bot: Bot, status: int, code: str, hint: str) -> None:
@@ -214,16 +213,28 @@ def test_api_errors_reach_the_user_with_code_message_and_hint(
     assert (row["decision"], row["error_code"]) == ("api_error", code)
 
 
+def test_a_5xx_with_codearts_words_is_shown_and_checked_in_the_history(bot: Bot) -> None:
+    bot.codearts.fail_next(500, {"error_code": "CB.00060101", "error_msg": "message for 500"},
+                           path_prefix="/v3/jobs/build")
+    rid, url = bot.confirmation("backend")
+    bot.click(msg.RUN, rid, response_url=url)
+    reply = bot.wait_response(url, 2)[1]
+    assert "CB.00060101" in reply["text"] and "message for 500" in reply["text"]
+    assert "checking the task's build history" in reply["text"]
+    bot.wait_idle()
+    assert bot.slack.calls("chat.postMessage") == []
+
+
 def test_unknown_outcome_is_never_sent_again(bot: Bot) -> None:
     bot.codearts.drop_next(path_prefix="/v3/jobs/build")
     rid, url = bot.confirmation("backend")
     bot.click(msg.RUN, rid, response_url=url)
     reply = bot.wait_response(url, 2)[1]
-    assert "may or may not" in reply["text"]
+    assert "*may* have started" in reply["text"]
     bot.click(msg.RUN, rid, response_url=url)
     bot.wait_idle()
     assert len(run_requests(bot)) == 1
-    assert bot.store.get_request(rid).state == "unknown"
+    assert bot.store.get_request(rid).state == "running"  # sending, until the history says
 
 
 # --- where the result goes ---------------------------------------------------------

@@ -50,6 +50,7 @@ INTENT_GRACE = 180.0  # a run call or post unconfirmed this long was left by a p
 LOOK_BACK = 300.0  # a channel is searched this far before a post was claimed (clocks differ)
 ANSWER_LOST = "answer lost: "  # the note on a request whose run answer never came
 SETTLE_SOON = 20.0  # seconds before a lost answer is looked for in the history
+NOT_STARTED_AFTER = 60.0  # "nothing started" only once the history had this long to show it
 SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost run answer
 SETTLE_GIVE_UP = 1800.0  # history unreadable this long past the grace: tell "unknown"
 
@@ -170,6 +171,8 @@ class Engine:
                 if now - request.updated_at < self.intent_grace + SETTLE_GIVE_UP:
                     continue  # try again on a later pass
                 settlement = Settlement("unknown")
+            if settlement.kind == "not_started" and now - request.updated_at < NOT_STARTED_AFTER:
+                continue  # CodeArts may list a new build late: look again before saying no
             self._settle(request, settlement)
             self._settle_tried.pop(request.id, None)
 

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot import messages as msg
-from bot.engine import INTENT_GRACE, SETTLE_SOON
+from bot.engine import INTENT_GRACE, NOT_STARTED_AFTER
 from tests.fakes.codearts import FakeCodeArts
 from tests.harness import (
     BACKEND_ID,
@@ -75,7 +75,7 @@ def no_traceback_in_slack(bot: Bot) -> None:
 
 def settle(bot: Bot) -> None:
     """Let the watcher look for a run whose answer was lost in the job's history."""
-    bot.clock.advance(SETTLE_SOON + 1)
+    bot.clock.advance(NOT_STARTED_AFTER + 1)
     bot.runtime.watcher.housekeeping()
     bot.wait_idle()
 

@@ -129,3 +129,34 @@ def test_killed_while_the_run_call_is_in_flight_then_restarted(
     finally:
         again.send_signal(signal.SIGTERM)
         again.wait(15)
+
+
+def test_a_replica_stopped_past_its_lease_while_posting_does_not_post_twice(
+        stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path, db_url: str) -> None:
+    slack, codearts = stand_ins
+    port_a, port_b = free_port(), free_port()
+    env_a = {**env_for(slack, codearts, tmp_path, db_url, port_a), "INTENT_GRACE_SECONDS": "1"}
+    env_b = {**env_a, "PORT": str(port_b)}
+    a = bot_process(env_a)
+    b = None
+    try:
+        wait_healthy(f"http://127.0.0.1:{port_a}", a)
+        run_backend(slack, f"http://127.0.0.1:{port_a}")
+        slack.wait_for(lambda: channel_posts(slack), 10)
+        slack.accept_slowly("chat.postMessage", 6)  # A's thread reply is made, answered late
+        slack.wait_for(lambda: replies(slack), 15)
+        a.send_signal(signal.SIGSTOP)  # frozen mid-post, past its lease
+        b = bot_process(env_b)
+        wait_healthy(f"http://127.0.0.1:{port_b}", b)
+        slack.wait_for(lambda: slack.calls("chat.update"), 20)  # B took the report over
+        a.send_signal(signal.SIGCONT)  # A wakes and carries on with its stale lease
+        settle(slack, 8.0)
+        (reply,) = replies(slack)
+        assert "succeeded" in reply["text"]
+        assert len(slack.calls("chat.update")) == 1
+        assert [c for c in slack.calls("chat.postMessage") if c.get("channel") == "UALICE"] == []
+    finally:
+        a.send_signal(signal.SIGCONT)
+        kill(a)
+        if b is not None:
+            kill(b)

@@ -1,0 +1,677 @@
+"""A stand-in for Huawei Cloud CodeArts Build and IAM on a loopback port.
+
+Written from the API reference pages (docs/codearts-api.md), not from the
+bot's client, so the two can disagree and tests catch it. One real HTTP
+server (``ThreadingHTTPServer``, port 0, daemon threads, HTTP/1.1 keep-alive)
+serves both services::
+
+    with FakeCodeArts() as fake:
+        fake.add_job("f9d6c8466d614a9788e9a0acf6c15f46")
+        client = CodeArtsClient(fake.url, auth=TokenAuth(fake.token))
+        ...
+        assert len(fake.requests_to("/v3/jobs/build")) == 1
+
+Served paths:
+
+* ``POST /v3/auth/tokens``                       IAM password login (201, ``X-Subject-Token``)
+* ``POST /v3/jobs/build``                        run (validates the body like the docs say)
+* ``GET  /v4/jobs/{job_id}/{build_no}/record-info``  enveloped build record
+* ``POST /v3/jobs/{job_id}/{build_no}/stop``     stop (``{"success": true, "result": ""}``)
+
+CodeArts paths need ``X-Auth-Token`` (a configured token or one IAM issued and
+not expired) or an AK/SK signature, which the fake re-computes with its own
+implementation of the signing algorithm. Failures answer 401
+``APIGW.0301`` as the API gateway does.
+
+Choices where the docs are silent: an unknown but well-formed job ID answers
+404 ``DEVCB.00031006`` ("build task not found"); a malformed one 400
+``CB.00060201``; a bad parameter 400 ``CB.00060200``. The 403 code ``FAKE.0403``
+is made up (the docs give none). Stopping a finished build answers
+``{"success": false, ...}``.
+
+Switches to misbehave, each consumed by the next matching request(s) on a
+CodeArts path (IAM only when ``path_prefix`` starts with ``/v3/auth``):
+``fail_next``, ``unauthorized_once``, ``hang``, ``html_next``, ``drop_next``;
+persistent: ``latency`` (every answer slowed), ``iam_down``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+IAM_PATH = "/v3/auth/tokens"
+RUN_PATH = "/v3/jobs/build"
+RESERVED_NAMES = {"ld_preload", "ld_library_path", "path", "bash_env", "git_ssh_command"}
+_JOB_ID = re.compile(r"^[0-9a-z]{32}$")
+_PARAM_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+_RECORD = re.compile(r"^/v4/jobs/([^/]+)/([^/]+)/record-info$")
+_STOP = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/stop$")
+_HISTORY = re.compile(r"^/v3/jobs/([^/]+)/history$")
+_PARAMS = re.compile(r"^/v1/job/([^/]+)/([^/]+)/history-parameters$")
+
+DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("CB.00060200", "Invalid parameter."),
+    401: ("APIGW.0301", "Incorrect IAM authentication information: verify token fail"),
+    403: ("FAKE.0403", "Forbidden: no permission on this build task."),
+    404: ("CB.00060214", "URL not found."),
+    429: ("APIGW.0308", "The throttling threshold has been reached."),
+    500: ("CB.00060101", "Internal error."),
+    502: ("CB.00060100", "Network busy, try again later."),
+    503: ("CB.00060100", "Network busy, try again later."),
+}
+HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: Any  # parsed JSON, or None when empty or not JSON
+    raw: bytes
+    time: float  # time.monotonic() on arrival
+
+
+@dataclass
+class Build:
+    """One build of a job; its status moves from RUNNING to ``outcome`` after ``duration``."""
+
+    job_id: str
+    number: int
+    daily: str
+    outcome: str
+    duration: float
+    started: float  # monotonic
+    created_at: datetime
+    body: Any
+    forced_status: str | None = None
+    stopped_at: float | None = None
+
+    def status(self, now: float) -> str:
+        if self.forced_status is not None:
+            return self.forced_status
+        if self.stopped_at is not None:
+            return "ABORTED"
+        return self.outcome if now - self.started >= self.duration else "RUNNING"
+
+    def finished_after(self, now: float) -> float | None:
+        """Seconds from start to end, or None while running."""
+        if self.stopped_at is not None:
+            return self.stopped_at - self.started
+        return self.duration if now - self.started >= self.duration else None
+
+
+@dataclass
+class _Rule:
+    kind: str  # "fail" | "hang" | "html" | "drop"
+    count: int
+    path_prefix: str | None
+    status: int = 500
+    body: Any = None
+    headers: dict[str, str | None] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def matches(self, path: str) -> bool:
+        if self.path_prefix is None:
+            return path != IAM_PATH
+        return path.startswith(self.path_prefix)
+
+
+class FakeCodeArts:
+    """CodeArts Build + IAM on ``127.0.0.1:<random port>``; see the module docstring."""
+
+    token = "fake-static-token"
+    user, password, domain = "buildbot", "fake-iam-password", "fake-account"
+    project_name, project_id = "cn-north-4", "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    ak, sk = "FAKEACCESSKEY", "fake-secret-key"
+
+    def __init__(self, *, token_lifetime: float = 86400.0, build_duration: float = 0.3,
+                 latency: float = 0.0, clock_skew: float = 900.0) -> None:
+        self.token_lifetime = token_lifetime
+        self.build_duration = build_duration
+        self.latency = latency
+        self.clock_skew = clock_skew
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._requests: list[RecordedRequest] = []
+        self._rules: list[_Rule] = []
+        self._tokens: dict[str, float] = {self.token: float("inf")}  # token -> expires (epoch)
+        self._users: dict[tuple[str, str], str] = {(self.domain, self.user): self.password}
+        self._aksk: dict[str, str] = {self.ak: self.sk}
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._builds: dict[str, list[Build]] = {}
+        self._daily: dict[tuple[str, str], int] = {}
+        self._iam_down = False
+        self.logins = 0
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle
+
+    @property
+    def url(self) -> str:
+        """Base URL for both CodeArts and IAM, e.g. ``http://127.0.0.1:54321``."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop at once: wake hanging handlers, close every open connection."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=2)
+        self._server.close_connections()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- state set-up
+
+    def add_job(self, job_id: str, *, outcome: str = "SUCCESS", duration: float | None = None) -> str:
+        """Register a build task; its builds end with ``outcome`` after ``duration`` seconds."""
+        with self._lock:
+            self._jobs[job_id] = {"outcome": outcome, "duration": duration}
+            self._builds.setdefault(job_id, [])
+        return job_id
+
+    def add_token(self, token: str, *, lifetime: float | None = None) -> None:
+        with self._lock:
+            self._tokens[token] = time.time() + lifetime if lifetime else float("inf")
+
+    def revoke_tokens(self) -> None:
+        """Every token (configured and issued) stops working: the 'token expires' case."""
+        with self._lock:
+            self._tokens.clear()
+
+    def add_user(self, name: str, password: str, domain: str | None = None) -> None:
+        with self._lock:
+            self._users[(domain or self.domain, name)] = password
+
+    def add_aksk(self, ak: str, sk: str) -> None:
+        with self._lock:
+            self._aksk[ak] = sk
+
+    def set_status(self, job_id: str, build_no: int, status: str | None) -> None:
+        """Force the raw status a build reports (e.g. ``"queued"``); None to let it run."""
+        with self._lock:
+            self._find(job_id, build_no).forced_status = status  # type: ignore[union-attr]
+
+    # ---- switches
+
+    def fail_next(self, status: int, body: Any = None, count: int = 1,
+                  path_prefix: str | None = None, headers: dict[str, str | None] | None = None) -> None:
+        """Answer the next ``count`` matching requests with ``status`` and ``body``.
+
+        ``body`` None means the documented error body for the status; a dict is
+        sent as JSON; str/bytes as they are. A header value None removes it
+        (e.g. ``{"X-Request-Id": None}``).
+        """
+        self._add(_Rule("fail", count, path_prefix, status=status, body=body,
+                        headers=dict(headers or {})))
+
+    def unauthorized_once(self, path_prefix: str | None = None) -> None:
+        """The next CodeArts request gets the gateway's 401 'token expires' answer."""
+        body = {"error_code": "APIGW.0301",
+                "error_msg": "Incorrect IAM authentication information: token expires"}
+        self.fail_next(401, body, 1, path_prefix)
+
+    def hang(self, seconds: float, count: int = 1, path_prefix: str | None = None) -> None:
+        """Handle the next request(s) normally but wait ``seconds`` before answering."""
+        self._add(_Rule("hang", count, path_prefix, seconds=seconds))
+
+    def html_next(self, status: int = 502, count: int = 1, path_prefix: str | None = None) -> None:
+        """Answer with a proxy's HTML page instead of JSON.
+
+        A 4xx page comes from something in front of CodeArts (a WAF, a proxy) that
+        refused the request: CodeArts never sees it. With any other status the request
+        is handled first (a run creates its build) and the page replaces the answer.
+        """
+        self._add(_Rule("html", count, path_prefix, status=status))
+
+    def drop_next(self, count: int = 1, path_prefix: str | None = None) -> None:
+        """Handle the request (a run creates its build), then close without answering."""
+        self._add(_Rule("drop", count, path_prefix))
+
+    def iam_down(self, down: bool = True) -> None:
+        """IAM answers 503 to every login until called with False."""
+        self._iam_down = down
+
+    def reset(self) -> None:
+        """Forget recorded requests and pending switches (jobs, builds and tokens stay)."""
+        with self._lock:
+            self._requests.clear()
+            self._rules.clear()
+
+    # ---- inspection
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far, in arrival order (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    def requests_to(self, path_prefix: str, method: str | None = None) -> list[RecordedRequest]:
+        return [r for r in self.requests
+                if r.path.startswith(path_prefix) and (method is None or r.method == method)]
+
+    def builds(self, job_id: str) -> list[Build]:
+        with self._lock:
+            return list(self._builds.get(job_id, []))
+
+    # ---- internals used by the handler
+
+    def _add(self, rule: _Rule) -> None:
+        with self._lock:
+            self._rules.append(rule)
+
+    def _take_rules(self, path: str) -> list[_Rule]:
+        """The first matching rule of each kind, each consumed once."""
+        taken: dict[str, _Rule] = {}
+        with self._lock:
+            for rule in self._rules:
+                if rule.count > 0 and rule.kind not in taken and rule.matches(path):
+                    rule.count -= 1
+                    taken[rule.kind] = rule
+            self._rules = [r for r in self._rules if r.count > 0]
+        return list(taken.values())
+
+    def _record(self, req: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(req)
+
+    def _find(self, job_id: str, build_no: int) -> Build | None:
+        builds = self._builds.get(job_id, [])
+        return builds[build_no - 1] if 0 < build_no <= len(builds) else None
+
+    def _sleep(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+    # ---- the services
+
+    def handle(self, req: RecordedRequest) -> tuple[int, Any, dict[str, str]]:
+        """(status, body, extra headers) for a request, before any misbehaviour."""
+        if req.path == IAM_PATH and req.method == "POST":
+            return self._login(req)
+        problem = self._check_auth(req)
+        if problem:
+            return 401, {"error_code": "APIGW.0301",
+                         "error_msg": f"Incorrect IAM authentication information: {problem}"}, {}
+        if req.path == RUN_PATH and req.method == "POST":
+            return self._run(req.body)
+        if (m := _RECORD.match(req.path)) and req.method == "GET":
+            return self._record_info(m.group(1), m.group(2))
+        if (m := _STOP.match(req.path)) and req.method == "POST":
+            return self._stop(m.group(1), m.group(2))
+        if (m := _HISTORY.match(req.path)) and req.method == "GET":
+            return self._history(m.group(1), dict(parse_qsl(req.query)))
+        if (m := _PARAMS.match(req.path)) and req.method == "GET":
+            return self._parameters(m.group(1), m.group(2))
+        return 404, {"error_code": "APIGW.0101", "error_msg": "The API does not exist or has not been published in the environment"}, {}
+
+    def _login(self, req: RecordedRequest) -> tuple[int, Any, dict[str, str]]:
+        if self._iam_down:
+            return 503, _iam_error(503, "Service Unavailable", "The service is unavailable."), {}
+        try:
+            user = req.body["auth"]["identity"]["password"]["user"]
+            key = (user["domain"]["name"], user["name"])
+            password, scope = user["password"], req.body["auth"]["scope"]["project"]["name"]
+        except (KeyError, TypeError):
+            return 400, _iam_error(400, "Bad Request", "The request body is invalid."), {}
+        with self._lock:
+            if self._users.get(key) != password:
+                return 401, _iam_error(401, "Unauthorized", "The username or password is wrong."), {}
+            if scope != self.project_name:
+                return 400, _iam_error(400, "Bad Request", "The project does not exist."), {}
+            token = "MIIfake" + secrets.token_hex(24)
+            self._tokens[token] = time.time() + self.token_lifetime
+            self.logins += 1
+        return 201, self._token_body(), {"X-Subject-Token": token}
+
+    def _token_body(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+        return {"token": {
+            "expires_at": (now + timedelta(seconds=self.token_lifetime)).strftime(fmt),
+            "issued_at": now.strftime(fmt), "methods": ["password"],
+            "project": {"id": self.project_id, "name": self.project_name},
+            "user": {"name": self.user, "domain": {"name": self.domain}}}}
+
+    def _check_auth(self, req: RecordedRequest) -> str | None:
+        """None if the request may pass the gateway, else the gateway's complaint."""
+        authz = req.headers.get("authorization", "")
+        if authz.startswith("SDK-HMAC-SHA256 "):
+            return self._check_signature(req, authz)
+        token = req.headers.get("x-auth-token")
+        if not token:
+            return "x-auth-token not found"
+        with self._lock:
+            expires = self._tokens.get(token)
+        if expires is None:
+            return "verify token fail"
+        return "token expires" if time.time() >= expires else None
+
+    def _check_signature(self, req: RecordedRequest, authz: str) -> str | None:
+        fields = dict(part.strip().split("=", 1) for part in authz[len("SDK-HMAC-SHA256 "):].split(","))
+        with self._lock:
+            sk = self._aksk.get(fields.get("Access", ""))
+        names = fields.get("SignedHeaders", "").split(";")
+        date = req.headers.get("x-sdk-date", "")
+        if sk is None:
+            return "verify aksk signature fail (unknown access key)"
+        if "host" not in names or "x-sdk-date" not in names:
+            return "verify aksk signature fail (host and x-sdk-date must be signed)"
+        try:
+            signed_at = datetime.strptime(date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return "verify aksk signature fail (bad X-Sdk-Date)"
+        if abs(time.time() - signed_at.timestamp()) > self.clock_skew:
+            return "verify aksk signature fail (X-Sdk-Date too far from now)"
+        if req.headers.get("x-project-id") != self.project_id:
+            return "x-project-id is missing or wrong"
+        expected = _fake_signature(req, names, sk)
+        return None if hmac.compare_digest(expected, fields.get("Signature", "")) else \
+            "verify aksk signature fail"
+
+    def _run(self, body: Any) -> tuple[int, Any, dict[str, str]]:
+        problem = _invalid_run_body(body)
+        if problem:
+            return 400, problem, {}
+        job_id = body["job_id"]
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return 404, {"error_code": "DEVCB.00031006", "error_msg": "Build task not found."}, {}
+            build = self._new_build(job_id, job, body)
+        return 200, {"octopus_job_name": f"j_{job_id[:8]}_{build.number}",
+                     "actual_build_number": str(build.number),
+                     "daily_build_number": build.daily}, {}
+
+    def _new_build(self, job_id: str, job: dict[str, Any], body: Any) -> Build:
+        now = datetime.now(UTC)
+        day = now.strftime("%Y%m%d")
+        self._daily[(job_id, day)] = self._daily.get((job_id, day), 0) + 1
+        builds = self._builds[job_id]
+        duration = job["duration"] if job["duration"] is not None else self.build_duration
+        build = Build(job_id, len(builds) + 1, f"{day}.{self._daily[(job_id, day)]}",
+                      job["outcome"], duration, time.monotonic(), now, body)
+        builds.append(build)
+        return build
+
+    def _lookup(self, job_id: str, build_no: str) -> Build | tuple[int, Any, dict[str, str]]:
+        with self._lock:
+            build = self._find(job_id, int(build_no)) if build_no.isdigit() else None
+        if build is None:
+            return 404, {"result": None, "status": "fail", "error": {
+                "error_code": "DEVCB.00031006", "error_msg": "Build record not found."}}, {}
+        return build
+
+    def _record_info(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
+        found = self._lookup(job_id, build_no)
+        if not isinstance(found, Build):
+            return found
+        now = time.monotonic()
+        with self._lock:
+            status, took = found.status(now), found.finished_after(now)
+        return 200, {"result": _record(found, status, took, now), "error": None,
+                     "status": "success"}, {}
+
+    def _history(self, job_id: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        """Newest first, ``offset``/``limit`` paging; ``end_time`` empty while running."""
+        offset, limit = int(query.get("offset", 0)), int(query.get("limit", 10))
+        now = time.monotonic()
+        with self._lock:
+            if job_id not in self._jobs:
+                return 404, {"error_code": "DEVCB.00031006", "error_msg": "Build task not found."}, {}
+            builds = list(reversed(self._builds.get(job_id, [])))
+            records = []
+            for b in builds[offset:offset + limit]:
+                took = b.finished_after(now)
+                end = None if took is None else b.created_at + timedelta(seconds=took)
+                records.append({"record_id": f"rec-{b.job_id[:8]}-{b.number}", "job_id": job_id,
+                                "build_number": b.number, "start_time": _iso_ms(b.created_at),
+                                "end_time": _iso_ms(end) or "", "result": b.status(now)})
+        return 200, {"history_records": records, "total": len(builds)}, {}
+
+    def _parameters(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
+        found = self._lookup(job_id, build_no)
+        if not isinstance(found, Build):
+            return found
+        sent = (found.body or {}).get("parameter") or []
+        return 200, {"status": "success", "error": None,
+                     "result": [{"name": p["name"], "value": p["value"]} for p in sent]}, {}
+
+    def _stop(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
+        found = self._lookup(job_id, build_no)
+        if not isinstance(found, Build):
+            return found[0], {"error_code": "DEVCB.00031006", "error_msg": "Build record not found."}, {}
+        now = time.monotonic()
+        with self._lock:
+            if found.finished_after(now) is not None:
+                return 200, {"success": False, "result": "The build has already finished."}, {}
+            found.stopped_at = now
+        return 200, {"success": True, "result": ""}, {}
+
+
+def _iam_error(code: int, title: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "title": title}}
+
+
+def _invalid_run_body(body: Any) -> dict[str, str] | None:
+    """The documented 400 answers for a run body, or None when it is acceptable."""
+    def bad(msg: str, code: str = "CB.00060200") -> dict[str, str]:
+        return {"error_code": code, "error_msg": msg}
+
+    if not isinstance(body, dict):
+        return bad("The request body must be a JSON object.")
+    if not isinstance(body.get("job_id"), str) or not _JOB_ID.match(body["job_id"]):
+        return bad("Invalid task ID.", "CB.00060201")
+    params = body.get("parameter", [])
+    if params is not None and not isinstance(params, list):
+        return bad("parameter must be a list.")
+    for item in params or []:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not isinstance(item.get("value"), str):
+            return bad("Each parameter needs a string name and value.")
+        if not _PARAM_NAME.match(item["name"]) or item["name"].lower() in RESERVED_NAMES:
+            return bad(f"Invalid parameter name: {item['name'][:40]}")
+        if len(item["value"]) > 8192:
+            return bad(f"The value of {item['name']} is longer than 8192 characters.")
+    if body.get("scm") is not None and not isinstance(body["scm"], dict):
+        return bad("scm must be an object.")
+    return None
+
+
+def _iso_ms(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.isoformat(timespec="milliseconds")
+
+
+def _record(build: Build, status: str, took: float | None, now: float) -> dict[str, Any]:
+    finished = None if took is None else build.created_at + timedelta(seconds=took)
+    elapsed = took if took is not None else now - build.started
+    return {
+        "id": uuid.uuid4().hex, "build_record_id": f"rec-{build.job_id[:8]}-{build.number}",
+        "codeci_job_id": build.job_id, "build_no": build.number, "daily_build_num": build.daily,
+        "status": status, "branch": "master", "tag": None, "commit": "0" * 40,
+        "trigger_type": "MANUAL", "create_time": _iso_ms(build.created_at),
+        "start_time": _iso_ms(build.created_at), "finish_time": _iso_ms(finished),
+        "duration": int(elapsed * 1000), "err_msg": None,
+    }
+
+
+def _fake_signature(req: RecordedRequest, names: list[str], sk: str) -> str:
+    """The SDK-HMAC-SHA256 signature, written from its description independently of bot.auth.
+
+    The path and query are read as they arrived, percent-decoded the RFC 3986 way: a
+    ``+`` in the query is a plus sign, not a space (the SDK never sends one for a space).
+    """
+    def enc(s: str) -> str:
+        return quote(s, safe="~")
+
+    segments = [enc(unquote(s)) for s in req.path.split("/")]
+    uri = "/".join(segments)
+    if not uri.endswith("/"):
+        uri += "/"
+    pairs = sorted((unquote(k), unquote(v)) for k, _, v in
+                   (item.partition("=") for item in req.query.split("&") if item))
+    query = "&".join(enc(k) + "=" + enc(v) for k, v in pairs)
+    header_lines = "".join(n + ":" + req.headers.get(n, "").strip() + "\n" for n in sorted(names))
+    canonical = "\n".join([req.method, uri, query, header_lines, ";".join(sorted(names)),
+                           hashlib.sha256(req.raw).hexdigest()])
+    string_to_sign = "\n".join(["SDK-HMAC-SHA256", req.headers.get("x-sdk-date", ""),
+                                hashlib.sha256(canonical.encode()).hexdigest()])
+    return hmac.new(sk.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # stop() must not wait for a hanging handler
+    allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 resets connections in a burst
+    fake: FakeCodeArts
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet about clients that went away; anything else is a bug in the fake."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stall
+    server: _Server
+    timeout = 30  # an idle keep-alive connection's thread gives up after this
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read fake.requests instead."""
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _read(self) -> RecordedRequest:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        parts = urlsplit(self.path)
+        return RecordedRequest(self.command, parts.path, parts.query,
+                               {k.lower(): v for k, v in self.headers.items()}, body, raw,
+                               time.monotonic())
+
+    def _serve(self) -> None:
+        fake = self.server.fake
+        req = self._read()
+        fake._record(req)
+        rules = {r.kind: r for r in fake._take_rules(req.path)}
+        if "fail" in rules:  # failed before CodeArts acted: no side effect
+            rule = rules["fail"]
+            status = rule.status
+            body = rule.body if rule.body is not None else _default_error(rule.status)
+            headers: dict[str, str | None] = dict(rule.headers)
+        elif "html" in rules and 400 <= rules["html"].status < 500:  # refused in front
+            status, body, headers = rules["html"].status, None, {}
+        else:  # a dropped or hanging run (or one answered by a 5xx/2xx page) creates its build
+            status, body, answer_headers = fake.handle(req)
+            headers = dict(answer_headers)
+        delay = fake.latency + (rules["hang"].seconds if "hang" in rules else 0.0)
+        if delay:
+            fake._sleep(delay)
+        if "drop" in rules or fake._stopping.is_set():
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if "html" in rules:
+            self._send(rules["html"].status, HTML_PAGE, {"Content-Type": "text/html"})
+            return
+        self._send_json(status, body, headers)
+
+    def _send_json(self, status: int, body: Any, headers: dict[str, str | None]) -> None:
+        if isinstance(body, str | bytes):
+            payload = body.encode() if isinstance(body, str) else body
+            ctype = "text/plain"
+        else:
+            payload, ctype = json.dumps(body).encode(), "application/json;charset=UTF-8"
+        self._send(status, payload, {"Content-Type": ctype, **headers})
+
+    def _send(self, status: int, payload: bytes, headers: dict[str, str | None]) -> None:
+        merged: dict[str, str | None] = {"X-Request-Id": uuid.uuid4().hex, **headers}
+        try:
+            self.send_response(status)
+            for name, value in merged.items():
+                if value is not None:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:  # the client gave up (timeout) and closed: nothing to answer
+            self.close_connection = True
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:
+            self.close_connection = True
+
+
+def _default_error(status: int) -> dict[str, str]:
+    code, msg = DEFAULT_ERRORS.get(status, (f"FAKE.{status}", "Error."))
+    return {"error_code": code, "error_msg": msg}

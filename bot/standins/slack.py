@@ -1,0 +1,264 @@
+"""A loopback stand-in for Slack's Web API and for ``response_url`` webhooks.
+
+It records every request body (not just the path), binds an ephemeral port,
+and can misbehave on demand: 429 with Retry-After, 5xx, or an ``ok: false``
+error for a chosen method.
+
+    with FakeSlack() as slack:
+        slack.usergroups["S01DEVS"] = ["U01BOB"]
+        url = slack.response_url()        # a fresh response_url to hand the bot
+        ...
+        slack.calls("chat.postMessage")   # [{"channel": ..., "text": ...}, ...]
+        slack.responses(url)              # bodies posted to that response_url
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+
+@dataclass
+class Call:
+    method: str  # Web API method name, or "response_url"
+    path: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)
+    ts: str | None = None  # the message's ts, for a chat.postMessage Slack accepted
+
+
+@dataclass
+class _Fault:
+    status: int
+    body: dict[str, Any] | None
+    headers: dict[str, str]
+    remaining: int
+    accept_then_wait: float | None = None  # do the call, then hold its answer this long
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 resets connections in a burst of 50
+
+
+class FakeSlack:
+    """Start with ``with FakeSlack() as slack`` or ``start()``/``stop()``."""
+
+    def __init__(self) -> None:
+        self.usergroups: dict[str, list[str]] = {}
+        self.user_names: dict[str, str] = {}
+        self._calls: list[Call] = []
+        self._faults: dict[str, list[_Fault]] = {}
+        self._lock = threading.Lock()
+        self._ts = itertools.count(1)
+        self._hooks = itertools.count(1)
+        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # --- life --------------------------------------------------------------
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def api_url(self) -> str:
+        return self.base + "/api/"
+
+    def start(self) -> FakeSlack:
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what tests use ----------------------------------------------------
+
+    def response_url(self) -> str:
+        return f"{self.base}/hooks/{next(self._hooks)}"
+
+    def calls(self, method: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [c.params for c in self._calls if method is None or c.method == method]
+
+    def all_calls(self) -> list[Call]:
+        with self._lock:
+            return list(self._calls)
+
+    def responses(self, url: str | None = None) -> list[dict[str, Any]]:
+        """Bodies posted to one response_url (or to any)."""
+        path = urlsplit(url).path if url else None
+        with self._lock:
+            return [c.params for c in self._calls
+                    if c.method == "response_url" and (path is None or c.path == path)]
+
+    def fail(self, method: str, *, status: int = 500, body: dict[str, Any] | None = None,
+             count: int = 1, retry_after: int | None = None) -> None:
+        """Answer the next ``count`` calls of ``method`` with this status (or an ok:false body)."""
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        with self._lock:
+            self._faults.setdefault(method, []).append(_Fault(status, body, headers, count))
+
+    def accept_slowly(self, method: str, seconds: float, *, count: int = 1) -> None:
+        """Do the next ``count`` calls of ``method`` (a post is posted) but hold each answer
+        for ``seconds``: past the client's timeout, the caller cannot know it worked."""
+        with self._lock:
+            self._faults.setdefault(method, []).append(
+                _Fault(200, None, {}, count, accept_then_wait=seconds))
+
+    def error(self, method: str, error: str, *, count: int = 1) -> None:
+        """Answer ``{"ok": false, "error": error}`` with HTTP 200, as Slack does."""
+        self.fail(method, status=200, body={"ok": False, "error": error}, count=count)
+
+    def wait_for(self, predicate: Any, timeout: float = 5.0) -> Any:
+        """Poll until ``predicate()`` is truthy; return its value (tests wait on what arrives)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.01)
+        raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+
+    # --- serving -----------------------------------------------------------
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        with self._lock:
+            faults = self._faults.get(method) or []
+            if not faults:
+                return None
+            fault = faults[0]
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                faults.pop(0)
+            return fault
+
+    def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1",
+                    "url": "https://example.slack.com/", "team": "Example", "user": "buildbot"}
+        if method == "chat.postMessage":
+            ts = f"{int(time.time())}.{next(self._ts):06d}"
+            return {"ok": True, "channel": params.get("channel"), "ts": ts,
+                    "message": {"text": params.get("text"), "ts": ts}}
+        if method == "chat.update":
+            return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts")}
+        if method == "chat.postEphemeral":
+            return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
+        if method == "usergroups.users.list":
+            group = params.get("usergroup", "")
+            if group not in self.usergroups:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": list(self.usergroups[group])}
+        if method == "apps.connections.open":  # Socket Mode: no websocket here, so refuse
+            return {"ok": False, "error": "invalid_auth"}
+        if method == "conversations.replies":  # the parent, then its replies, oldest first
+            parent = params.get("ts")
+            return {"ok": True, "has_more": False, "messages": [
+                self._message(c) for c in self._calls
+                if c.method == "chat.postMessage" and c.ts is not None
+                and (c.ts == parent or c.params.get("thread_ts") == parent)]}
+        if method == "conversations.history":  # channel messages, newest first
+            oldest = float(params.get("oldest") or 0)
+            return {"ok": True, "has_more": False, "messages": [
+                self._message(c) for c in reversed(self._calls)
+                if c.method == "chat.postMessage" and c.ts is not None
+                and c.params.get("channel") == params.get("channel")
+                and not c.params.get("thread_ts") and float(c.ts) > oldest]}
+        return {"ok": False, "error": "unknown_method"}
+
+    @staticmethod
+    def _message(call: Call) -> dict[str, Any]:
+        message = {"type": "message", "ts": call.ts, "text": call.params.get("text"),
+                   "bot_id": "BBOT"}
+        if call.params.get("thread_ts"):
+            message["thread_ts"] = call.params["thread_ts"]
+        if call.params.get("metadata"):
+            message["metadata"] = call.params["metadata"]
+        return message
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _params(self) -> dict[str, Any]:
+                url = urlsplit(self.path)
+                params: dict[str, Any] = dict(parse_qsl(url.query))
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                ctype = self.headers.get("Content-Type", "")
+                if raw and "json" in ctype:
+                    params.update(json.loads(raw))
+                elif raw:
+                    params.update(parse_qsl(raw.decode()))
+                    for key in ("blocks", "attachments", "metadata"):
+                        if isinstance(params.get(key), str):
+                            params[key] = json.loads(params[key])
+                return params
+
+            def _send(self, status: int, body: dict[str, Any] | str,
+                      headers: dict[str, str] | None = None) -> None:
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                ctype = "text/plain" if isinstance(body, str) else "application/json"
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self) -> None:
+                path = urlsplit(self.path).path
+                params = self._params()
+                if path.startswith("/hooks/"):
+                    method = "response_url"
+                elif path.startswith("/api/"):
+                    method = path[len("/api/"):]
+                else:
+                    self._send(404, "not found")
+                    return
+                fault = fake._take_fault(method)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if fault is not None and fault.accept_then_wait is None:
+                    # a failed call is not recorded: Slack did nothing with it
+                    self._send(fault.status, fault.body or "error", fault.headers)
+                    return
+                call = Call(method, path, params, headers)
+                with fake._lock:
+                    fake._calls.append(call)
+                    answer = None if method == "response_url" else fake._answer(method, params)
+                    if method == "chat.postMessage" and answer and answer.get("ok"):
+                        call.ts = answer["ts"]
+                if fault is not None and fault.accept_then_wait is not None:
+                    time.sleep(fault.accept_then_wait)
+                try:
+                    self._send(200, "ok" if answer is None else answer)
+                except OSError:  # the client gave up waiting
+                    pass
+
+            do_POST = _handle
+            do_GET = _handle
+
+        return Handler

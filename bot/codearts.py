@@ -51,6 +51,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Self
@@ -543,6 +544,8 @@ class CodeArtsClient:
         self._backoff = backoff
         self._seen_lock = threading.Lock()
         self._seen_statuses: set[str] = set()
+        # told of every attempt: (method, path, outcome, seconds); metrics use it
+        self.observer: Callable[[str, str, str, float], None] | None = None
 
     def __repr__(self) -> str:
         return f"CodeArtsClient(endpoint={self.endpoint!r}, auth={self._auth!r})"
@@ -689,11 +692,20 @@ class CodeArtsClient:
         except httpx.TransportError as exc:
             log.warning("CodeArts %s %s failed after %.0f ms: %s", method, path,
                         (time.monotonic() - started) * 1000, type(exc).__name__)
+            self._observe(method, path, type(exc).__name__, started)
             raise
+        self._observe(method, path, f"{response.status_code // 100}xx", started)
         log.info("CodeArts %s %s -> %d in %.0f ms (request id %s)", method, path,
                  response.status_code, (time.monotonic() - started) * 1000,
                  response.headers.get("X-Request-Id", "-"))
         return response
+
+    def _observe(self, method: str, path: str, outcome: str, started: float) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(method, path, outcome, time.monotonic() - started)
+            except Exception:  # metrics never break a call
+                log.debug("call observer failed", exc_info=True)
 
     def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before retrying a read, or None to stop and use this response."""

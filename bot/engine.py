@@ -63,6 +63,7 @@ class Engine:
                  link_template: str | None = None, project_id: str | None = None,
                  max_age: float = MAX_AGE, intent_grace: float = INTENT_GRACE,
                  clock: Callable[[], float] = time.time) -> None:
+        self.metrics = notifier.metrics
         self.config = config
         self.store = store
         self.api = api
@@ -97,7 +98,7 @@ class Engine:
 
     def new_request(self, *, user_id: str, team_id: str | None, channel_id: str, text: str,
                     response_url: str | None, approved: Approved,
-                    rebuild_of: str | None = None) -> None:
+                    rebuild_of: str | None = None, received_at: float | None = None) -> None:
         """Record an approved request, then ask Run/Cancel or start it at once.
 
         A Rebuild always asks first, and asks with the same question while it is open,
@@ -122,8 +123,11 @@ class Engine:
             raise
         log.info("request %s user=%s channel=%s job=%s confirm=%s rebuild_of=%s", request.id,
                  user_id, channel_id, approved.job_name, confirm, rebuild_of)
+        self.metrics.commands.labels("confirm" if confirm else "started").inc()
         if confirm:
             self._ask(request, response_url)
+            if received_at is not None:
+                self.metrics.confirmation_seconds.observe(time.monotonic() - received_at)
         else:
             self.start(request, response_url)
 
@@ -144,6 +148,7 @@ class Engine:
         """Pending questions past their time: expired, audited and told, each once."""
         now = self.clock()
         for request in self.store.expire_pending(now=now):
+            self.metrics.commands.labels("expired").inc()
             self.store.audit(decision="expired", now=now, request_id=request.id,
                              user_id=request.user_id, channel_id=request.channel_id,
                              job=request.job_name)
@@ -205,6 +210,7 @@ class Engine:
                                                 first_check_at=now)
             except AlreadySettled:
                 return
+            self.metrics.builds_started.inc()
             where = self.announce(build, request.response_url)
             self.notifier.respond(request.response_url, msg.found_after_restart(
                 request.job_name, build.daily_build_number, build.build_no, where))
@@ -266,6 +272,7 @@ class Engine:
             self.notifier.respond(response_url, msg.started_unrecorded(
                 job, result.daily_build_number, result.actual_build_number, error_id))
             return
+        self.metrics.builds_started.inc()
         log.info("build started request=%s user=%s job=%s build=%s daily=%s", request.id,
                  request.user_id, job, build.build_no, build.daily_build_number)
         try:
@@ -416,6 +423,7 @@ class Engine:
                                    now=self.clock()):
             log.info("build ended build=%s job=%s daily=%s result=%s", build.id, build.job_name,
                      build.daily_build_number, decision.result)
+            self.metrics.builds_ended.labels(decision.result.split(":")[0]).inc()
             self.report(replace(build, watch=WatchState.REPORTING, result=decision.result,
                                 duration_ms=decision.duration_ms, failures=0), lease)
 
@@ -438,7 +446,8 @@ class Engine:
         current = self.store.get_build(build.id)
         if current is not None:
             build = replace(build, announce=current.announce, message_ts=current.message_ts,
-                            message_channel=current.message_channel)
+                            message_channel=current.message_channel,
+                            finished_at=current.finished_at)
         channel, ts = self._where(build)
         if build.announce is AnnounceState.POSTING and not ts:
             # the channel message is not confirmed yet: its thread may be about to exist
@@ -491,6 +500,8 @@ class Engine:
                          request_id=build.id, user_id=build.user_id,
                          channel_id=build.channel_id, job=build.job_name, detail=detail,
                          daily_build_number=build.daily_build_number, build_no=build.build_no)
+        if sent.ok and build.finished_at is not None:
+            self.metrics.result_lag_seconds.observe(max(0.0, self.clock() - build.finished_at))
         if sent.ok and channel and ts:
             done = msg.announcement_done(build_id=build.id, user_id=build.user_id,
                                          job_name=build.job_name,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot import messages as msg
 from bot.codearts import CodeArtsError
@@ -52,6 +53,7 @@ class Who:
     team_id: str | None
     response_url: str | None
     text: str
+    received_at: float | None = None  # monotonic, when the command reached the bot
 
 
 class Flow:
@@ -80,7 +82,9 @@ class Flow:
         def run() -> None:
             try:
                 fn(*args)
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, SQLAlchemyError):
+                    self.engine.metrics.database_errors.inc()
                 error_id = new_error_id()
                 log.exception("background work failed id=%s in %s", error_id,
                               getattr(fn, "__name__", fn))
@@ -110,6 +114,7 @@ class Flow:
             ack(msg.busy())
             return
         who = _who(payload)
+        who.received_at = time.monotonic()
         cached = CachedOnly(self.groups)
         outcome = self.evaluate(who, cached)
         if cached.missed:  # a user group is not cached: decide after the ack
@@ -156,6 +161,8 @@ class Flow:
         """Audit, then (for an approved request) ask Run/Cancel or start at once."""
         approved = outcome.approved
         if approved is None:
+            self.engine.metrics.commands.labels(
+                "help" if outcome.decision == "help" else "refused").inc()
             if outcome.decision != "help":
                 self.store.audit(decision=outcome.decision, now=self.clock(),
                                  user_id=who.user_id, channel_id=who.channel_id,
@@ -164,7 +171,7 @@ class Flow:
         self.engine.new_request(user_id=who.user_id, team_id=who.team_id,
                                 channel_id=who.channel_id, text=who.text,
                                 response_url=who.response_url, approved=approved,
-                                rebuild_of=rebuild_of)
+                                rebuild_of=rebuild_of, received_at=who.received_at)
 
     # --- Run / Cancel --------------------------------------------------------
 
@@ -193,6 +200,7 @@ class Flow:
                              user_id=click.user_id, channel_id=request.channel_id,
                              job=request.job_name, detail=f"Run on {request.user_id}'s request")
         elif claim.reason == "expires_now":
+            self.engine.metrics.commands.labels("expired").inc()
             reply = msg.expired(request.job_name, request.command, minutes=CONFIRM_MINUTES)
             self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
                              user_id=request.user_id, channel_id=request.channel_id,
@@ -220,6 +228,7 @@ class Flow:
             if state not in (RequestState.SENDING, RequestState.STARTED):
                 self.respond(click.response_url, msg.already(state))
             return
+        self.engine.metrics.commands.labels("cancelled").inc()
         self.store.audit(decision="cancelled", now=self.clock(), request_id=request.id,
                          user_id=request.user_id, channel_id=request.channel_id,
                          job=request.job_name)

@@ -10,12 +10,14 @@ can stop retrying the first kind and fall back to the requester.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from bot.metrics import Metrics, slack_outcome
 from bot.slack_io import BACKOFF, respond
 
 log = logging.getLogger(__name__)
@@ -60,9 +62,11 @@ class Delivery:
 class Notifier:
     """The bot's one voice in Slack."""
 
-    def __init__(self, client: WebClient, *, backoff: float = BACKOFF) -> None:
+    def __init__(self, client: WebClient, *, backoff: float = BACKOFF,
+                 metrics: Metrics | None = None) -> None:
         self.client = client
         self.backoff = backoff
+        self.metrics = metrics or Metrics()
 
     def post(self, channel: str, message: dict[str, Any], *,
              thread_ts: str | None = None) -> Delivery:
@@ -114,9 +118,21 @@ class Notifier:
 
     def respond(self, url: str | None, message: dict[str, Any]) -> bool:
         """An answer through a command's or click's ``response_url``."""
-        return respond(url, message, backoff=self.backoff)
+        started = time.monotonic()
+        ok = respond(url, message, backoff=self.backoff)
+        if url:
+            self.metrics.slack_call("response_url", "ok" if ok else "error",
+                                    time.monotonic() - started)
+        return ok
 
     def _call(self, what: str, call: Any, channel: str) -> Delivery:
+        started = time.monotonic()
+        sent = self._send(what, call, channel)
+        self.metrics.slack_call(what.split("(")[0], slack_outcome(sent.error),
+                                time.monotonic() - started)
+        return sent
+
+    def _send(self, what: str, call: Any, channel: str) -> Delivery:
         try:
             resp = call()
         except SlackApiError as exc:

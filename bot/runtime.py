@@ -18,6 +18,7 @@ from bot.codearts import CodeArtsClient
 from bot.config import BuildbotConfig
 from bot.engine import Engine
 from bot.flow import Flow
+from bot.metrics import Metrics
 from bot.notifier import Notifier
 from bot.settings import Settings
 from bot.slack_app import create_app
@@ -56,13 +57,17 @@ class Runtime:
         self.clock = DatabaseClock(self.store.engine, offset=(
             (lambda: 0.0) if clock is time.time else (lambda: clock() - time.time())))
         self.api = api or client_from_settings(settings)
+        self.metrics = Metrics()
+        self.metrics.follow_count(self.store.watching_count)
+        self.api.observer = self.metrics.codearts_call
         self.slack = make_web_client(settings.slack_bot_token.get_secret_value(),
                                      settings.slack_api_url, backoff=slack_backoff,
                                      timeout=slack_timeout)
         self.worker = ThreadPoolExecutor(settings.worker_threads,
                                          thread_name_prefix="buildbot-work")
         self.engine = Engine(config=config, store=self.store, api=self.api,
-                             notifier=Notifier(self.slack, backoff=slack_backoff),
+                             notifier=Notifier(self.slack, backoff=slack_backoff,
+                                               metrics=self.metrics),
                              poll_seconds=settings.build_poll_seconds,
                              link_template=settings.build_link_template,
                              project_id=settings.codearts_project_id,
@@ -91,7 +96,8 @@ class Runtime:
 
         secret = self.settings.slack_signing_secret
         readiness = Readiness(self.ready, lambda: ping(self.store.engine))
-        wsgi = make_wsgi(self.app, readiness, secret.get_secret_value() if secret else None)
+        wsgi = make_wsgi(self.app, readiness, secret.get_secret_value() if secret else None,
+                         metrics=self.metrics.render if self.settings.metrics else None)
         self.server = make_server(wsgi, host=host,
                                   port=self.settings.port if port is None else port,
                                   threads=max(8, self.settings.worker_threads * 2),

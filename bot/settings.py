@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     watch_lease_seconds: float | None = Field(default=None, gt=0, le=3600)
     intent_grace_seconds: float = Field(default=180.0, gt=0, le=3600)
     audit_keep_days: float = Field(default=90.0, gt=0, le=36500)
+    metrics: bool = False  # serve /metrics (Prometheus text format) on the HTTP port
     # How many threads do slow work after the ack (confirmations, API calls).
     worker_threads: int = Field(default=8, ge=1, le=64)
     # How many threads the build watcher uses to poll CodeArts.

@@ -23,6 +23,8 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bot.engine import Engine
 from bot.lifecycle import Build, Lease, WatchState
 
@@ -99,6 +101,7 @@ class Watcher:
                     self.housekeeping()
                     last_housekeeping = time.monotonic()
                 taken = self._fill()
+                self.engine.metrics.watcher_pass.set_to_current_time()
                 self._recovered()
             except Exception as exc:  # the database may be briefly away: keep going
                 self._failed(exc)
@@ -177,6 +180,8 @@ class Watcher:
         """The first failure with its traceback; then one line a minute with a count."""
         now = time.monotonic()
         self._failures += 1
+        if isinstance(exc, SQLAlchemyError):
+            self.engine.metrics.database_errors.inc()
         if self._failing_since is None:
             self._failing_since = self._logged_at = now
             log.exception("watcher pass failed (%s); retrying", type(exc).__name__)

@@ -32,6 +32,7 @@ from waitress.server import TcpWSGIServer  # type: ignore[import-untyped]
 from waitress.task import ThreadedTaskDispatcher  # type: ignore[import-untyped]
 
 log = logging.getLogger(__name__)
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 MAX_BODY = 1024 * 1024  # Slack's payloads are far smaller; refuse anything bigger
 MAX_HEADERS = 64 * 1024  # all request headers together; Slack sends about 1 KiB
@@ -41,8 +42,8 @@ MAKE_ROOM_AFTER = 1.0  # when full, only a connection that has waited this long 
 SPARE_FILES = 256  # file descriptors beyond the connections: database, clients, logs
 
 
-def make_wsgi(app: App, readiness: Readiness,
-              signing_secret: str | None = None) -> Callable[..., Iterable[bytes]]:
+def make_wsgi(app: App, readiness: Readiness, signing_secret: str | None = None, *,
+              metrics: Callable[[], bytes] | None = None) -> Callable[..., Iterable[bytes]]:
     """Route Slack's requests to Bolt and answer the health checks.
 
     ``/healthz`` is liveness: 200 whenever the server answers at all. ``/readyz`` is
@@ -77,6 +78,11 @@ def make_wsgi(app: App, readiness: Readiness,
             problem = readiness.problem()
             return _plain(start_response, "503 Service Unavailable" if problem else "200 OK",
                           problem or "ok")
+        if path == "/metrics" and method in ("GET", "HEAD") and metrics is not None:
+            body = metrics()
+            start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
         if path == "/slack/events" and method == "POST":
             try:
                 length = int(environ.get("CONTENT_LENGTH") or 0)

@@ -23,6 +23,15 @@ one poll period of warm-up, we measure over ``--periods`` poll periods:
 
 Targets at 1,000 builds: under 150 MB and under 10% of one core; growth no
 worse than linear. Figures go to stdout and bench/results/watcher.json.
+
+    python -m bench.watcher --slow-share 0.1 --slow-seconds 10 --sizes 1000
+
+runs the slow-partner case instead: a share of the builds belongs to a job whose
+status calls are each held ``--slow-seconds`` by the stand-in, the rest to ten
+fast jobs whose builds end at staggered moments during the run. It prints how
+long after its end each fast build's result reached its thread (from the
+stand-in's end time to the Slack stand-in receiving the reply; both processes
+read CLOCK_MONOTONIC). Goal: at most two poll intervals plus one call.
 """
 
 from __future__ import annotations
@@ -86,6 +95,27 @@ def codearts_child(conn: Connection) -> None:
                     times[r.path].append(r.time)
                 fake.reset()
                 conn.send({p: [t for t in ts if t0 <= t <= t1] for p, ts in times.items()})
+            elif cmd[0] == "seed_mixed":
+                _, n, share, slow_s = cmd[:4]
+                durations = cmd[4]
+                jobs: list[tuple[str, float, int]] = [(uuid.uuid4().hex, 10.0**7, int(n * share))]
+                fast = n - jobs[0][2]
+                jobs += [(uuid.uuid4().hex, d, fast // len(durations) + (
+                    1 if k < fast % len(durations) else 0)) for k, d in enumerate(durations)]
+                made_by_job = []
+                for job, duration, count in jobs:
+                    fake.add_job(job, duration=duration)
+                    with httpx.Client(base_url=fake.url,
+                                      headers={"X-Auth-Token": fake.token}) as c:
+                        made = [c.post("/v3/jobs/build", json={"job_id": job}).json()
+                                for _ in range(count)]
+                    made_by_job.append((job, [(m["actual_build_number"], m["daily_build_number"])
+                                              for m in made]))
+                fake.hang(slow_s, count=10**9, path_prefix=f"/v4/jobs/{jobs[0][0]}/")
+                conn.send(made_by_job)
+            elif cmd[0] == "ends":
+                conn.send({f"{b.job_id}/{b.number}": b.started + b.duration
+                           for builds_ in fake._builds.values() for b in builds_})
             elif cmd[0] == "stop":
                 return
 
@@ -130,6 +160,59 @@ def seed_store(db_url: str, job: str, made: list[tuple[str, str]], poll: float) 
     store.close()
 
 
+def measure_slow(n: int, *, share: float, slow_s: float, poll: float, periods: int,
+                 slack: Any, codearts: Child, tmp: Path,
+                 bot_path: str | None = None) -> dict[str, Any]:
+    """Fast jobs' result latency while a slow job's status calls are each held slow_s."""
+    from bot.store import Store, builds
+
+    durations = [poll * (1.5 + periods * k / 10) for k in range(10)]
+    made_by_job = codearts.ask(("seed_mixed", n, share, slow_s, durations))
+    db = tmp / f"slow-{n}-{uuid.uuid4().hex[:6]}.db"
+    store = Store.from_url(f"sqlite:///{db}")
+    now = time.time()
+    ids: dict[str, str] = {}
+    rows = []
+    i = 0
+    for job, made in made_by_job:
+        for no, daily in made:
+            bid = uuid.uuid4().hex
+            ids[bid] = f"{job}/{no}"
+            rows.append({"id": bid, "created_at": now, "user_id": USERS[i % len(USERS)],
+                         "channel_id": "CBUILDS", "job_name": "backend", "job_id": job,
+                         "build_no": no, "daily_build_number": daily, "response_url": None,
+                         "announce": "posted", "message_channel": "CBUILDS",
+                         "message_ts": f"1700000000.{i:06d}", "watch": "watching",
+                         "next_check_at": now + 1 + poll * i / n, "failures": 0})
+            i += 1
+    with store.engine.begin() as c:
+        c.execute(builds.insert(), rows)
+    store.close()
+    slow_job = made_by_job[0][0]
+    values = bot_values(slack_api_url=slack.api_url, codearts_url=codearts.hello,
+                        db_url=f"sqlite:///{db}", config=tmp / "buildbot.toml",
+                        build_poll_seconds=poll)
+    watcher = Child(watcher_child, values, str(tmp / f"slow-{n}.log"), bot_path, server=True)
+    try:
+        time.sleep(max(durations) + 2 * poll + 2)
+    finally:
+        watcher.close()
+    ends = codearts.ask(("ends",))
+    lags = []
+    for call in slack.all_calls():
+        meta = (call.params.get("metadata") or {}).get("event_payload") or {}
+        key = ids.get(meta.get("build_id", ""))
+        if call.method == "chat.postMessage" and call.params.get("thread_ts") and key \
+                and not key.startswith(slow_job):
+            lags.append(call.at - ends[key])
+    expected = sum(len(m) for j, m in made_by_job[1:])
+    return {"builds": n, "slow_share": share, "slow_call_s": slow_s, "poll_s": poll,
+            "fast_results_expected": expected, "fast_results_posted": len(lags),
+            "lag_median_s": median(lags), "lag_p99_s": pct(lags, 99),
+            "lag_max_s": max(lags) if lags else float("nan"),
+            "goal_s": 2 * poll + 1.0}
+
+
 def measure(n: int, *, poll: float, periods: int, slack_api_url: str,
             codearts: Child, tmp: Path, bot_path: str | None = None) -> dict[str, Any]:
     job, made = codearts.ask(("seed", n))
@@ -169,6 +252,10 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="passes over the sizes (interleaved)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ap.add_argument("--bot-path", help="folder with a patched copy of the bot package to run")
+    ap.add_argument("--slow-share", type=float, default=0.0,
+                    help="share of builds whose status calls are slow (the slow-partner run)")
+    ap.add_argument("--slow-seconds", type=float, default=10.0,
+                    help="how long each slow status call is held")
     args = ap.parse_args()
     poll = args.poll or (2.0 if args.quick else 15.0)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -179,6 +266,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-watch-"))
     (tmp / "buildbot.toml").write_text(config_text())
     results = []
+    if args.slow_share > 0:
+        return slow_main(args, poll, sizes, tmp, pinning)
     with FakeSlack() as slack:
         codearts = Child(codearts_child)
         try:
@@ -194,6 +283,42 @@ def main() -> int:
             codearts.close()
     report(results, poll=poll, periods=args.periods, quick=args.quick, bot_path=args.bot_path,
            pinning=pinning)
+    return 0
+
+
+def slow_main(args: Any, poll: float, sizes: list[int], tmp: Path, pinning: str) -> int:
+    from tests.fakes.slack import FakeSlack
+
+    results = []
+    with FakeSlack() as slack:
+        from bench._common import widen_backlog
+
+        widen_backlog(slack)
+        codearts = Child(codearts_child)
+        try:
+            for n in sizes:
+                r = measure_slow(n, share=args.slow_share, slow_s=args.slow_seconds, poll=poll,
+                                 periods=args.periods, slack=slack, codearts=codearts, tmp=tmp,
+                                 bot_path=args.bot_path)
+                results.append(r)
+        finally:
+            codearts.close()
+    print()
+    print(pinning)
+    print(table(["builds", "slow share", "slow call s", "poll s", "fast results",
+                 "lag med s", "lag p99 s", "lag max s", "goal s"],
+                [[r["builds"], r["slow_share"], r["slow_call_s"], r["poll_s"],
+                  f"{r['fast_results_posted']}/{r['fast_results_expected']}",
+                  r["lag_median_s"], r["lag_p99_s"], r["lag_max_s"], r["goal_s"]]
+                 for r in results]))
+    for r in results:
+        met = r["fast_results_posted"] == r["fast_results_expected"] and \
+            r["lag_p99_s"] <= r["goal_s"]
+        print(f"{r['builds']} builds, {r['slow_share']:.0%} slow: fast results within "
+              f"2 polls + 1 s (p99): {'met' if met else 'NOT met'}")
+    path = write_results("watcher-slow" + ("-patched" if args.bot_path else ""),
+                         {"runs": results, "pinning": pinning})
+    print(f"written {path}")
     return 0
 
 

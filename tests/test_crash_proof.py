@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bot import messages as msg
-from bot.lifecycle import Lease, WatchState
 from bot.engine import INTENT_GRACE
+from bot.lifecycle import Lease, WatchState
 from bot.watcher import Watcher
 from tests.harness import BACKEND_ID, Bot, running_bot
 

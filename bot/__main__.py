@@ -22,6 +22,10 @@ def setup_logging(level: str = "INFO") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "demo":
+        from bot import demo
+
+        return demo.main(args[1:])
     if args and args[0] in ("check-config", "explain"):
         from bot import cli
 

@@ -50,5 +50,8 @@ def test_the_old_test_imports_still_work() -> None:
     from tests.fakes.codearts import FakeCodeArts as Old
     from tests.fakes.slack import Call, FakeSlack as OldSlack
 
-    assert Old is FakeCodeArts and OldSlack is FakeSlack
+    from bot.standins.slack_requests import SlackSender
+    from tests.slack_requests import SlackSender as OldSender
+
+    assert Old is FakeCodeArts and OldSlack is FakeSlack and OldSender is SlackSender
     assert IAM_PATH == "/v3/auth/tokens" and RUN_PATH == "/v3/jobs/build" and Call

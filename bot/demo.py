@@ -1,0 +1,691 @@
+"""``python -m bot demo``: the real bot in a terminal, with no Slack workspace and no cloud.
+
+The bot is the production one (the same ``Runtime``: listeners, checks, store, Slack client,
+CodeArts client and watcher), serving HTTP on a free loopback port, with a SQLite database
+in a temporary folder and the example jobs file (``examples/buildbot.toml``, embedded here
+as ``EXAMPLE_JOBS``). Slack's Web API and CodeArts Build are the loopback stand-ins of
+``bot.standins``; nothing leaves the machine.
+
+The terminal plays the Slack client. A line typed as ``/build ...`` goes to the bot as a
+signed request, exactly as Slack sends it; everything the bot says comes back rendered as
+text: who sees it (ephemeral, channel, thread, direct message), the text and blocks, and
+the buttons numbered ``[1] Run  [2] Cancel``. Typing a number clicks. ``as bob`` and
+``in #other`` switch user and channel, ``wait`` waits for builds to end, ``help`` lists it
+all. ``--script FILE`` (or lines on a stdin that is not a terminal) runs lines and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import html
+import logging
+import re
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from bot.config import BuildbotConfig, ConfigError, load_config
+from bot.settings import Settings
+from bot.standins.codearts import FakeCodeArts
+from bot.standins.slack import Call, FakeSlack
+from bot.standins.slack_requests import SlackSender
+
+# The example jobs file, the same text as examples/buildbot.toml (a test checks they agree),
+# so the demo works from an installed package too.
+EXAMPLE_JOBS = """\
+# buildbot's jobs and permissions. Copy this file to buildbot.toml (or point
+# BUILDBOT_CONFIG / --config at it) and put your own IDs in:
+#   Slack user IDs start with U, channel IDs with C, user-group IDs with S;
+#   a job's id is its CodeArts build task ID (32 letters and digits).
+# Check it with `python -m bot check-config`. `python -m bot demo` runs this very
+# file against stand-ins (there, builds of e2e fail, to show a failure).
+
+admins = ["U01ADMIN"]                       # may run every job, and raw 32-character job IDs
+
+[jobs.backend]                              # the name typed after /build
+id = "f9d6c8466d614a9788e9a0acf6c15f46"    # CodeArts build task ID
+description = "Backend CI"
+users = ["U01ALICE"]                        # Slack user IDs allowed to run it; ["*"] = everyone
+usergroups = ["S01DEVS"]                    # Slack user groups whose members may run it
+channels = ["C01BUILDS"]                    # channels it may be run from; absent = any
+
+[jobs.backend.params.codeBranch]
+default = "master"                          # sent when the user gives none
+pattern = '^[A-Za-z0-9._/-]+$'              # the whole value must match
+
+[jobs.backend.params.target]
+choices = ["staging", "prod"]               # the only values accepted
+default = "staging"
+
+[jobs.e2e]
+id = "3c5e8a1f0b2d4e6f8a9b0c1d2e3f4a5b"
+description = "End-to-end tests"
+users = ["*"]                               # everyone
+channels = ["C01BUILDS"]
+
+[jobs.docs]
+id = "0123456789abcdef0123456789abcdef"
+description = "Docs site"
+users = ["*"]
+confirm = false                             # starts at once, no Run/Cancel question
+"""
+
+POLL_SECONDS = 2.0  # how often the demo's watcher checks a running build
+PEOPLE = {"alice": "U01ALICE", "bob": "U01BOB", "carol": "U01CAROL", "admin": "U01ADMIN"}
+CHANNELS = {"builds": "C01BUILDS", "random": "C01RANDOM"}
+GROUP_MEMBERS = {"S01DEVS": ["U01CAROL"]}  # carol may run backend through her user group
+FAILING_JOBS = {"e2e"}  # the stand-in ends these jobs' builds with FAILURE
+BUILD_SECONDS = {"backend": 4.0, "e2e": 3.0, "docs": 2.0}
+DEFAULT_BUILD_SECONDS = 3.0
+WAIT_LIMIT = 120.0  # ``wait`` gives up after this many seconds
+PEOPLE_NOTE = ("alice may run backend (she is in its users), carol through the user group "
+               "S01DEVS, admin as an admin; bob is in no list. e2e and docs are for everyone; "
+               "builds of e2e fail.")
+
+HELP = """\
+Type what you would type in Slack, or a demo command:
+  /build ...        the slash command, as you, in the current channel
+  1, 2, ...         click the button with that number
+  click LABEL       click the newest button labelled LABEL (Run, Cancel, Stop, Rebuild)
+  as NAME           act as someone else: alice, bob, carol, admin (or any name, or an ID U...)
+  in #CHANNEL       type in another channel: #builds, #random, any #name (or an ID C...)
+  wait [SECONDS]    wait until every running build has ended and been reported
+                    (or just SECONDS)
+  who               who and where you are
+  help              this list
+  quit              end the demo (Ctrl-D too)
+Lines starting with # are comments."""
+
+EMOJI = {"warning": "⚠️", "rocket": "🚀", "hourglass": "⌛", "hourglass_flowing_sand": "⏳",
+         "white_check_mark": "✅", "x": "❌", "octagonal_sign": "🛑", "no_entry": "⛔",
+         "grey_question": "❔", "white_circle": "⚪", "memory": "📝"}
+_EMOJI = re.compile(r":([a-z0-9_+-]+):")
+_ANGLE = re.compile(r"<([^<>]*)>")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+class _DemoSettings(Settings):
+    """The demo's own values only: nothing is read from the environment or a .env file,
+    so a shell set up for a real workspace cannot leak into the demo (or the reverse)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any,
+                                   *others: Any, **named: Any) -> tuple[Any, ...]:
+        return (init_settings,)
+
+
+@dataclass
+class Button:
+    number: int
+    label: str
+    action_id: str
+    value: str
+    channel: str
+    ts: str | None  # the message's ts; None for an ephemeral message
+    message: str  # the message's first line, to say what a click's answer replaces
+    key: str  # which message it is on: when that message is replaced, the button goes
+
+
+@dataclass
+class Origin:
+    """What a ``response_url`` belongs to: who typed or clicked, where, and the message a
+    ``replace_original`` answer replaces."""
+
+    user: str
+    channel: str
+    message: str | None
+    public: bool = False
+    key: str | None = None
+
+
+class Demo:
+    """The bot, the stand-ins and the terminal; ``with Demo(...) as demo: demo.line(...)``."""
+
+    def __init__(self, *, config_path: Path | None = None, out: TextIO = sys.stdout,
+                 log_level: str = "WARNING", echo: bool = False) -> None:
+        self.out = out
+        self.echo = echo
+        self.config_path = config_path
+        self.log_level = log_level
+        self.user = PEOPLE["alice"]
+        self.channel = CHANNELS["builds"]
+        self.user_names = {v: k for k, v in PEOPLE.items()}
+        self.channel_names = {v: k for k, v in CHANNELS.items()}
+        self.buttons: dict[int, Button] = {}
+        self.gone: set[int] = set()  # buttons whose message was replaced or deleted
+        self.messages = 0
+        self.hooks: dict[str, Origin] = {}
+        self.ts_labels: dict[str, str] = {}
+        self.seen = 0
+        self.lock = threading.RLock()
+        self.prompting = False
+        self._stack = contextlib.ExitStack()
+
+    # --- life -------------------------------------------------------------------------
+
+    def __enter__(self) -> Demo:
+        try:
+            self.start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def start(self) -> None:
+        from bot.runtime import Runtime  # the production assembly
+
+        folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="buildbot-demo-")))
+        if self.config_path is None:
+            path = folder / "buildbot.toml"
+            path.write_text(EXAMPLE_JOBS, encoding="utf-8")
+        else:
+            path = self.config_path
+        self.config = load_config(path)
+        self.slack = self._stack.enter_context(FakeSlack())
+        self.codearts = self._stack.enter_context(FakeCodeArts())
+        _stock(self.config, self.slack, self.codearts)
+        secret = secrets.token_hex(16)
+        settings = _DemoSettings(
+            slack_bot_token="xoxb-demo-" + secrets.token_hex(8), slack_signing_secret=secret,
+            slack_api_url=self.slack.api_url, codearts_endpoint=self.codearts.url,
+            codearts_token=FakeCodeArts.token, database_url=f"sqlite:///{folder / 'buildbot.db'}",
+            buildbot_config=path, build_poll_seconds=POLL_SECONDS, log_level=self.log_level)
+        self.runtime = Runtime(settings, self.config)
+        self._stack.callback(self.runtime.close, 5.0)
+        port = self.runtime.bind_http(host="127.0.0.1", port=0)
+        closing = threading.Event()
+        self._stack.callback(closing.set)  # runs before runtime.close (last in, first out)
+
+        def serve() -> None:
+            try:
+                self.runtime.server.run()
+            except OSError:  # close() took the socket away
+                if not closing.is_set():
+                    raise
+
+        threading.Thread(target=serve, name="buildbot-demo-http", daemon=True).start()
+        self.url = f"http://127.0.0.1:{port}/slack/events"
+        self.sender = SlackSender(self.url, secret)
+        self._stack.callback(self.sender.close)
+        self.folder = folder
+        self.jobs_file = "the example jobs file (examples/buildbot.toml)" \
+            if self.config_path is None else str(path)
+
+    def banner(self) -> str:
+        jobs = ", ".join(self.config.jobs) or "none"
+        lines = [
+            f"buildbot demo: the real bot at {self.url}, talking to loopback stand-ins for "
+            "Slack and CodeArts Build (nothing leaves this machine).",
+            f"Jobs: {jobs}, from {self.jobs_file}. Database: {self.folder / 'buildbot.db'}.",
+        ]
+        if self.config_path is None:
+            lines.append("People: " + PEOPLE_NOTE)
+        lines.append(f"You are {self._who()}. Type help for the commands, quit to end.")
+        return "\n".join(lines)
+
+    # --- one line ---------------------------------------------------------------------
+
+    def prompt(self) -> str:
+        return f"{self._name(self.user)} in #{self._channel_name(self.channel)}> "
+
+    def line(self, text: str) -> bool:
+        """Act on one typed line; False when it was not understood (or a wait timed out)."""
+        text = text.strip()
+        if self.echo:
+            self.say(text if not text or text.startswith("#") else self.prompt() + text)
+        if not text or text.startswith("#"):
+            return True
+        word, _, rest = text.partition(" ")
+        word, rest = word.lower(), rest.strip()
+        if text.startswith("/"):
+            return self.command(text)
+        if text.isdigit():
+            return self.click(int(text))
+        if word == "click" and rest:
+            return self.click_label(rest)
+        if word == "as" and rest:
+            return self.switch_user(rest)
+        if word == "in" and rest:
+            return self.switch_channel(rest)
+        if word == "wait":
+            return self.wait(rest)
+        if word == "who" and not rest:
+            self.say(f"You are {self._who()}.")
+            return True
+        if word in ("help", "?") and not rest:
+            self.say(HELP)
+            if self.config_path is None:
+                self.say("People: " + PEOPLE_NOTE)
+            return True
+        self.say(f"Not understood: {text!r}. Type help for the commands.")
+        return False
+
+    def command(self, text: str) -> bool:
+        name, _, args = text.partition(" ")
+        if name.lower() != "/build":
+            self.say(f"{name}: this app only has /build. Type help for the commands.")
+            return False
+        hook = self.slack.response_url()
+        origin = Origin(self.user, self.channel, None)
+        self.hooks[_path(hook)] = origin
+        resp = self.sender.command(args.strip(), user=self.user, channel=self.channel,
+                                   response_url=hook, names=self._names())
+        with self.lock:
+            self.drain()
+            if resp.status_code != 200:
+                self.say(f"(the bot answered HTTP {resp.status_code}: {resp.text[:200]})")
+            elif resp.content:
+                message = _ack_message(resp)
+                public = message.get("response_type") == "in_channel"
+                origin.key = self._key()
+                origin.message = self.show(message, self._ephemeral_to(self.user, self.channel)
+                                           if not public else self._public(self.channel),
+                                           channel=self.channel, key=origin.key)
+                origin.public = public
+        self.settle()
+        return True
+
+    def click(self, number: int) -> bool:
+        button = self.buttons.get(number)
+        if button is None:
+            self.say(f"There is no button [{number}].")
+            return False
+        if number in self.gone:
+            self.say(f"Button [{number}] is no longer shown: its message was replaced.")
+            return False
+        return self._click(button)
+
+    def click_label(self, label: str) -> bool:
+        for button in sorted(self.buttons.values(), key=lambda b: -b.number):
+            if button.number not in self.gone \
+                    and button.label.casefold() == label.strip().casefold():
+                return self._click(button)
+        self.say(f"No button labelled {label!r} is shown.")
+        return False
+
+    def _click(self, button: Button) -> bool:
+        hook = self.slack.response_url()
+        self.hooks[_path(hook)] = Origin(self.user, button.channel, button.message,
+                                         public=button.ts is not None, key=button.key)
+        names = {**self._names(button.channel), "label": button.label}
+        resp = self.sender.click(button.action_id, button.value, user=self.user,
+                                 channel=button.channel, response_url=hook,
+                                 message_ts=button.ts, names=names)
+        if resp.status_code != 200:
+            self.say(f"(the bot answered HTTP {resp.status_code}: {resp.text[:200]})")
+        self.settle()
+        return True
+
+    def switch_user(self, who: str) -> bool:
+        who = who.strip().lstrip("@")
+        if _USER_ID.fullmatch(who):
+            user = who
+        elif re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]{0,30}", who):
+            user = PEOPLE.get(who.lower()) or "U01" + re.sub(r"[^A-Z0-9]", "", who.upper())
+            self.user_names.setdefault(user, who.lower())
+        else:
+            self.say(f"{who!r} is not a name or a Slack user ID (U...).")
+            return False
+        self.user = user
+        self.say(f"You are now {self._who()}.")
+        return True
+
+    def switch_channel(self, where: str) -> bool:
+        where = where.strip()
+        name = where.lstrip("#")
+        if _CHANNEL_ID.fullmatch(name) and not where.startswith("#"):
+            channel = name
+        elif re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,79}", name.lower()):
+            channel = CHANNELS.get(name.lower()) or "C01" + re.sub(r"[^A-Z0-9]", "",
+                                                                   name.upper())
+            self.channel_names.setdefault(channel, name.lower())
+        else:
+            self.say(f"{where!r} is not a channel name (#name) or a channel ID (C...).")
+            return False
+        self.channel = channel
+        self.say(f"You are now {self._who()}.")
+        return True
+
+    def wait(self, rest: str) -> bool:
+        """``wait``: until no build is being followed; ``wait N``: N seconds."""
+        if rest:
+            try:
+                seconds = float(rest)
+            except ValueError:
+                self.say("wait takes a number of seconds, or nothing.")
+                return False
+            end = time.monotonic() + max(0.0, min(seconds, 3600.0))
+            while time.monotonic() < end:
+                self.drain()
+                time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+            self.settle()
+            return True
+        end = time.monotonic() + WAIT_LIMIT
+        while time.monotonic() < end:
+            self.drain()
+            if self.runtime.flow.wait_idle(0) and self.runtime.store.watching_count() == 0:
+                self.settle()
+                return True
+            time.sleep(0.1)
+        self.say(f"(still waiting after {WAIT_LIMIT:.0f} s; giving up)")
+        return False
+
+    def settle(self, quiet: float = 0.3, limit: float = 10.0) -> None:
+        """Let the work after an ack finish, then show what the bot said (until it has been
+        quiet for ``quiet`` seconds)."""
+        self.runtime.flow.wait_idle(limit)
+        end = time.monotonic() + limit
+        seen = -1
+        calm_since = time.monotonic()
+        while time.monotonic() < end:
+            count = len(self.slack.all_calls())
+            if count != seen:
+                seen, calm_since = count, time.monotonic()
+            elif time.monotonic() - calm_since >= quiet:
+                break
+            time.sleep(0.02)
+        self.drain()
+
+    # --- what the bot said ------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Show every Slack call made since the last time, in the order Slack got them."""
+        with self.lock:
+            calls = self.slack.all_calls()
+            new, self.seen = calls[self.seen:], len(calls)
+            for call in new:
+                self.show_call(call)
+
+    def show_call(self, call: Call) -> None:
+        p = call.params
+        if call.method == "response_url":
+            origin = self.hooks.get(call.path) or Origin(self.user, self.channel, None)
+            if p.get("delete_original"):
+                self._retire(origin.key)
+                self.say(f"┌ deleted: \"{origin.message or 'the message'}\"\n")
+                return
+            public = p.get("response_type") == "in_channel" or (
+                bool(p.get("replace_original")) and origin.public)
+            head = self._public(origin.channel) if public else self._ephemeral_to(
+                origin.user, origin.channel)
+            replacing = bool(p.get("replace_original")) and origin.key is not None
+            if replacing:
+                head += f", replacing \"{origin.message}\""
+                self._retire(origin.key)
+            key = self._key()
+            label = self.show(p, head, channel=origin.channel, key=key)
+            if replacing or origin.key is None:
+                origin.message, origin.public, origin.key = label, public, key
+            return
+        if call.method == "chat.postMessage":
+            channel = str(p.get("channel", ""))
+            if channel.startswith(("U", "W", "D")):
+                head = f"direct message to {self._name(channel)}"
+            elif p.get("thread_ts"):
+                parent = self.ts_labels.get(str(p["thread_ts"]), "a message")
+                head = f"#{self._channel_name(channel)}, in the thread of \"{parent}\""
+            else:
+                head = self._public(channel)
+            label = self.show(p, head, channel=channel, ts=call.ts,
+                              key=f"ts:{call.ts}" if call.ts else self._key())
+            if call.ts:
+                self.ts_labels[call.ts] = label
+            return
+        if call.method == "chat.update":
+            channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
+            head = (f"#{self._channel_name(channel)}, the message \""
+                    f"{self.ts_labels.get(ts, 'a message')}\" now reads")
+            self._retire(f"ts:{ts}")
+            self.ts_labels[ts] = self.show(p, head, channel=channel, ts=ts, key=f"ts:{ts}")
+            return
+        if call.method == "chat.postEphemeral":
+            channel = str(p.get("channel", ""))
+            self.show(p, self._ephemeral_to(str(p.get("user", "")), channel), channel=channel,
+                      key=self._key())
+
+    def show(self, message: dict[str, Any], head: str, *, channel: str, key: str,
+             ts: str | None = None) -> str:
+        """Print one message under its header; return its first line (its label)."""
+        lines: list[str] = []
+        blocks = message.get("blocks")
+        if isinstance(blocks, list) and blocks:
+            for block in blocks:
+                lines += self._block(block, channel=channel, ts=ts, key=key,
+                                     label=lambda: _first(lines))
+        else:
+            lines += self.mrkdwn(str(message.get("text", ""))).splitlines()
+        label = _first(lines)
+        body = "\n".join(f"│ {line}".rstrip() for line in lines)
+        self.say(f"┌ {head}\n{body}\n")
+        return label
+
+    def _block(self, block: dict[str, Any], *, channel: str, ts: str | None, key: str,
+               label: Any) -> list[str]:
+        kind = block.get("type")
+        if kind in ("section", "header"):
+            out = []
+            text = block.get("text") or {}
+            if text.get("text"):
+                out += self.mrkdwn(str(text["text"])).splitlines()
+            for f in block.get("fields") or []:
+                out += self.mrkdwn(str(f.get("text", ""))).splitlines()
+            return out
+        if kind == "context":
+            parts = [self.mrkdwn(str(e.get("text", ""))) for e in block.get("elements") or []
+                     if e.get("text")]
+            return "  ".join(parts).splitlines()
+        if kind == "divider":
+            return ["──────"]
+        if kind == "actions":
+            shown = []
+            for element in block.get("elements") or []:
+                if element.get("type") != "button":
+                    continue
+                number = len(self.buttons) + 1
+                text = str((element.get("text") or {}).get("text", element.get("action_id")))
+                self.buttons[number] = Button(number, text, str(element.get("action_id")),
+                                              str(element.get("value", "")), channel, ts,
+                                              label(), key)
+                shown.append(f"[{number}] {text}")
+            return ["  ".join(shown)] if shown else []
+        return [f"({kind} block)"]
+
+    def mrkdwn(self, text: str) -> str:
+        """Slack's markup as a person reads it: mentions by name, links by label, emoji."""
+        def angle(m: re.Match[str]) -> str:
+            inner = m.group(1)
+            target, _, label = inner.partition("|")
+            if target.startswith("@"):
+                return "@" + (label or self._name(target[1:]))
+            if target.startswith("#"):
+                return "#" + (label or self._channel_name(target[1:]))
+            if target.startswith("!"):
+                return "@" + (label or target[1:].split("^")[0])
+            return label or target
+
+        text = _ANGLE.sub(angle, text)
+        text = _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text)
+        return html.unescape(text)
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            if self.prompting:
+                self.out.write("\r\033[K")
+            self.out.write(text + "\n")
+            if self.prompting:
+                self.out.write(self.prompt())
+            self.out.flush()
+
+    def _key(self) -> str:
+        self.messages += 1
+        return f"m{self.messages}"
+
+    def _retire(self, key: str | None) -> None:
+        self.gone |= {b.number for b in self.buttons.values() if b.key == key}
+
+    def _name(self, user: str) -> str:
+        return self.user_names.get(user, user)
+
+    def _channel_name(self, channel: str) -> str:
+        return self.channel_names.get(channel, channel)
+
+    def _names(self, channel: str | None = None) -> dict[str, str]:
+        return {"user_name": self._name(self.user),
+                "channel_name": self._channel_name(channel or self.channel)}
+
+    def _who(self) -> str:
+        return (f"{self._name(self.user)} ({self.user}) in #{self._channel_name(self.channel)} "
+                f"({self.channel})")
+
+    def _ephemeral_to(self, user: str, channel: str) -> str:
+        return f"only {self._name(user)} sees this (ephemeral), in #{self._channel_name(channel)}"
+
+    def _public(self, channel: str) -> str:
+        return f"#{self._channel_name(channel)}, everyone sees"
+
+
+def _stock(config: BuildbotConfig, slack: FakeSlack, codearts: FakeCodeArts) -> None:
+    """Every job of the file exists in the stand-in CodeArts; every user group in Slack."""
+    for name, job in config.jobs.items():
+        codearts.add_job(job.id, outcome="FAILURE" if name in FAILING_JOBS else "SUCCESS",
+                         duration=BUILD_SECONDS.get(name, DEFAULT_BUILD_SECONDS))
+        for group in job.usergroups:
+            slack.usergroups.setdefault(group, [])
+    for group, members in GROUP_MEMBERS.items():
+        slack.usergroups[group] = list(members)
+    slack.user_names.update({v: k for k, v in PEOPLE.items()})
+
+
+def _path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path
+
+
+def _first(lines: list[str]) -> str:
+    for line in lines:
+        if line.strip():
+            text = line.strip()
+            return text if len(text) <= 60 else text[:59] + "…"
+    return "a message"
+
+
+def _ack_message(resp: Any) -> dict[str, Any]:
+    try:
+        body = resp.json()
+    except ValueError:
+        return {"response_type": "ephemeral", "text": resp.text}
+    return body if isinstance(body, dict) else {"response_type": "ephemeral", "text": str(body)}
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--script", metavar="FILE",
+                        help="run the lines of FILE (as if typed) and exit; lines read from a "
+                             "stdin that is not a terminal are run the same way")
+    parser.add_argument("--config", metavar="PATH",
+                        help="a jobs file of your own instead of the example "
+                             "(examples/buildbot.toml)")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                        help="the bot's own log lines on stderr (default: WARNING)")
+
+
+def run(args: argparse.Namespace, *, stdin: TextIO | None = None,
+        out: TextIO | None = None) -> int:
+    """Run the demo: interactive on a terminal, else the script's lines. 0 when every line
+    was understood (and every ``wait`` ended), 1 otherwise; 2 for a bad script or jobs file."""
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
+    with contextlib.suppress(AttributeError, ValueError):
+        out.reconfigure(errors="replace")  # type: ignore[attr-defined]
+    lines: Iterable[str] | None = None
+    if args.script:
+        try:
+            lines = Path(args.script).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"buildbot demo: cannot read the script {args.script}: "
+                  f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return 2
+    elif not stdin.isatty():
+        lines = (line.rstrip("\n") for line in stdin)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        demo = Demo(config_path=Path(args.config) if args.config else None, out=out,
+                    log_level=args.log_level, echo=lines is not None)
+        with demo:
+            out.write(demo.banner() + "\n\n")
+            out.flush()
+            if lines is not None:
+                ok = all([demo.line(line) for line in _until_quit(lines)])
+                return 0 if ok else 1
+            _interactive(demo, stdin)
+            return 0
+    except ConfigError as exc:
+        print("buildbot demo: the jobs file is invalid:\n"
+              + "\n".join(f"  - {p}" for p in exc.problems), file=sys.stderr)
+        return 2
+
+
+def _until_quit(lines: Iterable[str]) -> Iterator[str]:
+    for line in lines:
+        if line.strip().lower() in ("quit", "exit"):
+            return
+        yield line
+
+
+def _interactive(demo: Demo, stdin: TextIO) -> None:
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (line editing and history for input())
+    stop = threading.Event()
+
+    def pump() -> None:  # results arrive while you type
+        while not stop.wait(0.25):
+            demo.drain()
+
+    threading.Thread(target=pump, name="buildbot-demo-pump", daemon=True).start()
+    try:
+        while True:
+            with demo.lock:
+                demo.prompting = True
+            try:
+                text = input(demo.prompt())
+            except EOFError:
+                demo.say("")
+                break
+            finally:
+                with demo.lock:
+                    demo.prompting = False
+            if text.strip().lower() in ("quit", "exit"):
+                break
+            demo.line(text)
+    except KeyboardInterrupt:
+        demo.say("")
+    finally:
+        stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot demo", description=__doc__.split(
+        "\n\n")[0].split(": ", 1)[-1])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+

@@ -227,3 +227,36 @@ def test_a_build_the_database_could_not_record_is_picked_up_once_it_is_back(
     next_poll(bot)
     assert len(replies(bot)) == 1
     assert len(bot.codearts.requests_to("/v3/jobs/build")) == 1
+
+
+def test_the_database_cut_right_after_the_run_answer_loses_no_build(
+        tmp_path: Path, pg_url: str) -> None:
+    import sqlalchemy as sa
+
+    from tests.test_http_server import TcpProxy
+
+    target = sa.engine.make_url(pg_url)
+    proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
+    proxied = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        with running_bot(proxied, tmp_path, poll=POLL) as bot:
+            bot.codearts.add_job(BACKEND_ID, duration=0)
+            bot.codearts.hang(1.0, path_prefix="/v3/jobs/build")  # CodeArts takes a second
+            rid, url = bot.confirmation("backend")
+            bot.click(msg.RUN, rid, response_url=url)
+            bot.slack.wait_for(lambda: bot.codearts.builds(BACKEND_ID))
+            proxy.cut()  # the database goes away before the answer comes back
+            first = bot.wait_response(url, 2, timeout=15)[1]["text"]
+            bot.wait_idle(30)
+            assert "*was started*" in first and "othing was started" not in first
+            proxy.restore()
+            settle(bot)  # once the database is back the history settles it
+            texts = [r["text"] for r in bot.slack.responses(url)]
+            assert any("CodeArts did start it" in t for t in texts)
+            assert not any("othing was started" in t for t in texts)
+            assert len(channel_posts(bot)) == 1
+            next_poll(bot)
+            assert len(replies(bot)) == 1
+            assert len(bot.codearts.requests_to("/v3/jobs/build")) == 1
+    finally:
+        proxy.close()

@@ -114,6 +114,25 @@ class Bot:
         assert self.runtime.flow.wait_idle(timeout), "the bot's worker did not settle"
 
 
+def database_away_once(monkeypatch: Any, method: str) -> None:
+    """The store's ``method`` fails once as a lost database connection would, then works:
+    the one place where no seam exists (the database answering some calls, not others)."""
+    import sqlalchemy as sa
+
+    from bot.store import Store
+
+    real = getattr(Store, method)
+    calls = {"n": 0}
+
+    def away_once(self: Store, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sa.exc.OperationalError(method, {}, Exception("server closed the connection"))
+        return real(self, **kw)
+
+    monkeypatch.setattr(Store, method, away_once)
+
+
 def run_value(message: dict[str, Any]) -> str:
     for block in message.get("blocks", []):
         if block.get("type") == "actions":

@@ -14,7 +14,7 @@ from bot import messages as msg
 from bot.engine import INTENT_GRACE
 from bot.lifecycle import Lease, WatchState
 from bot.watcher import Watcher
-from tests.harness import BACKEND_ID, Bot, running_bot
+from tests.harness import BACKEND_ID, Bot, database_away_once, running_bot
 
 POLL = 15.0
 
@@ -200,20 +200,7 @@ def test_a_build_with_other_parameters_is_not_taken_for_it(bot: Bot) -> None:
 
 def test_a_build_the_database_could_not_record_is_picked_up_once_it_is_back(
         bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sqlalchemy as sa
-
-    from bot.store import Store
-
-    real = Store.record_build
-    calls = {"n": 0}
-
-    def away_once(self: Store, **kw: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
-        return real(self, **kw)
-
-    monkeypatch.setattr(Store, "record_build", away_once)
+    database_away_once(monkeypatch, "record_build")
     rid, url = bot.confirmation("backend")
     bot.click(msg.RUN, rid, response_url=url)
     first = bot.wait_response(url, 2)[1]["text"]

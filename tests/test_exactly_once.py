@@ -11,13 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from bot import messages as msg
 from bot.lifecycle import MAX_AGE, WatchState
 from bot.store import DatabaseClock, Store
 from bot.watcher import Watcher
-from tests.harness import BACKEND_ID, DOCS_ID, Bot, button_value, running_bot
+from tests.harness import (
+    BACKEND_ID,
+    DOCS_ID,
+    Bot,
+    button_value,
+    database_away_once,
+    running_bot,
+)
 
 POLL = 15.0
 
@@ -101,16 +107,7 @@ def test_a_rebuild_on_two_replicas_asks_one_question(db_url: str, tmp_path: Path
 
 def test_a_failure_to_save_the_message_ts_says_started_and_announces_once(
         bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = Store.set_announced
-    calls = {"n": 0}
-
-    def flaky(self: Store, **kw: Any) -> bool:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise sa.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
-        return real(self, **kw)
-
-    monkeypatch.setattr(Store, "set_announced", flaky)
+    database_away_once(monkeypatch, "set_announced")
     rid, url = bot.confirmation("backend")
     bot.click(msg.RUN, rid, response_url=url)
     replaced = bot.wait_response(url, 2)[1]

@@ -1,7 +1,10 @@
 """Operator commands: ``check-config`` and ``explain``. Print to stdout, return an exit code.
 
 Neither calls Slack or CodeArts: ``check-config`` validates the environment and the jobs
-file; ``explain`` shows what ``/build ...`` would do for a given user and channel.
+file; ``explain`` shows what ``/build ...`` would do for a given user and channel. The
+arguments of every subcommand of ``python -m bot`` are declared here too (``add_*``), so
+building the command line imports nothing the subcommand itself does not need (the demo's
+stand-ins stay out of the production path).
 """
 
 from __future__ import annotations
@@ -25,15 +28,53 @@ def config_path(arg: str | None) -> str:
     return arg or os.environ.get("BUILDBOT_CONFIG") or "buildbot.toml"
 
 
+CONFIG_HELP = "the jobs file (default: $BUILDBOT_CONFIG, else buildbot.toml in this folder)"
+CHECK_CONFIG = "Validate the environment and the jobs file; list every problem, call nothing."
+EXPLAIN = "Print what /build would do for a user in a channel; sends nothing."
+DEMO = ("Run the real bot in this terminal against stand-ins for Slack and CodeArts: no "
+        "workspace, no cloud account, no environment needed.")
+
+
+def add_config_argument(parser: argparse.ArgumentParser, **kw: object) -> None:
+    parser.add_argument("--config", metavar="PATH", help=CONFIG_HELP, **kw)  # type: ignore[arg-type]
+
+
+def add_check_config_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+
+
+def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", required=True, help="Slack user ID, e.g. U01ALICE")
+    parser.add_argument("--channel", required=True, help="Slack channel ID, e.g. C01BUILDS")
+    parser.add_argument("--groups", metavar="S1,S2", help="the user groups the user is in "
+                        "(without it, user-group membership is not checked)")
+    add_config_argument(parser)
+    parser.add_argument("text", nargs="+", help='the command, e.g. "/build backend codeBranch=x"')
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--script", metavar="FILE",
+                        help="run the lines of FILE as if typed, then exit (lines piped into a "
+                             "stdin that is not a terminal are run the same way)")
+    parser.add_argument("--config", metavar="PATH",
+                        help="a jobs file of your own instead of the example "
+                             "(examples/buildbot.toml)")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                        help="the bot's own log lines, on stderr (default: WARNING)")
+
+
 def check_config(argv: Sequence[str] | None = None) -> int:
     """Validate environment and jobs file together, so one run lists every problem."""
-    parser = argparse.ArgumentParser(prog="python -m bot check-config",
-                                     description="Validate the environment and the jobs file.")
-    parser.add_argument("--config", metavar="PATH", help="jobs file (default: $BUILDBOT_CONFIG "
-                        "or buildbot.toml)")
+    parser = argparse.ArgumentParser(prog="python -m bot check-config", description=CHECK_CONFIG)
+    add_check_config_arguments(parser)
     args = _parse_args(parser, argv)
     if isinstance(args, int):
         return args
+    return run_check_config(args)
+
+
+def run_check_config(args: argparse.Namespace) -> int:
     problems: list[str] = []
     try:
         load_settings()
@@ -61,10 +102,18 @@ def _parse_args(parser: argparse.ArgumentParser,
         return exc.code if isinstance(exc.code, int) else 2
 
 
+def empty_jobs_warning(path: str) -> str:
+    return (f"warning: {path} has no jobs, so /build can run nothing: add a [jobs.NAME] table "
+            "(see examples/buildbot.toml).")
+
+
 def _summary(config: BuildbotConfig, path: str) -> str:
-    """A short OK line, plus a note for jobs nobody can run."""
+    """A short OK line, plus a warning for a file with no jobs and a note for jobs nobody
+    can run."""
     names = ", ".join(config.jobs) or "none"
     lines = [f"OK: environment and {path} are valid; {len(config.jobs)} job(s): {names}."]
+    if not config.jobs:
+        lines.append(empty_jobs_warning(path))
     if not config.admins:
         lines += [f"note: jobs.{j.name} has no users or usergroups and there are no admins, "
                   "so nobody can run it." for j in config.jobs.values()
@@ -73,13 +122,20 @@ def _summary(config: BuildbotConfig, path: str) -> str:
 
 
 class _RecordingGroups(StaticUserGroups):
-    """Remembers whether a lookup came back unknown, so explain can say it mattered."""
+    """Remembers which lookups came back unknown, so explain can say it mattered."""
 
-    unknown = False
+    def __init__(self, mapping: dict[str, set[str]] | None = None) -> None:
+        super().__init__(mapping)
+        self.unchecked: list[str] = []
+
+    @property
+    def unknown(self) -> bool:
+        return bool(self.unchecked)
 
     def members(self, group_id: str) -> frozenset[str] | None:
         found = super().members(group_id)
-        self.unknown = self.unknown or found is None
+        if found is None and group_id not in self.unchecked:
+            self.unchecked.append(group_id)
         return found
 
 
@@ -88,6 +144,10 @@ def explain(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(_explain_parser(), argv)
     if isinstance(args, int):
         return args
+    return run_explain(args)
+
+
+def run_explain(args: argparse.Namespace) -> int:
     try:
         config = load_config(config_path(args.config))
     except ConfigError as exc:
@@ -104,16 +164,8 @@ def explain(argv: Sequence[str] | None = None) -> int:
 
 
 def _explain_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bot explain",
-        description="Print what /build would do for a user in a channel; sends nothing.")
-    parser.add_argument("--user", required=True, help="Slack user ID, e.g. U01ALICE")
-    parser.add_argument("--channel", required=True, help="Slack channel ID, e.g. C01BUILDS")
-    parser.add_argument("--groups", metavar="S1,S2", help="user groups the user is in "
-                        "(without it, membership counts as unknown)")
-    parser.add_argument("--config", metavar="PATH", help="jobs file (default: $BUILDBOT_CONFIG "
-                        "or buildbot.toml)")
-    parser.add_argument("text", nargs="+", help='the command, e.g. "/build backend codeBranch=x"')
+    parser = argparse.ArgumentParser(prog="python -m bot explain", description=EXPLAIN)
+    add_explain_arguments(parser)
     return parser
 
 
@@ -136,18 +188,37 @@ def _explain_help(config: BuildbotConfig, user: str, channel: str,
 def _explain_build(config: BuildbotConfig, command: BuildCommand, user: str, channel: str,
                    groups: _RecordingGroups) -> int:
     decision = decide(config, command, user_id=user, channel_id=channel, usergroups=groups)
-    if not isinstance(decision, Approved):
+    if isinstance(decision, Approved):
+        _print_allowed(decision, "Allowed")
+        return 0
+    if not groups.unknown:
         print("Denied:\n" + "\n".join(f"- {p}" for p in decision.problems))
-        _note_unknown(groups)
         return 1
+    # Only membership of a user group could allow it, and that was not checked: say what
+    # would happen if the user is in one of those groups.
+    unchecked = ", ".join(groups.unchecked)
+    print(f"Not decided: user-group membership not checked (no --groups). {user} is not "
+          f"allowed by name; a member of {unchecked} would be.")
+    member = _RecordingGroups({g: {user} for g in groups.unchecked})
+    if_member = decide(config, command, user_id=user, channel_id=channel, usergroups=member)
+    if isinstance(if_member, Approved):
+        _print_allowed(if_member, f"If {user} is in {unchecked}: allowed")
+    else:
+        print(f"If {user} is in {unchecked}, still denied:\n"
+              + "\n".join(f"- {p}" for p in if_member.problems))
+    print(f"note: pass --groups {groups.unchecked[0]} (the groups {user} is in; --groups \"\" "
+          "for none) to decide.")
+    return 1
+
+
+def _print_allowed(decision: Approved, head: str) -> None:
     confirm = "yes (Run/Cancel buttons first)" if decision.confirm else "no"
-    print(f"Allowed: job {decision.job_name} ({decision.job_id}); confirm: {confirm}")
+    print(f"{head}: job {decision.job_name} ({decision.job_id}); confirm: {confirm}")
     print("POST /v3/jobs/build")
     print(json.dumps(decision.body, indent=2, ensure_ascii=False))
-    return 0
 
 
 def _note_unknown(groups: _RecordingGroups) -> None:
     if groups.unknown:
-        print("note: user group membership was unknown (no --groups); pass --groups S1,S2 "
+        print("note: user-group membership not checked (no --groups); pass --groups S1,S2 "
               "to say which groups the user is in.")

@@ -105,11 +105,17 @@ def _check_value(value: str, pattern: str | None, choices: list[str] | None, *, 
         raise ValueError(f"{_toml(value)} does not match pattern {_toml(pattern)}")
 
 
-def _slack_ids(v: list[str], *, star: bool) -> list[str]:
+# An example ID for each list of IDs, to show what belongs there.
+ID_EXAMPLES = {"users": "U01ALICE", "admins": "U01ADMIN", "usergroups": "S01DEVS",
+               "channels": "C01BUILDS"}
+
+
+def _slack_ids(v: list[str], *, star: bool, example: str = "U01ALICE") -> list[str]:
     """Slack IDs are single words; ``*`` only means something in ``users``."""
     for item in v:
         if not item or any(c.isspace() for c in item):
-            raise ValueError(f"{_toml(item)} is not a Slack ID: IDs have no spaces, e.g. U01ALICE")
+            raise ValueError(f"{_toml(item)} is not a Slack ID: IDs have no spaces, "
+                             f"e.g. {example}")
         if item == "*" and not star:
             raise ValueError('"*" is only allowed in users (it means everyone)')
     return v
@@ -149,7 +155,7 @@ class JobConfig(BaseModel):
     @field_validator("usergroups")
     @classmethod
     def _usergroups(cls, v: list[str]) -> list[str]:
-        return _slack_ids(v, star=False)
+        return _slack_ids(v, star=False, example=ID_EXAMPLES["usergroups"])
 
     @field_validator("channels")
     @classmethod
@@ -157,7 +163,7 @@ class JobConfig(BaseModel):
         if v is not None and not v:
             raise ValueError("an empty list allows no channel: list channel IDs, or remove "
                              "channels to allow any channel")
-        return v if v is None else _slack_ids(v, star=False)
+        return v if v is None else _slack_ids(v, star=False, example=ID_EXAMPLES["channels"])
 
 
 class BuildbotConfig(BaseModel):
@@ -171,7 +177,7 @@ class BuildbotConfig(BaseModel):
     @field_validator("admins")
     @classmethod
     def _admins(cls, v: list[str]) -> list[str]:
-        return _slack_ids(v, star=False)
+        return _slack_ids(v, star=False, example=ID_EXAMPLES["admins"])
 
 
 def load_config(path: str | Path) -> BuildbotConfig:
@@ -180,8 +186,9 @@ def load_config(path: str | Path) -> BuildbotConfig:
     try:
         text = Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError([(f"{source}: file not found: create it, or point BUILDBOT_CONFIG "
-                           "(or --config) at the jobs file.")]) from None
+        raise ConfigError([(f"{source}: file not found: create it (copy "
+                            "examples/buildbot.toml to start), or point BUILDBOT_CONFIG (or "
+                            "--config) at the jobs file.")]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{source}: not UTF-8 text (byte {exc.start}): save it as UTF-8."]
                           ) from None
@@ -266,7 +273,10 @@ def _describe(err: Mapping[str, Any]) -> str:
     if kind == "bool_type":
         return f"{_loc(loc)}: must be true or false (no quotes), not {_what(value)}."
     if kind == "list_type":
-        return f'{_loc(loc)}: must be a list of strings, e.g. ["U01ALICE"], not {_what(value)}.'
+        example = ID_EXAMPLES.get(str(loc[-1]) if loc else "", "U01ALICE")
+        if loc and loc[-1] == "choices":
+            example = "master"
+        return f'{_loc(loc)}: must be a list of strings, e.g. ["{example}"], not {_what(value)}.'
     if kind in ("dict_type", "model_type"):
         return f"{_loc(loc)}: must be a table, not {_what(value)}."
     msg = str(err["msg"]).removeprefix("Value error, ")

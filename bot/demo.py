@@ -595,18 +595,6 @@ def _ack_message(resp: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- the command line
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--script", metavar="FILE",
-                        help="run the lines of FILE (as if typed) and exit; lines read from a "
-                             "stdin that is not a terminal are run the same way")
-    parser.add_argument("--config", metavar="PATH",
-                        help="a jobs file of your own instead of the example "
-                             "(examples/buildbot.toml)")
-    parser.add_argument("--log-level", default="WARNING", type=str.upper,
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-                        help="the bot's own log lines on stderr (default: WARNING)")
-
-
 def run(args: argparse.Namespace, *, stdin: TextIO | None = None,
         out: TextIO | None = None) -> int:
     """Run the demo: interactive on a terminal, else the script's lines. 0 when every line
@@ -684,8 +672,10 @@ def _interactive(demo: Demo, stdin: TextIO) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot demo", description=__doc__.split(
-        "\n\n")[0].split(": ", 1)[-1])
-    add_arguments(parser)
+    """``python -m bot demo ...`` without the rest of the command line."""
+    from bot import cli
+
+    parser = argparse.ArgumentParser(prog="python -m bot demo", description=cli.DEMO)
+    cli.add_demo_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -125,9 +125,10 @@ def _permission_problems(config: BuildbotConfig, job: JobConfig, user_id: str,
         return [(f"You may not run `{job.name}`: ask an admin to add you to its users or "
                 "user groups.")]
     if not channel_allowed(job, channel_id):
-        where = ", ".join(job.channels or ())
-        return [(f"`{job.name}` cannot be run in this channel: run it in one of its channels "
-                f"({where}).")]
+        channels = job.channels or []
+        where = (f"its channel ({channels[0]})" if len(channels) == 1 else
+                 f"one of its channels ({', '.join(channels)})")
+        return [f"`{job.name}` cannot be run in this channel: run it in {where}."]
     return []
 
 
@@ -256,6 +257,9 @@ def _declared_problem(name: str, spec: ParamSpec, value: str | None, *, given: b
     if problem:
         return problem
     if spec.choices is not None and value not in spec.choices:
+        if len(spec.choices) == 1:
+            return (f"`{name}` can only be `{show(spec.choices[0])}`, not `{show(value)}`: "
+                    f"give {name}={show(spec.choices[0])} or leave it out.")
         return (f"`{name}` must be one of {', '.join(spec.choices)}, not `{show(value)}`: "
                 "pick one of those.")
     if spec.pattern is not None and not re.fullmatch(spec.pattern, value):
@@ -278,6 +282,9 @@ def _undeclared_message(job: JobConfig, name: str) -> str:
                 "(commit= and tag= are always accepted).")
     close = [n for n in job.params if _fold(n) == _fold(name)]
     hint = f" (did you mean `{close[0]}`?)" if close else ""
+    if len(job.params) == 1:
+        return (f"`{show(name)}` is not a parameter of `{job.name}`{hint}: its only parameter "
+                f"is {next(iter(job.params))}.")
     return (f"`{show(name)}` is not a parameter of `{job.name}`{hint}: use one of "
             f"{', '.join(job.params)}.")
 

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from slack_bolt.error import BoltError
-from slack_sdk.errors import SlackClientError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.auth import AkSkAuth, IamPasswordAuth, TokenAuth
@@ -41,8 +40,13 @@ class Runtime:
     def __init__(self, settings: Settings, config: BuildbotConfig, *,
                  api: CodeArtsClient | None = None, clock: Callable[[], float] = time.time,
                  watch: bool = True, slack_backoff: float = BACKOFF,
-                 slack_timeout: int = 10) -> None:
+                 slack_timeout: int = 10, verify: bool = True) -> None:
+        """``verify``: have Slack accept the bot token now (tests, benchmarks, the demo);
+        ``python -m bot`` passes False and calls ``verify_slack()`` once its HTTP port is
+        open. The watcher (``watch``) starts only once Slack has accepted the token, so a
+        bad token cannot make it give up on the results it owes."""
         self.settings = settings
+        self._watch, self._watching = watch, False
         self.server: Any = None
         self.ready = threading.Event()
         try:
@@ -75,18 +79,37 @@ class Runtime:
         self.flow = Flow(config=config, engine=self.engine, slack=self.slack,
                          groups=SlackUserGroups(self.slack), worker=self.worker, clock=self.clock)
         secret = settings.slack_signing_secret
-        try:
-            self.app = create_app(self.flow,
-                                  signing_secret=secret.get_secret_value() if secret else None)
-        except (BoltError, SlackClientError, OSError) as exc:
-            self.store.close()
-            raise StartError(f"Slack refused SLACK_BOT_TOKEN or could not be reached at "
-                             f"SLACK_API_URL ({_first_line(exc)})") from None
+        # no auth.test here: ``verify_slack`` makes it, when the caller is ready for it
+        self.app = create_app(self.flow, token_verification=False,
+                              signing_secret=secret.get_secret_value() if secret else None)
         self.watcher = Watcher(self.engine, poll_seconds=settings.build_poll_seconds,
                                lease_seconds=settings.watch_lease_seconds,
                                threads=settings.watcher_threads,
                                audit_keep_days=settings.audit_keep_days, clock=self.clock)
-        if watch:
+        if verify:
+            try:
+                self.verify_slack()
+            except StartError:
+                self.store.close()
+                raise
+
+    def verify_slack(self) -> None:
+        """Have Slack accept the bot token (``auth.test``), then be ready (``/readyz``) and
+        start the watcher. A refusal or no answer raises StartError naming the variable."""
+        try:
+            answer = self.slack.auth_test()
+        except SlackApiError as exc:
+            error = exc.response.get("error", "unknown_error") if exc.response else "no answer"
+            raise StartError(f"Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User "
+                             "OAuth Token (xoxb-...) from your Slack app's OAuth & Permissions "
+                             "page, reinstalling the app if it was revoked") from None
+        except (SlackClientError, OSError) as exc:
+            raise StartError(f"Slack could not be reached at SLACK_API_URL "
+                             f"({type(exc).__name__}: {_first_line(exc)})") from None
+        _remember_auth_test(self.app, answer)
+        self.ready.set()
+        if self._watch and not self._watching:
+            self._watching = True
             self.watcher.start()
 
     def bind_http(self, *, host: str = "0.0.0.0", port: int | None = None) -> int:
@@ -103,24 +126,43 @@ class Runtime:
                                   threads=max(8, self.settings.worker_threads * 2),
                                   max_connections=self.settings.http_max_connections,
                                   request_timeout=self.settings.http_request_timeout)
-        # ``create_app`` above had Slack accept the bot token (auth.test) before returning
-        self.ready.set()
+        # ``/readyz`` says "starting" until ``verify_slack`` has had Slack accept the token
         bound = int(self.server.effective_port)
         log.info("listening on %s:%s", host, bound)
         return bound
 
     def serve_http(self, *, host: str = "0.0.0.0", port: int | None = None) -> None:
-        """Block serving Slack's requests."""
+        """Open the port, then (if not done yet) have Slack accept the token, then serve
+        until stopped. Meanwhile ``/healthz`` answers 200 and ``/readyz`` 503 "starting"; a
+        refusal raises StartError and the port closes."""
         if self.server is None:
             self.bind_http(host=host, port=port)
-        self.server.run()
+        if self.ready.is_set():
+            self.server.run()
+            return
+        failed: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                self.server.run()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                failed.append(exc)
+
+        thread = threading.Thread(target=serve, name="buildbot-http", daemon=True)
+        thread.start()
+        self.verify_slack()
+        while thread.is_alive():  # join with a timeout, so SIGTERM and Ctrl-C get through
+            thread.join(0.5)
+        if failed:
+            raise failed[0]
 
     def serve_socket_mode(self) -> None:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         token = self.settings.slack_app_token
         assert token is not None
-        self.ready.set()
+        if not self.ready.is_set():
+            self.verify_slack()
         SocketModeHandler(self.app, token.get_secret_value()).start()
 
     def close(self, deadline: float = 30.0) -> bool:
@@ -139,6 +181,19 @@ class Runtime:
         self.api.close()
         self.store.close()
         return True
+
+
+def _remember_auth_test(app: Any, answer: Any) -> None:
+    """Hand the ``auth.test`` answer to Bolt's single-workspace authorization, which would
+    otherwise make the same call on the first request (it makes it at start only when Bolt
+    verifies the token itself). If Bolt's internals change, it simply makes that call."""
+    from slack_bolt.middleware.authorization.single_team_authorization import (
+        SingleTeamAuthorization,
+    )
+
+    for middleware in getattr(app, "_middleware_list", ()):
+        if isinstance(middleware, SingleTeamAuthorization) and not middleware.auth_test_result:
+            middleware.auth_test_result = answer
 
 
 def _first_line(exc: Exception) -> str:

@@ -8,12 +8,21 @@ their values.
 
 from __future__ import annotations
 
+import os
 import string
+import unicodedata
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AuthMethod = Literal["token", "iam", "aksk"]
@@ -21,6 +30,24 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # What BUILD_LINK_TEMPLATE may use, each as a bare {name}.
 LINK_PLACEHOLDERS = ("job_id", "build_no", "daily_build_number", "project_id")
+# Values that are never anything but printable ASCII without spaces: a character outside that
+# (an ellipsis, a curly quote, a space) was pasted from an example or a document.
+TOKENS = ("slack_bot_token", "slack_app_token", "slack_signing_secret", "codearts_token",
+          "cloud_sdk_ak", "cloud_sdk_sk", "codearts_project_id")
+URLS = ("slack_api_url", "codearts_endpoint", "iam_endpoint", "database_url")
+# Free text: only the ellipsis of a placeholder ("IAM_USER=…") is refused.
+TEXTS = ("iam_user", "iam_password", "iam_domain", "iam_project", "build_link_template")
+# Slack's token prefixes (a rotating bot token starts "xoxe.xoxb-").
+BOT_TOKEN_PREFIXES = ("xoxb-", "xoxe.xoxb-")
+APP_TOKEN_PREFIX = "xapp-"
+DATABASE_HINT = "e.g. sqlite:///buildbot.db (a file here) or postgresql://user@host/db"
+# Said after "X is not set", to say where the value comes from.
+MISSING_HINTS = {
+    "SLACK_BOT_TOKEN": ("copy the Bot User OAuth Token (xoxb-...) from your Slack app's "
+                        "OAuth & Permissions page"),
+    "CODEARTS_ENDPOINT": ("the CodeArts Build endpoint of your region, e.g. "
+                          "https://cloudbuild-ext.cn-north-4.myhuaweicloud.com"),
+}
 
 
 class SettingsError(Exception):
@@ -77,10 +104,34 @@ class Settings(BaseSettings):
     # waited longest for its request is closed to make room.
     http_max_connections: int = Field(default=1000, ge=10, le=50_000)
 
+    @field_validator(*TOKENS, *URLS, *TEXTS, mode="before")
+    @classmethod
+    def _pasted(cls, v: object, info: ValidationInfo) -> object:
+        """No placeholder or stray character; checked before anything is sent anywhere."""
+        text = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if text == "" and info.field_name == "slack_app_token":
+            return None  # SLACK_APP_TOKEN= (empty) means HTTP mode, as if unset
+        if isinstance(text, str):
+            name = info.field_name or ""
+            problem = pasted_problem(text, strict=name not in TEXTS, what=_noun(name))
+            if problem is None and name in ("slack_bot_token", "slack_app_token") and text:
+                problem = slack_token_problem(name.upper(), text)
+            if problem:
+                raise ValueError(problem)
+        return v
+
     @field_validator("slack_api_url")
     @classmethod
     def _slash(cls, v: str) -> str:
         return v if v.endswith("/") else v + "/"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        problem = database_url_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("codearts_endpoint", "iam_endpoint")
     @classmethod
@@ -125,6 +176,69 @@ class Settings(BaseSettings):
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+
+def _noun(field: str) -> str:
+    if field in URLS:
+        return "URL"
+    if field.endswith("token"):
+        return "token"
+    return "secret" if field.endswith(("secret", "_sk")) else "value"
+
+
+def pasted_problem(value: str, *, strict: bool, what: str = "value") -> str | None:
+    """Why ``value`` looks pasted from an example rather than real, or None. It never quotes
+    the value (it may be a secret), only the character that gave it away. ``strict``: the
+    value is printable ASCII without spaces (tokens, keys, URLs), so any other character
+    gives it away; otherwise only the ellipsis of a placeholder does."""
+    for char in value:
+        if char == "\u2026" or (strict and not (char.isascii() and char.isprintable())) or (
+                strict and char.isspace()):
+            if char.isspace():
+                shown = "a space or line break"
+            else:
+                shown = f"{char!r} ({unicodedata.name(char, f'U+{ord(char):04X}')})"
+            return (f"it contains {shown}, which no real {what} has: it looks pasted from an "
+                    f"example; put the real {what} in")
+    if strict and what != "URL" and ("..." in value or value.startswith("<")):
+        return f"it looks like a placeholder (\"...\" or \"<...>\"): put the real {what} in"
+    return None
+
+
+def slack_token_problem(name: str, token: str) -> str | None:
+    """The token's shape, checked locally: a bot token starts ``xoxb-``, an app-level token
+    ``xapp-``."""
+    if name == "SLACK_BOT_TOKEN" and not token.startswith(BOT_TOKEN_PREFIXES):
+        if token.startswith(APP_TOKEN_PREFIX):
+            return ("it is an app-level token (xapp-...): put the Bot User OAuth Token "
+                    "(xoxb-...) here, and the app-level token in SLACK_APP_TOKEN")
+        if token.startswith("xoxp-"):
+            return ("it is a user token (xoxp-...): buildbot needs the Bot User OAuth Token "
+                    "(xoxb-...) from the app's OAuth & Permissions page")
+        return ("a bot token starts with xoxb-: copy the Bot User OAuth Token from the app's "
+                "OAuth & Permissions page")
+    if name == "SLACK_APP_TOKEN" and not token.startswith(APP_TOKEN_PREFIX):
+        if token.startswith(BOT_TOKEN_PREFIXES):
+            return ("it is a bot token (xoxb-...): an app-level token starts with xapp- "
+                    "(Basic Information > App-Level Tokens); unset it for HTTP mode")
+        return ("an app-level token starts with xapp-: create one with connections:write "
+                "under Basic Information > App-Level Tokens, or unset it for HTTP mode")
+    return None
+
+
+def database_url_problem(url: str) -> str | None:
+    """Whether SQLAlchemy can read ``url`` as a SQLite or PostgreSQL URL (never quoted: it
+    may hold a password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except (ArgumentError, ValueError):
+        return f"it is not a database URL: use one, {DATABASE_HINT}"
+    if backend not in ("sqlite", "postgresql", "postgres"):
+        return f"buildbot stores its state in SQLite or PostgreSQL, not {backend}: {DATABASE_HINT}"
+    return None
 
 
 def link_template_problem(template: str) -> str | None:
@@ -197,15 +311,56 @@ def _auth_problems(s: Settings) -> list[str]:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build Settings from the environment (plus overrides); raise SettingsError naming variables."""
+    """Build Settings from the environment (plus overrides); raise SettingsError naming
+    variables, every problem at once: those of each variable and those between them (the
+    CodeArts authentication, the signing secret, a swapped pair of Slack tokens)."""
+    raw = _raw(overrides)
+    problems: list[str] = []
+    settings: Settings | None = None
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise SettingsError([_describe(err) for err in exc.errors()]) from None
-    if not settings.socket_mode and not _set(settings.slack_signing_secret):
-        raise SettingsError([("SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify "
-                              "requests from Slack (or set SLACK_APP_TOKEN for Socket Mode).")])
+        errors = exc.errors()
+        # the model-level check (the auth method) did not run if a field failed; it is
+        # checked below from the raw values either way, so it is said once
+        problems += [_describe(err) for err in errors if err["loc"]]
+    problems += _auth_problems(_RawView(raw))  # type: ignore[arg-type]
+    if not raw.get("slack_app_token") and not raw.get("slack_signing_secret"):
+        problems.append("SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify "
+                        "requests from Slack (or set SLACK_APP_TOKEN for Socket Mode).")
+    bot, app = raw.get("slack_bot_token", ""), raw.get("slack_app_token", "")
+    if bot.startswith(APP_TOKEN_PREFIX) and app.startswith(BOT_TOKEN_PREFIXES):
+        problems = [p for p in problems if not p.startswith(("SLACK_BOT_TOKEN is invalid",
+                                                             "SLACK_APP_TOKEN is invalid"))]
+        problems.insert(0, "SLACK_BOT_TOKEN and SLACK_APP_TOKEN are swapped: the bot token "
+                           "(xoxb-...) goes in SLACK_BOT_TOKEN, the app-level token (xapp-...) "
+                           "in SLACK_APP_TOKEN.")
+    if problems or settings is None:
+        raise SettingsError(problems)
     return settings
+
+
+def _raw(overrides: dict[str, object]) -> dict[str, str]:
+    """The values Settings reads, as text (the environment, case-insensitively, then the
+    overrides), to check what lies between variables even when one of them is invalid."""
+    names = set(Settings.model_fields)
+    raw = {k.lower(): v for k, v in os.environ.items() if k.lower() in names}
+    for key, value in overrides.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    return raw
+
+
+class _RawView:
+    """Raw values with the attribute names ``_auth_problems`` reads."""
+
+    def __init__(self, raw: dict[str, str]) -> None:
+        self._raw = raw
+
+    def __getattr__(self, name: str) -> str | None:
+        return self._raw.get(name) or None
 
 
 def _describe(err: object) -> str:
@@ -215,5 +370,6 @@ def _describe(err: object) -> str:
         return msg.removeprefix("Value error, ")
     name = str(loc[0]).upper()
     if err["type"] == "missing":  # type: ignore[index]
-        return f"{name} is not set."
+        hint = MISSING_HINTS.get(name)
+        return f"{name} is not set: {hint}." if hint else f"{name} is not set."
     return f"{name} is invalid: {msg.removeprefix('Value error, ')}."

@@ -91,8 +91,10 @@ def test_check_config_lists_every_problem_from_env_and_file(
     write(tmp_path, 'typo = 1\n[jobs.a]\nid = "short"\n')
     assert cli.check_config([]) == 1
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "3 configuration problem(s):"
-    assert "- environment: CODEARTS_ENDPOINT is not set." in out
+    assert out.splitlines()[0] == "4 configuration problem(s):"
+    assert "- environment: CODEARTS_ENDPOINT is not set: " in out
+    # the problems between variables are listed with the others, not after a second run
+    assert "- environment: No CodeArts authentication is set" in out
     assert "- buildbot.toml: typo: unknown key" in out
     assert "- buildbot.toml: jobs.a.id: `short` is not a build task ID" in out
     assert SECRET not in out and "xapp-also-secret" not in out
@@ -191,15 +193,27 @@ def test_explain_denied_lists_each_problem(tmp_path: Path,
     assert capsys.readouterr().out == (
         "Denied:\n"
         "- `codeBranch` must be one of master, develop, not `x`: pick one of those.\n"
-        "- `extra` is not a parameter of `backend`: use one of codeBranch.\n")
+        "- `extra` is not a parameter of `backend`: its only parameter is codeBranch.\n")
 
 
-def test_explain_without_groups_says_membership_was_unknown(
+def test_explain_without_groups_says_membership_was_not_checked(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not "Denied" (nor "try again later"): what it would be if the user is in the group."""
     assert explain(tmp_path, "--user", "UBOB", "--channel", "CBUILDS", "/build backend") == 1
     out = capsys.readouterr().out
-    assert "could not be checked: try again later." in out
-    assert "note: user group membership was unknown (no --groups)" in out
+    assert out.startswith("Not decided: user-group membership not checked (no --groups). "
+                          "UBOB is not allowed by name; a member of SDEVS would be.\n")
+    assert "If UBOB is in SDEVS: allowed: job backend" in out and '"job_id"' in out
+    assert "Denied" not in out and "try again later" not in out
+    assert "note: pass --groups SDEVS" in out
+
+
+def test_explain_without_groups_still_lists_what_membership_would_not_fix(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UBOB", "--channel", "CBUILDS",
+                   "/build backend codeBranch=x") == 1
+    out = capsys.readouterr().out
+    assert "If UBOB is in SDEVS, still denied:\n- `codeBranch` must be one of master" in out
 
 
 def test_explain_with_groups_uses_them(tmp_path: Path,

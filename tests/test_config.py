@@ -121,7 +121,14 @@ def test_users_may_be_everyone() -> None:
      "in users (it means everyone).")),
     (job("channels = []"), ("buildbot.toml: jobs.backend.channels: an empty list allows no "
      "channel: list channel IDs, or remove channels to allow any channel.")),
-    ('admins = "U1"', ('buildbot.toml: admins: must be a list of strings, e.g. ["U01ALICE"], '
+    # the example fits the field: a channel ID for channels, a group ID for usergroups
+    (job('channels = ["C 1"]'), ('buildbot.toml: jobs.backend.channels: "C 1" is not a Slack '
+     "ID: IDs have no spaces, e.g. C01BUILDS.")),
+    (job('channels = "C1"'), ('buildbot.toml: jobs.backend.channels: must be a list of strings, '
+     'e.g. ["C01BUILDS"], not the string "C1".')),
+    (job('usergroups = ["S 1"]'), ('buildbot.toml: jobs.backend.usergroups: "S 1" is not a '
+     "Slack ID: IDs have no spaces, e.g. S01DEVS.")),
+    ('admins = "U1"', ('buildbot.toml: admins: must be a list of strings, e.g. ["U01ADMIN"], '
      'not the string "U1".')),
     ('admins = ["*"]', ('buildbot.toml: admins: "*" is only allowed in users (it means '
      'everyone).')),
@@ -234,8 +241,9 @@ def test_load_config_names_the_file_in_problems(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    (lambda p: p / "missing.toml", ("file not found: create it, or point BUILDBOT_CONFIG "
-                                   "(or --config) at the jobs file.")),
+    (lambda p: p / "missing.toml", ("file not found: create it (copy examples/buildbot.toml "
+                                   "to start), or point BUILDBOT_CONFIG (or --config) at the "
+                                   "jobs file.")),
     (lambda p: p, "cannot be read: Is a directory."),
     (lambda p: _write(p / "latin1.toml", b"description = \"caf\xe9\""),
      "not UTF-8 text (byte 18): save it as UTF-8."),

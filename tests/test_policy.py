@@ -200,7 +200,7 @@ def test_usergroups_are_asked_only_until_one_allows() -> None:
 @pytest.mark.parametrize("user", ["UALICE", "UADMIN"])
 def test_channel_list_applies_to_everyone_including_admins(user: str) -> None:
     assert problems_of(run("backend", ("env", "x"), user=user, channel="CRANDOM")) == (
-        "`backend` cannot be run in this channel: run it in one of its channels (CBUILDS).",)
+        "`backend` cannot be run in this channel: run it in its channel (CBUILDS).",)
 
 
 def test_no_channel_list_means_any_channel() -> None:
@@ -375,6 +375,30 @@ def test_decide_sends_any_commit_of_1_to_64_hex_digits(commit: str, ok: bool) ->
 ])
 def test_declared_params_rules(params: tuple[tuple[str, str], ...], problem: str) -> None:
     assert problems_of(run("backend", *params)) == (problem,)
+
+
+ONE_OF_EACH = parse_config("""
+[jobs.solo]
+id = "0123456789abcdef0123456789abcdef"
+users = ["*"]
+channels = ["CBUILDS"]
+[jobs.solo.params.target]
+choices = ["staging"]
+""", source="test.toml")
+
+
+@pytest.mark.parametrize(("params", "channel", "problem"), [
+    ((("target", "prod"),), "CBUILDS",
+     "`target` can only be `staging`, not `prod`: give target=staging or leave it out."),
+    ((("tagret", "x"),), "CBUILDS",
+     "`tagret` is not a parameter of `solo`: its only parameter is target."),
+    ((), "CRANDOM", "`solo` cannot be run in this channel: run it in its channel (CBUILDS)."),
+])
+def test_a_list_of_one_is_not_offered_as_a_choice(params: tuple[tuple[str, str], ...],
+                                                  channel: str, problem: str) -> None:
+    decision = decide(ONE_OF_EACH, BuildCommand("solo", params, None, None), user_id="U1",
+                      channel_id=channel, usergroups=StaticUserGroups({}))
+    assert problems_of(decision) == (problem,)
 
 
 @pytest.mark.parametrize(("params", "sent"), [

@@ -177,7 +177,7 @@ def measure_slow(n: int, *, share: float, slow_s: float, poll: float, periods: i
     for job, made in made_by_job:
         for no, daily in made:
             bid = uuid.uuid4().hex
-            ids[bid] = f"{job}/{no}"
+            ids[f"1700000000.{i:06d}"] = f"{job}/{no}"  # thread ts -> build
             rows.append({"id": bid, "created_at": now, "user_id": USERS[i % len(USERS)],
                          "channel_id": "CBUILDS", "job_name": "backend", "job_id": job,
                          "build_no": no, "daily_build_number": daily, "response_url": None,
@@ -200,10 +200,8 @@ def measure_slow(n: int, *, share: float, slow_s: float, poll: float, periods: i
     ends = codearts.ask(("ends",))
     lags = []
     for call in slack.all_calls():
-        meta = (call.params.get("metadata") or {}).get("event_payload") or {}
-        key = ids.get(meta.get("build_id", ""))
-        if call.method == "chat.postMessage" and call.params.get("thread_ts") and key \
-                and not key.startswith(slow_job):
+        key = ids.get(call.params.get("thread_ts") or "")
+        if call.method == "chat.postMessage" and key and not key.startswith(slow_job):
             lags.append(call.at - ends[key])
     expected = sum(len(m) for j, m in made_by_job[1:])
     return {"builds": n, "slow_share": share, "slow_call_s": slow_s, "poll_s": poll,

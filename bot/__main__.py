@@ -80,12 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cannot_start(problems: list[str]) -> int:
-    """Every start-up problem in one message on stderr; exit code 2."""
-    if len(problems) == 1:
-        print(f"buildbot cannot start: {problems[0]}", file=sys.stderr)
-    else:
-        print(f"buildbot cannot start ({len(problems)} problems):\n"
-              + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+    """Every start-up problem in one message on stderr, one line each; exit code 2."""
+    print("buildbot cannot start:\n" + "\n".join(f"  - {p}" for p in problems),
+          file=sys.stderr)
     return 2
 
 

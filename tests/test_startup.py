@@ -47,11 +47,12 @@ def good_env(slack: FakeSlack, jobs: Path, tmp_path: Path, **extra: str) -> dict
 
 
 def one_line(out: subprocess.CompletedProcess[str]) -> str:
-    """The whole of stderr, which must be a single line."""
+    """The one reason under "buildbot cannot start:", which is the whole of stderr."""
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1, out.stderr
+    assert len(lines) == 2 and lines[0] == "buildbot cannot start:", out.stderr
+    assert lines[1].startswith("  - ")
     assert "Traceback" not in out.stderr + out.stdout
-    return lines[0]
+    return lines[1][len("  - "):]
 
 
 # ---------------------------------------------------------------- the command line
@@ -112,7 +113,8 @@ def test_config_option_wins_over_buildbot_config(slack: FakeSlack, jobs: Path,
 def test_every_problem_of_the_environment_and_the_file_in_one_message(tmp_path: Path) -> None:
     out = bot(env=clean_env(), cwd=tmp_path)  # nothing set, no buildbot.toml here
     assert out.returncode == 2
-    assert out.stderr.startswith("buildbot cannot start (5 problems):\n")
+    assert out.stderr.startswith("buildbot cannot start:\n")
+    assert len([line for line in out.stderr.splitlines() if line.startswith("  - ")]) == 5
     for words in ("SLACK_BOT_TOKEN is not set", "CODEARTS_ENDPOINT is not set",
                   "No CodeArts authentication is set", "SLACK_SIGNING_SECRET is not set",
                   "buildbot.toml: file not found"):
@@ -148,7 +150,7 @@ def test_a_pasted_placeholder_is_one_line_naming_the_variable(name: str, value: 
     out = bot(env=good_env(slack, jobs, tmp_path, **{name: value}))
     assert out.returncode == 2
     line = one_line(out)
-    assert line.startswith(f"buildbot cannot start: {name} is invalid: ")
+    assert line.startswith(f"{name} is invalid: ")
     assert value not in line
     assert slack.all_calls() == []  # checked before any network call
 
@@ -234,7 +236,7 @@ def test_slack_refusing_the_token_is_one_line_and_exit_2(slack: FakeSlack, jobs:
     out = bot(env=good_env(slack, jobs, tmp_path))
     assert out.returncode == 2
     line = one_line(out)
-    assert line.startswith("buildbot cannot start: Slack refused SLACK_BOT_TOKEN (invalid_auth): ")
+    assert line.startswith("Slack refused SLACK_BOT_TOKEN (invalid_auth): ")
     assert BOT_TOKEN not in out.stderr
 
 

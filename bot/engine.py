@@ -51,6 +51,8 @@ LOOK_BACK = 300.0  # a channel is searched this far before a post was claimed (c
 ANSWER_LOST = "answer lost: "  # the note on a request whose run answer never came
 SETTLE_SOON = 20.0  # seconds before a lost answer is looked for in the history
 NOT_STARTED_AFTER = 60.0  # "nothing started" only once the history had this long to show it
+HISTORY_PAGE = 50  # history lines read per call when settling a lost run answer
+HISTORY_PAGES = 10  # at most this many pages: 500 builds around the moment
 SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost run answer
 SETTLE_GIVE_UP = 1800.0  # history unreadable this long past the grace: tell "unknown"
 
@@ -79,6 +81,7 @@ class Engine:
         self._unsaved: dict[str, tuple[str, str]] = {}
         self._unsaved_lock = threading.Lock()
         self._settle_tried: dict[str, float] = {}  # request id -> last history read
+        self._settle_lock = threading.Lock()
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -162,39 +165,64 @@ class Engine:
         adopted and followed; none, where the history covers the moment, is told as
         not started and asked again; otherwise the user is told it may have started.
         The run is never sent again by the bot itself."""
+        for request in self.due_settlements():
+            self.settle_one(request)
+
+    def due_settlements(self, limit: int | None = None) -> list[Request]:
+        """Lost run answers due to be looked for now; each is handed out once until it is
+        settled or ``SETTLE_RETRY`` has passed (the watcher runs them beside its polls)."""
         now = self.clock()
-        for request in self.store.stale_sending(older_than=now - self.intent_grace,
-                                                noted=ANSWER_LOST, noted_before=now - SETTLE_SOON):
-            if now - self._settle_tried.get(request.id, 0.0) < SETTLE_RETRY:
-                continue
-            self._settle_tried[request.id] = now
-            try:
-                settlement = self._read_history(request)
-            except CodeArtsError as exc:
-                log.warning("could not read the history of job=%s for request=%s: %s",
-                            request.job_name, request.id, type(exc).__name__)
-                if now - request.updated_at < self.intent_grace + SETTLE_GIVE_UP:
-                    continue  # try again on a later pass
-                settlement = Settlement("unknown")
-            if settlement.kind == "not_started" and now - request.updated_at < NOT_STARTED_AFTER:
-                continue  # CodeArts may list a new build late: look again before saying no
-            self._settle(request, settlement)
+        due: list[Request] = []
+        with self._settle_lock:
+            for request in self.store.stale_sending(
+                    older_than=now - self.intent_grace, noted=ANSWER_LOST,
+                    noted_before=now - SETTLE_SOON):
+                if limit is not None and len(due) >= limit:
+                    break
+                if now - self._settle_tried.get(request.id, -SETTLE_RETRY) < SETTLE_RETRY:
+                    continue
+                self._settle_tried[request.id] = now
+                due.append(request)
+        return due
+
+    def settle_one(self, request: Request) -> None:
+        now = self.clock()
+        try:
+            settlement = self._read_history(request)
+        except CodeArtsError as exc:
+            log.warning("could not read the history of job=%s for request=%s: %s",
+                        request.job_name, request.id, type(exc).__name__)
+            if now - request.updated_at < self.intent_grace + SETTLE_GIVE_UP:
+                return  # try again on a later pass
+            settlement = Settlement("unknown")
+        if settlement.kind == "not_started" and now - request.updated_at < NOT_STARTED_AFTER:
+            return  # CodeArts may list a new build late: look again before saying no
+        self._settle(request, settlement)
+        with self._settle_lock:
             self._settle_tried.pop(request.id, None)
 
     def _read_history(self, request: Request) -> Settlement:
+        """The builds of the job that started around the intent, newest first, with the
+        parameters of those that could be it; ``covered`` once the history reaches back
+        past the intent (or holds no more builds)."""
         candidates: list[Candidate] = []
         covered = False
         since = request.updated_at - RECONCILE_MARGIN
-        for page in range(3):
-            records, total = self.api.history(request.job_id, offset=page * 20, limit=20)
+        until = request.updated_at + RECONCILE_MARGIN
+        for page in range(HISTORY_PAGES):
+            records, total = self.api.history(request.job_id, offset=page * HISTORY_PAGE,
+                                              limit=HISTORY_PAGE)
             for record in records:
                 started = record.start_time.timestamp() if record.start_time else None
                 if started is not None and started < since:
                     covered = True
-                    continue
+                    break
+                if started is not None and started > until:
+                    continue  # started after this run's call was over: not it
                 candidates.append(Candidate(record.build_no, started, self.api.build_parameters(
                     request.job_id, record.build_no)))
-            if covered or len(records) < 20 or (total is not None and (page + 1) * 20 >= total):
+            if covered or len(records) < HISTORY_PAGE or (
+                    total is not None and (page + 1) * HISTORY_PAGE >= total):
                 covered = True
                 break
         return decide_settlement(request.body, request.updated_at, candidates, covered)

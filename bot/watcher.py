@@ -22,6 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -34,6 +35,7 @@ KEEP_DAYS = 30.0  # finished requests and builds are forgotten after this (the a
 PRUNE_EVERY = 3600.0
 HOUSEKEEPING_EVERY = 1.0  # seconds between two housekeeping rounds of the loop
 FAILURE_LOG_EVERY = 60.0  # a repeated failure is logged once, then once a minute
+SETTLE_KEY = "settle lost run answers"  # settlements share one per-job cap
 
 
 class Watcher:
@@ -98,7 +100,8 @@ class Watcher:
         while not self._stop.is_set():
             try:
                 if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY:
-                    self.housekeeping()
+                    self.housekeeping(settle=False)
+                    self._settle_beside_polls()
                     last_housekeeping = time.monotonic()
                 taken = self._fill()
                 self.engine.metrics.watcher_pass.set_to_current_time()
@@ -131,6 +134,16 @@ class Watcher:
             taken += 1
         return taken
 
+    def _settle_beside_polls(self) -> None:
+        """Lost run answers are looked for in the pool like polls (under one key, so they
+        take at most ``per_job`` threads), never in this loop: a slow history cannot
+        hold up anybody's result."""
+        with self._idle:
+            room = min(self.per_job - self._running[SETTLE_KEY], self.threads - self._busy)
+        if room > 0:
+            for request in self.engine.due_settlements(limit=room):
+                self._submit_task(SETTLE_KEY, self.engine.settle_one, request)
+
     def run_once(self) -> int:
         """Housekeeping, then poll every due watch this process could lease, and wait for
         them (tests and benchmarks drive the watcher this way)."""
@@ -145,16 +158,26 @@ class Watcher:
         return len(builds)
 
     def _submit(self, build: Build) -> Future[None] | None:
+        return self._submit_task(build.job_id, self._handle, build)
+
+    def _submit_task(self, key: str, fn: Callable[[Any], None], arg: Any) -> Future[None] | None:
         with self._idle:
             self._busy += 1
-            self._running[build.job_id] += 1
+            self._running[key] += 1
         try:
-            future = self._pool.submit(self._handle, build)
+            future = self._pool.submit(self._guarded, fn, arg)
         except RuntimeError:  # the pool was shut down under us: stopping
-            self._done(build.job_id)
+            self._done(key)
             return None
-        future.add_done_callback(lambda _f: self._done(build.job_id))  # also when cancelled
+        future.add_done_callback(lambda _f: self._done(key))  # also when cancelled
         return future
+
+    @staticmethod
+    def _guarded(fn: Callable[[Any], None], arg: Any) -> None:
+        try:
+            fn(arg)
+        except Exception:
+            log.exception("watcher task failed")
 
     def _done(self, job_id: str) -> None:
         with self._idle:
@@ -199,9 +222,10 @@ class Watcher:
 
     # --- housekeeping ----------------------------------------------------------
 
-    def housekeeping(self) -> None:
+    def housekeeping(self, *, settle: bool = True) -> None:
         self.engine.expire_due()
-        self.engine.settle_stale()
+        if settle:  # tests: settle here, in order; the loop settles beside its polls
+            self.engine.settle_stale()
         now = self.clock()
         if now - self._pruned_at >= PRUNE_EVERY:
             self._pruned_at = now

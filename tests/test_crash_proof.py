@@ -247,3 +247,14 @@ def test_the_database_cut_right_after_the_run_answer_loses_no_build(
             assert len(bot.codearts.requests_to("/v3/jobs/build")) == 1
     finally:
         proxy.close()
+
+
+def test_a_lost_run_is_found_behind_many_later_builds_of_the_job(bot: Bot) -> None:
+    rid, url = lost_answer(bot)
+    body = bot.store.get_request(rid).body  # type: ignore[union-attr]
+    for i in range(70):  # a busy job: others start it after ours, with other parameters
+        bot.runtime.api.run_build({**body, "parameter": [
+            {"name": "codeBranch", "value": f"other-{i}"}]})
+    settle(bot)
+    assert "CodeArts did start it" in bot.slack.responses(url)[-1]["text"]
+    assert bot.store.get_build(rid).build_no == "1"  # type: ignore[union-attr]

@@ -60,3 +60,30 @@ def test_a_database_outage_logs_a_handful_of_lines_not_hundreds(
     assert 2 <= len(failing) <= 6, [r.getMessage() for r in failing]
     assert sum(1 for r in failing if r.exc_info) == 1  # one traceback, then counts
     assert any("attempts" in r.getMessage() for r in failing)
+
+
+def test_settling_lost_run_answers_does_not_hold_up_results(db_url: str, tmp_path: Path) -> None:
+    from bot.engine import SETTLE_SOON
+
+    with running_bot(db_url, tmp_path, poll=POLL) as bot:
+        bot.codearts.add_job(BACKEND_ID, duration=3600)
+        bot.codearts.add_job(DOCS_ID, duration=2.0)
+        for _ in range(4):  # four runs whose answers were lost, as after a crash
+            rid, _url = bot.confirmation("backend")
+            claim = bot.store.claim_request(id=rid, user_id="UALICE", now=bot.runtime.clock())
+            assert claim.ok and claim.request is not None
+            bot.runtime.engine.store.note_answer_lost(id=rid, now=bot.runtime.clock(),
+                                                      error="answer lost: test")
+        bot.codearts.hang(SLOW, count=1000, path_prefix=f"/v3/jobs/{BACKEND_ID}/history")
+        bot.clock.advance(SETTLE_SOON + 1)
+        bot.runtime.watcher.start()
+        bot.slack.wait_for(lambda: bot.codearts.requests_to(f"/v3/jobs/{BACKEND_ID}/history"))
+        resp, _ = bot.command("docs")
+        assert resp.status_code == 200
+        bot.slack.wait_for(lambda: bot.codearts.builds(DOCS_ID))
+        ends_at = time.monotonic() + 2.0
+        (reply, *_) = bot.slack.wait_for(
+            lambda: [c for c in bot.slack.all_calls() if c.method == "chat.postMessage"
+                     and c.params.get("thread_ts") and "docs" in c.params.get("text", "")], 15)
+        late = reply.at - ends_at
+        assert late <= 2 * POLL + 1.0, f"the result came {late:.1f} s after its end"

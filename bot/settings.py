@@ -113,6 +113,8 @@ class Settings(BaseSettings):
             return None  # SLACK_APP_TOKEN= (empty) means HTTP mode, as if unset
         if isinstance(text, str):
             name = info.field_name or ""
+            if name in URLS:  # spaces around a URL are dropped; inside one they are an error
+                v = text = text.strip()
             problem = pasted_problem(text, strict=name not in TEXTS, what=_noun(name))
             if problem is None and name in ("slack_bot_token", "slack_app_token") and text:
                 problem = slack_token_problem(name.upper(), text)

@@ -55,6 +55,14 @@ def test_exactly_one_auth_method_is_chosen(extra: dict, method: str) -> None:
     assert "xoxb-secret-1" not in repr(settings) and "sign-secret-2" not in repr(settings)
 
 
+def test_spaces_around_a_url_are_dropped() -> None:
+    settings = load_settings(**{**BASE, "codearts_endpoint": " https://cb.example.com/\n"},
+                             codearts_token="tok-3", slack_api_url="https://slack.example/api ",
+                             database_url="  sqlite:///x.db\n")
+    assert (settings.codearts_endpoint, settings.slack_api_url, settings.database_url) == (
+        "https://cb.example.com", "https://slack.example/api/", "sqlite:///x.db")
+
+
 def test_socket_mode_needs_no_signing_secret() -> None:
     settings = load_settings(slack_bot_token="xoxb-1", codearts_endpoint="https://x",
                              codearts_token="t", slack_app_token="xapp-1")
@@ -202,3 +210,37 @@ def test_http_limits_out_of_range_are_a_start_up_error(name: str, given: str) ->
         load_settings(**BASE, codearts_token="tok-3", **{name: given})
     [problem] = caught.value.problems
     assert problem.startswith(f"{name.upper()} is invalid: ")
+
+
+# ---------------------------------------------------------------- pasted values, token shapes
+
+
+@pytest.mark.parametrize("token", ["xoxb-1-2-abc", "xoxe.xoxb-1-abc"])
+def test_bot_tokens_of_both_shapes_are_accepted(token: str) -> None:
+    assert load_settings(**{**BASE, "slack_bot_token": token}, codearts_token="tok-3")
+
+
+def test_an_empty_app_token_means_http_mode() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**{**BASE, "slack_signing_secret": ""}, codearts_token="tok-3",
+                      slack_app_token="")
+    assert any(p.startswith("SLACK_SIGNING_SECRET is not set") for p in caught.value.problems)
+    assert not load_settings(**BASE, codearts_token="tok-3", slack_app_token="").socket_mode
+
+
+def test_an_ellipsis_in_free_text_is_a_placeholder_but_other_characters_are_not() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**BASE, iam_user="…", iam_password="p", iam_domain="d", iam_project="p")
+    assert caught.value.problems == [
+        "IAM_USER is invalid: it contains '…' (HORIZONTAL ELLIPSIS), which no real value has: it "
+        "looks pasted from an example; put the real value in."]
+    assert load_settings(**BASE, iam_user="ü-user", iam_password="pässword", iam_domain="d",
+                         iam_project="p").auth_method == "iam"
+
+
+def test_every_problem_is_listed_at_once_even_when_a_field_fails() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(slack_bot_token="xoxb-…", codearts_endpoint="https://x",
+                      database_url="buildbot.db", log_level="verbose")
+    words = [p.split(" ", 1)[0] for p in caught.value.problems]
+    assert words == ["SLACK_BOT_TOKEN", "DATABASE_URL", "LOG_LEVEL", "No", "SLACK_SIGNING_SECRET"]

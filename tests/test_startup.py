@@ -142,7 +142,8 @@ def test_double_auth_and_a_bad_database_url_together_with_a_hint(slack: FakeSlac
     ("CODEARTS_TOKEN", "MII…"),
     ("CODEARTS_ENDPOINT", "https://cloudbuild-ext.…myhuaweicloud.com"),
     ("DATABASE_URL", "postgresql://bot@db…/buildbot"),
-    ("SLACK_API_URL", "https://slack.com/api/ "),
+    ("SLACK_API_URL", "https://sl\u0430ck.com/api/"),  # a Cyrillic a
+    ("IAM_ENDPOINT", "https://iam.example.com/v3 /"),
 ])
 def test_a_pasted_placeholder_is_one_line_naming_the_variable(name: str, value: str,
                                                               slack: FakeSlack, jobs: Path,

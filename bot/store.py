@@ -117,6 +117,7 @@ _RESCHEDULE = (builds.update()
                       builds.c.lease_owner == sa.bindparam("b_owner"))
                .values(next_check_at=sa.bindparam("b_next"), failures=sa.bindparam("b_failures"),
                        lease_until=None))
+_RESCHEDULE_HELD = _RESCHEDULE.where(builds.c.lease_token == sa.bindparam("b_token"))
 REPORT_GRACE = 180.0  # a result being posted is not taken over until this long past its lease
 
 
@@ -470,10 +471,10 @@ class Store:
 
     def reschedule(self, *, id: str, owner: str, next_check_at: float, failures: int,
                    token: int | None = None) -> bool:
-        q = _RESCHEDULE if token is None else _RESCHEDULE.where(builds.c.lease_token == token)
+        q = _RESCHEDULE if token is None else _RESCHEDULE_HELD
         with self._tx() as c:
             return c.execute(q, dict(b_id=id, b_owner=owner, b_next=next_check_at,
-                                     b_failures=failures)).rowcount == 1
+                                     b_failures=failures, b_token=token)).rowcount == 1
 
     def release(self, *, id: str, owner: str, token: int | None) -> bool:
         """Give a lease back untouched (the watcher took more than it may run now)."""

@@ -9,7 +9,7 @@ was never confirmed. Every decision is the engine's.
 
 Due builds are taken longest-overdue first, and the loop never waits for a
 batch: whenever a thread is free it leases the next due build. No job may
-hold more than half of the threads, so one job's slow status calls cannot
+hold more than three quarters of the threads, so one job's slow status calls cannot
 delay everybody else's results.
 """
 
@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -45,7 +45,8 @@ class Watcher:
                  lease_seconds: float | None = None, batch: int = 200, threads: int = 8,
                  per_job: int | None = None, audit_keep_days: float = 90.0,
                  clock: Callable[[], float] = time.time) -> None:
-        """``per_job``: most calls one job may have in flight (half the threads by default)."""
+        """``per_job``: most calls one job may have in flight (all threads but a quarter by
+        default, so other jobs always find some)."""
         self.engine = engine
         self.store = engine.store
         self.poll = poll_seconds
@@ -53,7 +54,8 @@ class Watcher:
         self.lease = lease_seconds or max(60.0, 4 * poll_seconds)
         self.batch = batch
         self.threads = threads
-        self.per_job = per_job or max(1, threads // 2)
+        # one job may hold all threads but a quarter, kept for every other job
+        self.per_job = per_job or max(1, threads - max(1, threads // 4))
         self.audit_keep_days = audit_keep_days
         self.failure_log_every = FAILURE_LOG_EVERY
         self.clock = clock
@@ -62,6 +64,7 @@ class Watcher:
         self._pruned_at = 0.0
         self._thread: threading.Thread | None = None
         self._running: Counter[str] = Counter()  # job id -> calls in flight
+        self._backlog: deque[Build] = deque()  # leased, waiting for their job to have room
         self._busy = 0
         self._idle = threading.Condition()
         self._failing_since: float | None = None
@@ -109,30 +112,31 @@ class Watcher:
             except Exception as exc:  # the database may be briefly away: keep going
                 self._failed(exc)
                 taken = 0
-            with self._idle:  # wake when a thread frees up, or at the next tick
-                if taken == 0 or self._busy >= self.threads:
+            with self._idle:  # wake when half the threads are free, or at the next tick
+                if taken == 0 or self._busy > self.threads // 2:
                     self._idle.wait(tick)
 
     def _fill(self) -> int:
         """Lease as many due builds as there are free threads, and start them."""
         with self._idle:
             free = self.threads - self._busy
+            if free <= 0 or len(self._backlog) >= self.threads:
+                return 0
             capped = tuple(job for job, n in self._running.items() if n >= self.per_job)
-        if free <= 0:
-            return 0
+        # lease a little ahead (fewer round trips); what may not start yet waits here, in
+        # due order, and starts as soon as its job has room (see _done)
         builds = self.store.lease_due(owner=self.owner, now=self.clock(),
-                                      lease_seconds=self.lease, limit=min(free, self.batch),
+                                      lease_seconds=self.lease,
+                                      limit=min(self.batch, free + self.threads),
                                       skip_jobs=capped, grace=self.engine.intent_grace)
-        taken = 0
         for build in builds:
             with self._idle:
-                full = self._running[build.job_id] >= self.per_job
-            if full:  # this batch holds more of one job than it may run at once
-                self.store.release(id=build.id, owner=self.owner, token=build.lease_token)
-                continue
-            self._submit(build)
-            taken += 1
-        return taken
+                room = self._busy < self.threads and self._running[build.job_id] < self.per_job
+                if not room:
+                    self._backlog.append(build)
+            if room:
+                self._submit(build)
+        return len(builds)
 
     def _settle_beside_polls(self) -> None:
         """Lost run answers are looked for in the pool like polls (under one key, so they
@@ -185,7 +189,14 @@ class Watcher:
             self._running[job_id] -= 1
             if self._running[job_id] <= 0:
                 del self._running[job_id]
-            self._idle.notify_all()
+            ready = next((b for b in self._backlog
+                          if self._running[b.job_id] < self.per_job), None)
+            if ready is not None:
+                self._backlog.remove(ready)
+            elif self._busy <= self.threads // 2:  # worth a lease round trip
+                self._idle.notify_all()
+        if ready is not None and not self._stop.is_set():
+            self._submit(ready)
 
     def _handle(self, build: Build) -> None:
         lease = Lease(self.owner, build.lease_token, self.lease)

@@ -112,17 +112,19 @@ class Watcher:
             except Exception as exc:  # the database may be briefly away: keep going
                 self._failed(exc)
                 taken = 0
-            with self._idle:  # wake when half the threads are free, or at the next tick
-                if taken == 0 or self._busy > self.threads // 2:
+            with self._idle:  # wake when a thread is free and nothing waits, or at the tick
+                if taken == 0 or self._busy >= self.threads or self._backlog:
                     self._idle.wait(tick)
 
     def _fill(self) -> int:
         """Lease as many due builds as there are free threads, and start them."""
         with self._idle:
             free = self.threads - self._busy
-            if free <= 0 or len(self._backlog) >= self.threads:
+            if free <= 0:
                 return 0
-            capped = tuple(job for job, n in self._running.items() if n >= self.per_job)
+            waiting = Counter(b.job_id for b in self._backlog)
+            capped = tuple(job for job in {*self._running, *waiting}
+                           if self._running[job] + waiting[job] >= self.per_job)
         # lease a little ahead (fewer round trips); what may not start yet waits here, in
         # due order, and starts as soon as its job has room (see _done)
         builds = self.store.lease_due(owner=self.owner, now=self.clock(),
@@ -193,7 +195,7 @@ class Watcher:
                           if self._running[b.job_id] < self.per_job), None)
             if ready is not None:
                 self._backlog.remove(ready)
-            elif self._busy <= self.threads // 2:  # worth a lease round trip
+            else:  # nothing leased is waiting: time to lease more
                 self._idle.notify_all()
         if ready is not None and not self._stop.is_set():
             self._submit(ready)

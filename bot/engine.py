@@ -477,8 +477,9 @@ class Engine:
                             message_channel=current.message_channel,
                             finished_at=current.finished_at)
         channel, ts = self._where(build)
-        if build.announce is AnnounceState.POSTING and not ts:
+        if build.announce is AnnounceState.POSTING and not ts and build.age <= self.max_age:
             # the channel message is not confirmed yet: its thread may be about to exist
+            # (after the age limit the result goes to the requester directly instead)
             self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
                                   next_check_at=self.clock() + min(self.poll_seconds, 15.0),
                                   failures=build.failures)

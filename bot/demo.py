@@ -197,11 +197,14 @@ class Demo:
         self.codearts = self._stack.enter_context(FakeCodeArts())
         _stock(self.config, self.slack, self.codearts)
         secret = secrets.token_hex(16)
-        settings = _DemoSettings(
-            slack_bot_token="xoxb-demo-" + secrets.token_hex(8), slack_signing_secret=secret,
+        settings = _DemoSettings(  # validated from text, as from the environment
+            slack_bot_token="xoxb-demo-" + secrets.token_hex(8),  # type: ignore[arg-type]
+            slack_signing_secret=secret,  # type: ignore[arg-type]
             slack_api_url=self.slack.api_url, codearts_endpoint=self.codearts.url,
-            codearts_token=FakeCodeArts.token, database_url=f"sqlite:///{folder / 'buildbot.db'}",
-            buildbot_config=path, build_poll_seconds=POLL_SECONDS, log_level=self.log_level)
+            codearts_token=FakeCodeArts.token,  # type: ignore[arg-type]
+            database_url=f"sqlite:///{folder / 'buildbot.db'}",
+            buildbot_config=path, build_poll_seconds=POLL_SECONDS,
+            log_level=self.log_level)  # type: ignore[arg-type]
         self.runtime = Runtime(settings, self.config)
         self._stack.callback(self.runtime.close, 5.0)
         port = self.runtime.bind_http(host="127.0.0.1", port=0)
@@ -602,7 +605,7 @@ def run(args: argparse.Namespace, *, stdin: TextIO | None = None,
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     with contextlib.suppress(AttributeError, ValueError):
-        out.reconfigure(errors="replace")  # type: ignore[attr-defined]
+        out.reconfigure(errors="replace")  # type: ignore[attr-defined,union-attr]
     lines: Iterable[str] | None = None
     if args.script:
         try:

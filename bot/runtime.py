@@ -19,6 +19,7 @@ from bot.engine import Engine
 from bot.flow import Flow
 from bot.metrics import Metrics
 from bot.notifier import Notifier
+from bot.replay import ReplayGuard
 from bot.settings import Settings
 from bot.slack_app import create_app
 from bot.slack_io import BACKOFF, make_web_client
@@ -80,8 +81,10 @@ class Runtime:
                          groups=SlackUserGroups(self.slack), worker=self.worker, clock=self.clock)
         secret = settings.slack_signing_secret
         # no auth.test here: ``verify_slack`` makes it, when the caller is ready for it
+        self.replay_guard = ReplayGuard()
         self.app = create_app(self.flow, token_verification=False,
-                              signing_secret=secret.get_secret_value() if secret else None)
+                              signing_secret=secret.get_secret_value() if secret else None,
+                              replay_guard=self.replay_guard)
         self.watcher = Watcher(self.engine, poll_seconds=settings.build_poll_seconds,
                                lease_seconds=settings.watch_lease_seconds,
                                threads=settings.watcher_threads,

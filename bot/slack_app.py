@@ -27,14 +27,16 @@ _bolt_log = logging.getLogger("slack_bolt")
 _bolt_log.addFilter(_NoTokenNotice())
 
 
-def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bool = True) -> App:
-    """The Bolt app; ``process_before_response`` so acks never wait on Bolt's own thread pool."""
+def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bool = True,
+               replay_guard: ReplayGuard | None = None) -> App:
+    """The Bolt app; ``process_before_response`` so acks never wait on Bolt's own thread pool.
+    ``replay_guard`` is the caller's, so it can read or move the guard's clock."""
     app = App(client=flow.slack, signing_secret=signing_secret or "",
               request_verification_enabled=signing_secret is not None,
               token_verification_enabled=token_verification,
               process_before_response=True, raise_error_for_unhandled_request=False,
               logger=_bolt_log)
-    app.middleware(ReplayGuard())  # runs after Bolt has checked the signature
+    app.middleware(replay_guard or ReplayGuard())  # runs after Bolt has checked the signature
 
     @app.command("/build")
     def build_command(ack: Ack, command: dict[str, Any]) -> None:

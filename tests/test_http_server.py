@@ -21,7 +21,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from bot.replay import ReplayGuard
 from bot.web import Readiness
 from tests.harness import SECRET, Bot, running_bot
 from tests.slack_requests import SlackSender, command_body, signed_headers
@@ -401,13 +400,9 @@ def test_readiness_names_the_error_type_only() -> None:
 # --------------------------------------------------------------------------- replays
 
 
-def use_guard(bot: Bot, guard: ReplayGuard) -> None:
-    """Put ``guard`` (with its clock seam) in place of the running app's replay guard."""
-    from slack_bolt.middleware.custom_middleware import CustomMiddleware
-
-    (middleware,) = [m for m in bot.runtime.app._middleware_list
-                     if isinstance(m, CustomMiddleware) and isinstance(m.func, ReplayGuard)]
-    middleware.func = guard
+def use_clock(bot: Bot, clock: Callable[[], float]) -> None:
+    """Move the running app's replay guard onto a clock seam."""
+    bot.runtime.replay_guard.clock = clock
 
 
 def test_a_future_dated_request_replayed_after_300_s_is_refused(tmp_path: Path) -> None:
@@ -415,7 +410,7 @@ def test_a_future_dated_request_replayed_after_300_s_is_refused(tmp_path: Path) 
     still accepts its timestamp, so the guard must still remember it."""
     with running_bot(sqlite_url(tmp_path), tmp_path) as bot:
         later = [0.0]
-        use_guard(bot, ReplayGuard(clock=lambda: time.time() + later[0]))
+        use_clock(bot, lambda: time.time() + later[0])
         url = bot.slack.response_url()
         body = command_body("backend", user="UALICE", channel="CBUILDS", response_url=url)
         ts = int(time.time()) + 240

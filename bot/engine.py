@@ -522,6 +522,19 @@ class Engine:
                           f"message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
                 log.warning("result not posted in its thread build=%s error=%s direct=%s",
                             build.id, sent.error, fallback.ok)
+        if sent.ok and channel and ts:
+            # before the watch ends, so a holder killed here updates it again (an update
+            # is idempotent); never by a holder whose lease has passed to another
+            if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
+                                         now=self.clock(), lease_seconds=lease.seconds):
+                log.warning("lease of build=%s lost before updating its message", build.id)
+                return
+            done = msg.announcement_done(build_id=build.id, user_id=build.user_id,
+                                         job_name=build.job_name,
+                                         daily=build.daily_build_number,
+                                         build_no=build.build_no, link=link, result=result,
+                                         duration_ms=build.duration_ms)
+            self.notifier.update(channel, ts, tagged(done, BUILD_EVENT, build.id))
         if not self.store.finish_report(id=build.id, owner=lease.owner, token=lease.token):
             log.warning("report of build=%s was finished by another holder", build.id)
             return
@@ -531,13 +544,6 @@ class Engine:
                          daily_build_number=build.daily_build_number, build_no=build.build_no)
         if sent.ok and build.finished_at is not None:
             self.metrics.result_lag_seconds.observe(max(0.0, self.clock() - build.finished_at))
-        if sent.ok and channel and ts:
-            done = msg.announcement_done(build_id=build.id, user_id=build.user_id,
-                                         job_name=build.job_name,
-                                         daily=build.daily_build_number,
-                                         build_no=build.build_no, link=link, result=result,
-                                         duration_ms=build.duration_ms)
-            self.notifier.update(channel, ts, tagged(done, BUILD_EVENT, build.id))
 
     # --- buttons on a build's messages -----------------------------------------------------
 

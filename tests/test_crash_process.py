@@ -160,3 +160,31 @@ def test_a_replica_stopped_past_its_lease_while_posting_does_not_post_twice(
         kill(a)
         if b is not None:
             kill(b)
+
+
+def test_killed_while_the_parent_update_is_in_flight_then_restarted(
+        stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path, db_url: str) -> None:
+    slack, codearts = stand_ins
+    port = free_port()
+    env = {**env_for(slack, codearts, tmp_path, db_url, port), "INTENT_GRACE_SECONDS": "1"}
+    url = f"http://127.0.0.1:{port}"
+    proc = bot_process(env)
+    try:
+        wait_healthy(url, proc)
+        slack.accept_slowly("chat.update", 60)  # the parent is updated; the answer never comes
+        run_backend(slack, url)
+        slack.wait_for(lambda: slack.calls("chat.update"), 15)
+    finally:
+        kill(proc)
+
+    again = bot_process(env)
+    try:
+        wait_healthy(url, again)
+        slack.wait_for(lambda: len(slack.calls("chat.update")) >= 2, 20)  # updated again
+        settle(slack)
+        (reply,) = replies(slack)  # the result itself is not posted twice
+        assert "succeeded" in reply["text"]
+        assert len(slack.calls("chat.update")) == 2
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(15)

@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -54,3 +55,17 @@ def pg_url() -> Iterator[str]:
     if not PG_URL:
         pytest.skip("TEST_DATABASE_URL is not set")
     yield from _pg_schema_url(PG_URL)
+
+
+@pytest.fixture
+def stand_ins() -> Iterator[tuple[Any, Any]]:
+    """Loopback Slack and CodeArts for tests that run ``python -m bot`` as a process."""
+    from tests.fakes.codearts import FakeCodeArts
+    from tests.fakes.slack import FakeSlack
+    from tests.harness import BACKEND_ID, DOCS_ID
+
+    with FakeSlack() as slack, FakeCodeArts() as codearts:
+        codearts.add_job(BACKEND_ID, duration=1.5)
+        codearts.add_job(DOCS_ID)
+        slack.usergroups["SDEVS"] = []
+        yield slack, codearts

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +16,32 @@ import pytest
 from bot import messages as msg
 from tests.fakes.codearts import FakeCodeArts
 from tests.fakes.slack import FakeSlack
-from tests.harness import BACKEND_ID, DOCS_ID, SECRET, run_value
+from tests.harness import BACKEND_ID, SECRET, run_value
 from tests.slack_requests import SlackSender
 from tests.test_process import bot_process, env_for, free_port, wait_healthy
 
 
-@pytest.fixture
-def stand_ins() -> Iterator[tuple[FakeSlack, FakeCodeArts]]:
-    with FakeSlack() as slack, FakeCodeArts() as codearts:
-        codearts.add_job(BACKEND_ID, duration=1.0)
-        codearts.add_job(DOCS_ID)
-        slack.usergroups["SDEVS"] = []
-        yield slack, codearts
+def crash_env(stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path,
+              db_url: str) -> tuple[dict[str, str], str]:
+    """The environment of a bot whose open intents are settled 1 s after it dies."""
+    slack, codearts = stand_ins
+    port = free_port()
+    env = {**env_for(slack, codearts, tmp_path, db_url, port), "INTENT_GRACE_SECONDS": "1"}
+    return env, f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def bot_at(env: dict[str, str], url: str, *,
+           stop: int = signal.SIGTERM) -> Iterator[subprocess.Popen[str]]:
+    """``python -m bot`` serving at ``url`` until the block ends, then sent ``stop``."""
+    proc = bot_process(env)
+    try:
+        wait_healthy(url, proc)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(stop)
+        proc.wait(15)
 
 
 def channel_posts(slack: FakeSlack) -> list[dict[str, Any]]:
@@ -36,11 +51,6 @@ def channel_posts(slack: FakeSlack) -> list[dict[str, Any]]:
 
 def replies(slack: FakeSlack) -> list[dict[str, Any]]:
     return [c for c in slack.calls("chat.postMessage") if c.get("thread_ts")]
-
-
-def kill(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
 
 
 def run_backend(slack: FakeSlack, url: str) -> None:
@@ -63,12 +73,8 @@ def test_killed_while_slack_holds_the_answer_to_a_post_then_restarted(
         stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path, db_url: str,
         boundary: str) -> None:
     slack, codearts = stand_ins
-    port = free_port()
-    env = {**env_for(slack, codearts, tmp_path, db_url, port), "INTENT_GRACE_SECONDS": "1"}
-    url = f"http://127.0.0.1:{port}"
-    proc = bot_process(env)
-    try:
-        wait_healthy(url, proc)
+    env, url = crash_env(stand_ins, tmp_path, db_url)
+    with bot_at(env, url, stop=signal.SIGKILL):
         if boundary == "channel post":
             slack.accept_slowly("chat.postMessage", 60)  # posted; the answer never comes
             run_backend(slack, url)
@@ -78,12 +84,8 @@ def test_killed_while_slack_holds_the_answer_to_a_post_then_restarted(
             slack.wait_for(lambda: channel_posts(slack), 10)
             slack.accept_slowly("chat.postMessage", 60)
             slack.wait_for(lambda: replies(slack), 15)
-    finally:
-        kill(proc)
 
-    again = bot_process(env)
-    try:
-        wait_healthy(url, again)
+    with bot_at(env, url):
         slack.wait_for(lambda: replies(slack), 20)
         slack.wait_for(lambda: slack.calls("chat.update"), 20)
         settle(slack)
@@ -95,96 +97,63 @@ def test_killed_while_slack_holds_the_answer_to_a_post_then_restarted(
         assert len(codearts.requests_to("/v3/jobs/build")) == 1
         dms = [c for c in slack.calls("chat.postMessage") if c.get("channel") == "UALICE"]
         assert dms == []  # Slack's history settled it: nobody was told twice
-    finally:
-        again.send_signal(signal.SIGTERM)
-        again.wait(15)
 
 
 def test_killed_while_the_run_call_is_in_flight_then_restarted(
         stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path, db_url: str) -> None:
     slack, codearts = stand_ins
-    port = free_port()
-    env = {**env_for(slack, codearts, tmp_path, db_url, port), "INTENT_GRACE_SECONDS": "1"}
-    url = f"http://127.0.0.1:{port}"
-    proc = bot_process(env)
-    try:
-        wait_healthy(url, proc)
+    env, url = crash_env(stand_ins, tmp_path, db_url)
+    with bot_at(env, url, stop=signal.SIGKILL):
         codearts.hang(60, path_prefix="/v3/jobs/build")  # CodeArts starts it; no answer
         run_backend(slack, url)
         slack.wait_for(lambda: codearts.builds(BACKEND_ID), 10)
-    finally:
-        kill(proc)
 
-    again = bot_process(env)
-    try:
-        wait_healthy(url, again)
+    with bot_at(env, url):
         slack.wait_for(lambda: replies(slack), 20)
         settle(slack)
-        (post,) = channel_posts(slack)
+        assert len(channel_posts(slack)) == 1
         (reply,) = replies(slack)
         assert "succeeded" in reply["text"]
         assert len(codearts.requests_to("/v3/jobs/build")) == 1  # never sent again
         told = [r["text"] for r in slack.responses() if "CodeArts did start it" in r["text"]]
         assert len(told) == 1
-    finally:
-        again.send_signal(signal.SIGTERM)
-        again.wait(15)
 
 
 def test_a_replica_stopped_past_its_lease_while_posting_does_not_post_twice(
         stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path, db_url: str) -> None:
-    slack, codearts = stand_ins
-    port_a, port_b = free_port(), free_port()
-    env_a = {**env_for(slack, codearts, tmp_path, db_url, port_a), "INTENT_GRACE_SECONDS": "1"}
-    env_b = {**env_a, "PORT": str(port_b)}
-    a = bot_process(env_a)
-    b = None
-    try:
-        wait_healthy(f"http://127.0.0.1:{port_a}", a)
-        run_backend(slack, f"http://127.0.0.1:{port_a}")
+    slack, _codearts = stand_ins
+    env_a, url_a = crash_env(stand_ins, tmp_path, db_url)
+    port_b = free_port()
+    env_b, url_b = {**env_a, "PORT": str(port_b)}, f"http://127.0.0.1:{port_b}"
+    with bot_at(env_a, url_a, stop=signal.SIGKILL) as a:
+        run_backend(slack, url_a)
         slack.wait_for(lambda: channel_posts(slack), 10)
         slack.accept_slowly("chat.postMessage", 6)  # A's thread reply is made, answered late
         slack.wait_for(lambda: replies(slack), 15)
         a.send_signal(signal.SIGSTOP)  # frozen mid-post, past its lease
-        b = bot_process(env_b)
-        wait_healthy(f"http://127.0.0.1:{port_b}", b)
-        slack.wait_for(lambda: slack.calls("chat.update"), 20)  # B took the report over
-        a.send_signal(signal.SIGCONT)  # A wakes and carries on with its stale lease
-        settle(slack, 8.0)
-        (reply,) = replies(slack)
-        assert "succeeded" in reply["text"]
-        assert len(slack.calls("chat.update")) == 1
-        assert [c for c in slack.calls("chat.postMessage") if c.get("channel") == "UALICE"] == []
-    finally:
-        a.send_signal(signal.SIGCONT)
-        kill(a)
-        if b is not None:
-            kill(b)
+        with bot_at(env_b, url_b, stop=signal.SIGKILL):
+            slack.wait_for(lambda: slack.calls("chat.update"), 20)  # B took the report over
+            a.send_signal(signal.SIGCONT)  # A wakes and carries on with its stale lease
+            settle(slack, 8.0)
+            (reply,) = replies(slack)
+            assert "succeeded" in reply["text"]
+            assert len(slack.calls("chat.update")) == 1
+            assert [c for c in slack.calls("chat.postMessage")
+                    if c.get("channel") == "UALICE"] == []
 
 
 def test_killed_while_the_parent_update_is_in_flight_then_restarted(
         stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path, db_url: str) -> None:
-    slack, codearts = stand_ins
-    port = free_port()
-    env = {**env_for(slack, codearts, tmp_path, db_url, port), "INTENT_GRACE_SECONDS": "1"}
-    url = f"http://127.0.0.1:{port}"
-    proc = bot_process(env)
-    try:
-        wait_healthy(url, proc)
+    slack, _codearts = stand_ins
+    env, url = crash_env(stand_ins, tmp_path, db_url)
+    with bot_at(env, url, stop=signal.SIGKILL):
         slack.accept_slowly("chat.update", 60)  # the parent is updated; the answer never comes
         run_backend(slack, url)
         slack.wait_for(lambda: slack.calls("chat.update"), 15)
-    finally:
-        kill(proc)
 
-    again = bot_process(env)
-    try:
-        wait_healthy(url, again)
+    with bot_at(env, url):
         slack.wait_for(lambda: len(slack.calls("chat.update")) >= 2, 20)  # updated again
         settle(slack)
         (reply,) = replies(slack)  # the result itself is not posted twice
         assert "succeeded" in reply["text"]
         assert len(slack.calls("chat.update")) == 2
-    finally:
-        again.send_signal(signal.SIGTERM)
-        again.wait(15)

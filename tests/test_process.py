@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from bot import messages as msg
 from tests.fakes.codearts import FakeCodeArts
 from tests.fakes.slack import FakeSlack
-from tests.harness import BACKEND_ID, BOT_TOKEN, CONFIG, DOCS_ID, SECRET, run_value
+from tests.harness import BACKEND_ID, BOT_TOKEN, CONFIG, SECRET, run_value
 from tests.slack_requests import SlackSender
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,15 +52,6 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 20.0) -
             pass
         time.sleep(0.05)
     raise AssertionError("bot did not become healthy")
-
-
-@pytest.fixture
-def stand_ins() -> Iterator[tuple[FakeSlack, FakeCodeArts]]:
-    with FakeSlack() as slack, FakeCodeArts() as codearts:
-        codearts.add_job(BACKEND_ID, duration=1.5)
-        codearts.add_job(DOCS_ID)
-        slack.usergroups["SDEVS"] = []
-        yield slack, codearts
 
 
 def env_for(slack: FakeSlack, codearts: FakeCodeArts, tmp_path: Path, db_url: str,

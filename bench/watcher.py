@@ -19,7 +19,11 @@ one poll period of warm-up, we measure over ``--periods`` poll periods:
   period when the watcher keeps up);
 * CPU of the watcher process (user + system, from getrusage) as % of one core;
 * peak memory: VmHWM of the watcher process (and VmRSS before it started
-  watching, for the fixed part).
+  watching, for the fixed part);
+* live progress: ``chat.update`` calls per build in the window, and the most any
+  one message got in any 10 s (goal: at most 1; 0 while nothing changes), and
+  steps requests per build (the builds list five steps that do not move during
+  the run, so after the first update only the elapsed minute changes the text).
 
 Targets at 1,000 builds: under 150 MB and under 10% of one core; growth no
 worse than linear. Figures go to stdout and bench/results/watcher.json.
@@ -65,6 +69,8 @@ from bench._common import (
 
 TARGET_MB = 150.0
 TARGET_CPU = 10.0
+PROGRESS_STEPS = ("Checkout", "Compile", "Test", "Build image", "Push image")
+STEPS_KEY = "steps requests"
 
 
 def codearts_child(conn: Connection) -> None:
@@ -81,7 +87,7 @@ def codearts_child(conn: Connection) -> None:
             cmd = conn.recv()
             if cmd[0] == "seed":
                 job = uuid.uuid4().hex
-                fake.add_job(job, duration=10**7)
+                fake.add_job(job, duration=10**7, steps=PROGRESS_STEPS)
                 with httpx.Client(base_url=fake.url, headers={"X-Auth-Token": fake.token}) as c:
                     made = [c.post("/v3/jobs/build", json={"job_id": job}).json()
                             for _ in range(cmd[1])]
@@ -93,6 +99,8 @@ def codearts_child(conn: Connection) -> None:
                 times: dict[str, list[float]] = defaultdict(list)
                 for r in fake.requests_to("/v4/jobs/"):
                     times[r.path].append(r.time)
+                times[STEPS_KEY] = [r.time for r in fake.requests
+                                    if r.path.endswith("/history-details")]
                 fake.reset()
                 conn.send({p: [t for t in ts if t0 <= t <= t1] for p, ts in times.items()})
             elif cmd[0] == "seed_mixed":
@@ -212,13 +220,15 @@ def measure_slow(n: int, *, share: float, slow_s: float, poll: float, periods: i
 
 
 def measure(n: int, *, poll: float, periods: int, slack_api_url: str,
-            codearts: Child, tmp: Path, bot_path: str | None = None) -> dict[str, Any]:
+            codearts: Child, tmp: Path, bot_path: str | None = None,
+            slack: Any = None, progress: float = 10.0) -> dict[str, Any]:
     job, made = codearts.ask(("seed", n))
     db = tmp / f"watch-{n}-{uuid.uuid4().hex[:6]}.db"
     seed_store(f"sqlite:///{db}", job, made, poll)
     values = bot_values(slack_api_url=slack_api_url, codearts_url=codearts.hello,
                         db_url=f"sqlite:///{db}", config=tmp / "buildbot.toml",
                         build_poll_seconds=poll)
+    values["progress_update_seconds"] = progress
     watcher = Child(watcher_child, values, str(tmp / f"watcher-{n}.log"), bot_path,
                     server=True)
     try:
@@ -229,6 +239,8 @@ def measure(n: int, *, poll: float, periods: int, slack_api_url: str,
     finally:
         watcher.close()
     polls = codearts.ask(("polls", t0, t1))
+    steps = polls.pop(STEPS_KEY, [])
+    progress = progress_figures(slack, t0, t1, n) if slack is not None else {}
     wall = t1 - t0
     count = sum(len(ts) for ts in polls.values())
     gaps = [b - a for ts in polls.values() for a, b in itertools.pairwise(ts)]
@@ -238,7 +250,27 @@ def measure(n: int, *, poll: float, periods: int, slack_api_url: str,
             "cpu_pct_one_core": (cpu1 - cpu0) / wall * 100,
             "cpu_ms_per_status_request": (cpu1 - cpu0) * 1000 / max(1, count),
             "rss_before_watching_mb": watcher.hello / 1024, "rss_mb": rss / 1024,
-            "peak_rss_mb": hwm / 1024}
+            "peak_rss_mb": hwm / 1024, "steps_requests_per_build": len(steps) / n,
+            **progress}
+
+
+def progress_figures(slack: Any, t0: float, t1: float, n: int) -> dict[str, Any]:
+    """chat.update calls in [t0, t1]: per build, per build per minute, and the most one
+    message got within any 10 s (the bound: 1)."""
+    by_ts: dict[str, list[float]] = defaultdict(list)
+    for call in slack.all_calls():
+        if call.method == "chat.update" and t0 <= call.at <= t1:
+            by_ts[str(call.params.get("ts"))].append(call.at)
+    worst = 0
+    for times in by_ts.values():
+        times.sort()
+        worst = max(worst, max(sum(1 for u in times if t <= u < t + 10) for t in times))
+    total = sum(len(v) for v in by_ts.values())
+    minutes = max(1e-9, (t1 - t0) / 60)
+    return {"progress_updates_per_build": total / n,
+            "progress_updates_per_build_per_min": total / n / minutes,
+            "progress_max_updates_per_message_per_10s": worst,
+            "builds_updated": len(by_ts)}
 
 
 def main() -> int:
@@ -250,6 +282,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="passes over the sizes (interleaved)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ap.add_argument("--bot-path", help="folder with a patched copy of the bot package to run")
+    ap.add_argument("--progress-seconds", type=float, default=10.0,
+                    help="PROGRESS_UPDATE_SECONDS of the bot (0: progress off, the baseline)")
     ap.add_argument("--slow-share", type=float, default=0.0,
                     help="share of builds whose status calls are slow (the slow-partner run)")
     ap.add_argument("--slow-seconds", type=float, default=10.0,
@@ -272,15 +306,21 @@ def main() -> int:
             for rep in range(args.repeat):
                 for n in sizes:
                     r = measure(n, poll=poll, periods=args.periods, slack_api_url=slack.api_url,
-                                codearts=codearts, tmp=tmp, bot_path=args.bot_path)
+                                codearts=codearts, tmp=tmp, bot_path=args.bot_path,
+                                slack=slack, progress=args.progress_seconds)
                     results.append({"pass": rep + 1, **r})
                     print(f"{n:5d} builds: {r['requests_per_build_per_poll']:.2f} req/build/poll, "
                           f"CPU {r['cpu_pct_one_core']:.1f}% of a core, "
-                          f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+                          f"peak RSS {r['peak_rss_mb']:.0f} MB; progress: "
+                          f"{r['progress_updates_per_build']:.2f} updates/build "
+                          f"({r['progress_updates_per_build_per_min']:.2f}/min), at most "
+                          f"{r['progress_max_updates_per_message_per_10s']} per message "
+                          f"per 10 s, {r['steps_requests_per_build']:.2f} steps "
+                          "requests/build", flush=True)
         finally:
             codearts.close()
     report(results, poll=poll, periods=args.periods, quick=args.quick, bot_path=args.bot_path,
-           pinning=pinning)
+           pinning=pinning, progress_seconds=args.progress_seconds)
     return 0
 
 
@@ -325,14 +365,17 @@ def report(results: list[dict[str, Any]], **meta: Any) -> None:
     for r in results:
         by_size[r["builds"]].append(r)
     keys = ("requests_per_build_per_poll", "gap_median_s", "gap_p99_s", "cpu_pct_one_core",
-            "cpu_ms_per_status_request", "rss_before_watching_mb", "peak_rss_mb")
+            "cpu_ms_per_status_request", "rss_before_watching_mb", "peak_rss_mb",
+            "progress_updates_per_build_per_min", "progress_max_updates_per_message_per_10s",
+            "steps_requests_per_build")
     summary = {n: {k: median([r[k] for r in rs]) for k in keys} for n, rs in by_size.items()}
     print()
     print(meta["pinning"])
     print(f"poll {meta['poll']:g} s, {meta['periods']} periods measured, "
           f"medians over {max(len(v) for v in by_size.values())} pass(es)")
     print(table(["builds", "req/build/poll", "poll gap med s", "gap p99 s", "CPU % core",
-                 "CPU ms/request", "RSS before MB", "peak RSS MB"],
+                 "CPU ms/request", "RSS before MB", "peak RSS MB", "updates/build/min",
+                 "max updates/msg/10 s", "steps req/build"],
                 [[n, *(s[k] for k in keys)] for n, s in summary.items()]))
     base = summary.get(min(summary))
     if base and len(summary) > 1:
@@ -350,7 +393,8 @@ def report(results: list[dict[str, Any]], **meta: Any) -> None:
         print(f"target at 1,000 builds (< {TARGET_MB:.0f} MB, < {TARGET_CPU:.0f}% of a core): "
               f"{'met' if met else 'NOT met'}")
     name = "watcher" + ("" if meta["poll"] == 15 else f"-poll{meta['poll']:g}") + (
-        "-patched" if meta.get("bot_path") else "")
+        "-patched" if meta.get("bot_path") else "") + (
+        "-noprogress" if meta.get("progress_seconds") == 0 else "")
     path = write_results(name,
                          {"target": {"builds": 1000, "peak_rss_mb": TARGET_MB,
                                      "cpu_pct_one_core": TARGET_CPU},

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from bot.command import BuildCommand, Help, ParseError, parse
 from bot.config import BuildbotConfig, ConfigError, load_config
-from bot.policy import Approved, StaticUserGroups, decide, runnable_jobs
+from bot.policy import Approved, StaticUserGroups, decide, per_user_limit, runnable_jobs
 from bot.settings import SettingsError, load_settings
 
 _SLASH = re.compile(r"^\s*/build(?:\s+|$)", re.IGNORECASE)
@@ -118,6 +118,9 @@ def _summary(config: BuildbotConfig, path: str) -> str:
         lines += [f"note: jobs.{j.name} has no users or usergroups and there are no admins, "
                   "so nobody can run it." for j in config.jobs.values()
                   if not j.users and not j.usergroups]
+    lines += [f"note: jobs.{j.name} needs {j.approvals or 1} approval(s) by "
+              f"{', '.join([*j.approvers, *j.approver_groups])}." for j in config.jobs.values()
+              if j.needs_approval]
     return "\n".join(lines)
 
 
@@ -189,7 +192,7 @@ def _explain_build(config: BuildbotConfig, command: BuildCommand, user: str, cha
                    groups: _RecordingGroups) -> int:
     decision = decide(config, command, user_id=user, channel_id=channel, usergroups=groups)
     if isinstance(decision, Approved):
-        _print_allowed(decision, "Allowed")
+        _print_allowed(decision, "Allowed", _guards(config, decision, user))
         return 0
     if not groups.unknown:
         print("Denied:\n" + "\n".join(f"- {p}" for p in decision.problems))
@@ -202,7 +205,8 @@ def _explain_build(config: BuildbotConfig, command: BuildCommand, user: str, cha
     member = _RecordingGroups({g: {user} for g in groups.unchecked})
     if_member = decide(config, command, user_id=user, channel_id=channel, usergroups=member)
     if isinstance(if_member, Approved):
-        _print_allowed(if_member, f"If {user} is in {unchecked}: allowed")
+        _print_allowed(if_member, f"If {user} is in {unchecked}: allowed",
+                       _guards(config, if_member, user))
     else:
         print(f"If {user} is in {unchecked}, still denied:\n"
               + "\n".join(f"- {p}" for p in if_member.problems))
@@ -211,11 +215,32 @@ def _explain_build(config: BuildbotConfig, command: BuildCommand, user: str, cha
     return 1
 
 
-def _print_allowed(decision: Approved, head: str) -> None:
+def _print_allowed(decision: Approved, head: str, guards: Sequence[str] = ()) -> None:
     confirm = "yes (Run/Cancel buttons first)" if decision.confirm else "no"
     print(f"{head}: job {decision.job_name} ({decision.job_id}); confirm: {confirm}")
+    for line in guards:
+        print(line)
     print("POST /v3/jobs/build")
     print(json.dumps(decision.body, indent=2, ensure_ascii=False))
+
+
+def _guards(config: BuildbotConfig, decision: Approved, user: str) -> list[str]:
+    """The guard rails: who must approve, and the user's hourly limit."""
+    lines = []
+    rule = decision.approval
+    if rule is not None:
+        who = ", ".join([*rule.approvers, *(f"a member of {g}" for g in rule.groups)])
+        where = rule.channel or "the channel of the request"
+        lines.append(f"needs approval by {rule.needed} of: {who} (never {user} themselves), "
+                     f"asked in {where}; expires after {int(rule.ttl // 60)} min without it")
+    limit = per_user_limit(config, decision.job_name, user)
+    job = config.jobs.get(decision.job_name)
+    if limit is not None:
+        lines.append(f"per-user limit: {limit} build(s) of {decision.job_name} per hour "
+                     f"for {user}")
+    elif job is not None and (job.max_per_user_per_hour or config.max_per_user_per_hour):
+        lines.append(f"per-user limit: none for {user} (admins are exempt)")
+    return lines
 
 
 def _note_unknown(groups: _RecordingGroups) -> None:

@@ -11,6 +11,8 @@ Calls (docs/codearts-api.md has their fields, error shapes and authentication):
 * ``POST /v3/jobs/build``                       run a build task
 * ``GET  /v4/jobs/{job_id}/{build_no}/record-info``  the record of one build
 * ``POST /v3/jobs/{job_id}/{build_no}/stop``    stop a build
+* ``GET  /v3/jobs/{job_id}/{build_no}/history-details``  a build's steps (best effort)
+* ``GET  /v3/jobs/{job_id}/{build_no}/real-time-log``    a build's log, in pages
 
 Exceptions, all with a ``str()`` a user may read (never a secret)::
 
@@ -59,6 +61,8 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from bot.logtail import TailBuffer
 
 log = logging.getLogger(__name__)
 
@@ -470,6 +474,52 @@ def history_record_from(item: Any) -> HistoryRecord | None:
                          result=_text(item.get("result")))
 
 
+class Step(BaseModel):
+    """One step of a build as ``history-details`` lists it: ``status`` is ``running``,
+    ``success``, ``error``, ``""`` (not reached yet) or a word shown as it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    status: str = ""
+    build_time_ms: int | None = None
+
+
+MAX_STEPS = 200  # steps kept of one build (a longer list is odd: its head is enough)
+
+
+def step_from(item: Any) -> Step | None:
+    """A step, or None for a record without a usable name (skipped, never an error)."""
+    if not isinstance(item, dict):
+        return None
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    raw = item.get("status")
+    status = raw if isinstance(raw, str) else ""
+    took = _int_or_none(item.get("build_time"))
+    return Step(name=_clip(name, 100), status=_clip(status, STATUS_LIMIT).lower(),
+                build_time_ms=took if took is not None and took >= 0 else None)
+
+
+class LogTail(BaseModel):
+    """The last lines of a build's log, cleaned (``bot.logtail``); ``truncated`` when the
+    log went on past what was read (a size cap or the time budget)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lines: tuple[str, ...] = ()
+    truncated: bool = False
+    read_chars: int = 0
+
+
+STEPS_TIMEOUT = 5.0  # seconds for the steps call: progress is best effort
+LOG_PAGE = 64 * 1024  # characters asked for per real-time-log call
+LOG_MAX_CHARS = 2 * 1024 * 1024  # stop reading a log after this much
+LOG_BUDGET = 8.0  # seconds for the whole tail: the result is never held up longer
+LOG_MAX_PAGES = 200
+
+
 def _text(value: Any) -> str:
     """A value as CodeArts showed it: strings as they are, numbers as their digits."""
     if value is None:
@@ -629,6 +679,73 @@ class CodeArtsClient:
         return {str(p["name"]): _text(p.get("value")) for p in result
                 if isinstance(p, dict) and isinstance(p.get("name"), str)}
 
+    def build_steps(self, job_id: str, build_no: int | str, *,
+                    timeout: float = STEPS_TIMEOUT) -> list[Step]:
+        """A build's steps in order (``GET /v3/jobs/{job_id}/{build_number}/history-details``,
+        a bare JSON answer). Best effort: one short try, no retry waits; an answer
+        without ``build_steps`` is no steps; records without a name are skipped."""
+        path = f"/v3/jobs/{_job(job_id)}/{_build_no(build_no)}/history-details"
+        response = self._call("GET", path, read=True, retries=0, timeout=timeout)
+        data = self._decode(response)
+        if not isinstance(data, dict):
+            raise BadResponseError(response.status_code, _request_id(response),
+                                   self.scrub(str(data)[:200]),
+                                   "build details that are not an object")
+        items = data.get("build_steps")
+        if not isinstance(items, list):
+            return []
+        steps = (step_from(item) for item in items[:MAX_STEPS])
+        return [step for step in steps if step is not None]
+
+    def log_tail(self, job_id: str, build_no: int | str, *, lines: int = 30,
+                 max_chars: int = LOG_MAX_CHARS, budget: float = LOG_BUDGET,
+                 page: int = LOG_PAGE) -> LogTail:
+        """The last ``lines`` lines of a build's log
+        (``GET /v3/jobs/{job_id}/{build_no}/real-time-log?offset=&length=``, enveloped),
+        read page by page from ``current_offset`` while ``has_more_data``. Memory stays
+        bounded (only the last lines are kept); reading stops after ``max_chars`` or
+        ``budget`` seconds and says so (``truncated``). Raises CodeArtsError when not
+        even the first page could be read."""
+        job, number = _job(job_id), _build_no(build_no)
+        tail = TailBuffer(lines, known=getattr(self._auth, "secret_values", list)())
+        deadline = time.monotonic() + budget
+        offset, truncated = 0, False
+        for pages in range(LOG_MAX_PAGES):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05 or tail.fed >= max_chars:
+                truncated = True
+                break
+            length = max(1, min(page, max_chars - tail.fed))
+            path = f"/v3/jobs/{job}/{number}/real-time-log?offset={offset}&length={length}"
+            try:
+                response = self._call("GET", path, read=True, retries=1,
+                                      timeout=min(remaining, 5.0), deadline=deadline)
+                data = self._decode(response)
+            except CodeArtsError:
+                if pages == 0:
+                    raise
+                truncated = True  # what was read so far is still worth showing
+                break
+            result = data.get("result") if isinstance(data, dict) else None
+            content = result.get("content") if isinstance(result, dict) else None
+            if not isinstance(result, dict) or not isinstance(content, str | None):
+                if pages == 0:
+                    raise BadResponseError(response.status_code, _request_id(response),
+                                           self.scrub(str(data)[:200]), "a log without a result")
+                truncated = True
+                break
+            tail.feed(content or "")
+            following = _int_or_none(result.get("current_offset"))
+            if result.get("has_more_data") is not True:
+                break
+            if following is None or following <= offset:  # no way forward: stop here
+                truncated = True
+                break
+            offset = following
+        else:
+            truncated = True
+        return LogTail(lines=tuple(tail.lines()), truncated=truncated, read_chars=tail.fed)
+
     # ---- plumbing
 
     def _decode(self, response: httpx.Response) -> Any:
@@ -660,35 +777,46 @@ class CodeArtsClient:
                  status)
 
     def _call(self, method: str, path: str, *, read: bool,
-              body: dict[str, Any] | None = None) -> httpx.Response:
-        """Send with the retry rules of the module docstring; return the final response."""
+              body: dict[str, Any] | None = None, retries: int = RETRIES,
+              timeout: float | None = None, deadline: float | None = None) -> httpx.Response:
+        """Send with the retry rules of the module docstring; return the final response.
+
+        Best-effort reads (steps, the log) pass fewer ``retries``, a shorter ``timeout``
+        and a ``deadline`` (monotonic): no retry waits past it."""
         attempt = 0
         while True:
             try:
-                response = self._attempt(method, path, body)
+                response = self._attempt(method, path, body, timeout)
             except _NOT_SENT as exc:
-                if attempt >= RETRIES:
+                if attempt >= retries:
                     raise NotSentError(method, path, attempt + 1, type(exc).__name__) from exc
                 delay = self._delay(attempt)
             except httpx.TransportError as exc:
                 if not read:
                     raise OutcomeUnknownError(method, path, type(exc).__name__) from exc
-                if attempt >= RETRIES:
+                if attempt >= retries:
                     raise NotSentError(method, path, attempt + 1, type(exc).__name__) from exc
                 delay = self._delay(attempt)
             else:
-                wait = self._retry_wait(response, attempt) if read else None
+                wait = self._retry_wait(response, attempt, retries) if read else None
                 if wait is None:
                     return response
                 delay = wait
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    return response  # no time left to ask again: this answer is the one
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise NotSentError(method, path, attempt + 1, "out of time")
             time.sleep(delay)
             attempt += 1
 
-    def _attempt(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+    def _attempt(self, method: str, path: str, body: dict[str, Any] | None,
+                 timeout: float | None = None) -> httpx.Response:
         started = time.monotonic()
+        limit = self._timeout if timeout is None else httpx.Timeout(
+            timeout, connect=min(timeout, self._timeout.connect or timeout))
         try:
             response = self._http.request(method, self.endpoint + path, json=body,
-                                          auth=self._auth, timeout=self._timeout)
+                                          auth=self._auth, timeout=limit)
         except httpx.TransportError as exc:
             log.warning("CodeArts %s %s failed after %.0f ms: %s", method, path,
                         (time.monotonic() - started) * 1000, type(exc).__name__)
@@ -707,10 +835,11 @@ class CodeArtsClient:
             except Exception:  # metrics never break a call
                 log.debug("call observer failed", exc_info=True)
 
-    def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
+    def _retry_wait(self, response: httpx.Response, attempt: int,
+                    retries: int = RETRIES) -> float | None:
         """Seconds to wait before retrying a read, or None to stop and use this response."""
         status = response.status_code
-        if attempt >= RETRIES or not (status == 429 or status >= 500):
+        if attempt >= retries or not (status == 429 or status >= 500):
             return None
         after = _retry_after(response)
         if after is None:

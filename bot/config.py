@@ -107,7 +107,7 @@ def _check_value(value: str, pattern: str | None, choices: list[str] | None, *, 
 
 # An example ID for each list of IDs, to show what belongs there.
 ID_EXAMPLES = {"users": "U01ALICE", "admins": "U01ADMIN", "usergroups": "S01DEVS",
-               "channels": "C01BUILDS"}
+               "channels": "C01BUILDS", "approvers": "U01CAROL", "approver_groups": "S01LEADS"}
 
 
 def _slack_ids(v: list[str], *, star: bool, example: str = "U01ALICE") -> list[str]:
@@ -138,6 +138,21 @@ class JobConfig(BaseModel):
     confirm: bool = True
     allow_extra_params: bool = False
     params: dict[ParamName, ParamSpec] = Field(default_factory=dict)
+    # guard rails (see "approvals" below and bot.lifecycle.ApprovalRule)
+    approvers: list[str] = Field(default_factory=list)
+    approver_groups: list[str] = Field(default_factory=list)
+    approvals: int | None = None
+    approval_channel: str | None = None
+    approval_ttl: str | None = None
+    max_per_user_per_hour: int | None = None
+
+    @property
+    def needs_approval(self) -> bool:
+        return bool(self.approvers or self.approver_groups)
+
+    @property
+    def approval_ttl_seconds(self) -> float:
+        return parse_duration(self.approval_ttl) if self.approval_ttl else DEFAULT_APPROVAL_TTL
 
     @field_validator("id")
     @classmethod
@@ -165,6 +180,91 @@ class JobConfig(BaseModel):
                              "channels to allow any channel")
         return v if v is None else _slack_ids(v, star=False, example=ID_EXAMPLES["channels"])
 
+    # --- approvals ---------------------------------------------------------------
+    # Fields are validated in the order declared, so these see approvers and groups.
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, v: list[str]) -> list[str]:
+        return _slack_ids(v, star=False, example=ID_EXAMPLES["approvers"])
+
+    @field_validator("approver_groups")
+    @classmethod
+    def _approver_groups(cls, v: list[str]) -> list[str]:
+        return _slack_ids(v, star=False, example=ID_EXAMPLES["approver_groups"])
+
+    @field_validator("approvals")
+    @classmethod
+    def _approvals(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is None:
+            return v
+        if v < 1:
+            raise ValueError(f"must be 1 or more, not {v}: it is how many distinct approvers "
+                             "must approve; remove it for no approval")
+        if "approvers" not in info.data or "approver_groups" not in info.data:
+            return v  # their own problem is reported
+        users, groups = info.data["approvers"], info.data["approver_groups"]
+        if not users and not groups:
+            raise ValueError(f"{v} approval(s) needed but nobody may approve: list approvers "
+                             "(user IDs) or approver_groups, or remove approvals")
+        if not groups and v > len(set(users)):
+            raise ValueError(f"{v} approvals needed but only {len(set(users))} approver(s) "
+                             "listed: list more approvers, add approver_groups, or lower it")
+        return v
+
+    @field_validator("approval_channel")
+    @classmethod
+    def _approval_channel(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        _slack_ids([v], star=False, example=ID_EXAMPLES["channels"])
+        _only_with_approvers(info)
+        return v
+
+    @field_validator("approval_ttl")
+    @classmethod
+    def _approval_ttl(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        seconds = parse_duration(v)
+        if not MIN_APPROVAL_TTL <= seconds <= MAX_APPROVAL_TTL:
+            raise ValueError(f"{_toml(v)} is out of range: give between 1m and 24h")
+        _only_with_approvers(info)
+        return v
+
+    @field_validator("max_per_user_per_hour")
+    @classmethod
+    def _per_user(cls, v: int | None) -> int | None:
+        return _per_hour(v)
+
+
+DEFAULT_APPROVAL_TTL = 3600.0  # an approval request stays answerable this long by default
+MIN_APPROVAL_TTL = 60.0
+MAX_APPROVAL_TTL = 24 * 3600.0
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(text: str) -> float:
+    """``30m``, ``1h``, ``2h30m``, ``90s`` -> seconds; ValueError saying how to write it."""
+    m = _DURATION.fullmatch(text.strip())
+    if not text.strip() or m is None or not any(m.groups()):
+        raise ValueError(f"{_toml(text)} is not a duration: write it like 30m, 1h or 2h30m")
+    h, mins, secs = (int(g or 0) for g in m.groups())
+    return float(h * 3600 + mins * 60 + secs)
+
+
+def _only_with_approvers(info: ValidationInfo) -> None:
+    if "approvers" in info.data and "approver_groups" in info.data and not (
+            info.data["approvers"] or info.data["approver_groups"]):
+        raise ValueError("has no effect without approvers or approver_groups: list who may "
+                         "approve, or remove it")
+
+
+def _per_hour(v: int | None) -> int | None:
+    if v is not None and v < 1:
+        raise ValueError(f"must be 1 or more, not {v}: remove it for no limit")
+    return v
+
 
 class BuildbotConfig(BaseModel):
     """The whole file: admins (may run everything, and raw job IDs) and the jobs by name."""
@@ -172,12 +272,18 @@ class BuildbotConfig(BaseModel):
     model_config = _STRICT
 
     admins: list[str] = Field(default_factory=list)
+    max_per_user_per_hour: int | None = None  # the default for jobs that set none
     jobs: dict[str, JobConfig] = Field(default_factory=dict)
 
     @field_validator("admins")
     @classmethod
     def _admins(cls, v: list[str]) -> list[str]:
         return _slack_ids(v, star=False, example=ID_EXAMPLES["admins"])
+
+    @field_validator("max_per_user_per_hour")
+    @classmethod
+    def _per_user(cls, v: int | None) -> int | None:
+        return _per_hour(v)
 
 
 def load_config(path: str | Path) -> BuildbotConfig:
@@ -251,9 +357,10 @@ def _job_name_problems(name: str, folded: dict[str, str]) -> list[str]:
 # ---------------------------------------------------------------- error messages
 
 _FIELDS: dict[int, tuple[str, ...]] = {
-    0: ("admins", "jobs"),
+    0: ("admins", "max_per_user_per_hour", "jobs"),
     2: ("id", "description", "users", "usergroups", "channels", "confirm",
-        "allow_extra_params", "params"),
+        "allow_extra_params", "params", "approvers", "approver_groups", "approvals",
+        "approval_channel", "approval_ttl", "max_per_user_per_hour"),
     4: ("default", "choices", "pattern", "required"),
 }
 
@@ -270,6 +377,8 @@ def _describe(err: Mapping[str, Any]) -> str:
     if kind == "string_type":
         hint = f': quote it ("{_plain(value)}")' if _is_scalar(value) else ""
         return f"{_loc(loc)}: must be a string, not {_what(value)}{hint}."
+    if kind == "int_type":
+        return f"{_loc(loc)}: must be a whole number (no quotes), not {_what(value)}."
     if kind == "bool_type":
         return f"{_loc(loc)}: must be true or false (no quotes), not {_what(value)}."
     if kind == "list_type":

@@ -84,6 +84,8 @@ GROUP_MEMBERS = {"S01DEVS": ["U01CAROL"]}  # carol may run backend through her u
 FAILING_JOBS = {"e2e"}  # the stand-in ends these jobs' builds with FAILURE
 BUILD_SECONDS = {"backend": 4.0, "e2e": 3.0, "docs": 2.0}
 DEFAULT_BUILD_SECONDS = 3.0
+# the steps every stand-in build goes through, shown as live progress in its channel message
+DEMO_STEPS = ("Checkout", "Compile", "Test", "Build image")
 WAIT_LIMIT = 120.0  # ``wait`` gives up after this many seconds
 PEOPLE_NOTE = ("alice may run backend (she is in its users), carol through the user group "
                "S01DEVS, admin as an admin; bob is in no list. e2e and docs are for everyone; "
@@ -96,6 +98,8 @@ Type what you would type in Slack, or a demo command:
   click LABEL       click the newest button labelled LABEL (Run, Cancel, Stop, Rebuild)
   as NAME           act as someone else: alice, bob, carol, admin (or any name, or an ID U...)
   in #CHANNEL       type in another channel: #builds, #random, any #name (or an ID C...)
+  pick JOB          pick a job in the open form (/build alone opens it)
+  submit [F=V ...]  submit the open form, setting field F (its number or label) to V
   wait [SECONDS]    wait until every running build has ended and been reported
                     (or just SECONDS)
   who               who and where you are
@@ -160,6 +164,7 @@ class Demo:
         self.user_names = {v: k for k, v in PEOPLE.items()}
         self.channel_names = {v: k for k, v in CHANNELS.items()}
         self.buttons: dict[int, Button] = {}
+        self.form_open = False  # a views.open shown and not yet submitted
         self.gone: set[int] = set()  # buttons whose message was replaced or deleted
         self.messages = 0
         self.hooks: dict[str, Origin] = {}
@@ -204,6 +209,7 @@ class Demo:
             codearts_token=FakeCodeArts.token,  # type: ignore[arg-type]
             database_url=f"sqlite:///{folder / 'buildbot.db'}",
             buildbot_config=path, build_poll_seconds=POLL_SECONDS,
+            progress_update_seconds=POLL_SECONDS,  # progress shown at every check here
             log_level=self.log_level)  # type: ignore[arg-type]
         self.runtime = Runtime(settings, self.config)
         self._stack.callback(self.runtime.close, 5.0)
@@ -262,6 +268,10 @@ class Demo:
             return self.switch_user(rest)
         if word == "in" and rest:
             return self.switch_channel(rest)
+        if word == "pick" and rest:
+            return self.pick(rest)
+        if word == "submit":
+            return self.submit(rest)
         if word == "wait":
             return self.wait(rest)
         if word == "who" and not rest:
@@ -453,10 +463,91 @@ class Demo:
             self._retire(f"ts:{ts}")
             self.ts_labels[ts] = self.show(p, head, channel=channel, ts=ts, key=f"ts:{ts}")
             return
+        if call.method in ("views.open", "views.update"):
+            self.form_open = True
+            self.show_form()
+            return
         if call.method == "chat.postEphemeral":
             channel = str(p.get("channel", ""))
             self.show(p, self._ephemeral_to(str(p.get("user", "")), channel), channel=channel,
                       key=self._key())
+
+    # --- the form -------------------------------------------------------------------
+    # A modal is shown as numbered fields; ``pick`` and ``submit`` act on the newest one.
+
+    def _form(self) -> dict[str, Any] | None:
+        views = list(self.slack.views.values())
+        return views[-1] if views and self.form_open else None
+
+    def show_form(self, errors: dict[str, str] | None = None) -> None:
+        view = self._form()
+        if view is None:
+            return
+        lines = []
+        number = 0
+        for block in view.get("blocks", []):
+            if block.get("type") != "input":
+                lines += self._block(block, channel=self.channel, ts=None, key="form",
+                                     label=lambda: "")
+                continue
+            number += 1
+            element = block["element"]
+            label = str(block["label"]["text"]) + ("" if block.get("optional") else " *")
+            if element["type"] == "static_select":
+                picked = (element.get("initial_option") or {}).get("value", "")
+                values = " | ".join(o["value"] for o in element.get("options", [])[:10])
+                shown = f"{picked or '(none)'}   [{values}]"
+            else:
+                shown = element.get("initial_value") or "(empty)"
+            lines.append(f"({number}) {label}: {shown}")
+            if errors and block["block_id"] in errors:
+                lines.append(f"    ⚠️ {errors[block['block_id']]}")
+        submit = (view.get("submit") or {}).get("text")
+        lines.append(f"[{submit}: type submit]  [Cancel]" if submit else "[Cancel]")
+        body = "\n".join(f"│ {line}".rstrip() for line in lines)
+        self.say(f"┌ form \"{view['title']['text']}\" (only {self._name(self.user)} sees it)"
+                 f"\n{body}\n")
+
+    def pick(self, job: str) -> bool:
+        view = self._form()
+        if view is None:
+            self.say("No form is open: type /build to open one.")
+            return False
+        from bot import forms
+        self.sender.pick(view, forms.JOB_BLOCK, forms.JOB_ACTION, job, user=self.user)
+        self.settle()
+        return True
+
+    def submit(self, rest: str) -> bool:
+        view = self._form()
+        if view is None:
+            self.say("No form is open: type /build to open one.")
+            return False
+        inputs = [b for b in view.get("blocks", []) if b.get("type") == "input"]
+        entered: dict[str, str | None] = {}
+        for word in rest.split():
+            field, _, value = word.partition("=")
+            found = [b for i, b in enumerate(inputs, 1) if field in (
+                str(i), str(b["label"]["text"]), str(b["label"]["text"]).lower())]
+            if not found:
+                self.say(f"The form has no field {field!r}.")
+                return False
+            entered[found[0]["block_id"]] = value or None
+        resp = self.sender.submit(view, entered, user=self.user)
+        answer = resp.json() if resp.content else {}
+        with self.lock:
+            self.drain()
+            if answer.get("response_action") == "errors":
+                self.show_form(answer.get("errors") or {})
+            elif answer.get("response_action") == "update":
+                self.form_open = False
+                self.show({"blocks": answer["view"]["blocks"]}, "the form now reads",
+                          channel=self.channel, key=self._key())
+            else:
+                self.form_open = False
+                self.say("┌ the form closed\n")
+        self.settle()
+        return True
 
     def show(self, message: dict[str, Any], head: str, *, channel: str, key: str,
              ts: str | None = None) -> str:
@@ -565,7 +656,8 @@ def _stock(config: BuildbotConfig, slack: FakeSlack, codearts: FakeCodeArts) -> 
     """Every job of the file exists in the stand-in CodeArts; every user group in Slack."""
     for name, job in config.jobs.items():
         codearts.add_job(job.id, outcome="FAILURE" if name in FAILING_JOBS else "SUCCESS",
-                         duration=BUILD_SECONDS.get(name, DEFAULT_BUILD_SECONDS))
+                         duration=BUILD_SECONDS.get(name, DEFAULT_BUILD_SECONDS),
+                         steps=DEMO_STEPS)
         for group in job.usergroups:
             slack.usergroups.setdefault(group, [])
     for group, members in GROUP_MEMBERS.items():

@@ -18,7 +18,14 @@ from dataclasses import replace
 from typing import Any
 
 from bot import messages as msg
-from bot.codearts import BuildState, CodeArtsClient, CodeArtsError
+from bot.codearts import (
+    BadResponseError,
+    BuildState,
+    CodeArtsClient,
+    CodeArtsError,
+    NotSentError,
+    Step,
+)
 from bot.config import BuildbotConfig
 from bot.lifecycle import (
     CONFIRM_MINUTES,
@@ -28,6 +35,7 @@ from bot.lifecycle import (
     AnnounceState,
     Build,
     Candidate,
+    ApprovalRule,
     Lease,
     Request,
     RequestState,
@@ -39,8 +47,16 @@ from bot.lifecycle import (
     decide_settlement,
     new_error_id,
 )
+from bot.lifecycle import (  # live progress and the log tail
+    PROGRESS_EVERY,
+    decide_progress,
+    progress_delay,
+    progress_due,
+    progress_line,
+    wants_log_tail,
+)
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
-from bot.policy import Approved
+from bot.policy import Approved, approval_rule
 from bot.settings import format_build_link
 from bot.store import AlreadySettled, OpenQuestion, Store
 
@@ -54,6 +70,8 @@ NOT_STARTED_AFTER = 60.0  # "nothing started" only once the history had this lon
 HISTORY_PAGE = 50  # history lines read per call when settling a lost run answer
 HISTORY_PAGES = 10  # at most this many pages: 500 builds around the moment
 SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost run answer
+STEPS_EVERY = 30.0  # seconds between two reads of one build's steps (live progress)
+STEPS_REMEMBERED = 20_000  # steps of this many builds kept in memory at most
 SETTLE_GIVE_UP = 1800.0  # history unreadable this long past the grace: tell "unknown"
 
 
@@ -64,7 +82,14 @@ class Engine:
                  notifier: Notifier, poll_seconds: float = 15.0,
                  link_template: str | None = None, project_id: str | None = None,
                  max_age: float = MAX_AGE, intent_grace: float = INTENT_GRACE,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 progress_every: float = PROGRESS_EVERY, log_tail_lines: int = 30) -> None:
+        self.progress_every = progress_every  # 0: the channel message is not updated
+        # build id -> (when its steps were read, what they were): a best-effort read is
+        # made at most every STEPS_EVERY seconds per build; lost on restart, which only
+        # means one more read
+        self._steps_seen: dict[str, tuple[float, list[Step] | None]] = {}
+        self.log_tail_lines = log_tail_lines  # 0: no log tail in failure replies
         self.metrics = notifier.metrics
         self.config = config
         self.store = store
@@ -107,6 +132,8 @@ class Engine:
         A Rebuild always asks first, and asks with the same question while it is open,
         so two clicks on one Rebuild button can start one build at most."""
         confirm = approved.confirm or rebuild_of is not None
+        # a job without confirmation that needs approval waits for it at once
+        awaits = approved.approval if not confirm else None
         if rebuild_of is not None:
             self.expire_due()  # an expired question must not stand in for a new one
             if self._ask_again(rebuild_of, user_id, response_url):
@@ -114,11 +141,13 @@ class Engine:
         try:
             request = self.store.add_request(
                 id=uuid.uuid4().hex,
-                state=RequestState.PENDING if confirm else RequestState.SENDING,
-                now=self.clock(), ttl=CONFIRM_TTL, user_id=user_id, team_id=team_id,
-                channel_id=channel_id, job_name=approved.job_name, job_id=approved.job_id,
-                command=text.strip(), body=approved.body, response_url=response_url,
-                decision="confirm" if confirm else "approved", rebuild_of=rebuild_of)
+                state=RequestState.PENDING if confirm else (
+                    RequestState.AWAITING if awaits else RequestState.SENDING),
+                now=self.clock(), ttl=awaits.ttl if awaits else CONFIRM_TTL, user_id=user_id,
+                team_id=team_id, channel_id=channel_id, job_name=approved.job_name,
+                job_id=approved.job_id, command=text.strip(), body=approved.body,
+                response_url=response_url, decision="confirm" if confirm else "approved",
+                rebuild_of=rebuild_of, approvals_needed=awaits.needed if awaits else None)
         except OpenQuestion:  # another click (or replica) asked it a moment ago
             assert rebuild_of is not None
             if self._ask_again(rebuild_of, user_id, response_url):
@@ -131,6 +160,8 @@ class Engine:
             self._ask(request, response_url)
             if received_at is not None:
                 self.metrics.confirmation_seconds.observe(time.monotonic() - received_at)
+        elif awaits:
+            self.ask_approval(request, response_url)
         else:
             self.start(request, response_url)
 
@@ -143,9 +174,12 @@ class Engine:
         return True
 
     def _ask(self, request: Request, response_url: str | None) -> None:
-        self.notifier.respond(response_url, msg.confirmation(
+        question = msg.confirmation(
             request.id, request.job_name, self.description(request.job_name), request.body,
-            minutes=CONFIRM_MINUTES, rebuild=request.rebuild_of is not None))
+            minutes=CONFIRM_MINUTES, rebuild=request.rebuild_of is not None)
+        if not self.notifier.respond(response_url, question):
+            # no response_url (a form submitted), or it went stale (they last 30 minutes)
+            self.notifier.ephemeral(request.channel_id, request.user_id, question)
 
     def expire_due(self) -> None:
         """Pending questions past their time: expired, audited and told, each once."""
@@ -158,6 +192,8 @@ class Engine:
             self.notifier.respond(request.response_url,
                                   msg.expired(request.job_name, request.command,
                                               minutes=CONFIRM_MINUTES))
+        for request in self.store.expire_awaiting(now=now):
+            self.approval_expired(request)
 
     def settle_stale(self) -> None:
         """Requests whose run call never got its answer (the process sending it died):
@@ -269,6 +305,107 @@ class Engine:
         else:
             self.notifier.respond(request.response_url, msg.outcome_unknown(request.job_name))
 
+    # --- approvals ---------------------------------------------------------------------
+    # A request of a job with approvers waits (awaiting) after Run; the question is posted
+    # in the approval channel and updated in place with each decision. The decisions
+    # themselves are claims in the store (flow calls them); these are their effects.
+
+    def ask_approval(self, request: Request, response_url: str | None) -> None:
+        """Post the approval question, keep where it is, and tell the requester who must
+        approve. Where it cannot be posted the request fails: nothing starts, and the
+        requester is told (nobody could approve a question nobody sees)."""
+        rule = approval_rule(self.config, request.job_name)
+        channel = rule.channel if rule is not None and rule.channel else request.channel_id
+        sent = self.notifier.post(channel, self._approval_question(request, rule))
+        now = self.clock()
+        if not sent.ok:
+            log.warning("approval request of request=%s not posted channel=%s error=%s",
+                        request.id, channel, sent.error)
+            if self.store.end_awaiting(id=request.id, new=RequestState.FAILED, now=now,
+                                       error=f"approval request not posted: {sent.error}"):
+                self.store.audit(decision="approval_not_posted", now=now,
+                                 request_id=request.id, user_id=request.user_id,
+                                 channel_id=channel, job=request.job_name,
+                                 detail=f"Slack said {sent.error}")
+                self.notifier.respond(response_url, msg.approval_ended(
+                    request.job_name, "failed", command=request.command))
+            return
+        if sent.ts:
+            self.store.set_approval_message(id=request.id, channel=sent.channel or channel,
+                                            ts=sent.ts)
+        self.store.audit(decision="approval_asked", now=now, request_id=request.id,
+                         user_id=request.user_id, channel_id=channel, job=request.job_name,
+                         parameters=request.body,
+                         detail=f"needs {request.approvals_needed or 1} approval(s)")
+        self.notifier.respond(response_url, msg.awaiting_approval(
+            request.id, request.job_name, approvers=rule.approvers if rule else (),
+            groups=rule.groups if rule else (), needed=request.approvals_needed or 1,
+            expires_at=request.expires_at,
+            channel=channel if channel != request.channel_id else None))
+
+    def _approval_question(self, request: Request, rule: ApprovalRule | None) -> msg.Message:
+        return msg.approval_request(
+            request_id=request.id, requester=request.user_id, job_name=request.job_name,
+            description=self.description(request.job_name), body=request.body,
+            approvers=rule.approvers if rule else (), groups=rule.groups if rule else (),
+            needed=request.approvals_needed or 1, approved_by=request.approved_by,
+            expires_at=request.expires_at)
+
+    def _update_approval(self, request: Request, message: msg.Message) -> None:
+        current = self.store.get_request(request.id) or request
+        if current.approval_channel and current.approval_ts:
+            self.notifier.update(current.approval_channel, current.approval_ts, message)
+
+    def _close_approval(self, request: Request, outcome: str, by: tuple[str, ...] = (),
+                        build: Build | None = None) -> None:
+        self._update_approval(request, msg.approval_closed(
+            requester=request.user_id, job_name=request.job_name,
+            description=self.description(request.job_name), body=request.body,
+            outcome=outcome, by=by, daily=build.daily_build_number if build else "",
+            build_no=build.build_no if build else ""))
+
+    def _tell_requester(self, request: Request, message: msg.Message) -> None:
+        """Through the click's response_url (it replaces the "waiting" message); after
+        its 30 minutes, as a direct message."""
+        if not self.notifier.respond(request.response_url, message):
+            self.notifier.direct(request.user_id, {"text": message["text"]})
+
+    def approval_progress(self, request: Request) -> None:
+        """An approval recorded, more needed: the question shows who approved so far."""
+        self._update_approval(request, self._approval_question(
+            request, approval_rule(self.config, request.job_name)))
+
+    def start_approved(self, request: Request) -> None:
+        """The approval that made it enough moved the request to sending: send it once
+        (as a Run click would), then show the outcome in the approval message."""
+        self.start(request, request.response_url)
+        build = self.store.get_build(request.id)
+        current = self.store.get_request(request.id)
+        outcome = ("started" if build is not None else
+                   "not_started" if current is not None
+                   and current.state is RequestState.FAILED else "checking")
+        self._close_approval(request, outcome, request.approved_by, build)
+
+    def approval_rejected(self, request: Request, by: str) -> None:
+        self.metrics.commands.labels("cancelled").inc()
+        self._close_approval(request, "rejected", (by,))
+        self._tell_requester(request, msg.approval_ended(request.job_name, "rejected", by=by))
+
+    def approval_withdrawn(self, request: Request) -> None:
+        self.metrics.commands.labels("cancelled").inc()
+        self._close_approval(request, "withdrawn", (request.user_id,))
+
+    def approval_expired(self, request: Request) -> None:
+        """Audit, show and tell an approval request this process expired (once)."""
+        self.metrics.commands.labels("expired").inc()
+        self.store.audit(decision="approval_expired", now=self.clock(), request_id=request.id,
+                         user_id=request.user_id, channel_id=request.channel_id,
+                         job=request.job_name,
+                         detail="approved by " + (" ".join(request.approved_by) or "nobody"))
+        self._close_approval(request, "expired")
+        self._tell_requester(request, msg.approval_ended(request.job_name, "expired",
+                                                         command=request.command))
+
     # --- the one call to CodeArts ------------------------------------------------------
 
     def start(self, request: Request, response_url: str | None) -> None:
@@ -368,7 +505,8 @@ class Engine:
             build_id=build.id, user_id=build.user_id, job_name=build.job_name,
             description=self.description(build.job_name),
             body=request.body if request is not None else {},
-            daily=build.daily_build_number, build_no=build.build_no, link=self.link(build))
+            daily=build.daily_build_number, build_no=build.build_no, link=self.link(build),
+            approvers=request.approved_by if request is not None else ())
         sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id))
         if not sent.ok and not sent.permanent:
             log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
@@ -441,6 +579,8 @@ class Engine:
             build = replace(build, daily_build_number=answer.daily_build_number)
         decision = decide_poll(build, answer, poll=self.poll_seconds, max_age=self.max_age)
         if decision.watch is WatchState.WATCHING:
+            if isinstance(answer, BuildState):
+                self.progress(build, lease)  # before the reschedule gives the lease back
             self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
                                   next_check_at=self.clock() + decision.delay,
                                   failures=decision.failures)
@@ -462,15 +602,6 @@ class Engine:
         its holder died or froze) first looks in the thread for the result."""
         link = self.link(build)
         result = build.result or "unknown"
-        if result == "timeout":
-            reply = msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
-                                hours=int(self.max_age // 3600), link=link,
-                                build_no=build.build_no)
-        else:
-            reply = msg.result_reply(build_id=build.id, user_id=build.user_id,
-                                     job_name=build.job_name, daily=build.daily_build_number,
-                                     result=result, duration_ms=build.duration_ms, link=link,
-                                     build_no=build.build_no)
         current = self.store.get_build(build.id)
         if current is not None:
             build = replace(build, announce=current.announce, message_ts=current.message_ts,
@@ -484,6 +615,10 @@ class Engine:
                                   next_check_at=self.clock() + min(self.poll_seconds, 15.0),
                                   failures=build.failures)
             return
+        # read here, so a reply that waits for its thread does not read the log each time;
+        # a retry after a crash reads it again (or says it could not)
+        reply = self.result_message(build, result, link)
+        self._steps_seen.pop(build.id, None)
         detail = result
         sent: Delivery | None = None
         if channel and ts and retry:
@@ -545,6 +680,99 @@ class Engine:
         if sent.ok and build.finished_at is not None:
             self.metrics.result_lag_seconds.observe(max(0.0, self.clock() - build.finished_at))
 
+    # --- live progress and the log tail ---------------------------------------------------
+
+    def progress(self, build: Build, lease: Lease) -> None:
+        """Update a running build's channel message in place with its elapsed time and, where
+        CodeArts lists steps, the step it is on. Best effort and bounded: at most one update
+        per message per ``progress_every`` seconds (kept in the store, so replicas and
+        restarts agree), none when the text is the same, never by a holder whose lease
+        passed, and a refused update (a 429) only puts that message's next one off:
+        nothing here waits or raises."""
+        try:
+            self._progress(build, lease)
+        except Exception:
+            log.exception("progress update of build=%s failed", build.id)
+
+    def _progress(self, build: Build, lease: Lease) -> None:
+        now = self.clock()
+        if not progress_due(build, now=now, every=self.progress_every):
+            return
+        line = progress_line(now - build.created_at, self._steps(build, now))
+        if not decide_progress(build, line, now=now, every=self.progress_every):
+            return
+        assert build.message_channel and build.message_ts
+        if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
+                                     now=self.clock(), lease_seconds=lease.seconds):
+            log.warning("lease of build=%s lost before its progress update; not updating",
+                        build.id)
+            return
+        request = self.store.get_request(build.id)
+        approvers = tuple(getattr(request, "approved_by", ()) or ())
+        message = msg.announcement(
+            build_id=build.id, user_id=build.user_id, job_name=build.job_name,
+            description=self.description(build.job_name),
+            body=request.body if request is not None else {},
+            daily=build.daily_build_number, build_no=build.build_no, link=self.link(build),
+            progress=line, **({"approvers": approvers} if approvers else {}))
+        sent = self.notifier.update_now(build.message_channel, build.message_ts,
+                                        tagged(message, BUILD_EVENT, build.id))
+        after = self.clock()
+        if sent.ok:
+            self.store.set_progress(id=build.id, owner=lease.owner, token=lease.token,
+                                    due_at=after + self.progress_every, text=line)
+            return
+        wait = progress_delay(every=self.progress_every, retry_after=sent.retry_after,
+                              permanent=sent.permanent)
+        log.info("progress of build=%s put off %.0f s (%s)", build.id, wait, sent.error)
+        self.store.set_progress(id=build.id, owner=lease.owner, token=lease.token,
+                                due_at=after + wait)
+
+    def _steps(self, build: Build, now: float) -> list[Step] | None:
+        """The build's steps, read again once the last read is STEPS_EVERY old; None when
+        CodeArts does not list them or could not be asked (the elapsed time alone)."""
+        seen = self._steps_seen.get(build.id)
+        if seen is not None and 0 <= now - seen[0] < STEPS_EVERY:
+            return seen[1]
+        steps: list[Step] | None = None
+        try:
+            steps = self.api.build_steps(build.job_id, build.build_no)
+        except CodeArtsError as exc:  # best effort: the elapsed time alone
+            log.info("steps of build=%s not read (%s); showing the elapsed time only",
+                     build.id, type(exc).__name__)
+        if len(self._steps_seen) > STEPS_REMEMBERED:  # builds followed elsewhere now
+            self._steps_seen.clear()
+        self._steps_seen[build.id] = (now, steps)
+        return steps
+
+    def result_message(self, build: Build, result: str, link: str | None) -> msg.Message:
+        """The thread reply for an ended build; a failed or stopped one carries the last
+        lines of its log (or one line saying they could not be read)."""
+        if result == "timeout":
+            return msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
+                               hours=int(self.max_age // 3600), link=link,
+                               build_no=build.build_no)
+        tail, truncated, problem = self._log_tail(build, result)
+        return msg.result_reply(build_id=build.id, user_id=build.user_id,
+                                job_name=build.job_name, daily=build.daily_build_number,
+                                result=result, duration_ms=build.duration_ms, link=link,
+                                build_no=build.build_no, tail=tail, tail_truncated=truncated,
+                                tail_error=problem)
+
+    def _log_tail(self, build: Build, result: str) -> tuple[list[str] | None, bool, str | None]:
+        """(lines, truncated, why not): read within the client's small time budget."""
+        if self.log_tail_lines <= 0 or not wants_log_tail(result):
+            return None, False, None
+        try:
+            got = self.api.log_tail(build.job_id, build.build_no, lines=self.log_tail_lines)
+        except CodeArtsError as exc:
+            log.warning("log of build=%s not read: %s", build.id, type(exc).__name__)
+            return None, False, _log_problem(exc)
+        except Exception:
+            log.exception("log of build=%s not read", build.id)
+            return None, False, "an error inside buildbot"
+        return list(got.lines), got.truncated, None
+
     # --- buttons on a build's messages -----------------------------------------------------
 
     def thread_note(self, build: Build, message: dict[str, Any]) -> None:
@@ -559,4 +787,13 @@ class Engine:
         return build.watch is WatchState.WATCHING
 
 
-
+def _log_problem(exc: CodeArtsError) -> str:
+    """Why a log could not be read, in a few words for the thread (no secret, no body)."""
+    status = getattr(exc, "status", None)
+    if isinstance(exc, NotSentError):
+        return "CodeArts did not answer in time"
+    if isinstance(exc, BadResponseError):
+        return "CodeArts sent an answer buildbot could not read"
+    if isinstance(status, int):
+        return f"CodeArts answered HTTP {status}"
+    return "CodeArts could not be asked"

@@ -7,8 +7,15 @@ A request (one ``/build`` command, or one Rebuild click)::
                  |                 |------refused--> failed
                  |                 `--no answer----> unknown
                  |--Cancel--> cancelled
-                 `--time----> expired
+                 |--time----> expired
+                 `--Run, on a job that needs approval--> awaiting
+    awaiting --N approvals--> sending      (the click that made it N)
+       |------Reject------> rejected
+       |------Withdraw----> withdrawn
+       |------time--------> expired
+       `------not asked---> failed       (the approval request could not be posted)
     (new) --> sending        (a job with ``confirm = false``)
+    (new) --> awaiting       (a job with ``confirm = false`` that needs approval)
 
 A build (a request CodeArts accepted) has two independent parts::
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -39,6 +47,7 @@ from bot.codearts import (
     CodeArtsError,
     NotSentError,
     OutcomeUnknownError,
+    Step,
 )
 
 CONFIRM_TTL = 600.0  # seconds a Run/Cancel question stays answerable
@@ -57,6 +66,9 @@ class RequestState(StrEnum):
     EXPIRED = "expired"
     FAILED = "failed"  # CodeArts refused, or the call never left: nothing started
     UNKNOWN = "unknown"  # the call may have reached CodeArts: never sent again by itself
+    AWAITING = "awaiting"  # Run was clicked; waiting for approval by a second person
+    REJECTED = "rejected"  # an approver said no
+    WITHDRAWN = "withdrawn"  # the requester took it back while it waited
 
 
 class AnnounceState(StrEnum):
@@ -76,7 +88,10 @@ State = RequestState | AnnounceState | WatchState
 # The only moves there are. Terminal states have no entry.
 TRANSITIONS: dict[State, frozenset[State]] = {
     RequestState.PENDING: frozenset({RequestState.SENDING, RequestState.CANCELLED,
-                                     RequestState.EXPIRED}),
+                                     RequestState.EXPIRED, RequestState.AWAITING}),
+    RequestState.AWAITING: frozenset({RequestState.SENDING, RequestState.REJECTED,
+                                      RequestState.WITHDRAWN, RequestState.EXPIRED,
+                                      RequestState.FAILED}),
     RequestState.SENDING: frozenset({RequestState.STARTED, RequestState.FAILED,
                                      RequestState.UNKNOWN}),
     AnnounceState.POSTING: frozenset({AnnounceState.POSTED, AnnounceState.FALLBACK}),
@@ -84,7 +99,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     WatchState.REPORTING: frozenset({WatchState.DONE}),
 }
 INITIAL: frozenset[State] = frozenset({RequestState.PENDING, RequestState.SENDING,
-                                       AnnounceState.POSTING, WatchState.WATCHING})
+                                       RequestState.AWAITING, AnnounceState.POSTING,
+                                       WatchState.WATCHING})
 TERMINAL_REQUEST = frozenset(s for s in RequestState if s not in TRANSITIONS)
 
 
@@ -125,6 +141,12 @@ class Request:
     response_url: str | None
     error: str | None = None
     rebuild_of: str | None = None
+    # approval by a second person (a job with approvers): how many distinct approvals it
+    # needs, who gave them (in order), and the approval message's channel and ts
+    approvals_needed: int | None = None
+    approved_by: tuple[str, ...] = ()
+    approval_channel: str | None = None
+    approval_ts: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Request:
@@ -134,7 +156,11 @@ class Request:
                    team_id=row["team_id"], channel_id=row["channel_id"],
                    job_name=row["job_name"], job_id=row["job_id"], command=row["command"],
                    body=json.loads(row["body"]), response_url=row["response_url"],
-                   error=row["error"], rebuild_of=row.get("rebuild_of"))
+                   error=row["error"], rebuild_of=row.get("rebuild_of"),
+                   approvals_needed=row.get("approvals_needed"),
+                   approved_by=tuple((row.get("approved_by") or "").split()),
+                   approval_channel=row.get("approval_channel"),
+                   approval_ts=row.get("approval_ts"))
 
 
 @dataclass(frozen=True)
@@ -162,6 +188,10 @@ class Build:
     duration_ms: int | None
     finished_at: float | None
     age: float = 0.0  # seconds since it started, by the database's clock, when leased
+    # live progress in the channel message: the line last shown, and when the next
+    # update may be made (a 429 pushes it further)
+    progress_text: str | None = None
+    progress_due_at: float | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Build:
@@ -177,7 +207,9 @@ class Build:
                    lease_token=row.get("lease_token"),
                    failures=row["failures"], result=row["result"],
                    duration_ms=row["duration_ms"], finished_at=row["finished_at"],
-                   age=float(row.get("age") or 0.0))
+                   age=float(row.get("age") or 0.0),
+                   progress_text=row.get("progress_text"),
+                   progress_due_at=row.get("progress_due_at"))
 
 
 @dataclass(frozen=True)
@@ -305,6 +337,89 @@ def decide_report_refused(build: Build, *, permanent: bool,
                           False, failures)
 
 
+# --- live progress and the log tail ----------------------------------------------------
+
+PROGRESS_EVERY = 10.0  # default seconds between two progress updates of one message
+PROGRESS_MAX_DELAY = 600.0  # longest a refused progress update waits before the next try
+STEP_DONE, STEP_RUNNING, STEP_ERROR, STEP_WAITING = "success", "running", "error", ""
+
+
+def elapsed_words(seconds: float) -> str:
+    """Whole minutes, so the text (and so the message) changes at most once a minute
+    while nothing else happens."""
+    minutes = max(0, int(seconds // 60))
+    if minutes < 1:
+        return "less than a minute"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def step_words(steps: Sequence[Step]) -> str | None:
+    """``step 3 of 5: Build image`` for the step running (or failed, or in an unknown
+    state, shown as it is); None when there are no steps or none has begun."""
+    n = len(steps)
+    if not n:
+        return None
+
+    def name(i: int) -> str:
+        return msg.escape(msg.shorten(" ".join(steps[i].name.split()), 80))
+
+    for i, step in enumerate(steps):
+        if step.status == STEP_RUNNING:
+            return f"step {i + 1} of {n}: {name(i)}"
+    for i, step in enumerate(steps):
+        if step.status == STEP_ERROR:
+            return f"step {i + 1} of {n}: {name(i)} failed"
+    for i, step in enumerate(steps):
+        if step.status not in (STEP_DONE, STEP_WAITING):
+            word = msg.escape(msg.shorten(step.status, 24))
+            return f"step {i + 1} of {n}: {name(i)} ({word})"
+    done = sum(1 for step in steps if step.status == STEP_DONE)
+    if done == n:
+        return f"all {n} steps done"
+    if done == 0:
+        return None
+    following = next(i for i, step in enumerate(steps) if step.status != STEP_DONE)
+    return f"step {following + 1} of {n}: {name(following)}"
+
+
+def progress_line(elapsed: float, steps: Sequence[Step] | None) -> str:
+    """What the channel message says while the build runs (escaped mrkdwn)."""
+    words = step_words(steps or [])
+    line = f"Running for {elapsed_words(elapsed)}"
+    return f"{line} · {words}" if words else line
+
+
+def progress_due(build: Build, *, now: float, every: float) -> bool:
+    """May the channel message of this build be updated now? Only when progress is on,
+    the message's ts is known, and its next update time has come."""
+    if every <= 0 or not build.message_ts or build.announce is not AnnounceState.POSTED:
+        return False
+    return build.progress_due_at is None or now >= build.progress_due_at
+
+
+def decide_progress(build: Build, line: str, *, now: float, every: float) -> bool:
+    """Update the message now: it is due and the text changed (never the same twice)."""
+    return progress_due(build, now=now, every=every) and line != build.progress_text
+
+
+def progress_delay(*, every: float, retry_after: float | None, permanent: bool) -> float:
+    """How long a message waits after Slack refused its progress update: Slack's
+    Retry-After (at least ``every``) on a 429, ten intervals after a final refusal (a
+    deleted message), one interval otherwise."""
+    if retry_after is not None:
+        return min(max(retry_after, every), PROGRESS_MAX_DELAY)
+    if permanent:
+        return min(every * 10, PROGRESS_MAX_DELAY)
+    return every
+
+
+def wants_log_tail(result: str) -> bool:
+    """A build that did not succeed (failed, stopped, or ended with a word buildbot does
+    not know) gets its log's last lines in the thread reply."""
+    return result in ("failure", "aborted") or result.startswith(msg.ENDED)
+
+
 # --- a run whose answer was lost -------------------------------------------------------
 
 RECONCILE_MARGIN = 120.0  # builds started this long before the intent still count (clocks)
@@ -347,3 +462,58 @@ def decide_settlement(body: dict[str, Any], intent_at: float, candidates: list[C
     if matching:
         return Settlement("ambiguous", tuple(c.build_no for c in matching))
     return Settlement("not_started" if covered else "unknown")
+
+
+# --- guard rails: approval by a second person, the per-user limit --------------------
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class ApprovalRule:
+    """Who may approve a job's requests, how many distinct approvals start it, where the
+    question is asked (None: the request's channel) and how long it stays open."""
+
+    approvers: tuple[str, ...]
+    groups: tuple[str, ...]
+    needed: int
+    channel: str | None
+    ttl: float
+
+
+def approval_refusal(rule: ApprovalRule, *, requester: str, user: str,
+                     members: Callable[[str], frozenset[str] | None]) -> str | None:
+    """Why ``user`` may not approve (or reject) this request; None when they may.
+
+    The requester never may, even when listed. A listed user may; so may a member of a
+    listed group (``members`` answers None when a group's membership is unknown). Where
+    the click came from does not matter: approval is about the person."""
+    if user == requester:
+        return "self"
+    if user in rule.approvers:
+        return None
+    unknown = False
+    for group in rule.groups:
+        found = members(group)
+        if found is None:
+            unknown = True
+        elif user in found:
+            return None
+    return "unchecked" if unknown else "not_approver"
+
+
+def approvals_left(needed: int | None, approved_by: tuple[str, ...]) -> int:
+    """How many more distinct approvals the request needs."""
+    return max(0, (needed or 1) - len(set(approved_by)))
+
+
+def next_allowed(starts: list[float], *, limit: int | None, now: float,
+                 window: float = HOUR) -> float | None:
+    """When the user may start the next build, given when their recent builds started
+    (in-flight ones count as now); None when they may start one now."""
+    if limit is None:
+        return None
+    recent = sorted(t for t in starts if t > now - window)
+    if len(recent) < limit:
+        return None
+    return recent[len(recent) - limit] + window

@@ -25,6 +25,9 @@ from urllib.parse import quote
 Message = dict[str, Any]
 
 RUN, CANCEL, STOP, REBUILD = "buildbot.run", "buildbot.cancel", "buildbot.stop", "buildbot.rebuild"
+EDIT = "buildbot.edit"  # the confirmation's Edit parameters button (value: the request id)
+OPEN_FORM = "buildbot.form.open"  # help's Open the form buttons: + ".<n>" (value: the job)
+BUTTONS_PER_BLOCK = 25  # Slack's most elements in one actions block
 MAX_VALUE_CHARS = 120
 
 # Slack's documented limits (Block Kit reference, chat.postMessage).
@@ -219,10 +222,20 @@ def help_message(jobs: Sequence[tuple[str, str]], *, is_admin: bool = False,
     def more(n: int) -> str:
         return f"… and {_plural(n, 'more job')} on this page"
 
+    forms = _form_buttons([name for name, _ in shown])
     sections = _fit([title], lines, tail, limit=SECTION_CHARS,
-                    room=MAX_BLOCKS - len(head), more=more)
+                    room=MAX_BLOCKS - len(head) - len(forms), more=more)
     text = _fit([*head, title], lines, tail, limit=TEXT_CHARS, room=1, more=more)[0]
-    return ephemeral(text, [_section(t) for t in [*head, *sections]])
+    return ephemeral(text, [*(_section(t) for t in [*head, *sections]), *forms])
+
+
+def _form_buttons(names: Sequence[str]) -> list[dict[str, Any]]:
+    """An "Open the form" button per job, ``BUTTONS_PER_BLOCK`` to an actions block."""
+    buttons = [_button(shorten(f"Open the form: {name}", 75), f"{OPEN_FORM}.{i}", name)
+               for i, name in enumerate(names) if 0 < len(name) <= 2000]
+    return [{"type": "actions", "block_id": f"buildbot.forms.{n}",
+             "elements": buttons[n:n + BUTTONS_PER_BLOCK]}
+            for n in range(0, len(buttons), BUTTONS_PER_BLOCK)]
 
 
 def _bullets(items: Iterable[str], head: str, *, room: int) -> tuple[str, list[str]]:
@@ -282,6 +295,7 @@ def confirmation(request_id: str, job_name: str, description: str, body: dict[st
         {"type": "actions", "block_id": "buildbot.confirm", "elements": [
             _button("Run", RUN, request_id, "primary"),
             _button("Cancel", CANCEL, request_id),
+            _button("Edit parameters", EDIT, request_id),
         ]},
         _context(f"Expires in {minutes} minutes. Only you can see this."),
     ]
@@ -503,16 +517,25 @@ def _build_line(user_id: str, job_name: str, daily: str, build_no: str, link: st
 
 
 def announcement(*, build_id: str, user_id: str, job_name: str, description: str,
-                 body: dict[str, Any], daily: str, build_no: str, link: str | None) -> Message:
+                 body: dict[str, Any], daily: str, build_no: str, link: str | None,
+                 approvers: Sequence[str] = (), progress: str | None = None) -> Message:
     """The channel message whose thread carries every later word about the build: every
-    parameter, the commit and the tag, over as many blocks as they need."""
+    parameter, the commit and the tag, over as many blocks as they need; and who approved
+    it, for a job that needs approval. ``progress`` (escaped mrkdwn, e.g. ``Running for
+    3 min · step 3 of 5: Build image``) is shown under the first line while it runs."""
     line = _build_line(user_id, job_name, daily, build_no, link)
+    if approvers:
+        line += f", approved by {', '.join(_user(u) for u in approvers[:20])}"
     params, scm = _param_lines(body)
     details = _fit([], params, scm, limit=CONTEXT_CHARS, room=MAX_BLOCKS - 2,
                    more=_more_params)
-    text = _fit([f"{line}: running"], params, scm, limit=TEXT_CHARS, room=1,
+    running = f"running ({cut(progress, 300)})" if progress else "running"
+    text = _fit([f"{line}: {running}"], params, scm, limit=TEXT_CHARS, room=1,
                 more=_more_params)[0]
-    blocks = [_section(f":hourglass_flowing_sand: {line}"), *(_context(d) for d in details),
+    head = f":hourglass_flowing_sand: {line}"
+    if progress:
+        head = cut(head, SECTION_CHARS - 510) + "\n" + cut(progress, 500)
+    blocks = [_section(head), *(_context(d) for d in details),
               {"type": "actions", "block_id": "buildbot.running",
                "elements": [_button("Stop", STOP, build_id, "danger")]}]
     return {"text": _text(text), "blocks": blocks}
@@ -531,9 +554,13 @@ def announcement_done(*, build_id: str, user_id: str, job_name: str, daily: str,
 
 
 def result_reply(*, build_id: str, user_id: str, job_name: str, daily: str, result: str,
-                 duration_ms: int | None, link: str | None, build_no: str = "") -> Message:
+                 duration_ms: int | None, link: str | None, build_no: str = "",
+                 tail: Sequence[str] | None = None, tail_truncated: bool = False,
+                 tail_error: str | None = None) -> Message:
     """The thread reply when a build ends; the requester is mentioned when it failed or
-    ended in a way buildbot does not know."""
+    ended in a way buildbot does not know. ``tail``: the last lines of the build's log
+    (already cleaned of control codes and secrets), shown in a code block; ``tail_error``:
+    why the log could not be read, in one line instead."""
     emoji, words = _result_words(result)
     took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
     text = f"{_join(emoji, _job(job_name), _build_name(daily, build_no), words)}{took}."
@@ -541,9 +568,63 @@ def result_reply(*, build_id: str, user_id: str, job_name: str, daily: str, resu
         text = f"{_user(user_id)} {text}"
     if link:
         text += " " + _link(link, "Open in CodeArts")
-    return {"text": _text(text), "blocks": [_section(text), {
+    blocks = [_section(text), *_log_blocks(tail, tail_truncated, tail_error, link)]
+    return {"text": _text(text), "blocks": [*blocks, {
         "type": "actions", "block_id": "buildbot.next",
         "elements": [_button("Rebuild", REBUILD, build_id)]}]}
+
+
+_FENCE = "```"
+_BACKTICKS = re.compile(r"`(?=`)")
+
+
+def _log_line(line: str) -> str:
+    """One log line inside a code block: escaped, and no run of backticks that could
+    close the block early."""
+    return _BACKTICKS.sub("`\u200b", escape(line))
+
+
+def _code_block(lines: Sequence[str], limit: int = SECTION_CHARS) -> str:
+    """The lines in a code block of at most ``limit`` characters: the last lines that
+    fit, cut from the top (never inside an entity), "…" marking the cut."""
+    room = limit - 2 * (len(_FENCE) + 1) - 2
+    shown = [_log_line(line) for line in lines]
+    total = sum(len(line) + 1 for line in shown) - 1 if shown else 0
+    cut_top = False
+    while len(shown) > 1 and total > room:
+        total -= len(shown.pop(0)) + 1
+        cut_top = True
+    if shown and total > room:  # one line longer than the block: keep its end
+        last = shown[0]
+        start = len(last) - (room - 1)
+        for m in _UNBREAKABLE.finditer(last):
+            if m.start() < start < m.end():
+                start = m.end()
+                break
+        shown[0] = "…" + last[start:]
+    elif cut_top and total + 2 <= room:
+        shown.insert(0, "…")
+    body = "\n".join(shown) if shown else " "
+    return f"{_FENCE}\n{body}\n{_FENCE}"
+
+
+def _log_blocks(tail: Sequence[str] | None, truncated: bool, error: str | None,
+                link: str | None) -> list[dict[str, Any]]:
+    """The log's last lines under a result (or one line saying why they are missing)."""
+    full = f" {_link(link, 'Full log in CodeArts')}" if link else ""
+    if error is not None:
+        return [_context(f":warning: The build log could not be read "
+                         f"({escape(shorten(error, 200))}).{full}")]
+    if tail is None:
+        return []
+    if not [line for line in tail if line.strip()]:
+        return [_context(f"The build log is empty.{full}")]
+    note = f"Last {_plural(len(tail), 'line')} of the build log"
+    if truncated:
+        note += (" (the log is longer than buildbot reads: these are the last lines it "
+                 "read)")
+    return [_context(f"{note}:{full}"),
+            {"type": "section", "text": {"type": "mrkdwn", "text": _code_block(tail)}}]
 
 
 def gave_up(*, job_name: str, daily: str, hours: int, link: str | None,
@@ -594,3 +675,161 @@ def duration(ms: int | None) -> str:
     if minutes:
         return f"{minutes} min {seconds} s"
     return f"{seconds} s"
+
+
+# --- approvals (a second person approves a build before it starts) ---------------
+
+APPROVE, REJECT, WITHDRAW = "buildbot.approve", "buildbot.reject", "buildbot.withdraw"
+
+
+def _at(epoch: float) -> str:
+    """A moment as ``14:32 UTC`` (Slack shows it as written, so no markup is needed)."""
+    import time as _time
+
+    return _time.strftime("%H:%M UTC", _time.gmtime(epoch))
+
+
+def approvers_text(users: Sequence[str], groups: Sequence[str]) -> str:
+    """``<@U1>, <@U2> or a member of user group `S1```: who may approve."""
+    names = [_user(u) for u in users[:20]]
+    if len(users) > 20:
+        names.append(f"{len(users) - 20} more")
+    names += [f"a member of user group {code(g, 64)}" for g in groups[:10]]
+    if not names:
+        return "nobody"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _approval_blocks(head: str, body: dict[str, Any], tail: str,
+                     actions: list[dict[str, Any]] | None) -> tuple[str, list[dict[str, Any]]]:
+    """The head, every parameter, the commit and the tag (as the confirmation shows them),
+    then a context line and the buttons."""
+    params, scm = _param_lines(body)
+    if not params and not scm:
+        scm = ["No parameters."]
+    room = MAX_BLOCKS - 1 - (1 if actions else 0)
+    sections = _fit([head], params, scm, limit=SECTION_CHARS, room=room, more=_more_params)
+    text = _fit([head], params, scm, limit=TEXT_CHARS - len(tail) - 1, room=1,
+                more=_more_params)[0]
+    blocks = [*(_section(t) for t in sections), _context(tail)]
+    if actions:
+        blocks.append({"type": "actions", "block_id": "buildbot.approval", "elements": actions})
+    return _text(f"{text}\n{tail}"), blocks
+
+
+def _approval_head(requester: str, job_name: str, description: str) -> str:
+    head = f"{_user(requester)} asks to run *{_job(job_name)}*"
+    if description:
+        head += f" ({escape(shorten(description, 200))})"
+    return head
+
+
+def approval_request(*, request_id: str, requester: str, job_name: str, description: str,
+                     body: dict[str, Any], approvers: Sequence[str], groups: Sequence[str],
+                     needed: int, approved_by: Sequence[str], expires_at: float) -> Message:
+    """The approval question in the approval channel, with Approve and Reject; updated in
+    place with each approval."""
+    head = ":raised_hand: " + _approval_head(requester, job_name, description)
+    so_far = (f" Approved so far by {', '.join(_user(u) for u in approved_by[:20])} "
+              f"({len(approved_by)} of {needed})." if approved_by else "")
+    tail = (f"Needs {_plural(needed, 'approval')} by {approvers_text(approvers, groups)}; "
+            f"the requester cannot approve it.{so_far} Expires at {_at(expires_at)}.")
+    text, blocks = _approval_blocks(head, body, tail, [
+        _button("Approve", APPROVE, request_id, "primary"),
+        _button("Reject", REJECT, request_id, "danger")])
+    return {"text": text, "blocks": blocks}
+
+
+APPROVAL_OUTCOMES = ("started", "not_started", "checking", "rejected", "expired", "withdrawn",
+                     "failed")
+
+
+def approval_closed(*, requester: str, job_name: str, description: str, body: dict[str, Any],
+                    outcome: str, by: Sequence[str] = (), daily: str = "",
+                    build_no: str = "") -> Message:
+    """The approval message once decided (no buttons): ``approved by @carol, started
+    20261124.7``, ``rejected by @dave``, ``expired``, ``withdrawn``."""
+    who = ", ".join(_user(u) for u in by[:20])
+    name = _build_name(daily, build_no)
+    words = {
+        "started": (f":white_check_mark: Approved by {who}, started"
+                    + (f" {name}." if name else ".")),
+        "not_started": f":x: Approved by {who}, but CodeArts did not start it.",
+        "checking": (f":grey_question: Approved by {who}; CodeArts' answer was lost, so "
+                     "whether it started is being checked."),
+        "rejected": f":no_entry: Rejected by {who}; nothing was started.",
+        "expired": ":hourglass: Expired: not approved in time; nothing was started.",
+        "withdrawn": f":leftwards_arrow_with_hook: Withdrawn by {who}; nothing was started.",
+        "failed": ":x: Could not be asked here; nothing was started.",
+    }
+    tail = words.get(outcome, words["failed"])
+    text, blocks = _approval_blocks(_approval_head(requester, job_name, description), body,
+                                    tail, None)
+    return {"text": text, "blocks": blocks}
+
+
+def awaiting_approval(request_id: str, job_name: str, *, approvers: Sequence[str],
+                      groups: Sequence[str], needed: int, expires_at: float,
+                      channel: str | None) -> Message:
+    """The requester's confirmation, replaced while the request waits: who must approve,
+    where, until when, and a Withdraw button."""
+    where = f" in {_channel(channel)}" if channel else ""
+    text = (f":hourglass_flowing_sand: {_job(job_name)} is waiting for approval by "
+            f"{approvers_text(approvers, groups)}"
+            + (f" ({needed} needed)" if needed > 1 else "")
+            + f"{where}. It starts once approved, and expires at {_at(expires_at)}.")
+    return ephemeral(text, [_section(text), {
+        "type": "actions", "block_id": "buildbot.awaiting",
+        "elements": [_button("Withdraw", WITHDRAW, request_id)]}], replace=True)
+
+
+def approval_ended(job_name: str, outcome: str, *, by: str | None = None,
+                   command: str = "") -> Message:
+    """The requester's word when the wait ends without a build: rejected, expired,
+    withdrawn, or the question could not be asked."""
+    again = f" Type {code('/build ' + command, 500)} to ask again." if command else ""
+    words = {
+        "rejected": f":no_entry: {_user(by or '?')} rejected {_job(job_name)}; nothing was "
+                    "started.",
+        "expired": f":hourglass: Nobody approved {_job(job_name)} in time; nothing was "
+                   f"started.{again}",
+        "withdrawn": f"Withdrawn: {_job(job_name)} was not started.",
+    }
+    text = words.get(outcome, f":x: The approval request for {_job(job_name)} could not be "
+                              f"posted; nothing was started. Ask an admin to invite buildbot "
+                              f"to the approval channel.{again}")
+    return ephemeral(text, replace=True)
+
+
+def approval_refused(reason: str, *, requester: str = "") -> Message:
+    """Why an Approve, Reject or Withdraw click changed nothing: to the clicker alone."""
+    words = {
+        "self": "You cannot approve or reject your own request: another approver must. "
+                "To take it back, use Withdraw.",
+        "not_approver": "You are not an approver of this job; your click changed nothing.",
+        "unchecked": "Your membership of the approver groups could not be checked; try "
+                     "again in a minute.",
+        "not_requester": f"Only {_user(requester or '?')} can withdraw this request.",
+        "approved_already": "You have approved this request already; it needs another "
+                            "approver.",
+        "enough": "This request has all its approvals and is starting.",
+        "running": "This request has all its approvals and is starting.",
+        "started": "This request was approved and its build started.",
+        "rejected": "This request was rejected; your click changed nothing.",
+        "withdrawn": "This request was withdrawn; your click changed nothing.",
+        "expired": "This approval request expired; your click changed nothing.",
+        "failed": "This request ended without a build; your click changed nothing.",
+        "unknown": "This request was approved; its build's outcome is being checked.",
+        "cancelled": "This request was cancelled; your click changed nothing.",
+        "pending": "This request was not sent for approval yet; your click changed nothing.",
+        "missing": "This request is no longer known to buildbot; your click changed nothing.",
+    }
+    return ephemeral(words.get(reason, "This request is no longer waiting for approval; "
+                                       "your click changed nothing."), replace=False)
+
+
+def approval_noted(job_name: str, *, given: int, needed: int) -> Message:
+    """To an approver whose approval was recorded but is not the last one needed."""
+    return ephemeral(f":white_check_mark: Your approval of {_job(job_name)} is recorded "
+                     f"({given} of {needed}); it starts once {needed - given} more "
+                     f"approver(s) approve.", replace=False)

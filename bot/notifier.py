@@ -30,6 +30,25 @@ PASSING_ERRORS = frozenset({
 })
 
 
+QUICK_TIMEOUT = 5  # seconds for a progress update
+PROGRESS_429_WAIT = 30.0  # a 429 without a readable Retry-After waits this long
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Slack's Retry-After (seconds), from headers whose names and values may come in any
+    case and as lists; None when absent or unreadable."""
+    if not isinstance(headers, dict):
+        return None
+    for name, value in headers.items():
+        if str(name).lower() == "retry-after":
+            value = value[0] if isinstance(value, list) and value else value
+            try:
+                return max(0.0, float(str(value).strip()))
+            except ValueError:
+                return None
+    return None
+
+
 BUILD_EVENT = "buildbot_build"  # metadata of a build's channel message
 RESULT_EVENT = "buildbot_result"  # metadata of the reply that gives a build's result
 
@@ -57,6 +76,7 @@ class Delivery:
     ts: str | None = None
     error: str | None = None  # Slack's error word, or the exception's type name
     permanent: bool = False  # Slack will refuse this call however often it is made
+    retry_after: float | None = None  # a 429's Retry-After, when the call did not wait it
 
 
 class Notifier:
@@ -67,6 +87,7 @@ class Notifier:
         self.client = client
         self.backoff = backoff
         self.metrics = metrics or Metrics()
+        self._quick_client: WebClient | None = None
 
     def post(self, channel: str, message: dict[str, Any], *,
              thread_ts: str | None = None) -> Delivery:
@@ -78,10 +99,69 @@ class Notifier:
         return self._call("chat.update", lambda: self.client.chat_update(
             channel=channel, ts=ts, **message), channel)
 
+    def update_now(self, channel: str, ts: str, message: dict[str, Any]) -> Delivery:
+        """An update that never waits: one try, no retry, a short timeout. A 429 comes back
+        at once with Slack's Retry-After (the caller puts the next try off), so a
+        progress update never holds up a worker thread or anybody's result."""
+        started = time.monotonic()
+        try:
+            self._quick().chat_update(channel=channel, ts=ts, **message)
+            sent = Delivery(True, channel=channel, ts=ts)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or "unknown_error")
+            status = getattr(exc.response, "status_code", 200)
+            limited = status == 429 or error in ("ratelimited", "rate_limited")
+            wait = _retry_after(getattr(exc.response, "headers", None)) if limited else None
+            permanent = error not in PASSING_ERRORS and not (status >= 500 or status == 429)
+            log.info("progress update refused channel=%s error=%s retry_after=%s", channel,
+                     error, wait)
+            sent = Delivery(False, error=error, permanent=permanent,
+                            retry_after=wait if wait is not None else (
+                                PROGRESS_429_WAIT if limited else None))
+        except (SlackClientError, OSError) as exc:
+            log.info("progress update failed channel=%s error=%s", channel, type(exc).__name__)
+            sent = Delivery(False, error=type(exc).__name__)
+        self.metrics.slack_call("chat.update", slack_outcome(sent.error),
+                                time.monotonic() - started)
+        return sent
+
+    def _quick(self) -> WebClient:
+        """A client like ours with no retry handlers (so nothing sleeps) and a short timeout."""
+        if self._quick_client is None:
+            c = self.client
+            self._quick_client = WebClient(token=c.token, base_url=c.base_url,
+                                           timeout=min(int(c.timeout), QUICK_TIMEOUT),
+                                           retry_handlers=[])
+        return self._quick_client
+
     def direct(self, user_id: str, message: dict[str, Any]) -> Delivery:
         """A direct message from the bot (the app's Messages tab)."""
         return self._call("chat.postMessage(dm)", lambda: self.client.chat_postMessage(
             channel=user_id, **message), user_id)
+
+    def ephemeral(self, channel: str, user_id: str, message: dict[str, Any]) -> Delivery:
+        """A message only ``user_id`` sees in ``channel`` (when there is no response_url)."""
+        shown = {k: v for k, v in message.items() if k in ("text", "blocks")}
+        return self._call("chat.postEphemeral", lambda: self.client.chat_postEphemeral(
+            channel=channel, user=user_id, **shown), channel)
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> Delivery:
+        """A modal, opened with a command's or click's ``trigger_id`` (it lives 3 s).
+        ``ts`` carries the view's id."""
+        return self._view("views.open", lambda: self.client.views_open(
+            trigger_id=trigger_id, view=view))
+
+    def update_view(self, view_id: str, view: dict[str, Any], *,
+                    view_hash: str | None = None) -> Delivery:
+        """Replace an open modal; with ``view_hash``, only if nobody changed it since."""
+        return self._view("views.update", lambda: self.client.views_update(
+            view_id=view_id, view=view, hash=view_hash))
+
+    def _view(self, what: str, call: Any) -> Delivery:
+        def send() -> dict[str, Any]:
+            resp = call()
+            return {"ts": (resp.get("view") or {}).get("id")}
+        return self._call(what, send, "view")
 
     def find(self, channel: str, event_type: str, build_id: str, *,
              thread_ts: str | None = None, oldest: float | None = None) -> Found:

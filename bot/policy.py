@@ -18,16 +18,23 @@ Decisions:
   its parameters.
 * The API's value rules (``bot.rules``) apply to admins and to undeclared parameters too.
 * A declared parameter with ``required = true`` needs a non-empty value (its default counts).
+* A job with ``approvers`` or ``approver_groups`` starts only after that many distinct
+  approvals (``approval_rule``), admins' requests included; its raw ID needs the same.
+* ``max_per_user_per_hour`` (the job's, else the file's) caps each user's builds of a
+  job in any hour (``per_user_limit``); admins are exempt. The count is in the store,
+  so the flow checks it (``over_limit_problem`` words the refusal).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.command import BuildCommand
 from bot.config import BuildbotConfig, JobConfig, ParamSpec
+from bot.lifecycle import ApprovalRule
 from bot.rules import (
     JOB_ID_RE,
     commit_problem,
@@ -67,13 +74,25 @@ class Approved:
     description: str
     confirm: bool
     body: dict[str, Any]
+    approval: ApprovalRule | None = None  # None: starts without a second person
 
 
 @dataclass(frozen=True)
 class Denied:
-    """The build may not start; each problem names the rule and how to fix the input."""
+    """The build may not start; each problem names the rule and how to fix the input.
+
+    ``fields`` (when given) says, for each problem in order, the parameter it is about
+    (``commit`` and ``tag`` for those), or None for a problem with no one field (a
+    permission, the job name): the build form shows each problem on its field."""
 
     problems: tuple[str, ...]
+    fields: tuple[str | None, ...] = ()
+
+    def on_fields(self) -> list[tuple[str | None, str]]:
+        """Each problem with the field it is about (None when not known)."""
+        fields = self.fields if len(self.fields) == len(self.problems) else \
+            (None,) * len(self.problems)
+        return list(zip(fields, self.problems, strict=True))
 
 
 # ---------------------------------------------------------------- permissions
@@ -150,7 +169,8 @@ def decide(config: BuildbotConfig, command: BuildCommand, *, user_id: str, chann
     if denied:
         return Denied(tuple(denied))
     params, problems = _params(job, command.params)
-    return _finish(job.name, job.id, job.description, job.confirm, command, params, problems)
+    return _with_approval(config, _finish(job.name, job.id, job.description, job.confirm,
+                                          command, params, problems))
 
 
 def _matching_jobs(config: BuildbotConfig, name: str) -> list[JobConfig]:
@@ -181,15 +201,15 @@ def _decide_raw_id(config: BuildbotConfig, command: BuildCommand, user_id: str,
         hint = f"use `/build {named[0]}`" if named else "use a job name (`/build list` shows them)"
         return Denied((f"Only admins may run a build task by its raw ID: {hint}.",))
     params, problems = _params(None, command.params)
-    return _finish(job_id, job_id, "", True, command, params, problems)
+    return _with_approval(config, _finish(job_id, job_id, "", True, command, params, problems))
 
 
 def _finish(name: str, job_id: str, description: str, confirm: bool, command: BuildCommand,
-            params: list[tuple[str, str]], problems: list[str]) -> Approved | Denied:
+            params: list[tuple[str, str]], problems: list[tuple[str, str]]) -> Approved | Denied:
     """Add the scm checks and assemble the body, or return every problem found."""
     problems = problems + _scm_problems(command)
     if problems:
-        return Denied(tuple(problems))
+        return Denied(tuple(p for _, p in problems), tuple(f for f, _ in problems))
     return Approved(name, job_id, description, confirm, build_body(job_id, params, command))
 
 
@@ -209,18 +229,20 @@ def build_body(job_id: str, params: list[tuple[str, str]],
     return body
 
 
-def _scm_problems(command: BuildCommand) -> list[str]:
-    found = [commit_problem(command.commit) if command.commit is not None else None,
-             tag_problem(command.tag) if command.tag is not None else None]
-    return [p for p in found if p]
+def _scm_problems(command: BuildCommand) -> list[tuple[str, str]]:
+    """(field, problem) for the commit and the tag."""
+    found = [("commit", commit_problem(command.commit) if command.commit is not None else None),
+             ("tag", tag_problem(command.tag) if command.tag is not None else None)]
+    return [(f, p) for f, p in found if p]
 
 
 # ---------------------------------------------------------------- parameters
 
 
 def _params(job: JobConfig | None, given: tuple[tuple[str, str], ...]
-            ) -> tuple[list[tuple[str, str]], list[str]]:
-    """Declared params in file order (value or default), then extras in typed order."""
+            ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Declared params in file order (value or default), then extras in typed order; the
+    problems as (parameter name, problem)."""
     problems = _repeat_problems(given)
     declared = job.params if job is not None else {}
     values = dict(given)
@@ -229,22 +251,22 @@ def _params(job: JobConfig | None, given: tuple[tuple[str, str], ...]
         value = values.get(name, spec.default)
         problem = _declared_problem(name, spec, value, given=name in values)
         if problem:
-            problems.append(problem)
+            problems.append((name, problem))
         elif value is not None:
             params.append((name, value))
     for name, value in {n: v for n, v in given if n not in declared}.items():
         problem = _extra_problem(job, name, value)
         if problem:
-            problems.append(problem)
+            problems.append((name, problem))
         else:
             params.append((name, value))
     return params, problems
 
 
-def _repeat_problems(given: tuple[tuple[str, str], ...]) -> list[str]:
+def _repeat_problems(given: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
     names = [n for n, _ in given]
     twice = dict.fromkeys(n for n in names if names.count(n) > 1)
-    return [f"`{show(n)}` is given twice: give it once." for n in twice]
+    return [(n, f"`{show(n)}` is given twice: give it once.") for n in twice]
 
 
 def _declared_problem(name: str, spec: ParamSpec, value: str | None, *, given: bool) -> str | None:
@@ -291,3 +313,47 @@ def _undeclared_message(job: JobConfig, name: str) -> str:
 
 def _fold(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.casefold())
+
+
+# ---------------------------------------------------------------- guard rails
+
+
+def approval_rule(config: BuildbotConfig, job_name: str) -> ApprovalRule | None:
+    """Who must approve a request for ``job_name`` (a job's name, or an admin's raw ID:
+    the raw ID of a job that needs approval needs the same approval); None if nobody."""
+    job = config.jobs.get(job_name)
+    if job is None and JOB_ID_RE.fullmatch(job_name):
+        job = next((j for j in config.jobs.values()
+                    if j.id == job_name.lower() and j.needs_approval), None)
+    if job is None or not job.needs_approval:
+        return None
+    return ApprovalRule(approvers=tuple(job.approvers), groups=tuple(job.approver_groups),
+                        needed=job.approvals or 1, channel=job.approval_channel,
+                        ttl=job.approval_ttl_seconds)
+
+
+def _with_approval(config: BuildbotConfig, decision: Approved | Denied) -> Approved | Denied:
+    if isinstance(decision, Denied):
+        return decision
+    rule = approval_rule(config, decision.job_name)
+    return decision if rule is None else Approved(
+        decision.job_name, decision.job_id, decision.description, decision.confirm,
+        decision.body, rule)
+
+
+def per_user_limit(config: BuildbotConfig, job_name: str, user_id: str) -> int | None:
+    """How many builds of this job the user may start in any hour; None: no limit (admins,
+    raw IDs, and jobs with no limit where the file sets no default)."""
+    job = config.jobs.get(job_name)
+    if job is None or is_admin(config, user_id):
+        return None
+    return job.max_per_user_per_hour or config.max_per_user_per_hour
+
+
+def over_limit_problem(job_name: str, limit: int, next_at: float, now: float) -> str:
+    """The refusal, saying when the next build is allowed (UTC, and how long from now)."""
+    wait = max(1, int(-(-(next_at - now) // 60)))
+    at = time.strftime("%H:%M UTC", time.gmtime(next_at))
+    builds = "1 build" if limit == 1 else f"{limit} builds"
+    return (f"You may start {builds} of `{job_name}` per hour and have reached that: the "
+            f"next one is allowed in {wait} min (at {at}).")

@@ -74,6 +74,8 @@ class Runtime:
                              notifier=Notifier(self.slack, backoff=slack_backoff,
                                                metrics=self.metrics),
                              poll_seconds=settings.build_poll_seconds,
+                             progress_every=settings.progress_update_seconds,
+                             log_tail_lines=settings.log_tail_lines,
                              link_template=settings.build_link_template,
                              project_id=settings.codearts_project_id,
                              intent_grace=settings.intent_grace_seconds, clock=self.clock)

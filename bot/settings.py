@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # How long one replica holds a watch while checking it; a dead replica's
     # watches are taken over after this (default: max(60 s, 4 polls)).
     watch_lease_seconds: float | None = Field(default=None, gt=0, le=3600)
+    # Live progress: at most one update of a running build's channel message per this
+    # many seconds (0: the message is not updated while the build runs).
+    progress_update_seconds: float = Field(default=10.0, ge=0, le=3600)
+    # Lines of the log shown under a failed or stopped build's result (0: none).
+    log_tail_lines: int = Field(default=30, ge=0, le=200)
     intent_grace_seconds: float = Field(default=180.0, gt=0, le=3600)
     audit_keep_days: float = Field(default=90.0, gt=0, le=36500)
     metrics: bool = False  # serve /metrics (Prometheus text format) on the HTTP port

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, BoltResponse
 
+from bot import forms
 from bot import messages as msg
 from bot.flow import Click, Flow
 from bot.lifecycle import new_error_id
@@ -43,9 +45,13 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
         _guard(ack, flow.on_command, command)
 
     buttons = {msg.RUN: flow.run_clicked, msg.CANCEL: flow.cancel_clicked,
-               msg.STOP: flow.stop_clicked, msg.REBUILD: flow.rebuild_clicked}
+               msg.STOP: flow.stop_clicked, msg.REBUILD: flow.rebuild_clicked,
+               msg.APPROVE: flow.approve_clicked, msg.REJECT: flow.reject_clicked,
+               msg.WITHDRAW: flow.withdraw_clicked}
     for action_id, handler in buttons.items():
         app.action(action_id)(_button_listener(flow, handler))
+
+    _form_listeners(app, flow, signing_secret)
 
     @app.error
     def unexpected(error: Exception, body: dict[str, Any]) -> BoltResponse:
@@ -55,6 +61,43 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
         return BoltResponse(status=200, body=msg.internal_error(error_id)["text"])
 
     return app
+
+
+def _form_listeners(app: App, flow: Flow, signing_secret: str | None) -> None:
+    """The build form (bot.forms): opened from help and from a confirmation's Edit
+    parameters, updated when a job is picked, checked when submitted."""
+    if signing_secret:
+        flow.form_key = forms.form_key(signing_secret)
+
+    @app.action(msg.EDIT)
+    def edit(ack: Ack, body: dict[str, Any]) -> None:
+        _guard(ack, lambda a, b: flow.on_form_click(a, b, flow.edit_clicked), body)
+
+    @app.action(re.compile("^" + re.escape(msg.OPEN_FORM) + r"\.\d+$"))
+    def open_form(ack: Ack, body: dict[str, Any]) -> None:
+        channel = _str(_dict(body.get("channel")).get("id"))
+        actions = body.get("actions")
+        job = _str(_dict(actions[0] if isinstance(actions, list) and actions else {}
+                         ).get("value"))
+        _guard(ack, lambda a, b: flow.on_form_click(
+            a, b, lambda click, trigger: flow.open_form_clicked(click, trigger, channel, job)),
+            body)
+
+    @app.action(forms.JOB_ACTION)
+    def job_picked(ack: Ack, body: dict[str, Any]) -> None:
+        _guard(ack, flow.on_form_job, body)
+
+    @app.view(forms.CALLBACK)
+    def submitted(ack: Ack, body: dict[str, Any]) -> None:
+        _guard(ack, flow.on_form_submit, body)
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _button_listener(flow: Flow, handler: Callable[[Click], None]) -> Callable[..., None]:

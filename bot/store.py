@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from bot.lifecycle import (
+    HOUR,
     AnnounceState,
     Build,
     Request,
@@ -52,6 +53,13 @@ requests = sa.Table(
     sa.Column("response_url", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("rebuild_of", sa.String(32), nullable=True),  # the build a Rebuild click repeats
+    # approval by a second person: approvals needed, who approved (" U1 U2 ", each once,
+    # in order), and where the approval message is (updated in place as it is decided)
+    sa.Column("approvals_needed", sa.Integer, nullable=True),
+    sa.Column("approved_by", sa.Text, nullable=True),
+    sa.Column("approvals_given", sa.Integer, nullable=True),
+    sa.Column("approval_channel", sa.String(32), nullable=True),
+    sa.Column("approval_ts", sa.String(32), nullable=True),
     # one open Rebuild question per build and user, however many clicks and replicas
     sa.Index("buildbot_requests_open_rebuild", "rebuild_of", "user_id", unique=True,
              sqlite_where=sa.text("state = 'pending'"),
@@ -87,6 +95,9 @@ builds = sa.Table(
     sa.Column("result", sa.String(32), nullable=True),
     sa.Column("duration_ms", sa.BigInteger, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
+    # live progress: the line the channel message shows, and when it may next be updated
+    sa.Column("progress_text", sa.Text, nullable=True),
+    sa.Column("progress_due_at", sa.Float, nullable=True),
     sa.Index("buildbot_builds_due", "watch", "next_check_at"),
 )
 
@@ -123,6 +134,16 @@ REPORT_GRACE = 180.0  # a result being posted is not taken over until this long 
 
 class AlreadySettled(Exception):
     """The request left ``sending`` in another process (a restart settled it) first."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """What an Approve click came to: ``start`` for the one approval that made it enough
+    (the request is now sending), ``recorded`` when more are needed; otherwise why it
+    changed nothing (missing, approved_already, expires_now, enough, or the state)."""
+
+    outcome: str
+    request: Request | None = None
 
 
 class OpenQuestion(Exception):
@@ -282,12 +303,16 @@ class Store:
     def add_request(self, *, id: str, state: RequestState, now: float, ttl: float,
                     user_id: str, team_id: str | None, channel_id: str, job_name: str,
                     job_id: str, command: str, body: dict[str, Any], response_url: str | None,
-                    decision: str | None = None, rebuild_of: str | None = None) -> Request:
-        """Record a request; with ``decision``, its audit row too, in the same transaction."""
+                    decision: str | None = None, rebuild_of: str | None = None,
+                    approvals_needed: int | None = None) -> Request:
+        """Record a request; with ``decision``, its audit row too, in the same transaction.
+        ``approvals_needed``: it starts awaiting approval (a job without confirmation)."""
         row = dict(id=id, state=RequestState(state).value, created_at=now, expires_at=now + ttl,
                    updated_at=now, user_id=user_id, team_id=team_id, channel_id=channel_id,
                    job_name=job_name, job_id=job_id, command=command, body=json.dumps(body),
                    response_url=response_url, error=None, rebuild_of=rebuild_of)
+        if approvals_needed is not None:
+            row["approvals_needed"] = approvals_needed
         try:
             self._insert_request(row, decision, body)
         except sa.exc.IntegrityError:
@@ -321,12 +346,20 @@ class Store:
                 .order_by(requests.c.created_at).limit(1)).mappings().first()
         return None if row is None else Request.from_row(row)
 
-    def claim_request(self, *, id: str, user_id: str, now: float) -> Claim:
-        """Move one pending request to sending, atomically; any other click gets the reason."""
+    def claim_request(self, *, id: str, user_id: str, now: float,
+                      to: RequestState = RequestState.SENDING,
+                      values: dict[str, Any] | None = None,
+                      limit: tuple[str, int] | None = None) -> Claim:
+        """Move one pending request to sending (or ``to``: awaiting approval, with
+        ``values``), atomically; any other click gets the reason. ``limit`` (job name,
+        builds per hour) is checked in the same UPDATE: over it, the reason is
+        ``over_limit`` and the request stays pending."""
+        under = () if limit is None else (self._under_limit(user_id, limit, now, id),)
         with self._tx() as c:
             changed = self._move(c, requests, requests.c.state, id, RequestState.PENDING,
-                                 RequestState.SENDING, {"updated_at": now},
-                                 requests.c.user_id == user_id, requests.c.expires_at > now)
+                                 to, {"updated_at": now, **(values or {})},
+                                 requests.c.user_id == user_id, requests.c.expires_at > now,
+                                 *under)
             row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
         if row is None:
             return Claim(False, "missing")
@@ -335,6 +368,8 @@ class Store:
             return Claim(True, "claimed", request)
         if request.user_id != user_id:
             return Claim(False, "not_yours", request)
+        if request.state is RequestState.PENDING and request.expires_at > now and under:
+            return Claim(False, "over_limit", request)
         if request.state is RequestState.PENDING:  # so it is past its time
             if self.move_request(id=id, old=RequestState.PENDING, new=RequestState.EXPIRED,
                                  now=now):
@@ -353,6 +388,105 @@ class Store:
             values["error"] = error
         with self._tx() as c:
             return self._move(c, requests, requests.c.state, id, old, new, values)
+
+    # --- guard rails: approvals and the per-user limit ----------------------------
+
+    def _in_window(self, user_id: str, job_name: str, now: float) -> tuple[Any, Any]:
+        """Two selects: this user's builds of the job started in the last hour, and their
+        requests of it on the way to a build (awaiting approval or being sent)."""
+        started = sa.select(builds.c.created_at).where(
+            builds.c.user_id == user_id, builds.c.job_name == job_name,
+            builds.c.created_at > now - HOUR)
+        flying = sa.select(requests.c.id).where(
+            requests.c.user_id == user_id, requests.c.job_name == job_name,
+            requests.c.state.in_((RequestState.AWAITING.value, RequestState.SENDING.value)))
+        return started, flying
+
+    def _under_limit(self, user_id: str, limit: tuple[str, int], now: float,
+                     id: str) -> sa.ColumnElement[bool]:
+        job_name, per_hour = limit
+        started, _ = self._in_window(user_id, job_name, now)
+        other = requests.alias("other")  # the row being updated is not one of them
+        flying = sa.select(other.c.id).where(
+            other.c.user_id == user_id, other.c.job_name == job_name,
+            other.c.state.in_((RequestState.AWAITING.value, RequestState.SENDING.value)),
+            other.c.id != id)
+        count = (sa.select(sa.func.count()).select_from(started.subquery()).scalar_subquery()
+                 + sa.select(sa.func.count()).select_from(flying.subquery()).scalar_subquery())
+        return count < per_hour
+
+    def recent_starts(self, *, user_id: str, job_name: str, now: float) -> list[float]:
+        """When this user's builds of the job started in the last hour; a request on its
+        way to a build (awaiting approval, being sent) counts as starting now."""
+        started, flying = self._in_window(user_id, job_name, now)
+        with self._tx() as c:
+            times = [float(t) for t in c.execute(started).scalars()]
+            times += [now for _ in c.execute(flying).scalars()]
+        return times
+
+    def record_approval(self, *, id: str, approver: str, now: float) -> Approval:
+        """Add ``approver`` to an awaiting request, once per person, in one conditional
+        UPDATE; the approval that makes it enough moves it to sending in the same
+        transaction (so on any number of replicas exactly one click starts the build)."""
+        approved_by = sa.func.coalesce(requests.c.approved_by, " ")
+        given = sa.func.coalesce(requests.c.approvals_given, 0)
+        with self._tx() as c:
+            recorded = c.execute(requests.update().where(
+                requests.c.id == id, requests.c.state == RequestState.AWAITING.value,
+                requests.c.expires_at > now,
+                ~approved_by.contains(f" {approver} ", autoescape=True),
+                given < sa.func.coalesce(requests.c.approvals_needed, 1))
+                .values(approved_by=approved_by + approver + " ", approvals_given=given + 1,
+                        updated_at=now)).rowcount == 1
+            row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
+            if row is None:
+                return Approval("missing")
+            request = Request.from_row(row)
+            if recorded and len(request.approved_by) >= (request.approvals_needed or 1):
+                if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
+                              RequestState.SENDING, {"updated_at": now}):
+                    return Approval("start", replace(request, state=RequestState.SENDING))
+        if recorded:
+            return Approval("recorded", request)
+        if request.state is not RequestState.AWAITING:
+            return Approval(request.state.value, request)
+        if approver in request.approved_by:
+            return Approval("approved_already", request)
+        if request.expires_at <= now:
+            if self.move_request(id=id, old=RequestState.AWAITING, new=RequestState.EXPIRED,
+                                 now=now):
+                return Approval("expires_now", request)  # this click tells it
+            current = self.get_request(id)
+            return Approval(current.state.value if current else "missing", current)
+        return Approval("enough", request)  # enough approvals came first; it is starting
+
+    def end_awaiting(self, *, id: str, new: RequestState, now: float,
+                     requester: str | None = None, error: str | None = None) -> bool:
+        """An awaiting request rejected, withdrawn (``requester`` must be its own) or not
+        asked, while still open; True when this call made the move."""
+        values: dict[str, Any] = {"updated_at": now}
+        if error is not None:
+            values["error"] = error
+        who = () if requester is None else (requests.c.user_id == requester,)
+        with self._tx() as c:
+            return self._move(c, requests, requests.c.state, id, RequestState.AWAITING, new,
+                              values, requests.c.expires_at > now, *who)
+
+    def expire_awaiting(self, *, now: float) -> list[Request]:
+        """Requests awaiting approval past their time that this call expired (each once)."""
+        with self._tx() as c:
+            due = list(c.execute(sa.select(requests).where(
+                requests.c.state == RequestState.AWAITING.value,
+                requests.c.expires_at <= now)).mappings())
+        return [Request.from_row(r) for r in due
+                if self.move_request(id=r["id"], old=RequestState.AWAITING,
+                                     new=RequestState.EXPIRED, now=now)]
+
+    def set_approval_message(self, *, id: str, channel: str, ts: str) -> None:
+        """Where the approval message is, so each decision updates it in place."""
+        with self._tx() as c:
+            c.execute(requests.update().where(requests.c.id == id)
+                      .values(approval_channel=channel, approval_ts=ts))
 
     def expire_pending(self, *, now: float) -> list[Request]:
         """Pending requests past their time that this call moved to expired (each once)."""
@@ -516,6 +650,19 @@ class Store:
                                             builds.c.daily_build_number == "")
                       .values(daily_build_number=daily_build_number))
 
+    def set_progress(self, *, id: str, owner: str, token: int | None, due_at: float,
+                     text: str | None = None) -> bool:
+        """After a progress update (``text`` shown) or a refused one (``text`` None: only
+        the next time moves): for the lease holder only, while the build is watched."""
+        values: dict[str, Any] = {"progress_due_at": due_at}
+        if text is not None:
+            values["progress_text"] = text
+        with self._tx() as c:
+            return c.execute(builds.update().where(
+                builds.c.id == id, builds.c.lease_owner == owner,
+                builds.c.watch == WatchState.WATCHING.value, *_token(token))
+                .values(values)).rowcount == 1
+
     def watching_count(self) -> int:
         with self._tx() as c:
             return int(c.execute(sa.select(sa.func.count()).select_from(builds)
@@ -525,7 +672,8 @@ class Store:
         """Forget finished requests and builds last touched before ``before`` (the audit
         log stays); returns how many rows went. A Rebuild on such a thread says so."""
         ended = [s.value for s in RequestState
-                 if s not in (RequestState.PENDING, RequestState.SENDING)]
+                 if s not in (RequestState.PENDING, RequestState.SENDING,
+                              RequestState.AWAITING)]
         with self._tx() as c:
             gone = c.execute(builds.delete().where(builds.c.watch == WatchState.DONE.value,
                                                    builds.c.finished_at < before)).rowcount

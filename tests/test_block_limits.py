@@ -20,8 +20,11 @@ from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
 
 from bot import messages as msg
+from bot.codearts import Step
+from bot.lifecycle import progress_line
 
-HELPERS = {"escape", "shorten", "code", "cut", "duration"}  # build no message
+HELPERS = {"escape", "shorten", "code", "cut", "duration",
+           "approvers_text"}  # build no message
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,23 @@ CASES = {
                    [(f"<!here>{i}&" + "&" * 100, "&<>" * 100) for i in range(200)]),
 }
 RESULTS = [*msg.RESULT_WORDS, "ended:TIMEOUT", "ended:<!channel>&" * 20, "ended:", "weird"]
+
+
+def _progress(c: Case) -> list[str | None]:
+    """No progress, an ordinary line, and one made of many long, markup-heavy steps."""
+    many = [Step(name=c.job, status="running" if i == 59 else "success") for i in range(60)]
+    odd = [Step(name=c.words, status=c.words[:24])]
+    return [None, progress_line(75, [Step(name="Build image", status="running")]),
+            progress_line(10**7, many), progress_line(10**5, odd)]
+
+
+def _tails(c: Case) -> list[tuple[list[str] | None, bool, str | None]]:
+    """(tail, truncated, error): none, empty, short, long and markup-heavy logs (with the
+    backticks that would close a code block), and an unreadable log."""
+    fences = [f"```{c.words[:300]}```", "`" * 50, c.words]
+    return [(None, False, None), ([], False, None), (["one line"], False, None),
+            ([c.words] * 200, True, None), (fences * 30, False, None),
+            ([c.words[:5000]], True, None), (None, False, c.words)]
 
 
 def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
@@ -108,16 +128,21 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
         "busy": iter([msg.busy()]),
         "internal_error": iter([msg.internal_error(c.words[:40])]),
         "announcement": (msg.announcement(**common, description=c.desc, body=body,
-                                          daily=daily, build_no=c.build_no, link=link)
+                                          daily=daily, build_no=c.build_no, link=link,
+                                          approvers=approvers, progress=progress)
                          for body in (c.body, {}) for daily in (c.daily, "")
-                         for link in (c.link, None)),
+                         for link in (c.link, None)
+                         for approvers in ((), (c.user,), (c.user,) * 30)
+                         for progress in _progress(c)),
         "announcement_done": (msg.announcement_done(**common, daily=daily, build_no=c.build_no,
                                                     link=c.link, result=r, duration_ms=d)
                               for r in RESULTS for daily in (c.daily, "")
                               for d in (None, 7_200_000)),
         "result_reply": (msg.result_reply(**common, daily=daily, build_no=c.build_no, result=r,
-                                          duration_ms=90_000, link=link)
-                         for r in RESULTS for daily in (c.daily, "") for link in (c.link, None)),
+                                          duration_ms=90_000, link=link, tail=tail,
+                                          tail_truncated=cut, tail_error=error)
+                         for r in RESULTS for daily in (c.daily, "") for link in (c.link, None)
+                         for tail, cut, error in _tails(c)),
         "gave_up": (msg.gave_up(job_name=c.job, daily=daily, build_no=c.build_no, hours=24,
                                 link=c.link) for daily in (c.daily, "")),
         "stop_refused": (msg.stop_refused([c.words] * n) for n in (1, 200)),
@@ -128,6 +153,33 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                                         request_id=c.words[:80])
                         for daily in (c.daily, "") for s in (None, 409)),
         "ephemeral": (msg.ephemeral(msg.escape(c.words) * 10, replace=r) for r in (None, False)),
+        # approvals
+        "approval_request": (msg.approval_request(
+            request_id="r" * 32, requester=c.user, job_name=c.job, description=c.desc,
+            body=body, approvers=approvers, groups=groups, needed=n, approved_by=by,
+            expires_at=1_800_000_000.0)
+            for body in (c.body, {}) for approvers, groups in
+            (([c.user], []), ([c.user] * 40, [c.channel] * 15), ([], [c.channel]))
+            for n, by in ((1, []), (3, [c.user] * 2), (30, [c.user] * 25))),
+        "approval_closed": (msg.approval_closed(
+            requester=c.user, job_name=c.job, description=c.desc, body=body, outcome=o,
+            by=by, daily=daily, build_no=c.build_no)
+            for body in (c.body, {}) for o in (*msg.APPROVAL_OUTCOMES, c.words)
+            for by in ([c.user], [c.user] * 30) for daily in (c.daily, "")),
+        "awaiting_approval": (msg.awaiting_approval(
+            "r" * 32, c.job, approvers=approvers, groups=groups, needed=n,
+            expires_at=1_800_000_000.0, channel=ch)
+            for approvers, groups in (([c.user], []), ([c.user] * 40, [c.channel] * 15))
+            for n in (1, 5) for ch in (c.channel, None)),
+        "approval_ended": (msg.approval_ended(c.job, o, by=c.user, command=cmd)
+                           for o in ("rejected", "expired", "withdrawn", "failed", c.words)
+                           for cmd in (c.words, "")),
+        "approval_refused": (msg.approval_refused(r, requester=c.user)
+                             for r in ("self", "not_approver", "unchecked", "not_requester",
+                                       "approved_already", "enough", "started", "rejected",
+                                       "expired", "missing", c.words)),
+        "approval_noted": (msg.approval_noted(c.job, given=g, needed=n)
+                           for g, n in ((1, 2), (2, 30))),
     }
 
 
@@ -211,3 +263,112 @@ def test_the_checks_catch_what_they_are_for() -> None:
                 {"text": "x" * 40_001}):
         with pytest.raises((AssertionError, SlackObjectFormationError)):
             check(bad)
+
+
+# --- the build form's views (bot/forms.py) ---------------------------------------------
+
+FORM_HELPERS = {"form_key", "seal", "unseal", "picked_job", "read_form", "block_for",
+                "prefill_from_body", "command_text", "too_big"}  # build no view
+
+
+def _job(c: Case, n: int, *, extra: bool = False) -> Any:
+    from bot.config import JobConfig
+
+    params: dict[str, Any] = {}
+    for i in range(n):
+        name = f"p{i:03d}_" + "n" * 100
+        if i % 3 == 0:
+            choices = [f"{c.words[:140]}{k}" for k in range(100)]
+            params[name] = {"choices": choices, "default": choices[0]}
+        elif i % 3 == 1:
+            params[name] = {"required": True, "pattern": "^.*$", "default": "d" * 3000}
+        else:  # choices a select cannot hold: a text field instead
+            params[name] = {"choices": ["v" * 151, "w"]}
+    return JobConfig.model_validate({"name": c.job[:150], "id": "f" * 32, "params": params,
+                                     "allow_extra_params": extra, "confirm": not extra,
+                                     "description": c.desc})
+
+
+def view_builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
+    """name -> the views that forms builder makes from this case."""
+    from bot import forms
+    from bot.command import BuildCommand
+
+    meta = forms.seal(b"k", {"u": c.user, "c": c.channel, "r": "https://x/" + "a" * 5000,
+                             "j": c.job[:150]})
+    jobs = c.jobs + [(c.job[:150], c.desc)]
+    big = BuildCommand(c.job, (("p001_" + "n" * 100, "x" * 3001),), None, None)
+    edited = BuildCommand(c.job, (("other", "1"),), "abc", "v1")
+    return {
+        "form_view": (forms.form_view(js, job, metadata=meta, prefill=pre)
+                      for js in (jobs, [], jobs * 3)
+                      for job in (None, _job(c, 2), _job(c, 95, extra=True), _job(c, 96))
+                      for pre in (None, big, edited)),
+        "notice_view": (forms.notice_view(t, [c.words] * n)
+                        for t in ("Not started", "x" * 40) for n in (1, 50)),
+    }
+
+
+def check_view(view: dict[str, Any]) -> None:
+    from slack_sdk.models.views import View
+
+    View(**view).validate_json()  # title, close, submit <= 24; <= 100 blocks; metadata
+    assert len(view["blocks"]) <= 100 and len(view.get("private_metadata", "")) <= 3000
+    block_ids = [b["block_id"] for b in view["blocks"] if "block_id" in b]
+    assert len(block_ids) == len(set(block_ids)) and all(len(i) <= 255 for i in block_ids)
+    for block in view["blocks"]:
+        Block.parse(block).validate_json()  # type: ignore[union-attr]
+        if block["type"] == "section":
+            assert len(block["text"]["text"]) <= 3000
+            check_shown(block["text"]["text"])
+        elif block["type"] == "context":
+            assert all(len(e["text"]) <= 2000 for e in block["elements"])
+            for element in block["elements"]:
+                check_shown(element["text"])
+        elif block["type"] == "input":
+            assert 0 < len(block["label"]["text"]) <= 2000
+            assert len(block.get("hint", {}).get("text", "")) <= 2000
+            element = block["element"]
+            if element["type"] == "plain_text_input":
+                assert element["max_length"] <= 3000
+                assert len(element.get("initial_value", "")) <= element["max_length"]
+            else:
+                assert element["type"] == "static_select"
+                options = element["options"]
+                assert 0 < len(options) <= 100
+                assert len({o["value"] for o in options}) == len(options)
+                for option in options:
+                    assert 0 < len(option["text"]["text"]) <= 75
+                    assert 0 < len(option["value"]) <= 150
+                    assert len(option.get("description", {}).get("text", "")) <= 75
+                if "initial_option" in element:
+                    assert element["initial_option"] in options
+        else:
+            raise AssertionError(f"unchecked block type {block['type']}")
+
+
+def test_every_form_builder_is_covered() -> None:
+    from bot import forms
+
+    public = {name for name, f in vars(forms).items() if inspect.isfunction(f)
+              and f.__module__ == forms.__name__ and not name.startswith("_")}
+    assert public - FORM_HELPERS == set(view_builds(CASES["ordinary"]))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("name", sorted(view_builds(CASES["ordinary"])))
+def test_every_view_keeps_slacks_limits(name: str, case: str) -> None:
+    made = list(view_builds(CASES[case])[name])
+    assert made
+    for view in made:
+        check_view(view)
+
+
+def test_a_job_with_more_parameters_than_a_view_holds_says_so() -> None:
+    from bot import forms
+
+    view = forms.form_view([], _job(CASES["ordinary"], 96), metadata="m")
+    shown = view["blocks"][1]["text"]["text"]
+    assert "submit" not in view and "Type the command instead" in shown
+    fits = forms.form_view([], _job(CASES["ordinary"], 95, extra=True), metadata="m")
+    assert len(fits["blocks"]) == 100 and "submit" in fits

@@ -266,3 +266,62 @@ def test_explain_help_lists_runnable_jobs(tmp_path: Path,
 def test_explain_bad_usage_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.explain(["--channel", "C", "x"]) == 2
     assert "--user" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- guard rails
+
+GUARDED = "max_per_user_per_hour = 4\n" + GOOD + f"""
+[jobs.deploy]
+id = "{JOB_ID}"
+users = ["UALICE"]
+approvers = ["UCAROL"]
+approver_groups = ["SLEADS"]
+approval_channel = "CAPPROVALS"
+approval_ttl = "45m"
+max_per_user_per_hour = 2
+"""
+
+
+def test_explain_says_who_must_approve_and_the_hourly_limit(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UALICE", "--channel", "C1", "deploy",
+                   config=GUARDED) == 0
+    out = capsys.readouterr().out
+    assert ("needs approval by 1 of: UCAROL, a member of SLEADS (never UALICE themselves), "
+            "asked in CAPPROVALS; expires after 45 min without it") in out
+    assert "per-user limit: 2 build(s) of deploy per hour for UALICE" in out
+    assert json.loads(out.split("POST /v3/jobs/build\n")[1]) == {"job_id": JOB_ID}
+
+
+def test_explain_uses_the_files_default_limit_and_exempts_admins(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UBOB", "--channel", "C1", "web", config=GUARDED) == 0
+    out = capsys.readouterr().out
+    assert "per-user limit: 4 build(s) of web per hour for UBOB" in out
+    assert "needs approval" not in out
+    assert explain(tmp_path, "--user", "UADMIN", "--channel", "C1", "deploy",
+                   config=GUARDED) == 0
+    out = capsys.readouterr().out
+    assert "per-user limit: none for UADMIN (admins are exempt)" in out
+    assert "needs approval by 1 of" in out  # admins need approval too
+
+
+def test_explain_a_raw_id_of_a_job_with_approvers_needs_the_same_approval(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(tmp_path, "--user", "UADMIN", "--channel", "C1", JOB_ID,
+                   config=GUARDED) == 0
+    assert "needs approval by 1 of: UCAROL" in capsys.readouterr().out
+
+
+def test_check_config_knows_the_guard_rail_keys(good_env: None, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, GUARDED)
+    assert cli.check_config([]) == 0
+    assert "note: jobs.deploy needs 1 approval(s) by UCAROL, SLEADS." in capsys.readouterr().out
+    write(tmp_path, GUARDED.replace('approval_ttl = "45m"', 'approval_ttl = "2 days"')
+          .replace("max_per_user_per_hour = 4", "max_per_user_per_hour = 0"))
+    assert cli.check_config([]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "2 configuration problem(s):"
+    assert "- buildbot.toml: max_per_user_per_hour: must be 1 or more" in out
+    assert '- buildbot.toml: jobs.deploy.approval_ttl: "2 days" is not a duration' in out

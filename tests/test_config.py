@@ -88,10 +88,11 @@ def test_users_may_be_everyone() -> None:
 
 @pytest.mark.parametrize(("text", "problem"), [
     ('typo = 1', ("buildbot.toml: typo: unknown key: check its spelling "
-                 "(allowed here: admins, jobs).")),
+                 "(allowed here: admins, max_per_user_per_hour, jobs).")),
     (job('user = ["U1"]'), ("buildbot.toml: jobs.backend.user: unknown key: check its spelling "
      "(allowed here: id, description, users, usergroups, channels, confirm, "
-     "allow_extra_params, params).")),
+     "allow_extra_params, params, approvers, approver_groups, approvals, approval_channel, "
+     "approval_ttl, max_per_user_per_hour).")),
     (job("[jobs.backend.params.a]\ndefualt = \"x\""),
      ("buildbot.toml: jobs.backend.params.a.defualt: unknown key: check its spelling "
      "(allowed here: default, choices, pattern, required).")),
@@ -237,7 +238,7 @@ def test_load_config_names_the_file_in_problems(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.problems == [(f"{path}: typo: unknown key: check its spelling "
-                                   "(allowed here: admins, jobs).")]
+                                   "(allowed here: admins, max_per_user_per_hour, jobs).")]
 
 
 @pytest.mark.parametrize(("make", "message"), [
@@ -258,3 +259,81 @@ def test_missing_or_unreadable_file_is_a_clear_error(tmp_path: Path, make, messa
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# --- guard rails: approvals and the per-user limit -------------------------------------
+
+GUARDED_JOB = job('approvers = ["U01CAROL", "U01DAVE"]\napprover_groups = ["S01LEADS"]\n'
+                  'approvals = 2\napproval_channel = "C01APPROVALS"\napproval_ttl = "2h30m"\n'
+                  'max_per_user_per_hour = 3')
+
+
+def test_approval_and_limit_keys_load() -> None:
+    config = parse_config("max_per_user_per_hour = 5\n" + GUARDED_JOB, source="x")
+    backend = config.jobs["backend"]
+    assert (backend.approvers, backend.approver_groups, backend.approvals) == (
+        ["U01CAROL", "U01DAVE"], ["S01LEADS"], 2)
+    assert backend.approval_channel == "C01APPROVALS" and backend.needs_approval
+    assert backend.approval_ttl_seconds == 9000.0
+    assert (backend.max_per_user_per_hour, config.max_per_user_per_hour) == (3, 5)
+
+
+def test_approval_defaults() -> None:
+    backend = parse_config(job('approvers = ["U1"]'), source="x").jobs["backend"]
+    assert backend.approvals is None and backend.approval_ttl_seconds == 3600.0
+    plain = parse_config(job(""), source="x").jobs["backend"]
+    assert not plain.needs_approval and plain.max_per_user_per_hour is None
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ('approvers = ["U1 U2"]', 'jobs.backend.approvers: "U1 U2" is not a Slack ID: IDs have no '
+     "spaces, e.g. U01CAROL."),
+    ('approvers = ["*"]', 'jobs.backend.approvers: "*" is only allowed in users'),
+    ('approver_groups = [""]', 'jobs.backend.approver_groups: "" is not a Slack ID'),
+    ('approvers = ["U1"]\napproval_channel = "C 1"', "jobs.backend.approval_channel: "
+     '"C 1" is not a Slack ID'),
+    ("approvals = 1", "jobs.backend.approvals: 1 approval(s) needed but nobody may approve: "
+     "list approvers (user IDs) or approver_groups, or remove approvals."),
+    ('approvers = ["U1", "U2"]\napprovals = 3', "jobs.backend.approvals: 3 approvals needed "
+     "but only 2 approver(s) listed: list more approvers, add approver_groups, or lower it."),
+    ('approvers = ["U1", "U1"]\napprovals = 2', "only 1 approver(s) listed"),
+    ('approvers = ["U1"]\napprovals = 0', "jobs.backend.approvals: must be 1 or more, not 0"),
+    ('approvers = ["U1"]\napprovals = "2"', "jobs.backend.approvals: must be a whole number "
+     '(no quotes), not the string "2".'),
+    ('approvers = ["U1"]\napproval_ttl = "1 day"', 'jobs.backend.approval_ttl: "1 day" is not '
+     "a duration: write it like 30m, 1h or 2h30m."),
+    ('approvers = ["U1"]\napproval_ttl = "25h"', 'jobs.backend.approval_ttl: "25h" is out of '
+     "range: give between 1m and 24h."),
+    ('approvers = ["U1"]\napproval_ttl = "30s"', "out of range"),
+    ('approval_ttl = "1h"', "jobs.backend.approval_ttl: has no effect without approvers or "
+     "approver_groups: list who may approve, or remove it."),
+    ('approval_channel = "C1"', "jobs.backend.approval_channel: has no effect without"),
+    ("max_per_user_per_hour = 0", "jobs.backend.max_per_user_per_hour: must be 1 or more, "
+     "not 0: remove it for no limit."),
+    ("max_per_user_per_hour = 1.5", "jobs.backend.max_per_user_per_hour: must be a whole "
+     "number"),
+])
+def test_each_guard_rail_problem_names_file_job_and_field(body: str, problem: str) -> None:
+    (found,) = problems_of(job(body))
+    assert found.startswith("buildbot.toml: ") and problem in found
+
+
+def test_guard_rail_problems_come_all_at_once_with_the_others() -> None:
+    text = ("max_per_user_per_hour = -1\n" + job('approvals = 2\nusers = ["U 1"]')
+            + job('approvers = ["U1"]\napproval_ttl = "soon"', name="web"))
+    found = problems_of(text)
+    assert [p.split(":")[1].strip() for p in found] == [
+        "max_per_user_per_hour", "jobs.backend.users", "jobs.backend.approvals",
+        "jobs.web.approval_ttl"]
+
+
+def test_readme_documents_the_guard_rail_keys() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    example = next(block.split("```", 1)[0] for block in readme.split("```toml\n")[1:]
+                   if "approvers" in block.split("```", 1)[0])
+    config = parse_config(example, source="README.md")
+    guarded = [j for j in config.jobs.values() if j.needs_approval]
+    assert guarded and config.max_per_user_per_hour is not None
+    for key in ("approvers", "approver_groups", "approvals", "approval_channel",
+                "approval_ttl", "max_per_user_per_hour"):
+        assert f"`{key}`" in readme, key

@@ -53,6 +53,12 @@ def replies(slack: FakeSlack) -> list[dict[str, Any]]:
     return [c for c in slack.calls("chat.postMessage") if c.get("thread_ts")]
 
 
+def done_updates(slack: FakeSlack) -> list[dict[str, Any]]:
+    """Updates of the channel message to its result (progress updates come before)."""
+    return [c for c in slack.calls("chat.update")
+            if any(b.get("block_id") == "buildbot.done" for b in c.get("blocks") or [])]
+
+
 def run_backend(slack: FakeSlack, url: str) -> None:
     sender = SlackSender(url + "/slack/events", SECRET)
     hook = slack.response_url()
@@ -132,12 +138,13 @@ def test_a_replica_stopped_past_its_lease_while_posting_does_not_post_twice(
         slack.wait_for(lambda: replies(slack), 15)
         a.send_signal(signal.SIGSTOP)  # frozen mid-post, past its lease
         with bot_at(env_b, url_b, stop=signal.SIGKILL):
-            slack.wait_for(lambda: slack.calls("chat.update"), 20)  # B took the report over
+            slack.wait_for(lambda: done_updates(slack), 20)  # B took the report over
             a.send_signal(signal.SIGCONT)  # A wakes and carries on with its stale lease
             settle(slack, 8.0)
             (reply,) = replies(slack)
             assert "succeeded" in reply["text"]
-            assert len(slack.calls("chat.update")) == 1
+            assert len(done_updates(slack)) == 1
+            assert slack.calls("chat.update")[-1] == done_updates(slack)[0]
             assert [c for c in slack.calls("chat.postMessage")
                     if c.get("channel") == "UALICE"] == []
 
@@ -146,14 +153,15 @@ def test_killed_while_the_parent_update_is_in_flight_then_restarted(
         stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path, db_url: str) -> None:
     slack, _codearts = stand_ins
     env, url = crash_env(stand_ins, tmp_path, db_url)
+    env["PROGRESS_UPDATE_SECONDS"] = "0"  # the one update made is the result's
     with bot_at(env, url, stop=signal.SIGKILL):
         slack.accept_slowly("chat.update", 60)  # the parent is updated; the answer never comes
         run_backend(slack, url)
-        slack.wait_for(lambda: slack.calls("chat.update"), 15)
+        slack.wait_for(lambda: done_updates(slack), 15)
 
     with bot_at(env, url):
-        slack.wait_for(lambda: len(slack.calls("chat.update")) >= 2, 20)  # updated again
+        slack.wait_for(lambda: len(done_updates(slack)) >= 2, 20)  # updated again
         settle(slack)
         (reply,) = replies(slack)  # the result itself is not posted twice
         assert "succeeded" in reply["text"]
-        assert len(slack.calls("chat.update")) == 2
+        assert len(done_updates(slack)) == 2

@@ -39,6 +39,11 @@ def _check_transcript(out: str) -> None:
                      r"│ ✅ backend \d{8}\.\d+ succeeded in \d+ s\.", out)
     assert re.search(r"@bob ❌ e2e \d{8}\.\d+ failed in \d+ s\.", out)
     assert re.search(r"now reads\n│ ✅ @alice started \*backend\*.*: succeeded", out)
+    # live progress: the channel message updated in place with the step it is on
+    assert re.search(r"now reads\n│ ⏳ @alice started \*backend\*.*\n│ Running for less than "
+                     r"a minute · step \d of 4: \w+", out)
+    # the failure's thread reply carries the log's last lines
+    assert re.search(r"@bob ❌ e2e .*\n│ Last \d+ lines of the build log:\n│ ```\n", out)
     # a refusal for a user who may not run the job, to him alone
     assert re.search(r"only bob sees this \(ephemeral\).*\n│ ⚠️ Nothing was started\.\n"
                      r"│ • You may not run `backend`", out)

@@ -42,6 +42,9 @@ EXPECTED_MOVES = {
     ("running", "started"), ("running", "failed"), ("running", "unknown"),
     ("posting", "posted"), ("posting", "fallback"),
     ("watching", "reporting"), ("reporting", "done"),
+    # approval by a second person
+    ("pending", "awaiting"), ("awaiting", "running"), ("awaiting", "rejected"),
+    ("awaiting", "withdrawn"), ("awaiting", "expired"), ("awaiting", "failed"),
 }
 
 

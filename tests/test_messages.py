@@ -43,7 +43,8 @@ def buttons(message: dict) -> list[tuple[str, str, str]]:
 
 def test_confirmation_has_run_and_cancel_carrying_only_the_request_key() -> None:
     m = msg.confirmation("r" * 32, "backend", "Backend CI", BODY, minutes=10)
-    assert buttons(m) == [("Run", msg.RUN, "r" * 32), ("Cancel", msg.CANCEL, "r" * 32)]
+    assert buttons(m) == [("Run", msg.RUN, "r" * 32), ("Cancel", msg.CANCEL, "r" * 32),
+                          ("Edit parameters", msg.EDIT, "r" * 32)]
     assert m["response_type"] == "ephemeral"
     assert "`codeBranch` = `master`" in m["text"] and "commit `abc1234`" in m["text"]
 
@@ -137,7 +138,8 @@ def test_confirmation_counts_parameters_it_cannot_show_and_keeps_commit_and_tag(
         f"• … and {hidden.group(1)} more parameters\n• commit `abc1234`\n• tag `v1.2.0`")
     assert "commit `abc1234`" in m["text"] and "tag `v1.2.0`" in m["text"]
     assert well_formed(seen) and well_formed(m["text"])
-    assert buttons(m) == [("Run", msg.RUN, "r"), ("Cancel", msg.CANCEL, "r")]
+    assert buttons(m) == [("Run", msg.RUN, "r"), ("Cancel", msg.CANCEL, "r"),
+                          ("Edit parameters", msg.EDIT, "r")]
 
 
 def test_announcement_shows_every_parameter_commit_and_tag() -> None:

@@ -495,3 +495,51 @@ def test_the_one_known_difference_a_bare_decimal_in_an_error_keeps_its_digits_he
     mine, theirs = _both_fail(fake, ours, sdk, 400, '{"code": 1.10, "message": 7}', JSON)
     assert (theirs.error_code, theirs.error_msg) == (1.1, 7)
     assert (mine.error_code, mine.error_msg) == ("1.10", "7")
+
+
+# --------------------------------------------------------------------------- steps and log
+
+
+def _sdk_run(fake: FakeCodeArts, ours: CodeArtsClient) -> None:
+    fake.add_job(JOB, duration=3600, steps=["Checkout", "Build image", "Push"])
+    ours.run_build({"job_id": JOB})
+
+
+def test_both_clients_ask_for_steps_on_the_same_path_and_read_the_same_steps(fake, ours, sdk):
+    from huaweicloudsdkcodeartsbuild.v3 import ShowHistoryDetailsRequest
+
+    _sdk_run(fake, ours)
+    fake.set_steps(JOB, 1, [{"name": "Checkout", "status": "success", "build_time": 1200},
+                            {"name": "Build image", "status": "running", "build_time": 0},
+                            {"name": "Push", "status": "", "build_time": 0}])
+    mine = ours.build_steps(JOB, 1)
+    theirs = sdk.show_history_details(ShowHistoryDetailsRequest(job_id=JOB, build_number=1))
+    paths = [r.path for r in fake.requests_to(f"/v3/jobs/{JOB}/1/history-details")]
+    assert paths == [f"/v3/jobs/{JOB}/1/history-details"] * 2
+    assert [(s.name, s.status, s.build_time_ms or 0) for s in mine] == \
+        [(s.name, s.status, s.build_time) for s in theirs.build_steps]
+
+
+def test_both_clients_page_the_log_the_same_way_and_read_the_same_text(fake, ours, sdk):
+    from huaweicloudsdkcodeartsbuild.v3 import DownloadRealTimeLogRequest
+
+    _sdk_run(fake, ours)
+    text = "".join(f"line {i}\n" for i in range(40))
+    fake.set_log(JOB, 1, text)
+    mine = ours.log_tail(JOB, 1, lines=100, page=64)
+    got, offset = "", 0
+    while True:
+        page = sdk.download_real_time_log(DownloadRealTimeLogRequest(
+            job_id=JOB, build_no=1, offset=offset, length=64)).result
+        got += page.content
+        if not page.has_more_data:
+            break
+        offset = page.current_offset
+    assert "\n".join(mine.lines) + "\n" == got == text
+    from urllib.parse import parse_qsl
+
+    asked = [(r.path, dict(parse_qsl(r.query)))
+             for r in fake.requests_to(f"/v3/jobs/{JOB}/1/real-time-log")]
+    half = len(asked) // 2
+    assert asked[:half] == asked[half:]  # the same path and query, page by page
+    assert asked[1] == (f"/v3/jobs/{JOB}/1/real-time-log", {"offset": "64", "length": "64"})

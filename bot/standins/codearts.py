@@ -17,6 +17,11 @@ Served paths:
 * ``POST /v3/jobs/build``                        run (validates the body like the docs say)
 * ``GET  /v4/jobs/{job_id}/{build_no}/record-info``  enveloped build record
 * ``POST /v3/jobs/{job_id}/{build_no}/stop``     stop (``{"success": true, "result": ""}``)
+* ``GET  /v3/jobs/{job_id}/{build_no}/history-details``  bare ``build_steps`` (scripted with
+  ``set_steps``, or the job's step names advancing with the build's clock)
+* ``GET  /v3/jobs/{job_id}/{build_no}/real-time-log``    enveloped log pages (``offset``,
+  ``length``, ``current_offset``, ``has_more_data``); the text is set with ``set_log``
+  or ``add_job(log=...)``
 
 CodeArts paths need ``X-Auth-Token`` (a configured token or one IAM issued and
 not expired) or an AK/SK signature, which the fake re-computes with its own
@@ -61,6 +66,8 @@ _RECORD = re.compile(r"^/v4/jobs/([^/]+)/([^/]+)/record-info$")
 _STOP = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/stop$")
 _HISTORY = re.compile(r"^/v3/jobs/([^/]+)/history$")
 _PARAMS = re.compile(r"^/v1/job/([^/]+)/([^/]+)/history-parameters$")
+_DETAILS = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/history-details$")
+_LOG = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/real-time-log$")
 
 DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
     400: ("CB.00060200", "Invalid parameter."),
@@ -102,6 +109,42 @@ class Build:
     body: Any
     forced_status: str | None = None
     stopped_at: float | None = None
+    step_names: tuple[str, ...] = ()
+    steps: list[dict[str, Any]] | None = None  # scripted by set_steps: served as they are
+    log: str | None = None  # scripted by set_log (None: a short log made up from the build)
+
+    def step_records(self, now: float) -> list[dict[str, Any]]:
+        """The scripted steps, or the job's steps advancing with the build's clock: those
+        before the current one succeeded, the current one runs, the rest are not reached."""
+        if self.steps is not None:
+            return [dict(step) if isinstance(step, dict) else step for step in self.steps]
+        n = len(self.step_names)
+        if not n:
+            return []
+        status = self.status(now)
+        ended = status not in ("RUNNING",) and self.finished_after(now) is not None
+        share = 1.0 if ended else min(0.999, (now - self.started) / max(self.duration, 1e-6))
+        current = min(n - 1, int(share * n))
+        records = []
+        for i, name in enumerate(self.step_names):
+            if ended:
+                word = "success" if status == "SUCCESS" or i < current else (
+                    "error" if status in ("FAILED", "FAILURE") else "")
+            else:
+                word = "success" if i < current else ("running" if i == current else "")
+            took = int(self.duration * 1000 / n) if word in ("success", "error") else 0
+            records.append({"name": name, "status": word, "build_time": took})
+        return records
+
+    def log_text(self, now: float) -> str:
+        if self.log is not None:
+            return self.log
+        lines = [f"[INFO] build {self.daily} of job {self.job_id} started"]
+        lines += [f"[INFO] {s['name']}: {s['status'] or 'waiting'}"
+                  for s in self.step_records(now)]
+        if self.status(now) not in ("SUCCESS", "RUNNING"):
+            lines.append(f"[ERROR] build ended: {self.status(now)}")
+        return "\n".join(lines) + "\n"
 
     def status(self, now: float) -> str:
         if self.forced_status is not None:
@@ -193,10 +236,13 @@ class FakeCodeArts:
 
     # ---- state set-up
 
-    def add_job(self, job_id: str, *, outcome: str = "SUCCESS", duration: float | None = None) -> str:
-        """Register a build task; its builds end with ``outcome`` after ``duration`` seconds."""
+    def add_job(self, job_id: str, *, outcome: str = "SUCCESS", duration: float | None = None,
+                steps: list[str] | tuple[str, ...] = (), log: str | None = None) -> str:
+        """Register a build task; its builds end with ``outcome`` after ``duration`` seconds,
+        going through ``steps`` (names) and writing ``log`` (None: a short made-up log)."""
         with self._lock:
-            self._jobs[job_id] = {"outcome": outcome, "duration": duration}
+            self._jobs[job_id] = {"outcome": outcome, "duration": duration,
+                                  "steps": tuple(steps), "log": log}
             self._builds.setdefault(job_id, [])
         return job_id
 
@@ -221,6 +267,17 @@ class FakeCodeArts:
         """Force the raw status a build reports (e.g. ``"queued"``); None to let it run."""
         with self._lock:
             self._find(job_id, build_no).forced_status = status  # type: ignore[union-attr]
+
+    def set_steps(self, job_id: str, build_no: int, steps: list[dict[str, Any]] | None) -> None:
+        """Script what history-details lists for a build (records served as given, odd ones
+        included); None to go back to the job's steps."""
+        with self._lock:
+            self._find(job_id, build_no).steps = steps  # type: ignore[union-attr]
+
+    def set_log(self, job_id: str, build_no: int, text: str | None) -> None:
+        """Script a build's log text (served in pages by real-time-log)."""
+        with self._lock:
+            self._find(job_id, build_no).log = text  # type: ignore[union-attr]
 
     # ---- switches
 
@@ -332,6 +389,10 @@ class FakeCodeArts:
             return self._history(m.group(1), dict(parse_qsl(req.query)))
         if (m := _PARAMS.match(req.path)) and req.method == "GET":
             return self._parameters(m.group(1), m.group(2))
+        if (m := _DETAILS.match(req.path)) and req.method == "GET":
+            return self._details(m.group(1), m.group(2))
+        if (m := _LOG.match(req.path)) and req.method == "GET":
+            return self._log(m.group(1), m.group(2), dict(parse_qsl(req.query)))
         return 404, {"error_code": "APIGW.0101", "error_msg": "The API does not exist or has not been published in the environment"}, {}
 
     def _login(self, req: RecordedRequest) -> tuple[int, Any, dict[str, str]]:
@@ -419,7 +480,8 @@ class FakeCodeArts:
         builds = self._builds[job_id]
         duration = job["duration"] if job["duration"] is not None else self.build_duration
         build = Build(job_id, len(builds) + 1, f"{day}.{self._daily[(job_id, day)]}",
-                      job["outcome"], duration, time.monotonic(), now, body)
+                      job["outcome"], duration, time.monotonic(), now, body,
+                      step_names=job.get("steps", ()), log=job.get("log"))
         builds.append(build)
         return build
 
@@ -465,6 +527,40 @@ class FakeCodeArts:
         sent = (found.body or {}).get("parameter") or []
         return 200, {"status": "success", "error": None,
                      "result": [{"name": p["name"], "value": p["value"]} for p in sent]}, {}
+
+    def _details(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
+        """Bare JSON, no envelope, as the SDK's ShowHistoryDetailsResponse models it."""
+        found = self._lookup(job_id, build_no)
+        if not isinstance(found, Build):
+            return found[0], {"error_code": "DEVCB.00031006",
+                              "error_msg": "Build record not found."}, {}
+        with self._lock:
+            steps = found.step_records(time.monotonic())
+        return 200, {"job_name": f"job-{job_id[:8]}", "build_number": found.number,
+                     "project_id": self.project_id, "project_name": "fake",
+                     "parameters": {p["name"]: p["value"]
+                                    for p in (found.body or {}).get("parameter") or []},
+                     "build_steps": steps}, {}
+
+    def _log(self, job_id: str, build_no: str,
+             query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        """One page of the log from ``offset``, at most ``length`` characters."""
+        found = self._lookup(job_id, build_no)
+        if not isinstance(found, Build):
+            return found
+        try:
+            offset, length = int(query.get("offset", 0)), int(query.get("length", 10000))
+        except ValueError:
+            return 400, {"error_code": "CB.00060200", "error_msg": "Invalid parameter."}, {}
+        if offset < 0 or length <= 0:
+            return 400, {"error_code": "CB.00060200", "error_msg": "Invalid parameter."}, {}
+        with self._lock:
+            text = found.log_text(time.monotonic())
+        content = text[offset:offset + length]
+        end = offset + len(content)
+        return 200, {"result": {"content": content, "offset": offset, "current_offset": end,
+                                "has_more_data": end < len(text)},
+                     "error": None, "status": "success"}, {}
 
     def _stop(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
         found = self._lookup(job_id, build_no)

@@ -53,6 +53,9 @@ class FakeSlack:
     def __init__(self) -> None:
         self.usergroups: dict[str, list[str]] = {}
         self.user_names: dict[str, str] = {}
+        self.views: dict[str, dict[str, Any]] = {}  # open modals by id, as last set
+        self._triggers: set[str] = set()  # trigger_ids already used (each opens one view)
+        self._view_ids = itertools.count(1)
         self._calls: list[Call] = []
         self._faults: dict[str, list[_Fault]] = {}
         self._lock = threading.Lock()
@@ -161,6 +164,8 @@ class FakeSlack:
             return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts")}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
+        if method in ("views.open", "views.update"):
+            return self._view_answer(method, params)
         if method == "usergroups.users.list":
             group = params.get("usergroup", "")
             if group not in self.usergroups:
@@ -182,6 +187,30 @@ class FakeSlack:
                 and c.params.get("channel") == params.get("channel")
                 and not c.params.get("thread_ts") and float(c.ts) > oldest]}
         return {"ok": False, "error": "unknown_method"}
+
+    def _view_answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """views.open needs a trigger_id not used before; views.update a known view id and,
+        when given, the hash of its current version. The view comes back with a new hash."""
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not isinstance(view, dict):
+            return {"ok": False, "error": "invalid_arguments"}
+        if method == "views.open":
+            trigger = str(params.get("trigger_id") or "")
+            if not trigger or trigger in self._triggers:
+                return {"ok": False, "error": "invalid_trigger_id" if not trigger
+                        else "exchanged_trigger_id"}
+            self._triggers.add(trigger)
+            view_id = f"V{next(self._view_ids):06d}"
+        else:
+            view_id = str(params.get("view_id") or "")
+            if view_id not in self.views:
+                return {"ok": False, "error": "not_found"}
+            if params.get("hash") and params["hash"] != self.views[view_id]["hash"]:
+                return {"ok": False, "error": "hash_conflict"}
+        self.views[view_id] = {**view, "id": view_id, "hash": f"h{next(self._ts)}"}
+        return {"ok": True, "view": self.views[view_id]}
 
     @staticmethod
     def _message(call: Call) -> dict[str, Any]:

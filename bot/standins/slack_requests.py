@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import time
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+
+
+_TRIGGERS = itertools.count(1)
+
+
+def trigger_id() -> str:
+    """A fresh trigger_id, as Slack gives each command and click its own."""
+    return f"{int(time.time())}.{next(_TRIGGERS)}.t"
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -32,7 +41,7 @@ def command_body(text: str, *, user: str, channel: str, response_url: str,
         "token": "legacy-unused", "team_id": team, "team_domain": "example",
         "channel_id": channel, "channel_name": channel_name, "user_id": user,
         "user_name": user_name, "command": "/build", "text": text,
-        "api_app_id": "A1", "response_url": response_url, "trigger_id": "1.2.3",
+        "api_app_id": "A1", "response_url": response_url, "trigger_id": trigger_id(),
     }).encode()
 
 
@@ -42,7 +51,7 @@ def action_body(action_id: str, value: str, *, user: str, channel: str, response
     payload: dict[str, Any] = {
         "type": "block_actions", "team": {"id": team, "domain": "example"},
         "user": {"id": user, "username": user_name, "team_id": team},
-        "api_app_id": "A1", "token": "legacy-unused", "trigger_id": "1.2.3",
+        "api_app_id": "A1", "token": "legacy-unused", "trigger_id": trigger_id(),
         "channel": {"id": channel, "name": channel_name},
         "container": {"type": "message", "is_ephemeral": message_ts is None,
                       "message_ts": message_ts or "1.1", "channel_id": channel},
@@ -50,6 +59,63 @@ def action_body(action_id: str, value: str, *, user: str, channel: str, response
         "actions": [{"type": "button", "action_id": action_id, "block_id": "b",
                      "value": value, "action_ts": str(time.time()),
                      "text": {"type": "plain_text", "text": label or action_id}}],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def view_state(view: dict[str, Any], entered: dict[str, str | None] | None = None
+               ) -> dict[str, Any]:
+    """The ``state.values`` Slack sends for a modal: each input block's element with what
+    it shows (its initial value or option), or what ``entered`` gives for its block_id
+    (None empties the field). A select is given the option whose value is entered."""
+    entered = entered or {}
+    values: dict[str, Any] = {}
+    for block in view.get("blocks", []):
+        if block.get("type") != "input":
+            continue
+        element = block["element"]
+        block_id = block["block_id"]
+        if element["type"] == "static_select":
+            chosen = element.get("initial_option")
+            if block_id in entered:
+                value = entered[block_id]
+                chosen = next((o for o in element["options"] if o["value"] == value), None)
+                if value is not None and chosen is None:  # as a tampered payload would
+                    chosen = {"text": {"type": "plain_text", "text": value}, "value": value}
+            state = {"type": "static_select", "selected_option": chosen}
+        else:
+            shown = entered[block_id] if block_id in entered else element.get("initial_value")
+            state = {"type": element["type"], "value": shown}
+        values[block_id] = {element["action_id"]: state}
+    return values
+
+
+def view_submission_body(view: dict[str, Any], entered: dict[str, str | None] | None = None,
+                         *, user: str, team: str = "T1") -> bytes:
+    """A ``view_submission`` of ``view`` (as the bot last set it: id, hash, metadata)."""
+    payload = {
+        "type": "view_submission", "team": {"id": team, "domain": "example"},
+        "user": {"id": user, "username": "someone", "team_id": team},
+        "api_app_id": "A1", "token": "legacy-unused", "trigger_id": trigger_id(),
+        "view": {**view, "state": {"values": view_state(view, entered)}},
+        "response_urls": [],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def view_select_body(view: dict[str, Any], block_id: str, action_id: str, value: str, *,
+                     user: str, team: str = "T1") -> bytes:
+    """A ``block_actions`` from an open modal: an option picked in a select that
+    dispatches its action (``dispatch_action``)."""
+    option = {"text": {"type": "plain_text", "text": value}, "value": value}
+    payload = {
+        "type": "block_actions", "team": {"id": team, "domain": "example"},
+        "user": {"id": user, "username": "someone", "team_id": team},
+        "api_app_id": "A1", "token": "legacy-unused", "trigger_id": trigger_id(),
+        "container": {"type": "view", "view_id": view.get("id")},
+        "view": {**view, "state": {"values": view_state(view, {block_id: value})}},
+        "actions": [{"type": "static_select", "action_id": action_id, "block_id": block_id,
+                     "selected_option": option, "action_ts": str(time.time())}],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
 
@@ -80,6 +146,16 @@ class SlackSender:
         return self.post(action_body(action_id, value, user=user, channel=channel,
                                      response_url=response_url, message_ts=message_ts,
                                      **(names or {})), **kw)
+
+    def submit(self, view: dict[str, Any], entered: dict[str, str | None] | None = None, *,
+               user: str, **kw: Any) -> httpx.Response:
+        """Submit a modal with ``entered`` values (by block_id) over what it shows."""
+        return self.post(view_submission_body(view, entered, user=user), **kw)
+
+    def pick(self, view: dict[str, Any], block_id: str, action_id: str, value: str, *,
+             user: str, **kw: Any) -> httpx.Response:
+        """Pick ``value`` in a modal's select that dispatches its action."""
+        return self.post(view_select_body(view, block_id, action_id, value, user=user), **kw)
 
     def close(self) -> None:
         self.http.close()

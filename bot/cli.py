@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Sequence
 
-from bot.command import BuildCommand, Help, ParseError, parse
+from bot.command import BuildCommand, Help, ParseError, StatusCommand, StopCommand, parse
 from bot.config import BuildbotConfig, ConfigError, load_config
 from bot.policy import Approved, StaticUserGroups, decide, per_user_limit, runnable_jobs
 from bot.settings import SettingsError, load_settings
@@ -121,6 +121,10 @@ def _summary(config: BuildbotConfig, path: str) -> str:
     lines += [f"note: jobs.{j.name} needs {j.approvals or 1} approval(s) by "
               f"{', '.join([*j.approvers, *j.approver_groups])}." for j in config.jobs.values()
               if j.needs_approval]
+    lines += [f"note: jobs.{j.name} runs at most {j.max_running} build(s) at once; more wait "
+              f"in a queue for up to {int(j.queue_ttl_seconds // 60)} min"
+              + (" (CodeArts is asked whether it runs)" if j.check_codearts_running else "")
+              + "." for j in config.jobs.values() if j.max_running is not None]
     return "\n".join(lines)
 
 
@@ -163,6 +167,12 @@ def run_explain(args: argparse.Namespace) -> int:
         return 1
     if isinstance(parsed, Help):
         return _explain_help(config, args.user, args.channel, groups)
+    if isinstance(parsed, StatusCommand | StopCommand):  # allowed to whoever may run the job
+        if parsed.job is None:
+            return _explain_help(config, args.user, args.channel, groups)
+        print(f"/build {'status' if isinstance(parsed, StatusCommand) else 'stop'} is allowed "
+              "to whoever may run the job here; running it with its defaults:")
+        parsed = BuildCommand(parsed.job)
     return _explain_build(config, parsed, args.user, args.channel, groups)
 
 
@@ -240,6 +250,13 @@ def _guards(config: BuildbotConfig, decision: Approved, user: str) -> list[str]:
                      f"for {user}")
     elif job is not None and (job.max_per_user_per_hour or config.max_per_user_per_hour):
         lines.append(f"per-user limit: none for {user} (admins are exempt)")
+    if job is not None and job.max_running is not None:
+        lines.append(f"at most {job.max_running} build(s) of {job.name} at once: while that "
+                     f"many run, it would be queued (for up to "
+                     f"{int(job.queue_ttl_seconds // 60)} min)"
+                     + ("; admins may run anyway" if rule is None else "")
+                     + ("; CodeArts is asked whether the job runs" if
+                        job.check_codearts_running else ""))
     return lines
 
 

@@ -666,6 +666,20 @@ class CodeArtsClient:
         read = [r for r in (history_record_from(item) for item in records) if r is not None]
         return read, _int_or_none(data.get("total"))
 
+    def job_running(self, job_id: str) -> tuple[bool, str]:
+        """Whether any build of the job runs now, and its last build's number
+        (``GET /v1/job/{job_id}/running-status``; retried: reading changes nothing)."""
+        path = f"/v1/job/{_job(job_id)}/running-status"
+        response = self._call("GET", path, read=True)
+        data = self._decode(response)
+        result = data.get("result") if isinstance(data, dict) else None
+        running = result.get("is_running") if isinstance(result, dict) else None
+        if not isinstance(result, dict) or not isinstance(running, bool):
+            raise BadResponseError(response.status_code, _request_id(response),
+                                   self.scrub(str(data)[:200]),
+                                   "a running status without is_running")
+        return running, _text(result.get("last_build_no"))
+
     def build_parameters(self, job_id: str, build_no: int | str) -> dict[str, str]:
         """The parameters a build ran with, by name
         (``GET /v1/job/{job_id}/{build_no}/history-parameters``)."""

@@ -5,7 +5,12 @@ Grammar (the README's "The command" shows it to users)::
     /build                       -> Help("help")
     /build help | list           -> Help("help") | Help("list")  (any words after are ignored,
                                     but a page number: ``help 2`` -> Help("help", page=2))
+    /build status [<job>]        -> StatusCommand (the job's last builds, or all your jobs')
+    /build stop <job> <build_no> -> StopCommand (``#42`` and ``42`` alike)
     /build <job> [name=value ...] [commit=<sha>] [tag=<tag>]  -> BuildCommand
+
+The first word is a job name unless it is one of ``COMMAND_WORDS`` (any case): those are
+never job names (a job of that name could not be run).
 
 Decisions, so that the result is predictable:
 
@@ -48,6 +53,10 @@ _ENTITY = re.compile(r"&(amp|lt|gt);")
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
 _DIGITS = re.compile(r"[0-9]+")
 MAX_PAGE = 999_999
+# Words that start a subcommand, never a job name. ``subscribe``, ``unsubscribe`` and
+# ``subscriptions`` are kept for the channel subscriptions to come.
+COMMAND_WORDS = ("help", "list", "status", "stop", "subscribe", "unsubscribe", "subscriptions")
+MAX_BUILD_NO_DIGITS = 18  # a CodeArts build number: digits, well within a 64-bit integer
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,23 @@ class BuildCommand:
     params: tuple[tuple[str, str], ...] = ()
     commit: str | None = None
     tag: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusCommand:
+    """``/build status [job]``: a job's last builds, or (``job`` None) the last result of
+    every job the user may run here."""
+
+    job: str | None = None
+
+
+@dataclass(frozen=True)
+class StopCommand:
+    """``/build stop <job> <build_no>``: stop a running build, after a confirmation.
+    ``build_no`` is CodeArts' build number, digits without leading zeros."""
+
+    job: str
+    build_no: str
 
 
 @dataclass(frozen=True)
@@ -93,7 +119,10 @@ class _Word:
     value: str
 
 
-def parse(text: str) -> Help | BuildCommand | ParseError:
+Parsed = Help | StatusCommand | StopCommand | BuildCommand | ParseError
+
+
+def parse(text: str) -> Parsed:
     """Read the text after ``/build``; return a value, never raise, so callers need no try."""
     items = _split_words(unescape_chars(text))
     if not items:
@@ -101,6 +130,8 @@ def parse(text: str) -> Help | BuildCommand | ParseError:
     head = items[0]
     if isinstance(head, _Word) and head.name is None and head.value.lower() in ("help", "list"):
         return Help("help" if head.value.lower() == "help" else "list", _page(items[1:2]))
+    if isinstance(head, _Word) and head.name is None and head.value.lower() in COMMAND_WORDS:
+        return _subcommand(head.value.lower(), items[1:])
     if isinstance(head, str):
         return ParseError(tuple(i for i in items if isinstance(i, str)))
     return _build(head, items[1:])
@@ -286,3 +317,51 @@ def _word_problem(word: _Word, seen: set[str]) -> str | None:
         return f"`{word.name}=` is empty: give a value, e.g. {key}=" + (
             "1a2b3c4d" if key == "commit" else "v1.2.0") + f", or leave {key}= out."
     return None
+
+
+# --- status and stop ----------------------------------------------------------------
+
+_STOP_USAGE = ("write /build stop <job> <build number>, e.g. /build stop backend 42 "
+               "(`/build status <job>` shows the numbers).")
+
+
+def _subcommand(word: str, rest: list[_Word | str]) -> StatusCommand | StopCommand | ParseError:
+    """``status`` and ``stop`` with their words; the subscription words are not served yet."""
+    problems = [w for w in rest if isinstance(w, str)]
+    if problems:
+        return ParseError(tuple(problems))
+    words = [w for w in rest if isinstance(w, _Word)]
+    named = next((w for w in words if w.name is not None), None)
+    if named is not None:
+        return ParseError((f"`{show(named.raw)}` looks like a parameter: `/build {word}` "
+                           "takes a job name" + (", then a build number: " + _STOP_USAGE
+                                                 if word == "stop" else "."),))
+    if word == "status":
+        if len(words) > 1:
+            return ParseError(("`/build status` takes one job name at most: write "
+                               "/build status <job>, or /build status for all your jobs.",))
+        return StatusCommand(words[0].value if words else None)
+    if word == "stop":
+        return _stop(words)
+    return ParseError((f"`/build {word}` is not available in this version of buildbot.",))
+
+
+def _stop(words: list[_Word]) -> StopCommand | ParseError:
+    if not words:
+        return ParseError(("`/build stop` needs a job and a build number: " + _STOP_USAGE,))
+    if len(words) == 1:
+        return ParseError((f"`/build stop {show(words[0].raw)}` needs the build number after "
+                           "the job: " + _STOP_USAGE,))
+    if len(words) > 2:
+        return ParseError(("`/build stop` has too many words: " + _STOP_USAGE,))
+    job, given = words[0].value, words[1].value
+    digits = given.removeprefix("#")
+    if digits.isascii() and digits.isdigit() and len(digits.lstrip("0")) <= MAX_BUILD_NO_DIGITS \
+            and digits.lstrip("0"):
+        return StopCommand(job, digits.lstrip("0"))
+    if re.fullmatch(r"[0-9]{8}\.[0-9]+", given):
+        return ParseError((f"`{show(given)}` is a daily number: give the build number "
+                           "(the one after #, e.g. 42) instead; `/build status "
+                           f"{show(job)}` shows both.",))
+    return ParseError((f"`{show(given)}` is not a build number: give the whole number CodeArts "
+                       "shows after # (e.g. 42); " + _STOP_USAGE,))

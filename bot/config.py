@@ -30,6 +30,7 @@ from pydantic import (
     field_validator,
 )
 
+from bot.command import COMMAND_WORDS
 from bot.rules import job_id_problem, param_name_problem, param_value_problem
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -145,6 +146,14 @@ class JobConfig(BaseModel):
     approval_channel: str | None = None
     approval_ttl: str | None = None
     max_per_user_per_hour: int | None = None
+    # one build at a time and a queue (bot.engine's "the queue")
+    max_running: int | None = None
+    queue_ttl: str | None = None
+    check_codearts_running: bool = False
+
+    @property
+    def queue_ttl_seconds(self) -> float:
+        return parse_duration(self.queue_ttl) if self.queue_ttl else DEFAULT_QUEUE_TTL
 
     @property
     def needs_approval(self) -> bool:
@@ -236,6 +245,45 @@ class JobConfig(BaseModel):
     @classmethod
     def _per_user(cls, v: int | None) -> int | None:
         return _per_hour(v)
+
+    # --- one build at a time and a queue --------------------------------------------
+
+    @field_validator("max_running")
+    @classmethod
+    def _max_running(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be 1 or more, not {v}: it is how many builds of the job "
+                             "may run at once; remove it for no limit")
+        return v
+
+    @field_validator("queue_ttl")
+    @classmethod
+    def _queue_ttl(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        seconds = parse_duration(v)
+        if not MIN_QUEUE_TTL <= seconds <= MAX_QUEUE_TTL:
+            raise ValueError(f"{_toml(v)} is out of range: give between 1m and 24h")
+        _only_with_max_running(info)
+        return v
+
+    @field_validator("check_codearts_running")
+    @classmethod
+    def _check_running(cls, v: bool, info: ValidationInfo) -> bool:
+        if v:
+            _only_with_max_running(info)
+        return v
+
+
+DEFAULT_QUEUE_TTL = 3600.0  # a queued request waits this long for a free slot by default
+MIN_QUEUE_TTL = 60.0
+MAX_QUEUE_TTL = 24 * 3600.0
+
+
+def _only_with_max_running(info: ValidationInfo) -> None:
+    if "max_running" in info.data and info.data["max_running"] is None:
+        raise ValueError("has no effect without max_running: set max_running = 1 (or more), "
+                         "or remove it")
 
 
 DEFAULT_APPROVAL_TTL = 3600.0  # an approval request stays answerable this long by default
@@ -340,13 +388,13 @@ def _with_job_names(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def _job_name_problems(name: str, folded: dict[str, str]) -> list[str]:
-    """A job name must be one word a user can type, distinct from help/list and other names."""
+    """A job name must be one word a user can type, distinct from the command words (help, list, status, ...) and other names."""
     where = _loc(("jobs", name))
     problems: list[str] = []
     if not name or _BAD_JOB_NAME.search(name):
         problems.append(f"{where}: a job name must be one word without spaces, quotes, "
                         "=, <, >, & or `: rename the table.")
-    if name.casefold() in ("help", "list"):
+    if name.casefold() in COMMAND_WORDS:
         problems.append(f"{where}: `{name}` is a /build command word: rename the job.")
     other = folded.setdefault(name.casefold(), name)
     if other != name:
@@ -360,7 +408,8 @@ _FIELDS: dict[int, tuple[str, ...]] = {
     0: ("admins", "max_per_user_per_hour", "jobs"),
     2: ("id", "description", "users", "usergroups", "channels", "confirm",
         "allow_extra_params", "params", "approvers", "approver_groups", "approvals",
-        "approval_channel", "approval_ttl", "max_per_user_per_hour"),
+        "approval_channel", "approval_ttl", "max_per_user_per_hour", "max_running",
+        "queue_ttl", "check_codearts_running"),
     4: ("default", "choices", "pattern", "required"),
 }
 

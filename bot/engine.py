@@ -58,7 +58,7 @@ from bot.lifecycle import (  # live progress and the log tail
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
 from bot.policy import Approved, approval_rule
 from bot.settings import format_build_link
-from bot.store import AlreadySettled, OpenQuestion, Store
+from bot.store import AlreadySettled, OpenQuestion, Slots, Store
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,9 @@ class Engine:
         confirm = approved.confirm or rebuild_of is not None
         # a job without confirmation that needs approval waits for it at once
         awaits = approved.approval if not confirm else None
+        # a job without confirmation but with max_running starts through a slot claim
+        limited = not confirm and not awaits and \
+            self.max_running(approved.job_name) is not None
         if rebuild_of is not None:
             self.expire_due()  # an expired question must not stand in for a new one
             if self._ask_again(rebuild_of, user_id, response_url):
@@ -141,7 +144,7 @@ class Engine:
         try:
             request = self.store.add_request(
                 id=uuid.uuid4().hex,
-                state=RequestState.PENDING if confirm else (
+                state=RequestState.PENDING if confirm or limited else (
                     RequestState.AWAITING if awaits else RequestState.SENDING),
                 now=self.clock(), ttl=awaits.ttl if awaits else CONFIRM_TTL, user_id=user_id,
                 team_id=team_id, channel_id=channel_id, job_name=approved.job_name,
@@ -162,6 +165,8 @@ class Engine:
                 self.metrics.confirmation_seconds.observe(time.monotonic() - received_at)
         elif awaits:
             self.ask_approval(request, response_url)
+        elif limited:
+            self.start_in_slot(request, response_url)
         else:
             self.start(request, response_url)
 
@@ -174,6 +179,11 @@ class Engine:
         return True
 
     def _ask(self, request: Request, response_url: str | None) -> None:
+        slots = self.slots(request.job_name)
+        if slots is not None and approval_rule(self.config, request.job_name) is None \
+                and self.store.running_count(request.job_name) + slots.elsewhere >= slots.limit:
+            self.ask_full(request, response_url, replace=False, slots=slots)  # Queue, not Run
+            return
         question = msg.confirmation(
             request.id, request.job_name, self.description(request.job_name), request.body,
             minutes=CONFIRM_MINUTES, rebuild=request.rebuild_of is not None)
@@ -194,6 +204,8 @@ class Engine:
                                               minutes=CONFIRM_MINUTES))
         for request in self.store.expire_awaiting(now=now):
             self.approval_expired(request)
+        for request in self.store.expire_queued(now=now):
+            self.queue_expired(request)
 
     def settle_stale(self) -> None:
         """Requests whose run call never got its answer (the process sending it died):
@@ -386,6 +398,13 @@ class Engine:
                    and current.state is RequestState.FAILED else "checking")
         self._close_approval(request, outcome, request.approved_by, build)
 
+    def approval_queued(self, request: Request) -> None:
+        """The approval that made it enough found the job at its max_running: it waits
+        in the queue (the approval message and the requester say so)."""
+        self._close_approval(request, "queued", request.approved_by)
+        self.queued(request, request.response_url)
+        self.release_queue()  # a slot may have freed since
+
     def approval_rejected(self, request: Request, by: str) -> None:
         self.metrics.commands.labels("cancelled").inc()
         self._close_approval(request, "rejected", (by,))
@@ -405,6 +424,122 @@ class Engine:
         self._close_approval(request, "expired")
         self._tell_requester(request, msg.approval_ended(request.job_name, "expired",
                                                          command=request.command))
+
+    # --- one build at a time and the queue ------------------------------------------
+    # A job with max_running starts a build only through a claim that counts its running
+    # builds under the job's slot lock (the store). At the limit the requester is offered
+    # Queue (and admins Run anyway); queued requests start, oldest first, when the
+    # watcher's pass finds a free slot (release_queue), or expire after queue_ttl.
+
+    def max_running(self, job_name: str) -> int | None:
+        job = self.config.jobs.get(job_name)
+        return job.max_running if job is not None else None
+
+    def queue_ttl(self, job_name: str) -> float:
+        job = self.config.jobs.get(job_name)
+        return job.queue_ttl_seconds if job is not None else 3600.0
+
+    def slots(self, job_name: str) -> Slots | None:
+        """The job's slot limit; None for a job without max_running. With
+        check_codearts_running (and a slot free by the store), CodeArts is asked too: a
+        build of the job it says runs that this bot did not start takes a slot, and a
+        check that fails fills them all (not known is not free)."""
+        job = self.config.jobs.get(job_name)
+        if job is None or job.max_running is None:
+            return None
+        slots = Slots(job_name, job.max_running)
+        if not job.check_codearts_running or \
+                self.store.running_count(job_name) >= job.max_running:
+            return slots
+        try:
+            running, last = self.api.job_running(job.id)
+        except CodeArtsError as exc:
+            log.warning("could not ask CodeArts whether job=%s runs: %s", job_name,
+                        type(exc).__name__)
+            return Slots(job_name, job.max_running, elsewhere=job.max_running, note="unknown")
+        if running and not (last and self.store.has_build(job_id=job.id, build_no=last)):
+            return Slots(job_name, job.max_running, elsewhere=1, note=last or "?")
+        return slots
+
+    def start_in_slot(self, request: Request, response_url: str | None) -> None:
+        """A job without confirmation but with max_running: start it if a slot is free,
+        else ask Queue / Run anyway."""
+        slots = self.slots(request.job_name)
+        claim = self.store.claim_request(id=request.id, user_id=request.user_id,
+                                         now=self.clock(), slots=slots)
+        if claim.ok and claim.request is not None:
+            self.start(claim.request, response_url)
+        elif claim.reason == "full":
+            self.ask_full(request, response_url, replace=False, slots=slots)
+        else:
+            log.info("request %s not started: %s", request.id, claim.reason)
+
+    def ask_full(self, request: Request, response_url: str | None, *,
+                 replace: bool = True, slots: Slots | None = None) -> None:
+        """The job is at its max_running: say what runs, offer Queue (and, to an admin's
+        own request, Run anyway) or Cancel. The request stays pending until answered."""
+        now = self.clock()
+        running = [(b.daily_build_number or f"#{b.build_no}", b.user_id, now - b.created_at)
+                   for b in self.store.running_builds(request.job_name)]
+        question = msg.at_limit(
+            request.id, request.job_name, self.description(request.job_name), request.body,
+            running=running, limit=self.max_running(request.job_name) or 1,
+            queue_minutes=int(self.queue_ttl(request.job_name) // 60),
+            admin=request.user_id in self.config.admins, minutes=CONFIRM_MINUTES,
+            replace=replace, elsewhere=slots.note if slots is not None else "")
+        if not self.notifier.respond(response_url, question):
+            self.notifier.ephemeral(request.channel_id, request.user_id, question)
+
+    def queued(self, request: Request, response_url: str | None) -> None:
+        """Tell the requester their place in the queue (replacing their question)."""
+        position = self.store.queue_position(request.id)
+        if position is None:  # it started (or left) in the meantime: that said so
+            return
+        current = self.store.get_request(request.id) or request
+        self.notifier.respond(response_url, msg.queued(
+            request.id, request.job_name, position=position, expires_at=current.expires_at))
+
+    def release_queue(self) -> int:
+        """Start queued requests, oldest of each job first, while their job has a free
+        slot; each is claimed queued -> sending under the slot lock, so it starts once
+        on any number of replicas. Returns how many this call started."""
+        started = 0
+        for job_name in self.store.queued_jobs(now=self.clock()):
+            moved = False
+            while True:
+                # a job no longer in the file has no limit: its queue drains
+                slots = self.slots(job_name) or Slots(job_name, 1 << 30)
+                request = self.store.claim_next_queued(slots=slots, now=self.clock())
+                if request is None:
+                    break
+                moved = True
+                started += 1
+                self.store.audit(decision="dequeued", now=self.clock(), request_id=request.id,
+                                 user_id=request.user_id, channel_id=request.channel_id,
+                                 job=request.job_name, parameters=request.body)
+                log.info("queued request %s of job=%s gets a free slot", request.id, job_name)
+                self.start(request, request.response_url)
+            if moved:
+                self.update_positions(job_name)
+        return started
+
+    def update_positions(self, job_name: str) -> None:
+        """Best effort: each queued requester's message shows their new place."""
+        for position, request in enumerate(self.store.queue_of(job_name), start=1):
+            self.notifier.respond(request.response_url, msg.queued(
+                request.id, request.job_name, position=position,
+                expires_at=request.expires_at))
+
+    def queue_expired(self, request: Request) -> None:
+        """Audit and tell a queued request this process expired (once)."""
+        self.metrics.commands.labels("expired").inc()
+        self.store.audit(decision="queue_expired", now=self.clock(), request_id=request.id,
+                         user_id=request.user_id, channel_id=request.channel_id,
+                         job=request.job_name)
+        self._tell_requester(request, msg.queue_ended(
+            request.job_name, "expired", command=request.command,
+            minutes=int(self.queue_ttl(request.job_name) // 60)))
+        self.update_positions(request.job_name)
 
     # --- the one call to CodeArts ------------------------------------------------------
 

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import forms
 from bot import messages as msg
 from bot.codearts import CodeArtsError
-from bot.command import BuildCommand, Help, ParseError, parse
+from bot.command import BuildCommand, Help, ParseError, StatusCommand, StopCommand, parse
 from bot.config import BuildbotConfig, JobConfig
 from bot.engine import Engine
 from bot.lifecycle import CONFIRM_MINUTES, Build, Request, RequestState, new_error_id
@@ -37,6 +37,16 @@ from bot.policy import (
     over_limit_problem,
     per_user_limit,
     runnable_jobs,
+)
+from bot.rules import JOB_ID_RE
+from bot.status import (
+    STATUS_THREADS,
+    build_standing,
+    last_results,
+    read_stop_value,
+    recent_builds,
+    stop_value,
+    why_not,
 )
 from bot.usergroups import CachedOnly, SlackUserGroups
 
@@ -56,6 +66,8 @@ class Outcome:
     detail: str | None = None
     job: str | None = None
     fields: list[tuple[str | None, str]] | None = None  # a denial's problems by field (form)
+    look: StatusCommand | StopCommand | None = None  # allowed /build status or stop
+    target: tuple[str, str] | None = None  # its job (name, build task ID)
 
 
 @dataclass
@@ -173,6 +185,8 @@ class Flow:
             listing = [(j.name, j.description) for j in jobs]
             return Outcome(msg.help_message(listing, is_admin=self.is_admin(who.user_id),
                                             page=parsed.page), "help")
+        if isinstance(parsed, StatusCommand | StopCommand):
+            return self._look_check(parsed, who, groups)
         return self._check(parsed, who, groups)
 
     def _check(self, command: BuildCommand, who: Who, groups: UserGroups) -> Outcome:
@@ -189,6 +203,9 @@ class Flow:
 
     def after_command(self, who: Who, outcome: Outcome, *, rebuild_of: str | None = None) -> None:
         """Audit, then (for an approved request) ask Run/Cancel or start at once."""
+        if outcome.look is not None:  # /build status or stop, allowed: read CodeArts
+            self.look(who, outcome)
+            return
         approved = outcome.approved
         if approved is None:
             self.engine.metrics.commands.labels(
@@ -213,8 +230,8 @@ class Flow:
 
     def run_clicked(self, click: Click) -> None:
         now = self.clock()
-        claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now,
-                                         **self.run_claim(click, now))
+        how = self.run_claim(click, now)
+        claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now, **how)
         if claim.ok:
             assert claim.request is not None
             if claim.request.state is RequestState.AWAITING:  # a second person approves
@@ -225,6 +242,10 @@ class Flow:
         log.info("run click refused request=%s user=%s reason=%s", click.value, click.user_id,
                  claim.reason)
         request = claim.request
+        if claim.reason == "full" and request is not None:  # at max_running: offer Queue
+            self.engine.ask_full(request, click.response_url or request.response_url,
+                                 slots=how.get("slots"))
+            return
         if claim.reason in (RequestState.SENDING, RequestState.STARTED, RequestState.AWAITING):
             return  # the first click is handling it and will replace the message
         if claim.reason == "missing" or request is None:
@@ -285,35 +306,25 @@ class Flow:
         return build, request, self.evaluate(who, self.groups)
 
     def stop_clicked(self, click: Click) -> None:
-        checked = self._recheck(click)
-        if checked is None:
+        """Whoever may run the job in the build's channel may stop it: the permission
+        checks of a run, without its parameters or the hourly limit (as /build stop)."""
+        build = self.store.get_build(click.value)
+        if build is None:
+            self.respond(click.response_url, {**msg.missing(), "replace_original": False})
             return
-        build, _request, outcome = checked
-        if outcome.approved is None:
-            problems = [outcome.detail or "You may not run this job here."]
-            self.respond(click.response_url, msg.stop_refused(problems))
+        allowed = self.may_run(build.job_name, click.user_id, build.channel_id, self.groups)
+        if isinstance(allowed, list):
+            self.respond(click.response_url, msg.stop_refused(
+                allowed or ["You may not run this job here."]))
             return
         if not self.engine.is_followed(build):
             self.respond(click.response_url, msg.ephemeral("This build has already ended.",
                                                       replace=False))
             return
-        try:
-            self.api.stop_build(build.job_id, build.build_no)
-        except CodeArtsError as exc:
-            self.respond(click.response_url, msg.stop_failed(
-                build.job_name, build.daily_build_number, build.build_no,
-                status=getattr(exc, "status", None), error_code=getattr(exc, "error_code", None),
-                error_msg=(getattr(exc, "error_msg", None) or getattr(exc, "reason", None)
-                           or getattr(exc, "snippet", None) or str(exc)),
-                request_id=getattr(exc, "request_id", None)))
-            return
-        self.store.audit(decision="stop", now=self.clock(), request_id=build.id,
-                         user_id=click.user_id, channel_id=build.channel_id,
-                         job=build.job_name, build_no=build.build_no,
-                         daily_build_number=build.daily_build_number)
-        self.engine.thread_note(build, msg.stop_requested(click.user_id, build.job_name,
-                                                          build.daily_build_number,
-                                                          build.build_no))
+        self.send_stop(job_id=build.job_id, job_name=build.job_name, build_no=build.build_no,
+                       daily=build.daily_build_number, user_id=click.user_id,
+                       channel_id=build.channel_id, response_url=click.response_url,
+                       build=build)
 
     def rebuild_clicked(self, click: Click) -> None:
         """Whoever clicks is checked as if they typed the command, and is always asked
@@ -327,6 +338,179 @@ class Flow:
         if outcome.reply is not None:
             self.respond(click.response_url, {**outcome.reply, "replace_original": False})
         self.after_command(who, outcome, rebuild_of=build.id)
+
+    # --- status and stop (any build of a job, /build status and /build stop) -------------
+    # Who may look at a job's builds or stop one: whoever may run the job here (the checks
+    # of a run, without its parameters or the hourly limit). Answers go to the typist
+    # alone; /build stop asks Stop / Keep running first.
+
+    _status_pool: ThreadPoolExecutor | None = None  # made on first use (_pool)
+    _status_lock = threading.Lock()  # guards making and closing it
+
+    def may_run(self, job: str, user_id: str, channel_id: str,
+                groups: UserGroups) -> tuple[str, str] | list[str]:
+        """(job name, build task ID) when this user may run ``job`` in this channel, else
+        why not. The permission checks of a run (``decide``): a refusal that is only about
+        parameters (a required one without a default) still means the job may be run."""
+        decision = decide(self.config, BuildCommand(job), user_id=user_id,
+                          channel_id=channel_id, usergroups=groups)
+        if isinstance(decision, Approved):
+            return decision.job_name, decision.job_id
+        named = self._job_named(job)
+        if named is not None and any(f is not None for f in decision.fields):
+            return named.name, named.id
+        return list(decision.problems)
+
+    def _job_named(self, name: str) -> JobConfig | None:
+        exact = self.config.jobs.get(name)
+        if exact is not None:
+            return exact
+        folded = [j for j in self.config.jobs.values() if j.name.casefold() == name.casefold()]
+        return folded[0] if len(folded) == 1 else None
+
+    def _look_check(self, command: StatusCommand | StopCommand, who: Who,
+                    groups: UserGroups) -> Outcome:
+        if command.job is None:  # /build status: only the jobs this user may run here
+            return Outcome(None, "status", look=command)
+        allowed = self.may_run(command.job, who.user_id, who.channel_id, groups)
+        if isinstance(allowed, list):
+            if self._job_named(command.job) is None and not JOB_ID_RE.fullmatch(command.job):
+                reply = msg.problems_message(allowed)  # no such job: like a typing mistake
+            elif isinstance(command, StopCommand):
+                reply = msg.stop_refused(allowed)
+            else:
+                reply = msg.status_refused(allowed)
+            return Outcome(reply, "denied", job=command.job, detail=" ".join(allowed))
+        return Outcome(None, "status" if isinstance(command, StatusCommand) else "stop",
+                       job=allowed[0], look=command, target=allowed)
+
+    def look(self, who: Who, outcome: Outcome) -> None:
+        """After the ack: read CodeArts and answer ``/build status`` or ask Stop/Keep."""
+        command = outcome.look
+        if isinstance(command, StatusCommand) and command.job is None:
+            self._all_status(who)
+            return
+        assert outcome.target is not None
+        job_name, job_id = outcome.target
+        if isinstance(command, StatusCommand):
+            try:
+                rows = recent_builds(self.api, self.store, job_id, now=self.clock())
+            except CodeArtsError as exc:
+                log.warning("status of job=%s not read: %s", job_name, type(exc).__name__)
+                self.respond(who.response_url, msg.status_failed(job_name, why_not(exc)))
+                return
+            self.respond(who.response_url, msg.job_status(job_name, rows))
+            return
+        assert isinstance(command, StopCommand)
+        self.respond(who.response_url, self._stop_question(job_name, job_id, command.build_no))
+
+    def _all_status(self, who: Who) -> None:
+        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
+                             usergroups=self.groups)
+        shown = jobs[:msg.HELP_PAGE_JOBS]
+        results = last_results(self.api, self.store, [(j.name, j.id) for j in shown],
+                               pool=self._pool(), now=self.clock())
+        self.respond(who.response_url, msg.jobs_status(
+            [(r.job_name, r.row, r.failed) for r in results], left=len(jobs) - len(shown)))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """Threads for /build status's history calls, side by side (made on first use)."""
+        with self._status_lock:
+            if self._status_pool is None:
+                self._status_pool = ThreadPoolExecutor(STATUS_THREADS,
+                                                       thread_name_prefix="buildbot-status")
+            return self._status_pool
+
+    def close_status_pool(self) -> None:
+        """Let the status threads end once their calls are done (at shutdown)."""
+        with self._status_lock:
+            pool, self._status_pool = self._status_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _stop_question(self, job_name: str, job_id: str, build_no: str) -> dict[str, Any]:
+        """Stop / Keep running for a running build; else why there is nothing to stop."""
+        standing = build_standing(self.api, job_id, build_no)
+        ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
+        daily = ours.daily_build_number if ours else ""
+        if standing.kind == "missing":
+            return msg.stop_no_such_build(job_name, build_no)
+        if standing.kind == "ended":
+            return msg.stop_not_running(job_name, daily, build_no, standing.result)
+        if standing.kind == "unknown":
+            assert standing.error is not None
+            return msg.status_failed(job_name, why_not(standing.error))
+        return msg.stop_question(job_name, daily, build_no, value=stop_value(job_id, build_no),
+                                 started_by=ours.user_id if ours else None)
+
+    def stop_confirmed(self, click: Click, channel_id: str) -> None:
+        """Stop on a /build stop question: checked again for whoever clicks, where the
+        question was asked, then stopped as the Stop button stops."""
+        target = read_stop_value(click.value)
+        if target is None or not channel_id:
+            self.respond(click.response_url, msg.missing())
+            return
+        job_id, build_no = target
+        names = [j.name for j in self.config.jobs.values() if j.id == job_id] + [job_id]
+        problems: list[str] = []
+        allowed: tuple[str, str] | None = None
+        for name in names:
+            found = self.may_run(name, click.user_id, channel_id, self.groups)
+            if isinstance(found, tuple):
+                allowed = found
+                break
+            problems = problems or found
+        if allowed is None:
+            self.respond(click.response_url, msg.stop_refused(problems))
+            return
+        job_name = allowed[0]
+        ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
+        daily = ours.daily_build_number if ours else ""
+        standing = build_standing(self.api, job_id, build_no)
+        if standing.kind == "ended":
+            self.respond(click.response_url,
+                         {**msg.stop_not_running(job_name, daily, build_no, standing.result),
+                          "replace_original": True})
+            return
+        if standing.kind == "missing":
+            self.respond(click.response_url, msg.stop_no_such_build(job_name, build_no))
+            return
+        if self.send_stop(job_id=job_id, job_name=job_name, build_no=build_no, daily=daily,
+                          user_id=click.user_id, channel_id=channel_id,
+                          response_url=click.response_url, build=ours):
+            self.respond(click.response_url, msg.stop_asked(job_name, daily, build_no))
+
+    def stop_kept(self, click: Click) -> None:
+        target = read_stop_value(click.value)
+        names = [j.name for j in self.config.jobs.values() if target and j.id == target[0]]
+        self.respond(click.response_url, msg.stop_kept(
+            names[0] if names else (target[0] if target else "the job"),
+            target[1] if target else "?"))
+
+    def send_stop(self, *, job_id: str, job_name: str, build_no: str, daily: str,
+                  user_id: str, channel_id: str, response_url: str | None,
+                  build: Build | None) -> bool:
+        """Ask CodeArts to stop a build (the Stop button and /build stop): audited, and
+        said in the build's thread when the bot follows it; a refusal is told to the user
+        with CodeArts' words. True when CodeArts took it."""
+        try:
+            self.api.stop_build(job_id, build_no)
+        except CodeArtsError as exc:
+            self.respond(response_url, msg.stop_failed(
+                job_name, daily, build_no,
+                status=getattr(exc, "status", None), error_code=getattr(exc, "error_code", None),
+                error_msg=(getattr(exc, "error_msg", None) or getattr(exc, "reason", None)
+                           or getattr(exc, "snippet", None) or str(exc)),
+                request_id=getattr(exc, "request_id", None)))
+            return False
+        self.store.audit(decision="stop", now=self.clock(),
+                         request_id=build.id if build is not None else None,
+                         user_id=user_id, channel_id=channel_id, job=job_name,
+                         build_no=build_no, daily_build_number=daily)
+        if build is not None:
+            self.engine.thread_note(build, msg.stop_requested(user_id, job_name, daily,
+                                                              build_no))
+        return True
 
     # --- approvals ----------------------------------------------------------------
     # Approve / Reject (on the approval message, by approvers) and Withdraw (on the
@@ -367,6 +551,8 @@ class Flow:
             how["to"] = RequestState.AWAITING
             how["values"] = {"expires_at": now + rule.ttl, "approvals_needed": rule.needed,
                              "response_url": click.response_url or request.response_url}
+        elif (slots := self.engine.slots(request.job_name)) is not None:
+            how["slots"] = slots  # at max_running the claim says "full"
         return how
 
     def _approver_refusal(self, request: Request, user_id: str) -> str | None:
@@ -411,8 +597,19 @@ class Flow:
             self._refuse_approval_click(click, request, refusal, "Approve")
             return
         now = self.clock()
-        result = self.store.record_approval(id=request.id, approver=click.user_id, now=now)
+        result = self.store.record_approval(id=request.id, approver=click.user_id, now=now,
+                                            slots=self.engine.slots(request.job_name),
+                                            queue_ttl=self.engine.queue_ttl(request.job_name))
         current = result.request or request
+        if result.outcome == "queued":  # enough approvals, but the job is at max_running
+            self.store.audit(decision="approved", now=now, request_id=request.id,
+                             user_id=click.user_id, channel_id=request.channel_id,
+                             job=request.job_name,
+                             detail=f"approved {request.user_id}'s request; queued (the job "
+                                    f"is at its max_running); approved by "
+                                    f"{' '.join(current.approved_by)}")
+            self.engine.approval_queued(current)
+            return
         if result.outcome in ("start", "recorded"):
             given, needed = len(current.approved_by), current.approvals_needed or 1
             self.store.audit(decision="approved" if result.outcome == "start" else "approval",
@@ -470,6 +667,113 @@ class Flow:
                          job=request.job_name)
         self.engine.approval_withdrawn(request)
         self.respond(click.response_url, msg.approval_ended(request.job_name, "withdrawn"))
+
+    # --- the queue (a job at its max_running) ------------------------------------------
+    # Queue and Run anyway (on the requester's at-limit question) and Leave (on their
+    # queued message). Each is one claim in the store; a click that changes nothing says
+    # why to the clicker alone.
+
+    def _queue_refused(self, click: Click, request: Request | None, reason: str,
+                       what: str) -> None:
+        log.info("%s click refused request=%s user=%s reason=%s", what, click.value,
+                 click.user_id, reason)
+        if request is not None and reason in ("not_yours", "not_admin"):
+            self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
+                             user_id=click.user_id, channel_id=request.channel_id,
+                             job=request.job_name,
+                             detail=f"{what} on {request.user_id}'s request: {reason}")
+        if reason == "expires_now" and request is not None:
+            self.engine.metrics.commands.labels("expired").inc()
+            self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
+                             user_id=request.user_id, channel_id=request.channel_id,
+                             job=request.job_name)
+            self.respond(click.response_url,
+                         msg.expired(request.job_name, request.command, minutes=CONFIRM_MINUTES))
+            return
+        self.respond(click.response_url, msg.queue_refused(
+            reason, requester=request.user_id if request else ""))
+
+    def queue_clicked(self, click: Click) -> None:
+        """Queue: pending -> queued (the requester's, while the question is open; under the
+        per-user limit), then the requester's place; the queue is released at once in
+        case a slot freed meanwhile."""
+        request = self.store.get_request(click.value)
+        if request is not None and approval_rule(self.config, request.job_name) is not None:
+            self._queue_refused(click, request, "needs_approval", "Queue")  # Run asks first
+            return
+        now = self.clock()
+        how: dict[str, Any] = {}
+        if request is not None:
+            limit = per_user_limit(self.config, request.job_name, click.user_id)
+            if limit is not None:
+                how["limit"] = (request.job_name, limit)
+            how["values"] = {"queued_at": now,
+                             "expires_at": now + self.engine.queue_ttl(request.job_name),
+                             "response_url": click.response_url or request.response_url}
+        claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now,
+                                         to=RequestState.QUEUED, **how)
+        if not claim.ok or claim.request is None:
+            if claim.reason == "over_limit" and claim.request is not None:
+                self.respond(click.response_url, self.over_limit_reply(claim.request))
+                return
+            self._queue_refused(click, claim.request, claim.reason, "Queue")
+            return
+        self.store.audit(decision="queued", now=now, request_id=claim.request.id,
+                         user_id=click.user_id, channel_id=claim.request.channel_id,
+                         job=claim.request.job_name, parameters=claim.request.body)
+        self.engine.queued(claim.request, claim.request.response_url)
+        self.engine.release_queue()
+
+    def run_anyway_clicked(self, click: Click) -> None:
+        """Run anyway: an admin's own request starts past the job's max_running."""
+        request = self.store.get_request(click.value)
+        if request is None:
+            self._queue_refused(click, None, "missing", "Run anyway")
+            return
+        if request.user_id != click.user_id:
+            self._queue_refused(click, request, "not_yours", "Run anyway")
+            return
+        if not self.is_admin(click.user_id):
+            self._queue_refused(click, request, "not_admin", "Run anyway")
+            return
+        if approval_rule(self.config, request.job_name) is not None:
+            self._queue_refused(click, request, "needs_approval", "Run anyway")
+            return
+        claim = self.store.claim_request(id=request.id, user_id=click.user_id, now=self.clock())
+        if not claim.ok or claim.request is None:
+            self._queue_refused(click, claim.request or request, claim.reason, "Run anyway")
+            return
+        self.store.audit(decision="run_anyway", now=self.clock(), request_id=request.id,
+                         user_id=click.user_id, channel_id=request.channel_id,
+                         job=request.job_name, detail="started past the job's max_running")
+        self.engine.start(claim.request, click.response_url or claim.request.response_url)
+
+    def leave_clicked(self, click: Click) -> None:
+        """Leave: queued -> withdrawn, by the requester, while it waits."""
+        request = self.store.get_request(click.value)
+        if request is None:
+            self._queue_refused(click, None, "missing", "Leave")
+            return
+        if request.user_id != click.user_id:
+            self._queue_refused(click, request, "not_yours", "Leave")
+            return
+        now = self.clock()
+        if not self.store.leave_queue(id=request.id, user_id=click.user_id, now=now):
+            current = self.store.get_request(request.id)
+            if current is not None and current.state is RequestState.QUEUED \
+                    and current.expires_at <= now and self.store.move_request(
+                        id=current.id, old=RequestState.QUEUED, new=RequestState.EXPIRED,
+                        now=now):
+                self.engine.queue_expired(current)
+                return
+            self._queue_refused(click, current, current.state.value if current else "missing",
+                                "Leave")
+            return
+        self.store.audit(decision="left_queue", now=now, request_id=request.id,
+                         user_id=click.user_id, channel_id=request.channel_id,
+                         job=request.job_name)
+        self.respond(click.response_url, msg.queue_ended(request.job_name, "left"))
+        self.engine.update_positions(request.job_name)
 
     # --- the form ---------------------------------------------------------------------
     # /build alone, /build <job> missing a required value, help's Open the form buttons

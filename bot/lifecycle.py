@@ -13,7 +13,12 @@ A request (one ``/build`` command, or one Rebuild click)::
        |------Reject------> rejected
        |------Withdraw----> withdrawn
        |------time--------> expired
-       `------not asked---> failed       (the approval request could not be posted)
+       |------not asked---> failed       (the approval request could not be posted)
+       `------enough approvals, the job at its max_running--> queued
+    pending --Queue (the job at its max_running)--> queued
+    queued --a slot frees (oldest of its job first)--> sending
+       |------Leave-------> withdrawn
+       `------queue_ttl---> expired
     (new) --> sending        (a job with ``confirm = false``)
     (new) --> awaiting       (a job with ``confirm = false`` that needs approval)
 
@@ -69,6 +74,7 @@ class RequestState(StrEnum):
     AWAITING = "awaiting"  # Run was clicked; waiting for approval by a second person
     REJECTED = "rejected"  # an approver said no
     WITHDRAWN = "withdrawn"  # the requester took it back while it waited
+    QUEUED = "queued"  # the job was at its max_running: starts when a slot frees
 
 
 class AnnounceState(StrEnum):
@@ -88,10 +94,14 @@ State = RequestState | AnnounceState | WatchState
 # The only moves there are. Terminal states have no entry.
 TRANSITIONS: dict[State, frozenset[State]] = {
     RequestState.PENDING: frozenset({RequestState.SENDING, RequestState.CANCELLED,
-                                     RequestState.EXPIRED, RequestState.AWAITING}),
+                                     RequestState.EXPIRED, RequestState.AWAITING,
+                                     RequestState.QUEUED}),
     RequestState.AWAITING: frozenset({RequestState.SENDING, RequestState.REJECTED,
                                       RequestState.WITHDRAWN, RequestState.EXPIRED,
-                                      RequestState.FAILED}),
+                                      RequestState.FAILED, RequestState.QUEUED}),
+    # queued: the oldest of its job claimed when a slot frees; or left, or too old
+    RequestState.QUEUED: frozenset({RequestState.SENDING, RequestState.WITHDRAWN,
+                                    RequestState.EXPIRED}),
     RequestState.SENDING: frozenset({RequestState.STARTED, RequestState.FAILED,
                                      RequestState.UNKNOWN}),
     AnnounceState.POSTING: frozenset({AnnounceState.POSTED, AnnounceState.FALLBACK}),

@@ -196,6 +196,8 @@ USAGE = ("*Usage*\n"
          "`/build &lt;job&gt; [name=value ...] [commit=&lt;sha&gt;] [tag=&lt;tag&gt;]`: "
          "run a build task\n"
          "`/build list`: the jobs you may run here\n"
+         "`/build status [&lt;job&gt;]`: a job's last builds, or your jobs' last results\n"
+         "`/build stop &lt;job&gt; &lt;build number&gt;`: stop a running build\n"
          "Quote values with spaces: `msg=\"two words\"`.")
 
 
@@ -740,7 +742,8 @@ def approval_request(*, request_id: str, requester: str, job_name: str, descript
     return {"text": text, "blocks": blocks}
 
 
-APPROVAL_OUTCOMES = ("started", "not_started", "checking", "rejected", "expired", "withdrawn",
+APPROVAL_OUTCOMES = ("started", "queued", "not_started", "checking", "rejected", "expired",
+                     "withdrawn",
                      "failed")
 
 
@@ -761,6 +764,8 @@ def approval_closed(*, requester: str, job_name: str, description: str, body: di
         "expired": ":hourglass: Expired: not approved in time; nothing was started.",
         "withdrawn": f":leftwards_arrow_with_hook: Withdrawn by {who}; nothing was started.",
         "failed": ":x: Could not be asked here; nothing was started.",
+        "queued": (f":hourglass_flowing_sand: Approved by {who}; the job is at its limit of "
+                   "builds running at once, so it waits in the queue."),
     }
     tail = words.get(outcome, words["failed"])
     text, blocks = _approval_blocks(_approval_head(requester, job_name, description), body,
@@ -833,3 +838,240 @@ def approval_noted(job_name: str, *, given: int, needed: int) -> Message:
     return ephemeral(f":white_check_mark: Your approval of {_job(job_name)} is recorded "
                      f"({given} of {needed}); it starts once {needed - given} more "
                      f"approver(s) approve.", replace=False)
+
+
+# --- one build at a time and the queue ------------------------------------------------
+
+QUEUE, RUN_ANYWAY, LEAVE = "buildbot.queue", "buildbot.run_anyway", "buildbot.leave"
+
+
+def _ago(seconds: float) -> str:
+    minutes = max(0, int(seconds // 60))
+    if minutes < 1:
+        return "just now"
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours} h {minutes} min ago" if hours else f"{minutes} min ago")
+
+
+def at_limit(request_id: str, job_name: str, description: str, body: dict[str, Any], *,
+             running: Sequence[tuple[str, str, float]], limit: int, queue_minutes: int,
+             admin: bool, minutes: int, replace: bool = True,
+             elsewhere: str = "") -> Message:
+    """The question when the job already runs as many builds as it may: what runs
+    (``running``: name, who, seconds ago; ``elsewhere``: a build CodeArts says runs that
+    buildbot did not start, or ``unknown`` when CodeArts could not be asked), then
+    **Queue**, for an admin **Run anyway**, and **Cancel**; every parameter shown as the
+    confirmation shows them."""
+    shown = [f"{_build_name(name, '') or 'a build'} by {_user(who)}, {_ago(age)}"
+             for name, who, age in running[:5]]
+    if len(running) > 5:
+        shown.append(f"{len(running) - 5} more")
+    if elsewhere == "unknown":
+        shown.append("CodeArts could not be asked whether it runs, so buildbot does not "
+                     "start it unasked")
+    elif elsewhere:
+        shown.append(f"build #{escape(shorten(elsewhere, 64))}, started outside buildbot")
+    what = "; ".join(shown) if shown else "a build is being started"
+    head = (f":vertical_traffic_light: *{_job(job_name)}* is already running: {what}.")
+    if description:
+        head += f"\n({escape(shorten(description, 200))})"
+    head += (f"\nIt may run {_plural(limit, 'build')} at once. Queue this one to start "
+             "when a build ends.")
+    params, scm = _param_lines(body)
+    if not params and not scm:
+        scm = ["No parameters."]
+    sections = _fit([head], params, scm, limit=SECTION_CHARS, room=MAX_BLOCKS - 2,
+                    more=_more_params)
+    text = _fit([head], params, scm, limit=TEXT_CHARS, room=1, more=_more_params)[0]
+    buttons = [_button("Queue", QUEUE, request_id, "primary")]
+    if admin:
+        buttons.append(_button("Run anyway", RUN_ANYWAY, request_id, "danger"))
+    buttons.append(_button("Cancel", CANCEL, request_id))
+    blocks = [*(_section(t) for t in sections),
+              {"type": "actions", "block_id": "buildbot.at_limit", "elements": buttons},
+              _context(f"Answer within {minutes} minutes; a queued build waits up to "
+                       f"{queue_minutes} minutes for its turn. Only you can see this.")]
+    return ephemeral(text, blocks, replace=replace)
+
+
+def queued(request_id: str, job_name: str, *, position: int, expires_at: float) -> Message:
+    """The requester's place in the queue, with Leave; replaced as the place changes."""
+    place = "next in line" if position <= 1 else f"number {position} in line"
+    text = (f":hourglass_flowing_sand: {_job(job_name)} is queued: {place}. It starts when "
+            f"a running build of it ends; the queue gives up at {_at(expires_at)}.")
+    return ephemeral(text, [_section(text), {
+        "type": "actions", "block_id": "buildbot.queued",
+        "elements": [_button("Leave the queue", LEAVE, request_id)]}], replace=True)
+
+
+def queue_ended(job_name: str, outcome: str, *, command: str = "", minutes: int = 0) -> Message:
+    """The requester's word when a queued request ends without a build: left, or its
+    time in the queue ran out."""
+    if outcome == "left":
+        return ephemeral(f"You left the queue: {_job(job_name)} was not started.",
+                         replace=True)
+    again = f" Type {code('/build ' + command, 500)} to try again." if command else ""
+    return ephemeral(f":hourglass: {_job(job_name)} waited {minutes} minutes in the queue "
+                     f"without a free slot; nothing was started.{again}", replace=True)
+
+
+def queue_refused(reason: str, *, requester: str = "") -> Message:
+    """Why a Queue, Run anyway or Leave click changed nothing: to the clicker alone."""
+    words = {
+        "not_yours": f"Only {_user(requester or '?')} can answer this request.",
+        "not_admin": "Only admins may run a build past the job's limit; use Queue.",
+        "needs_approval": "This job needs approval first: click Run to ask for it (an "
+                          "approved request is queued when the job is at its limit).",
+        "queued": "This request is already in the queue.",
+        "running": "This request is being started.",
+        "started": "This request's build already started.",
+        "withdrawn": "This request left the queue; your click changed nothing.",
+        "expired": "This request expired; your click changed nothing.",
+        "cancelled": "This request was cancelled; your click changed nothing.",
+        "over_limit": "You have reached your hourly limit of builds of this job.",
+        "missing": "This request is no longer known to buildbot; your click changed nothing.",
+    }
+    return ephemeral(words.get(reason, "This request is no longer waiting; your click "
+                                       "changed nothing."), replace=False)
+
+
+# --- status and stop ---------------------------------------------------------------
+# /build status [job] and /build stop <job> <build_no>: answers to the typist alone.
+# ``rows`` are bot.status.BuildRow-like: build_no, daily, result ("running" or a stored
+# result), started_at (epoch seconds or None), duration_ms, started_by (a Slack user or
+# None: started outside Slack).
+
+STOP_CONFIRM, STOP_KEEP = "buildbot.stop.confirm", "buildbot.stop.keep"
+STATUS_RUNNING = "running"
+
+
+def _when(epoch: float | None) -> str:
+    """``23 Nov 14:03 UTC``; empty when unknown."""
+    import time as _time
+
+    return _time.strftime("%d %b %H:%M UTC", _time.gmtime(epoch)) if epoch is not None else ""
+
+
+def _row_line(row: Any) -> str:
+    """``• 20261123.7 (#42) ✅ succeeded in 6 min 12 s · 23 Nov 14:03 UTC · by @alice``"""
+    name = _build_name(row.daily, row.build_no) or "?"
+    if row.daily and row.build_no:
+        name += f" (#{escape(shorten(row.build_no, 100))})"
+    if row.result == STATUS_RUNNING:
+        took = f" for {duration(row.duration_ms)}" if row.duration_ms is not None else ""
+        state = f":hourglass_flowing_sand: running{took}"
+    else:
+        emoji, words = _result_words(row.result)
+        took = f" in {duration(row.duration_ms)}" if row.duration_ms is not None else ""
+        state = f"{emoji} {words}{took}"
+    who = f"by {_user(row.started_by)}" if row.started_by else "started outside Slack"
+    return " · ".join(p for p in (f"• {name} {state}", _when(row.started_at), who) if p)
+
+
+def job_status(job_name: str, rows: Sequence[Any]) -> Message:
+    """The last builds of a job, newest first, and whether one is running."""
+    running = [r for r in rows if r.result == STATUS_RUNNING]
+    if not rows:
+        head = f"*{_job(job_name)}* has no builds yet."
+    elif running:
+        numbers = ", ".join(_build_name(r.daily, r.build_no) for r in running[:5])
+        head = (f"*{_job(job_name)}*: {_plural(len(running), 'build')} running ({numbers}). "
+                f"Last {_plural(len(rows), 'build')}:")
+    else:
+        head = f"*{_job(job_name)}*: nothing running. Last {_plural(len(rows), 'build')}:"
+    lines = [_row_line(r) for r in rows[:20]]
+    tail = ([f"Stop one with `/build stop {escape(shorten(job_name, 200))} &lt;build "
+             "number&gt;`."] if running else [])
+    sections = _fit([head], lines, [], limit=SECTION_CHARS, room=MAX_BLOCKS - 1,
+                    more=lambda n: f"… and {_plural(n, 'more build')}")
+    text = _fit([head], lines, tail, limit=TEXT_CHARS, room=1,
+                more=lambda n: f"… and {_plural(n, 'more build')}")[0]
+    blocks = [_section(t) for t in sections] + [_context(t) for t in tail]
+    return ephemeral(text, blocks)
+
+
+def jobs_status(results: Sequence[tuple[str, Any, bool]], *, left: int = 0) -> Message:
+    """``/build status``: each job this user may run here, with its newest build (None: no
+    builds yet) or, when CodeArts could not be asked in time, ``unknown``; ``left`` jobs
+    were not asked (only the first ``HELP_PAGE_JOBS`` are)."""
+    head = "*Your jobs here and their last build*"
+    lines = []
+    for name, row, failed in results:
+        if failed:
+            lines.append(f"• {code(name)} :grey_question: unknown (CodeArts did not answer)")
+        elif row is None:
+            lines.append(f"• {code(name)} no builds yet")
+        else:
+            lines.append(f"• {code(name)} " + _row_line(row).removeprefix("• "))
+    if not lines:
+        lines = ["None. Ask an admin to add you to a job in buildbot.toml."]
+    tail = ["`/build status &lt;job&gt;` shows a job's last builds."]
+    if left > 0:
+        tail[0] = f"{_plural(left, 'more job')} not shown: {tail[0]}"
+
+    def more(n: int) -> str:
+        return f"… and {_plural(n, 'more job')}"
+
+    sections = _fit([head], lines, [], limit=SECTION_CHARS, room=MAX_BLOCKS - 1, more=more)
+    text = _fit([head], lines, tail, limit=TEXT_CHARS, room=1, more=more)[0]
+    return ephemeral(text, [*(_section(t) for t in sections), _context(tail[0])])
+
+
+def status_refused(problems: Iterable[str]) -> Message:
+    """``/build status <job>`` for a job this user may not run here (or no such job)."""
+    head = (":no_entry: You can't see this job's builds here: that needs the same permission "
+            "as running it.")
+    text, sections = _bullets(problems, head, room=MAX_BLOCKS - 1)
+    return ephemeral(text, [*(_section(t) for t in sections),
+                            _context("Type `/build help` for usage.")])
+
+
+def status_failed(job_name: str, reason: str) -> Message:
+    """CodeArts could not be asked for a job's builds; ``reason`` is a few plain words."""
+    return ephemeral(f":warning: buildbot could not read the builds of {code(job_name, 200)}: "
+                     f"{escape(shorten(reason, 300))}. Try again in a minute.", replace=False)
+
+
+def _stop_name(job_name: str, daily: str, build_no: str) -> str:
+    name = f"build #{escape(shorten(build_no, 100))}"
+    if daily:
+        name = f"build {escape(shorten(daily, 100))} (#{escape(shorten(build_no, 100))})"
+    return f"*{_job(job_name)}* {name}"
+
+
+def stop_question(job_name: str, daily: str, build_no: str, *, value: str,
+                  started_by: str | None) -> Message:
+    """Stop / Keep running, before ``/build stop`` asks CodeArts to stop a build."""
+    who = f"started by {_user(started_by)}" if started_by else "started outside Slack"
+    text = f"Stop {_stop_name(job_name, daily, build_no)} ({who})? It is running."
+    return ephemeral(text, [
+        _section(text),
+        {"type": "actions", "block_id": "buildbot.stop.ask",
+         "elements": [_button("Stop", STOP_CONFIRM, value, "danger"),
+                      _button("Keep running", STOP_KEEP, value)]},
+        _context("Only you can see this.")])
+
+
+def stop_not_running(job_name: str, daily: str, build_no: str, result: str) -> Message:
+    """The build has already ended: nothing to stop."""
+    emoji, words = _result_words(result)
+    return ephemeral(f"{emoji} {_stop_name(job_name, daily, build_no)} has already ended "
+                     f"({words}): nothing to stop.", replace=False)
+
+
+def stop_no_such_build(job_name: str, build_no: str) -> Message:
+    return ephemeral(f":warning: {code(job_name, 200)} has no build "
+                     f"#{escape(shorten(build_no, 30))}: `/build status "
+                     f"{escape(shorten(job_name, 200))}` shows its last builds and their "
+                     "numbers.", replace=False)
+
+
+def stop_kept(job_name: str, build_no: str) -> Message:
+    return ephemeral(f"Kept running: {_stop_name(job_name, '', build_no)} was not stopped.",
+                     replace=True)
+
+
+def stop_asked(job_name: str, daily: str, build_no: str) -> Message:
+    """CodeArts accepted the stop (the result follows in the build's thread, for ours)."""
+    return ephemeral(f":octagonal_sign: Asked CodeArts to stop "
+                     f"{_stop_name(job_name, daily, build_no)}.", replace=True)

@@ -49,6 +49,7 @@ class Runtime:
         self.settings = settings
         self._watch, self._watching = watch, False
         self.server: Any = None
+        self.webhook: Any = None  # bot.webhook.CodeArtsEvents, when it is on (HTTP mode)
         self.ready = threading.Event()
         try:
             self.store = Store.from_url(
@@ -125,7 +126,8 @@ class Runtime:
         secret = self.settings.slack_signing_secret
         readiness = Readiness(self.ready, lambda: ping(self.store.engine))
         wsgi = make_wsgi(self.app, readiness, secret.get_secret_value() if secret else None,
-                         metrics=self.metrics.render if self.settings.metrics else None)
+                         metrics=self.metrics.render if self.settings.metrics else None,
+                         codearts_events=self.codearts_events())
         self.server = make_server(wsgi, host=host,
                                   port=self.settings.port if port is None else port,
                                   threads=max(8, self.settings.worker_threads * 2),
@@ -135,6 +137,19 @@ class Runtime:
         bound = int(self.server.effective_port)
         log.info("listening on %s:%s", host, bound)
         return bound
+
+    def codearts_events(self) -> Any:
+        """``POST /codearts/events`` (bot.webhook) when CODEARTS_WEBHOOK_SECRET is set: a
+        nudge that makes followed builds due now and wakes the watcher; None otherwise."""
+        hook = self.settings.codearts_webhook_secret
+        if hook is None or not hook.get_secret_value():
+            return None
+        from bot.webhook import CodeArtsEvents
+
+        self.webhook = CodeArtsEvents(hook.get_secret_value(), store=self.store,
+                                      clock=self.clock, wake=self.watcher.wake)
+        log.info("CodeArts webhook on: POST /codearts/events")
+        return self.webhook
 
     def serve_http(self, *, host: str = "0.0.0.0", port: int | None = None) -> None:
         """Open the port, then (if not done yet) have Slack accept the token, then serve
@@ -180,6 +195,7 @@ class Runtime:
         watcher_idle = self.watcher.stop(deadline)
         self.worker.shutdown(wait=False, cancel_futures=False)
         workers_idle = self.flow.wait_idle(max(0.0, until - time.monotonic()))
+        self.flow.close_status_pool()
         if not (watcher_idle and workers_idle):
             log.warning("work still running after %.0f s; leaving its connections open", deadline)
             return False

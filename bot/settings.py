@@ -33,7 +33,8 @@ LINK_PLACEHOLDERS = ("job_id", "build_no", "daily_build_number", "project_id")
 # Values that are never anything but printable ASCII without spaces: a character outside that
 # (an ellipsis, a curly quote, a space) was pasted from an example or a document.
 TOKENS = ("slack_bot_token", "slack_app_token", "slack_signing_secret", "codearts_token",
-          "cloud_sdk_ak", "cloud_sdk_sk", "codearts_project_id")
+          "cloud_sdk_ak", "cloud_sdk_sk", "codearts_project_id", "codearts_webhook_secret")
+WEBHOOK_SECRET_MIN = 16  # characters of CODEARTS_WEBHOOK_SECRET at least
 URLS = ("slack_api_url", "codearts_endpoint", "iam_endpoint", "database_url")
 # Free text: only the ellipsis of a placeholder ("IAM_USER=…") is refused.
 TEXTS = ("iam_user", "iam_password", "iam_domain", "iam_project", "build_link_template")
@@ -108,14 +109,18 @@ class Settings(BaseSettings):
     # HTTP mode: open client connections at most; when all are taken, the one that has
     # waited longest for its request is closed to make room.
     http_max_connections: int = Field(default=1000, ge=10, le=50_000)
+    # HTTP mode: turns on POST /codearts/events (CodeArts' generic webhook, a nudge to poll
+    # now); calls must carry it in the X-Buildbot-Secret header. Unset or empty: off (404).
+    codearts_webhook_secret: SecretStr | None = None
 
     @field_validator(*TOKENS, *URLS, *TEXTS, mode="before")
     @classmethod
     def _pasted(cls, v: object, info: ValidationInfo) -> object:
         """No placeholder or stray character; checked before anything is sent anywhere."""
         text = v.get_secret_value() if isinstance(v, SecretStr) else v
-        if text == "" and info.field_name == "slack_app_token":
-            return None  # SLACK_APP_TOKEN= (empty) means HTTP mode, as if unset
+        if text == "" and info.field_name in ("slack_app_token", "codearts_webhook_secret"):
+            return None  # SLACK_APP_TOKEN= (empty) means HTTP mode, as if unset; the
+            # webhook's secret likewise means no webhook
         if isinstance(text, str):
             name = info.field_name or ""
             if name in URLS:  # spaces around a URL are dropped; inside one they are an error
@@ -125,6 +130,14 @@ class Settings(BaseSettings):
                 problem = slack_token_problem(name.upper(), text)
             if problem:
                 raise ValueError(problem)
+        return v
+
+    @field_validator("codearts_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < WEBHOOK_SECRET_MIN:
+            raise ValueError(f"it is too short: use at least {WEBHOOK_SECRET_MIN} random "
+                             "characters, e.g. the output of `openssl rand -hex 32`")
         return v
 
     @field_validator("slack_api_url")

@@ -47,9 +47,11 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
     buttons = {msg.RUN: flow.run_clicked, msg.CANCEL: flow.cancel_clicked,
                msg.STOP: flow.stop_clicked, msg.REBUILD: flow.rebuild_clicked,
                msg.APPROVE: flow.approve_clicked, msg.REJECT: flow.reject_clicked,
-               msg.WITHDRAW: flow.withdraw_clicked}
+               msg.WITHDRAW: flow.withdraw_clicked, msg.QUEUE: flow.queue_clicked,
+               msg.RUN_ANYWAY: flow.run_anyway_clicked, msg.LEAVE: flow.leave_clicked}
     for action_id, handler in buttons.items():
         app.action(action_id)(_button_listener(flow, handler))
+    _stop_listeners(app, flow)
 
     _form_listeners(app, flow, signing_secret)
 
@@ -90,6 +92,19 @@ def _form_listeners(app: App, flow: Flow, signing_secret: str | None) -> None:
     @app.view(forms.CALLBACK)
     def submitted(ack: Ack, body: dict[str, Any]) -> None:
         _guard(ack, flow.on_form_submit, body)
+
+
+def _stop_listeners(app: App, flow: Flow) -> None:
+    """The Stop / Keep running question of ``/build stop``: Stop is checked again where the
+    question was asked (the click's channel)."""
+
+    @app.action(msg.STOP_CONFIRM)
+    def stop_confirmed(ack: Ack, body: dict[str, Any]) -> None:
+        channel = _str(_dict(body.get("channel")).get("id"))
+        _guard(ack, lambda a, b: flow.on_click(
+            a, b, lambda click: flow.stop_confirmed(click, channel)), body)
+
+    app.action(msg.STOP_KEEP)(_button_listener(flow, flow.stop_kept))
 
 
 def _str(value: Any) -> str:

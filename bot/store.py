@@ -13,12 +13,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as _pg_insert
+from sqlalchemy.dialects.sqlite import insert as _sqlite_insert
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from bot.lifecycle import (
@@ -60,6 +62,8 @@ requests = sa.Table(
     sa.Column("approvals_given", sa.Integer, nullable=True),
     sa.Column("approval_channel", sa.String(32), nullable=True),
     sa.Column("approval_ts", sa.String(32), nullable=True),
+    # the queue (a job at its max_running): when the request joined it (FIFO per job)
+    sa.Column("queued_at", sa.Float, nullable=True),
     # one open Rebuild question per build and user, however many clicks and replicas
     sa.Index("buildbot_requests_open_rebuild", "rebuild_of", "user_id", unique=True,
              sqlite_where=sa.text("state = 'pending'"),
@@ -101,6 +105,14 @@ builds = sa.Table(
     sa.Index("buildbot_builds_due", "watch", "next_check_at"),
 )
 
+# One row per job with a max_running: locked by every decision that may start one of its
+# builds (a Run click, an approval, a queued request's turn), so replicas take turns.
+job_slots = sa.Table(
+    "buildbot_job_slots", metadata,
+    sa.Column("job_name", sa.String(200), primary_key=True),
+    sa.Column("locked_at", sa.Float, nullable=True),
+)
+
 audit = sa.Table(
     "buildbot_audit", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -132,6 +144,11 @@ _RESCHEDULE_HELD = _RESCHEDULE.where(builds.c.lease_token == sa.bindparam("b_tok
 REPORT_GRACE = 180.0  # a result being posted is not taken over until this long past its lease
 
 
+# requests on their way to a build: they count against the per-user limit
+_ON_THE_WAY = (RequestState.AWAITING.value, RequestState.SENDING.value,
+               RequestState.QUEUED.value)
+
+
 class AlreadySettled(Exception):
     """The request left ``sending`` in another process (a restart settled it) first."""
 
@@ -148,6 +165,18 @@ class Approval:
 
 class OpenQuestion(Exception):
     """This user already has an unanswered Rebuild question for this build."""
+
+
+@dataclass(frozen=True)
+class Slots:
+    """A job's limit on builds running at once (``max_running``), and how many of its
+    builds CodeArts says run that this bot did not start (they count too)."""
+
+    job_name: str
+    limit: int
+    elsewhere: int = 0
+    note: str = ""  # for the question: "unknown" (CodeArts could not say), or the build
+    # CodeArts says runs that is not ours
 
 
 @dataclass(frozen=True)
@@ -349,17 +378,23 @@ class Store:
     def claim_request(self, *, id: str, user_id: str, now: float,
                       to: RequestState = RequestState.SENDING,
                       values: dict[str, Any] | None = None,
-                      limit: tuple[str, int] | None = None) -> Claim:
+                      limit: tuple[str, int] | None = None,
+                      slots: Slots | None = None) -> Claim:
         """Move one pending request to sending (or ``to``: awaiting approval, with
         ``values``), atomically; any other click gets the reason. ``limit`` (job name,
         builds per hour) is checked in the same UPDATE: over it, the reason is
-        ``over_limit`` and the request stays pending."""
+        ``over_limit`` and the request stays pending. ``slots``: the job's running builds
+        are counted under its slot lock in the same transaction; at its limit the reason
+        is ``full`` and the request stays pending."""
         under = () if limit is None else (self._under_limit(user_id, limit, now, id),)
+        full = False
         with self._tx() as c:
-            changed = self._move(c, requests, requests.c.state, id, RequestState.PENDING,
-                                 to, {"updated_at": now, **(values or {})},
-                                 requests.c.user_id == user_id, requests.c.expires_at > now,
-                                 *under)
+            if slots is not None:
+                full = self._slots_full(c, slots, now)
+            changed = not full and self._move(
+                c, requests, requests.c.state, id, RequestState.PENDING, to,
+                {"updated_at": now, **(values or {})}, requests.c.user_id == user_id,
+                requests.c.expires_at > now, *under)
             row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
         if row is None:
             return Claim(False, "missing")
@@ -368,6 +403,8 @@ class Store:
             return Claim(True, "claimed", request)
         if request.user_id != user_id:
             return Claim(False, "not_yours", request)
+        if full and request.state is RequestState.PENDING and request.expires_at > now:
+            return Claim(False, "full", request)
         if request.state is RequestState.PENDING and request.expires_at > now and under:
             return Claim(False, "over_limit", request)
         if request.state is RequestState.PENDING:  # so it is past its time
@@ -399,7 +436,7 @@ class Store:
             builds.c.created_at > now - HOUR)
         flying = sa.select(requests.c.id).where(
             requests.c.user_id == user_id, requests.c.job_name == job_name,
-            requests.c.state.in_((RequestState.AWAITING.value, RequestState.SENDING.value)))
+            requests.c.state.in_(_ON_THE_WAY))
         return started, flying
 
     def _under_limit(self, user_id: str, limit: tuple[str, int], now: float,
@@ -409,7 +446,7 @@ class Store:
         other = requests.alias("other")  # the row being updated is not one of them
         flying = sa.select(other.c.id).where(
             other.c.user_id == user_id, other.c.job_name == job_name,
-            other.c.state.in_((RequestState.AWAITING.value, RequestState.SENDING.value)),
+            other.c.state.in_(_ON_THE_WAY),
             other.c.id != id)
         count = (sa.select(sa.func.count()).select_from(started.subquery()).scalar_subquery()
                  + sa.select(sa.func.count()).select_from(flying.subquery()).scalar_subquery())
@@ -424,13 +461,18 @@ class Store:
             times += [now for _ in c.execute(flying).scalars()]
         return times
 
-    def record_approval(self, *, id: str, approver: str, now: float) -> Approval:
+    def record_approval(self, *, id: str, approver: str, now: float,
+                        slots: Slots | None = None, queue_ttl: float = 3600.0) -> Approval:
         """Add ``approver`` to an awaiting request, once per person, in one conditional
         UPDATE; the approval that makes it enough moves it to sending in the same
-        transaction (so on any number of replicas exactly one click starts the build)."""
+        transaction (so on any number of replicas exactly one click starts the build).
+        With ``slots``, a job at its limit then queues it instead (``queued``), open
+        for ``queue_ttl`` seconds."""
         approved_by = sa.func.coalesce(requests.c.approved_by, " ")
         given = sa.func.coalesce(requests.c.approvals_given, 0)
         with self._tx() as c:
+            if slots is not None:  # taken first: every slot decision locks in one order
+                self._lock_slot(c, slots.job_name, now)
             recorded = c.execute(requests.update().where(
                 requests.c.id == id, requests.c.state == RequestState.AWAITING.value,
                 requests.c.expires_at > now,
@@ -443,6 +485,13 @@ class Store:
                 return Approval("missing")
             request = Request.from_row(row)
             if recorded and len(request.approved_by) >= (request.approvals_needed or 1):
+                if slots is not None and self._running(c, slots.job_name) + \
+                        slots.elsewhere >= slots.limit:
+                    queued = {"updated_at": now, "queued_at": now, "expires_at": now + queue_ttl}
+                    if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
+                                  RequestState.QUEUED, queued):
+                        return Approval("queued", replace(request, state=RequestState.QUEUED,
+                                                          expires_at=now + queue_ttl))
                 if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
                               RequestState.SENDING, {"updated_at": now}):
                     return Approval("start", replace(request, state=RequestState.SENDING))
@@ -487,6 +536,114 @@ class Store:
         with self._tx() as c:
             c.execute(requests.update().where(requests.c.id == id)
                       .values(approval_channel=channel, approval_ts=ts))
+
+    # --- one build at a time and the queue --------------------------------------------
+    # Every decision that may start a build of a job with max_running locks the job's
+    # slot row first (FOR UPDATE on PostgreSQL by the UPDATE itself; on SQLite the UPDATE
+    # takes the database's write lock), then counts and moves in the same transaction.
+
+    def _lock_slot(self, c: Connection, job_name: str, now: float) -> None:
+        insert = (_pg_insert if self.postgres else _sqlite_insert)(job_slots)
+        c.execute(insert.values(job_name=job_name, locked_at=now)
+                  .on_conflict_do_nothing(index_elements=["job_name"]))
+        c.execute(job_slots.update().where(job_slots.c.job_name == job_name)
+                  .values(locked_at=now))
+
+    @staticmethod
+    def _running_query(job_name: str) -> Any:
+        """How many builds of the job run now: started and still watched (the build has
+        not ended), plus requests being sent (a run call in flight)."""
+        started = (sa.select(sa.func.count()).select_from(builds)
+                   .where(builds.c.job_name == job_name,
+                          builds.c.watch == WatchState.WATCHING.value).scalar_subquery())
+        sending = (sa.select(sa.func.count()).select_from(requests)
+                   .where(requests.c.job_name == job_name,
+                          requests.c.state == RequestState.SENDING.value).scalar_subquery())
+        return sa.select(started + sending)
+
+    def _running(self, c: Connection, job_name: str) -> int:
+        return int(c.execute(self._running_query(job_name)).scalar_one())
+
+    def _slots_full(self, c: Connection, slots: Slots, now: float) -> bool:
+        self._lock_slot(c, slots.job_name, now)
+        return self._running(c, slots.job_name) + slots.elsewhere >= slots.limit
+
+    def running_count(self, job_name: str) -> int:
+        """Builds of the job running now (no lock: for what a question shows)."""
+        with self._tx() as c:
+            return self._running(c, job_name)
+
+    def has_build(self, *, job_id: str, build_no: str) -> bool:
+        """Did this bot start (or adopt) this build?"""
+        with self._tx() as c:
+            return c.execute(sa.select(builds.c.id).where(
+                builds.c.job_id == job_id, builds.c.build_no == build_no)).first() is not None
+
+    def running_builds(self, job_name: str, limit: int = 5) -> list[Build]:
+        """The job's builds still running, the newest first (for what a question shows)."""
+        with self._tx() as c:
+            rows = c.execute(sa.select(builds).where(
+                builds.c.job_name == job_name, builds.c.watch == WatchState.WATCHING.value)
+                .order_by(builds.c.created_at.desc()).limit(limit)).mappings()
+            return [Build.from_row(r) for r in rows]
+
+    def claim_next_queued(self, *, slots: Slots, now: float) -> Request | None:
+        """The oldest queued request of the job, moved to sending when the job has a free
+        slot: counted and moved under the slot lock, so on any number of replicas each
+        free slot starts one request, and each request starts once."""
+        with self._tx() as c:
+            if self._slots_full(c, slots, now):
+                return None
+            row = c.execute(sa.select(requests).where(
+                requests.c.job_name == slots.job_name,
+                requests.c.state == RequestState.QUEUED.value, requests.c.expires_at > now)
+                .order_by(requests.c.queued_at, requests.c.id).limit(1)).mappings().first()
+            if row is None or not self._move(c, requests, requests.c.state, row["id"],
+                                             RequestState.QUEUED, RequestState.SENDING,
+                                             {"updated_at": now}):
+                return None
+        return replace(Request.from_row(row), state=RequestState.SENDING)
+
+    def queued_jobs(self, *, now: float) -> list[str]:
+        """The jobs with a request waiting in the queue (not past its time)."""
+        with self._tx() as c:
+            return [str(j) for j in c.execute(sa.select(requests.c.job_name).where(
+                requests.c.state == RequestState.QUEUED.value, requests.c.expires_at > now)
+                .distinct()).scalars()]
+
+    def queue_of(self, job_name: str) -> list[Request]:
+        """The job's queue, first in line first."""
+        with self._tx() as c:
+            rows = c.execute(sa.select(requests).where(
+                requests.c.job_name == job_name, requests.c.state == RequestState.QUEUED.value)
+                .order_by(requests.c.queued_at, requests.c.id)).mappings()
+            return [Request.from_row(r) for r in rows]
+
+    def queue_position(self, id: str) -> int | None:
+        """1 for the first in line; None when the request is not queued."""
+        found = self.get_request(id)
+        if found is None or found.state is not RequestState.QUEUED:
+            return None
+        ids = [r.id for r in self.queue_of(found.job_name)]
+        return ids.index(id) + 1 if id in ids else None
+
+    def leave_queue(self, *, id: str, user_id: str, now: float) -> bool:
+        """queued -> withdrawn, by its requester, while it is open; True when this call
+        made the move."""
+        with self._tx() as c:
+            return self._move(c, requests, requests.c.state, id, RequestState.QUEUED,
+                              RequestState.WITHDRAWN, {"updated_at": now},
+                              requests.c.user_id == user_id, requests.c.expires_at > now)
+
+    def expire_queued(self, *, now: float) -> list[Request]:
+        """Queued requests past their time that this call expired (each once)."""
+        with self._tx() as c:
+            due = list(c.execute(sa.select(requests).where(
+                requests.c.state == RequestState.QUEUED.value,
+                requests.c.expires_at <= now)).mappings())
+        return [Request.from_row(r) for r in due
+                if self.move_request(id=r["id"], old=RequestState.QUEUED,
+                                     new=RequestState.EXPIRED, now=now)]
 
     def expire_pending(self, *, now: float) -> list[Request]:
         """Pending requests past their time that this call moved to expired (each once)."""
@@ -673,7 +830,7 @@ class Store:
         log stays); returns how many rows went. A Rebuild on such a thread says so."""
         ended = [s.value for s in RequestState
                  if s not in (RequestState.PENDING, RequestState.SENDING,
-                              RequestState.AWAITING)]
+                              RequestState.AWAITING, RequestState.QUEUED)]
         with self._tx() as c:
             gone = c.execute(builds.delete().where(builds.c.watch == WatchState.DONE.value,
                                                    builds.c.finished_at < before)).rowcount
@@ -689,6 +846,40 @@ class Store:
         with self._tx() as c:
             return int(c.execute(audit.delete().where(
                 audit.c.id.in_(oldest.scalar_subquery()))).rowcount)
+
+    # --- status and the webhook nudge ---------------------------------------------------
+
+    def builds_by_number(self, *, job_id: str, build_nos: Collection[str]) -> dict[str, Build]:
+        """The bot's own builds of a job among these CodeArts build numbers, by number."""
+        if not build_nos:
+            return {}
+        with self._tx() as c:
+            rows = c.execute(sa.select(builds).where(
+                builds.c.job_id == job_id, builds.c.build_no.in_(list(build_nos)))).mappings()
+            found = [Build.from_row(r) for r in rows]
+        return {b.build_no: b for b in sorted(found, key=lambda b: b.created_at)}
+
+    def followed_jobs(self, job_ids: Collection[str]) -> set[str]:
+        """Those of these build task IDs that have a build being followed."""
+        if not job_ids:
+            return set()
+        with self._tx() as c:
+            return set(c.execute(sa.select(builds.c.job_id).distinct().where(
+                builds.c.watch == WatchState.WATCHING.value,
+                builds.c.job_id.in_(list(job_ids)))).scalars())
+
+    def make_due(self, *, at: float, job_ids: Collection[str] | None = None) -> int:
+        """Followed builds (of these jobs, or all) checked next at ``at`` instead of later:
+        one conditional UPDATE that only brings checks forward and leaves every lease as
+        it is (a build being checked right now keeps its holder). Returns how many moved."""
+        q = builds.update().where(builds.c.watch == WatchState.WATCHING.value,
+                                  builds.c.next_check_at > at)
+        if job_ids is not None:
+            if not job_ids:
+                return 0
+            q = q.where(builds.c.job_id.in_(list(job_ids)))
+        with self._tx() as c:
+            return int(c.execute(q.values(next_check_at=at)).rowcount)
 
     # --- audit -------------------------------------------------------------
 

@@ -67,6 +67,7 @@ class Watcher:
         self._backlog: deque[Build] = deque()  # leased, waiting for their job to have room
         self._busy = 0
         self._idle = threading.Condition()
+        self._woken = False  # wake() was called: look for due builds without waiting
         self._failing_since: float | None = None
         self._failures = 0
         self._logged_at = 0.0
@@ -113,8 +114,17 @@ class Watcher:
                 self._failed(exc)
                 taken = 0
             with self._idle:  # wake when a thread is free and nothing waits, or at the tick
-                if taken == 0 or self._busy >= self.threads or self._backlog:
+                if (taken == 0 or self._busy >= self.threads or self._backlog) \
+                        and not self._woken:
                     self._idle.wait(tick)
+                self._woken = False
+
+    def wake(self) -> None:
+        """Look for due builds at once instead of at the next tick (a webhook nudge made
+        some due); the loop's next pass runs now, or right after the one under way."""
+        with self._idle:
+            self._woken = True
+            self._idle.notify_all()
 
     def _fill(self) -> int:
         """Lease as many due builds as there are free threads, and start them."""
@@ -226,6 +236,10 @@ class Watcher:
             log.warning("watcher still failing for %.0f s (%d attempts): %s",
                         now - self._failing_since, self._failures, type(exc).__name__)
 
+    def release_queue(self) -> None:
+        """Queued requests whose job has a free slot now (a build ended) start, each once."""
+        self.engine.release_queue()
+
     def _recovered(self) -> None:
         if self._failing_since is not None:
             log.warning("watcher recovered after %.0f s (%d failed attempts)",
@@ -237,6 +251,7 @@ class Watcher:
 
     def housekeeping(self, *, settle: bool = True) -> None:
         self.engine.expire_due()
+        self.release_queue()
         if settle:  # tests: settle here, in order; the loop settles beside its polls
             self.engine.settle_stale()
         now = self.clock()

@@ -43,8 +43,12 @@ SPARE_FILES = 256  # file descriptors beyond the connections: database, clients,
 
 
 def make_wsgi(app: App, readiness: Readiness, signing_secret: str | None = None, *,
-              metrics: Callable[[], bytes] | None = None) -> Callable[..., Iterable[bytes]]:
-    """Route Slack's requests to Bolt and answer the health checks.
+              metrics: Callable[[], bytes] | None = None,
+              codearts_events: Callable[..., Iterable[bytes]] | None = None
+              ) -> Callable[..., Iterable[bytes]]:
+    """Route Slack's requests to Bolt and answer the health checks; with
+    ``codearts_events`` (``bot.webhook``, when CODEARTS_WEBHOOK_SECRET is set),
+    ``POST /codearts/events`` goes to it, and is 404 otherwise.
 
     ``/healthz`` is liveness: 200 whenever the server answers at all. ``/readyz`` is
     readiness: 503 with a one-line reason until Slack has accepted the bot token and
@@ -91,6 +95,8 @@ def make_wsgi(app: App, readiness: Readiness, signing_secret: str | None = None,
             if length < 0 or length > MAX_BODY:
                 return _plain(start_response, "413 Payload Too Large", "too large")
             return events(environ, start_response, length)
+        if path == "/codearts/events" and method == "POST" and codearts_events is not None:
+            return codearts_events(environ, start_response)
         return _plain(start_response, "404 Not Found", "not found")
 
     return wsgi

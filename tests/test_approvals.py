@@ -353,10 +353,25 @@ def test_the_per_user_limit_refuses_with_the_next_allowed_time(bot: Bot) -> None
     assert bot.store.audit_rows()[-1]["decision"] == "over_limit"
     # another user is counted apart, and an hour after the first build it is allowed again
     bot.command("limited", user="UCAROL", channel="CRANDOM")
-    bot.slack.wait_for(lambda: len(runs(bot)) == 3)
+    bot.slack.wait_for(lambda: len(runs(bot)) == 3, 15)
     bot.clock.advance(51 * 60)
     bot.command("limited", user="UBOB", channel="CRANDOM")
-    bot.slack.wait_for(lambda: len(runs(bot)) == 4)
+    bot.slack.wait_for(lambda: len(runs(bot)) == 4, 15)
+
+
+def test_a_user_at_the_limit_may_still_stop_their_build(bot: Bot) -> None:
+    for n in range(1, 3):
+        bot.command("limited", user="UBOB", channel="CRANDOM")
+        bot.slack.wait_for(lambda n=n: len(runs(bot)) == n, 15)
+        bot.wait_idle()
+    (first, *_rest) = posts(bot, "CRANDOM")
+    bot.click(msg.STOP, button_value(first, msg.STOP), user="UBOB", channel="CRANDOM")
+    stops = bot.slack.wait_for(lambda: [r for r in bot.codearts.requests
+                                        if r.path.endswith("/stop")], 15)
+    assert len(stops) == 1
+    bot.wait_idle()
+    assert any("asked CodeArts to stop" in p.get("text", "")
+               for p in bot.slack.calls("chat.postMessage") if p.get("thread_ts"))
 
 
 def test_admins_are_exempt_from_the_per_user_limit(bot: Bot) -> None:

@@ -22,6 +22,7 @@ from slack_sdk.models.blocks import Block
 from bot import messages as msg
 from bot.codearts import Step
 from bot.lifecycle import progress_line
+from bot.status import BuildRow
 
 HELPERS = {"escape", "shorten", "code", "cut", "duration",
            "approvers_text"}  # build no message
@@ -180,7 +181,49 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                                        "expired", "missing", c.words)),
         "approval_noted": (msg.approval_noted(c.job, given=g, needed=n)
                            for g, n in ((1, 2), (2, 30))),
+        # the queue
+        "at_limit": (msg.at_limit("r" * 32, c.job, c.desc, body, running=running, limit=n,
+                                  queue_minutes=60, admin=admin, minutes=10, replace=r,
+                                  elsewhere=e)
+                     for body in (c.body, {})
+                     for running in ([], [(c.daily, c.user, 250.0)],
+                                     [(c.daily, c.user, 9000.0)] * 40)
+                     for n, admin, r, e in ((1, False, True, ""), (30, True, False, "unknown"),
+                                            (2, False, True, c.build_no))),
+        "queued": (msg.queued("r" * 32, c.job, position=p, expires_at=1_800_000_000.0)
+                   for p in (1, 2, 500)),
+        "queue_ended": (msg.queue_ended(c.job, o, command=cmd, minutes=60)
+                        for o in ("left", "expired", c.words) for cmd in (c.words, "")),
+        "queue_refused": (msg.queue_refused(r, requester=c.user)
+                          for r in ("not_yours", "not_admin", "needs_approval", "queued",
+                                    "started", "withdrawn", "expired", "missing", c.words)),
+        # status and stop
+        "job_status": (msg.job_status(c.job, rows) for rows in _rows(c)),
+        "jobs_status": (msg.jobs_status([(name, row, failed) for name, _ in c.jobs
+                                         for row in rows[:1] or [None]
+                                         for failed in (False, True)], left=left)
+                        for rows in _rows(c) for left in (0, 160)),
+        "status_refused": (msg.status_refused([c.words] * n) for n in (1, 200)),
+        "status_failed": iter([msg.status_failed(c.job, c.words)]),
+        "stop_question": (msg.stop_question(c.job, daily, c.build_no, value="v" * 64,
+                                            started_by=by)
+                          for daily in (c.daily, "") for by in (c.user, None)),
+        "stop_not_running": (msg.stop_not_running(c.job, daily, c.build_no, r)
+                             for daily in (c.daily, "") for r in RESULTS),
+        "stop_no_such_build": iter([msg.stop_no_such_build(c.job, c.build_no)]),
+        "stop_kept": iter([msg.stop_kept(c.job, c.build_no)]),
+        "stop_asked": (msg.stop_asked(c.job, daily, c.build_no) for daily in (c.daily, "")),
     }
+
+
+def _rows(c: Case) -> list[list[BuildRow]]:
+    """Build rows for /build status: none, one of each kind, and many."""
+    kinds = [BuildRow(c.build_no, c.daily, "running", 1_800_000_000.0, 61_000, c.user),
+             BuildRow(c.build_no, "", "running", None, None, None),
+             *(BuildRow(c.build_no, daily, r, 1_800_000_000.0, d, by)
+               for r in RESULTS for daily in (c.daily, "") for d in (None, 7_200_000)
+               for by in (c.user, None))]
+    return [[], kinds[:1], kinds[1:3], kinds, kinds * 5]
 
 
 def public_functions() -> set[str]:

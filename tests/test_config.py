@@ -92,7 +92,8 @@ def test_users_may_be_everyone() -> None:
     (job('user = ["U1"]'), ("buildbot.toml: jobs.backend.user: unknown key: check its spelling "
      "(allowed here: id, description, users, usergroups, channels, confirm, "
      "allow_extra_params, params, approvers, approver_groups, approvals, approval_channel, "
-     "approval_ttl, max_per_user_per_hour).")),
+     "approval_ttl, max_per_user_per_hour, max_running, queue_ttl, "
+     "check_codearts_running).")),
     (job("[jobs.backend.params.a]\ndefualt = \"x\""),
      ("buildbot.toml: jobs.backend.params.a.defualt: unknown key: check its spelling "
      "(allowed here: default, choices, pattern, required).")),
@@ -172,6 +173,10 @@ def test_users_may_be_everyone() -> None:
      "rename the job.")),
     (job("", name="LIST"), ("buildbot.toml: jobs.LIST: `LIST` is a /build command word: "
      "rename the job.")),
+    (job("", name="Status"), ("buildbot.toml: jobs.Status: `Status` is a /build command "
+     "word: rename the job.")),
+    (job("", name="subscriptions"), ("buildbot.toml: jobs.subscriptions: `subscriptions` is "
+     "a /build command word: rename the job.")),
     (job("", name='"two words"'), ('buildbot.toml: jobs."two words": a job name must be one word '
      "without spaces, quotes, =, <, >, & or `: rename the table.")),
     (job("", name='"a=b"'), ('buildbot.toml: jobs."a=b": a job name must be one word '

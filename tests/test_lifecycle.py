@@ -45,6 +45,9 @@ EXPECTED_MOVES = {
     # approval by a second person
     ("pending", "awaiting"), ("awaiting", "running"), ("awaiting", "rejected"),
     ("awaiting", "withdrawn"), ("awaiting", "expired"), ("awaiting", "failed"),
+    # the queue (a job at its max_running)
+    ("pending", "queued"), ("awaiting", "queued"), ("queued", "running"),
+    ("queued", "withdrawn"), ("queued", "expired"),
 }
 
 

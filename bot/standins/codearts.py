@@ -19,6 +19,8 @@ Served paths:
 * ``POST /v3/jobs/{job_id}/{build_no}/stop``     stop (``{"success": true, "result": ""}``)
 * ``GET  /v3/jobs/{job_id}/{build_no}/history-details``  bare ``build_steps`` (scripted with
   ``set_steps``, or the job's step names advancing with the build's clock)
+* ``GET  /v1/job/{job_id}/running-status``     enveloped ``is_running``, ``last_build_no``,
+  ``last_build_status`` (any build of the job still running)
 * ``GET  /v3/jobs/{job_id}/{build_no}/real-time-log``    enveloped log pages (``offset``,
   ``length``, ``current_offset``, ``has_more_data``); the text is set with ``set_log``
   or ``add_job(log=...)``
@@ -68,6 +70,7 @@ _HISTORY = re.compile(r"^/v3/jobs/([^/]+)/history$")
 _PARAMS = re.compile(r"^/v1/job/([^/]+)/([^/]+)/history-parameters$")
 _DETAILS = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/history-details$")
 _LOG = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/real-time-log$")
+_RUNNING = re.compile(r"^/v1/job/([^/]+)/running-status$")
 
 DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
     400: ("CB.00060200", "Invalid parameter."),
@@ -393,6 +396,8 @@ class FakeCodeArts:
             return self._details(m.group(1), m.group(2))
         if (m := _LOG.match(req.path)) and req.method == "GET":
             return self._log(m.group(1), m.group(2), dict(parse_qsl(req.query)))
+        if (m := _RUNNING.match(req.path)) and req.method == "GET":
+            return self._running(m.group(1))
         return 404, {"error_code": "APIGW.0101", "error_msg": "The API does not exist or has not been published in the environment"}, {}
 
     def _login(self, req: RecordedRequest) -> tuple[int, Any, dict[str, str]]:
@@ -519,6 +524,25 @@ class FakeCodeArts:
                                 "build_number": b.number, "start_time": _iso_ms(b.created_at),
                                 "end_time": _iso_ms(end) or "", "result": b.status(now)})
         return 200, {"history_records": records, "total": len(builds)}, {}
+
+    def _running(self, job_id: str) -> tuple[int, Any, dict[str, str]]:
+        """Whether any build of the job runs, and the job's last build."""
+        now = time.monotonic()
+        with self._lock:
+            if job_id not in self._jobs:
+                return 404, {"status": "fail", "result": None, "error": {
+                    "error_code": "DEVCB.00031006", "error_msg": "Build task not found."}}, {}
+            builds = list(self._builds[job_id])
+        last = builds[-1] if builds else None
+        return 200, {"status": "success", "error": None, "result": {
+            "is_running": any(b.status(now) == "RUNNING" for b in builds),
+            "last_build_no": str(last.number) if last else "",
+            "last_build_status": last.status(now) if last else ""}}, {}
+
+    def start_elsewhere(self, job_id: str) -> Build:
+        """A build of the job started by someone else (the console, a schedule)."""
+        with self._lock:
+            return self._new_build(job_id, self._jobs[job_id], {"job_id": job_id})
 
     def _parameters(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
         found = self._lookup(job_id, build_no)

@@ -36,6 +36,18 @@ fast jobs whose builds end at staggered moments during the run. It prints how
 long after its end each fast build's result reached its thread (from the
 stand-in's end time to the Slack stand-in receiving the reply; both processes
 read CLOCK_MONOTONIC). Goal: at most two poll intervals plus one call.
+
+    python -m bench.watcher --jobs 1000/20,5000/100
+    python -m bench.watcher --latency
+
+``--jobs N/J``: N running builds over J jobs (N/J each), seeded as above. It prints
+CodeArts status reads per poll period (the jobs' history pages and per-build record
+calls; goal: at most J, not N), CPU and memory, with the per-job history poll and, for
+comparison, ``--per-build`` (each build's own record, as before). ``--latency``: builds
+of twelve jobs ending at staggered moments, followed by the real watcher thread at the
+production poll (15 s); it prints how long after its end each result reached its thread,
+without the CodeArts webhook and with it (a call to ``POST /codearts/events`` at each
+build's end, as CodeArts makes).
 """
 
 from __future__ import annotations
@@ -121,6 +133,28 @@ def codearts_child(conn: Connection) -> None:
                                               for m in made]))
                 fake.hang(slow_s, count=10**9, path_prefix=f"/v4/jobs/{jobs[0][0]}/")
                 conn.send(made_by_job)
+            elif cmd[0] == "seed_jobs":  # n builds over j jobs, none ending during the run
+                _, n, j = cmd
+                made_by_job = []
+                with httpx.Client(base_url=fake.url, headers={"X-Auth-Token": fake.token}) as c:
+                    for k in range(j):
+                        job = uuid.uuid4().hex
+                        fake.add_job(job, duration=10**7, steps=PROGRESS_STEPS)
+                        made = [c.post("/v3/jobs/build", json={"job_id": job}).json()
+                                for _ in range(n // j + (1 if k < n % j else 0))]
+                        made_by_job.append((job, [(m["actual_build_number"],
+                                                   m["daily_build_number"]) for m in made]))
+                fake.reset()
+                conn.send(made_by_job)
+            elif cmd[0] == "reads":  # status reads in [t0, t1], by kind
+                _, t0, t1 = cmd
+                seen = [r for r in fake.requests if t0 <= r.time < t1 and r.method == "GET"]
+                history = [r for r in seen if r.path.endswith("/history")]
+                conn.send({"history": len(history),
+                           "history_jobs": len({r.path for r in history}),
+                           "record": sum(1 for r in seen if r.path.endswith("/record-info")),
+                           "steps": sum(1 for r in seen if r.path.endswith("/history-details"))})
+                fake.reset()
             elif cmd[0] == "ends":
                 conn.send({f"{b.job_id}/{b.number}": b.started + b.duration
                            for builds_ in fake._builds.values() for b in builds_})
@@ -129,7 +163,7 @@ def codearts_child(conn: Connection) -> None:
 
 
 def watcher_child(conn: Connection, values: dict[str, Any], log_path: str,
-                  bot_path: str | None) -> None:
+                  bot_path: str | None, history_polls: bool = True) -> None:
     """Child process: the bot's Runtime with only its watcher running."""
     if bot_path:  # a patched copy of the bot package, to measure a proposed fix
         sys.path.insert(0, bot_path)
@@ -140,6 +174,8 @@ def watcher_child(conn: Connection, values: dict[str, Any], log_path: str,
 
     settings = load_settings(**values)
     runtime = Runtime(settings, load_config(settings.buildbot_config), watch=False)
+    if not history_polls:  # the comparison: each build's own record call, as before
+        runtime.engine.history_polls = False
     rss_before = proc_status_kib("VmRSS")
     runtime.watcher.start()
     conn.send(rss_before)
@@ -288,6 +324,14 @@ def main() -> int:
                     help="share of builds whose status calls are slow (the slow-partner run)")
     ap.add_argument("--slow-seconds", type=float, default=10.0,
                     help="how long each slow status call is held")
+    ap.add_argument("--jobs", help="N/J,...: N running builds over J jobs; status reads per "
+                    "poll with the per-job history poll (e.g. 1000/20,5000/100)")
+    ap.add_argument("--per-build", action="store_true",
+                    help="with --jobs: also measure each build's own record call (before)")
+    ap.add_argument("--progress", action="store_true",
+                    help="with --jobs: live progress on (steps calls are counted apart)")
+    ap.add_argument("--latency", action="store_true",
+                    help="end of build -> thread reply, with and without the webhook")
     args = ap.parse_args()
     poll = args.poll or (2.0 if args.quick else 15.0)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -300,6 +344,10 @@ def main() -> int:
     results = []
     if args.slow_share > 0:
         return slow_main(args, poll, sizes, tmp, pinning)
+    if args.jobs:
+        return jobs_main(args, poll, pinning)
+    if args.latency:
+        return latency_main(poll, pinning)
     with FakeSlack() as slack:
         codearts = Child(codearts_child)
         try:
@@ -400,6 +448,193 @@ def report(results: list[dict[str, Any]], **meta: Any) -> None:
                                      "cpu_pct_one_core": TARGET_CPU},
                           "met_at_1000": met, "summary": summary, "passes": results, **meta})
     print(f"written {path}")
+
+
+# --- per-job history polls: status reads per poll vs jobs and builds (issue 16) ---------
+
+def seed_store_jobs(db_url: str, made_by_job: list[tuple[str, list[tuple[str, str]]]],
+                    poll: float) -> None:
+    """The builds of several jobs, announced, first checks spread over one poll period."""
+    from bot.store import Store, builds
+
+    store = Store.from_url(db_url)
+    now = time.time()
+    flat = [(job, no, daily) for job, made in made_by_job for no, daily in made]
+    rows = [{"id": uuid.uuid4().hex, "created_at": now, "user_id": USERS[i % len(USERS)],
+             "channel_id": "CBUILDS", "job_name": "backend", "job_id": job, "build_no": no,
+             "daily_build_number": daily, "response_url": None, "announce": "posted",
+             "message_channel": "CBUILDS", "message_ts": f"1700000000.{i:06d}",
+             "watch": "watching", "next_check_at": now + 1 + poll * i / len(flat),
+             "failures": 0} for i, (job, no, daily) in enumerate(flat)]
+    with store.engine.begin() as c:
+        c.execute(builds.insert(), rows)
+    store.close()
+
+
+def measure_jobs(n: int, jobs: int, *, poll: float, periods: int, slack_api_url: str,
+                 codearts: Child, tmp: Path, history_polls: bool = True,
+                 progress: float = 0.0) -> dict[str, Any]:
+    made_by_job = codearts.ask(("seed_jobs", n, jobs))
+    db = tmp / f"jobs-{n}-{jobs}-{uuid.uuid4().hex[:6]}.db"
+    seed_store_jobs(f"sqlite:///{db}", made_by_job, poll)
+    values = bot_values(slack_api_url=slack_api_url, codearts_url=codearts.hello,
+                        db_url=f"sqlite:///{db}", config=tmp / "buildbot.toml",
+                        build_poll_seconds=poll)
+    values["progress_update_seconds"] = progress
+    watcher = Child(watcher_child, values, str(tmp / f"jobs-{n}-{jobs}.log"), None,
+                    history_polls, server=True)
+    try:
+        # warm-up: every build polled once, and once more on its job's grid
+        time.sleep(2 * poll + 1)
+        codearts.ask(("reads", 0.0, 0.0))  # forget the warm-up's requests
+        t0, cpu0, _rss, _hwm = watcher.ask("sample")
+        time.sleep(poll * periods)
+        t1, cpu1, rss, hwm = watcher.ask("sample")
+    finally:
+        watcher.close()
+    reads = codearts.ask(("reads", t0, t1))
+    wall = t1 - t0
+    polls = wall / poll
+    return {"builds": n, "jobs": jobs, "history_polls": history_polls, "poll_s": poll,
+            "window_s": wall,
+            "status_reads_per_poll": (reads["history"] + reads["record"]) / polls,
+            "history_reads_per_poll": reads["history"] / polls,
+            "record_reads_per_poll": reads["record"] / polls,
+            "jobs_read": reads["history_jobs"],
+            "steps_reads_per_poll": reads["steps"] / polls,
+            "cpu_pct_one_core": (cpu1 - cpu0) / wall * 100,
+            "rss_before_watching_mb": watcher.hello / 1024, "rss_mb": rss / 1024,
+            "peak_rss_mb": hwm / 1024}
+
+
+def jobs_main(args: Any, poll: float, pinning: str) -> int:
+    from tests.fakes.slack import FakeSlack
+
+    sizes = [tuple(int(x) for x in part.split("/")) for part in args.jobs.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
+    (tmp / "buildbot.toml").write_text(config_text())
+    results = []
+    with FakeSlack() as slack:
+        codearts = Child(codearts_child)
+        try:
+            for n, j in sizes:
+                for per_job in ([True, False] if args.per_build else [True]):
+                    r = measure_jobs(n, j, poll=poll, periods=args.periods,
+                                     slack_api_url=slack.api_url, codearts=codearts, tmp=tmp,
+                                     history_polls=per_job,
+                                     progress=args.progress_seconds if args.progress else 0.0)
+                    results.append(r)
+                    print(f"{n} builds / {j} jobs ({'history' if per_job else 'per build'}): "
+                          f"{r['status_reads_per_poll']:.1f} status reads per poll "
+                          f"({r['history_reads_per_poll']:.1f} history, "
+                          f"{r['record_reads_per_poll']:.1f} record), "
+                          f"CPU {r['cpu_pct_one_core']:.1f}% of a core, "
+                          f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        finally:
+            codearts.close()
+    print()
+    print(pinning)
+    print(table(["builds", "jobs", "mode", "status reads/poll", "history/poll", "record/poll",
+                 "CPU % core", "RSS before MB", "peak RSS MB", "goal: reads/poll <="],
+                [[r["builds"], r["jobs"], "history" if r["history_polls"] else "per build",
+                  r["status_reads_per_poll"], r["history_reads_per_poll"],
+                  r["record_reads_per_poll"], r["cpu_pct_one_core"],
+                  r["rss_before_watching_mb"], r["peak_rss_mb"], r["jobs"]] for r in results]))
+    for r in results:
+        if r["history_polls"]:
+            met = r["status_reads_per_poll"] <= r["jobs"] * 1.05
+            print(f"{r['builds']} builds over {r['jobs']} jobs: status reads per poll <= jobs: "
+                  f"{'met' if met else 'NOT met'}")
+    path = write_results("watcher-jobs", {"runs": results, "poll": poll,
+                                          "periods": args.periods, "pinning": pinning})
+    print(f"written {path}")
+    return 0
+
+
+# --- end of build -> thread reply, with and without the webhook -----------------------
+
+LATENCY_JOBS = 12
+
+
+def measure_latency(*, poll: float, webhook: bool, tmp: Path) -> dict[str, Any]:
+    """Builds of LATENCY_JOBS jobs ending 5 s apart, followed by the real watcher thread;
+    with ``webhook``, a call to /codearts/events at each build's end (as CodeArts makes)."""
+    import threading
+
+    import httpx
+
+    from bot.store import builds
+    from bot.webhook import HEADER
+    from tests.harness import running_bot
+
+    secret = "bench-webhook-secret-0123456789"
+    extra = {"codearts_webhook_secret": secret} if webhook else {}
+    folder = tmp / f"latency-{'hook' if webhook else 'poll'}-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    with running_bot(f"sqlite:///{folder / 'bot.db'}", folder, poll=poll,
+                     progress_update_seconds=0, **extra) as bot:
+        fake = bot.codearts
+        ends: dict[str, tuple[str, float]] = {}  # thread ts -> (job, end, monotonic)
+        rows = []
+        now = time.time()
+        for k in range(LATENCY_JOBS):
+            job = uuid.uuid4().hex
+            fake.add_job(job, duration=5.0 + 5.0 * k)
+            made = httpx.post(fake.url + "/v3/jobs/build", json={"job_id": job},
+                              headers={"X-Auth-Token": fake.token}).json()
+            (build,) = fake.builds(job)
+            ts = f"1700000000.{k:06d}"
+            ends[ts] = (job, build.started + build.duration)
+            rows.append({"id": uuid.uuid4().hex, "created_at": now, "user_id": USERS[k],
+                         "channel_id": "CBUILDS", "job_name": "backend", "job_id": job,
+                         "build_no": made["actual_build_number"],
+                         "daily_build_number": made["daily_build_number"],
+                         "response_url": None, "announce": "posted",
+                         "message_channel": "CBUILDS", "message_ts": ts, "watch": "watching",
+                         "next_check_at": now + poll * k / LATENCY_JOBS, "failures": 0})
+        with bot.store.engine.begin() as c:
+            c.execute(builds.insert(), rows)
+        stop = threading.Event()
+
+        def codearts_calls_the_webhook() -> None:
+            for job, at in sorted(ends.values(), key=lambda e: e[1]):
+                if stop.wait(max(0.0, at - time.monotonic())):
+                    return
+                httpx.post(bot.url + "/codearts/events", headers={HEADER: secret},
+                           json={"job_id": job, "event": "build task succeeded"})
+
+        sender = threading.Thread(target=codearts_calls_the_webhook, daemon=True)
+        bot.runtime.watcher.start()
+        if webhook:
+            sender.start()
+        last = max(at for _job, at in ends.values())
+        try:
+            bot.slack.wait_for(lambda: len([c for c in bot.slack.calls("chat.postMessage")
+                                            if c.get("thread_ts")]) >= LATENCY_JOBS,
+                               timeout=last - time.monotonic() + 3 * poll + 10)
+        finally:
+            stop.set()
+        lags = [call.at - ends[call.params["thread_ts"]][1] for call in bot.slack.all_calls()
+                if call.method == "chat.postMessage" and call.params.get("thread_ts") in ends]
+    return {"webhook": webhook, "poll_s": poll, "results": len(lags),
+            "lag_median_s": median(lags), "lag_p99_s": pct(lags, 99),
+            "lag_max_s": max(lags) if lags else float("nan")}
+
+
+def latency_main(poll: float, pinning: str) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    results = [measure_latency(poll=poll, webhook=hook, tmp=tmp) for hook in (False, True)]
+    print()
+    print(pinning)
+    print(table(["webhook", "poll s", "results", "end->reply med s", "p99 s", "max s"],
+                [[r["webhook"], r["poll_s"], r["results"], r["lag_median_s"], r["lag_p99_s"],
+                  r["lag_max_s"]] for r in results]))
+    hook = results[1]
+    print(f"with the webhook, results within ~2 s of the end (max): "
+          f"{'met' if hook['lag_max_s'] <= 2.0 else 'NOT met'}")
+    path = write_results("watcher-latency", {"runs": results, "pinning": pinning})
+    print(f"written {path}")
+    return 0
 
 
 if __name__ == "__main__":

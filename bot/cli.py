@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 
 from bot.command import BuildCommand, Help, ParseError, StatusCommand, StopCommand, parse
+from bot.command import SubscribeCommand, SubscriptionsCommand, UnsubscribeCommand
 from bot.config import BuildbotConfig, ConfigError, load_config
 from bot.policy import Approved, StaticUserGroups, decide, per_user_limit, runnable_jobs
 from bot.settings import SettingsError, load_settings
@@ -172,6 +173,12 @@ def run_explain(args: argparse.Namespace) -> int:
             return _explain_help(config, args.user, args.channel, groups)
         print(f"/build {'status' if isinstance(parsed, StatusCommand) else 'stop'} is allowed "
               "to whoever may run the job here; running it with its defaults:")
+        parsed = BuildCommand(parsed.job)
+    if isinstance(parsed, SubscriptionsCommand):
+        return _explain_help(config, args.user, args.channel, groups)
+    if isinstance(parsed, SubscribeCommand | UnsubscribeCommand):  # as for status and stop
+        print(f"/build {'subscribe' if isinstance(parsed, SubscribeCommand) else 'unsubscribe'}"
+              " is allowed to whoever may run the job here; running it with its defaults:")
         parsed = BuildCommand(parsed.job)
     return _explain_build(config, parsed, args.user, args.channel, groups)
 

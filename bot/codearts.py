@@ -474,6 +474,25 @@ def history_record_from(item: Any) -> HistoryRecord | None:
                          result=_text(item.get("result")))
 
 
+SKIPPED_LOG_EVERY = 60.0  # history lines skipped are logged once, then once a minute
+_skipped = {"count": 0, "logged_at": float("-inf")}
+_skipped_lock = threading.Lock()
+
+
+def _note_skipped(job_id: str, n: int) -> None:
+    """History lines without a usable build number are skipped, never shown or followed:
+    logged once, then once a minute with a count (an odd answer on every poll must not
+    flood the log)."""
+    with _skipped_lock:
+        _skipped["count"] += n
+        now = time.monotonic()
+        if now - _skipped["logged_at"] < SKIPPED_LOG_EVERY:
+            return
+        count, _skipped["count"], _skipped["logged_at"] = _skipped["count"], 0, now
+    log.warning("CodeArts history of job=%s: %d line(s) without a usable build number "
+                "skipped (counted since the last such line in the log)", job_id, count)
+
+
 class Step(BaseModel):
     """One step of a build as ``history-details`` lists it: ``status`` is ``running``,
     ``success``, ``error``, ``""`` (not reached yet) or a word shown as it is."""
@@ -664,6 +683,8 @@ class CodeArtsClient:
             raise BadResponseError(response.status_code, _request_id(response),
                                    self.scrub(str(data)), "a history without history_records")
         read = [r for r in (history_record_from(item) for item in records) if r is not None]
+        if len(read) < len(records):
+            _note_skipped(job_id, len(records) - len(read))
         return read, _int_or_none(data.get("total"))
 
     def job_running(self, job_id: str) -> tuple[bool, str]:

@@ -7,6 +7,8 @@ Grammar (the README's "The command" shows it to users)::
                                     but a page number: ``help 2`` -> Help("help", page=2))
     /build status [<job>]        -> StatusCommand (the job's last builds, or all your jobs')
     /build stop <job> <build_no> -> StopCommand (``#42`` and ``42`` alike)
+    /build subscribe <job> [all|failures] | unsubscribe <job> | subscriptions
+                                 -> SubscribeCommand | UnsubscribeCommand | SubscriptionsCommand
     /build <job> [name=value ...] [commit=<sha>] [tag=<tag>]  -> BuildCommand
 
 The first word is a job name unless it is one of ``COMMAND_WORDS`` (any case): those are
@@ -53,8 +55,7 @@ _ENTITY = re.compile(r"&(amp|lt|gt);")
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
 _DIGITS = re.compile(r"[0-9]+")
 MAX_PAGE = 999_999
-# Words that start a subcommand, never a job name. ``subscribe``, ``unsubscribe`` and
-# ``subscriptions`` are kept for the channel subscriptions to come.
+# Words that start a subcommand, never a job name.
 COMMAND_WORDS = ("help", "list", "status", "stop", "subscribe", "unsubscribe", "subscriptions")
 MAX_BUILD_NO_DIGITS = 18  # a CodeArts build number: digits, well within a 64-bit integer
 
@@ -106,6 +107,30 @@ class ParseError:
         return "\n".join(self.problems)
 
 
+@dataclass(frozen=True)
+class SubscribeCommand:
+    """``/build subscribe <job> [all|failures]``: announce in this channel the job's builds
+    started outside Slack (``all``), or only those that fail (``failures``)."""
+
+    job: str
+    filter: str = "all"
+
+
+@dataclass(frozen=True)
+class UnsubscribeCommand:
+    """``/build unsubscribe <job>``: no new announcements of the job here."""
+
+    job: str
+
+
+@dataclass(frozen=True)
+class SubscriptionsCommand:
+    """``/build subscriptions``: this channel's subscriptions."""
+
+
+SubsCommand = SubscribeCommand | UnsubscribeCommand | SubscriptionsCommand
+
+
 # A character of the unescaped text and whether it is literal (came from markup/entities).
 _Char = tuple[str, bool]
 
@@ -119,7 +144,8 @@ class _Word:
     value: str
 
 
-Parsed = Help | StatusCommand | StopCommand | BuildCommand | ParseError
+Parsed = (Help | StatusCommand | StopCommand | BuildCommand | ParseError | SubscribeCommand
+          | UnsubscribeCommand | SubscriptionsCommand)
 
 
 def parse(text: str) -> Parsed:
@@ -325,8 +351,8 @@ _STOP_USAGE = ("write /build stop <job> <build number>, e.g. /build stop backend
                "(`/build status <job>` shows the numbers).")
 
 
-def _subcommand(word: str, rest: list[_Word | str]) -> StatusCommand | StopCommand | ParseError:
-    """``status`` and ``stop`` with their words; the subscription words are not served yet."""
+def _subcommand(word: str, rest: list[_Word | str]) -> Parsed:
+    """``status``, ``stop`` and the subscription words, with their words."""
     problems = [w for w in rest if isinstance(w, str)]
     if problems:
         return ParseError(tuple(problems))
@@ -343,7 +369,7 @@ def _subcommand(word: str, rest: list[_Word | str]) -> StatusCommand | StopComma
         return StatusCommand(words[0].value if words else None)
     if word == "stop":
         return _stop(words)
-    return ParseError((f"`/build {word}` is not available in this version of buildbot.",))
+    return _subscription_words(word, words)
 
 
 def _stop(words: list[_Word]) -> StopCommand | ParseError:
@@ -365,3 +391,33 @@ def _stop(words: list[_Word]) -> StopCommand | ParseError:
                            f"{show(job)}` shows both.",))
     return ParseError((f"`{show(given)}` is not a build number: give the whole number CodeArts "
                        "shows after # (e.g. 42); " + _STOP_USAGE,))
+
+
+# --- subscriptions ---------------------------------------------------------------------
+
+FILTERS = ("all", "failures")
+_SUBSCRIBE_USAGE = ("write /build subscribe <job> [all|failures], e.g. /build subscribe "
+                    "backend failures.")
+
+
+def _subscription_words(word: str, words: list[_Word]) -> SubsCommand | ParseError:
+    if word == "subscriptions":
+        if words:
+            return ParseError(("`/build subscriptions` takes no words: it lists this "
+                               "channel's subscriptions.",))
+        return SubscriptionsCommand()
+    if not words:
+        return ParseError((f"`/build {word}` needs a job name: " + (
+            _SUBSCRIBE_USAGE if word == "subscribe" else "write /build unsubscribe <job>."),))
+    if word == "unsubscribe":
+        if len(words) > 1:
+            return ParseError(("`/build unsubscribe` takes one job name: write "
+                               "/build unsubscribe <job>.",))
+        return UnsubscribeCommand(words[0].value)
+    if len(words) > 2:
+        return ParseError(("`/build subscribe` has too many words: " + _SUBSCRIBE_USAGE,))
+    chosen = words[1].value.lower() if len(words) == 2 else "all"
+    if chosen not in FILTERS:
+        return ParseError((f"`{show(words[1].raw)}` is not a filter: use `all` (every build) "
+                           "or `failures` (failed builds only); " + _SUBSCRIBE_USAGE,))
+    return SubscribeCommand(words[0].value, chosen)

@@ -10,11 +10,12 @@ listeners (``flow``) and the ``watcher`` both call it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot import messages as msg
@@ -23,8 +24,10 @@ from bot.codearts import (
     BuildState,
     CodeArtsClient,
     CodeArtsError,
+    HistoryRecord,
     NotSentError,
     Step,
+    build_state_from,
 )
 from bot.config import BuildbotConfig
 from bot.lifecycle import (
@@ -55,6 +58,14 @@ from bot.lifecycle import (  # live progress and the log tail
     progress_line,
     wants_log_tail,
 )
+from bot.lifecycle import (  # subscriptions: builds started outside Slack
+    FILTER_ALL,
+    FILTER_FAILURES,
+    MAX_ERROR_BACKOFF,
+    ORIGIN_SUBSCRIPTION,
+    Subscription,
+    followed_failed,
+)
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
 from bot.policy import Approved, approval_rule
 from bot.settings import format_build_link
@@ -73,6 +84,62 @@ SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost
 STEPS_EVERY = 30.0  # seconds between two reads of one build's steps (live progress)
 STEPS_REMEMBERED = 20_000  # steps of this many builds kept in memory at most
 SETTLE_GIVE_UP = 1800.0  # history unreadable this long past the grace: tell "unknown"
+FOLLOW_PAGE = 50  # history lines read per call when following builds (a page covers them)
+FOLLOW_PAGES = 4  # pages read at most for one poll; older builds read their own record
+HISTORIES_REMEMBERED = 10_000  # jobs whose last history read is kept in memory at most
+MAX_BUILD_NO_DIGITS = 18
+
+
+def _number(build_no: str) -> str:
+    """A build number as one spelling (no leading zeros)."""
+    return str(int(build_no)) if build_no.isdigit() else build_no
+
+
+def history_state(record: HistoryRecord | None) -> BuildState | None:
+    """A history line read as a build's record is read (a known final word, or any word
+    with an end time, has ended); None when it cannot tell (no word and no end time)."""
+    if record is None or (not record.result.strip() and record.end_time is None):
+        return None
+    return build_state_from({
+        "status": record.result,
+        "start_time": record.start_time.isoformat() if record.start_time else None,
+        "end_time": record.end_time.isoformat() if record.end_time else None})
+
+
+@dataclass
+class JobHistory:
+    """One read of a job's history: the first page (newest first), every line read by
+    build number, and whether older builds may still be listed further back."""
+
+    read_at: float
+    page: list[HistoryRecord] = field(default_factory=list)
+    by_no: dict[str, HistoryRecord] = field(default_factory=dict)
+    pages: int = 0
+    complete: bool = False
+    oldest: int | None = None
+
+    def add(self, records: list[HistoryRecord], total: int | None) -> None:
+        usable = [r for r in records if len(r.build_no) <= MAX_BUILD_NO_DIGITS]
+        if len(usable) < len(records):
+            log.info("history lines with an overlong build number skipped: %d",
+                     len(records) - len(usable))
+        if self.pages == 0:
+            self.page = usable
+        for record in usable:
+            self.by_no.setdefault(_number(record.build_no), record)
+        self.pages += 1
+        numbers = [int(r.build_no) for r in usable]
+        if numbers:
+            self.oldest = min(numbers) if self.oldest is None else min(self.oldest, *numbers)
+        if len(records) < FOLLOW_PAGE or (total is not None and
+                                          self.pages * FOLLOW_PAGE >= total):
+            self.complete = True
+
+    def may_list(self, build_no: str) -> bool:
+        """Could a page further back list this build?"""
+        return (_number(build_no) not in self.by_no and not self.complete
+                and self.oldest is not None and build_no.isdigit()
+                and int(build_no) < self.oldest)
 
 
 class Engine:
@@ -83,7 +150,8 @@ class Engine:
                  link_template: str | None = None, project_id: str | None = None,
                  max_age: float = MAX_AGE, intent_grace: float = INTENT_GRACE,
                  clock: Callable[[], float] = time.time,
-                 progress_every: float = PROGRESS_EVERY, log_tail_lines: int = 30) -> None:
+                 progress_every: float = PROGRESS_EVERY, log_tail_lines: int = 30,
+                 history_polls: bool = True) -> None:
         self.progress_every = progress_every  # 0: the channel message is not updated
         # build id -> (when its steps were read, what they were): a best-effort read is
         # made at most every STEPS_EVERY seconds per build; lost on restart, which only
@@ -107,6 +175,14 @@ class Engine:
         self._unsaved_lock = threading.Lock()
         self._settle_tried: dict[str, float] = {}  # request id -> last history read
         self._settle_lock = threading.Lock()
+        # subscriptions and the per-job history poll: the last history read of each job
+        # (shared by the job's builds due at the same time), one lock per job so one call
+        # is made for them all, and each job's poll grid (see next_check)
+        self.history_polls = history_polls
+        self._histories: dict[str, JobHistory] = {}
+        self._history_locks: dict[str, threading.Lock] = {}
+        self._anchors: dict[str, float] = {}
+        self._histories_lock = threading.Lock()
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -621,6 +697,8 @@ class Engine:
         watcher, which first looks in the channel for the message (its metadata names
         the build) before posting it: Slack may have posted it already. Returns the
         channel posted in, or None."""
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            return self._announce_followed(build, recovering=recovering)
         if recovering:
             since = (build.announce_claimed_at or build.created_at) - LOOK_BACK
             found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
@@ -701,8 +779,9 @@ class Engine:
     def poll(self, build: Build, lease: Lease) -> None:
         """Ask CodeArts how a leased build is doing; reschedule or report it."""
         answer: BuildState | CodeArtsError
+        read_at: float | None = None  # the history read that decided it (None: its record)
         try:
-            answer = self.api.build_state(build.job_id, build.build_no)
+            answer, read_at = self._state_of(build)
         except CodeArtsError as exc:
             log.warning("status check failed build=%s job=%s failures=%d error=%s", build.id,
                         build.job_name, build.failures + 1, type(exc).__name__)
@@ -716,9 +795,11 @@ class Engine:
         if decision.watch is WatchState.WATCHING:
             if isinstance(answer, BuildState):
                 self.progress(build, lease)  # before the reschedule gives the lease back
+            after = self.clock() + decision.delay
+            if read_at is not None:  # with the job's other builds: one history read for all
+                after = self.next_check(build.job_id, read_at + decision.delay)
             self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
-                                  next_check_at=self.clock() + decision.delay,
-                                  failures=decision.failures)
+                                  next_check_at=after, failures=decision.failures)
             return
         assert decision.result is not None
         if self.store.begin_report(id=build.id, owner=lease.owner, token=lease.token,
@@ -735,6 +816,9 @@ class Engine:
         retried with backoff; a final one (or 24 hours of passing ones) sends the result to
         the requester directly and ends the watch. A retry (an earlier attempt failed, or
         its holder died or froze) first looks in the thread for the result."""
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            self._report_followed(build, lease, retry=retry)
+            return
         link = self.link(build)
         result = build.result or "unknown"
         current = self.store.get_build(build.id)
@@ -842,14 +926,20 @@ class Engine:
             log.warning("lease of build=%s lost before its progress update; not updating",
                         build.id)
             return
-        request = self.store.get_request(build.id)
-        approvers = tuple(getattr(request, "approved_by", ()) or ())
-        message = msg.announcement(
-            build_id=build.id, user_id=build.user_id, job_name=build.job_name,
-            description=self.description(build.job_name),
-            body=request.body if request is not None else {},
-            daily=build.daily_build_number, build_no=build.build_no, link=self.link(build),
-            progress=line, **({"approvers": approvers} if approvers else {}))
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            message = msg.followed_announcement(
+                build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
+                build_no=build.build_no, link=self.link(build), progress=line)
+        else:
+            request = self.store.get_request(build.id)
+            approvers = tuple(getattr(request, "approved_by", ()) or ())
+            message = msg.announcement(
+                build_id=build.id, user_id=build.user_id, job_name=build.job_name,
+                description=self.description(build.job_name),
+                body=request.body if request is not None else {},
+                daily=build.daily_build_number, build_no=build.build_no,
+                link=self.link(build), progress=line,
+                **({"approvers": approvers} if approvers else {}))
         sent = self.notifier.update_now(build.message_channel, build.message_ts,
                                         tagged(message, BUILD_EVENT, build.id))
         after = self.clock()
@@ -915,11 +1005,252 @@ class Engine:
         channel, ts = self._where(build)
         if channel and ts:
             self.notifier.post(channel, message, thread_ts=ts)
-        else:
+        elif build.user_id:  # a build a subscription found has no requester to tell
             self.notifier.direct(build.user_id, message)
 
     def is_followed(self, build: Build) -> bool:
         return build.watch is WatchState.WATCHING
+
+    # --- subscriptions: builds started outside Slack (issue 16) ---------------------------
+    # A subscribed job's watch is leased like a build; its holder reads the job's history
+    # once (however many channels subscribe), records each new build that was not started
+    # from Slack once per subscribed channel (a unique key on job, build number and
+    # channel), and announces it. From then on it is a build like ours, with origin
+    # "subscription": polled, reported in its thread once, with no requester.
+
+    def job_history(self, job_id: str, *, fresh_after: float,
+                    need: str | None = None) -> JobHistory:
+        """The job's history as read at or after ``fresh_after`` (one call, shared by every
+        caller of this process that asks for it at the same time), paged further back
+        (at most ``FOLLOW_PAGES``) when ``need`` is older than what was read."""
+        with self._histories_lock:
+            lock = self._history_locks.setdefault(job_id, threading.Lock())
+        with lock:
+            got = self._histories.get(job_id)
+            if got is None or got.read_at < fresh_after:
+                read_at = self.clock()
+                records, total = self.api.history(job_id, offset=0, limit=FOLLOW_PAGE)
+                got = JobHistory(read_at)
+                got.add(records, total)
+                with self._histories_lock:
+                    if len(self._histories) >= HISTORIES_REMEMBERED:
+                        self._histories.clear()
+                        self._anchors.clear()
+                    self._histories[job_id] = got
+            while need is not None and got.may_list(need) and got.pages < FOLLOW_PAGES:
+                records, total = self.api.history(job_id, offset=got.pages * FOLLOW_PAGE,
+                                                  limit=FOLLOW_PAGE)
+                got.add(records, total)
+            return got
+
+    def discover(self, job_id: str, lease: Lease, *, due: float) -> None:
+        """Find the new builds of a subscribed job (the holder of its watch, ``lease``)."""
+        subs = self.store.subscriptions_of(job_id=job_id)
+        if not subs:
+            return  # unsubscribed meanwhile: the watch is not leased again
+        try:
+            history = self.job_history(job_id, fresh_after=due)
+        except CodeArtsError as exc:
+            failures = self.store.job_watch_failures(job_id) + 1
+            log.warning("history of subscribed job=%s not read (%d in a row): %s", job_id,
+                        failures, type(exc).__name__)
+            self.store.reschedule_job_watch(
+                job_id=job_id, owner=lease.owner, token=lease.token or 0, failures=failures,
+                next_check_at=self.clock() + min(self.poll_seconds * 2 ** min(failures, 10),
+                                                 MAX_ERROR_BACKOFF))
+            return
+        try:
+            self._follow_new(job_id, subs, history)
+        finally:
+            self.store.reschedule_job_watch(
+                job_id=job_id, owner=lease.owner, token=lease.token or 0,
+                next_check_at=self.next_check(job_id, history.read_at + self.poll_seconds))
+
+    def _follow_new(self, job_id: str, subs: list[Subscription], history: JobHistory) -> None:
+        records = history.page
+        ours = self.store.slack_numbers(job_id=job_id, build_nos=[r.build_no for r in records])
+        sending = self.store.sending_since(job_id)
+        top = max((int(r.build_no) for r in records), default=None)
+        for sub in subs:
+            fresh = [r for r in records if (
+                int(r.build_no) > sub.since_no if sub.since_no is not None else
+                r.start_time is not None and r.start_time.timestamp() >= sub.created_at)]
+            theirs = [r for r in fresh if r.build_no not in ours]
+            # a run of this job is being sent: a build that started since may be that one,
+            # not recorded as ours yet; it is looked at again on a later pass
+            waiting = [r for r in theirs if sending is not None and (
+                r.start_time is None
+                or r.start_time.timestamp() >= sending - RECONCILE_MARGIN)]
+            known = self.store.followed_numbers(
+                job_id=job_id, channel_id=sub.channel_id, build_nos=[r.build_no for r in theirs])
+            for record in sorted(theirs, key=lambda r: int(r.build_no)):
+                if record in waiting or record.build_no in known:
+                    continue
+                build = self.store.follow_build(
+                    job_id=job_id, job_name=sub.job_name, build_no=record.build_no,
+                    channel_id=sub.channel_id, notify=sub.filter, now=self.clock(),
+                    first_check_at=history.read_at)
+                if build is None:
+                    continue  # another replica (or an earlier pass) has it
+                log.info("following build=%s job=%s no=%s in channel=%s (%s)", build.id,
+                         sub.job_name, record.build_no, sub.channel_id, sub.filter)
+                if sub.filter == FILTER_ALL:
+                    self.announce(build, None)
+            seen = min((int(r.build_no) for r in waiting), default=None)
+            upto = top if seen is None else seen - 1
+            if upto is not None and (sub.since_no is None or upto > sub.since_no):
+                self.store.advance_since(id=sub.id, to=upto)
+
+    # --- one history call per job per poll (issue 16, section 3) ---------------------------
+
+    def _state_of(self, build: Build) -> tuple[BuildState, float | None]:
+        """Where a build stands, and the time of the history read it was decided from (None:
+        from its own record). The job's history is read once for all the job's builds due
+        now, ours and subscribed; the build's own record is read only when the history does
+        not list it (or not readably), or for a build of ours whose daily number CodeArts
+        has not told yet (only the record has it)."""
+        if not self.history_polls or (build.origin is None and not build.daily_build_number):
+            return self.api.build_state(build.job_id, build.build_no), None
+        history = self.job_history(build.job_id, fresh_after=build.next_check_at,
+                                   need=build.build_no)
+        state = history_state(history.by_no.get(_number(build.build_no)))
+        if state is None:
+            log.debug("build=%s not (readably) in the history of job=%s; reading its record",
+                      build.id, build.job_name)
+            return self.api.build_state(build.job_id, build.build_no), None
+        return state, history.read_at
+
+    def next_check(self, job_id: str, at: float) -> float:
+        """``at`` moved to the nearest point of the job's poll grid (the time of this
+        process's first history read of the job, plus whole poll intervals), never into
+        the past: builds of one job come due together, so one history read decides them
+        all."""
+        with self._histories_lock:
+            anchor = self._anchors.setdefault(job_id, at)
+        step = self.poll_seconds
+        if step <= 0:
+            return at
+        snapped = anchor + round((at - anchor) / step) * step
+        now = self.clock()
+        if snapped <= now:  # the next point of the grid after now
+            snapped += (math.floor((now - snapped) / step) + 1) * step
+        return snapped
+
+    def _announce_followed(self, build: Build, *, recovering: bool) -> str | None:
+        """The channel message of a build a subscription found (``all``), once: after a
+        crash it is looked for first; where Slack cannot say, it is not posted again."""
+        if recovering:
+            since = (build.announce_claimed_at or build.created_at) - LOOK_BACK
+            found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
+            if found.known and found.ts:
+                self.store.set_announced(id=build.id, channel=build.channel_id, ts=found.ts)
+                return build.channel_id
+            if not found.known:
+                log.warning("cannot tell whether build=%s was announced in channel=%s; not "
+                            "posting it again", build.id, build.channel_id)
+                self.store.set_announced(id=build.id, channel=None, ts=None)
+                return None
+        message = msg.followed_announcement(
+            build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
+            build_no=build.build_no, link=self.link(build))
+        sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id))
+        if not sent.ok and not sent.permanent:
+            log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
+                        "for it", build.id, sent.error)
+            return None
+        if not sent.ok or not sent.ts:
+            log.warning("channel post of followed build=%s refused channel=%s error=%s",
+                        build.id, build.channel_id, sent.error)
+            self.store.set_announced(id=build.id, channel=None, ts=None)
+            return None
+        channel = sent.channel or build.channel_id
+        try:
+            self.store.set_announced(id=build.id, channel=channel, ts=sent.ts)
+        except Exception:
+            log.warning("could not save the channel message of build=%s; saving it later",
+                        build.id, exc_info=True)
+            with self._unsaved_lock:
+                self._unsaved[build.id] = (channel, sent.ts)
+        return channel
+
+    def _report_followed(self, build: Build, lease: Lease, *, retry: bool) -> None:
+        """The result of a followed build, once: a reply in its message's thread (``all``),
+        or, for ``failures``, one channel message when it failed (nothing otherwise). No
+        requester: where Slack will not take it, it is logged and audited."""
+        link = self.link(build)
+        result = build.result or "unknown"
+        current = self.store.get_build(build.id)
+        if current is not None:
+            build = replace(build, announce=current.announce, message_ts=current.message_ts,
+                            message_channel=current.message_channel,
+                            finished_at=current.finished_at)
+        channel, ts = self._where(build)
+        if build.announce is AnnounceState.POSTING and not ts and build.age <= self.max_age:
+            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                                  next_check_at=self.clock() + min(self.poll_seconds, 15.0),
+                                  failures=build.failures)
+            return
+        wanted = build.notify != FILTER_FAILURES or followed_failed(result)
+        detail = result if wanted else f"{result}; not announced (failures only)"
+        sent: Delivery | None = Delivery(True)
+        if wanted:
+            sent, detail = self._post_followed_result(build, lease, result, link,
+                                                      channel or build.channel_id,
+                                                      ts if channel else None, retry)
+            if sent is None:
+                return  # lease lost, or retried later
+        if sent.ok and channel and ts:
+            if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
+                                         now=self.clock(), lease_seconds=lease.seconds):
+                return
+            self.notifier.update(channel, ts, tagged(msg.followed_done(
+                job_name=build.job_name, daily=build.daily_build_number,
+                build_no=build.build_no, link=link, result=result,
+                duration_ms=build.duration_ms), BUILD_EVENT, build.id))
+        if not self.store.finish_report(id=build.id, owner=lease.owner, token=lease.token):
+            return
+        self.store.audit(decision="finished" if sent.ok else "report_refused", now=self.clock(),
+                         request_id=build.id, channel_id=build.channel_id, job=build.job_name,
+                         detail=detail, daily_build_number=build.daily_build_number,
+                         build_no=build.build_no)
+
+    def _post_followed_result(self, build: Build, lease: Lease, result: str,
+                              link: str | None, channel: str, ts: str | None,
+                              retry: bool) -> tuple[Delivery | None, str]:
+        if result == "timeout":
+            reply = msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
+                                hours=int(self.max_age // 3600), link=link,
+                                build_no=build.build_no)
+        else:
+            tail, truncated, problem = self._log_tail(build, result)
+            reply = msg.followed_result(
+                job_name=build.job_name, daily=build.daily_build_number,
+                build_no=build.build_no, result=result, duration_ms=build.duration_ms,
+                link=link, tail=tail, tail_truncated=truncated, tail_error=problem)
+        if retry:  # an earlier attempt may have posted it
+            found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts,
+                                       oldest=None if ts else build.created_at - LOOK_BACK)
+            if found.known and found.ts:
+                return Delivery(True, channel=channel, ts=found.ts), result
+            if not found.known:
+                return Delivery(False, error="unreadable", permanent=True), (
+                    f"{result}; channel unreadable; not posted again")
+        if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
+                                     now=self.clock(), lease_seconds=lease.seconds):
+            log.warning("lease of build=%s lost before posting its result", build.id)
+            return None, result
+        sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id), thread_ts=ts)
+        if sent.ok:
+            return sent, result
+        decision = decide_report_refused(build, permanent=sent.permanent, max_age=self.max_age)
+        if decision.retry_in is not None:
+            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                                  next_check_at=self.clock() + decision.retry_in,
+                                  failures=decision.failures)
+            return None, result
+        log.warning("result of followed build=%s refused channel=%s error=%s", build.id,
+                    channel, sent.error)
+        return sent, f"{result}; Slack refused it ({sent.error})"
 
 
 def _log_problem(exc: CodeArtsError) -> str:

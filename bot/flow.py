@@ -24,6 +24,12 @@ from bot import forms
 from bot import messages as msg
 from bot.codearts import CodeArtsError
 from bot.command import BuildCommand, Help, ParseError, StatusCommand, StopCommand, parse
+from bot.command import (  # subscriptions
+    SubscribeCommand,
+    SubscriptionsCommand,
+    SubsCommand,
+    UnsubscribeCommand,
+)
 from bot.config import BuildbotConfig, JobConfig
 from bot.engine import Engine
 from bot.lifecycle import CONFIRM_MINUTES, Build, Request, RequestState, new_error_id
@@ -68,6 +74,7 @@ class Outcome:
     fields: list[tuple[str | None, str]] | None = None  # a denial's problems by field (form)
     look: StatusCommand | StopCommand | None = None  # allowed /build status or stop
     target: tuple[str, str] | None = None  # its job (name, build task ID)
+    subs: SubsCommand | None = None  # an allowed /build subscribe, unsubscribe, subscriptions
 
 
 @dataclass
@@ -187,6 +194,8 @@ class Flow:
                                             page=parsed.page), "help")
         if isinstance(parsed, StatusCommand | StopCommand):
             return self._look_check(parsed, who, groups)
+        if isinstance(parsed, SubscribeCommand | UnsubscribeCommand | SubscriptionsCommand):
+            return self._subs_check(parsed, who, groups)
         return self._check(parsed, who, groups)
 
     def _check(self, command: BuildCommand, who: Who, groups: UserGroups) -> Outcome:
@@ -205,6 +214,9 @@ class Flow:
         """Audit, then (for an approved request) ask Run/Cancel or start at once."""
         if outcome.look is not None:  # /build status or stop, allowed: read CodeArts
             self.look(who, outcome)
+            return
+        if outcome.subs is not None:  # /build subscribe, unsubscribe, subscriptions
+            self.subscriptions_command(who, outcome)
             return
         approved = outcome.approved
         if approved is None:
@@ -511,6 +523,71 @@ class Flow:
             self.engine.thread_note(build, msg.stop_requested(user_id, job_name, daily,
                                                               build_no))
         return True
+
+    # --- subscriptions (builds started outside Slack, announced in the channel) ---------
+    # Who may subscribe a channel to a job, or end it: whoever may run the job there (the
+    # checks of a run, as for /build status), admins included by those checks.
+
+    def _subs_check(self, command: SubsCommand, who: Who, groups: UserGroups) -> Outcome:
+        if isinstance(command, SubscriptionsCommand):
+            return Outcome(None, "subscriptions", subs=command)
+        allowed = self.may_run(command.job, who.user_id, who.channel_id, groups)
+        kind = "subscribe" if isinstance(command, SubscribeCommand) else "unsubscribe"
+        if isinstance(allowed, list):
+            if isinstance(command, UnsubscribeCommand) and self._job_named(command.job) is None \
+                    and not JOB_ID_RE.fullmatch(command.job) and any(
+                        s.job_name == command.job
+                        for s in self.store.subscriptions_of(channel_id=who.channel_id)):
+                # a job gone from the file: its subscription here can still be ended
+                return Outcome(None, kind, job=command.job, subs=command,
+                               target=(command.job, ""))
+            if self._job_named(command.job) is None and not JOB_ID_RE.fullmatch(command.job):
+                reply = msg.problems_message(allowed)  # no such job: like a typing mistake
+            else:
+                reply = msg.subscribe_refused(allowed)
+            return Outcome(reply, "denied", job=command.job, detail=" ".join(allowed))
+        return Outcome(None, kind, job=allowed[0], subs=command, target=allowed)
+
+    def subscriptions_command(self, who: Who, outcome: Outcome) -> None:
+        """After the ack: list, end or make the channel's subscription (audited)."""
+        command = outcome.subs
+        now = self.clock()
+        if isinstance(command, SubscriptionsCommand):
+            found = self.store.subscriptions_of(channel_id=who.channel_id)
+            self.respond(who.response_url, msg.subscriptions_list(
+                [(s.job_name, s.filter, s.created_by, s.created_at) for s in found]))
+            return
+        assert outcome.target is not None
+        job_name, job_id = outcome.target
+        if isinstance(command, UnsubscribeCommand):
+            existed = self.store.unsubscribe(channel_id=who.channel_id, job_name=job_name)
+            if existed:
+                self.store.audit(decision="unsubscribe", now=now, user_id=who.user_id,
+                                 channel_id=who.channel_id, job=job_name)
+            self.respond(who.response_url,
+                         msg.unsubscribed(job_name, user_id=who.user_id, existed=existed))
+            return
+        assert isinstance(command, SubscribeCommand)
+        before = self.store.subscribe(channel_id=who.channel_id, job_name=job_name,
+                                      job_id=job_id, filter=command.filter,
+                                      user_id=who.user_id, now=now,
+                                      since_no=self._newest_build_no(job_id))
+        self.store.audit(decision="subscribe", now=now, user_id=who.user_id,
+                         channel_id=who.channel_id, job=job_name, detail=command.filter)
+        self.respond(who.response_url, msg.subscribed(job_name, command.filter,
+                                                      user_id=who.user_id, previous=before))
+
+    def _newest_build_no(self, job_id: str) -> int | None:
+        """The job's newest build number now: builds up to it started before the
+        subscription and are never announced. None when CodeArts cannot say (then the
+        builds' start times decide)."""
+        try:
+            records, _total = self.api.history(job_id, offset=0, limit=1)
+        except CodeArtsError as exc:
+            log.warning("newest build of job=%s not read: %s", job_id, type(exc).__name__)
+            return None
+        numbers = [int(r.build_no) for r in records if len(r.build_no) <= 18]
+        return max(numbers) if numbers else 0
 
     # --- approvals ----------------------------------------------------------------
     # Approve / Reject (on the approval message, by approvers) and Withdraw (on the

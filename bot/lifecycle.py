@@ -202,6 +202,10 @@ class Build:
     # update may be made (a 429 pushes it further)
     progress_text: str | None = None
     progress_due_at: float | None = None
+    # a build a subscription found (started outside Slack): origin "subscription", and
+    # what its channel asked for (notify: all | failures); None for the bot's own builds
+    origin: str | None = None
+    notify: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Build:
@@ -219,7 +223,8 @@ class Build:
                    duration_ms=row["duration_ms"], finished_at=row["finished_at"],
                    age=float(row.get("age") or 0.0),
                    progress_text=row.get("progress_text"),
-                   progress_due_at=row.get("progress_due_at"))
+                   progress_due_at=row.get("progress_due_at"),
+                   origin=row.get("origin"), notify=row.get("notify"))
 
 
 @dataclass(frozen=True)
@@ -527,3 +532,37 @@ def next_allowed(starts: list[float], *, limit: int | None, now: float,
     if len(recent) < limit:
         return None
     return recent[len(recent) - limit] + window
+
+
+# --- subscriptions: builds started outside Slack ---------------------------------------
+
+ORIGIN_SUBSCRIPTION = "subscription"  # a build a channel's subscription found
+FILTER_ALL, FILTER_FAILURES = "all", "failures"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A channel's subscription to a job's builds started outside Slack. ``since_no``: the
+    builds up to this number were looked at (or older than the subscription)."""
+
+    id: int
+    channel_id: str
+    job_name: str
+    job_id: str
+    filter: str
+    created_by: str
+    created_at: float
+    since_no: int | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Subscription:
+        return cls(id=int(row["id"]), channel_id=row["channel_id"], job_name=row["job_name"],
+                   job_id=row["job_id"], filter=row["filter"], created_by=row["created_by"],
+                   created_at=float(row["created_at"]),
+                   since_no=None if row["since_no"] is None else int(row["since_no"]))
+
+
+def followed_failed(result: str) -> bool:
+    """Is this the end of a build a ``failures`` subscription announces? A failure, or an
+    end buildbot cannot read as a success (unknown, a word it does not know)."""
+    return result in ("failure", "unknown") or result.startswith(msg.ENDED)

@@ -1075,3 +1075,116 @@ def stop_asked(job_name: str, daily: str, build_no: str) -> Message:
     """CodeArts accepted the stop (the result follows in the build's thread, for ours)."""
     return ephemeral(f":octagonal_sign: Asked CodeArts to stop "
                      f"{_stop_name(job_name, daily, build_no)}.", replace=True)
+
+
+# --- subscriptions: builds started outside Slack, announced in subscribed channels ------
+
+FILTER_WORDS = {"all": "every build", "failures": "failed builds only"}
+
+
+def _filter_words(filter: str) -> str:
+    return FILTER_WORDS.get(filter, escape(shorten(filter, 20)))
+
+
+def subscribed(job_name: str, filter: str, *, user_id: str, previous: str | None) -> Message:
+    """In the channel: someone subscribed it to a job's builds (or changed the filter)."""
+    what = ("announces each build of *{job}* started outside Slack (the console, a push, "
+            "a timer, a pipeline) when it starts, and its result in the thread"
+            if filter == "all" else
+            "announces each build of *{job}* started outside Slack that fails, with the "
+            "last lines of its log").format(job=_job(job_name))
+    changed = f" (was: {_filter_words(previous)})" if previous and previous != filter else ""
+    text = (f":bell: {_user(user_id)} subscribed this channel to *{_job(job_name)}*: "
+            f"{_filter_words(filter)}{changed}. buildbot now {what}.")
+    tail = (f"`/build unsubscribe {escape(shorten(job_name, 200))}` stops it; "
+            "`/build subscriptions` lists this channel's.")
+    return {"response_type": "in_channel", "replace_original": False, "text": _text(text),
+            "blocks": [_section(cut(text, SECTION_CHARS)), _context(tail)]}
+
+
+def unsubscribed(job_name: str, *, user_id: str, existed: bool) -> Message:
+    """``/build unsubscribe``: said in the channel when it ended a subscription."""
+    if not existed:
+        return ephemeral(f"This channel is not subscribed to {code(job_name, 200)}: nothing "
+                         "changed. `/build subscriptions` lists this channel's.")
+    text = (f":no_bell: {_user(user_id)} unsubscribed this channel from *{_job(job_name)}*: "
+            "no new builds of it will be announced here (builds already announced still "
+            "get their result).")
+    return {"response_type": "in_channel", "replace_original": False, "text": _text(text)}
+
+
+def subscriptions_list(rows: Sequence[tuple[str, str, str, float]]) -> Message:
+    """``/build subscriptions``: this channel's (job, filter, who, since), to the typist."""
+    if not rows:
+        return ephemeral("This channel is subscribed to no job. `/build subscribe &lt;job&gt; "
+                         "[all|failures]` announces here the builds of a job started "
+                         "outside Slack.")
+    head = f"*This channel's subscriptions* ({len(rows)})"
+    lines = [f"• {code(job)}: {_filter_words(f)} · since {_when(at)}"
+             + (f" · by {_user(who)}" if who else "") for job, f, who, at in rows]
+    tail = ["`/build unsubscribe &lt;job&gt;` ends one."]
+
+    def more(n: int) -> str:
+        return f"… and {_plural(n, 'more subscription')}"
+
+    sections = _fit([head], lines, [], limit=SECTION_CHARS, room=MAX_BLOCKS - 1, more=more)
+    text = _fit([head], lines, tail, limit=TEXT_CHARS, room=1, more=more)[0]
+    return ephemeral(text, [*(_section(t) for t in sections), _context(tail[0])])
+
+
+def subscribe_refused(problems: Iterable[str]) -> Message:
+    """Subscribing (or unsubscribing) needs the permission of a run in this channel."""
+    head = (":no_entry: You can't change this channel's subscription to this job: that "
+            "needs the same permission as running it here.")
+    text, sections = _bullets(problems, head, room=MAX_BLOCKS - 1)
+    return ephemeral(text, [*(_section(t) for t in sections),
+                            _context("Type `/build help` for usage.")])
+
+
+def _followed_line(job_name: str, daily: str, build_no: str, link: str | None) -> str:
+    name = _build_name(daily, build_no) or "?"
+    if daily and build_no:
+        name += f" (#{escape(shorten(build_no, 100))})"
+    if link:
+        name = _link(link, name)
+    return f"*{_job(job_name)}* build {name}, started outside Slack"
+
+
+def followed_announcement(*, build_id: str, job_name: str, daily: str, build_no: str,
+                          link: str | None, progress: str | None = None) -> Message:
+    """The channel message of a build a subscription found (``all``); its thread gets the
+    result. Stop works as on the bot's own builds."""
+    line = _followed_line(job_name, daily, build_no, link)
+    head = f":hourglass_flowing_sand: {line}"
+    if progress:
+        head = cut(head, SECTION_CHARS - 510) + "\n" + cut(progress, 500)
+    running = f"running ({cut(progress, 300)})" if progress else "running"
+    return {"text": _text(f"{line}: {running}"), "blocks": [
+        _section(head),
+        {"type": "actions", "block_id": "buildbot.running",
+         "elements": [_button("Stop", STOP, build_id, "danger")]}]}
+
+
+def followed_done(*, job_name: str, daily: str, build_no: str, link: str | None,
+                  result: str, duration_ms: int | None) -> Message:
+    """The channel message of a followed build once it ended (no Rebuild: no command)."""
+    emoji, words = _result_words(result)
+    took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
+    text = f"{emoji} {_followed_line(job_name, daily, build_no, link)}: {words}{took}"
+    return {"text": _text(text), "blocks": [_section(cut(text, SECTION_CHARS))]}
+
+
+def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
+                    duration_ms: int | None, link: str | None,
+                    tail: Sequence[str] | None = None, tail_truncated: bool = False,
+                    tail_error: str | None = None) -> Message:
+    """The result of a followed build: its thread reply (``all``), or the one channel
+    message of a failed build (``failures``), with the log's last lines."""
+    emoji, words = _result_words(result)
+    took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
+    text = f"{emoji} {_followed_line(job_name, daily, build_no, None)}: {words}{took}."
+    if link:
+        text += " " + _link(link, "Open in CodeArts")
+    return {"text": _text(text), "blocks": [
+        _section(cut(text, SECTION_CHARS)), *_log_blocks(tail, tail_truncated, tail_error,
+                                                          link)]}

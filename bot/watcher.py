@@ -106,6 +106,7 @@ class Watcher:
                 if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY:
                     self.housekeeping(settle=False)
                     self._settle_beside_polls()
+                    self._discover_beside_polls()
                     last_housekeeping = time.monotonic()
                 taken = self._fill()
                 self.engine.metrics.watcher_pass.set_to_current_time()
@@ -166,6 +167,7 @@ class Watcher:
         if self._stop.is_set():
             return 0
         self.housekeeping()
+        self.discover_once()
         builds = self.store.lease_due(owner=self.owner, now=self.clock(),
                                       lease_seconds=self.lease, limit=self.batch,
                                       grace=self.engine.intent_grace)
@@ -269,3 +271,29 @@ class Watcher:
                 log.info("trimmed %d audit rows older than %g days", trimmed,
                          self.audit_keep_days)
         self.engine.recover_announcements()
+
+    # --- subscriptions: discovery of builds started outside Slack (issue 16) -----------
+
+    def _discover_beside_polls(self) -> None:
+        """Subscribed jobs whose history is due are read in the pool like polls (under the
+        job's key, so within its cap), never in this loop."""
+        with self._idle:
+            room = self.threads - self._busy
+        if room <= 0:
+            return
+        for job_id, token, due in self.store.lease_job_watches(
+                owner=self.owner, now=self.clock(), lease_seconds=self.lease, limit=room):
+            self._submit_task(job_id, self._discover, (job_id, token, due))
+
+    def discover_once(self) -> int:
+        """Read every due subscribed job's history now and wait (tests, benchmarks)."""
+        leased = self.store.lease_job_watches(owner=self.owner, now=self.clock(),
+                                              lease_seconds=self.lease, limit=self.batch)
+        futures = [f for f in (self._submit_task(job_id, self._discover, (job_id, token, due))
+                               for job_id, token, due in leased) if f is not None]
+        wait(futures)
+        return len(leased)
+
+    def _discover(self, leased: tuple[str, int, float]) -> None:
+        job_id, token, due = leased
+        self.engine.discover(job_id, Lease(self.owner, token, self.lease), due=due)

@@ -161,7 +161,8 @@ class CodeArtsEvents:
         """Make the named jobs' followed builds due (or, if none of them is followed, every
         followed build), paced; wake the watcher. Returns how many builds were made due."""
         now = self.clock()
-        jobs = sorted(self.store.followed_jobs(named)) if named else []
+        jobs = sorted(self.store.followed_jobs(named) | self.store.subscribed_jobs(named)) \
+            if named else []
         keys: list[tuple[str, list[str] | None]] = [(j, [j]) for j in jobs] or [(ALL, None)]
         moved = 0
         for key, only in keys:
@@ -169,6 +170,9 @@ class CodeArtsEvents:
             if at is None:
                 continue
             moved += self.store.make_due(at=at, job_ids=only)
+            # a subscribed job's history is read then too: a build started outside Slack is
+            # found, and its result told, in the same pass
+            moved += self.store.make_jobs_due(at=at, job_ids=only)
         log.info("CodeArts webhook nudge: job(s) %s, %d build(s) made due",
                  ",".join(jobs) or "all", moved)
         if moved:

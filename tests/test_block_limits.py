@@ -213,6 +213,29 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
         "stop_no_such_build": iter([msg.stop_no_such_build(c.job, c.build_no)]),
         "stop_kept": iter([msg.stop_kept(c.job, c.build_no)]),
         "stop_asked": (msg.stop_asked(c.job, daily, c.build_no) for daily in (c.daily, "")),
+        # subscriptions
+        "subscribed": (msg.subscribed(c.job, f, user_id=c.user, previous=p)
+                       for f in ("all", "failures", c.words[:40])
+                       for p in (None, "all", "failures")),
+        "unsubscribed": (msg.unsubscribed(c.job, user_id=c.user, existed=e)
+                         for e in (False, True)),
+        "subscriptions_list": (msg.subscriptions_list([(name, f, who, 1_800_000_000.0)
+                                                       for name, _ in c.jobs[:n]])
+                               for n in (0, 1, 200) for f in ("all", "failures")
+                               for who in (c.user, "")),
+        "subscribe_refused": (msg.subscribe_refused([c.words] * n) for n in (1, 200)),
+        "followed_announcement": (msg.followed_announcement(
+            build_id="b" * 32, job_name=c.job, daily=daily, build_no=c.build_no, link=link,
+            progress=p) for daily in (c.daily, "") for link in (c.link, None)
+            for p in _progress(c)),
+        "followed_done": (msg.followed_done(job_name=c.job, daily=daily, build_no=c.build_no,
+                                            link=link, result=r, duration_ms=d)
+                          for daily in (c.daily, "") for link in (c.link, None)
+                          for r in RESULTS for d in (None, 7_200_000)),
+        "followed_result": (msg.followed_result(
+            job_name=c.job, daily=c.daily, build_no=c.build_no, result=r, duration_ms=61_000,
+            link=link, tail=tail, tail_truncated=trunc, tail_error=err)
+            for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)),
     }
 
 

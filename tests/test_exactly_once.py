@@ -185,7 +185,7 @@ def test_a_passing_refusal_backs_off_and_a_watch_in_reporting_ages_out(bot: Bot)
 
 def test_shutdown_never_closes_clients_under_a_running_poll(bot: Bot) -> None:
     start(bot)
-    bot.codearts.hang(0.6, path_prefix="/v4/jobs/")
+    bot.codearts.hang(0.6, path_prefix=f"/v3/jobs/{BACKEND_ID}/history")  # the poll
     bot.clock.advance(POLL + 1)
     done = threading.Event()
     errors: list[BaseException] = []
@@ -198,7 +198,7 @@ def test_shutdown_never_closes_clients_under_a_running_poll(bot: Bot) -> None:
         done.set()
 
     threading.Thread(target=one_pass, daemon=True).start()
-    bot.slack.wait_for(lambda: bot.codearts.requests_to("/v4/jobs/"))
+    bot.slack.wait_for(lambda: bot.codearts.requests_to(f"/v3/jobs/{BACKEND_ID}/history"))
     assert bot.runtime.close(deadline=0.2) is False  # a poll is out: nothing closed
     assert not bot.runtime.api.closed
     assert done.wait(10) and errors == []

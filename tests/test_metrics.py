@@ -41,7 +41,7 @@ def test_the_counters_and_histograms_move_with_a_build(db_url: str, tmp_path: Pa
     assert after[("buildbot_command_to_confirmation_seconds_count", ())] == 1
     assert after[("buildbot_build_end_to_reply_seconds_count", ())] == 1
     run = (("call", "run"), ("outcome", "2xx"))
-    record = (("call", "record"), ("outcome", "2xx"))
+    record = (("call", "history"), ("outcome", "2xx"))  # the poll: the job's history
     assert after[("buildbot_codearts_call_seconds_count", run)] == 1
     assert after[("buildbot_codearts_call_seconds_count", record)] == 1
     posts = (("method", "chat.postMessage"), ("outcome", "ok"))

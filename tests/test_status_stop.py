@@ -98,7 +98,6 @@ def test_status_and_stop_are_command_words(text: str, expected: Any) -> None:
     ("status backend docs", "one job name at most"),
     ("status a=b", "job name"),
     ('status "backend', "not closed"),
-    ("subscribe backend", "not available"),
 ])
 def test_bad_status_and_stop_words_are_parse_errors(text: str, words: str) -> None:
     parsed = parse(text)

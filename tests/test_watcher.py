@@ -82,7 +82,9 @@ def test_a_running_build_is_checked_again_later(bot: Bot) -> None:
     assert next_poll(bot) == 1
     assert next_poll(bot, 1) == 0  # not due again yet
     assert thread_replies(bot, ts_of(bot, rid)) == []
-    assert len(bot.codearts.requests_to("/v4/jobs/")) == 1
+    # one status read: the job's history (it lists the build), no per-build record call
+    assert len(bot.codearts.requests_to(f"/v3/jobs/{BACKEND_ID}/history", "GET")) == 1
+    assert bot.codearts.requests_to("/v4/jobs/") == []
 
 
 def test_unknown_status_spelling_counts_as_running(bot: Bot) -> None:
@@ -98,7 +100,7 @@ def test_unknown_status_spelling_counts_as_running(bot: Bot) -> None:
 
 def test_api_errors_while_polling_back_off_then_report(bot: Bot) -> None:
     rid, _ = start(bot)
-    bot.codearts.fail_next(500, count=20, path_prefix="/v4/jobs/")
+    bot.codearts.fail_next(500, count=20, path_prefix=f"/v3/jobs/{BACKEND_ID}/history")
     next_poll(bot)
     build = bot.store.get_build(rid)
     assert build.failures == 1 and build.watch == "watching"
@@ -226,7 +228,9 @@ def test_two_replicas_on_postgresql_report_each_build_once(pg_url: str, tmp_path
             t.join()
         for rid in ids:
             assert len(thread_replies(bot, ts_of(bot, rid))) == 1, rid
-        assert len(bot.codearts.requests_to("/v4/jobs/")) == 12
+        # decided from the job's history (a read per pass at most), never one call per build
+        assert bot.codearts.requests_to("/v4/jobs/") == []
+        assert 1 <= len(bot.codearts.requests_to(f"/v3/jobs/{BACKEND_ID}/history")) < 12
         other.stop()
 
 

@@ -57,7 +57,9 @@ def results(bot: Bot) -> list[dict]:
 
 
 def status_calls(bot: Bot) -> list:
-    return bot.codearts.requests_to("/v4/jobs/", "GET")
+    """Status reads: a job's history (one for all its followed builds) or a build's record."""
+    return [r for r in bot.codearts.requests if r.method == "GET" and (
+        r.path.startswith("/v4/jobs/") or r.path.endswith("/history"))]
 
 
 def test_a_nudge_brings_the_result_before_the_next_poll(bot: Bot) -> None:

@@ -160,11 +160,15 @@ def test_step_words(steps: list[Step], words: str | None) -> None:
     assert step_words(steps) == words
 
 
-def test_elapsed_time_moves_in_whole_minutes() -> None:
+def test_elapsed_time_moves_by_marks_not_every_minute() -> None:
     assert progress_line(59, None) == "Running for less than a minute"
-    assert progress_line(61, None) == "Running for 1 min"
+    assert progress_line(61, None) == "Running for over 1 min"
+    assert progress_line(4 * 60 + 59, None) == "Running for over 2 min"  # no change at 3, 4
+    assert progress_line(95 * 60, None) == "Running for over 1 h 30 min"
     assert progress_line(3 * 3600 + 120, [Step(name="x", status="running")]) == \
-        "Running for 3 h 2 min · step 1 of 1: x"
+        "Running for over 3 h · step 1 of 1: x"
+    marks = {progress_line(m * 60, None) for m in range(0, 24 * 60)}
+    assert len(marks) < 35  # a day-long build's time is shown at most ~30 ways
 
 
 def test_a_refused_update_waits_for_retry_after_within_bounds() -> None:

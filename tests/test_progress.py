@@ -85,7 +85,7 @@ def test_the_message_shows_steps_then_the_result_and_the_failure_reply_the_tail(
 
     bot.codearts.set_steps(BACKEND_ID, 1, steps(3))
     tick(bot, 45)
-    assert "Running for 1 min · step 3 of 3: Push image" in shown(updates(bot, ts)[-1])
+    assert "Running for over 1 min · step 3 of 3: Push image" in shown(updates(bot, ts)[-1])
 
     bot.codearts.set_steps(BACKEND_ID, 1, steps(3, failed=True))
     bot.codearts.set_log(BACKEND_ID, 1, "".join(f"line {i}\n" for i in range(100)) + (
@@ -130,7 +130,7 @@ def test_a_failing_steps_call_leaves_the_elapsed_time(bot: Bot) -> None:
     bot.codearts.fail_next(500, path_prefix=f"/v3/jobs/{BACKEND_ID}/1/history-details")
     tick(bot, 75)
     (update,) = updates(bot, ts)
-    assert "Running for 1 min" in shown(update) and "step" not in shown(update)
+    assert "Running for over 1 min" in shown(update) and "step" not in shown(update)
     build = bot.store.get_build(rid)
     assert build.failures == 0  # a progress problem is never a status failure
     assert len(bot.codearts.requests_to(f"/v3/jobs/{BACKEND_ID}/1/history-details")) == 1
@@ -145,7 +145,7 @@ def test_no_update_when_nothing_changed_and_at_most_one_per_interval(bot: Bot) -
     tick(bot, 15)  # the same words: no update
     assert len(updates(bot, ts)) == 1
     bot.codearts.set_steps(BACKEND_ID, 1, steps(2))
-    tick(bot, 15)  # the steps are read again (every 30 s) and the new one shown
+    tick(bot, 45)  # the steps are read again (every 60 s) and the new one shown
     assert "step 2 of 3" in shown(updates(bot, ts)[-1]) and len(updates(bot, ts)) == 2
     assert len(bot.codearts.requests_to(f"/v3/jobs/{BACKEND_ID}/1/history-details")) == 2
     # a change right after an update waits for the interval (here another holder leased

@@ -421,14 +421,17 @@ class Store:
         """Move one pending request to sending (or ``to``: awaiting approval, with
         ``values``), atomically; any other click gets the reason. ``limit`` (job name,
         builds per hour) is checked in the same UPDATE: over it, the reason is
-        ``over_limit`` and the request stays pending. ``slots``: the job's running builds
-        are counted under its slot lock in the same transaction; at its limit the reason
-        is ``full`` and the request stays pending."""
+        ``over_limit`` and the request stays pending. It is checked under the job's slot
+        lock, so two claims at once on two replicas count each other. ``slots``: the
+        job's running builds are counted under that lock in the same transaction; at its
+        limit the reason is ``full`` and the request stays pending."""
         under = () if limit is None else (self._under_limit(user_id, limit, now, id),)
         full = False
         with self._tx() as c:
             if slots is not None:
                 full = self._slots_full(c, slots, now)
+            elif limit is not None:  # the job's lock: a concurrent claim counts this one
+                self._lock_slot(c, limit[0], now)
             changed = not full and self._move(
                 c, requests, requests.c.state, id, RequestState.PENDING, to,
                 {"updated_at": now, **(values or {})}, requests.c.user_id == user_id,

@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from bot.config import parse_config, parse_duration
-from bot.lifecycle import ApprovalRule, approval_refusal, approvals_left, next_allowed
+from bot.lifecycle import (
+    ApprovalRule,
+    RequestState,
+    approval_refusal,
+    approvals_left,
+    next_allowed,
+)
 from bot.policy import approval_rule, over_limit_problem, per_user_limit
 
 JOB_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
@@ -111,3 +117,42 @@ def test_the_refusal_says_when_the_next_build_is_allowed() -> None:
     assert text == ("You may start 2 builds of `deploy` per hour and have reached that: the "
                     "next one is allowed in 11 min (at 08:00 UTC).")
     assert "1 build of" in over_limit_problem("deploy", 1, next_at=10.0, now=0.0)
+
+
+def test_two_run_clicks_at_once_on_two_replicas_stay_within_the_hourly_limit(
+        pg_url: str) -> None:
+    """Two questions of one user, Run clicked on both at the same instant through two
+    stores (two replicas): with one build an hour allowed, at most one is claimed. The
+    claims of a limited job take the job's lock first, so the second one counts the
+    first."""
+    import threading
+
+    from bot.store import Store
+
+    one, two = Store.from_url(pg_url), Store.from_url(pg_url)
+    try:
+        for round_no in range(12):
+            ids = [f"r{round_no}a", f"r{round_no}b"]
+            user = f"U{round_no}"
+            for rid in ids:
+                one.add_request(id=rid, state=RequestState.PENDING, now=1000.0, ttl=600,
+                                user_id=user, team_id="T1", channel_id="C1", job_name="job",
+                                job_id="a" * 32, command="job", body={}, response_url=None)
+            gate = threading.Barrier(2)
+            claims: list[bool] = []
+
+            def click(store: Store, rid: str, user: str = user) -> None:
+                gate.wait()
+                claims.append(store.claim_request(id=rid, user_id=user, now=1001.0,
+                                                  limit=("job", 1)).ok)
+
+            threads = [threading.Thread(target=click, args=(s, rid))
+                       for s, rid in zip((one, two), ids)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            assert sorted(claims) == [False, True], f"round {round_no}: {claims}"
+    finally:
+        one.close()
+        two.close()

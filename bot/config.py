@@ -235,9 +235,7 @@ class JobConfig(BaseModel):
     def _approval_ttl(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
-        seconds = parse_duration(v)
-        if not MIN_APPROVAL_TTL <= seconds <= MAX_APPROVAL_TTL:
-            raise ValueError(f"{_toml(v)} is out of range: give between 1m and 24h")
+        _ttl_in_range(v, MIN_APPROVAL_TTL, MAX_APPROVAL_TTL)
         _only_with_approvers(info)
         return v
 
@@ -261,9 +259,7 @@ class JobConfig(BaseModel):
     def _queue_ttl(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
-        seconds = parse_duration(v)
-        if not MIN_QUEUE_TTL <= seconds <= MAX_QUEUE_TTL:
-            raise ValueError(f"{_toml(v)} is out of range: give between 1m and 24h")
+        _ttl_in_range(v, MIN_QUEUE_TTL, MAX_QUEUE_TTL)
         _only_with_max_running(info)
         return v
 
@@ -299,6 +295,12 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"{_toml(text)} is not a duration: write it like 30m, 1h or 2h30m")
     h, mins, secs = (int(g or 0) for g in m.groups())
     return float(h * 3600 + mins * 60 + secs)
+
+
+def _ttl_in_range(text: str, low: float, high: float) -> None:
+    """A duration key (approval_ttl, queue_ttl) within its bounds (both 1m to 24h)."""
+    if not low <= parse_duration(text) <= high:
+        raise ValueError(f"{_toml(text)} is out of range: give between 1m and 24h")
 
 
 def _only_with_approvers(info: ValidationInfo) -> None:

@@ -816,24 +816,16 @@ class Engine:
         retried with backoff; a final one (or 24 hours of passing ones) sends the result to
         the requester directly and ends the watch. A retry (an earlier attempt failed, or
         its holder died or froze) first looks in the thread for the result."""
+        ready = self._ready_to_report(build, lease)
+        if ready is None:
+            return
+        build = ready
         if build.origin == ORIGIN_SUBSCRIPTION:
             self._report_followed(build, lease, retry=retry)
             return
         link = self.link(build)
         result = build.result or "unknown"
-        current = self.store.get_build(build.id)
-        if current is not None:
-            build = replace(build, announce=current.announce, message_ts=current.message_ts,
-                            message_channel=current.message_channel,
-                            finished_at=current.finished_at)
         channel, ts = self._where(build)
-        if build.announce is AnnounceState.POSTING and not ts and build.age <= self.max_age:
-            # the channel message is not confirmed yet: its thread may be about to exist
-            # (after the age limit the result goes to the requester directly instead)
-            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
-                                  next_check_at=self.clock() + min(self.poll_seconds, 15.0),
-                                  failures=build.failures)
-            return
         # read here, so a reply that waits for its thread does not read the log each time;
         # a retry after a crash reads it again (or says it could not)
         reply = self.result_message(build, result, link)
@@ -1173,23 +1165,30 @@ class Engine:
                 self._unsaved[build.id] = (channel, sent.ts)
         return channel
 
+    def _ready_to_report(self, build: Build, lease: Lease) -> Build | None:
+        """The build with its channel message as stored now; None (and checked again
+        shortly) while that message is not confirmed: its thread may be about to exist.
+        After the age limit the result goes out without it."""
+        current = self.store.get_build(build.id)
+        if current is not None:
+            build = replace(build, announce=current.announce, message_ts=current.message_ts,
+                            message_channel=current.message_channel,
+                            finished_at=current.finished_at)
+        _channel, ts = self._where(build)
+        if build.announce is AnnounceState.POSTING and not ts and build.age <= self.max_age:
+            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                                  next_check_at=self.clock() + min(self.poll_seconds, 15.0),
+                                  failures=build.failures)
+            return None
+        return build
+
     def _report_followed(self, build: Build, lease: Lease, *, retry: bool) -> None:
         """The result of a followed build, once: a reply in its message's thread (``all``),
         or, for ``failures``, one channel message when it failed (nothing otherwise). No
         requester: where Slack will not take it, it is logged and audited."""
         link = self.link(build)
         result = build.result or "unknown"
-        current = self.store.get_build(build.id)
-        if current is not None:
-            build = replace(build, announce=current.announce, message_ts=current.message_ts,
-                            message_channel=current.message_channel,
-                            finished_at=current.finished_at)
         channel, ts = self._where(build)
-        if build.announce is AnnounceState.POSTING and not ts and build.age <= self.max_age:
-            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
-                                  next_check_at=self.clock() + min(self.poll_seconds, 15.0),
-                                  failures=build.failures)
-            return
         wanted = build.notify != FILTER_FAILURES or followed_failed(result)
         detail = result if wanted else f"{result}; not announced (failures only)"
         sent: Delivery | None = Delivery(True)

@@ -664,14 +664,22 @@ class Flow:
             return "expired"
         return current.state.value
 
-    def approve_clicked(self, click: Click) -> None:
+    def _approver_click(self, click: Click, verb: str) -> Request | None:
+        """The request an Approve or Reject click is about, if the clicker may decide it;
+        otherwise None, and the clicker was told why."""
         request = self.store.get_request(click.value)
         if request is None:
-            self._refuse_approval_click(click, None, "missing", "Approve")
-            return
+            self._refuse_approval_click(click, None, "missing", verb)
+            return None
         refusal = self._approver_refusal(request, click.user_id)
         if refusal is not None:
-            self._refuse_approval_click(click, request, refusal, "Approve")
+            self._refuse_approval_click(click, request, refusal, verb)
+            return None
+        return request
+
+    def approve_clicked(self, click: Click) -> None:
+        request = self._approver_click(click, "Approve")
+        if request is None:
             return
         now = self.clock()
         result = self.store.record_approval(id=request.id, approver=click.user_id, now=now,
@@ -707,13 +715,8 @@ class Flow:
         self._refuse_approval_click(click, current, result.outcome, "Approve")
 
     def reject_clicked(self, click: Click) -> None:
-        request = self.store.get_request(click.value)
+        request = self._approver_click(click, "Reject")
         if request is None:
-            self._refuse_approval_click(click, None, "missing", "Reject")
-            return
-        refusal = self._approver_refusal(request, click.user_id)
-        if refusal is not None:
-            self._refuse_approval_click(click, request, refusal, "Reject")
             return
         now = self.clock()
         if not self.store.end_awaiting(id=request.id, new=RequestState.REJECTED, now=now):

@@ -486,6 +486,13 @@ class Demo:
         lines = []
         number = 0
         for block in view.get("blocks", []):
+            accessory = block.get("accessory") or {}
+            if block.get("type") == "section" and accessory.get("type") == "static_select":
+                # a select beside text (the form's job select, before there is anything
+                # to submit): picked, not submitted
+                label = str((block.get("text") or {}).get("text", "")).strip("*")
+                lines.append(f"{label}: {_select_shown(accessory)}   (type pick <job>)")
+                continue
             if block.get("type") != "input":
                 lines += self._block(block, channel=self.channel, ts=None, key="form",
                                      label=lambda: "")
@@ -494,9 +501,7 @@ class Demo:
             element = block["element"]
             label = str(block["label"]["text"]) + ("" if block.get("optional") else " *")
             if element["type"] == "static_select":
-                picked = (element.get("initial_option") or {}).get("value", "")
-                values = " | ".join(o["value"] for o in element.get("options", [])[:10])
-                shown = f"{picked or '(none)'}   [{values}]"
+                shown = _select_shown(element)
             else:
                 shown = element.get("initial_value") or "(empty)"
             lines.append(f"({number}) {label}: {shown}")
@@ -669,6 +674,13 @@ def _path(url: str) -> str:
     from urllib.parse import urlsplit
 
     return urlsplit(url).path
+
+
+def _select_shown(element: dict[str, Any]) -> str:
+    """A select as the demo shows it: what is picked, then (some of) its options."""
+    picked = (element.get("initial_option") or {}).get("value", "")
+    values = " | ".join(o["value"] for o in element.get("options", [])[:10])
+    return f"{picked or '(none)'}   [{values}]"
 
 
 def _first(lines: list[str]) -> str:

@@ -6,8 +6,14 @@ checks it with the same ``policy.decide``; each problem comes back on its field.
 
 Layout (one modal, at most Slack's 100 blocks):
 
-* ``job``: a select of the jobs this user may run in this channel; picking one
-  (``dispatch_action``) makes the bot update the view with that job's fields;
+* ``job``: a select of the jobs this user may run in this channel; picking one makes the
+  bot update the view in place (``views.update``) with that job's fields. Slack refuses
+  an ``input`` block in a view without ``submit``, so a view with nothing to submit (the
+  first one, before a job is picked; a job too big for a form) holds the select as a
+  ``section`` block's accessory, and a view with fields holds it as an ``input`` block
+  with ``dispatch_action`` (so a problem can be shown on it). Either way a pick arrives
+  as the same ``block_actions`` (action_id ``JOB_ACTION``), and the submitted state
+  holds the pick under block_id ``job``;
 * one field per declared parameter, in the jobs file's order: a select for ``choices``
   (the default picked), otherwise a text field holding the default; required ones are
   not optional; a field left empty is left out (its default applies, as when typed);
@@ -75,7 +81,7 @@ def seal(key: bytes, data: Mapping[str, str]) -> str:
         text = f"{_sign(key, body)}.{body}"
         if len(text) <= METADATA_CHARS or not fields:
             return text
-        fields.pop("r" if "r" in fields else sorted(fields)[-1])
+        fields.pop("r" if "r" in fields else max(fields))
 
 
 def unseal(key: bytes, text: Any) -> dict[str, str] | None:
@@ -124,10 +130,12 @@ def _selectable(value: str) -> bool:
     return 0 < len(value) <= OPTION_VALUE
 
 
-def _job_block(jobs: Sequence[tuple[str, str]], job: str | None
+def _job_block(jobs: Sequence[tuple[str, str]], job: str | None, *, submittable: bool
                ) -> tuple[dict[str, Any] | None, int]:
     """The job select (None when there is no job to list), and how many runnable jobs it
-    could not list."""
+    could not list. ``submittable``: the view will have a submit button, so the select
+    may be an input block; otherwise it is a section's accessory (Slack refuses an input
+    block in a view without submit)."""
     unique: dict[str, str] = {}
     for name, desc in jobs:
         if _selectable(name):
@@ -143,8 +151,13 @@ def _job_block(jobs: Sequence[tuple[str, str]], job: str | None
             select["initial_option"] = _option(name, name, desc)
     if not listed:
         return None, len(jobs)
-    block = {"type": "input", "block_id": JOB_BLOCK, "dispatch_action": True,
-             "label": _plain("Job", LABEL_CHARS), "element": select}
+    block: dict[str, Any]
+    if submittable:
+        block = {"type": "input", "block_id": JOB_BLOCK, "dispatch_action": True,
+                 "label": _plain("Job", LABEL_CHARS), "element": select}
+    else:
+        block = {"type": "section", "block_id": JOB_BLOCK,
+                 "text": {"type": "mrkdwn", "text": "*Job*"}, "accessory": select}
     return block, len(jobs) - len(listed)
 
 
@@ -217,7 +230,8 @@ def form_view(jobs: Sequence[tuple[str, str]], job: JobConfig | None, *, metadat
 
     ``jobs`` are the (name, description) pairs this user may run in this channel;
     ``prefill`` the values to show (an edited request's), else the defaults."""
-    block, unlisted = _job_block(jobs, job.name if job else None)
+    submittable = job is not None and not too_big(job, prefill)  # fields, and submit
+    block, unlisted = _job_block(jobs, job.name if job else None, submittable=submittable)
     blocks: list[dict[str, Any]] = [block] if block else []
     view: dict[str, Any] = {"type": "modal", "callback_id": CALLBACK,
                             "title": _plain(TITLE, 24), "close": _plain("Cancel", 24),
@@ -249,7 +263,7 @@ def form_view(jobs: Sequence[tuple[str, str]], job: JobConfig | None, *, metadat
         return view
     given = dict(prefill.params) if prefill else {}
     for name, spec in job.params.items():
-        value = given[name] if name in given else spec.default
+        value = given.get(name, spec.default)
         blocks.append(_param_block(name, spec, value))
     if job.allow_extra_params:
         blocks.append(_text_block(EXTRA_BLOCK, "Other parameters", _extra_text(job, prefill),

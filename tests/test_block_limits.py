@@ -382,10 +382,31 @@ def check_view(view: dict[str, Any]) -> None:
     assert len(view["blocks"]) <= 100 and len(view.get("private_metadata", "")) <= 3000
     block_ids = [b["block_id"] for b in view["blocks"] if "block_id" in b]
     assert len(block_ids) == len(set(block_ids)) and all(len(i) <= 255 for i in block_ids)
+def check_select(element: dict[str, Any]) -> None:
+    assert element["type"] == "static_select"
+    assert len(element["placeholder"]["text"]) <= 150
+    options = element["options"]
+    assert 0 < len(options) <= 100
+    assert len({o["value"] for o in options}) == len(options)
+    for option in options:
+        assert 0 < len(option["text"]["text"]) <= 75
+        assert 0 < len(option["value"]) <= 150
+        assert len(option.get("description", {}).get("text", "")) <= 75
+    if "initial_option" in element:
+        assert element["initial_option"] in options
+
+
     for block in view["blocks"]:
         Block.parse(block).validate_json()  # type: ignore[union-attr]
         if block["type"] == "section":
+    from bot.standins.slack_rules import view_problem
+
             assert len(block["text"]["text"]) <= 3000
+    # slack_sdk accepts an input block in a view without submit; Slack does not
+    # ("submit is required when an input block is within the blocks array")
+    if any(b["type"] == "input" for b in view["blocks"]):
+        assert view.get("submit"), "a view with an input block needs submit"
+    assert view_problem(view) is None, view_problem(view)  # what the Slack stand-in refuses
             check_shown(block["text"]["text"])
         elif block["type"] == "context":
             assert all(len(e["text"]) <= 2000 for e in block["elements"])
@@ -394,21 +415,14 @@ def check_view(view: dict[str, Any]) -> None:
         elif block["type"] == "input":
             assert 0 < len(block["label"]["text"]) <= 2000
             assert len(block.get("hint", {}).get("text", "")) <= 2000
+            if "accessory" in block:  # the job select of a view with nothing to submit
+                check_select(block["accessory"])
             element = block["element"]
             if element["type"] == "plain_text_input":
                 assert element["max_length"] <= 3000
                 assert len(element.get("initial_value", "")) <= element["max_length"]
             else:
-                assert element["type"] == "static_select"
-                options = element["options"]
-                assert 0 < len(options) <= 100
-                assert len({o["value"] for o in options}) == len(options)
-                for option in options:
-                    assert 0 < len(option["text"]["text"]) <= 75
-                    assert 0 < len(option["value"]) <= 150
-                    assert len(option.get("description", {}).get("text", "")) <= 75
-                if "initial_option" in element:
-                    assert element["initial_option"] in options
+                check_select(element)
         else:
             raise AssertionError(f"unchecked block type {block['type']}")
 
@@ -437,4 +451,28 @@ def test_a_job_with_more_parameters_than_a_view_holds_says_so() -> None:
     shown = view["blocks"][1]["text"]["text"]
     assert "submit" not in view and "Type the command instead" in shown
     fits = forms.form_view([], _job(CASES["ordinary"], 95, extra=True), metadata="m")
+def test_every_view_with_an_input_block_has_submit() -> None:
+    """Slack refuses (views.open: invalid_arguments) a view holding an input block but no
+    submit: every view the form builds, for every case, either has submit or holds no
+    input block (the first view, before a job is picked, and a job too big for a form)."""
+    made = [view for case in CASES.values() for views in view_builds(case).values()
+            for view in views]
+    with_inputs = [v for v in made if any(b["type"] == "input" for b in v["blocks"])]
+    assert with_inputs and len(with_inputs) < len(made)  # both kinds were built
+    assert all(v.get("submit") for v in with_inputs)
+    first = [v for v in made if any(b.get("block_id") == "job" and b["type"] == "section"
+                                    for b in v["blocks"])]
+    assert first and all("submit" not in v for v in first)
+
+
+def test_the_view_checks_catch_an_input_block_without_submit() -> None:
+    from bot import forms
+
+    view = forms.form_view([("backend", "")], _job(CASES["ordinary"], 2), metadata="m")
+    check_view(view)
+    del view["submit"]
+    with pytest.raises(AssertionError, match="needs submit"):
+        check_view(view)
+
+
     assert len(fits["blocks"]) == 100 and "submit" in fits

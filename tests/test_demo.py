@@ -156,3 +156,22 @@ def test_slack_markup_is_rendered_for_people(demo: tuple[Demo, io.StringIO]) -> 
     text = ("<@U01ALICE> in <#C01BUILDS> and <#C9|other>: <https://x.example/1|Open> "
             "<!channel> :white_check_mark: &lt;b&gt; &amp;")
     assert d.mrkdwn(text) == "@alice in #builds and #other: Open @channel ✅ <b> &"
+
+
+def test_the_form_opens_and_picking_a_job_shows_its_fields(
+        demo: tuple[Demo, io.StringIO]) -> None:
+    """``/build`` alone opens the form as Slack accepts it (the job select beside its
+    text, nothing to submit yet); ``pick`` updates it with the job's fields."""
+    d, out = demo
+    assert d.line("as alice") and d.line("in #builds")
+    mark = len(out.getvalue())
+    assert d.line("/build")
+    said = _said(out, mark)
+    assert re.search(r"│ Job: \(none\)   \[backend \| e2e \| docs\]", said), said
+    assert "│ [Cancel]" in said and "type submit" not in said
+    mark = len(out.getvalue())
+    assert d.line("pick backend")
+    said = _said(out, mark)
+    assert "│ (1) Job *: backend   [backend | e2e | docs]" in said, said
+    assert "(2) codeBranch: master" in said and "[Continue: type submit]" in said
+    assert d.slack.refused() == []

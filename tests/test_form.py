@@ -1,6 +1,7 @@
 """The build form end to end: signed commands, clicks, picks and submissions into the real
 HTTP endpoint; the Slack stand-in records views.open / views.update and keeps each view
-(id, hash) as Slack would; CodeArts is its stand-in; a real database."""
+(id, hash) as Slack would, and refuses what Slack refuses (``slack_rules``: no test here
+may leave a refused call behind); CodeArts is its stand-in; a real database."""
 
 from __future__ import annotations
 
@@ -15,8 +16,15 @@ from bot import messages as msg
 from bot.lifecycle import RequestState
 from bot.standins.slack_requests import view_submission_body
 from bot.usergroups import SlackUserGroups
-from tests.harness import BACKEND_ID, CONFIG, DOCS_ID, Bot, button_value, closed_port_url, \
-    running_bot
+from tests.harness import (
+    BACKEND_ID,
+    CONFIG,
+    DOCS_ID,
+    Bot,
+    button_value,
+    closed_port_url,
+    running_bot,
+)
 
 DEPLOY_ID = "aaaabbbbccccddddeeeeffff00001111"
 FORM_CONFIG = CONFIG + f"""
@@ -39,6 +47,8 @@ def bot(db_url: str, tmp_path: Path) -> Iterator[Bot]:
     with running_bot(db_url, tmp_path, config=FORM_CONFIG) as b:
         b.codearts.add_job(DEPLOY_ID)
         yield b
+        b.wait_idle()
+        assert [(c.method, c.problem) for c in b.slack.refused()] == []
 
 
 def runs(bot: Bot) -> list[Any]:
@@ -57,8 +67,15 @@ def blocks(v: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {b["block_id"]: b for b in v["blocks"] if "block_id" in b}
 
 
+def job_select(v: dict[str, Any]) -> dict[str, Any]:
+    """The job select: an input block's element (a view with fields, and submit) or a
+    section's accessory (a view with nothing to submit)."""
+    block = blocks(v)[forms.JOB_BLOCK]
+    return block["element"] if block["type"] == "input" else block["accessory"]
+
+
 def job_options(v: dict[str, Any]) -> list[str]:
-    return [o["value"] for o in blocks(v)[forms.JOB_BLOCK]["element"]["options"]]
+    return [o["value"] for o in job_select(v)["options"]]
 
 
 def pick(bot: Bot, v: dict[str, Any], job: str, user: str = "UALICE") -> dict[str, Any]:
@@ -95,6 +112,39 @@ def test_build_alone_opens_a_form_listing_only_the_jobs_runnable_here(bot: Bot) 
     assert "submit" not in v  # nothing to submit before a job is picked
     other, _ = open_form(bot, user="UNOBODY", channel="CRANDOM")
     assert job_options(other) == ["docs"]
+
+
+def test_the_first_form_is_one_slack_accepts_and_picking_updates_it_in_place(
+        bot: Bot) -> None:
+    """Slack refuses an input block in a view without submit (views.open answers
+    invalid_arguments): the first view holds the job select as a section's accessory,
+    and the pick (a block_actions) updates that same view with the job's fields."""
+    v, _ = open_form(bot)
+    assert bot.slack.refused() == [] and v["id"]
+    assert all(b["type"] != "input" for b in v["blocks"]) and "submit" not in v
+    job = blocks(v)[forms.JOB_BLOCK]
+    assert job["type"] == "section" and job["accessory"]["action_id"] == forms.JOB_ACTION
+    assert "initial_option" not in job["accessory"]
+    picked = pick(bot, v, "deploy")
+    (update,) = bot.slack.calls("views.update")
+    assert update["view_id"] == v["id"] and update["hash"] == v["hash"]
+    assert picked["id"] == v["id"] and picked["hash"] != v["hash"]
+    assert list(bot.slack.views) == [v["id"]]  # updated in place, no second modal
+    assert blocks(picked)[forms.JOB_BLOCK]["type"] == "input"  # now submit holds it
+    assert job_select(picked)["initial_option"]["value"] == "deploy"
+    assert "param.version" in blocks(picked) and picked["submit"]["text"] == "Continue"
+    assert bot.slack.refused() == []
+
+
+def test_a_form_submitted_with_no_job_picked_says_to_pick_one(bot: Bot) -> None:
+    """The first view has no submit button; should a submission come anyway (or the job
+    field come back empty), the answer is an error on the job field."""
+    v, _ = open_form(bot)
+    answer = submit(bot, v)
+    assert answer == {"response_action": "errors",
+                      "errors": {forms.JOB_BLOCK: "Pick a job from the list."}}
+    bot.wait_idle()
+    assert runs(bot) == []
 
 
 def test_picking_a_job_shows_one_field_per_parameter_with_its_default(bot: Bot) -> None:
@@ -247,7 +297,7 @@ def test_a_job_missing_a_required_value_opens_the_form_for_it(bot: Bot) -> None:
     resp, url = bot.command("deploy")
     assert resp.status_code == 200 and resp.text == ""
     v = view(bot)
-    assert blocks(v)[forms.JOB_BLOCK]["element"]["initial_option"]["value"] == "deploy"
+    assert job_select(v)["initial_option"]["value"] == "deploy"
     assert "param.version" in blocks(v)
     answer = submit(bot, v, {"param.version": "v7", "param.region": "eu"})
     assert answer == {"response_action": "clear"}
@@ -256,20 +306,20 @@ def test_a_job_missing_a_required_value_opens_the_form_for_it(bot: Bot) -> None:
 
 
 def test_a_job_with_every_value_opens_no_form(bot: Bot) -> None:
-    rid, url = bot.confirmation("backend")
+    rid, _url = bot.confirmation("backend")
     assert bot.slack.calls("views.open") == []
     assert rid and bot.store.get_request(rid).state is RequestState.PENDING
 
 
 def test_when_slack_will_not_open_the_form_the_typed_answer_is_given(bot: Bot) -> None:
     bot.slack.error("views.open", "expired_trigger_id")
-    resp, url = bot.command("deploy")
+    _resp, url = bot.command("deploy")
     (answer,) = bot.wait_response(url)
     assert "`version` is required" in answer["text"]
 
 
 def test_edit_parameters_replaces_the_question_and_kills_the_old_one(bot: Bot) -> None:
-    rid, url = bot.confirmation("backend codeBranch=develop tag=v1")
+    rid, _url = bot.confirmation("backend codeBranch=develop tag=v1")
     edit_url = bot.slack.response_url()
     bot.click(msg.EDIT, rid, response_url=edit_url)
     v = view(bot)
@@ -308,7 +358,7 @@ def test_help_has_an_open_the_form_button_per_job(bot: Bot) -> None:
     assert buttons[0]["text"]["text"] == "Open the form: backend"
     bot.click(buttons[2]["action_id"], "deploy")
     v = view(bot)
-    assert blocks(v)[forms.JOB_BLOCK]["element"]["initial_option"]["value"] == "deploy"
+    assert job_select(v)["initial_option"]["value"] == "deploy"
 
 
 def test_list_stays_text(bot: Bot) -> None:

@@ -2,7 +2,10 @@
 
 It records every request body (not just the path), binds an ephemeral port,
 and can misbehave on demand: 429 with Retry-After, 5xx, or an ``ok: false``
-error for a chosen method.
+error for a chosen method. Like Slack, it refuses views and messages that break Slack's
+documented limits (``bot.standins.slack_rules``): such a call is recorded (with the
+``error`` Slack answered) but nothing is taken: no view stored, no trigger_id used, no
+message posted.
 
     with FakeSlack() as slack:
         slack.usergroups["S01DEVS"] = ["U01BOB"]
@@ -10,6 +13,7 @@ error for a chosen method.
         ...
         slack.calls("chat.postMessage")   # [{"channel": ..., "text": ...}, ...]
         slack.responses(url)              # bodies posted to that response_url
+        slack.refused()                   # calls Slack's rules refused (none, normally)
 """
 
 from __future__ import annotations
@@ -20,8 +24,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
+
+from bot.standins.slack_rules import Problem, message_problem, view_problem
+
+MESSAGE_METHODS = ("chat.postMessage", "chat.update", "chat.postEphemeral")
+VIEW_METHODS = ("views.open", "views.update")
 
 
 @dataclass
@@ -32,6 +41,8 @@ class Call:
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
     ts: str | None = None  # the message's ts, for a chat.postMessage Slack accepted
+    error: str | None = None  # the error Slack answered (ok: false), if any
+    problem: str | None = None  # the "[ERROR] ..." line, when Slack's rules refused it
 
 
 @dataclass
@@ -75,7 +86,7 @@ class FakeSlack:
     def api_url(self) -> str:
         return self.base + "/api/"
 
-    def start(self) -> FakeSlack:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
@@ -85,7 +96,7 @@ class FakeSlack:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> FakeSlack:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -103,6 +114,13 @@ class FakeSlack:
     def all_calls(self) -> list[Call]:
         with self._lock:
             return list(self._calls)
+
+    def refused(self, method: str | None = None) -> list[Call]:
+        """Calls refused because what they carried breaks Slack's documented limits
+        (``slack_rules``): a bot bug, unless a test sent it on purpose."""
+        with self._lock:
+            return [c for c in self._calls if c.problem is not None
+                    and (method is None or c.method == method)]
 
     def responses(self, url: str | None = None) -> list[dict[str, Any]]:
         """Bodies posted to one response_url (or to any)."""
@@ -152,6 +170,15 @@ class FakeSlack:
                 faults.pop(0)
             return fault
 
+    @staticmethod
+    def _refusal(method: str, params: dict[str, Any]) -> Problem | None:
+        """Why Slack would refuse what this call carries (``slack_rules``), or None."""
+        if method in VIEW_METHODS:
+            return view_problem(params.get("view"))
+        if method in MESSAGE_METHODS or method == "response_url":
+            return message_problem(params)
+        return None
+
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
             return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1",
@@ -164,7 +191,7 @@ class FakeSlack:
             return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts")}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
-        if method in ("views.open", "views.update"):
+        if method in VIEW_METHODS:
             return self._view_answer(method, params)
         if method == "usergroups.users.list":
             group = params.get("usergroup", "")
@@ -190,7 +217,8 @@ class FakeSlack:
 
     def _view_answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger_id not used before; views.update a known view id and,
-        when given, the hash of its current version. The view comes back with a new hash."""
+        when given, the hash of its current version. The view comes back with a new hash.
+        (A view Slack's rules refuse never gets here: it uses no trigger_id.)"""
         view = params.get("view")
         if isinstance(view, str):
             view = json.loads(view)
@@ -276,14 +304,29 @@ class FakeSlack:
                     return
                 call = Call(method, path, params, headers)
                 with fake._lock:
-                    fake._calls.append(call)
-                    answer = None if method == "response_url" else fake._answer(method, params)
+                    fake._calls.append(call)  # refused or not: what the bot sent is kept
+                    refusal = fake._refusal(method, params)
+                    if refusal is not None:  # nothing is taken: no view, trigger or ts
+                        call.problem = refusal.line
+                        answer = refusal.answer()
+                    elif method == "response_url":
+                        answer = None
+                    else:
+                        answer = fake._answer(method, params)
                     if method == "chat.postMessage" and answer and answer.get("ok"):
                         call.ts = answer["ts"]
+                    if answer is not None and not answer.get("ok"):
+                        call.error = str(answer.get("error"))
                 if fault is not None and fault.accept_then_wait is not None:
                     time.sleep(fault.accept_then_wait)
                 try:
-                    self._send(200, "ok" if answer is None else answer)
+                    if refusal is not None and method == "response_url":
+                        # a webhook answers HTTP 400 with the error as plain text
+                        # (api.slack.com/changelog/2016-05-17-changes-to-errors-for-
+                        # incoming-webhooks)
+                        self._send(400, refusal.error)
+                    else:
+                        self._send(200, "ok" if answer is None else answer)
                 except OSError:  # the client gave up waiting
                     pass
 

@@ -133,9 +133,7 @@ class ApiError(CodeArtsError):
         text = f"CodeArts answered HTTP {self.status}{code}{msg}."
         if self.hint:
             text += f" {self.hint}"
-        if self.request_id:
-            text += f" (request ID {self.request_id})"
-        return text
+        return text + _request_id_note(self.request_id)
 
 
 class AuthError(CodeArtsError):
@@ -151,9 +149,8 @@ class AuthError(CodeArtsError):
         where = f"HTTP {status}" if status is not None else "no answer"
         code = f" {error_code}" if error_code else ""
         msg = f": {self.error_msg}" if self.error_msg else ""
-        rid = f" (request ID {request_id})" if request_id else ""
         super().__init__(f"The bot could not log in to Huawei Cloud IAM ({where}{code}{msg}). "
-                         f"{self.hint}{rid}")
+                         f"{self.hint}{_request_id_note(request_id)}")
 
 
 def _auth_hint(status: int | None) -> str:
@@ -170,9 +167,9 @@ class BadResponseError(CodeArtsError):
         self.request_id = request_id
         self.snippet = _clip(snippet, 120)
         self.hint = hint_for(status) if status >= 400 else "CodeArts may have changed its API."
-        rid = f" (request ID {request_id})" if request_id else ""
         what = what or "an answer that is not valid JSON"
-        super().__init__(f"CodeArts sent {what} (HTTP {status}). {self.hint}{rid}")
+        super().__init__(f"CodeArts sent {what} (HTTP {status}). {self.hint}"
+                         f"{_request_id_note(request_id)}")
 
 
 class NotSentError(CodeArtsError):
@@ -198,6 +195,31 @@ class OutcomeUnknownError(CodeArtsError):
         self.hint = "Check CodeArts before trying again; the bot will not send it again by itself."
         super().__init__(f"The request to CodeArts was sent but no answer came back ({reason}): "
                          f"it may or may not have taken effect. {self.hint}")
+
+
+_REQUEST_ID_NOTE = " (request ID "
+
+
+def _request_id_note(request_id: str | None) -> str:
+    """How an error's sentence ends when the answer had a request ID: `` (request ID x)``."""
+    return f"{_REQUEST_ID_NOTE}{request_id})" if request_id else ""
+
+
+def request_id_of(exc: BaseException) -> str | None:
+    """The request ID of the answer an error came from (the ``X-Request-Id`` header of
+    CodeArts' answer, or IAM's for an AuthError); None when there was no answer (a
+    timeout, a connection reset) or the answer had none."""
+    rid = getattr(exc, "request_id", None) if isinstance(exc, CodeArtsError) else None
+    return rid if isinstance(rid, str) and rid else None
+
+
+def request_id_in(text: str | None) -> str | None:
+    """The request ID at the end of an error's ``str()`` (kept as text, e.g. the note on a
+    request whose run answer was lost); None when it ends without one."""
+    if not text or not text.endswith(")"):
+        return None
+    _head, found, rid = text.rpartition(_REQUEST_ID_NOTE)
+    return (rid[:-1] or None) if found else None
 
 
 # --------------------------------------------------------------------------- models
@@ -641,11 +663,13 @@ class CodeArtsClient:
 
     def run_build(self, body: dict[str, Any]) -> RunResult:
         """Start a build; never re-sent unless it certainly did not arrive."""
-        data = self._decode(self._call("POST", RUN_PATH, body=body, read=False))
+        response = self._call("POST", RUN_PATH, body=body, read=False)
+        data = self._decode(response)
         try:
             return RunResult.model_validate(data)
         except ValidationError:
-            raise BadResponseError(200, None, self.scrub(str(data)),
+            raise BadResponseError(response.status_code, _request_id(response),
+                                   self.scrub(str(data)),
                                    "a run answer without a usable build number") from None
 
     def build_state(self, job_id: str, build_no: int | str) -> BuildState:

@@ -29,6 +29,8 @@ from bot.codearts import (
     Step,
     build_state_from,
 )
+    request_id_in,
+    request_id_of,
 from bot.config import BuildbotConfig
 from bot.lifecycle import (
     CONFIRM_MINUTES,
@@ -318,7 +320,7 @@ class Engine:
                         request.job_name, request.id, type(exc).__name__)
             if now - request.updated_at < self.intent_grace + SETTLE_GIVE_UP:
                 return  # try again on a later pass
-            settlement = Settlement("unknown")
+            settlement = Settlement("unknown", request_id=request_id_of(exc))
         if settlement.kind == "not_started" and now - request.updated_at < NOT_STARTED_AFTER:
             return  # CodeArts may list a new build late: look again before saying no
         self._settle(request, settlement)
@@ -379,7 +381,8 @@ class Engine:
                                 f"{' '.join(settlement.builds)}".strip())
         if settlement.kind == "not_started":
             self.notifier.respond(request.response_url,
-                                  msg.not_started_after_restart(request.job_name))
+                                  msg.not_started_after_restart(request.job_name,
+                                                                request_id=run_rid))
             again = self.store.add_request(
                 id=uuid.uuid4().hex, state=RequestState.PENDING, now=now, ttl=CONFIRM_TTL,
                 user_id=request.user_id, team_id=request.team_id,
@@ -389,9 +392,12 @@ class Engine:
             self._ask(again, request.response_url)
         elif settlement.kind == "ambiguous":
             self.notifier.respond(request.response_url,
-                                  msg.outcome_ambiguous(request.job_name, settlement.builds))
+                                  msg.outcome_ambiguous(request.job_name, settlement.builds,
+                                                        request_id=run_rid))
         else:
-            self.notifier.respond(request.response_url, msg.outcome_unknown(request.job_name))
+            self.notifier.respond(request.response_url, msg.outcome_unknown(
+                request.job_name, request_id=run_rid,
+                history_request_id=settlement.request_id))
 
     # --- approvals ---------------------------------------------------------------------
     # A request of a job with approvers waits (awaiting) after Run; the question is posted
@@ -401,6 +407,7 @@ class Engine:
     def ask_approval(self, request: Request, response_url: str | None) -> None:
         """Post the approval question, keep where it is, and tell the requester who must
         approve. Where it cannot be posted the request fails: nothing starts, and the
+        run_rid = request_id_in(request.error)  # of the run call's answer, if it had one
         requester is told (nobody could approve a question nobody sees)."""
         rule = approval_rule(self.config, request.job_name)
         channel = rule.channel if rule is not None and rule.channel else request.channel_id
@@ -1258,7 +1265,10 @@ def _log_problem(exc: CodeArtsError) -> str:
     if isinstance(exc, NotSentError):
         return "CodeArts did not answer in time"
     if isinstance(exc, BadResponseError):
-        return "CodeArts sent an answer buildbot could not read"
-    if isinstance(status, int):
-        return f"CodeArts answered HTTP {status}"
-    return "CodeArts could not be asked"
+        words = "CodeArts sent an answer buildbot could not read"
+    elif isinstance(status, int):
+        words = f"CodeArts answered HTTP {status}"
+    else:
+        return "CodeArts could not be asked"
+    return f"{words}, {msg.request_id_text(rid)}" if rid else words
+    rid = request_id_of(exc)

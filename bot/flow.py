@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot import forms
 from bot import messages as msg
-from bot.codearts import CodeArtsError
+from bot.codearts import CodeArtsError, request_id_of
 from bot.command import BuildCommand, Help, ParseError, StatusCommand, StopCommand, parse
 from bot.command import (  # subscriptions
     SubscribeCommand,
@@ -409,7 +409,8 @@ class Flow:
                 rows = recent_builds(self.api, self.store, job_id, now=self.clock())
             except CodeArtsError as exc:
                 log.warning("status of job=%s not read: %s", job_name, type(exc).__name__)
-                self.respond(who.response_url, msg.status_failed(job_name, why_not(exc)))
+                self.respond(who.response_url, msg.status_failed(
+                    job_name, why_not(exc), request_id=request_id_of(exc)))
                 return
             self.respond(who.response_url, msg.job_status(job_name, rows))
             return
@@ -423,7 +424,8 @@ class Flow:
         results = last_results(self.api, self.store, [(j.name, j.id) for j in shown],
                                pool=self._pool(), now=self.clock())
         self.respond(who.response_url, msg.jobs_status(
-            [(r.job_name, r.row, r.failed) for r in results], left=len(jobs) - len(shown)))
+            [(r.job_name, r.row, r.failed) for r in results], left=len(jobs) - len(shown),
+            request_ids={r.job_name: r.request_id for r in results if r.request_id}))
 
     def _pool(self) -> ThreadPoolExecutor:
         """Threads for /build status's history calls, side by side (made on first use)."""
@@ -451,7 +453,8 @@ class Flow:
             return msg.stop_not_running(job_name, daily, build_no, standing.result)
         if standing.kind == "unknown":
             assert standing.error is not None
-            return msg.status_failed(job_name, why_not(standing.error))
+            return msg.status_failed(job_name, why_not(standing.error),
+                                     request_id=request_id_of(standing.error))
         return msg.stop_question(job_name, daily, build_no, value=stop_value(job_id, build_no),
                                  started_by=ours.user_id if ours else None)
 
@@ -513,7 +516,7 @@ class Flow:
                 status=getattr(exc, "status", None), error_code=getattr(exc, "error_code", None),
                 error_msg=(getattr(exc, "error_msg", None) or getattr(exc, "reason", None)
                            or getattr(exc, "snippet", None) or str(exc)),
-                request_id=getattr(exc, "request_id", None)))
+                request_id=request_id_of(exc)))
             return False
         self.store.audit(decision="stop", now=self.clock(),
                          request_id=build.id if build is not None else None,

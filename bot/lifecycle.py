@@ -53,6 +53,7 @@ from bot.codearts import (
     NotSentError,
     OutcomeUnknownError,
     Step,
+    request_id_of,
 )
 
 CONFIRM_TTL = 600.0  # seconds a Run/Cancel question stays answerable
@@ -265,7 +266,7 @@ def decide_run_failure(job: str, exc: CodeArtsError) -> RunFailure:
         reply = msg.checking(job, status=status if isinstance(status, int) else None,
                              error_code=code, unreadable=isinstance(exc, BadResponseError),
                              error_msg=getattr(exc, "error_msg", None) if isinstance(
-                                 exc, ApiError) else None)
+                                 exc, ApiError) else None, request_id=request_id_of(exc))
         return RunFailure(RequestState.UNKNOWN, reply, "answer_lost", code, text)
     if isinstance(exc, NotSentError):
         reply = msg.not_sent(job, str(exc))
@@ -462,10 +463,12 @@ class Candidate:
 class Settlement:
     """What the job's history says about a run whose answer never came: ``adopt`` the one
     build that is it; ``not_started`` when the history covers the moment and none is;
-    ``ambiguous`` when several may be; ``unknown`` when the history cannot tell."""
+    ``ambiguous`` when several may be; ``unknown`` when the history cannot tell.
+    ``request_id``: of CodeArts' answer when the history could not be read, if it had one."""
 
     kind: str  # adopt, not_started, ambiguous, unknown
     builds: tuple[str, ...] = ()
+    request_id: str | None = None
 
 
 def sent_parameters(body: dict[str, Any]) -> dict[str, str]:

@@ -18,7 +18,7 @@ inside Slack's documented limits:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -359,11 +359,23 @@ def _error_detail(error_code: str | None, error_msg: str | None,
     return _join(code(error_code, 100) if error_code else "", shown)
 
 
+def request_id_text(request_id: str) -> str:
+    """``request ID `abc``` as raw text, for a reason that is escaped where it is shown;
+    the very words ``_request_line`` shows."""
+    return "request ID `" + shorten(request_id, 100).replace("`", "ˋ") + "`"
+
+
 def _request_line(answered: str | None, request_id: str | None) -> str | None:
-    rid = f"request ID {code(request_id, 100)}" if request_id else ""
+    rid = escape(request_id_text(request_id)) if request_id else ""
     if answered and rid:
         return f"{answered}, {rid}"
     return answered or (rid[:1].upper() + rid[1:] if rid else None)
+
+
+def _with_request_id(text: str, request_id: str | None) -> str:
+    """``text``, then ``Request ID `abc``` on a line of its own when the answer had one."""
+    line = _request_line(None, request_id)
+    return f"{text}\n{line}" if line else text
 
 
 def api_error(job_name: str, *, status: int | None, error_code: str | None,
@@ -381,13 +393,19 @@ def not_sent(job_name: str, reason: str) -> Message:
                      replace=True)
 
 
-def outcome_unknown(job_name: str, *, unreadable: bool = False) -> Message:
+def outcome_unknown(job_name: str, *, unreadable: bool = False, request_id: str | None = None,
+                    history_request_id: str | None = None) -> Message:
+    """``request_id``: of the run call's answer, when it had one; ``history_request_id``:
+    of the answer when the job's build history could not be read."""
     why = ("CodeArts answered with something buildbot could not read" if unreadable
            else "CodeArts did not answer in time")
-    return ephemeral(
+    text = _with_request_id(
         f":warning: {why}: {_job(job_name)} *may or may not* have started. buildbot will "
         "not send it again by itself. Check the task's build history in CodeArts before "
-        "running it again.", replace=True)
+        "running it again.", request_id)
+    if history_request_id:
+        text += f"\n{_request_line('The build history could not be read', history_request_id)}"
+    return ephemeral(text, replace=True)
 
 
 def found_after_restart(job_name: str, daily: str, build_no: str, where: str | None) -> Message:
@@ -412,7 +430,8 @@ def announcement_uncertain(*, job_name: str, daily: str, build_no: str, channel:
 
 
 def checking(job_name: str, *, status: int | None = None, error_code: str | None = None,
-             error_msg: str | None = None, unreadable: bool = False) -> Message:
+             error_msg: str | None = None, unreadable: bool = False,
+             request_id: str | None = None) -> Message:
     """The run call's answer never came (or could not be read): the bot looks in the
     job's history and tells the outcome here; it never sends the run again."""
     if status is not None and status >= 500 and not unreadable:
@@ -423,23 +442,27 @@ def checking(job_name: str, *, status: int | None = None, error_code: str | None
         why = "CodeArts answered with something buildbot could not read"
     else:
         why = "CodeArts did not answer in time"
-    return ephemeral(f":hourglass_flowing_sand: {why}, so {_job(job_name)} *may* have "
-                     "started. buildbot is checking the task's build history and will tell "
-                     "you here; it will not send it again by itself.", replace=True)
+    return ephemeral(_with_request_id(
+        f":hourglass_flowing_sand: {why}, so {_job(job_name)} *may* have started. buildbot "
+        "is checking the task's build history and will tell you here; it will not send it "
+        "again by itself.", request_id), replace=True)
 
 
-def not_started_after_restart(job_name: str) -> Message:
-    return ephemeral(f":x: CodeArts' build history has no build of {_job(job_name)} from this "
-                     "request: nothing was started. buildbot asks you again below.",
-                     replace=True)
+def not_started_after_restart(job_name: str, *, request_id: str | None = None) -> Message:
+    """``request_id``: of the run call's answer (a 5xx), when it had one."""
+    return ephemeral(_with_request_id(
+        f":x: CodeArts' build history has no build of {_job(job_name)} from this request: "
+        "nothing was started. buildbot asks you again below.", request_id), replace=True)
 
 
-def outcome_ambiguous(job_name: str, builds: Iterable[str]) -> Message:
+def outcome_ambiguous(job_name: str, builds: Iterable[str], *,
+                      request_id: str | None = None) -> Message:
+    """``request_id``: of the run call's answer (a 5xx), when it had one."""
     numbers = ", ".join(f"#{escape(shorten(b, 20))}" for b in list(builds)[:20])
-    return ephemeral(f":warning: CodeArts' answer to {_job(job_name)} was lost, and its "
-                     f"build history has several builds that may be it ({numbers}); buildbot does not follow "
-                     "any of them and will not send it again. Check them in CodeArts.",
-                     replace=True)
+    return ephemeral(_with_request_id(
+        f":warning: CodeArts' answer to {_job(job_name)} was lost, and its build history has "
+        f"several builds that may be it ({numbers}); buildbot does not follow any of them "
+        "and will not send it again. Check them in CodeArts.", request_id), replace=True)
 
 
 def login_failed(job_name: str, *, status: int | None, error_code: str | None,
@@ -990,15 +1013,18 @@ def job_status(job_name: str, rows: Sequence[Any]) -> Message:
     return ephemeral(text, blocks)
 
 
-def jobs_status(results: Sequence[tuple[str, Any, bool]], *, left: int = 0) -> Message:
+def jobs_status(results: Sequence[tuple[str, Any, bool]], *, left: int = 0,
+                request_ids: Mapping[str, str | None] | None = None) -> Message:
     """``/build status``: each job this user may run here, with its newest build (None: no
     builds yet) or, when CodeArts could not be asked in time, ``unknown``; ``left`` jobs
-    were not asked (only the first ``HELP_PAGE_JOBS`` are)."""
+    were not asked (only the first ``HELP_PAGE_JOBS`` are). ``request_ids``: by job name,
+    of CodeArts' error answer for a job shown ``unknown``."""
     head = "*Your jobs here and their last build*"
     lines = []
     for name, row, failed in results:
         if failed:
-            lines.append(f"• {code(name)} :grey_question: unknown (CodeArts did not answer)")
+            why = _request_line("CodeArts did not answer", (request_ids or {}).get(name))
+            lines.append(f"• {code(name)} :grey_question: unknown ({why})")
         elif row is None:
             lines.append(f"• {code(name)} no builds yet")
         else:
@@ -1026,10 +1052,12 @@ def status_refused(problems: Iterable[str]) -> Message:
                             _context("Type `/build help` for usage.")])
 
 
-def status_failed(job_name: str, reason: str) -> Message:
-    """CodeArts could not be asked for a job's builds; ``reason`` is a few plain words."""
-    return ephemeral(f":warning: buildbot could not read the builds of {code(job_name, 200)}: "
-                     f"{escape(shorten(reason, 300))}. Try again in a minute.", replace=False)
+def status_failed(job_name: str, reason: str, *, request_id: str | None = None) -> Message:
+    """CodeArts could not be asked for a job's builds; ``reason`` is a few plain words;
+    ``request_id``: of CodeArts' answer, when it had one."""
+    return ephemeral(_with_request_id(
+        f":warning: buildbot could not read the builds of {code(job_name, 200)}: "
+        f"{escape(shorten(reason, 300))}. Try again in a minute.", request_id), replace=False)
 
 
 def _stop_name(job_name: str, daily: str, build_no: str) -> str:

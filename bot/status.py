@@ -25,6 +25,7 @@ from bot.codearts import (
     HistoryRecord,
     NotSentError,
     build_state_from,
+    request_id_of,
 )
 from bot.lifecycle import duration_of, result_of
 from bot.store import Store
@@ -98,11 +99,12 @@ def recent_builds(api: CodeArtsClient, store: Store, job_id: str, *, limit: int 
 @dataclass(frozen=True)
 class LastResult:
     """A job's newest build (None: it has none yet), or ``failed`` when CodeArts could not
-    be asked in time."""
+    be asked in time (``request_id``: of its error answer, when it had one)."""
 
     job_name: str
     row: BuildRow | None
     failed: bool = False
+    request_id: str | None = None
 
 
 def last_results(api: CodeArtsClient, store: Store, jobs: Sequence[tuple[str, str]], *,
@@ -129,7 +131,7 @@ def last_results(api: CodeArtsClient, store: Store, jobs: Sequence[tuple[str, st
         if exc is not None:
             if not isinstance(exc, CodeArtsError):
                 log.error("last result of job=%s not read", name, exc_info=exc)
-            out.append(LastResult(name, None, failed=True))
+            out.append(LastResult(name, None, failed=True, request_id=request_id_of(exc)))
             continue
         out.append(LastResult(name, future.result()))
     return out

@@ -25,7 +25,7 @@ from bot.lifecycle import progress_line
 from bot.status import BuildRow
 
 HELPERS = {"escape", "shorten", "code", "cut", "duration",
-           "approvers_text"}  # build no message
+           "approvers_text", "request_id_text"}  # build no message
 
 
 @dataclass(frozen=True)
@@ -106,12 +106,16 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                         for no in (c.build_no, "")),
         "api_error": (msg.api_error(**run, hint=c.words) for _ in (1,)),
         "not_sent": iter([msg.not_sent(c.job, c.words)]),
-        "outcome_unknown": (msg.outcome_unknown(c.job, unreadable=u) for u in (False, True)),
-        "outcome_ambiguous": (msg.outcome_ambiguous(c.job, [c.build_no] * n) for n in (2, 50)),
-        "not_started_after_restart": iter([msg.not_started_after_restart(c.job)]),
+        "outcome_unknown": (msg.outcome_unknown(c.job, unreadable=u, request_id=r,
+                                                history_request_id=r)
+                            for u in (False, True) for r in (None, c.words)),
+        "outcome_ambiguous": (msg.outcome_ambiguous(c.job, [c.build_no] * n, request_id=r)
+                              for n in (2, 50) for r in (None, c.words)),
+        "not_started_after_restart": (msg.not_started_after_restart(c.job, request_id=r)
+                                      for r in (None, c.words)),
         "checking": (msg.checking(c.job, status=s, error_code=c.words[:40], error_msg=c.words,
-                                  unreadable=u)
-                     for s in (None, 502) for u in (False, True)),
+                                  unreadable=u, request_id=r)
+                     for s in (None, 502) for u in (False, True) for r in (None, c.words)),
         "found_after_restart": (msg.found_after_restart(c.job, daily, c.build_no, where)
                                 for daily in (c.daily, "") for where in (c.channel, None)),
         "announcement_uncertain": (msg.announcement_uncertain(
@@ -201,10 +205,13 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
         "job_status": (msg.job_status(c.job, rows) for rows in _rows(c)),
         "jobs_status": (msg.jobs_status([(name, row, failed) for name, _ in c.jobs
                                          for row in rows[:1] or [None]
-                                         for failed in (False, True)], left=left)
-                        for rows in _rows(c) for left in (0, 160)),
+                                         for failed in (False, True)], left=left,
+                                        request_ids=ids)
+                        for rows in _rows(c) for left in (0, 160)
+                        for ids in (None, {name: c.words for name, _ in c.jobs})),
         "status_refused": (msg.status_refused([c.words] * n) for n in (1, 200)),
-        "status_failed": iter([msg.status_failed(c.job, c.words)]),
+        "status_failed": (msg.status_failed(c.job, c.words, request_id=r)
+                          for r in (None, c.words)),
         "stop_question": (msg.stop_question(c.job, daily, c.build_no, value="v" * 64,
                                             started_by=by)
                           for daily in (c.daily, "") for by in (c.user, None)),
@@ -375,13 +382,6 @@ def view_builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
     }
 
 
-def check_view(view: dict[str, Any]) -> None:
-    from slack_sdk.models.views import View
-
-    View(**view).validate_json()  # title, close, submit <= 24; <= 100 blocks; metadata
-    assert len(view["blocks"]) <= 100 and len(view.get("private_metadata", "")) <= 3000
-    block_ids = [b["block_id"] for b in view["blocks"] if "block_id" in b]
-    assert len(block_ids) == len(set(block_ids)) and all(len(i) <= 255 for i in block_ids)
 def check_select(element: dict[str, Any]) -> None:
     assert element["type"] == "static_select"
     assert len(element["placeholder"]["text"]) <= 150
@@ -396,18 +396,27 @@ def check_select(element: dict[str, Any]) -> None:
         assert element["initial_option"] in options
 
 
-    for block in view["blocks"]:
-        Block.parse(block).validate_json()  # type: ignore[union-attr]
-        if block["type"] == "section":
+def check_view(view: dict[str, Any]) -> None:
+    from slack_sdk.models.views import View
+
     from bot.standins.slack_rules import view_problem
 
-            assert len(block["text"]["text"]) <= 3000
+    View(**view).validate_json()  # title, close, submit <= 24; <= 100 blocks; metadata
     # slack_sdk accepts an input block in a view without submit; Slack does not
     # ("submit is required when an input block is within the blocks array")
     if any(b["type"] == "input" for b in view["blocks"]):
         assert view.get("submit"), "a view with an input block needs submit"
     assert view_problem(view) is None, view_problem(view)  # what the Slack stand-in refuses
+    assert len(view["blocks"]) <= 100 and len(view.get("private_metadata", "")) <= 3000
+    block_ids = [b["block_id"] for b in view["blocks"] if "block_id" in b]
+    assert len(block_ids) == len(set(block_ids)) and all(len(i) <= 255 for i in block_ids)
+    for block in view["blocks"]:
+        Block.parse(block).validate_json()  # type: ignore[union-attr]
+        if block["type"] == "section":
+            assert len(block["text"]["text"]) <= 3000
             check_shown(block["text"]["text"])
+            if "accessory" in block:  # the job select of a view with nothing to submit
+                check_select(block["accessory"])
         elif block["type"] == "context":
             assert all(len(e["text"]) <= 2000 for e in block["elements"])
             for element in block["elements"]:
@@ -415,8 +424,6 @@ def check_select(element: dict[str, Any]) -> None:
         elif block["type"] == "input":
             assert 0 < len(block["label"]["text"]) <= 2000
             assert len(block.get("hint", {}).get("text", "")) <= 2000
-            if "accessory" in block:  # the job select of a view with nothing to submit
-                check_select(block["accessory"])
             element = block["element"]
             if element["type"] == "plain_text_input":
                 assert element["max_length"] <= 3000
@@ -444,13 +451,6 @@ def test_every_view_keeps_slacks_limits(name: str, case: str) -> None:
         check_view(view)
 
 
-def test_a_job_with_more_parameters_than_a_view_holds_says_so() -> None:
-    from bot import forms
-
-    view = forms.form_view([], _job(CASES["ordinary"], 96), metadata="m")
-    shown = view["blocks"][1]["text"]["text"]
-    assert "submit" not in view and "Type the command instead" in shown
-    fits = forms.form_view([], _job(CASES["ordinary"], 95, extra=True), metadata="m")
 def test_every_view_with_an_input_block_has_submit() -> None:
     """Slack refuses (views.open: invalid_arguments) a view holding an input block but no
     submit: every view the form builds, for every case, either has submit or holds no
@@ -475,4 +475,11 @@ def test_the_view_checks_catch_an_input_block_without_submit() -> None:
         check_view(view)
 
 
+def test_a_job_with_more_parameters_than_a_view_holds_says_so() -> None:
+    from bot import forms
+
+    view = forms.form_view([], _job(CASES["ordinary"], 96), metadata="m")
+    shown = view["blocks"][1]["text"]["text"]
+    assert "submit" not in view and "Type the command instead" in shown
+    fits = forms.form_view([], _job(CASES["ordinary"], 95, extra=True), metadata="m")
     assert len(fits["blocks"]) == 100 and "submit" in fits

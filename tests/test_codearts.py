@@ -18,6 +18,7 @@ from bot.auth import AkSkAuth, IamPasswordAuth, TokenAuth
 from bot.codearts import (
     RETRIES,
     ApiError,
+    AuthError,
     BadResponseError,
     BuildState,
     CodeArtsClient,
@@ -28,6 +29,8 @@ from bot.codearts import (
     build_state_from,
     extract_error,
     parse_time,
+    request_id_in,
+    request_id_of,
 )
 from bot.runtime import client_from_settings
 from bot.settings import Settings
@@ -681,3 +684,44 @@ def test_the_client_does_not_import_the_auth_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out == "False\n"
+
+
+# --- the request ID an error carries, and the one kept in its text ----------------------
+
+def test_a_run_answer_without_a_build_number_keeps_its_status_and_request_id(fake, client):
+    fake.fail_next(202, {"octopus_job_name": "x"}, path_prefix=RUN,
+                   headers={"X-Request-Id": "run-rid"})
+    with pytest.raises(BadResponseError) as info:
+        client.run_build(body())
+    assert (info.value.status, info.value.request_id) == (202, "run-rid")
+    assert str(info.value).endswith("(request ID run-rid)")
+
+
+@pytest.mark.parametrize("exc", [
+    ApiError(503, "CB.00060100", "Network busy (request ID fake)", "rid-1"),
+    ApiError(409, "X", "no hint for this status", "rid-1", hint=""),
+    BadResponseError(502, "rid-1", "<html>"),
+    AuthError(401, "x", "wrong (request ID fake)", "rid-1"),
+])
+def test_the_request_id_of_an_error_is_found_again_in_its_text(exc):
+    assert request_id_of(exc) == "rid-1"
+    assert request_id_in(str(exc)) == "rid-1"
+    assert request_id_in("answer lost: " + str(exc)) == "rid-1"  # the note kept on a request
+
+
+@pytest.mark.parametrize("exc", [
+    ApiError(503, "CB.00060100", "Network busy (request ID fake)"),
+    ApiError(409, "X", "ends with a bracket)", hint=""),
+    BadResponseError(502, None, "<html>"),
+    AuthError(None, "", "connection refused"),
+    NotSentError("GET", "/v3/jobs/x/history", 4, "ReadTimeout"),
+    OutcomeUnknownError("POST", RUN, "ReadTimeout"),
+])
+def test_an_error_without_an_answer_or_a_request_id_has_none(exc):
+    assert request_id_of(exc) is None
+    assert request_id_in(str(exc)) is None
+
+
+def test_no_text_has_no_request_id():
+    assert request_id_in(None) is None and request_id_in("") is None
+    assert request_id_of(ValueError("request_id")) is None

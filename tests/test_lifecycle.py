@@ -107,6 +107,35 @@ def test_a_run_error_is_worded_by_whether_anything_may_have_started(
     assert lc.allowed(RequestState.SENDING, failure.state)
 
 
+@pytest.mark.parametrize(("exc", "shown"), [
+    (ApiError(503, "CB.00060100", "Network busy", "rid-503"), "\nRequest ID `rid-503`"),
+    (BadResponseError(502, "gw-1", "<html>"), "\nRequest ID `gw-1`"),
+    (BadResponseError(200, "rid-200", "{}", "a run answer without a usable build number"),
+     "\nRequest ID `rid-200`"),
+    (ApiError(400, "CB.1", "bad", "rid-400"), "\nHTTP 400, request ID `rid-400`"),
+    (AuthError(401, "x", "wrong", "iam-1"), "\nIAM answered HTTP 401, request ID `iam-1`"),
+])
+def test_a_run_error_from_an_answer_shows_its_request_id(exc: Exception, shown: str) -> None:
+    failure = lc.decide_run_failure("backend", exc)  # type: ignore[arg-type]
+    assert failure.reply["text"].endswith(shown)
+
+
+@pytest.mark.parametrize("exc", [
+    OutcomeUnknownError("POST", "/v3/jobs/build", "ReadTimeout"),
+    OutcomeUnknownError("POST", "/v3/jobs/build", "RemoteProtocolError"),
+    NotSentError("POST", "/v3/jobs/build", 4, "ConnectError"),
+    ApiError(503, "CB.00060100", "Network busy"),  # an answer without the header
+])
+def test_a_run_error_without_a_request_id_says_nothing_of_one(exc: Exception) -> None:
+    failure = lc.decide_run_failure("backend", exc)  # type: ignore[arg-type]
+    assert "request id" not in failure.reply["text"].lower()
+
+
+def test_a_settlement_carries_the_request_id_of_an_unreadable_history() -> None:
+    assert lc.Settlement("unknown").request_id is None
+    assert lc.Settlement("unknown", request_id="hist-1").request_id == "hist-1"
+
+
 # --- polls ----------------------------------------------------------------------------
 
 def running() -> BuildState:

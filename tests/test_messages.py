@@ -288,3 +288,80 @@ def test_names_commit_and_tag_are_shown_whole() -> None:
         for text in (shown(m), m["text"]):
             assert f"`{name}` = `1`" in text and f"commit `{'a' * 64}`" in text
             assert f"tag `{tag}`" in text
+
+
+# --- F. the request ID of CodeArts' answer, in every message that comes from one -------
+
+CHECKING_503 = (":hourglass_flowing_sand: CodeArts answered HTTP 503 `CB.00060100` (Network "
+                "busy), so backend *may* have started. buildbot is checking the task's build "
+                "history and will tell you here; it will not send it again by itself.")
+UNKNOWN = (":warning: CodeArts did not answer in time: backend *may or may not* have "
+           "started. buildbot will not send it again by itself. Check the task's build "
+           "history in CodeArts before running it again.")
+NOT_STARTED = (":x: CodeArts' build history has no build of backend from this request: "
+               "nothing was started. buildbot asks you again below.")
+AMBIGUOUS = (":warning: CodeArts' answer to backend was lost, and its build history has "
+             "several builds that may be it (#1, #2); buildbot does not follow any of them "
+             "and will not send it again. Check them in CodeArts.")
+STATUS_FAILED = (":warning: buildbot could not read the builds of `backend`: CodeArts "
+                 "answered HTTP 500. Try again in a minute.")
+
+
+def test_without_a_request_id_the_words_are_as_they_were() -> None:
+    assert msg.checking("backend", status=503, error_code="CB.00060100",
+                        error_msg="Network busy")["text"] == CHECKING_503
+    assert msg.outcome_unknown("backend")["text"] == UNKNOWN
+    assert msg.not_started_after_restart("backend")["text"] == NOT_STARTED
+    assert msg.outcome_ambiguous("backend", ["1", "2"])["text"] == AMBIGUOUS
+    assert msg.status_failed("backend", "CodeArts answered HTTP 500")["text"] == STATUS_FAILED
+    line = msg.jobs_status([("backend", None, True)])["text"].splitlines()[1]
+    assert line == "• `backend` :grey_question: unknown (CodeArts did not answer)"
+    for m in (msg.checking("backend"), msg.checking("backend", status=502, unreadable=True)):
+        assert "request ID" not in m["text"].lower()
+
+
+def test_a_request_id_is_said_as_every_other_error_says_it() -> None:
+    rid = "0f3c9b2e-req"
+    line = f"Request ID `{rid}`"
+    assert msg.checking("backend", status=503, error_code="CB.00060100",
+                        error_msg="Network busy", request_id=rid)["text"] == \
+        f"{CHECKING_503}\n{line}"
+    unreadable = msg.checking("backend", status=502, unreadable=True, request_id=rid)["text"]
+    assert "could not read" in unreadable and unreadable.endswith(f"\n{line}")
+    assert msg.outcome_unknown("backend", request_id=rid)["text"] == f"{UNKNOWN}\n{line}"
+    assert msg.not_started_after_restart("backend", request_id=rid)["text"] == \
+        f"{NOT_STARTED}\n{line}"
+    assert msg.outcome_ambiguous("backend", ["1", "2"], request_id=rid)["text"] == \
+        f"{AMBIGUOUS}\n{line}"
+    assert msg.status_failed("backend", "CodeArts answered HTTP 500",
+                             request_id=rid)["text"] == f"{STATUS_FAILED}\n{line}"
+    status = msg.jobs_status([("backend", None, True), ("docs", None, True)],
+                             request_ids={"backend": rid})["text"].splitlines()
+    assert status[1] == f"• `backend` :grey_question: unknown (CodeArts did not answer, " \
+                        f"request ID `{rid}`)"
+    assert status[2] == "• `docs` :grey_question: unknown (CodeArts did not answer)"
+    # the same words as a refusal and a failed stop give it
+    assert f"HTTP 503, request ID `{rid}`" in msg.api_error(
+        "backend", status=503, error_code="", error_msg="", hint="", request_id=rid)["text"]
+    assert msg.request_id_text(rid) == f"request ID `{rid}`"
+
+
+def test_the_history_answer_and_the_run_answer_each_have_their_line() -> None:
+    m = msg.outcome_unknown("backend", request_id="run-1", history_request_id="hist-2")
+    assert m["text"] == (f"{UNKNOWN}\nRequest ID `run-1`\n"
+                         "The build history could not be read, request ID `hist-2`")
+    only = msg.outcome_unknown("backend", history_request_id="hist-2")["text"]
+    assert only == f"{UNKNOWN}\nThe build history could not be read, request ID `hist-2`"
+
+
+def test_a_request_id_is_shown_escaped_shortened_and_in_one_piece() -> None:
+    rid = "<!channel>&`x`" + "9" * 200
+    texts = [msg.checking("backend", status=500, request_id=rid)["text"],
+             msg.outcome_unknown("backend", request_id=rid, history_request_id=rid)["text"],
+             msg.status_failed("backend", "x", request_id=rid)["text"],
+             msg.jobs_status([("backend", None, True)], request_ids={"backend": rid})["text"]]
+    for text in texts:
+        assert "<!channel>" not in text and "&lt;!channel&gt;&amp;ˋxˋ" in text
+        assert well_formed(text) and "9" * 100 not in text and "…`" in text
+    # the raw words, escaped where they are shown, are the words of the line
+    assert f"could not be read, {msg.escape(msg.request_id_text(rid))}" in texts[1]

@@ -229,7 +229,7 @@ def test_an_unreadable_log_is_one_line_and_the_result_is_still_posted(bot: Bot) 
     (reply,) = thread_replies(bot)
     text = shown(reply)
     assert "was stopped" in text
-    assert "The build log could not be read (CodeArts answered HTTP 403)" in text
+    assert "The build log could not be read (CodeArts answered HTTP 403, request ID `" in text
     assert "```" not in text
     assert bot.store.get_build(rid).watch.value == "done"
 

@@ -237,6 +237,98 @@ def test_unknown_outcome_is_never_sent_again(bot: Bot) -> None:
     assert bot.store.get_request(rid).state == "running"  # sending, until the history says
 
 
+# --- the request ID of CodeArts' answer, in what the user reads -------------------
+
+RUN_PATH = "/v3/jobs/build"
+
+
+def click_run(bot: Bot, text: str = "backend") -> tuple[str, str, dict]:
+    """Confirm and click Run; (request id, response_url, what replaced the question)."""
+    rid, url = bot.confirmation(text)
+    assert bot.click(msg.RUN, rid, response_url=url).status_code == 200
+    reply = bot.wait_response(url, 2)[1]
+    bot.wait_idle()
+    return rid, url, reply
+
+
+def settle(bot: Bot) -> None:
+    """Let the watcher look for the run in the job's history, long enough to say "no"."""
+    from bot.engine import NOT_STARTED_AFTER
+
+    bot.clock.advance(NOT_STARTED_AFTER + 1)
+    bot.runtime.watcher.housekeeping()
+    bot.wait_idle()
+
+
+def test_a_5xx_on_run_says_may_have_started_with_its_request_id(bot: Bot) -> None:
+    bot.codearts.fail_next(503, path_prefix=RUN_PATH, headers={"X-Request-Id": "rid-503-run"})
+    rid, url, reply = click_run(bot)
+    assert "*may* have started" in reply["text"] and "HTTP 503" in reply["text"]
+    assert reply["text"].endswith("\nRequest ID `rid-503-run`")
+    assert len(run_requests(bot)) == 1
+    # the history shows nothing started: that word carries the 5xx's request ID too
+    settle(bot)
+    told = [r["text"] for r in bot.slack.responses(url)]
+    (not_started,) = [t for t in told if "nothing was started" in t]
+    assert not_started.endswith("\nRequest ID `rid-503-run`")
+    assert "Run this build?" in told[-1] and "request ID" not in told[-1].lower()
+    assert bot.store.get_request(rid).state == "failed"
+    assert len(run_requests(bot)) == 1
+
+
+def test_an_unreadable_5xx_page_on_run_says_may_have_started_with_its_request_id(
+        bot: Bot) -> None:
+    bot.codearts.html_next(502, path_prefix=RUN_PATH, headers={"X-Request-Id": "gw-502"})
+    rid, url, reply = click_run(bot)
+    assert "could not read" in reply["text"] and "*may* have started" in reply["text"]
+    assert reply["text"].endswith("\nRequest ID `gw-502`") and "<html" not in reply["text"]
+    settle(bot)  # the page hid a build that did start: found, followed, no error
+    assert "CodeArts did start it" in bot.slack.responses(url)[-1]["text"]
+    assert bot.store.get_request(rid).state == "started"
+
+
+def test_a_run_answer_without_a_build_number_gives_its_request_id(bot: Bot) -> None:
+    bot.codearts.fail_next(200, {"octopus_job_name": "x"}, path_prefix=RUN_PATH,
+                           headers={"X-Request-Id": "rid-no-number"})
+    _rid, _url, reply = click_run(bot)
+    assert "*may* have started" in reply["text"]
+    assert reply["text"].endswith("\nRequest ID `rid-no-number`")
+
+
+@pytest.mark.parametrize("how", ["drop", "hang"])
+def test_no_answer_to_run_says_nothing_of_a_request_id(db_url: str, tmp_path: Path,
+                                                       how: str) -> None:
+    with running_bot(db_url, tmp_path, api_options={"timeout": 0.3}) as bot:
+        if how == "drop":
+            bot.codearts.drop_next(path_prefix=RUN_PATH)  # connection closed, no answer
+        else:
+            bot.codearts.hang(2.0, path_prefix=RUN_PATH)  # past the client's read timeout
+        _rid, _url, reply = click_run(bot)
+        assert "did not answer in time" in reply["text"]
+        assert "*may* have started" in reply["text"]
+        assert "request id" not in reply["text"].lower()
+
+
+def test_an_unreadable_log_under_a_failed_build_gives_the_log_answer_request_id(
+        bot: Bot) -> None:
+    bot.codearts.add_job(BACKEND_ID, outcome="FAILURE", duration=0)
+    rid, url = bot.confirmation("backend")
+    bot.click(msg.RUN, rid, response_url=url)
+    bot.wait_response(url, 2)
+    bot.wait_idle()
+    bot.codearts.fail_next(503, count=5, path_prefix=f"/v3/jobs/{BACKEND_ID}/1/real-time-log",
+                           headers={"X-Request-Id": "log-rid"})
+    bot.clock.advance(16)
+    bot.runtime.watcher.run_once()
+    ts = bot.store.get_build(rid).message_ts
+    (reply,) = [c for c in bot.slack.calls("chat.postMessage") if c.get("thread_ts") == ts]
+    notes = [e["text"] for b in reply["blocks"] if b["type"] == "context"
+             for e in b["elements"]]
+    assert any("The build log could not be read (CodeArts answered HTTP 503, request ID "
+               "`log-rid`)." in n for n in notes), notes
+    assert "failed" in reply["text"]
+
+
 # --- where the result goes ---------------------------------------------------------
 
 def test_channel_post_falls_back_to_response_url(bot: Bot) -> None:

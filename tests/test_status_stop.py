@@ -306,6 +306,56 @@ def test_the_stop_button_still_works(bot: Bot) -> None:
     assert "asked CodeArts to stop" in note["text"]
 
 
+# --- the request ID of CodeArts' answer --------------------------------------------------
+
+def test_status_when_codearts_fails_gives_the_answer_request_id(bot: Bot) -> None:
+    bot.codearts.fail_next(500, count=10, path_prefix=f"/v3/jobs/{BACKEND_ID}/history",
+                           headers={"X-Request-Id": "st-rid"})
+    text = answer(bot, "status backend")["text"]
+    assert "could not read the builds of `backend`: CodeArts answered HTTP 500" in text
+    assert text.endswith("Try again in a minute.\nRequest ID `st-rid`")
+
+
+def test_status_when_codearts_does_not_answer_says_nothing_of_a_request_id(
+        db_url: str, tmp_path: Path) -> None:
+    with running_bot(db_url, tmp_path, api_options={"timeout": 0.3}) as bot:
+        bot.codearts.hang(2.0, count=10, path_prefix=f"/v3/jobs/{BACKEND_ID}/history")
+        text = answer(bot, "status backend")["text"]
+        assert "could not read the builds of `backend`" in text
+        assert "request id" not in text.lower()
+
+
+def test_status_alone_gives_the_request_id_of_a_failed_job(bot: Bot) -> None:
+    bot.codearts.fail_next(503, count=10, path_prefix=f"/v3/jobs/{DOCS_ID}/history",
+                           headers={"X-Request-Id": "docs-rid"})
+    text = answer(bot, "status")["text"]
+    docs = next(line for line in text.splitlines() if "`docs`" in line)
+    assert docs.endswith("unknown (CodeArts did not answer, request ID `docs-rid`)")
+    backend = next(line for line in text.splitlines() if "`backend`" in line)
+    assert "request ID" not in backend
+
+
+def test_a_stop_question_codearts_cannot_answer_gives_the_request_id(bot: Bot) -> None:
+    number = from_console(bot, BACKEND_ID)
+    bot.codearts.fail_next(503, count=10, path_prefix=f"/v4/jobs/{BACKEND_ID}/{number}/",
+                           headers={"X-Request-Id": "rec-rid"})
+    text = answer(bot, f"stop backend {number}")["text"]
+    assert "could not read the builds of `backend`: CodeArts answered HTTP 503" in text
+    assert text.endswith("\nRequest ID `rec-rid`")
+    assert stop_calls(bot) == []
+
+
+def test_a_stop_codearts_refuses_gives_the_request_id(bot: Bot) -> None:
+    number = from_console(bot, BACKEND_ID)
+    question, url = ask_stop(bot, f"stop backend {number}")
+    bot.codearts.fail_next(500, path_prefix=f"/v3/jobs/{BACKEND_ID}/{number}/stop",
+                           headers={"X-Request-Id": "stop-rid"})
+    bot.click(msg.STOP_CONFIRM, button_value(question, msg.STOP_CONFIRM), response_url=url)
+    bot.wait_idle()
+    text = bot.slack.responses(url)[-1]["text"]
+    assert "CodeArts did not stop" in text and "\nHTTP 500, request ID `stop-rid`\n" in text
+
+
 def test_help_names_status_and_stop(bot: Bot) -> None:
     text = answer(bot, "help")["text"]
     assert "/build status" in text and "/build stop" in text

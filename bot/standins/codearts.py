@@ -305,14 +305,17 @@ class FakeCodeArts:
         """Handle the next request(s) normally but wait ``seconds`` before answering."""
         self._add(_Rule("hang", count, path_prefix, seconds=seconds))
 
-    def html_next(self, status: int = 502, count: int = 1, path_prefix: str | None = None) -> None:
-        """Answer with a proxy's HTML page instead of JSON.
+    def html_next(self, status: int = 502, count: int = 1, path_prefix: str | None = None,
+                  headers: dict[str, str | None] | None = None) -> None:
+        """Answer with a proxy's HTML page instead of JSON (with ``headers`` as
+        ``fail_next`` takes them, e.g. ``{"X-Request-Id": "gw-1"}``).
 
         A 4xx page comes from something in front of CodeArts (a WAF, a proxy) that
         refused the request: CodeArts never sees it. With any other status the request
         is handled first (a run creates its build) and the page replaces the answer.
         """
-        self._add(_Rule("html", count, path_prefix, status=status))
+        self._add(_Rule("html", count, path_prefix, status=status,
+                        headers=dict(headers or {})))
 
     def drop_next(self, count: int = 1, path_prefix: str | None = None) -> None:
         """Handle the request (a run creates its build), then close without answering."""
@@ -760,7 +763,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         if "html" in rules:
-            self._send(rules["html"].status, HTML_PAGE, {"Content-Type": "text/html"})
+            self._send(rules["html"].status, HTML_PAGE,
+                       {"Content-Type": "text/html", **rules["html"].headers})
             return
         self._send_json(status, body, headers)
 

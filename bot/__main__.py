@@ -105,8 +105,9 @@ def load(config_arg: str | None) -> tuple[Settings | None, BuildbotConfig | None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the bot. Every local check comes first; in HTTP mode the port opens before Slack
-    is asked to accept the token (``/readyz`` says "starting" meanwhile)."""
+    """Run the bot. Every local check comes first; in HTTP mode the port (in Socket Mode the
+    health port, HEALTH_PORT, when set) opens before Slack is asked to accept the token
+    (``/readyz`` says "starting" meanwhile)."""
     settings, config, path, problems = load(args.config)
     if problems or settings is None or config is None:
         return cannot_start(problems)
@@ -127,6 +128,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if settings.socket_mode:
             log.info("starting in Socket Mode")
+            if settings.health_port is not None:
+                try:
+                    runtime.bind_health()
+                except OSError as exc:
+                    reason = (f"cannot listen on HEALTH_PORT {settings.health_port} "
+                              f"({exc.strerror or exc}): set HEALTH_PORT to a free port.")
+                    return cannot_start([reason])
             runtime.serve_socket_mode()
         else:
             log.info("starting in HTTP mode on port %s", settings.port)

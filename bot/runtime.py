@@ -26,7 +26,15 @@ from bot.slack_io import BACKOFF, make_web_client
 from bot.store import DatabaseClock, Store
 from bot.usergroups import SlackUserGroups
 from bot.watcher import Watcher
-from bot.web import make_server, make_wsgi
+from bot.web import (
+    HEALTH_MAX_CONNECTIONS,
+    HEALTH_THREADS,
+    Readiness,
+    make_health_wsgi,
+    make_server,
+    make_wsgi,
+    ping,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +56,7 @@ class Runtime:
         bad token cannot make it give up on the results it owes."""
         self.settings = settings
         self._watch, self._watching = watch, False
-        self.server: Any = None
+        self.server: Any = None  # HTTP mode's server, or Socket Mode's health listener
         self.webhook: Any = None  # bot.webhook.CodeArtsEvents, when it is on (HTTP mode)
         self.ready = threading.Event()
         try:
@@ -121,12 +129,15 @@ class Runtime:
     def bind_http(self, *, host: str = "0.0.0.0", port: int | None = None) -> int:
         """Bind the HTTP server; returns the port. ``/healthz`` answers 200 once it serves;
         ``/readyz`` once Slack has accepted the token (``ready``) and the database answers."""
-        from bot.web import Readiness, ping
-
         secret = self.settings.slack_signing_secret
-        readiness = Readiness(self.ready, lambda: ping(self.store.engine))
-        wsgi = make_wsgi(self.app, readiness, secret.get_secret_value() if secret else None,
+        wsgi = make_wsgi(self.app, self.readiness(),
+                         secret.get_secret_value() if secret else None,
                          metrics=self.metrics.render if self.settings.metrics else None,
+    def readiness(self) -> Readiness:
+        """``/readyz``'s answer: Slack has accepted the bot token (``ready``) and the
+        database answers; the same in HTTP mode and on Socket Mode's HEALTH_PORT."""
+        return Readiness(self.ready, lambda: ping(self.store.engine))
+
                          codearts_events=self.codearts_events())
         self.server = make_server(wsgi, host=host,
                                   port=self.settings.port if port is None else port,
@@ -147,6 +158,21 @@ class Runtime:
         from bot.webhook import CodeArtsEvents
 
         self.webhook = CodeArtsEvents(hook.get_secret_value(), store=self.store,
+    def bind_health(self, *, host: str = "0.0.0.0", port: int | None = None) -> int:
+        """Socket Mode: bind the health listener on HEALTH_PORT; returns the port. It answers
+        ``/healthz``, ``/readyz`` and (METRICS=1) ``/metrics`` as HTTP mode does, and 404 to
+        anything else (no ``/slack/events``, no webhook); ``serve_socket_mode`` serves it."""
+        port = self.settings.health_port if port is None else port
+        assert port is not None
+        wsgi = make_health_wsgi(self.readiness(),
+                                metrics=self.metrics.render if self.settings.metrics else None)
+        self.server = make_server(wsgi, host=host, port=port, threads=HEALTH_THREADS,
+                                  max_connections=HEALTH_MAX_CONNECTIONS,
+                                  request_timeout=self.settings.http_request_timeout)
+        bound = int(self.server.effective_port)
+        log.info("health checks on %s:%s", host, bound)
+        return bound
+
                                       clock=self.clock, wake=self.watcher.wake)
         log.info("CodeArts webhook on: POST /codearts/events")
         return self.webhook
@@ -186,14 +212,27 @@ class Runtime:
         SocketModeHandler(self.app, token.get_secret_value()).start()
 
     def close(self, deadline: float = 30.0) -> bool:
+        """Serve the health listener if one is bound (``bind_health``), then (if not done
+        yet) have Slack accept the bot token, then open the Socket Mode connection and serve
+        until stopped. As in HTTP mode, ``/readyz`` says "starting" until Slack has accepted
+        the token; a refusal of either token raises and the listener closes (``close``)."""
         """Stop taking work, let work in flight finish for up to ``deadline`` seconds, then
         close the clients. A client still in use by then is left open (the process is
         ending anyway) rather than closed under a running thread; returns False then."""
         until = time.monotonic() + deadline
         if self.server is not None:
+            threading.Thread(target=self._serve_health, args=(self.server,),
+                             name="buildbot-health", daemon=True).start()
+        if self.server is not None:
             self.server.close()
         watcher_idle = self.watcher.stop(deadline)
         self.worker.shutdown(wait=False, cancel_futures=False)
+    def _serve_health(self, server: Any) -> None:
+        try:
+            server.run()
+        except Exception:  # the bot goes on without it; a liveness probe will notice
+            log.exception("the health listener on HEALTH_PORT stopped")
+
         workers_idle = self.flow.wait_idle(max(0.0, until - time.monotonic()))
         self.flow.close_status_pool()
         if not (watcher_idle and workers_idle):

@@ -112,6 +112,22 @@ class Settings(BaseSettings):
     # HTTP mode: turns on POST /codearts/events (CodeArts' generic webhook, a nudge to poll
     # now); calls must carry it in the X-Buildbot-Secret header. Unset or empty: off (404).
     codearts_webhook_secret: SecretStr | None = None
+    # Socket Mode: serve /healthz, /readyz and (with METRICS) /metrics on this port. Unset or
+    # empty: off. HTTP mode serves them on PORT, so there it is refused.
+    health_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("health_port", mode="before")
+    @classmethod
+    def _health_port(cls, v: object, info: ValidationInfo) -> object:
+        if isinstance(v, str) and not v.strip():
+            return None
+        # slack_app_token is absent from info.data when it was invalid: said once, for it
+        if v is not None and "slack_app_token" in info.data \
+                and info.data["slack_app_token"] is None:
+            raise ValueError("it is for Socket Mode only, and SLACK_APP_TOKEN is not set: in "
+                             "HTTP mode /healthz, /readyz and /metrics are served on PORT; "
+                             "unset HEALTH_PORT")
+        return v
 
     @field_validator(*TOKENS, *URLS, *TEXTS, mode="before")
     @classmethod

@@ -1,5 +1,6 @@
 """HTTP mode: a WSGI app (``/slack/events``, ``/healthz``, ``/readyz``) served by waitress,
-with a deadline on every whole request.
+with a deadline on every whole request. Socket Mode, with HEALTH_PORT set: the same health
+checks alone (``make_health_wsgi``), served the same way.
 
 waitress's own ``channel_timeout`` is an *idle* timeout: every byte a client sends resets
 it, so a client sending one header byte every few seconds holds its connection forever,
@@ -40,19 +41,50 @@ REQUEST_TIMEOUT = 10.0  # seconds to deliver a whole request (HTTP_REQUEST_TIMEO
 MAX_CONNECTIONS = 1000  # open client connections (HTTP_MAX_CONNECTIONS)
 MAKE_ROOM_AFTER = 1.0  # when full, only a connection that has waited this long is closed
 SPARE_FILES = 256  # file descriptors beyond the connections: database, clients, logs
+# Socket Mode's health listener (HEALTH_PORT) serves probes and a scraper, not Slack
+HEALTH_THREADS = 4
+HEALTH_MAX_CONNECTIONS = 100
+
+
+def make_health_wsgi(readiness: Readiness, *, metrics: Callable[[], bytes] | None = None
+                     ) -> Callable[..., Iterable[bytes]]:
+    """The health checks, and 404 for anything else: HTTP mode serves them beside Slack's
+    requests (``make_wsgi``), Socket Mode alone on HEALTH_PORT, so they mean the same in both.
+
+    ``/healthz`` is liveness: 200 whenever the server answers at all. ``/readyz`` is
+    readiness: 503 with a one-line reason until Slack has accepted the bot token and
+    while the database does not answer (see ``Readiness``), 200 ``ok`` otherwise.
+    ``/metrics`` (Prometheus' text format) only with ``metrics`` (METRICS=1).
+    """
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD", "") in ("GET", "HEAD"):
+            if path == "/healthz":
+                return _plain(start_response, "200 OK", "ok")
+            if path == "/readyz":
+                problem = readiness.problem()
+                return _plain(start_response,
+                              "503 Service Unavailable" if problem else "200 OK",
+                              problem or "ok")
+            if path == "/metrics" and metrics is not None:
+                body = metrics()
+                start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE),
+                                          ("Content-Length", str(len(body)))])
+                return [body]
+        return _plain(start_response, "404 Not Found", "not found")
+
+    return wsgi
 
 
 def make_wsgi(app: App, readiness: Readiness, signing_secret: str | None = None, *,
               metrics: Callable[[], bytes] | None = None,
               codearts_events: Callable[..., Iterable[bytes]] | None = None
               ) -> Callable[..., Iterable[bytes]]:
-    """Route Slack's requests to Bolt and answer the health checks; with
+    """Route Slack's requests to Bolt and the rest to the health checks
+    (``make_health_wsgi``: ``/healthz``, ``/readyz``, ``/metrics`` with ``metrics``); with
     ``codearts_events`` (``bot.webhook``, when CODEARTS_WEBHOOK_SECRET is set),
     ``POST /codearts/events`` goes to it, and is 404 otherwise.
-
-    ``/healthz`` is liveness: 200 whenever the server answers at all. ``/readyz`` is
-    readiness: 503 with a one-line reason until Slack has accepted the bot token and
-    while the database does not answer (see ``Readiness``), 200 ``ok`` otherwise.
 
     The signature is checked here, before Bolt parses the body, so a stranger's
     malformed body gets a 401 and never a traceback; a signed body Bolt still
@@ -60,6 +92,7 @@ def make_wsgi(app: App, readiness: Readiness, signing_secret: str | None = None,
     """
     slack = SlackRequestHandler(app, path="/slack/events")
     verifier = SignatureVerifier(signing_secret) if signing_secret else None
+    health = make_health_wsgi(readiness, metrics=metrics)
 
     def events(environ: dict[str, Any], start_response: Callable[..., Any],
                length: int) -> Iterable[bytes]:
@@ -76,17 +109,6 @@ def make_wsgi(app: App, readiness: Readiness, signing_secret: str | None = None,
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "")
-        if path == "/healthz" and method in ("GET", "HEAD"):
-            return _plain(start_response, "200 OK", "ok")
-        if path == "/readyz" and method in ("GET", "HEAD"):
-            problem = readiness.problem()
-            return _plain(start_response, "503 Service Unavailable" if problem else "200 OK",
-                          problem or "ok")
-        if path == "/metrics" and method in ("GET", "HEAD") and metrics is not None:
-            body = metrics()
-            start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE),
-                                      ("Content-Length", str(len(body)))])
-            return [body]
         if path == "/slack/events" and method == "POST":
             try:
                 length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -97,7 +119,7 @@ def make_wsgi(app: App, readiness: Readiness, signing_secret: str | None = None,
             return events(environ, start_response, length)
         if path == "/codearts/events" and method == "POST" and codearts_events is not None:
             return codearts_events(environ, start_response)
-        return _plain(start_response, "404 Not Found", "not found")
+        return health(environ, start_response)
 
     return wsgi
 

@@ -26,47 +26,44 @@ from bot.codearts import (
     CodeArtsError,
     HistoryRecord,
     NotSentError,
+    RunResult,
     Step,
     build_state_from,
-)
     request_id_in,
     request_id_of,
+)
 from bot.config import BuildbotConfig
 from bot.lifecycle import (
     CONFIRM_MINUTES,
     CONFIRM_TTL,
+    FILTER_ALL,
+    FILTER_FAILURES,
     MAX_AGE,
+    MAX_ERROR_BACKOFF,
+    ORIGIN_SUBSCRIPTION,
+    PROGRESS_EVERY,
     RECONCILE_MARGIN,
     AnnounceState,
+    ApprovalRule,
     Build,
     Candidate,
-    ApprovalRule,
     Lease,
     Request,
     RequestState,
     Settlement,
+    Subscription,
     WatchState,
     decide_poll,
+    decide_progress,
     decide_report_refused,
     decide_run_failure,
     decide_settlement,
+    followed_failed,
     new_error_id,
-)
-from bot.lifecycle import (  # live progress and the log tail
-    PROGRESS_EVERY,
-    decide_progress,
     progress_delay,
     progress_due,
     progress_line,
     wants_log_tail,
-)
-from bot.lifecycle import (  # subscriptions: builds started outside Slack
-    FILTER_ALL,
-    FILTER_FAILURES,
-    MAX_ERROR_BACKOFF,
-    ORIGIN_SUBSCRIPTION,
-    Subscription,
-    followed_failed,
 )
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
 from bot.policy import Approved, approval_rule
@@ -75,13 +72,20 @@ from bot.store import AlreadySettled, OpenQuestion, Slots, Store
 
 log = logging.getLogger(__name__)
 
-INTENT_GRACE = 180.0  # a run call or post unconfirmed this long was left by a process that died
+# A run call or channel post whose owner still beats is left alone this long: longer than
+# a live call lasts with its timeouts and retries (a Slack post: 10 s a try, at most 8
+# tries, 429s waited only when Retry-After is 10 s or less, about 115 s in all; the run
+# call is retried only when it never left). An owner that stopped beating is settled at
+# once (bot.heartbeat).
+INTENT_GRACE = 120.0
+ANNOUNCE_RETRY = 5.0  # seconds before a post that ended unconfirmed is looked for and retried
 LOOK_BACK = 300.0  # a channel is searched this far before a post was claimed (clocks differ)
 ANSWER_LOST = "answer lost: "  # the note on a request whose run answer never came
 SETTLE_SOON = 20.0  # seconds before a lost answer is looked for in the history
 NOT_STARTED_AFTER = 60.0  # "nothing started" only once the history had this long to show it
 HISTORY_PAGE = 50  # history lines read per call when settling a lost run answer
 HISTORY_PAGES = 10  # at most this many pages: 500 builds around the moment
+PARAMS_REMEMBERED = 5_000  # builds whose parameters are kept in memory at most
 SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost run answer
 STEPS_EVERY = 60.0  # seconds between two reads of one build's steps (live progress)
 STEPS_REMEMBERED = 20_000  # steps of this many builds kept in memory at most
@@ -153,7 +157,14 @@ class Engine:
                  max_age: float = MAX_AGE, intent_grace: float = INTENT_GRACE,
                  clock: Callable[[], float] = time.time,
                  progress_every: float = PROGRESS_EVERY, log_tail_lines: int = 30,
-                 history_polls: bool = True) -> None:
+                 history_polls: bool = True,
+                 alive: Callable[[], bool] = lambda: True) -> None:
+        """``alive``: whether this process beat recently (bot.heartbeat); a process that
+        did not starts no run call or post, as others may have taken its intents over."""
+        self.alive = alive
+        # run answers the store could not record (its database was away): the answer is
+        # known, so it is recorded by the watcher's next pass, not searched for later
+        self._unrecorded: dict[str, tuple[Request, RunResult, str | None]] = {}
         self.progress_every = progress_every  # 0: the channel message is not updated
         # build id -> (when its steps were read, what they were): a best-effort read is
         # made at most every STEPS_EVERY seconds per build; lost on restart, which only
@@ -176,6 +187,8 @@ class Engine:
         self._unsaved: dict[str, tuple[str, str]] = {}
         self._unsaved_lock = threading.Lock()
         self._settle_tried: dict[str, float] = {}  # request id -> last history read
+        # (job, build no) -> the build's parameters, for settling lost run answers
+        self._params_seen: dict[tuple[str, str], dict[str, str]] = {}
         self._settle_lock = threading.Lock()
         # subscriptions and the per-job history poll: the last history read of each job
         # (shared by the job's builds due at the same time), one lock per job so one call
@@ -302,7 +315,7 @@ class Engine:
         with self._settle_lock:
             for request in self.store.stale_sending(
                     older_than=now - self.intent_grace, noted=ANSWER_LOST,
-                    noted_before=now - SETTLE_SOON):
+                    noted_before=now - SETTLE_SOON, now=now):
                 if limit is not None and len(due) >= limit:
                     break
                 if now - self._settle_tried.get(request.id, -SETTLE_RETRY) < SETTLE_RETRY:
@@ -338,6 +351,10 @@ class Engine:
         for page in range(HISTORY_PAGES):
             records, total = self.api.history(request.job_id, offset=page * HISTORY_PAGE,
                                               limit=HISTORY_PAGE)
+            # a build already recorded for another request is that one's, not this one's
+            taken = {no for no, b in self.store.builds_by_number(
+                job_id=request.job_id, build_nos=[r.build_no for r in records]).items()
+                if b.id != request.id}
             for record in records:
                 started = record.start_time.timestamp() if record.start_time else None
                 if started is not None and started < since:
@@ -345,13 +362,29 @@ class Engine:
                     break
                 if started is not None and started > until:
                     continue  # started after this run's call was over: not it
-                candidates.append(Candidate(record.build_no, started, self.api.build_parameters(
+                if record.build_no in taken:
+                    continue
+                candidates.append(Candidate(record.build_no, started, self._parameters(
                     request.job_id, record.build_no)))
             if covered or len(records) < HISTORY_PAGE or (
                     total is not None and (page + 1) * HISTORY_PAGE >= total):
                 covered = True
                 break
         return decide_settlement(request.body, request.updated_at, candidates, covered)
+
+    def _parameters(self, job_id: str, build_no: str) -> dict[str, str]:
+        """A build's parameters, read once per process: they never change once it exists,
+        and the settlements of one job's lost answers look at the same builds."""
+        key = (job_id, build_no)
+        with self._settle_lock:
+            if key in self._params_seen:
+                return self._params_seen[key]
+        params = self.api.build_parameters(job_id, build_no)
+        with self._settle_lock:
+            self._params_seen[key] = params
+            while len(self._params_seen) > PARAMS_REMEMBERED:
+                self._params_seen.pop(next(iter(self._params_seen)))
+        return params
 
     def _settle(self, request: Request, settlement: Settlement) -> None:
         now = self.clock()
@@ -370,6 +403,7 @@ class Engine:
                 request.job_name, build.daily_build_number, build.build_no, where))
             return
         state = RequestState.FAILED if settlement.kind == "not_started" else RequestState.UNKNOWN
+        run_rid = request_id_in(request.error)  # of the run call's answer, if it had one
         if not self.store.move_request(id=request.id, old=RequestState.SENDING, new=state,
                                        now=now, error=f"run answer lost: {settlement.kind}"):
             return  # another process settled it
@@ -407,7 +441,6 @@ class Engine:
     def ask_approval(self, request: Request, response_url: str | None) -> None:
         """Post the approval question, keep where it is, and tell the requester who must
         approve. Where it cannot be posted the request fails: nothing starts, and the
-        run_rid = request_id_in(request.error)  # of the run call's answer, if it had one
         requester is told (nobody could approve a question nobody sees)."""
         rule = approval_rule(self.config, request.job_name)
         channel = rule.channel if rule is not None and rule.channel else request.channel_id
@@ -632,6 +665,10 @@ class Engine:
         Once CodeArts has answered that the build started, nothing that fails later
         may tell the user otherwise: every later failure says "started, but ..."."""
         job = request.job_name
+        if not self.alive():  # others may have taken this request over: leave it to them
+            log.warning("not sending request=%s: this process missed its heartbeat",
+                        request.id)
+            return
         try:
             result = self.api.run_build(request.body)
         except CodeArtsError as exc:
@@ -647,14 +684,46 @@ class Engine:
                         request.id, result.actual_build_number)
             return
         except Exception:
-            # The build runs but cannot be followed: say so, with its numbers.
+            # The build runs but cannot be recorded yet: say so, with its numbers, and
+            # record it once the database answers (the watcher's next passes).
             error_id = new_error_id()
             log.exception("build started but not recorded id=%s request=%s user=%s job=%s "
                           "build=%s daily=%s", error_id, request.id, request.user_id, job,
                           result.actual_build_number, result.daily_build_number)
+            with self._unsaved_lock:
+                self._unrecorded[request.id] = (request, result, response_url)
             self.notifier.respond(response_url, msg.started_unrecorded(
                 job, result.daily_build_number, result.actual_build_number, error_id))
             return
+        self._started(request, build, response_url)
+
+    def record_unrecorded(self) -> None:
+        """Record the builds whose run answer came while the database was away, then
+        announce them; one another process settled first is dropped."""
+        with self._unsaved_lock:
+            pending = list(self._unrecorded.values())
+        for request, result, response_url in pending:
+            now = self.clock()
+            try:
+                build = self.store.record_build(
+                    request=request, build_no=result.actual_build_number,
+                    daily_build_number=result.daily_build_number, now=now,
+                    first_check_at=now + self.poll_seconds)
+            except AlreadySettled:  # another process settled it from the history
+                build = None
+            except Exception:  # the database is still away: the next pass tries again
+                log.info("still cannot record build=%s of request=%s",
+                         result.actual_build_number, request.id)
+                continue
+            with self._unsaved_lock:
+                self._unrecorded.pop(request.id, None)
+            if build is not None:
+                log.info("recorded build=%s of request=%s once the database answered",
+                         build.build_no, request.id)
+                self._started(request, build, response_url)
+
+    def _started(self, request: Request, build: Build, response_url: str | None) -> None:
+        job = request.job_name
         self.metrics.builds_started.inc()
         log.info("build started request=%s user=%s job=%s build=%s daily=%s", request.id,
                  request.user_id, job, build.build_no, build.daily_build_number)
@@ -720,6 +789,10 @@ class Engine:
                     job_name=build.job_name, daily=build.daily_build_number,
                     build_no=build.build_no, channel=build.channel_id, link=self.link(build)))
                 return None
+        if not self.alive():  # another process may be announcing it: leave it to recovery
+            log.warning("not posting build=%s: this process missed its heartbeat", build.id)
+            self._hand_to_recovery(build)
+            return None
         request = self.store.get_request(build.id)
         message = msg.announcement(
             build_id=build.id, user_id=build.user_id, job_name=build.job_name,
@@ -731,6 +804,7 @@ class Engine:
         if not sent.ok and not sent.permanent:
             log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
                         "for it and post it if it is not there", build.id, sent.error)
+            self._hand_to_recovery(build)
             return None
         if not sent.ok:
             log.warning("channel post refused build=%s channel=%s error=%s; using response_url",
@@ -752,6 +826,16 @@ class Engine:
                 self._unsaved[build.id] = (channel, sent.ts)
         return build.channel_id
 
+    def _hand_to_recovery(self, build: Build) -> None:
+        """This process's post is over without a confirmation: recovery (which looks in the
+        channel first) may take it in ``ANNOUNCE_RETRY`` seconds, not after the grace."""
+        try:
+            self.store.announce_failed(id=build.id, now=self.clock(), retry_in=ANNOUNCE_RETRY,
+                                       stale_after=self.intent_grace)
+        except Exception:
+            log.warning("could not hand build=%s to recovery; it waits the grace", build.id,
+                        exc_info=True)
+
     def save_unsaved(self) -> None:
         """Save the ts of channel messages whose first save failed (the watcher calls this
         before looking for unannounced builds, so none is announced twice)."""
@@ -765,7 +849,9 @@ class Engine:
 
     def recover_announcements(self) -> None:
         """Announce builds whose announcement is unconfirmed: its poster died, or Slack's
-        answer never came. Each is looked for in the channel before it is posted."""
+        answer never came. Each is looked for in the channel before it is posted. Run
+        answers the database could not record are recorded first."""
+        self.record_unrecorded()
         self.save_unsaved()
         for build in self.store.claim_unannounced(now=self.clock(),
                                                   stale_after=self.intent_grace):
@@ -1149,6 +1235,10 @@ class Engine:
                             "posting it again", build.id, build.channel_id)
                 self.store.set_announced(id=build.id, channel=None, ts=None)
                 return None
+        if not self.alive():
+            log.warning("not posting build=%s: this process missed its heartbeat", build.id)
+            self._hand_to_recovery(build)
+            return None
         message = msg.followed_announcement(
             build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
             build_no=build.build_no, link=self.link(build))
@@ -1156,6 +1246,7 @@ class Engine:
         if not sent.ok and not sent.permanent:
             log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
                         "for it", build.id, sent.error)
+            self._hand_to_recovery(build)
             return None
         if not sent.ok or not sent.ts:
             log.warning("channel post of followed build=%s refused channel=%s error=%s",
@@ -1260,8 +1351,10 @@ class Engine:
 
 
 def _log_problem(exc: CodeArtsError) -> str:
-    """Why a log could not be read, in a few words for the thread (no secret, no body)."""
+    """Why a log could not be read, in a few words for the thread (no secret, no body),
+    with the request ID of CodeArts' answer when it had one."""
     status = getattr(exc, "status", None)
+    rid = request_id_of(exc)
     if isinstance(exc, NotSentError):
         return "CodeArts did not answer in time"
     if isinstance(exc, BadResponseError):
@@ -1271,4 +1364,3 @@ def _log_problem(exc: CodeArtsError) -> str:
     else:
         return "CodeArts could not be asked"
     return f"{words}, {msg.request_id_text(rid)}" if rid else words
-    rid = request_id_of(exc)

@@ -488,8 +488,8 @@ def started_unrecorded(job_name: str, daily: str, build_no: str, error_id: str) 
     return ephemeral(
         f":warning: {_job(job_name)} *was started* ({_numbers(daily, build_no)}), but "
         f"buildbot could not save it yet (error ID {code(error_id, 64)}). Once its database "
-        "answers again it finds the build in CodeArts' history and follows it in the "
-        "channel; until then, follow it in CodeArts.",
+        "answers again it records the build and follows it in the channel; until then, "
+        "follow it in CodeArts.",
         replace=True)
 
 

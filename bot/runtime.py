@@ -17,6 +17,7 @@ from bot.codearts import CodeArtsClient
 from bot.config import BuildbotConfig
 from bot.engine import Engine
 from bot.flow import Flow
+from bot.heartbeat import Heartbeat
 from bot.metrics import Metrics
 from bot.notifier import Notifier
 from bot.replay import ReplayGuard
@@ -62,7 +63,7 @@ class Runtime:
         try:
             self.store = Store.from_url(
                 settings.database_url,
-                threads=settings.worker_threads + settings.watcher_threads + 2)
+                threads=settings.worker_threads + settings.watcher_threads + 3)
         except (SQLAlchemyError, ImportError, ValueError) as exc:  # ImportError: no driver
             raise StartError(f"cannot open the database in DATABASE_URL "
                              f"({type(exc).__name__}: {_first_line(exc)})") from None
@@ -70,6 +71,11 @@ class Runtime:
         # with drifting clocks agree; ``clock`` only moves it (tests move time forward).
         self.clock = DatabaseClock(self.store.engine, offset=(
             (lambda: 0.0) if clock is time.time else (lambda: clock() - time.time())))
+        # this process's incarnation beats in the database from now on; every intent it
+        # opens names it, so a restart or another replica settles them once it stops
+        self.heartbeat = Heartbeat(self.store, clock=self.clock)
+        self.store.owner = self.heartbeat.id
+        self.heartbeat.start()
         self.api = api or client_from_settings(settings)
         self.metrics = Metrics()
         self.metrics.follow_count(self.store.watching_count)
@@ -87,7 +93,8 @@ class Runtime:
                              log_tail_lines=settings.log_tail_lines,
                              link_template=settings.build_link_template,
                              project_id=settings.codearts_project_id,
-                             intent_grace=settings.intent_grace_seconds, clock=self.clock)
+                             intent_grace=settings.intent_grace_seconds, clock=self.clock,
+                             alive=self.heartbeat.fresh)
         self.flow = Flow(config=config, engine=self.engine, slack=self.slack,
                          groups=SlackUserGroups(self.slack), worker=self.worker, clock=self.clock)
         secret = settings.slack_signing_secret
@@ -99,11 +106,13 @@ class Runtime:
         self.watcher = Watcher(self.engine, poll_seconds=settings.build_poll_seconds,
                                lease_seconds=settings.watch_lease_seconds,
                                threads=settings.watcher_threads,
-                               audit_keep_days=settings.audit_keep_days, clock=self.clock)
+                               audit_keep_days=settings.audit_keep_days, clock=self.clock,
+                               owner=self.heartbeat.id)
         if verify:
             try:
                 self.verify_slack()
             except StartError:
+                self.heartbeat.stop(clean=True)
                 self.store.close()
                 raise
 
@@ -126,6 +135,11 @@ class Runtime:
             self._watching = True
             self.watcher.start()
 
+    def readiness(self) -> Readiness:
+        """``/readyz``'s answer: Slack has accepted the bot token (``ready``) and the
+        database answers; the same in HTTP mode and on Socket Mode's HEALTH_PORT."""
+        return Readiness(self.ready, lambda: ping(self.store.engine))
+
     def bind_http(self, *, host: str = "0.0.0.0", port: int | None = None) -> int:
         """Bind the HTTP server; returns the port. ``/healthz`` answers 200 once it serves;
         ``/readyz`` once Slack has accepted the token (``ready``) and the database answers."""
@@ -133,11 +147,6 @@ class Runtime:
         wsgi = make_wsgi(self.app, self.readiness(),
                          secret.get_secret_value() if secret else None,
                          metrics=self.metrics.render if self.settings.metrics else None,
-    def readiness(self) -> Readiness:
-        """``/readyz``'s answer: Slack has accepted the bot token (``ready``) and the
-        database answers; the same in HTTP mode and on Socket Mode's HEALTH_PORT."""
-        return Readiness(self.ready, lambda: ping(self.store.engine))
-
                          codearts_events=self.codearts_events())
         self.server = make_server(wsgi, host=host,
                                   port=self.settings.port if port is None else port,
@@ -149,15 +158,6 @@ class Runtime:
         log.info("listening on %s:%s", host, bound)
         return bound
 
-    def codearts_events(self) -> Any:
-        """``POST /codearts/events`` (bot.webhook) when CODEARTS_WEBHOOK_SECRET is set: a
-        nudge that makes followed builds due now and wakes the watcher; None otherwise."""
-        hook = self.settings.codearts_webhook_secret
-        if hook is None or not hook.get_secret_value():
-            return None
-        from bot.webhook import CodeArtsEvents
-
-        self.webhook = CodeArtsEvents(hook.get_secret_value(), store=self.store,
     def bind_health(self, *, host: str = "0.0.0.0", port: int | None = None) -> int:
         """Socket Mode: bind the health listener on HEALTH_PORT; returns the port. It answers
         ``/healthz``, ``/readyz`` and (METRICS=1) ``/metrics`` as HTTP mode does, and 404 to
@@ -173,6 +173,15 @@ class Runtime:
         log.info("health checks on %s:%s", host, bound)
         return bound
 
+    def codearts_events(self) -> Any:
+        """``POST /codearts/events`` (bot.webhook) when CODEARTS_WEBHOOK_SECRET is set: a
+        nudge that makes followed builds due now and wakes the watcher; None otherwise."""
+        hook = self.settings.codearts_webhook_secret
+        if hook is None or not hook.get_secret_value():
+            return None
+        from bot.webhook import CodeArtsEvents
+
+        self.webhook = CodeArtsEvents(hook.get_secret_value(), store=self.store,
                                       clock=self.clock, wake=self.watcher.wake)
         log.info("CodeArts webhook on: POST /codearts/events")
         return self.webhook
@@ -203,38 +212,39 @@ class Runtime:
             raise failed[0]
 
     def serve_socket_mode(self) -> None:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-        token = self.settings.slack_app_token
-        assert token is not None
-        if not self.ready.is_set():
-            self.verify_slack()
-        SocketModeHandler(self.app, token.get_secret_value()).start()
-
-    def close(self, deadline: float = 30.0) -> bool:
         """Serve the health listener if one is bound (``bind_health``), then (if not done
         yet) have Slack accept the bot token, then open the Socket Mode connection and serve
         until stopped. As in HTTP mode, ``/readyz`` says "starting" until Slack has accepted
         the token; a refusal of either token raises and the listener closes (``close``)."""
-        """Stop taking work, let work in flight finish for up to ``deadline`` seconds, then
-        close the clients. A client still in use by then is left open (the process is
-        ending anyway) rather than closed under a running thread; returns False then."""
-        until = time.monotonic() + deadline
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        token = self.settings.slack_app_token
+        assert token is not None
         if self.server is not None:
             threading.Thread(target=self._serve_health, args=(self.server,),
                              name="buildbot-health", daemon=True).start()
-        if self.server is not None:
-            self.server.close()
-        watcher_idle = self.watcher.stop(deadline)
-        self.worker.shutdown(wait=False, cancel_futures=False)
+        if not self.ready.is_set():
+            self.verify_slack()
+        SocketModeHandler(self.app, token.get_secret_value()).start()
+
     def _serve_health(self, server: Any) -> None:
         try:
             server.run()
         except Exception:  # the bot goes on without it; a liveness probe will notice
             log.exception("the health listener on HEALTH_PORT stopped")
 
+    def close(self, deadline: float = 30.0) -> bool:
+        """Stop taking work, let work in flight finish for up to ``deadline`` seconds, then
+        close the clients. A client still in use by then is left open (the process is
+        ending anyway) rather than closed under a running thread; returns False then."""
+        until = time.monotonic() + deadline
+        if self.server is not None:
+            self.server.close()
+        watcher_idle = self.watcher.stop(deadline)
+        self.worker.shutdown(wait=False, cancel_futures=False)
         workers_idle = self.flow.wait_idle(max(0.0, until - time.monotonic()))
         self.flow.close_status_pool()
+        self.heartbeat.stop(clean=watcher_idle and workers_idle)
         if not (watcher_idle and workers_idle):
             log.warning("work still running after %.0f s; leaving its connections open", deadline)
             return False

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     progress_update_seconds: float = Field(default=10.0, ge=0, le=3600)
     # Lines of the log shown under a failed or stopped build's result (0: none).
     log_tail_lines: int = Field(default=30, ge=0, le=200)
-    intent_grace_seconds: float = Field(default=180.0, gt=0, le=3600)
+    intent_grace_seconds: float = Field(default=120.0, gt=0, le=3600)
     audit_keep_days: float = Field(default=90.0, gt=0, le=36500)
     metrics: bool = False  # serve /metrics (Prometheus text format) on the HTTP port
     # How many threads do slow work after the ack (confirmations, API calls).

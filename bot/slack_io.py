@@ -34,6 +34,26 @@ class AnyServerErrorRetryHandler(ServerErrorRetryHandler):
 
 
 BACKOFF = 0.5  # seconds before the first retry of a connection error or 5xx, then doubling
+MAX_RETRY_AFTER = 10.0  # a 429 asking for a longer wait ends the call instead
+
+
+class BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """Waits for a 429's Retry-After only when it is short: a call that could sleep for
+    minutes would hold its thread, and the bot's bound on how long a live post lasts
+    (after which recovery may take it over) would no longer hold."""
+
+    def _can_retry(self, *, state: Any, request: Any, response: Any = None,
+                   error: Exception | None = None) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        for name, value in (response.headers or {}).items():
+            if str(name).lower() == "retry-after":
+                value = value[0] if isinstance(value, list) and value else value
+                try:
+                    return float(str(value).strip()) <= MAX_RETRY_AFTER
+                except ValueError:
+                    return True
+        return True
 
 
 class NotSentRetryHandler(ConnectionErrorRetryHandler):
@@ -52,7 +72,7 @@ def retry_handlers(backoff: float = BACKOFF) -> list[RetryHandler]:
     """``backoff`` is a seam for tests; a 429 always waits for Slack's Retry-After."""
     interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
     return [NotSentRetryHandler(max_retry_count=2, interval_calculator=interval),
-            RateLimitErrorRetryHandler(max_retry_count=3),
+            BoundedRateLimitRetryHandler(max_retry_count=3),
             AnyServerErrorRetryHandler(max_retry_count=2, interval_calculator=interval)]
 
 

@@ -67,6 +67,8 @@ requests = sa.Table(
     sa.Column("approval_ts", sa.String(32), nullable=True),
     # the queue (a job at its max_running): when the request joined it (FIFO per job)
     sa.Column("queued_at", sa.Float, nullable=True),
+    # the process (incarnation) that moved it to sending and so makes its run call
+    sa.Column("intent_owner", sa.String(32), nullable=True),
     # one open Rebuild question per build and user, however many clicks and replicas
     sa.Index("buildbot_requests_open_rebuild", "rebuild_of", "user_id", unique=True,
              sqlite_where=sa.text("state = 'pending'"),
@@ -90,6 +92,8 @@ builds = sa.Table(
     sa.Column("announce_claimed_at", sa.Float, nullable=True),
     sa.Column("message_channel", sa.String(32), nullable=True),
     sa.Column("message_ts", sa.String(32), nullable=True),
+    # the process (incarnation) posting the channel message while announce is posting
+    sa.Column("announce_owner", sa.String(32), nullable=True),
     # a lifecycle.WatchState: watching, reporting, done
     sa.Column("watch", sa.String(16), nullable=False, server_default="watching"),
     sa.Column("next_check_at", sa.Float, nullable=False),
@@ -140,6 +144,21 @@ job_watch = sa.Table(
     sa.Column("lease_token", sa.BigInteger, nullable=True),
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
 )
+
+# One row per running bot process (an incarnation: a new one at every start). Each beats
+# every HEARTBEAT_EVERY seconds; one silent for DEAD_AFTER seconds is dead, and what it
+# left open (a run call, a channel post, a lease) is taken over at once, not after a grace.
+processes = sa.Table(
+    "buildbot_processes", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("beat_at", sa.Float, nullable=False),  # 0 once it stopped cleanly
+)
+
+HEARTBEAT_EVERY = 3.0  # seconds between two beats of a process
+DEAD_AFTER = 15.0  # a process whose last beat is this old has died (or is frozen)
 
 _OURS = builds.c.origin.is_(None)  # the bot's own builds (started or adopted from Slack)
 
@@ -315,9 +334,12 @@ class Store:
     """The few queries the bot needs; every method is one short transaction, and every
     state change one conditional UPDATE that the lifecycle table allows."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, owner: str | None = None) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        # this process's incarnation (see ``processes``): written with every intent it
+        # opens, so whoever finds the intent can tell whether its owner still lives
+        self.owner = owner
 
     @classmethod
     def from_url(cls, url: str, *, threads: int = 10) -> Store:
@@ -332,7 +354,7 @@ class Store:
     def _add_missing_columns(self) -> None:
         """Databases made by an older version lack the newer (always nullable) columns."""
         inspector = sa.inspect(self.engine)
-        for table in (requests, builds, audit):
+        for table in (requests, builds, audit, processes):
             have = {c["name"] for c in inspector.get_columns(table.name)}
             for column in table.columns:
                 if column.name in have:
@@ -361,6 +383,8 @@ class Store:
         """The one way a state changes: allowed by the lifecycle table, and made by this
         call only if the row was still in ``old``."""
         check(old, new)
+        if new is RequestState.SENDING:  # an intent: this process makes the run call
+            values = {**values, "intent_owner": self.owner}
         q = (table.update().where(table.c.id == id, column == old.value, *conditions)
              .values({column.name: new.value, **values}))
         return bool(c.execute(q).rowcount == 1)
@@ -698,11 +722,15 @@ class Store:
                                      new=RequestState.EXPIRED, now=now)]
 
     def stale_sending(self, *, older_than: float, noted: str | None = None,
-                      noted_before: float | None = None) -> list[Request]:
-        """Requests claimed but never finished: the bot died while calling CodeArts (older
-        than ``older_than``), or the call's answer was lost (error starting with ``noted``,
-        older than ``noted_before``)."""
+                      noted_before: float | None = None,
+                      now: float | None = None) -> list[Request]:
+        """Requests claimed but never finished: the process calling CodeArts died (its
+        heartbeat stopped, by ``now``) or has had it longer than any live call lasts
+        (older than ``older_than``), or the call's answer was lost (error starting with
+        ``noted``, older than ``noted_before``)."""
         stale = requests.c.updated_at < older_than
+        if now is not None:
+            stale = sa.or_(stale, requests.c.intent_owner.in_(_dead(now)))
         if noted is not None and noted_before is not None:
             stale = sa.or_(stale, sa.and_(requests.c.error.startswith(noted, autoescape=True),
                                           requests.c.updated_at < noted_before))
@@ -730,7 +758,7 @@ class Store:
                      job_id=request.job_id, build_no=build_no,
                      daily_build_number=daily_build_number, response_url=request.response_url,
                      announce=AnnounceState.POSTING.value, announce_claimed_at=now,
-                     message_channel=None, message_ts=None, watch=WatchState.WATCHING.value,
+                     announce_owner=self.owner, message_channel=None, message_ts=None, watch=WatchState.WATCHING.value,
                      next_check_at=first_check_at, lease_owner=None, lease_until=None,
                      lease_token=None,
                      failures=0, result=None, duration_ms=None, finished_at=None)
@@ -759,19 +787,21 @@ class Store:
                               {"message_channel": channel, "message_ts": ts})
 
     def claim_unannounced(self, *, now: float, stale_after: float) -> list[Build]:
-        """Builds whose announcing process died (claimed ``stale_after`` ago, still not
-        posted), each re-claimed here by exactly one caller."""
+        """Builds whose announcing process died (its heartbeat stopped) or has been at it
+        longer than any live post lasts (claimed ``stale_after`` ago, still not posted),
+        each re-claimed here by exactly one caller."""
         with self._tx() as c:
             stale = list(c.execute(sa.select(builds).where(
                 builds.c.announce == AnnounceState.POSTING.value,
-                builds.c.announce_claimed_at < now - stale_after)).mappings())
+                sa.or_(builds.c.announce_claimed_at < now - stale_after,
+                       builds.c.announce_owner.in_(_dead(now))))).mappings())
         mine = []
         for row in stale:
             with self._tx() as c:
                 took = c.execute(builds.update().where(
                     builds.c.id == row["id"], builds.c.announce == AnnounceState.POSTING.value,
                     builds.c.announce_claimed_at == row["announce_claimed_at"])
-                    .values(announce_claimed_at=now)).rowcount == 1
+                    .values(announce_claimed_at=now, announce_owner=self.owner)).rowcount == 1
             if took:
                 mine.append(Build.from_row(row))
         return mine
@@ -782,10 +812,12 @@ class Store:
                   skip_jobs: tuple[str, ...] = (), grace: float = REPORT_GRACE) -> list[Build]:
         """Lease up to ``limit`` due watches to ``owner``, the longest overdue first; never
         one another live replica holds, and a result being posted only once its holder's
-        lease is ``grace`` seconds past. Each lease gets a new fencing token."""
+        lease is ``grace`` seconds past; a dead process's leases at once. Each lease gets a
+        new fencing token."""
         expired_before = sa.case((builds.c.watch == WatchState.REPORTING.value,
                                   now - grace), else_=now)
-        free = sa.or_(builds.c.lease_until.is_(None), builds.c.lease_until < expired_before)
+        free = sa.or_(builds.c.lease_until.is_(None), builds.c.lease_until < expired_before,
+                      builds.c.lease_owner.in_(_dead(now)))
         active = (WatchState.WATCHING.value, WatchState.REPORTING.value)
         due = (sa.select(builds.c.id)
                .where(builds.c.watch.in_(active), builds.c.next_check_at <= now, free,
@@ -808,6 +840,37 @@ class Store:
         with self._tx() as c:
             return c.execute(q, dict(b_id=id, b_owner=owner, b_next=next_check_at,
                                      b_failures=failures, b_token=token)).rowcount == 1
+
+    def announce_failed(self, *, id: str, now: float, retry_in: float,
+                        stale_after: float) -> bool:
+        """This process's post of the channel message ended unconfirmed (429s, 5xx, no
+        answer): hand it to recovery ``retry_in`` seconds from now (which looks in the
+        channel before posting) instead of when a live post could still be under way."""
+        with self._tx() as c:
+            return c.execute(builds.update().where(
+                builds.c.id == id, builds.c.announce == AnnounceState.POSTING.value,
+                builds.c.announce_owner == self.owner)
+                .values(announce_claimed_at=now + retry_in - stale_after)).rowcount == 1
+
+    # --- processes: who is alive ---------------------------------------------------
+
+    def beat(self, *, id: str, now: float, host: str, pid: int) -> None:
+        """This process is alive at ``now`` (its row is made at the first beat)."""
+        with self._tx() as c:
+            if c.execute(processes.update().where(processes.c.id == id)
+                         .values(beat_at=now)).rowcount == 0:
+                c.execute(processes.insert().values(id=id, host=host[:255], pid=pid,
+                                                    started_at=now, beat_at=now))
+
+    def end_process(self, id: str) -> None:
+        """This process stopped cleanly with nothing in flight: what it held is free now."""
+        with self._tx() as c:
+            c.execute(processes.update().where(processes.c.id == id).values(beat_at=0.0))
+
+    def processes_alive(self, *, now: float) -> list[str]:
+        with self._tx() as c:
+            return list(c.execute(sa.select(processes.c.id).where(
+                processes.c.beat_at >= now - DEAD_AFTER)).scalars())
 
     def release(self, *, id: str, owner: str, token: int | None) -> bool:
         """Give a lease back untouched (the watcher took more than it may run now)."""
@@ -874,6 +937,7 @@ class Store:
                  if s not in (RequestState.PENDING, RequestState.SENDING,
                               RequestState.AWAITING, RequestState.QUEUED)]
         with self._tx() as c:
+            c.execute(processes.delete().where(processes.c.beat_at < before))
             gone = c.execute(builds.delete().where(builds.c.watch == WatchState.DONE.value,
                                                    builds.c.finished_at < before)).rowcount
             gone += c.execute(requests.delete().where(
@@ -981,7 +1045,8 @@ class Store:
                           limit: int) -> list[tuple[str, int, float]]:
         """Lease up to ``limit`` due watches of subscribed jobs, the longest overdue first,
         never one another live replica holds; returns (job ID, fencing token, due time)."""
-        free = sa.or_(job_watch.c.lease_until.is_(None), job_watch.c.lease_until < now)
+        free = sa.or_(job_watch.c.lease_until.is_(None), job_watch.c.lease_until < now,
+                      job_watch.c.lease_owner.in_(_dead(now)))
         wanted = sa.exists().where(subscriptions.c.job_id == job_watch.c.job_id)
         due = (sa.select(job_watch.c.job_id)
                .where(job_watch.c.next_check_at <= now, free, wanted)
@@ -1057,7 +1122,8 @@ class Store:
         row = dict(id=uuid.uuid4().hex, created_at=now, user_id="", channel_id=channel_id,
                    job_name=job_name, job_id=job_id, build_no=build_no,
                    daily_build_number="", response_url=None, announce=announce.value,
-                   announce_claimed_at=now, message_channel=None, message_ts=None,
+                   announce_claimed_at=now, announce_owner=self.owner,
+                   message_channel=None, message_ts=None,
                    watch=WatchState.WATCHING.value, next_check_at=first_check_at,
                    lease_owner=None, lease_until=None, lease_token=None, failures=0,
                    result=None, duration_ms=None, finished_at=None,
@@ -1101,6 +1167,12 @@ class Store:
             q = q.where(audit.c.request_id == request_id)
         with self._tx() as c:
             return list(c.execute(q).mappings())
+
+
+def _dead(now: float) -> sa.Select[tuple[str]]:
+    """The processes that stopped beating (or stopped cleanly) by ``now``. An owner with
+    no row (an older version, a test's store) is never taken for dead: the grace rules."""
+    return sa.select(processes.c.id).where(processes.c.beat_at < now - DEAD_AFTER)
 
 
 def _token(token: int | None) -> tuple[sa.ColumnElement[bool], ...]:

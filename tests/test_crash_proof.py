@@ -4,6 +4,7 @@ and a real database."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,69 @@ def test_a_lost_run_is_found_behind_many_later_builds_of_the_job(bot: Bot) -> No
     settle(bot)
     assert "CodeArts did start it" in bot.slack.responses(url)[-1]["text"]
     assert bot.store.get_build(rid).build_no == "1"  # type: ignore[union-attr]
+
+
+# --- the request ID of the run call's answer, in the words that settle it ---------------
+
+def test_two_builds_behind_a_5xx_page_are_named_with_its_request_id(bot: Bot) -> None:
+    rid, url = bot.confirmation("backend codeBranch=develop")
+    body = bot.store.get_request(rid).body  # type: ignore[union-attr]
+    bot.runtime.api.run_build(body)  # the same build, started a moment before elsewhere
+    # the gateway's page hides that CodeArts did start this one
+    bot.codearts.html_next(502, path_prefix="/v3/jobs/build",
+                           headers={"X-Request-Id": "gw-rid"})
+    bot.click(msg.RUN, rid, response_url=url)
+    checking = bot.wait_response(url, 2)[1]["text"]
+    bot.wait_idle()
+    assert "*may* have started" in checking and checking.endswith("\nRequest ID `gw-rid`")
+    settle(bot)
+    told = bot.slack.responses(url)[-1]["text"]
+    assert "several builds" in told and "#1" in told and "#2" in told
+    assert told.endswith("\nRequest ID `gw-rid`")
+    assert bot.store.get_request(rid).state == "unknown"  # type: ignore[union-attr]
+
+
+def test_a_history_unreadable_when_settling_gives_both_request_ids(bot: Bot) -> None:
+    from bot.engine import SETTLE_GIVE_UP
+
+    bot.codearts.fail_next(503, path_prefix="/v3/jobs/build",
+                           headers={"X-Request-Id": "run-rid"})
+    rid, url = bot.confirmation("backend")
+    bot.click(msg.RUN, rid, response_url=url)
+    assert bot.wait_response(url, 2)[1]["text"].endswith("\nRequest ID `run-rid`")
+    bot.wait_idle()
+    bot.codearts.fail_next(503, count=100, path_prefix=f"/v3/jobs/{BACKEND_ID}/history",
+                           headers={"X-Request-Id": "hist-rid"})
+    bot.clock.advance(bot.runtime.engine.intent_grace + SETTLE_GIVE_UP + 1)
+    bot.runtime.watcher.housekeeping()
+    bot.wait_idle()
+    told = bot.slack.responses(url)[-1]["text"]
+    assert "*may or may not* have started" in told
+    assert told.endswith("\nRequest ID `run-rid`\n"
+                         "The build history could not be read, request ID `hist-rid`")
+    assert bot.store.get_request(rid).state == "unknown"  # type: ignore[union-attr]
+
+
+def test_a_lost_answer_without_a_request_id_says_nothing_of_one(bot: Bot) -> None:
+    _rid, url = lost_answer(bot, runs=2)  # the process died: no answer at all
+    settle(bot)
+    told = bot.slack.responses(url)[-1]["text"]
+    assert "several builds" in told and "request id" not in told.lower()
+
+
+def test_many_lost_answers_of_one_job_read_each_builds_parameters_once(bot: Bot) -> None:
+    """Settling after a crash with many runs in flight: each build's parameters are read
+    once (they never change), and a build already recorded for another request is not
+    looked at again, so the settlements finish quickly however many there are."""
+    lost = [lost_answer(bot, f"backend codeBranch=run-{i}") for i in range(6)]
+    settle(bot)
+    for rid, url in lost:
+        assert "CodeArts did start it" in bot.slack.responses(url)[-1]["text"]
+        build = bot.store.get_build(rid)
+        assert build is not None
+    numbers = {bot.store.get_build(rid).build_no for rid, _ in lost}  # type: ignore[union-attr]
+    assert len(numbers) == 6
+    reads = bot.codearts.requests_to("/v1/job/")
+    per_build = Counter(r.path for r in reads if r.path.endswith("/history-parameters"))
+    assert per_build and max(per_build.values()) == 1
+    assert len(bot.codearts.requests_to("/v3/jobs/build")) == 6

@@ -6,18 +6,20 @@ changed a row. Watches are leased rows (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL), so several replicas share them and a dead one's come back.
 Times are epoch seconds (floats): portable across SQLite and PostgreSQL.
 
-``Store`` is one object; its queries live by feature:
+``Store`` is one object, made of one class of queries per feature, each in its module
+(its docstring says what the feature's rows mean and how each step happens once):
 
-- ``schema``: the tables and indexes, the engine, the migration step
-- ``clock``: the database's clock
-- ``confirmations``: requests, claimed by a Run click and moved
-- ``approvals``: approvals of a request awaiting them
-- ``limits``: a job's max_running (its slot) and the hourly per-user limit
-- ``queue``: requests waiting for a free slot
-- ``watches``: builds: recorded, announced, leased, reported, progress
-- ``following``: subscriptions, job watches, the webhook's nudge
-- ``heartbeats``: which bot processes live
+- ``confirmations``: requests, claimed by exactly one Run click, moved, expired
+- ``approvals``: approvals by a second person; the one that makes enough starts it
+- ``limits``: a job's max_running (its slot row, locked) and the hourly per-user limit
+- ``queue``: requests waiting for a free slot of their job
+- ``watches``: builds: recorded, announced once, leased and fenced, reported, progress
+- ``following``: subscriptions, job watches, builds they find, the webhook's nudge
+- ``heartbeats``: the bot's processes, and which of them died
 - ``housekeeping``: the audit log, and pruning
+
+beside ``schema`` (the tables and indexes, the engine, the migration step), ``clock``
+(the database's clock) and ``base`` (the engine, one transaction, one move).
 """
 
 from __future__ import annotations

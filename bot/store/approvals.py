@@ -1,4 +1,14 @@
-"""Approvals by a second person (or more) of a request awaiting them."""
+"""Approvals by a second person (or more) of a request awaiting them.
+
+A request awaiting approval is a ``buildbot_requests`` row in state ``awaiting``, with
+``approvals_needed``, who approved (``approved_by``: " U1 U2 ", each once, in order),
+``approvals_given``, and where the approval message is (updated in place as it is
+decided). Each Approve click is one conditional UPDATE that adds the approver only if
+they are not there yet and more approvals are needed; the approval that makes it enough
+moves the request to sending (or, at the job's max_running, to the queue) in the same
+transaction, under the job's slot lock: on any number of replicas exactly one click
+starts the build. Rejecting, withdrawing and expiring are moves that one caller makes.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +33,9 @@ class Approval:
     request: Request | None = None
 
 
-
 class ApprovalQueries(RequestQueries):
+    """Approvals: recorded once per person; the one that makes enough starts the build."""
+
     def record_approval(self, *, id: str, approver: str, now: float,
                         slots: Slots | None = None, queue_ttl: float = 3600.0) -> Approval:
         """Add ``approver`` to an awaiting request, once per person, in one conditional

@@ -1,4 +1,11 @@
-"""What every part of the store shares: the engine, one short transaction, one move."""
+"""What every part of the store shares: the engine, one short transaction, one move.
+
+The exactly-once rule every feature keeps: a step that must happen once is one
+conditional ``UPDATE ... WHERE state = <old>`` (``_move``, checked against the lifecycle
+table), and the caller acts only when it changed a row. A move to ``sending`` also
+writes this process's incarnation (``intent_owner``): whoever finds the intent open can
+tell whether the process making the run call still lives.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +21,8 @@ from bot.store.schema import add_missing_columns, create_tables, make_engine
 
 
 class StoreBase:
-    """The few queries the bot needs; every method is one short transaction, and every
-    state change one conditional UPDATE that the lifecycle table allows."""
+    """The engine, whether it is PostgreSQL, this process's incarnation (``owner``), and
+    ``_tx`` and ``_move``, which every feature's queries use."""
 
     def __init__(self, engine: Engine, *, owner: str | None = None) -> None:
         self.engine = engine

@@ -1,4 +1,8 @@
-"""The database's clock, which every replica reads the same."""
+"""The database's clock: one time for every replica.
+
+Leases, expiries and due times are compared with it, so a replica whose own clock
+drifts neither takes a live lease nor keeps an expired one.
+"""
 
 from __future__ import annotations
 

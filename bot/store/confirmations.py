@@ -1,4 +1,16 @@
-"""Requests and their confirmations: recorded, claimed by a Run click, moved."""
+"""Requests and their confirmations: recorded, claimed by a Run click, moved.
+
+``buildbot_requests`` has one row per request to run a job (a /build command, a form,
+a Rebuild click), its state a ``lifecycle.RequestState``. A confirmation is a pending
+request; exactly one Run click moves it to sending (``claim_request``: one conditional
+UPDATE, with the hourly limit and the job's slot checked under the slot lock in the same
+transaction); any other click gets the reason, and a request past its time is expired
+by exactly one caller (a click or the sweep). Sending is an intent: its owner (this
+process) makes the run call once; ``stale_sending`` finds those whose owner died or took
+longer than any call lasts, for recovery to settle from the job's history, never to
+send again. One open Rebuild question per build and user: a unique index, so a second
+one raises ``OpenQuestion``.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +46,7 @@ class Claim:
 
 
 class RequestQueries(LimitQueries):
-    # --- confirmations -------------------------------------------------
+    """Requests: recorded, claimed, moved, expired, and the run calls left open."""
 
     def add_request(self, *, id: str, state: RequestState, now: float, ttl: float,
                     user_id: str, team_id: str | None, channel_id: str, job_name: str,

@@ -1,4 +1,17 @@
-"""Following: subscriptions, job watches, and the webhook's nudge."""
+"""Following: subscriptions, job watches, and the webhook's nudge.
+
+A subscription (``buildbot_subscriptions``: channel, job, filter all | failures)
+announces the job's builds started outside Slack (issue 16); ``since_no`` is the build
+number up to which its history was looked at. Each subscribed job has one
+``buildbot_job_watch`` row, leased like a build (one live holder, a new fencing token
+per lease, every write naming it), whose holder reads the job's history once per
+interval however many channels subscribe. Each new build is recorded once per channel:
+a ``buildbot_builds`` row with origin "subscription", unique on (job, build number,
+channel), so a second insert (another replica, a restart) does nothing.
+
+The webhook's nudge brings due times forward: one conditional UPDATE that only moves
+checks earlier and leaves every lease as it is.
+"""
 
 from __future__ import annotations
 
@@ -24,35 +37,9 @@ from bot.store.schema import _OURS, builds, job_watch, requests, subscriptions
 
 
 class FollowingQueries(StoreBase):
-    # --- the webhook nudge ------------------------------------------------------------
+    """Following: subscriptions, job watches, builds found, the webhook's nudge."""
 
-    def followed_jobs(self, job_ids: Collection[str]) -> set[str]:
-        """Those of these build task IDs that have a build being followed."""
-        if not job_ids:
-            return set()
-        with self._tx() as c:
-            return set(c.execute(sa.select(builds.c.job_id).distinct().where(
-                builds.c.watch == WatchState.WATCHING.value,
-                builds.c.job_id.in_(list(job_ids)))).scalars())
-
-    def make_due(self, *, at: float, job_ids: Collection[str] | None = None) -> int:
-        """Followed builds (of these jobs, or all) checked next at ``at`` instead of later:
-        one conditional UPDATE that only brings checks forward and leaves every lease as
-        it is (a build being checked right now keeps its holder). Returns how many moved."""
-        q = builds.update().where(builds.c.watch == WatchState.WATCHING.value,
-                                  builds.c.next_check_at > at)
-        if job_ids is not None:
-            if not job_ids:
-                return 0
-            q = q.where(builds.c.job_id.in_(list(job_ids)))
-        with self._tx() as c:
-            return int(c.execute(q.values(next_check_at=at)).rowcount)
-
-    # --- subscriptions and followed builds (issue 16) ------------------------------------
-    # A subscription (channel, job) announces the job's builds started outside Slack. Each
-    # subscribed job has a job_watch row, leased like a build, whose holder reads the job's
-    # history once per interval and records each new build once per channel: a builds row
-    # with origin "subscription", unique on (job, build number, channel).
+    # --- subscriptions --------------------------------------------------------------------
 
     def subscribe(self, *, channel_id: str, job_name: str, job_id: str, filter: str,
                   user_id: str, now: float, since_no: int | None) -> str | None:
@@ -101,6 +88,16 @@ class FollowingQueries(StoreBase):
                 sa.or_(subscriptions.c.since_no.is_(None), subscriptions.c.since_no < to))
                 .values(since_no=to))
 
+    def subscribed_jobs(self, job_ids: Collection[str]) -> set[str]:
+        """Those of these build task IDs that a channel subscribes to."""
+        if not job_ids:
+            return set()
+        with self._tx() as c:
+            return set(c.execute(sa.select(subscriptions.c.job_id).distinct().where(
+                subscriptions.c.job_id.in_(list(job_ids)))).scalars())
+
+    # --- job watches: leased, fenced, rescheduled -----------------------------------------
+
     def lease_job_watches(self, *, owner: str, now: float, lease_seconds: float,
                           limit: int) -> list[tuple[str, int, float]]:
         """Lease up to ``limit`` due watches of subscribed jobs, the longest overdue first,
@@ -135,23 +132,7 @@ class FollowingQueries(StoreBase):
             return int(c.execute(sa.select(job_watch.c.failures).where(
                 job_watch.c.job_id == job_id)).scalar() or 0)
 
-    def make_jobs_due(self, *, at: float, job_ids: Collection[str] | None = None) -> int:
-        """Subscribed jobs' history read at ``at`` instead of later (the webhook nudge)."""
-        q = job_watch.update().where(job_watch.c.next_check_at > at)
-        if job_ids is not None:
-            if not job_ids:
-                return 0
-            q = q.where(job_watch.c.job_id.in_(list(job_ids)))
-        with self._tx() as c:
-            return int(c.execute(q.values(next_check_at=at)).rowcount)
-
-    def subscribed_jobs(self, job_ids: Collection[str]) -> set[str]:
-        """Those of these build task IDs that a channel subscribes to."""
-        if not job_ids:
-            return set()
-        with self._tx() as c:
-            return set(c.execute(sa.select(subscriptions.c.job_id).distinct().where(
-                subscriptions.c.job_id.in_(list(job_ids)))).scalars())
+    # --- builds a subscription found ------------------------------------------------------
 
     def slack_numbers(self, *, job_id: str, build_nos: Collection[str]) -> set[str]:
         """Those of these build numbers that the bot started (or adopted) from Slack."""
@@ -172,6 +153,15 @@ class FollowingQueries(StoreBase):
                 builds.c.job_id == job_id, builds.c.channel_id == channel_id,
                 builds.c.build_no.in_(list(build_nos)),
                 builds.c.origin == ORIGIN_SUBSCRIPTION)).scalars()}
+
+    def sending_since(self, job_id: str) -> float | None:
+        """When the oldest run call of this job still in flight was claimed (its build may be
+        in the history already, not yet recorded as ours); None when there is none."""
+        with self._tx() as c:
+            found = c.execute(sa.select(sa.func.min(requests.c.updated_at)).where(
+                requests.c.job_id == job_id,
+                requests.c.state == RequestState.SENDING.value)).scalar()
+        return None if found is None else float(found)
 
     def follow_build(self, *, job_id: str, job_name: str, build_no: str, channel_id: str,
                      notify: str, now: float, first_check_at: float) -> Build | None:
@@ -198,11 +188,36 @@ class FollowingQueries(StoreBase):
                 job=job_name, build_no=build_no, detail=f"subscription: {notify}"))
         return Build.from_row(row)
 
-    def sending_since(self, job_id: str) -> float | None:
-        """When the oldest run call of this job still in flight was claimed (its build may be
-        in the history already, not yet recorded as ours); None when there is none."""
+    # --- the webhook's nudge --------------------------------------------------------------
+
+    def make_due(self, *, at: float, job_ids: Collection[str] | None = None) -> int:
+        """Followed builds (of these jobs, or all) checked next at ``at`` instead of later:
+        one conditional UPDATE that only brings checks forward and leaves every lease as
+        it is (a build being checked right now keeps its holder). Returns how many moved."""
+        q = builds.update().where(builds.c.watch == WatchState.WATCHING.value,
+                                  builds.c.next_check_at > at)
+        if job_ids is not None:
+            if not job_ids:
+                return 0
+            q = q.where(builds.c.job_id.in_(list(job_ids)))
         with self._tx() as c:
-            found = c.execute(sa.select(sa.func.min(requests.c.updated_at)).where(
-                requests.c.job_id == job_id,
-                requests.c.state == RequestState.SENDING.value)).scalar()
-        return None if found is None else float(found)
+            return int(c.execute(q.values(next_check_at=at)).rowcount)
+
+    def make_jobs_due(self, *, at: float, job_ids: Collection[str] | None = None) -> int:
+        """Subscribed jobs' history read at ``at`` instead of later (the webhook nudge)."""
+        q = job_watch.update().where(job_watch.c.next_check_at > at)
+        if job_ids is not None:
+            if not job_ids:
+                return 0
+            q = q.where(job_watch.c.job_id.in_(list(job_ids)))
+        with self._tx() as c:
+            return int(c.execute(q.values(next_check_at=at)).rowcount)
+
+    def followed_jobs(self, job_ids: Collection[str]) -> set[str]:
+        """Those of these build task IDs that have a build being followed."""
+        if not job_ids:
+            return set()
+        with self._tx() as c:
+            return set(c.execute(sa.select(builds.c.job_id).distinct().where(
+                builds.c.watch == WatchState.WATCHING.value,
+                builds.c.job_id.in_(list(job_ids)))).scalars())

@@ -1,4 +1,11 @@
-"""Processes: one row per running bot process, and which of them died."""
+"""Processes: one row per running bot process (``buildbot_processes``), and which died.
+
+A process is an incarnation: a new id at every start. It beats every
+``HEARTBEAT_EVERY`` seconds; one silent for ``DEAD_AFTER`` seconds is dead, and a clean
+stop sets its beat to 0 so it is dead at once. What a dead process left open (a run call
+it claimed, a channel post, a lease) is taken over by the other features' conditional
+UPDATEs, which name ``_dead``; an owner with no row here is never taken for dead.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +24,8 @@ def _dead(now: float) -> sa.Select[tuple[str]]:
     return sa.select(processes.c.id).where(processes.c.beat_at < now - DEAD_AFTER)
 
 
-
 class ProcessQueries(StoreBase):
-    # --- processes: who is alive ---------------------------------------------------
+    """Processes: who is alive."""
 
     def beat(self, *, id: str, now: float, host: str, pid: int) -> None:
         """This process is alive at ``now`` (its row is made at the first beat)."""

@@ -1,4 +1,15 @@
-"""The audit log, and forgetting what is old."""
+"""Housekeeping: the audit log, and forgetting what is old.
+
+``buildbot_audit`` has one row per decision (a request, a start, a refusal, a report).
+Where the store makes the row a decision records (a request, a started build, a build a
+subscription found), the audit row is written in the same transaction, so it is logged
+exactly when the row is made. Each text is capped (``AUDIT_TEXT_LIMIT``), so a hostile
+command or a huge API error cannot grow the log without bound.
+
+``prune`` forgets finished requests and builds and long-dead processes, never one still
+open nor a request whose build row remains; ``prune_audit`` deletes old audit rows in
+small batches, each its own short transaction.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +54,9 @@ def _audit_row(*, decision: str, now: float, request_id: str | None = None,
 
 
 class Housekeeping(StoreBase):
-    # --- audit -------------------------------------------------------------
+    """The audit log, and pruning."""
+
+    # --- audit ----------------------------------------------------------------------------
 
     def audit(self, *, decision: str, now: float, request_id: str | None = None,
               user_id: str | None = None, channel_id: str | None = None, job: str | None = None,
@@ -64,6 +77,7 @@ class Housekeeping(StoreBase):
         with self._tx() as c:
             return list(c.execute(q).mappings())
 
+    # --- pruning --------------------------------------------------------------------------
 
     def prune(self, *, before: float) -> int:
         """Forget finished requests and builds last touched before ``before`` (the audit

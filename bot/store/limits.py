@@ -1,4 +1,14 @@
-"""Limits: a job's max_running (its slot row) and the hourly per-user limit."""
+"""Limits: a job's max_running (its slot row) and the hourly per-user limit.
+
+``buildbot_job_slots`` has one row per job with a max_running. Every decision that may
+start a build of such a job (a Run click, an approval, a queued request's turn) locks
+the job's slot row first (FOR UPDATE on PostgreSQL by the UPDATE itself; on SQLite the
+UPDATE takes the database's write lock), then counts the running builds and moves the
+request in the same transaction: on any number of replicas, never more builds start
+than the limit allows. The hourly limit counts a user's builds of a job started in the
+last hour and their requests on the way to one; a claim checks it in the same UPDATE,
+under the same lock, so two clicks at once count each other.
+"""
 
 from __future__ import annotations
 
@@ -31,9 +41,10 @@ class Slots:
     # CodeArts says runs that is not ours
 
 
-
 class LimitQueries(StoreBase):
-    # --- guard rails: approvals and the per-user limit ----------------------------
+    """The per-user limit, and a job's running builds counted under its slot lock."""
+
+    # --- the per-user limit ---------------------------------------------------------------
 
     def _in_window(self, user_id: str, job_name: str, now: float) -> tuple[Any, Any]:
         """Two selects: this user's builds of the job started in the last hour, and their
@@ -68,10 +79,7 @@ class LimitQueries(StoreBase):
             times += [now for _ in c.execute(flying).scalars()]
         return times
 
-    # --- one build at a time and the queue --------------------------------------------
-    # Every decision that may start a build of a job with max_running locks the job's
-    # slot row first (FOR UPDATE on PostgreSQL by the UPDATE itself; on SQLite the UPDATE
-    # takes the database's write lock), then counts and moves in the same transaction.
+    # --- a job's max_running: its slot ----------------------------------------------------
 
     def _lock_slot(self, c: Connection, job_name: str, now: float) -> None:
         insert = (_pg_insert if self.postgres else _sqlite_insert)(job_slots)

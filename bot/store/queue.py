@@ -1,4 +1,12 @@
-"""The queue: requests waiting for a free slot of their job, first come first served."""
+"""The queue: requests waiting for a free slot of their job, first come first served.
+
+A queued request is a ``buildbot_requests`` row in state ``queued``, ``queued_at`` when
+it joined (its place: FIFO per job, then by id), open until ``expires_at``. When a slot
+frees, ``claim_next_queued`` counts the job's running builds and moves its oldest queued
+request to sending under the job's slot lock (see limits.py), in one transaction: each
+free slot starts one request, and each request starts once, on any number of replicas.
+Leaving the queue and expiring are conditional moves that one caller makes.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,8 @@ from bot.store.schema import requests
 
 
 class QueueQueries(RequestQueries):
+    """The queue: its next request's turn, its order, leaving it, expiring in it."""
+
     def claim_next_queued(self, *, slots: Slots, now: float) -> Request | None:
         """The oldest queued request of the job, moved to sending when the job has a free
         slot: counted and moved under the slot lock, so on any number of replicas each

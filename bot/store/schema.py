@@ -1,7 +1,25 @@
-"""The tables and indexes, the engine, and the migration step.
+"""The store's tables and indexes, the engine, and the migration step.
 
-Times are epoch seconds (floats): portable across SQLite and PostgreSQL. A database made
-by an older version gets the newer columns (always nullable) and indexes at start.
+- ``buildbot_requests``: one row per request to run a job, through its life
+  (``lifecycle.RequestState``): a confirmation, an approval, a place in the queue,
+  the run call.
+- ``buildbot_builds``: one row per build the bot follows, its id the request's (or a
+  new one for a build a subscription found): its channel message, its watch lease,
+  its result.
+- ``buildbot_subscriptions`` and ``buildbot_job_watch``: channels following a job's
+  builds started outside Slack, and one leased row per such job.
+- ``buildbot_job_slots``: one row per job with a max_running, locked by every
+  decision that may start one of its builds.
+- ``buildbot_processes``: one row per running bot process, with its heartbeat.
+- ``buildbot_audit``: one row per decision; pruned on its own schedule, not with the
+  rows it names.
+
+Times are epoch seconds (floats): portable across SQLite and PostgreSQL. The queries
+live beside this module, one module per feature.
+
+Migration: ``create_tables`` makes what is missing at every start. A database made by
+an older version gets the newer columns (always nullable, so rows already there stay
+valid) and indexes; nothing is ever dropped or changed in place.
 """
 
 from __future__ import annotations
@@ -94,6 +112,8 @@ builds = sa.Table(
              postgresql_where=sa.text("origin = 'subscription'")),
 )
 
+_OURS = builds.c.origin.is_(None)  # the bot's own builds (started or adopted from Slack)
+
 # A channel's subscription to a job's builds started outside Slack (issue 16).
 subscriptions = sa.Table(
     "buildbot_subscriptions", metadata,
@@ -121,8 +141,9 @@ job_watch = sa.Table(
 )
 
 # One row per running bot process (an incarnation: a new one at every start). Each beats
-# every HEARTBEAT_EVERY seconds; one silent for DEAD_AFTER seconds is dead, and what it
-# left open (a run call, a channel post, a lease) is taken over at once, not after a grace.
+# every HEARTBEAT_EVERY seconds (heartbeats.py); one silent for DEAD_AFTER seconds is dead,
+# and what it left open (a run call, a channel post, a lease) is taken over at once, not
+# after a grace.
 processes = sa.Table(
     "buildbot_processes", metadata,
     sa.Column("id", sa.String(32), primary_key=True),
@@ -131,8 +152,6 @@ processes = sa.Table(
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("beat_at", sa.Float, nullable=False),  # 0 once it stopped cleanly
 )
-
-_OURS = builds.c.origin.is_(None)  # the bot's own builds (started or adopted from Slack)
 
 # One row per job with a max_running: locked by every decision that may start one of its
 # builds (a Run click, an approval, a queued request's turn), so replicas take turns.
@@ -158,7 +177,6 @@ audit = sa.Table(
     sa.Column("error_code", sa.String(64), nullable=True),
     sa.Column("error_msg", sa.Text, nullable=True),
 )
-
 
 
 def engine_url(url: str) -> str:
@@ -196,6 +214,7 @@ def make_engine(url: str, *, threads: int = 10) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
+    """Make the tables and indexes the database lacks (at every start)."""
     metadata.create_all(engine)
     add_missing_columns(engine)
 

@@ -1,4 +1,22 @@
-"""Builds and their watches: recorded, announced, leased, reported, progress."""
+"""Builds and their watches: recorded, announced, leased, reported, progress.
+
+``buildbot_builds`` has one row per build the bot follows; a build it started has its
+request's id. ``record_build`` moves the request from sending to started, inserts the
+build and its audit row in one transaction; if another process settled the request
+first it raises ``AlreadySettled`` and nothing is written.
+
+The channel message is announced once: the row is made ``posting``, claimed by the
+process that started it (``announce_owner``); ``set_announced`` moves it to posted (the
+message's ts) or fallback, once. Recovery re-claims a post only when its owner died or
+has been at it longer than any live post lasts, each by exactly one caller.
+
+The watch is a lease: ``lease_due`` gives each due build to one replica
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL), never one another live replica holds, and a
+dead process's leases at once. Each lease gets a new fencing token (``lease_token``);
+every write of a holder names it, so one that froze past its lease cannot write over
+the next holder's work. The result is posted once: watching -> reporting (the holder's
+conditional move, before it posts) -> done.
+"""
 
 from __future__ import annotations
 
@@ -28,14 +46,14 @@ class AlreadySettled(Exception):
     """The request left ``sending`` in another process (a restart settled it) first."""
 
 
-
 def _token(token: int | None) -> tuple[sa.ColumnElement[bool], ...]:
     return () if token is None else (builds.c.lease_token == token,)
 
 
-
 class BuildQueries(StoreBase):
-    # --- builds ----------------------------------------------------------
+    """Builds: recorded, announced once, watched under a fenced lease, reported once."""
+
+    # --- builds ---------------------------------------------------------------------------
 
     def record_build(self, *, request: Request, build_no: str, daily_build_number: str,
                      now: float, first_check_at: float) -> Build:
@@ -67,12 +85,48 @@ class BuildQueries(StoreBase):
             row = c.execute(sa.select(builds).where(builds.c.id == id)).mappings().first()
         return None if row is None else Build.from_row(row)
 
+    def builds_by_number(self, *, job_id: str, build_nos: Collection[str]) -> dict[str, Build]:
+        """The bot's own builds of a job among these CodeArts build numbers, by number."""
+        if not build_nos:
+            return {}
+        with self._tx() as c:
+            rows = c.execute(sa.select(builds).where(
+                builds.c.job_id == job_id, builds.c.build_no.in_(list(build_nos)),
+                _OURS)).mappings()
+            found = [Build.from_row(r) for r in rows]
+        return {b.build_no: b for b in sorted(found, key=lambda b: b.created_at)}
+
+    def set_daily_build_number(self, *, id: str, daily_build_number: str) -> None:
+        """CodeArts told the daily number only later (the run answer had none)."""
+        with self._tx() as c:
+            c.execute(builds.update().where(builds.c.id == id,
+                                            builds.c.daily_build_number == "")
+                      .values(daily_build_number=daily_build_number))
+
+    def watching_count(self) -> int:
+        with self._tx() as c:
+            return int(c.execute(sa.select(sa.func.count()).select_from(builds)
+                                 .where(builds.c.watch != WatchState.DONE.value)).scalar_one())
+
+    # --- the channel message: announced once ----------------------------------------------
+
     def set_announced(self, *, id: str, channel: str | None, ts: str | None) -> bool:
         """posting -> posted (with the message's ts) or fallback (no ts); True if moved."""
         new = AnnounceState.POSTED if ts else AnnounceState.FALLBACK
         with self._tx() as c:
             return self._move(c, builds, builds.c.announce, id, AnnounceState.POSTING, new,
                               {"message_channel": channel, "message_ts": ts})
+
+    def announce_failed(self, *, id: str, now: float, retry_in: float,
+                        stale_after: float) -> bool:
+        """This process's post of the channel message ended unconfirmed (429s, 5xx, no
+        answer): hand it to recovery ``retry_in`` seconds from now (which looks in the
+        channel before posting) instead of when a live post could still be under way."""
+        with self._tx() as c:
+            return c.execute(builds.update().where(
+                builds.c.id == id, builds.c.announce == AnnounceState.POSTING.value,
+                builds.c.announce_owner == self.owner)
+                .values(announce_claimed_at=now + retry_in - stale_after)).rowcount == 1
 
     def claim_unannounced(self, *, now: float, stale_after: float) -> list[Build]:
         """Builds whose announcing process died (its heartbeat stopped) or has been at it
@@ -94,7 +148,7 @@ class BuildQueries(StoreBase):
                 mine.append(Build.from_row(row))
         return mine
 
-    # --- watches ---------------------------------------------------------
+    # --- watches: leased, fenced, rescheduled ---------------------------------------------
 
     def lease_due(self, *, owner: str, now: float, lease_seconds: float, limit: int,
                   skip_jobs: tuple[str, ...] = (), grace: float = REPORT_GRACE) -> list[Build]:
@@ -129,17 +183,6 @@ class BuildQueries(StoreBase):
             return c.execute(q, dict(b_id=id, b_owner=owner, b_next=next_check_at,
                                      b_failures=failures, b_token=token)).rowcount == 1
 
-    def announce_failed(self, *, id: str, now: float, retry_in: float,
-                        stale_after: float) -> bool:
-        """This process's post of the channel message ended unconfirmed (429s, 5xx, no
-        answer): hand it to recovery ``retry_in`` seconds from now (which looks in the
-        channel before posting) instead of when a live post could still be under way."""
-        with self._tx() as c:
-            return c.execute(builds.update().where(
-                builds.c.id == id, builds.c.announce == AnnounceState.POSTING.value,
-                builds.c.announce_owner == self.owner)
-                .values(announce_claimed_at=now + retry_in - stale_after)).rowcount == 1
-
     def release(self, *, id: str, owner: str, token: int | None) -> bool:
         """Give a lease back untouched (the watcher took more than it may run now)."""
         with self._tx() as c:
@@ -154,6 +197,8 @@ class BuildQueries(StoreBase):
             return c.execute(builds.update().where(
                 builds.c.id == id, builds.c.lease_owner == owner, builds.c.lease_until > now,
                 *_token(token)).values(lease_until=now + lease_seconds)).rowcount == 1
+
+    # --- reports and progress -------------------------------------------------------------
 
     def begin_report(self, *, id: str, owner: str, result: str, duration_ms: int | None,
                      now: float, token: int | None = None) -> bool:
@@ -173,13 +218,6 @@ class BuildQueries(StoreBase):
                               WatchState.DONE, {"lease_owner": None, "lease_until": None},
                               *held)
 
-    def set_daily_build_number(self, *, id: str, daily_build_number: str) -> None:
-        """CodeArts told the daily number only later (the run answer had none)."""
-        with self._tx() as c:
-            c.execute(builds.update().where(builds.c.id == id,
-                                            builds.c.daily_build_number == "")
-                      .values(daily_build_number=daily_build_number))
-
     def set_progress(self, *, id: str, owner: str, token: int | None, due_at: float,
                      text: str | None = None) -> bool:
         """After a progress update (``text`` shown) or a refused one (``text`` None: only
@@ -192,19 +230,3 @@ class BuildQueries(StoreBase):
                 builds.c.id == id, builds.c.lease_owner == owner,
                 builds.c.watch == WatchState.WATCHING.value, *_token(token))
                 .values(values)).rowcount == 1
-
-    def watching_count(self) -> int:
-        with self._tx() as c:
-            return int(c.execute(sa.select(sa.func.count()).select_from(builds)
-                                 .where(builds.c.watch != WatchState.DONE.value)).scalar_one())
-
-    def builds_by_number(self, *, job_id: str, build_nos: Collection[str]) -> dict[str, Build]:
-        """The bot's own builds of a job among these CodeArts build numbers, by number."""
-        if not build_nos:
-            return {}
-        with self._tx() as c:
-            rows = c.execute(sa.select(builds).where(
-                builds.c.job_id == job_id, builds.c.build_no.in_(list(build_nos)),
-                _OURS)).mappings()
-            found = [Build.from_row(r) for r in rows]
-        return {b.build_no: b for b in sorted(found, key=lambda b: b.created_at)}

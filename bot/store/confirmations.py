@@ -55,10 +55,11 @@ class RequestQueries(LimitQueries):
                     approvals_needed: int | None = None) -> Request:
         """Record a request; with ``decision``, its audit row too, in the same transaction.
         ``approvals_needed``: it starts awaiting approval (a job without confirmation)."""
-        row = dict(id=id, state=RequestState(state).value, created_at=now, expires_at=now + ttl,
-                   updated_at=now, user_id=user_id, team_id=team_id, channel_id=channel_id,
-                   job_name=job_name, job_id=job_id, command=command, body=json.dumps(body),
-                   response_url=response_url, error=None, rebuild_of=rebuild_of)
+        row = {"id": id, "state": RequestState(state).value, "created_at": now,
+               "expires_at": now + ttl, "updated_at": now, "user_id": user_id,
+               "team_id": team_id, "channel_id": channel_id, "job_name": job_name,
+               "job_id": job_id, "command": command, "body": json.dumps(body),
+               "response_url": response_url, "error": None, "rebuild_of": rebuild_of}
         if approvals_needed is not None:
             row["approvals_needed"] = approvals_needed
         try:

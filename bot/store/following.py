@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as _pg_insert
@@ -169,15 +170,16 @@ class FollowingQueries(StoreBase):
         unique index makes a second insert (another replica, a restart) do nothing.
         ``all`` claims its announcement (posting); ``failures`` has none (fallback)."""
         announce = AnnounceState.POSTING if notify == "all" else AnnounceState.FALLBACK
-        row = dict(id=uuid.uuid4().hex, created_at=now, user_id="", channel_id=channel_id,
-                   job_name=job_name, job_id=job_id, build_no=build_no,
-                   daily_build_number="", response_url=None, announce=announce.value,
-                   announce_claimed_at=now, announce_owner=self.owner,
-                   message_channel=None, message_ts=None,
-                   watch=WatchState.WATCHING.value, next_check_at=first_check_at,
-                   lease_owner=None, lease_until=None, lease_token=None, failures=0,
-                   result=None, duration_ms=None, finished_at=None,
-                   origin=ORIGIN_SUBSCRIPTION, notify=notify)
+        row: dict[str, Any] = {
+            "id": uuid.uuid4().hex, "created_at": now, "user_id": "", "channel_id": channel_id,
+            "job_name": job_name, "job_id": job_id, "build_no": build_no,
+            "daily_build_number": "", "response_url": None, "announce": announce.value,
+            "announce_claimed_at": now, "announce_owner": self.owner,
+            "message_channel": None, "message_ts": None,
+            "watch": WatchState.WATCHING.value, "next_check_at": first_check_at,
+            "lease_owner": None, "lease_until": None, "lease_token": None, "failures": 0,
+            "result": None, "duration_ms": None, "finished_at": None,
+            "origin": ORIGIN_SUBSCRIPTION, "notify": notify}
         insert = (_pg_insert if self.postgres else _sqlite_insert)(builds)
         with self._tx() as c:
             if c.execute(insert.values(**row).on_conflict_do_nothing()

@@ -45,12 +45,13 @@ def _audit_row(*, decision: str, now: float, request_id: str | None = None,
                daily_build_number: str | None = None, build_no: str | None = None,
                error_code: str | None = None, error_msg: str | None = None) -> dict[str, Any]:
     params = None if parameters is None else json.dumps(parameters, ensure_ascii=False)
-    return dict(at=now, request_id=_cap(request_id, 32), user_id=_cap(user_id, 32),
-                channel_id=_cap(channel_id, 32), job=_cap(job, 200),
-                parameters=_cap(params, AUDIT_TEXT_LIMIT), decision=_cap(decision, 32),
-                detail=_cap(detail, AUDIT_TEXT_LIMIT),
-                daily_build_number=_cap(daily_build_number, 64), build_no=_cap(build_no, 32),
-                error_code=_cap(error_code, 64), error_msg=_cap(error_msg, AUDIT_TEXT_LIMIT))
+    return {"at": now, "request_id": _cap(request_id, 32), "user_id": _cap(user_id, 32),
+            "channel_id": _cap(channel_id, 32), "job": _cap(job, 200),
+            "parameters": _cap(params, AUDIT_TEXT_LIMIT), "decision": _cap(decision, 32),
+            "detail": _cap(detail, AUDIT_TEXT_LIMIT),
+            "daily_build_number": _cap(daily_build_number, 64),
+            "build_no": _cap(build_no, 32), "error_code": _cap(error_code, 64),
+            "error_msg": _cap(error_msg, AUDIT_TEXT_LIMIT)}
 
 
 class Housekeeping(StoreBase):

@@ -59,15 +59,16 @@ class BuildQueries(StoreBase):
                      now: float, first_check_at: float) -> Build:
         """Mark the request started, open its watch, claim its announcement and audit it,
         in one transaction; return the new build."""
-        build = dict(id=request.id, created_at=now, user_id=request.user_id,
-                     channel_id=request.channel_id, job_name=request.job_name,
-                     job_id=request.job_id, build_no=build_no,
-                     daily_build_number=daily_build_number, response_url=request.response_url,
-                     announce=AnnounceState.POSTING.value, announce_claimed_at=now,
-                     announce_owner=self.owner, message_channel=None, message_ts=None, watch=WatchState.WATCHING.value,
-                     next_check_at=first_check_at, lease_owner=None, lease_until=None,
-                     lease_token=None,
-                     failures=0, result=None, duration_ms=None, finished_at=None)
+        build = {"id": request.id, "created_at": now, "user_id": request.user_id,
+                 "channel_id": request.channel_id, "job_name": request.job_name,
+                 "job_id": request.job_id, "build_no": build_no,
+                 "daily_build_number": daily_build_number,
+                 "response_url": request.response_url,
+                 "announce": AnnounceState.POSTING.value, "announce_claimed_at": now,
+                 "announce_owner": self.owner, "message_channel": None, "message_ts": None,
+                 "watch": WatchState.WATCHING.value, "next_check_at": first_check_at,
+                 "lease_owner": None, "lease_until": None, "lease_token": None,
+                 "failures": 0, "result": None, "duration_ms": None, "finished_at": None}
         with self._tx() as c:
             if not self._move(c, requests, requests.c.state, request.id, RequestState.SENDING,
                               RequestState.STARTED, {"updated_at": now}):
@@ -180,8 +181,8 @@ class BuildQueries(StoreBase):
                    token: int | None = None) -> bool:
         q = _RESCHEDULE if token is None else _RESCHEDULE_HELD
         with self._tx() as c:
-            return c.execute(q, dict(b_id=id, b_owner=owner, b_next=next_check_at,
-                                     b_failures=failures, b_token=token)).rowcount == 1
+            return c.execute(q, {"b_id": id, "b_owner": owner, "b_next": next_check_at,
+                                 "b_failures": failures, "b_token": token}).rowcount == 1
 
     def release(self, *, id: str, owner: str, token: int | None) -> bool:
         """Give a lease back untouched (the watcher took more than it may run now)."""

@@ -1,0 +1,113 @@
+"""Approvals by a second person (or more) of a request awaiting them.
+
+A request awaiting approval is a ``buildbot_requests`` row in state ``awaiting``, with
+``approvals_needed``, who approved (``approved_by``: " U1 U2 ", each once, in order),
+``approvals_given``, and where the approval message is (updated in place as it is
+decided). Each Approve click is one conditional UPDATE that adds the approver only if
+they are not there yet and more approvals are needed; the approval that makes it enough
+moves the request to sending (or, at the job's max_running, to the queue) in the same
+transaction, under the job's slot lock: on any number of replicas exactly one click
+starts the build. Rejecting, withdrawing and expiring are moves that one caller makes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import sqlalchemy as sa
+
+from bot.lifecycle import Request, RequestState
+from bot.store.confirmations import RequestQueries
+from bot.store.limits import Slots
+from bot.store.schema import requests
+
+
+@dataclass(frozen=True)
+class Approval:
+    """What an Approve click came to: ``start`` for the one approval that made it enough
+    (the request is now sending), ``recorded`` when more are needed; otherwise why it
+    changed nothing (missing, approved_already, expires_now, enough, or the state)."""
+
+    outcome: str
+    request: Request | None = None
+
+
+class ApprovalQueries(RequestQueries):
+    """Approvals: recorded once per person; the one that makes enough starts the build."""
+
+    def record_approval(self, *, id: str, approver: str, now: float,
+                        slots: Slots | None = None, queue_ttl: float = 3600.0) -> Approval:
+        """Add ``approver`` to an awaiting request, once per person, in one conditional
+        UPDATE; the approval that makes it enough moves it to sending in the same
+        transaction (so on any number of replicas exactly one click starts the build).
+        With ``slots``, a job at its limit then queues it instead (``queued``), open
+        for ``queue_ttl`` seconds."""
+        approved_by = sa.func.coalesce(requests.c.approved_by, " ")
+        given = sa.func.coalesce(requests.c.approvals_given, 0)
+        with self._tx() as c:
+            if slots is not None:  # taken first: every slot decision locks in one order
+                self._lock_slot(c, slots.job_name, now)
+            recorded = c.execute(requests.update().where(
+                requests.c.id == id, requests.c.state == RequestState.AWAITING.value,
+                requests.c.expires_at > now,
+                ~approved_by.contains(f" {approver} ", autoescape=True),
+                given < sa.func.coalesce(requests.c.approvals_needed, 1))
+                .values(approved_by=approved_by + approver + " ", approvals_given=given + 1,
+                        updated_at=now)).rowcount == 1
+            row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
+            if row is None:
+                return Approval("missing")
+            request = Request.from_row(row)
+            if recorded and len(request.approved_by) >= (request.approvals_needed or 1):
+                if slots is not None and self._running(c, slots.job_name) + \
+                        slots.elsewhere >= slots.limit:
+                    queued = {"updated_at": now, "queued_at": now, "expires_at": now + queue_ttl}
+                    if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
+                                  RequestState.QUEUED, queued):
+                        return Approval("queued", replace(request, state=RequestState.QUEUED,
+                                                          expires_at=now + queue_ttl))
+                if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
+                              RequestState.SENDING, {"updated_at": now}):
+                    return Approval("start", replace(request, state=RequestState.SENDING))
+        if recorded:
+            return Approval("recorded", request)
+        if request.state is not RequestState.AWAITING:
+            return Approval(request.state.value, request)
+        if approver in request.approved_by:
+            return Approval("approved_already", request)
+        if request.expires_at <= now:
+            if self.move_request(id=id, old=RequestState.AWAITING, new=RequestState.EXPIRED,
+                                 now=now):
+                return Approval("expires_now", request)  # this click tells it
+            current = self.get_request(id)
+            return Approval(current.state.value if current else "missing", current)
+        return Approval("enough", request)  # enough approvals came first; it is starting
+
+    def end_awaiting(self, *, id: str, new: RequestState, now: float,
+                     requester: str | None = None, error: str | None = None) -> bool:
+        """An awaiting request rejected, withdrawn (``requester`` must be its own) or not
+        asked, while still open; True when this call made the move."""
+        values: dict[str, Any] = {"updated_at": now}
+        if error is not None:
+            values["error"] = error
+        who = () if requester is None else (requests.c.user_id == requester,)
+        with self._tx() as c:
+            return self._move(c, requests, requests.c.state, id, RequestState.AWAITING, new,
+                              values, requests.c.expires_at > now, *who)
+
+    def expire_awaiting(self, *, now: float) -> list[Request]:
+        """Requests awaiting approval past their time that this call expired (each once)."""
+        with self._tx() as c:
+            due = list(c.execute(sa.select(requests).where(
+                requests.c.state == RequestState.AWAITING.value,
+                requests.c.expires_at <= now)).mappings())
+        return [Request.from_row(r) for r in due
+                if self.move_request(id=r["id"], old=RequestState.AWAITING,
+                                     new=RequestState.EXPIRED, now=now)]
+
+    def set_approval_message(self, *, id: str, channel: str, ts: str) -> None:
+        """Where the approval message is, so each decision updates it in place."""
+        with self._tx() as c:
+            c.execute(requests.update().where(requests.c.id == id)
+                      .values(approval_channel=channel, approval_ts=ts))

@@ -1,0 +1,238 @@
+"""The store's tables and indexes, the engine, and the migration step.
+
+- ``buildbot_requests``: one row per request to run a job, through its life
+  (``lifecycle.RequestState``): a confirmation, an approval, a place in the queue,
+  the run call.
+- ``buildbot_builds``: one row per build the bot follows, its id the request's (or a
+  new one for a build a subscription found): its channel message, its watch lease,
+  its result.
+- ``buildbot_subscriptions`` and ``buildbot_job_watch``: channels following a job's
+  builds started outside Slack, and one leased row per such job.
+- ``buildbot_job_slots``: one row per job with a max_running, locked by every
+  decision that may start one of its builds.
+- ``buildbot_processes``: one row per running bot process, with its heartbeat.
+- ``buildbot_audit``: one row per decision; pruned on its own schedule, not with the
+  rows it names.
+
+Times are epoch seconds (floats): portable across SQLite and PostgreSQL. The queries
+live beside this module, one module per feature.
+
+Migration: ``create_tables`` makes what is missing at every start. A database made by
+an older version gets the newer columns (always nullable, so rows already there stay
+valid) and indexes; nothing is ever dropped or changed in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+requests = sa.Table(
+    "buildbot_requests", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # a lifecycle.RequestState
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("team_id", sa.String(32), nullable=True),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("command", sa.Text, nullable=False),  # normalised command text, for Rebuild
+    sa.Column("body", sa.Text, nullable=False),  # the exact JSON sent to CodeArts
+    sa.Column("response_url", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("rebuild_of", sa.String(32), nullable=True),  # the build a Rebuild click repeats
+    # approval by a second person: approvals needed, who approved (" U1 U2 ", each once,
+    # in order), and where the approval message is (updated in place as it is decided)
+    sa.Column("approvals_needed", sa.Integer, nullable=True),
+    sa.Column("approved_by", sa.Text, nullable=True),
+    sa.Column("approvals_given", sa.Integer, nullable=True),
+    sa.Column("approval_channel", sa.String(32), nullable=True),
+    sa.Column("approval_ts", sa.String(32), nullable=True),
+    # the queue (a job at its max_running): when the request joined it (FIFO per job)
+    sa.Column("queued_at", sa.Float, nullable=True),
+    # the process (incarnation) that moved it to sending and so makes its run call
+    sa.Column("intent_owner", sa.String(32), nullable=True),
+    # one open Rebuild question per build and user, however many clicks and replicas
+    sa.Index("buildbot_requests_open_rebuild", "rebuild_of", "user_id", unique=True,
+             sqlite_where=sa.text("state = 'pending'"),
+             postgresql_where=sa.text("state = 'pending'")),
+)
+
+builds = sa.Table(
+    "buildbot_builds", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # the request's id
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("build_no", sa.String(32), nullable=False),
+    sa.Column("daily_build_number", sa.String(64), nullable=False),
+    sa.Column("response_url", sa.Text, nullable=True),
+    # a lifecycle.AnnounceState: posting (claimed by the process that started it, or a
+    # recovery), posted (ts known), fallback (posted through the response_url: no ts)
+    sa.Column("announce", sa.String(16), nullable=False, server_default="posting"),
+    sa.Column("announce_claimed_at", sa.Float, nullable=True),
+    sa.Column("message_channel", sa.String(32), nullable=True),
+    sa.Column("message_ts", sa.String(32), nullable=True),
+    # the process (incarnation) posting the channel message while announce is posting
+    sa.Column("announce_owner", sa.String(32), nullable=True),
+    # a lifecycle.WatchState: watching, reporting, done
+    sa.Column("watch", sa.String(16), nullable=False, server_default="watching"),
+    sa.Column("next_check_at", sa.Float, nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    # fencing: a new number with every lease; a holder's writes name it, so one that
+    # froze past its lease cannot write over the next holder's work
+    sa.Column("lease_token", sa.BigInteger, nullable=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("result", sa.String(32), nullable=True),
+    sa.Column("duration_ms", sa.BigInteger, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    # live progress: the line the channel message shows, and when it may next be updated
+    sa.Column("progress_text", sa.Text, nullable=True),
+    sa.Column("progress_due_at", sa.Float, nullable=True),
+    # a build a subscription found: origin "subscription" (NULL: the bot's own), and what
+    # its channel asked for (all | failures); once per job, build number and channel
+    sa.Column("origin", sa.String(16), nullable=True),
+    sa.Column("notify", sa.String(16), nullable=True),
+    sa.Index("buildbot_builds_due", "watch", "next_check_at"),
+    sa.Index("buildbot_builds_followed", "job_id", "build_no", "channel_id", unique=True,
+             sqlite_where=sa.text("origin = 'subscription'"),
+             postgresql_where=sa.text("origin = 'subscription'")),
+)
+
+_OURS = builds.c.origin.is_(None)  # the bot's own builds (started or adopted from Slack)
+
+# A channel's subscription to a job's builds started outside Slack (issue 16).
+subscriptions = sa.Table(
+    "buildbot_subscriptions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("filter", sa.String(16), nullable=False),  # all | failures
+    sa.Column("created_by", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("since_no", sa.BigInteger, nullable=True),  # builds up to it were looked at
+    sa.UniqueConstraint("channel_id", "job_name", name="buildbot_subscriptions_channel_job"),
+)
+
+# One row per subscribed job: its history is read by whichever replica leases it, once
+# per interval however many channels subscribe.
+job_watch = sa.Table(
+    "buildbot_job_watch", metadata,
+    sa.Column("job_id", sa.String(32), primary_key=True),
+    sa.Column("next_check_at", sa.Float, nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("lease_token", sa.BigInteger, nullable=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+)
+
+# One row per running bot process (an incarnation: a new one at every start). Each beats
+# every HEARTBEAT_EVERY seconds (heartbeats.py); one silent for DEAD_AFTER seconds is dead,
+# and what it left open (a run call, a channel post, a lease) is taken over at once, not
+# after a grace.
+processes = sa.Table(
+    "buildbot_processes", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("beat_at", sa.Float, nullable=False),  # 0 once it stopped cleanly
+)
+
+# One row per job with a max_running: locked by every decision that may start one of its
+# builds (a Run click, an approval, a queued request's turn), so replicas take turns.
+job_slots = sa.Table(
+    "buildbot_job_slots", metadata,
+    sa.Column("job_name", sa.String(200), primary_key=True),
+    sa.Column("locked_at", sa.Float, nullable=True),
+)
+
+audit = sa.Table(
+    "buildbot_audit", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("request_id", sa.String(32), nullable=True),
+    sa.Column("user_id", sa.String(32), nullable=True),
+    sa.Column("channel_id", sa.String(32), nullable=True),
+    sa.Column("job", sa.String(200), nullable=True),
+    sa.Column("parameters", sa.Text, nullable=True),
+    sa.Column("decision", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("daily_build_number", sa.String(64), nullable=True),
+    sa.Column("build_no", sa.String(32), nullable=True),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("error_msg", sa.Text, nullable=True),
+)
+
+
+def engine_url(url: str) -> str:
+    """Accept the plain ``postgresql://`` spelling operators use; we ship psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str, *, threads: int = 10) -> Engine:
+    """An engine whose pool has a connection for each of the ``threads`` that use it
+    (workers, watcher, HTTP server), so none waits on another's connection."""
+    url = engine_url(url)
+    if url.startswith("sqlite"):
+        # Each pooled connection is used by one thread at a time (check_same_thread only
+        # guards against sharing, which the pool never does); SQLite itself serialises
+        # writers, and busy_timeout makes a second writer wait instead of failing.
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                                  pool_size=threads, max_overflow=threads)
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            if ":memory:" not in url:
+                # WAL lets readers work beside the writer; NORMAL syncs at checkpoints,
+                # which loses nothing when the bot crashes (only on power loss).
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=threads, max_overflow=threads)
+
+
+def create_tables(engine: Engine) -> None:
+    """Make the tables and indexes the database lacks (at every start)."""
+    metadata.create_all(engine)
+    add_missing_columns(engine)
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Databases made by an older version lack the newer (always nullable) columns."""
+    inspector = sa.inspect(engine)
+    for table in (requests, builds, audit, processes):
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            assert column.nullable, f"{table.name}.{column.name} must be nullable to add"
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as c:
+                c.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            log.info("added column %s.%s", table.name, column.name)
+
+    for table in (requests, builds, audit):
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)

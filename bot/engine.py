@@ -19,16 +19,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot import messages as msg
-from bot.codearts import (
+from bot.codearts.answers import BuildState, HistoryRecord, RunResult, Step, build_state_from
+from bot.codearts.client import CodeArtsClient
+from bot.codearts.errors import (
     BadResponseError,
-    BuildState,
-    CodeArtsClient,
     CodeArtsError,
-    HistoryRecord,
     NotSentError,
-    RunResult,
-    Step,
-    build_state_from,
     request_id_in,
     request_id_of,
 )

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot import forms
 from bot import messages as msg
-from bot.codearts import CodeArtsError, request_id_of
+from bot.codearts.errors import CodeArtsError, request_id_of
 from bot.command import BuildCommand, Help, ParseError, StatusCommand, StopCommand, parse
 from bot.command import (  # subscriptions
     SubscribeCommand,

@@ -44,15 +44,14 @@ from enum import StrEnum
 from typing import Any
 
 from bot import messages as msg
-from bot.codearts import (
+from bot.codearts.answers import BuildState, Step
+from bot.codearts.errors import (
     ApiError,
     AuthError,
     BadResponseError,
-    BuildState,
     CodeArtsError,
     NotSentError,
     OutcomeUnknownError,
-    Step,
     request_id_of,
 )
 

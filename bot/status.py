@@ -16,15 +16,13 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 
-from bot.codearts import (
+from bot.codearts.answers import BuildState, HistoryRecord, build_state_from
+from bot.codearts.client import CodeArtsClient
+from bot.codearts.errors import (
     ApiError,
     BadResponseError,
-    BuildState,
-    CodeArtsClient,
     CodeArtsError,
-    HistoryRecord,
     NotSentError,
-    build_state_from,
     request_id_of,
 )
 from bot.lifecycle import duration_of, result_of

@@ -124,8 +124,7 @@ def decode(response: httpx.Response) -> Any:
         raise ApiError(status, code, msg, rid)
     problem = error_in_success(data)
     if problem:
-        raise ApiError(response.status_code, problem[0], problem[1], rid,
-                       hint="CodeArts refused the request.")
+        raise ApiError(response.status_code, problem[0], problem[1], rid)
     return data
 
 

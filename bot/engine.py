@@ -19,19 +19,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot import messages as msg
-from bot.codearts import (
-    BadResponseError,
-    BuildState,
-    CodeArtsClient,
-    CodeArtsError,
-    HistoryRecord,
-    NotSentError,
-    RunResult,
-    Step,
-    build_state_from,
-    request_id_in,
-    request_id_of,
-)
+from bot.codearts.answers import BuildState, HistoryRecord, RunResult, Step, build_state_from
+from bot.codearts.client import CodeArtsClient
+from bot.codearts.errors import CodeArtsError, describe, request_id_in, request_id_of
 from bot.config import BuildbotConfig
 from bot.lifecycle import (
     CONFIRM_MINUTES,
@@ -1353,14 +1343,6 @@ class Engine:
 def _log_problem(exc: CodeArtsError) -> str:
     """Why a log could not be read, in a few words for the thread (no secret, no body),
     with the request ID of CodeArts' answer when it had one."""
-    status = getattr(exc, "status", None)
-    rid = request_id_of(exc)
-    if isinstance(exc, NotSentError):
-        return "CodeArts did not answer in time"
-    if isinstance(exc, BadResponseError):
-        words = "CodeArts sent an answer buildbot could not read"
-    elif isinstance(status, int):
-        words = f"CodeArts answered HTTP {status}"
-    else:
-        return "CodeArts could not be asked"
-    return f"{words}, {msg.request_id_text(rid)}" if rid else words
+    told = describe(exc)
+    rid = told.request_id
+    return f"{told.brief}, {msg.request_id_text(rid)}" if rid else told.brief

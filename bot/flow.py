@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot import forms
 from bot import messages as msg
-from bot.codearts import CodeArtsError, request_id_of
+from bot.codearts.errors import CodeArtsError, describe, request_id_of
 from bot.command import BuildCommand, Help, ParseError, StatusCommand, StopCommand, parse
 from bot.command import (  # subscriptions
     SubscribeCommand,
@@ -52,7 +52,6 @@ from bot.status import (
     read_stop_value,
     recent_builds,
     stop_value,
-    why_not,
 )
 from bot.usergroups import CachedOnly, SlackUserGroups
 
@@ -410,7 +409,7 @@ class Flow:
             except CodeArtsError as exc:
                 log.warning("status of job=%s not read: %s", job_name, type(exc).__name__)
                 self.respond(who.response_url, msg.status_failed(
-                    job_name, why_not(exc), request_id=request_id_of(exc)))
+                    job_name, describe(exc).why, request_id=request_id_of(exc)))
                 return
             self.respond(who.response_url, msg.job_status(job_name, rows))
             return
@@ -453,7 +452,7 @@ class Flow:
             return msg.stop_not_running(job_name, daily, build_no, standing.result)
         if standing.kind == "unknown":
             assert standing.error is not None
-            return msg.status_failed(job_name, why_not(standing.error),
+            return msg.status_failed(job_name, describe(standing.error).why,
                                      request_id=request_id_of(standing.error))
         return msg.stop_question(job_name, daily, build_no, value=stop_value(job_id, build_no),
                                  started_by=ours.user_id if ours else None)
@@ -511,12 +510,10 @@ class Flow:
         try:
             self.api.stop_build(job_id, build_no)
         except CodeArtsError as exc:
+            told = describe(exc)
             self.respond(response_url, msg.stop_failed(
-                job_name, daily, build_no,
-                status=getattr(exc, "status", None), error_code=getattr(exc, "error_code", None),
-                error_msg=(getattr(exc, "error_msg", None) or getattr(exc, "reason", None)
-                           or getattr(exc, "snippet", None) or str(exc)),
-                request_id=request_id_of(exc)))
+                job_name, daily, build_no, status=told.status, error_code=told.error_code,
+                error_msg=told.detail, request_id=told.request_id))
             return False
         self.store.audit(decision="stop", now=self.clock(),
                          request_id=build.id if build is not None else None,

@@ -44,17 +44,8 @@ from enum import StrEnum
 from typing import Any
 
 from bot import messages as msg
-from bot.codearts import (
-    ApiError,
-    AuthError,
-    BadResponseError,
-    BuildState,
-    CodeArtsError,
-    NotSentError,
-    OutcomeUnknownError,
-    Step,
-    request_id_of,
-)
+from bot.codearts.answers import BuildState, Step
+from bot.codearts.errors import AuthError, CodeArtsError, Kind, NotSentError, describe
 
 CONFIRM_TTL = 600.0  # seconds a Run/Cancel question stays answerable
 CONFIRM_MINUTES = int(CONFIRM_TTL // 60)
@@ -253,34 +244,29 @@ class RunFailure:
 
 
 def decide_run_failure(job: str, exc: CodeArtsError) -> RunFailure:
-    """The one place a run error becomes words. Nothing was started when CodeArts refused
-    (4xx) or was never reached. When the call may have reached it (no answer, an
-    unreadable answer, a 5xx where the back end may have acted) the request stays
-    ``sending`` (``UNKNOWN`` here means "settle it from the job's history"), and the user
-    is told that buildbot is finding out."""
-    code = getattr(exc, "error_code", None)
-    text = getattr(exc, "error_msg", None) or str(exc)
-    status = getattr(exc, "status", None)
-    if isinstance(exc, (OutcomeUnknownError, BadResponseError)) or (
-            isinstance(exc, ApiError) and isinstance(status, int) and status >= 500):
-        reply = msg.checking(job, status=status if isinstance(status, int) else None,
-                             error_code=code, unreadable=isinstance(exc, BadResponseError),
-                             error_msg=getattr(exc, "error_msg", None) if isinstance(
-                                 exc, ApiError) else None, request_id=request_id_of(exc))
-        return RunFailure(RequestState.UNKNOWN, reply, "answer_lost", code, text)
+    """What a run error comes to; its words are ``describe``'s. Nothing was started when
+    CodeArts refused (4xx) or was never reached. When the call may have reached it (no
+    answer, an unreadable answer, a 5xx where the back end may have acted) the request
+    stays ``sending`` (``UNKNOWN`` here means "settle it from the job's history"), and the
+    user is told that buildbot is finding out."""
+    told = describe(exc)
+    text = told.error_msg or told.sentence
+    if told.may_have_acted:
+        reply = msg.checking(job, status=told.status, error_code=told.error_code,
+                             unreadable=told.kind is Kind.UNREADABLE,
+                             error_msg=told.error_msg, request_id=told.request_id)
+        return RunFailure(RequestState.UNKNOWN, reply, "answer_lost", told.error_code, text)
     if isinstance(exc, NotSentError):
-        reply = msg.not_sent(job, str(exc))
+        reply = msg.not_sent(job, told.sentence)
     elif isinstance(exc, AuthError):
-        reply = msg.login_failed(job, status=exc.status, error_code=exc.error_code,
-                                 error_msg=exc.error_msg, hint=exc.hint,
-                                 request_id=exc.request_id)
-    elif isinstance(exc, ApiError):
-        reply = msg.api_error(job, status=exc.status, error_code=exc.error_code,
-                              error_msg=exc.error_msg, hint=exc.hint, request_id=exc.request_id)
+        reply = msg.login_failed(job, status=told.status, error_code=told.error_code,
+                                 error_msg=told.error_msg, hint=told.hint,
+                                 request_id=told.request_id)
     else:
-        reply = msg.api_error(job, status=None, error_code=None, error_msg=str(exc),
-                              hint="Try again later.", request_id=None)
-    return RunFailure(RequestState.FAILED, reply, "api_error", code, text)
+        reply = msg.api_error(job, status=told.status, error_code=told.error_code,
+                              error_msg=told.error_msg, hint=told.hint,
+                              request_id=told.request_id)
+    return RunFailure(RequestState.FAILED, reply, "api_error", told.error_code, text)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.auth import AkSkAuth, IamPasswordAuth, TokenAuth
-from bot.codearts import CodeArtsClient
+from bot.codearts.auth import AkSkAuth, IamPasswordAuth, TokenAuth
+from bot.codearts.client import CodeArtsClient
 from bot.config import BuildbotConfig
 from bot.engine import Engine
 from bot.flow import Flow

@@ -16,17 +16,9 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 
-from bot.codearts import (
-    ApiError,
-    BadResponseError,
-    BuildState,
-    CodeArtsClient,
-    CodeArtsError,
-    HistoryRecord,
-    NotSentError,
-    build_state_from,
-    request_id_of,
-)
+from bot.codearts.answers import BuildState, HistoryRecord, build_state_from
+from bot.codearts.client import CodeArtsClient
+from bot.codearts.errors import CodeArtsError, Kind, describe, request_id_of
 from bot.lifecycle import duration_of, result_of
 from bot.store import Store
 
@@ -36,7 +28,6 @@ STATUS_BUILDS = 5  # builds shown by /build status <job>
 LAST_RESULTS_BUDGET = 6.0  # seconds /build status waits, in all, for the jobs' last results
 STATUS_THREADS = 8  # /build status's history calls made side by side
 RUNNING = "running"
-NOT_FOUND_CODES = ("DEVCB.00031006",)  # CodeArts' "record / task not found"
 
 
 @dataclass(frozen=True)
@@ -148,15 +139,13 @@ class Standing:
 
 
 def build_standing(api: CodeArtsClient, job_id: str, build_no: str) -> Standing:
-    """Ask CodeArts about one build (its record); a 404 means no such build of the job."""
+    """Ask CodeArts about one build (its record); an answer the error table reads as "not
+    found" (a 404, or a not-found error code) means no such build of the job."""
     try:
         state = api.build_state(job_id, build_no)
-    except ApiError as exc:
-        if exc.status == 404 or exc.error_code in NOT_FOUND_CODES:
-            return Standing("missing", error=exc)
-        return Standing("unknown", error=exc)
     except CodeArtsError as exc:
-        return Standing("unknown", error=exc)
+        return Standing("missing" if describe(exc).kind is Kind.NOT_FOUND else "unknown",
+                        error=exc)
     if state.finished:
         return Standing("ended", result_of(state))
     return Standing("running")
@@ -172,20 +161,3 @@ def read_stop_value(value: str) -> tuple[str, str] | None:
     if not sep or not job_id.isalnum() or len(job_id) != 32 or not build_no.isdigit():
         return None
     return job_id.lower(), build_no
-
-
-def why_not(exc: CodeArtsError) -> str:
-    """Why CodeArts could not be asked, in a few words for the user (no secret, no body)."""
-    if isinstance(exc, NotSentError):
-        return "CodeArts did not answer in time"
-    if isinstance(exc, BadResponseError):
-        return "CodeArts sent an answer buildbot could not read"
-    if isinstance(exc, ApiError):
-        code = f" {exc.error_code}" if exc.error_code and exc.error_code != str(exc.status) \
-            else ""
-        words = f": {exc.error_msg}" if exc.error_msg else ""
-        return f"CodeArts answered HTTP {exc.status}{code}{words}"
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        return f"CodeArts answered HTTP {status}"
-    return "CodeArts could not be asked"

@@ -11,11 +11,18 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bot.auth import AkSkAuth, IamPasswordAuth, TokenAuth, canonical_query, canonical_uri, signature
-from bot.codearts import (
+from bot.codearts.auth import (
+    AkSkAuth,
+    IamPasswordAuth,
+    TokenAuth,
+    canonical_query,
+    canonical_uri,
+    signature,
+)
+from bot.codearts.client import CodeArtsClient
+from bot.codearts.errors import (
     ApiError,
     AuthError,
-    CodeArtsClient,
     CodeArtsError,
     NotSentError,
     OutcomeUnknownError,

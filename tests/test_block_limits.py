@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
 
 from bot import messages as msg
-from bot.codearts import Step
+from bot.codearts.answers import Step
 from bot.lifecycle import progress_line
 from bot.status import BuildRow
 

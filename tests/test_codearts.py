@@ -14,21 +14,16 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from bot.auth import AkSkAuth, IamPasswordAuth, TokenAuth
-from bot.codearts import (
-    RETRIES,
+from bot.codearts.answers import BuildState, RunResult, build_state_from, extract_error, parse_time
+from bot.codearts.auth import AkSkAuth, IamPasswordAuth, TokenAuth
+from bot.codearts.client import RETRIES, CodeArtsClient
+from bot.codearts.errors import (
     ApiError,
     AuthError,
     BadResponseError,
-    BuildState,
-    CodeArtsClient,
     CodeArtsError,
     NotSentError,
     OutcomeUnknownError,
-    RunResult,
-    build_state_from,
-    extract_error,
-    parse_time,
     request_id_in,
     request_id_of,
 )
@@ -468,7 +463,7 @@ def test_unseen_status_spelling_is_still_running_and_logged_once(fake, client, c
     fake.add_job(JOB, duration=30.0)  # no finish time while it is read
     client.run_build(body())
     fake.set_status(JOB, 1, "queued_for_agent")
-    caplog.set_level(logging.INFO, logger="bot.codearts")
+    caplog.set_level(logging.INFO, logger="bot.codearts.client")
     states = [client.build_state(JOB, 1) for _ in range(3)]
     assert {(s.status, s.finished, s.outcome) for s in states} == {("QUEUED_FOR_AGENT", False, None)}
     assert len([r for r in caplog.records if "QUEUED_FOR_AGENT" in r.getMessage()]) == 1
@@ -640,9 +635,9 @@ def test_every_error_is_a_codearts_error():
 
 
 def test_one_info_line_per_request(fake, client, caplog):
-    caplog.set_level(logging.INFO, logger="bot.codearts")
+    caplog.set_level(logging.INFO, logger="bot.codearts.client")
     client.run_build(body())
-    lines = [r for r in caplog.records if r.name == "bot.codearts"]
+    lines = [r for r in caplog.records if r.name == "bot.codearts.client"]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO
     assert "POST /v3/jobs/build -> 200" in lines[0].getMessage()
     assert isinstance(lines[0].args, tuple)  # %-style arguments
@@ -679,8 +674,9 @@ def test_timestamps_are_timezone_aware(fake, client):
 
 
 def test_the_client_does_not_import_the_auth_module() -> None:
-    """bot.auth uses the client's errors; the client takes any httpx.Auth (no import circle)."""
-    code = "import sys, bot.codearts; print('bot.auth' in sys.modules)"
+    """bot.codearts.auth uses the client (its timeout, its JSON reading); the client takes
+    any httpx.Auth (no import circle)."""
+    code = "import sys, bot.codearts.client; print('bot.codearts.auth' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out == "False\n"

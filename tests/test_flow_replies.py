@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.codearts import (
+from bot.codearts.errors import (
     ApiError,
     BadResponseError,
     CodeArtsError,

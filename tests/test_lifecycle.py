@@ -10,11 +10,11 @@ import pytest
 from slack_sdk.models.blocks import Block
 
 from bot import lifecycle as lc
-from bot.codearts import (
+from bot.codearts.answers import BuildState
+from bot.codearts.errors import (
     ApiError,
     AuthError,
     BadResponseError,
-    BuildState,
     NotSentError,
     OutcomeUnknownError,
 )

@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot import messages as msg
-from bot.auth import TokenAuth
-from bot.codearts import ApiError, CodeArtsClient, NotSentError, Step
+from bot.codearts.answers import Step
+from bot.codearts.auth import TokenAuth
+from bot.codearts.client import CodeArtsClient
+from bot.codearts.errors import ApiError, NotSentError
 from bot.lifecycle import AnnounceState, decide_progress, progress_delay, progress_line, step_words
 from bot.logtail import LINE_CHARS, MASK, TailBuffer, clean, mask_secrets, strip_ansi
 from tests.fakes.codearts import FakeCodeArts

@@ -4,9 +4,9 @@
 extra for these tests only; nothing in ``bot/`` imports it. Each test puts one input
 through the SDK and through the bot and asks for the same result:
 
-* signing: ``bot.auth.AkSkAuth`` and the SDK's ``BasicCredentials`` (its ``Signer``,
-  ``SDK-HMAC-SHA256``) write the same ``Authorization`` and ``X-Project-Id`` headers
-  and send the same path and query, for a table of requests;
+* signing: ``bot.codearts.auth.AkSkAuth`` and the SDK's ``BasicCredentials`` (its
+  ``Signer``, ``SDK-HMAC-SHA256``) write the same ``Authorization`` and ``X-Project-Id``
+  headers and send the same path and query, for a table of requests;
 * run bodies: every body ``bot.policy`` makes is read by the SDK into its
   ``RunJobRequestBody`` (``ParameterItem``, ``Scm``) and written back unchanged, and
   both clients put the same JSON object on the wire;
@@ -51,15 +51,10 @@ from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.utils.http_utils import sanitize_for_serialization
 
-from bot.auth import AkSkAuth, canonical_query
-from bot.codearts import (
-    ApiError,
-    BadResponseError,
-    BuildState,
-    CodeArtsClient,
-    RunResult,
-    parse_time,
-)
+from bot.codearts.answers import BuildState, RunResult, parse_time
+from bot.codearts.auth import AkSkAuth, canonical_query
+from bot.codearts.client import CodeArtsClient
+from bot.codearts.errors import ApiError, BadResponseError
 from bot.command import BuildCommand
 from bot.config import parse_config
 from bot.policy import Approved, StaticUserGroups, decide

@@ -116,7 +116,7 @@ def test_bad_status_and_stop_words_are_parse_errors(text: str, words: str) -> No
 ])
 def test_history_lines_become_rows_as_far_as_they_can_be_read(item: dict, result: str,
                                                               took: int | None) -> None:
-    from bot.codearts import history_record_from
+    from bot.codearts.answers import history_record_from
     from bot.status import row_from
 
     record = history_record_from(item)

@@ -270,9 +270,9 @@ def test_a_slack_build_in_a_subscribed_channel_is_not_announced_twice(bot: Bot) 
 
 def test_odd_history_records_are_skipped_and_the_rest_followed(
         bot: Bot, caplog: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot import codearts
+    from bot.codearts import client
 
-    monkeypatch.setitem(codearts._skipped, "logged_at", float("-inf"))  # not logged lately
+    monkeypatch.setitem(client._skipped, "logged_at", float("-inf"))  # not logged lately
     say(bot, "subscribe backend")
     console = from_console(bot)
     odd = {"history_records": [

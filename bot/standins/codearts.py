@@ -648,7 +648,8 @@ def _record(build: Build, status: str, took: float | None, now: float) -> dict[s
 
 
 def _fake_signature(req: RecordedRequest, names: list[str], sk: str) -> str:
-    """The SDK-HMAC-SHA256 signature, written from its description independently of bot.auth.
+    """The SDK-HMAC-SHA256 signature, written from its description independently of
+    bot.codearts.auth.
 
     The path and query are read as they arrived, percent-decoded the RFC 3986 way: a
     ``+`` in the query is a plus sign, not a space (the SDK never sends one for a space).

@@ -26,7 +26,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from bot.codearts import DEFAULT_TIMEOUT, AuthError, error_fields, load_json, parse_time
+from bot.codearts.answers import error_fields, parse_time
+from bot.codearts.client import DEFAULT_TIMEOUT, load_json
+from bot.codearts.errors import AuthError
 
 log = logging.getLogger(__name__)
 

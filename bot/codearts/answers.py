@@ -1,0 +1,315 @@
+"""CodeArts' answers: pydantic models of the replies the bot reads, and how they are read.
+
+Every answer is untrusted: a field of an odd type becomes None (or is skipped) rather
+than failing the call, and numbers keep the digits they were written with. An error
+answer's code and message are found the way huaweicloudsdkcore's exception handler finds
+them (``extract_error``, ``error_fields``). Nothing here does I/O or imports httpx.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from bot.codearts.errors import clip
+
+# "ended": the record has a finish time but a status word not listed below.
+Outcome = Literal["success", "failure", "aborted", "unknown", "ended"]
+_FINAL: dict[str, Outcome] = {
+    "SUCCESS": "success", "FAILURE": "failure", "FAILED": "failure",
+    "SCHEDULE_FAILURE": "failure", "ABORTED": "aborted", "CANCELED": "aborted",
+    "CANCELLED": "aborted", "UNKNOWN": "unknown",
+}
+_FINISH_KEYS = ("finish_time", "finishTime", "end_time", "endTime")
+STATUS_LIMIT = 24  # characters of a status word kept in BuildState.status
+# A finish time before this is a placeholder (0, a small epoch), not the end of a build.
+_EARLIEST_FINISH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class RunResult(BaseModel):
+    """The answer to a run: which build was started.
+
+    Only ``actual_build_number`` is required: a build that CodeArts says it started
+    is never thrown away over another field. ``daily_build_number`` is ``""`` when
+    it is null or missing (the record call gives it later); ``octopus_job_name`` and
+    any other field are ignored, null or not.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    actual_build_number: str
+    daily_build_number: str = ""
+
+    @field_validator("actual_build_number", "daily_build_number", mode="before")
+    @classmethod
+    def _to_str(cls, v: Any) -> Any:
+        """The docs say strings; numbers are accepted in case the API sends them bare."""
+        if isinstance(v, bool):
+            raise ValueError("not a string")  # noqa: TRY004 - pydantic wants ValueError
+        return number_text(v) if isinstance(v, int | float | Decimal) else v
+
+    @field_validator("daily_build_number", mode="before")
+    @classmethod
+    def _null_is_unknown(cls, v: Any) -> Any:
+        """A null daily number is not known yet: ``""``, never a reason to refuse the answer."""
+        return "" if v is None else v
+
+    @field_validator("actual_build_number")
+    @classmethod
+    def _positive(cls, v: str) -> str:
+        """It goes into URLs of later calls, so it must be a build number."""
+        if not v.strip().isdigit():
+            raise ValueError("not a build number")
+        return v.strip()
+
+
+class BuildState(BaseModel):
+    """Where one build stands.
+
+    ``finished`` is True for a known final status word, and for any other word when the
+    record has a finish time (``outcome="ended"``, the word kept in ``status``); an
+    unknown word without a finish time means the build is still running.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    status: str
+    finished: bool
+    outcome: Outcome | None = None
+    start_time: datetime | None = None
+    finish_time: datetime | None = None
+    duration_ms: int | None = None
+    daily_build_number: str | None = None
+
+
+def number_text(value: float | Decimal) -> str:
+    """A JSON number as text, keeping its digits: ``Decimal("20261123.10")`` -> ``"20261123.10"``."""
+    if isinstance(value, float):  # only from callers that built the data themselves
+        return repr(value)
+    return str(value)
+
+
+# The pairs huaweicloudsdkcore's DefaultExceptionHandler looks for, in its order.
+_PAIRS = (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message"))
+
+
+def _sdk_pair(data: dict[str, Any]) -> tuple[Any, Any] | None:
+    """The raw (code, message) the SDK's ``_process_sdk_error`` would settle on, or None.
+
+    At one level the first pair whose *both* keys are present wins (values unchecked) and
+    nothing below is looked at; without one, every object value is searched the same way,
+    at any depth, and the last pair found wins. Done with an explicit stack in the SDK's
+    (depth-first, in order) visiting order, so deep nesting cannot exhaust recursion.
+    """
+    found: tuple[Any, Any] | None = None
+    stack: list[dict[str, Any]] = [data]
+    while stack:
+        node = stack.pop()
+        pair = next(((node[c], node[m]) for c, m in _PAIRS if c in node and m in node), None)
+        if pair is not None:
+            found = pair
+            continue
+        stack.extend(reversed([v for v in node.values() if isinstance(v, dict)]))
+    return found
+
+
+def _as_text(value: Any) -> str:
+    """A code or message as text; numbers keep their digits, objects become JSON text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | float | Decimal):
+        return number_text(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def extract_error(data: Any) -> tuple[str, str] | None:
+    """(code, message) as text, found the way huaweicloudsdkcore's exception handler finds
+    them (``_sdk_pair``); None when the body has no pair. An empty, null or zero value
+    comes back as ``""`` (``error_fields`` then falls back as the SDK does)."""
+    if not isinstance(data, dict):
+        return None
+    found = _sdk_pair(data)
+    if found is None:
+        return None
+    code, msg = found
+    return (_as_text(code) if code else ""), (_as_text(msg) if msg else "")
+
+
+def error_fields(status: int, text: str, data: Any) -> tuple[str, str]:
+    """The code and message of an error answer, as the SDK reads them: from the body's
+    pair if it has one, else (and for an empty value) the HTTP status as the code and
+    the body text as the message."""
+    code, msg = extract_error(data) or ("", "")
+    return code or str(status), msg or text
+
+
+def error_in_success(data: Any) -> tuple[str, str] | None:
+    """A 2xx can still carry an error: ``error_code``/``error_msg`` (or the camel-case pair)
+    with a non-empty code at the top level or one level down, envelope ``status: fail``,
+    ``success: false``. (The SDK raises nothing on a 2xx; this is the bot's own check.)"""
+    if not isinstance(data, dict):
+        return None
+    for holder in (data, *(v for v in data.values() if isinstance(v, dict))):
+        for code_key, msg_key in _PAIRS[:2]:
+            code = holder.get(code_key)
+            if code not in (None, ""):
+                msg = holder.get(msg_key)
+                return _as_text(code), "" if msg is None else _as_text(msg)
+    if str(data.get("status", "")).lower() == "fail" or data.get("success") is False:
+        code = data.get("err_code") or ""
+        msg = data.get("message") or data.get("result") or "CodeArts reported a failure."
+        return str(code), str(msg)
+    return None
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601 (milliseconds, offsets, ``Z``) or epoch seconds/ms; anything else is None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        if isinstance(value, int | float | Decimal):
+            seconds = float(value)
+            seconds = seconds / 1000 if seconds > 1e11 else seconds
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        if isinstance(value, str) and value.strip():
+            parsed = datetime.fromisoformat(value.strip())
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value) if isinstance(value, int | float | Decimal | str) else None
+    except (ValueError, OverflowError, InvalidOperation):
+        return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    """Text as is; a bare JSON number as the digits it was written with."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | Decimal):
+        return number_text(value)
+    if isinstance(value, str):
+        return value or None
+    return None
+
+
+def _status_word(raw: Any) -> str:
+    """The status as a word to keep: upper case, printable, at most ``STATUS_LIMIT`` characters."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
+        return ""
+    text = number_text(raw) if not isinstance(raw, str) else raw
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat.upper()[:STATUS_LIMIT]
+
+
+def _finish_time(result: dict[str, Any]) -> datetime | None:
+    """The first readable finish time among the spellings, ignoring placeholders (0, "")."""
+    for key in _FINISH_KEYS:
+        when = parse_time(result.get(key))
+        if when is not None and when >= _EARLIEST_FINISH:
+            return when
+    return None
+
+
+class HistoryRecord(BaseModel):
+    """One line of a job's history: enough to find a build started at a given moment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    build_no: str
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    result: str = ""
+
+
+def history_record_from(item: Any) -> HistoryRecord | None:
+    """A history line, or None when it has no usable build number."""
+    if not isinstance(item, dict):
+        return None
+    number = _str_or_none(item.get("build_number", item.get("buildNumber")))
+    if number is None or not number.strip().isdigit():
+        return None
+    return HistoryRecord(build_no=number.strip(),
+                         start_time=parse_time(item.get("start_time", item.get("startTime"))),
+                         end_time=parse_time(item.get("end_time", item.get("endTime"))),
+                         result=as_shown(item.get("result")))
+
+
+class Step(BaseModel):
+    """One step of a build as ``history-details`` lists it: ``status`` is ``running``,
+    ``success``, ``error``, ``""`` (not reached yet) or a word shown as it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    status: str = ""
+    build_time_ms: int | None = None
+
+
+MAX_STEPS = 200  # steps kept of one build (a longer list is odd: its head is enough)
+
+
+def step_from(item: Any) -> Step | None:
+    """A step, or None for a record without a usable name (skipped, never an error)."""
+    if not isinstance(item, dict):
+        return None
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    raw = item.get("status")
+    status = raw if isinstance(raw, str) else ""
+    took = int_or_none(item.get("build_time"))
+    return Step(name=clip(name, 100), status=clip(status, STATUS_LIMIT).lower(),
+                build_time_ms=took if took is not None and took >= 0 else None)
+
+
+class LogTail(BaseModel):
+    """The last lines of a build's log, cleaned (``bot.logtail``); ``truncated`` when the
+    log went on past what was read (a size cap or the time budget)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lines: tuple[str, ...] = ()
+    truncated: bool = False
+    read_chars: int = 0
+
+
+def as_shown(value: Any) -> str:
+    """A value as CodeArts showed it: strings as they are, numbers as their digits."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def build_state_from(result: dict[str, Any]) -> BuildState:
+    """A BuildState from the ``result`` of record-info; a malformed field becomes None.
+
+    A known final word decides the outcome; any other word with a finish time has
+    ended (``"ended"``, the word kept); without one it is still running.
+    """
+    raw = result.get("status")
+    key = " ".join(raw.split()).upper() if isinstance(raw, str) else ""
+    status = _status_word(raw)
+    finish = _finish_time(result)
+    outcome = _FINAL.get(key) or ("ended" if finish is not None else None)
+    daily = next((result[k] for k in ("daily_build_num", "daily_build_number", "dailyBuildNum")
+                  if result.get(k) is not None), None)
+    return BuildState(
+        status=status, finished=outcome is not None, outcome=outcome,
+        start_time=parse_time(result.get("start_time", result.get("startTime"))),
+        finish_time=finish,
+        duration_ms=int_or_none(result.get("duration")),
+        daily_build_number=_str_or_none(daily),
+    )

@@ -47,6 +47,7 @@ from bot.lifecycle import (
     ApprovalRule,
     Build,
     Candidate,
+    ClaimReason,
     Lease,
     Request,
     RequestState,
@@ -585,7 +586,7 @@ class Engine:
                                          now=self.clock(), slots=slots)
         if claim.ok and claim.request is not None:
             self.start(claim.request, response_url)
-        elif claim.reason == "full":
+        elif claim.reason is ClaimReason.FULL:
             self.ask_full(request, response_url, replace=False, slots=slots)
         else:
             log.info("request %s not started: %s", request.id, claim.reason)

@@ -32,7 +32,15 @@ from bot.command import (  # subscriptions
 )
 from bot.config import BuildbotConfig, JobConfig
 from bot.engine import Engine
-from bot.lifecycle import CONFIRM_MINUTES, Build, Request, RequestState, new_error_id
+from bot.lifecycle import (
+    CONFIRM_MINUTES,
+    ApprovalOutcome,
+    Build,
+    ClaimReason,
+    Request,
+    RequestState,
+    new_error_id,
+)
 from bot.lifecycle import approval_refusal, next_allowed
 from bot.policy import (
     Approved,
@@ -254,22 +262,22 @@ class Flow:
         log.info("run click refused request=%s user=%s reason=%s", click.value, click.user_id,
                  claim.reason)
         request = claim.request
-        if claim.reason == "full" and request is not None:  # at max_running: offer Queue
+        if claim.reason is ClaimReason.FULL and request is not None:  # at max_running: offer Queue
             self.engine.ask_full(request, click.response_url or request.response_url,
                                  slots=how.get("slots"))
             return
         if claim.reason in (RequestState.SENDING, RequestState.STARTED, RequestState.AWAITING):
             return  # the first click is handling it and will replace the message
-        if claim.reason == "missing" or request is None:
+        if claim.reason is ClaimReason.MISSING or request is None:
             reply = msg.missing()
-        elif claim.reason == "not_yours":
+        elif claim.reason is ClaimReason.NOT_YOURS:
             reply = msg.not_yours(request.user_id)
             self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
                              user_id=click.user_id, channel_id=request.channel_id,
                              job=request.job_name, detail=f"Run on {request.user_id}'s request")
-        elif claim.reason == "over_limit":
+        elif claim.reason is ClaimReason.OVER_LIMIT:
             reply = self.over_limit_reply(request)
-        elif claim.reason == "expires_now":
+        elif claim.reason is ClaimReason.EXPIRES_NOW:
             self.engine.metrics.commands.labels("expired").inc()
             reply = msg.expired(request.job_name, request.command, minutes=CONFIRM_MINUTES)
             self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
@@ -689,7 +697,7 @@ class Flow:
                                             slots=self.engine.slots(request.job_name),
                                             queue_ttl=self.engine.queue_ttl(request.job_name))
         current = result.request or request
-        if result.outcome == "queued":  # enough approvals, but the job is at max_running
+        if result.outcome is ApprovalOutcome.QUEUED:  # enough approvals, but the job is at max_running
             self.store.audit(decision="approved", now=now, request_id=request.id,
                              user_id=click.user_id, channel_id=request.channel_id,
                              job=request.job_name,
@@ -698,23 +706,23 @@ class Flow:
                                     f"{' '.join(current.approved_by)}")
             self.engine.approval_queued(current)
             return
-        if result.outcome in ("start", "recorded"):
+        if result.outcome in (ApprovalOutcome.START, ApprovalOutcome.RECORDED):
             given, needed = len(current.approved_by), current.approvals_needed or 1
-            self.store.audit(decision="approved" if result.outcome == "start" else "approval",
+            self.store.audit(decision="approved" if result.outcome is ApprovalOutcome.START else "approval",
                              now=now, request_id=request.id, user_id=click.user_id,
                              channel_id=request.channel_id, job=request.job_name,
                              detail=f"approval {given} of {needed} of {request.user_id}'s "
                                     f"request; approved by {' '.join(current.approved_by)}")
-            if result.outcome == "start":
+            if result.outcome is ApprovalOutcome.START:
                 self.engine.start_approved(current)
             else:
                 self.engine.approval_progress(current)
                 self.respond(click.response_url,
                              msg.approval_noted(request.job_name, given=given, needed=needed))
             return
-        if result.outcome == "expires_now":
+        if result.outcome is ApprovalOutcome.EXPIRES_NOW:
             self.engine.approval_expired(current)
-            result = replace(result, outcome="expired")
+            result = replace(result, outcome=RequestState.EXPIRED)
         self._refuse_approval_click(click, current, result.outcome, "Approve")
 
     def reject_clicked(self, click: Click) -> None:
@@ -765,7 +773,7 @@ class Flow:
                              user_id=click.user_id, channel_id=request.channel_id,
                              job=request.job_name,
                              detail=f"{what} on {request.user_id}'s request: {reason}")
-        if reason == "expires_now" and request is not None:
+        if reason == ClaimReason.EXPIRES_NOW and request is not None:
             self.engine.metrics.commands.labels("expired").inc()
             self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
                              user_id=request.user_id, channel_id=request.channel_id,
@@ -796,7 +804,7 @@ class Flow:
         claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now,
                                          to=RequestState.QUEUED, **how)
         if not claim.ok or claim.request is None:
-            if claim.reason == "over_limit" and claim.request is not None:
+            if claim.reason is ClaimReason.OVER_LIMIT and claim.request is not None:
                 self.respond(click.response_url, self.over_limit_reply(claim.request))
                 return
             self._queue_refused(click, claim.request, claim.reason, "Queue")

@@ -24,11 +24,16 @@ from sqlalchemy.dialects.postgresql import insert as _pg_insert
 from sqlalchemy.dialects.sqlite import insert as _sqlite_insert
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
+# Claim and Approval live in lifecycle; ``from bot.store import Claim`` still works
 from bot.lifecycle import (
     HOUR,
     ORIGIN_SUBSCRIPTION,
     AnnounceState,
+    Approval,
+    ApprovalOutcome,
     Build,
+    Claim,
+    ClaimReason,
     Request,
     RequestState,
     State,
@@ -210,16 +215,6 @@ class AlreadySettled(Exception):
     """The request left ``sending`` in another process (a restart settled it) first."""
 
 
-@dataclass(frozen=True)
-class Approval:
-    """What an Approve click came to: ``start`` for the one approval that made it enough
-    (the request is now sending), ``recorded`` when more are needed; otherwise why it
-    changed nothing (missing, approved_already, expires_now, enough, or the state)."""
-
-    outcome: str
-    request: Request | None = None
-
-
 class OpenQuestion(Exception):
     """This user already has an unanswered Rebuild question for this build."""
 
@@ -234,16 +229,6 @@ class Slots:
     elsewhere: int = 0
     note: str = ""  # for the question: "unknown" (CodeArts could not say), or the build
     # CodeArts says runs that is not ours
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a Run click found: ``ok`` only for the one click that moved pending -> sending."""
-
-    ok: bool
-    reason: str  # claimed, missing, not_yours, expires_now (this click found it past its
-    # time and expired it), or the state it was already in
-    request: Request | None = None
 
 
 def engine_url(url: str) -> str:
@@ -462,25 +447,25 @@ class Store:
                 requests.c.expires_at > now, *under)
             row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
         if row is None:
-            return Claim(False, "missing")
+            return Claim(False, ClaimReason.MISSING)
         request = Request.from_row(row)
         if changed:
-            return Claim(True, "claimed", request)
+            return Claim(True, ClaimReason.CLAIMED, request)
         if request.user_id != user_id:
-            return Claim(False, "not_yours", request)
+            return Claim(False, ClaimReason.NOT_YOURS, request)
         if full and request.state is RequestState.PENDING and request.expires_at > now:
-            return Claim(False, "full", request)
+            return Claim(False, ClaimReason.FULL, request)
         if request.state is RequestState.PENDING and request.expires_at > now and under:
-            return Claim(False, "over_limit", request)
+            return Claim(False, ClaimReason.OVER_LIMIT, request)
         if request.state is RequestState.PENDING:  # so it is past its time
             if self.move_request(id=id, old=RequestState.PENDING, new=RequestState.EXPIRED,
                                  now=now):
-                return Claim(False, "expires_now", request)  # this click tells it, nobody else
+                return Claim(False, ClaimReason.EXPIRES_NOW, request)  # this click tells it, nobody else
             current = self.get_request(id)  # the sweep expired it first, and told it
             if current is None:
-                return Claim(False, "missing")
-            return Claim(False, current.state.value, current)
-        return Claim(False, request.state.value, request)
+                return Claim(False, ClaimReason.MISSING)
+            return Claim(False, current.state, current)
+        return Claim(False, request.state, request)
 
     def move_request(self, *, id: str, old: RequestState, new: RequestState, now: float,
                      error: str | None = None) -> bool:
@@ -547,7 +532,7 @@ class Store:
                         updated_at=now)).rowcount == 1
             row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
             if row is None:
-                return Approval("missing")
+                return Approval(ApprovalOutcome.MISSING)
             request = Request.from_row(row)
             if recorded and len(request.approved_by) >= (request.approvals_needed or 1):
                 if slots is not None and self._running(c, slots.job_name) + \
@@ -555,24 +540,24 @@ class Store:
                     queued = {"updated_at": now, "queued_at": now, "expires_at": now + queue_ttl}
                     if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
                                   RequestState.QUEUED, queued):
-                        return Approval("queued", replace(request, state=RequestState.QUEUED,
+                        return Approval(ApprovalOutcome.QUEUED, replace(request, state=RequestState.QUEUED,
                                                           expires_at=now + queue_ttl))
                 if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
                               RequestState.SENDING, {"updated_at": now}):
-                    return Approval("start", replace(request, state=RequestState.SENDING))
+                    return Approval(ApprovalOutcome.START, replace(request, state=RequestState.SENDING))
         if recorded:
-            return Approval("recorded", request)
+            return Approval(ApprovalOutcome.RECORDED, request)
         if request.state is not RequestState.AWAITING:
-            return Approval(request.state.value, request)
+            return Approval(request.state, request)
         if approver in request.approved_by:
-            return Approval("approved_already", request)
+            return Approval(ApprovalOutcome.APPROVED_ALREADY, request)
         if request.expires_at <= now:
             if self.move_request(id=id, old=RequestState.AWAITING, new=RequestState.EXPIRED,
                                  now=now):
-                return Approval("expires_now", request)  # this click tells it
+                return Approval(ApprovalOutcome.EXPIRES_NOW, request)  # this click tells it
             current = self.get_request(id)
-            return Approval(current.state.value if current else "missing", current)
-        return Approval("enough", request)  # enough approvals came first; it is starting
+            return Approval(current.state if current else ApprovalOutcome.MISSING, current)
+        return Approval(ApprovalOutcome.ENOUGH, request)  # enough approvals came first; it is starting
 
     def end_awaiting(self, *, id: str, new: RequestState, now: float,
                      requester: str | None = None, error: str | None = None) -> bool:

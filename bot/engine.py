@@ -15,10 +15,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot import messages as msg
+from bot.answers import NOTHING, Answer, Click, Told
 from bot.codearts import (
     BadResponseError,
     BuildState,
@@ -44,6 +46,7 @@ from bot.lifecycle import (
     PROGRESS_EVERY,
     RECONCILE_MARGIN,
     AnnounceState,
+    ApprovalOutcome,
     ApprovalRule,
     Build,
     Candidate,
@@ -54,6 +57,7 @@ from bot.lifecycle import (
     Settlement,
     Subscription,
     WatchState,
+    approval_refusal,
     decide_poll,
     decide_progress,
     decide_report_refused,
@@ -61,14 +65,23 @@ from bot.lifecycle import (
     decide_settlement,
     followed_failed,
     new_error_id,
+    next_allowed,
     progress_delay,
     progress_due,
     progress_line,
     wants_log_tail,
 )
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
-from bot.policy import Approved, approval_rule
+from bot.policy import Approved, UserGroups, approval_rule, over_limit_problem, per_user_limit
 from bot.settings import format_build_link
+from bot.status import (
+    BuildRow,
+    LastResult,
+    Standing,
+    build_standing,
+    last_results,
+    recent_builds,
+)
 from bot.store import AlreadySettled, OpenQuestion, Slots, Store
 
 log = logging.getLogger(__name__)
@@ -95,6 +108,9 @@ FOLLOW_PAGE = 50  # history lines read per call when following builds (a page co
 FOLLOW_PAGES = 4  # pages read at most for one poll; older builds read their own record
 HISTORIES_REMEMBERED = 10_000  # jobs whose last history read is kept in memory at most
 MAX_BUILD_NO_DIGITS = 18
+# refusals audited as a click on someone else's request (or not theirs to decide)
+_AUDITED_REFUSALS = frozenset({"not_yours", "not_admin", "self", "not_approver",
+                               "not_requester"})
 
 
 def _number(build_no: str) -> str:
@@ -433,6 +449,421 @@ class Engine:
             self.notifier.respond(request.response_url, msg.outcome_unknown(
                 request.job_name, request_id=run_rid,
                 history_request_id=settlement.request_id))
+
+    # --- the door: each click on a request's buttons ---------------------------------------
+    # One call per click: load the row, check who clicked (one step for every button), make
+    # the conditional move through the store, audit and perform the effects. The answer
+    # says what the clicker is told; the Slack side renders it.
+
+    def get_request(self, id: str) -> Request | None:
+        return self.store.get_request(id)
+
+    def get_build(self, id: str) -> Build | None:
+        return self.store.get_build(id)
+
+    def _refused(self, click: Click, request: Request | None, told: Told, reason: str,
+                 what: str, *, quiet: bool = False) -> Answer:
+        """A click that changed nothing: logged, audited when it was someone else's (or
+        not theirs to decide), and answered with ``reason``."""
+        log.info("%s click refused request=%s user=%s reason=%s", what, click.value,
+                 click.user_id, reason)
+        if request is not None and reason in _AUDITED_REFUSALS and not quiet:
+            detail = f"{what} on {request.user_id}'s request"
+            self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
+                             user_id=click.user_id, channel_id=request.channel_id,
+                             job=request.job_name,
+                             detail=detail if told is Told.NOT_YOURS else f"{detail}: {reason}")
+        if request is None and told is Told.NOT_YOURS:
+            return Answer(Told.MISSING)
+        return Answer(told, request, reason)
+
+    def _own_request(self, click: Click, what: str, told: Told, *,
+                     quiet: bool = False) -> Request | Answer:
+        """The request a requester's button is about, when the clicker is its requester;
+        otherwise the answer saying why not."""
+        request = self.store.get_request(click.value)
+        if request is None:
+            return self._refused(click, None, told, "missing", what)
+        if request.user_id != click.user_id:
+            mine = "not_requester" if told is Told.APPROVAL_REFUSED else "not_yours"
+            return self._refused(click, request, told, mine, what, quiet=quiet)
+        return request
+
+    def _approver_request(self, click: Click, what: str, groups: UserGroups) -> Request | Answer:
+        """The request an Approve or Reject click is about, when the clicker may decide it;
+        otherwise the answer saying why not."""
+        request = self.store.get_request(click.value)
+        if request is None:
+            return self._refused(click, None, Told.APPROVAL_REFUSED, "missing", what)
+        rule = approval_rule(self.config, request.job_name)
+        refusal = "not_approver" if rule is None else approval_refusal(
+            rule, requester=request.user_id, user=click.user_id, members=groups.members)
+        if refusal is not None:
+            return self._refused(click, request, Told.APPROVAL_REFUSED, refusal, what)
+        return request
+
+    def _expired_now(self, request: Request) -> Answer:
+        """This click found the question past its time and expired it: it tells it."""
+        self.metrics.commands.labels("expired").inc()
+        self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
+                         user_id=request.user_id, channel_id=request.channel_id,
+                         job=request.job_name)
+        return Answer(Told.EXPIRED, request)
+
+    def not_started(self, *, decision: str, user_id: str, channel_id: str, job: str | None,
+                    detail: str | None) -> None:
+        """A command that started nothing (help, or refused): counted, and audited unless
+        it was help."""
+        self.metrics.commands.labels("help" if decision == "help" else "refused").inc()
+        if decision != "help":
+            self.store.audit(decision=decision, now=self.clock(), user_id=user_id,
+                             channel_id=channel_id, job=job, detail=detail)
+
+    def run_clicked(self, click: Click) -> Answer:
+        """Run: pending -> sending (or awaiting approval), by the requester, once."""
+        now = self.clock()
+        how = self._run_claim(click, now)
+        claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now, **how)
+        request = claim.request
+        if claim.ok:
+            assert request is not None
+            if request.state is RequestState.AWAITING:  # a second person approves
+                self.ask_approval(request, request.response_url)
+            else:
+                self.start(request, click.response_url or request.response_url)
+            return NOTHING
+        if claim.reason in (RequestState.SENDING, RequestState.STARTED, RequestState.AWAITING):
+            return NOTHING  # the first click is handling it and will replace the message
+        if claim.reason is ClaimReason.FULL and request is not None:  # offer Queue
+            self.ask_full(request, click.response_url or request.response_url,
+                          slots=how.get("slots"))
+            return NOTHING
+        return self._claim_refused(click, request, claim.reason, "Run", Told.NOT_YOURS)
+
+    def _claim_refused(self, click: Click, request: Request | None,
+                       reason: ClaimReason | RequestState, what: str, told: Told) -> Answer:
+        if request is None or reason is ClaimReason.MISSING:
+            return self._refused(click, None, told, "missing", what)
+        if reason is ClaimReason.OVER_LIMIT:
+            return self.over_limit_answer(request)
+        if reason is ClaimReason.EXPIRES_NOW:
+            log.info("%s click found request=%s past its time", what, request.id)
+            return self._expired_now(request)
+        if told is Told.NOT_YOURS and reason is not ClaimReason.NOT_YOURS:
+            return Answer(Told.ALREADY, request, reason)
+        return self._refused(click, request, told, reason, what)
+
+    def _run_claim(self, click: Click, now: float) -> dict[str, Any]:
+        """How a Run click claims its request: under the per-user limit, and for a job
+        that needs approval, into awaiting (open for the job's approval_ttl)."""
+        request = self.store.get_request(click.value)
+        if request is None or request.user_id != click.user_id:
+            return {}  # the claim says why
+        how: dict[str, Any] = {}
+        limit = per_user_limit(self.config, request.job_name, click.user_id)
+        if limit is not None:
+            how["limit"] = (request.job_name, limit)
+        rule = approval_rule(self.config, request.job_name)
+        if rule is not None:
+            how["to"] = RequestState.AWAITING
+            how["values"] = {"expires_at": now + rule.ttl, "approvals_needed": rule.needed,
+                             "response_url": click.response_url or request.response_url}
+        elif (slots := self.slots(request.job_name)) is not None:
+            how["slots"] = slots  # at max_running the claim says "full"
+        return how
+
+    def cancel(self, click: Click) -> Answer:
+        """Cancel: pending -> cancelled, by the requester."""
+        found = self._own_request(click, "Cancel", Told.NOT_YOURS)
+        if isinstance(found, Answer):
+            return found
+        request = found
+        if not self.store.move_request(id=request.id, old=RequestState.PENDING,
+                                       new=RequestState.CANCELLED, now=self.clock()):
+            current = self.store.get_request(request.id)
+            state = current.state if current else ClaimReason.MISSING
+            if state in (RequestState.SENDING, RequestState.STARTED):
+                return NOTHING
+            return Answer(Told.ALREADY, request, state)
+        self.metrics.commands.labels("cancelled").inc()
+        self.store.audit(decision="cancelled", now=self.clock(), request_id=request.id,
+                         user_id=request.user_id, channel_id=request.channel_id,
+                         job=request.job_name)
+        return Answer(Told.CANCELLED, request)
+
+    def editable(self, click: Click) -> Answer:
+        """Edit parameters: the requester's pending request, if its job has a form."""
+        found = self._own_request(click, "Edit", Told.NOT_YOURS, quiet=True)
+        if isinstance(found, Answer):
+            return found
+        if found.state is not RequestState.PENDING:
+            return Answer(Told.ALREADY, found, found.state)
+        if found.job_name not in self.config.jobs:  # a raw build task ID: no parameters
+            return Answer(Told.NO_FORM, found)
+        return Answer(Told.EDITABLE, found)
+
+    def replace_edited(self, request_id: str, user_id: str) -> Answer:
+        """An edited request's old question dies first (the store's conditional move, so
+        its Run can never start a build)."""
+        old = self.store.get_request(request_id)
+        if old is None or old.user_id != user_id or not self.store.move_request(
+                id=old.id, old=RequestState.PENDING, new=RequestState.CANCELLED,
+                now=self.clock()):
+            return NOTHING
+        self.store.audit(decision="cancelled", now=self.clock(), request_id=old.id,
+                         user_id=old.user_id, channel_id=old.channel_id,
+                         job=old.job_name, detail="replaced by an edited request")
+        return Answer(Told.REPLACED, old)
+
+    def over_limit(self, job_name: str, user_id: str) -> str | None:
+        """The refusal when this user has started as many builds of the job this hour as
+        the job (or the file) allows; None when they may start one (always for admins)."""
+        limit = per_user_limit(self.config, job_name, user_id)
+        if limit is None:
+            return None
+        now = self.clock()
+        starts = self.store.recent_starts(user_id=user_id, job_name=job_name, now=now)
+        next_at = next_allowed(starts, limit=limit, now=now)
+        return None if next_at is None else over_limit_problem(job_name, limit, next_at, now)
+
+    def over_limit_answer(self, request: Request) -> Answer:
+        problem = (self.over_limit(request.job_name, request.user_id)
+                   or f"You have reached the hourly limit of builds of `{request.job_name}`.")
+        self.store.audit(decision="over_limit", now=self.clock(), request_id=request.id,
+                         user_id=request.user_id, channel_id=request.channel_id,
+                         job=request.job_name, detail=problem)
+        return Answer(Told.OVER_LIMIT, request, detail=problem)
+
+    # --- the door: approval clicks --------------------------------------------------------
+
+    def _not_awaiting(self, request_id: str) -> str:
+        """Why a request can no longer be decided; one past its time is expired here (and
+        told, once) if the sweep has not done it yet."""
+        current = self.store.get_request(request_id)
+        if current is None:
+            return "missing"
+        if current.state is RequestState.AWAITING and current.expires_at <= self.clock():
+            if self.store.move_request(id=current.id, old=RequestState.AWAITING,
+                                       new=RequestState.EXPIRED, now=self.clock()):
+                self.approval_expired(current)
+            return RequestState.EXPIRED
+        return current.state
+
+    def approve(self, click: Click, groups: UserGroups) -> Answer:
+        """Approve: one approval recorded, once per approver; the one that makes it enough
+        starts (or queues) the build."""
+        found = self._approver_request(click, "Approve", groups)
+        if isinstance(found, Answer):
+            return found
+        request, now = found, self.clock()
+        result = self.store.record_approval(id=request.id, approver=click.user_id, now=now,
+                                            slots=self.slots(request.job_name),
+                                            queue_ttl=self.queue_ttl(request.job_name))
+        current = result.request or request
+        if result.outcome is ApprovalOutcome.QUEUED:  # enough, but the job is at its limit
+            self._audit_approval(click, request, current, now, queued=True)
+            self.approval_queued(current)
+            return NOTHING
+        if result.outcome in (ApprovalOutcome.START, ApprovalOutcome.RECORDED):
+            given, needed = self._audit_approval(click, request, current, now,
+                                                 start=result.outcome is ApprovalOutcome.START)
+            if result.outcome is ApprovalOutcome.START:
+                self.start_approved(current)
+                return NOTHING
+            self.approval_progress(current)
+            return Answer(Told.APPROVAL_NOTED, current, given=given, needed=needed)
+        reason: str = result.outcome
+        if result.outcome is ApprovalOutcome.EXPIRES_NOW:
+            self.approval_expired(current)
+            reason = RequestState.EXPIRED
+        return self._refused(click, current, Told.APPROVAL_REFUSED, reason, "Approve")
+
+    def _audit_approval(self, click: Click, request: Request, current: Request, now: float,
+                        *, queued: bool = False, start: bool = False) -> tuple[int, int]:
+        given, needed = len(current.approved_by), current.approvals_needed or 1
+        by = " ".join(current.approved_by)
+        if queued:
+            decision = "approved"
+            detail = (f"approved {request.user_id}'s request; queued (the job is at its "
+                      f"max_running); approved by {by}")
+        else:
+            decision = "approved" if start else "approval"
+            detail = (f"approval {given} of {needed} of {request.user_id}'s request; "
+                      f"approved by {by}")
+        self.store.audit(decision=decision, now=now, request_id=request.id,
+                         user_id=click.user_id, channel_id=request.channel_id,
+                         job=request.job_name, detail=detail)
+        return given, needed
+
+    def reject(self, click: Click, groups: UserGroups) -> Answer:
+        """Reject: awaiting -> rejected, by an approver, while it is open."""
+        found = self._approver_request(click, "Reject", groups)
+        if isinstance(found, Answer):
+            return found
+        request, now = found, self.clock()
+        if not self.store.end_awaiting(id=request.id, new=RequestState.REJECTED, now=now):
+            return self._refused(click, request, Told.APPROVAL_REFUSED,
+                                 self._not_awaiting(request.id), "Reject")
+        self.store.audit(decision="rejected", now=now, request_id=request.id,
+                         user_id=click.user_id, channel_id=request.channel_id,
+                         job=request.job_name, detail=f"rejected {request.user_id}'s request")
+        self.approval_rejected(request, click.user_id)
+        return NOTHING
+
+    def withdraw(self, click: Click) -> Answer:
+        """Withdraw: awaiting -> withdrawn, by the requester, while it is open."""
+        found = self._own_request(click, "Withdraw", Told.APPROVAL_REFUSED)
+        if isinstance(found, Answer):
+            return found
+        request, now = found, self.clock()
+        if not self.store.end_awaiting(id=request.id, new=RequestState.WITHDRAWN, now=now,
+                                       requester=click.user_id):
+            return self._refused(click, request, Told.APPROVAL_REFUSED,
+                                 self._not_awaiting(request.id), "Withdraw")
+        self.store.audit(decision="withdrawn", now=now, request_id=request.id,
+                         user_id=click.user_id, channel_id=request.channel_id,
+                         job=request.job_name)
+        self.approval_withdrawn(request)
+        return Answer(Told.WITHDRAWN, request)
+
+    # --- the door: queue clicks -----------------------------------------------------------
+
+    def queue(self, click: Click) -> Answer:
+        """Queue: pending -> queued (the requester's, while the question is open; under the
+        per-user limit), then the requester's place; the queue is released at once in
+        case a slot freed meanwhile."""
+        request = self.store.get_request(click.value)
+        if request is not None and approval_rule(self.config, request.job_name) is not None:
+            return self._refused(click, request, Told.QUEUE_REFUSED, "needs_approval", "Queue")
+        now = self.clock()
+        how: dict[str, Any] = {}
+        if request is not None:
+            limit = per_user_limit(self.config, request.job_name, click.user_id)
+            if limit is not None:
+                how["limit"] = (request.job_name, limit)
+            how["values"] = {"queued_at": now,
+                             "expires_at": now + self.queue_ttl(request.job_name),
+                             "response_url": click.response_url or request.response_url}
+        claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now,
+                                         to=RequestState.QUEUED, **how)
+        if not claim.ok or claim.request is None:
+            return self._claim_refused(click, claim.request, claim.reason, "Queue",
+                                       Told.QUEUE_REFUSED)
+        self.store.audit(decision="queued", now=now, request_id=claim.request.id,
+                         user_id=click.user_id, channel_id=claim.request.channel_id,
+                         job=claim.request.job_name, parameters=claim.request.body)
+        self.queued(claim.request, claim.request.response_url)
+        self.release_queue()
+        return NOTHING
+
+    def run_anyway(self, click: Click) -> Answer:
+        """Run anyway: an admin's own request starts past the job's max_running."""
+        found = self._own_request(click, "Run anyway", Told.QUEUE_REFUSED)
+        if isinstance(found, Answer):
+            return found
+        request = found
+        if click.user_id not in self.config.admins:
+            return self._refused(click, request, Told.QUEUE_REFUSED, "not_admin", "Run anyway")
+        if approval_rule(self.config, request.job_name) is not None:
+            return self._refused(click, request, Told.QUEUE_REFUSED, "needs_approval",
+                                 "Run anyway")
+        claim = self.store.claim_request(id=request.id, user_id=click.user_id, now=self.clock())
+        if not claim.ok or claim.request is None:
+            return self._claim_refused(click, claim.request or request, claim.reason,
+                                       "Run anyway", Told.QUEUE_REFUSED)
+        self.store.audit(decision="run_anyway", now=self.clock(), request_id=request.id,
+                         user_id=click.user_id, channel_id=request.channel_id,
+                         job=request.job_name, detail="started past the job's max_running")
+        self.start(claim.request, click.response_url or claim.request.response_url)
+        return NOTHING
+
+    def leave_queue(self, click: Click) -> Answer:
+        """Leave: queued -> withdrawn, by the requester, while it waits."""
+        found = self._own_request(click, "Leave", Told.QUEUE_REFUSED)
+        if isinstance(found, Answer):
+            return found
+        request, now = found, self.clock()
+        if not self.store.leave_queue(id=request.id, user_id=click.user_id, now=now):
+            current = self.store.get_request(request.id)
+            if current is not None and current.state is RequestState.QUEUED \
+                    and current.expires_at <= now and self.store.move_request(
+                        id=current.id, old=RequestState.QUEUED, new=RequestState.EXPIRED,
+                        now=now):
+                self.queue_expired(current)
+                return NOTHING
+            return self._refused(click, current, Told.QUEUE_REFUSED,
+                                 current.state if current else "missing", "Leave")
+        self.store.audit(decision="left_queue", now=now, request_id=request.id,
+                         user_id=click.user_id, channel_id=request.channel_id,
+                         job=request.job_name)
+        self.update_positions(request.job_name)
+        return Answer(Told.LEFT, request)
+
+    # --- the door: stop, subscriptions, and what the Slack side reads to answer -----------
+
+    def stop(self, *, job_id: str, job_name: str, build_no: str, daily: str, user_id: str,
+             channel_id: str, build: Build | None) -> Answer:
+        """Ask CodeArts to stop a build (the Stop button and /build stop): audited, and
+        said in the build's thread when the bot follows it."""
+        try:
+            self.api.stop_build(job_id, build_no)
+        except CodeArtsError as exc:
+            return Answer(Told.STOP_FAILED, error=exc)
+        self.store.audit(decision="stop", now=self.clock(),
+                         request_id=build.id if build is not None else None,
+                         user_id=user_id, channel_id=channel_id, job=job_name,
+                         build_no=build_no, daily_build_number=daily)
+        if build is not None:
+            self.thread_note(build, msg.stop_requested(user_id, job_name, daily, build_no))
+        return Answer(Told.STOP_ASKED)
+
+    def subscribe(self, *, channel_id: str, job_name: str, job_id: str, filter: str,
+                  user_id: str) -> str | None:
+        """Subscribe the channel to the job (audited); the filter it replaced, if any."""
+        now = self.clock()
+        before = self.store.subscribe(channel_id=channel_id, job_name=job_name, job_id=job_id,
+                                      filter=filter, user_id=user_id, now=now,
+                                      since_no=self._newest_build_no(job_id))
+        self.store.audit(decision="subscribe", now=now, user_id=user_id,
+                         channel_id=channel_id, job=job_name, detail=filter)
+        return before
+
+    def unsubscribe(self, *, channel_id: str, job_name: str, user_id: str) -> bool:
+        """End the channel's subscription to the job (audited); False when there was none."""
+        existed = self.store.unsubscribe(channel_id=channel_id, job_name=job_name)
+        if existed:
+            self.store.audit(decision="unsubscribe", now=self.clock(), user_id=user_id,
+                             channel_id=channel_id, job=job_name)
+        return existed
+
+    def subscriptions(self, channel_id: str) -> list[Subscription]:
+        return self.store.subscriptions_of(channel_id=channel_id)
+
+    def _newest_build_no(self, job_id: str) -> int | None:
+        """The job's newest build number now: builds up to it started before the
+        subscription and are never announced. None when CodeArts cannot say (then the
+        builds' start times decide)."""
+        try:
+            records, _total = self.api.history(job_id, offset=0, limit=1)
+        except CodeArtsError as exc:
+            log.warning("newest build of job=%s not read: %s", job_id, type(exc).__name__)
+            return None
+        numbers = [int(r.build_no) for r in records if len(r.build_no) <= 18]
+        return max(numbers) if numbers else 0
+
+    def recent_builds(self, job_id: str) -> list[BuildRow]:
+        """/build status <job>: its last builds (raises CodeArtsError)."""
+        return recent_builds(self.api, self.store, job_id, now=self.clock())
+
+    def last_results(self, jobs: list[tuple[str, str]], pool: Executor) -> list[LastResult]:
+        """/build status: each job's newest build, read side by side in ``pool``."""
+        return last_results(self.api, self.store, jobs, pool=pool, now=self.clock())
+
+    def standing(self, job_id: str, build_no: str) -> tuple[Standing, Build | None]:
+        """What CodeArts says of one build of a job, and the bot's record of it if any."""
+        standing = build_standing(self.api, job_id, build_no)
+        ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
+        return standing, ours
 
     # --- approvals ---------------------------------------------------------------------
     # A request of a job with approvers waits (awaiting) after Run; the question is posted

@@ -21,6 +21,8 @@ from typing import Any
 
 from bot import messages as msg
 from bot.answers import NOTHING, Answer, Click, Told
+from bot.approvals import Approvals
+from bot.clicks import Desk
 from bot.codearts import (
     BadResponseError,
     BuildState,
@@ -46,8 +48,6 @@ from bot.lifecycle import (
     PROGRESS_EVERY,
     RECONCILE_MARGIN,
     AnnounceState,
-    ApprovalOutcome,
-    ApprovalRule,
     Build,
     Candidate,
     ClaimReason,
@@ -57,7 +57,6 @@ from bot.lifecycle import (
     Settlement,
     Subscription,
     WatchState,
-    approval_refusal,
     decide_poll,
     decide_progress,
     decide_report_refused,
@@ -65,14 +64,14 @@ from bot.lifecycle import (
     decide_settlement,
     followed_failed,
     new_error_id,
-    next_allowed,
     progress_delay,
     progress_due,
     progress_line,
     wants_log_tail,
 )
+from bot.limits import Limits
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
-from bot.policy import Approved, UserGroups, approval_rule, over_limit_problem, per_user_limit
+from bot.policy import Approved, approval_rule, per_user_limit
 from bot.settings import format_build_link
 from bot.status import (
     BuildRow,
@@ -82,7 +81,7 @@ from bot.status import (
     last_results,
     recent_builds,
 )
-from bot.store import AlreadySettled, OpenQuestion, Slots, Store
+from bot.store import AlreadySettled, OpenQuestion, Store
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +164,7 @@ class JobHistory:
                 and int(build_no) < self.oldest)
 
 
-class Engine:
+class Engine(Desk):
     """Requests and builds from creation to their last message."""
 
     def __init__(self, *, config: BuildbotConfig, store: Store, api: CodeArtsClient,
@@ -188,17 +187,28 @@ class Engine:
         # means one more read
         self._steps_seen: dict[str, tuple[float, list[Step] | None]] = {}
         self.log_tail_lines = log_tail_lines  # 0: no log tail in failure replies
-        self.metrics = notifier.metrics
-        self.config = config
-        self.store = store
+        super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.api = api
-        self.notifier = notifier
+        # the features, each a collaborator: max_running and its queue, the hourly limit;
+        # approval by a second person
+        self.limits = Limits(config=config, store=store, notifier=notifier, clock=clock,
+                             api=api, start=self.start)
+        self.approvals = Approvals(config=config, store=store, notifier=notifier, clock=clock,
+                                   limits=self.limits, start=self.start)
+        # their clicks and the watcher's calls, through the engine
+        self.approve = self.approvals.approve
+        self.reject = self.approvals.reject
+        self.withdraw = self.approvals.withdraw
+        self.queue = self.limits.queue
+        self.run_anyway = self.limits.run_anyway
+        self.leave_queue = self.limits.leave_queue
+        self.over_limit = self.limits.over_limit
+        self.release_queue = self.limits.release_queue
         self.poll_seconds = poll_seconds
         self.link_template = link_template
         self.project_id = project_id
         self.max_age = max_age
         self.intent_grace = intent_grace
-        self.clock = clock
         # Channel messages Slack took whose ts the store could not save yet: kept here
         # and saved by the watcher's next pass, so the message is never posted twice.
         self._unsaved: dict[str, tuple[str, str]] = {}
@@ -226,10 +236,6 @@ class Engine:
                                  daily_build_number=build.daily_build_number,
                                  project_id=self.project_id or "")
 
-    def description(self, job_name: str) -> str:
-        job = self.config.jobs.get(job_name)
-        return job.description if job is not None else ""
-
     # --- requests --------------------------------------------------------------------
 
     def new_request(self, *, user_id: str, team_id: str | None, channel_id: str, text: str,
@@ -244,7 +250,7 @@ class Engine:
         awaits = approved.approval if not confirm else None
         # a job without confirmation but with max_running starts through a slot claim
         limited = not confirm and not awaits and \
-            self.max_running(approved.job_name) is not None
+            self.limits.max_running(approved.job_name) is not None
         if rebuild_of is not None:
             self.expire_due()  # an expired question must not stand in for a new one
             if self._ask_again(rebuild_of, user_id, response_url):
@@ -272,9 +278,9 @@ class Engine:
             if received_at is not None:
                 self.metrics.confirmation_seconds.observe(time.monotonic() - received_at)
         elif awaits:
-            self.ask_approval(request, response_url)
+            self.approvals.ask_approval(request, response_url)
         elif limited:
-            self.start_in_slot(request, response_url)
+            self.limits.start_in_slot(request, response_url)
         else:
             self.start(request, response_url)
 
@@ -287,10 +293,11 @@ class Engine:
         return True
 
     def _ask(self, request: Request, response_url: str | None) -> None:
-        slots = self.slots(request.job_name)
+        slots = self.limits.slots(request.job_name)
         if slots is not None and approval_rule(self.config, request.job_name) is None \
                 and self.store.running_count(request.job_name) + slots.elsewhere >= slots.limit:
-            self.ask_full(request, response_url, replace=False, slots=slots)  # Queue, not Run
+            # Queue, not Run
+            self.limits.ask_full(request, response_url, replace=False, slots=slots)
             return
         question = msg.confirmation(
             request.id, request.job_name, self.description(request.job_name), request.body,
@@ -311,9 +318,9 @@ class Engine:
                                   msg.expired(request.job_name, request.command,
                                               minutes=CONFIRM_MINUTES))
         for request in self.store.expire_awaiting(now=now):
-            self.approval_expired(request)
+            self.approvals.approval_expired(request)
         for request in self.store.expire_queued(now=now):
-            self.queue_expired(request)
+            self.limits.queue_expired(request)
 
     def settle_stale(self) -> None:
         """Requests whose run call never got its answer (the process sending it died):
@@ -461,55 +468,6 @@ class Engine:
     def get_build(self, id: str) -> Build | None:
         return self.store.get_build(id)
 
-    def _refused(self, click: Click, request: Request | None, told: Told, reason: str,
-                 what: str, *, quiet: bool = False) -> Answer:
-        """A click that changed nothing: logged, audited when it was someone else's (or
-        not theirs to decide), and answered with ``reason``."""
-        log.info("%s click refused request=%s user=%s reason=%s", what, click.value,
-                 click.user_id, reason)
-        if request is not None and reason in _AUDITED_REFUSALS and not quiet:
-            detail = f"{what} on {request.user_id}'s request"
-            self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
-                             user_id=click.user_id, channel_id=request.channel_id,
-                             job=request.job_name,
-                             detail=detail if told is Told.NOT_YOURS else f"{detail}: {reason}")
-        if request is None and told is Told.NOT_YOURS:
-            return Answer(Told.MISSING)
-        return Answer(told, request, reason)
-
-    def _own_request(self, click: Click, what: str, told: Told, *,
-                     quiet: bool = False) -> Request | Answer:
-        """The request a requester's button is about, when the clicker is its requester;
-        otherwise the answer saying why not."""
-        request = self.store.get_request(click.value)
-        if request is None:
-            return self._refused(click, None, told, "missing", what)
-        if request.user_id != click.user_id:
-            mine = "not_requester" if told is Told.APPROVAL_REFUSED else "not_yours"
-            return self._refused(click, request, told, mine, what, quiet=quiet)
-        return request
-
-    def _approver_request(self, click: Click, what: str, groups: UserGroups) -> Request | Answer:
-        """The request an Approve or Reject click is about, when the clicker may decide it;
-        otherwise the answer saying why not."""
-        request = self.store.get_request(click.value)
-        if request is None:
-            return self._refused(click, None, Told.APPROVAL_REFUSED, "missing", what)
-        rule = approval_rule(self.config, request.job_name)
-        refusal = "not_approver" if rule is None else approval_refusal(
-            rule, requester=request.user_id, user=click.user_id, members=groups.members)
-        if refusal is not None:
-            return self._refused(click, request, Told.APPROVAL_REFUSED, refusal, what)
-        return request
-
-    def _expired_now(self, request: Request) -> Answer:
-        """This click found the question past its time and expired it: it tells it."""
-        self.metrics.commands.labels("expired").inc()
-        self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        return Answer(Told.EXPIRED, request)
-
     def not_started(self, *, decision: str, user_id: str, channel_id: str, job: str | None,
                     detail: str | None) -> None:
         """A command that started nothing (help, or refused): counted, and audited unless
@@ -528,30 +486,17 @@ class Engine:
         if claim.ok:
             assert request is not None
             if request.state is RequestState.AWAITING:  # a second person approves
-                self.ask_approval(request, request.response_url)
+                self.approvals.ask_approval(request, request.response_url)
             else:
                 self.start(request, click.response_url or request.response_url)
             return NOTHING
         if claim.reason in (RequestState.SENDING, RequestState.STARTED, RequestState.AWAITING):
             return NOTHING  # the first click is handling it and will replace the message
         if claim.reason is ClaimReason.FULL and request is not None:  # offer Queue
-            self.ask_full(request, click.response_url or request.response_url,
+            self.limits.ask_full(request, click.response_url or request.response_url,
                           slots=how.get("slots"))
             return NOTHING
-        return self._claim_refused(click, request, claim.reason, "Run", Told.NOT_YOURS)
-
-    def _claim_refused(self, click: Click, request: Request | None,
-                       reason: ClaimReason | RequestState, what: str, told: Told) -> Answer:
-        if request is None or reason is ClaimReason.MISSING:
-            return self._refused(click, None, told, "missing", what)
-        if reason is ClaimReason.OVER_LIMIT:
-            return self.over_limit_answer(request)
-        if reason is ClaimReason.EXPIRES_NOW:
-            log.info("%s click found request=%s past its time", what, request.id)
-            return self._expired_now(request)
-        if told is Told.NOT_YOURS and reason is not ClaimReason.NOT_YOURS:
-            return Answer(Told.ALREADY, request, reason)
-        return self._refused(click, request, told, reason, what)
+        return self.limits.claim_refused(click, request, claim.reason, "Run", Told.NOT_YOURS)
 
     def _run_claim(self, click: Click, now: float) -> dict[str, Any]:
         """How a Run click claims its request: under the per-user limit, and for a job
@@ -568,13 +513,13 @@ class Engine:
             how["to"] = RequestState.AWAITING
             how["values"] = {"expires_at": now + rule.ttl, "approvals_needed": rule.needed,
                              "response_url": click.response_url or request.response_url}
-        elif (slots := self.slots(request.job_name)) is not None:
+        elif (slots := self.limits.slots(request.job_name)) is not None:
             how["slots"] = slots  # at max_running the claim says "full"
         return how
 
     def cancel(self, click: Click) -> Answer:
         """Cancel: pending -> cancelled, by the requester."""
-        found = self._own_request(click, "Cancel", Told.NOT_YOURS)
+        found = self.own_request(click, "Cancel", Told.NOT_YOURS)
         if isinstance(found, Answer):
             return found
         request = found
@@ -593,7 +538,7 @@ class Engine:
 
     def editable(self, click: Click) -> Answer:
         """Edit parameters: the requester's pending request, if its job has a form."""
-        found = self._own_request(click, "Edit", Told.NOT_YOURS, quiet=True)
+        found = self.own_request(click, "Edit", Told.NOT_YOURS, quiet=True)
         if isinstance(found, Answer):
             return found
         if found.state is not RequestState.PENDING:
@@ -614,190 +559,6 @@ class Engine:
                          user_id=old.user_id, channel_id=old.channel_id,
                          job=old.job_name, detail="replaced by an edited request")
         return Answer(Told.REPLACED, old)
-
-    def over_limit(self, job_name: str, user_id: str) -> str | None:
-        """The refusal when this user has started as many builds of the job this hour as
-        the job (or the file) allows; None when they may start one (always for admins)."""
-        limit = per_user_limit(self.config, job_name, user_id)
-        if limit is None:
-            return None
-        now = self.clock()
-        starts = self.store.recent_starts(user_id=user_id, job_name=job_name, now=now)
-        next_at = next_allowed(starts, limit=limit, now=now)
-        return None if next_at is None else over_limit_problem(job_name, limit, next_at, now)
-
-    def over_limit_answer(self, request: Request) -> Answer:
-        problem = (self.over_limit(request.job_name, request.user_id)
-                   or f"You have reached the hourly limit of builds of `{request.job_name}`.")
-        self.store.audit(decision="over_limit", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name, detail=problem)
-        return Answer(Told.OVER_LIMIT, request, detail=problem)
-
-    # --- the door: approval clicks --------------------------------------------------------
-
-    def _not_awaiting(self, request_id: str) -> str:
-        """Why a request can no longer be decided; one past its time is expired here (and
-        told, once) if the sweep has not done it yet."""
-        current = self.store.get_request(request_id)
-        if current is None:
-            return "missing"
-        if current.state is RequestState.AWAITING and current.expires_at <= self.clock():
-            if self.store.move_request(id=current.id, old=RequestState.AWAITING,
-                                       new=RequestState.EXPIRED, now=self.clock()):
-                self.approval_expired(current)
-            return RequestState.EXPIRED
-        return current.state
-
-    def approve(self, click: Click, groups: UserGroups) -> Answer:
-        """Approve: one approval recorded, once per approver; the one that makes it enough
-        starts (or queues) the build."""
-        found = self._approver_request(click, "Approve", groups)
-        if isinstance(found, Answer):
-            return found
-        request, now = found, self.clock()
-        result = self.store.record_approval(id=request.id, approver=click.user_id, now=now,
-                                            slots=self.slots(request.job_name),
-                                            queue_ttl=self.queue_ttl(request.job_name))
-        current = result.request or request
-        if result.outcome is ApprovalOutcome.QUEUED:  # enough, but the job is at its limit
-            self._audit_approval(click, request, current, now, queued=True)
-            self.approval_queued(current)
-            return NOTHING
-        if result.outcome in (ApprovalOutcome.START, ApprovalOutcome.RECORDED):
-            given, needed = self._audit_approval(click, request, current, now,
-                                                 start=result.outcome is ApprovalOutcome.START)
-            if result.outcome is ApprovalOutcome.START:
-                self.start_approved(current)
-                return NOTHING
-            self.approval_progress(current)
-            return Answer(Told.APPROVAL_NOTED, current, given=given, needed=needed)
-        reason: str = result.outcome
-        if result.outcome is ApprovalOutcome.EXPIRES_NOW:
-            self.approval_expired(current)
-            reason = RequestState.EXPIRED
-        return self._refused(click, current, Told.APPROVAL_REFUSED, reason, "Approve")
-
-    def _audit_approval(self, click: Click, request: Request, current: Request, now: float,
-                        *, queued: bool = False, start: bool = False) -> tuple[int, int]:
-        given, needed = len(current.approved_by), current.approvals_needed or 1
-        by = " ".join(current.approved_by)
-        if queued:
-            decision = "approved"
-            detail = (f"approved {request.user_id}'s request; queued (the job is at its "
-                      f"max_running); approved by {by}")
-        else:
-            decision = "approved" if start else "approval"
-            detail = (f"approval {given} of {needed} of {request.user_id}'s request; "
-                      f"approved by {by}")
-        self.store.audit(decision=decision, now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name, detail=detail)
-        return given, needed
-
-    def reject(self, click: Click, groups: UserGroups) -> Answer:
-        """Reject: awaiting -> rejected, by an approver, while it is open."""
-        found = self._approver_request(click, "Reject", groups)
-        if isinstance(found, Answer):
-            return found
-        request, now = found, self.clock()
-        if not self.store.end_awaiting(id=request.id, new=RequestState.REJECTED, now=now):
-            return self._refused(click, request, Told.APPROVAL_REFUSED,
-                                 self._not_awaiting(request.id), "Reject")
-        self.store.audit(decision="rejected", now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name, detail=f"rejected {request.user_id}'s request")
-        self.approval_rejected(request, click.user_id)
-        return NOTHING
-
-    def withdraw(self, click: Click) -> Answer:
-        """Withdraw: awaiting -> withdrawn, by the requester, while it is open."""
-        found = self._own_request(click, "Withdraw", Told.APPROVAL_REFUSED)
-        if isinstance(found, Answer):
-            return found
-        request, now = found, self.clock()
-        if not self.store.end_awaiting(id=request.id, new=RequestState.WITHDRAWN, now=now,
-                                       requester=click.user_id):
-            return self._refused(click, request, Told.APPROVAL_REFUSED,
-                                 self._not_awaiting(request.id), "Withdraw")
-        self.store.audit(decision="withdrawn", now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        self.approval_withdrawn(request)
-        return Answer(Told.WITHDRAWN, request)
-
-    # --- the door: queue clicks -----------------------------------------------------------
-
-    def queue(self, click: Click) -> Answer:
-        """Queue: pending -> queued (the requester's, while the question is open; under the
-        per-user limit), then the requester's place; the queue is released at once in
-        case a slot freed meanwhile."""
-        request = self.store.get_request(click.value)
-        if request is not None and approval_rule(self.config, request.job_name) is not None:
-            return self._refused(click, request, Told.QUEUE_REFUSED, "needs_approval", "Queue")
-        now = self.clock()
-        how: dict[str, Any] = {}
-        if request is not None:
-            limit = per_user_limit(self.config, request.job_name, click.user_id)
-            if limit is not None:
-                how["limit"] = (request.job_name, limit)
-            how["values"] = {"queued_at": now,
-                             "expires_at": now + self.queue_ttl(request.job_name),
-                             "response_url": click.response_url or request.response_url}
-        claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now,
-                                         to=RequestState.QUEUED, **how)
-        if not claim.ok or claim.request is None:
-            return self._claim_refused(click, claim.request, claim.reason, "Queue",
-                                       Told.QUEUE_REFUSED)
-        self.store.audit(decision="queued", now=now, request_id=claim.request.id,
-                         user_id=click.user_id, channel_id=claim.request.channel_id,
-                         job=claim.request.job_name, parameters=claim.request.body)
-        self.queued(claim.request, claim.request.response_url)
-        self.release_queue()
-        return NOTHING
-
-    def run_anyway(self, click: Click) -> Answer:
-        """Run anyway: an admin's own request starts past the job's max_running."""
-        found = self._own_request(click, "Run anyway", Told.QUEUE_REFUSED)
-        if isinstance(found, Answer):
-            return found
-        request = found
-        if click.user_id not in self.config.admins:
-            return self._refused(click, request, Told.QUEUE_REFUSED, "not_admin", "Run anyway")
-        if approval_rule(self.config, request.job_name) is not None:
-            return self._refused(click, request, Told.QUEUE_REFUSED, "needs_approval",
-                                 "Run anyway")
-        claim = self.store.claim_request(id=request.id, user_id=click.user_id, now=self.clock())
-        if not claim.ok or claim.request is None:
-            return self._claim_refused(click, claim.request or request, claim.reason,
-                                       "Run anyway", Told.QUEUE_REFUSED)
-        self.store.audit(decision="run_anyway", now=self.clock(), request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name, detail="started past the job's max_running")
-        self.start(claim.request, click.response_url or claim.request.response_url)
-        return NOTHING
-
-    def leave_queue(self, click: Click) -> Answer:
-        """Leave: queued -> withdrawn, by the requester, while it waits."""
-        found = self._own_request(click, "Leave", Told.QUEUE_REFUSED)
-        if isinstance(found, Answer):
-            return found
-        request, now = found, self.clock()
-        if not self.store.leave_queue(id=request.id, user_id=click.user_id, now=now):
-            current = self.store.get_request(request.id)
-            if current is not None and current.state is RequestState.QUEUED \
-                    and current.expires_at <= now and self.store.move_request(
-                        id=current.id, old=RequestState.QUEUED, new=RequestState.EXPIRED,
-                        now=now):
-                self.queue_expired(current)
-                return NOTHING
-            return self._refused(click, current, Told.QUEUE_REFUSED,
-                                 current.state if current else "missing", "Leave")
-        self.store.audit(decision="left_queue", now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        self.update_positions(request.job_name)
-        return Answer(Told.LEFT, request)
 
     # --- the door: stop, subscriptions, and what the Slack side reads to answer -----------
 
@@ -864,230 +625,6 @@ class Engine:
         standing = build_standing(self.api, job_id, build_no)
         ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
         return standing, ours
-
-    # --- approvals ---------------------------------------------------------------------
-    # A request of a job with approvers waits (awaiting) after Run; the question is posted
-    # in the approval channel and updated in place with each decision. The decisions
-    # themselves are claims in the store (flow calls them); these are their effects.
-
-    def ask_approval(self, request: Request, response_url: str | None) -> None:
-        """Post the approval question, keep where it is, and tell the requester who must
-        approve. Where it cannot be posted the request fails: nothing starts, and the
-        requester is told (nobody could approve a question nobody sees)."""
-        rule = approval_rule(self.config, request.job_name)
-        channel = rule.channel if rule is not None and rule.channel else request.channel_id
-        sent = self.notifier.post(channel, self._approval_question(request, rule))
-        now = self.clock()
-        if not sent.ok:
-            log.warning("approval request of request=%s not posted channel=%s error=%s",
-                        request.id, channel, sent.error)
-            if self.store.end_awaiting(id=request.id, new=RequestState.FAILED, now=now,
-                                       error=f"approval request not posted: {sent.error}"):
-                self.store.audit(decision="approval_not_posted", now=now,
-                                 request_id=request.id, user_id=request.user_id,
-                                 channel_id=channel, job=request.job_name,
-                                 detail=f"Slack said {sent.error}")
-                self.notifier.respond(response_url, msg.approval_ended(
-                    request.job_name, "failed", command=request.command))
-            return
-        if sent.ts:
-            self.store.set_approval_message(id=request.id, channel=sent.channel or channel,
-                                            ts=sent.ts)
-        self.store.audit(decision="approval_asked", now=now, request_id=request.id,
-                         user_id=request.user_id, channel_id=channel, job=request.job_name,
-                         parameters=request.body,
-                         detail=f"needs {request.approvals_needed or 1} approval(s)")
-        self.notifier.respond(response_url, msg.awaiting_approval(
-            request.id, request.job_name, approvers=rule.approvers if rule else (),
-            groups=rule.groups if rule else (), needed=request.approvals_needed or 1,
-            expires_at=request.expires_at,
-            channel=channel if channel != request.channel_id else None))
-
-    def _approval_question(self, request: Request, rule: ApprovalRule | None) -> msg.Message:
-        return msg.approval_request(
-            request_id=request.id, requester=request.user_id, job_name=request.job_name,
-            description=self.description(request.job_name), body=request.body,
-            approvers=rule.approvers if rule else (), groups=rule.groups if rule else (),
-            needed=request.approvals_needed or 1, approved_by=request.approved_by,
-            expires_at=request.expires_at)
-
-    def _update_approval(self, request: Request, message: msg.Message) -> None:
-        current = self.store.get_request(request.id) or request
-        if current.approval_channel and current.approval_ts:
-            self.notifier.update(current.approval_channel, current.approval_ts, message)
-
-    def _close_approval(self, request: Request, outcome: str, by: tuple[str, ...] = (),
-                        build: Build | None = None) -> None:
-        self._update_approval(request, msg.approval_closed(
-            requester=request.user_id, job_name=request.job_name,
-            description=self.description(request.job_name), body=request.body,
-            outcome=outcome, by=by, daily=build.daily_build_number if build else "",
-            build_no=build.build_no if build else ""))
-
-    def _tell_requester(self, request: Request, message: msg.Message) -> None:
-        """Through the click's response_url (it replaces the "waiting" message); after
-        its 30 minutes, as a direct message."""
-        if not self.notifier.respond(request.response_url, message):
-            self.notifier.direct(request.user_id, {"text": message["text"]})
-
-    def approval_progress(self, request: Request) -> None:
-        """An approval recorded, more needed: the question shows who approved so far."""
-        self._update_approval(request, self._approval_question(
-            request, approval_rule(self.config, request.job_name)))
-
-    def start_approved(self, request: Request) -> None:
-        """The approval that made it enough moved the request to sending: send it once
-        (as a Run click would), then show the outcome in the approval message."""
-        self.start(request, request.response_url)
-        build = self.store.get_build(request.id)
-        current = self.store.get_request(request.id)
-        outcome = ("started" if build is not None else
-                   "not_started" if current is not None
-                   and current.state is RequestState.FAILED else "checking")
-        self._close_approval(request, outcome, request.approved_by, build)
-
-    def approval_queued(self, request: Request) -> None:
-        """The approval that made it enough found the job at its max_running: it waits
-        in the queue (the approval message and the requester say so)."""
-        self._close_approval(request, "queued", request.approved_by)
-        self.queued(request, request.response_url)
-        self.release_queue()  # a slot may have freed since
-
-    def approval_rejected(self, request: Request, by: str) -> None:
-        self.metrics.commands.labels("cancelled").inc()
-        self._close_approval(request, "rejected", (by,))
-        self._tell_requester(request, msg.approval_ended(request.job_name, "rejected", by=by))
-
-    def approval_withdrawn(self, request: Request) -> None:
-        self.metrics.commands.labels("cancelled").inc()
-        self._close_approval(request, "withdrawn", (request.user_id,))
-
-    def approval_expired(self, request: Request) -> None:
-        """Audit, show and tell an approval request this process expired (once)."""
-        self.metrics.commands.labels("expired").inc()
-        self.store.audit(decision="approval_expired", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name,
-                         detail="approved by " + (" ".join(request.approved_by) or "nobody"))
-        self._close_approval(request, "expired")
-        self._tell_requester(request, msg.approval_ended(request.job_name, "expired",
-                                                         command=request.command))
-
-    # --- one build at a time and the queue ------------------------------------------
-    # A job with max_running starts a build only through a claim that counts its running
-    # builds under the job's slot lock (the store). At the limit the requester is offered
-    # Queue (and admins Run anyway); queued requests start, oldest first, when the
-    # watcher's pass finds a free slot (release_queue), or expire after queue_ttl.
-
-    def max_running(self, job_name: str) -> int | None:
-        job = self.config.jobs.get(job_name)
-        return job.max_running if job is not None else None
-
-    def queue_ttl(self, job_name: str) -> float:
-        job = self.config.jobs.get(job_name)
-        return job.queue_ttl_seconds if job is not None else 3600.0
-
-    def slots(self, job_name: str) -> Slots | None:
-        """The job's slot limit; None for a job without max_running. With
-        check_codearts_running (and a slot free by the store), CodeArts is asked too: a
-        build of the job it says runs that this bot did not start takes a slot, and a
-        check that fails fills them all (not known is not free)."""
-        job = self.config.jobs.get(job_name)
-        if job is None or job.max_running is None:
-            return None
-        slots = Slots(job_name, job.max_running)
-        if not job.check_codearts_running or \
-                self.store.running_count(job_name) >= job.max_running:
-            return slots
-        try:
-            running, last = self.api.job_running(job.id)
-        except CodeArtsError as exc:
-            log.warning("could not ask CodeArts whether job=%s runs: %s", job_name,
-                        type(exc).__name__)
-            return Slots(job_name, job.max_running, elsewhere=job.max_running, note="unknown")
-        if running and not (last and self.store.has_build(job_id=job.id, build_no=last)):
-            return Slots(job_name, job.max_running, elsewhere=1, note=last or "?")
-        return slots
-
-    def start_in_slot(self, request: Request, response_url: str | None) -> None:
-        """A job without confirmation but with max_running: start it if a slot is free,
-        else ask Queue / Run anyway."""
-        slots = self.slots(request.job_name)
-        claim = self.store.claim_request(id=request.id, user_id=request.user_id,
-                                         now=self.clock(), slots=slots)
-        if claim.ok and claim.request is not None:
-            self.start(claim.request, response_url)
-        elif claim.reason is ClaimReason.FULL:
-            self.ask_full(request, response_url, replace=False, slots=slots)
-        else:
-            log.info("request %s not started: %s", request.id, claim.reason)
-
-    def ask_full(self, request: Request, response_url: str | None, *,
-                 replace: bool = True, slots: Slots | None = None) -> None:
-        """The job is at its max_running: say what runs, offer Queue (and, to an admin's
-        own request, Run anyway) or Cancel. The request stays pending until answered."""
-        now = self.clock()
-        running = [(b.daily_build_number or f"#{b.build_no}", b.user_id, now - b.created_at)
-                   for b in self.store.running_builds(request.job_name)]
-        question = msg.at_limit(
-            request.id, request.job_name, self.description(request.job_name), request.body,
-            running=running, limit=self.max_running(request.job_name) or 1,
-            queue_minutes=int(self.queue_ttl(request.job_name) // 60),
-            admin=request.user_id in self.config.admins, minutes=CONFIRM_MINUTES,
-            replace=replace, elsewhere=slots.note if slots is not None else "")
-        if not self.notifier.respond(response_url, question):
-            self.notifier.ephemeral(request.channel_id, request.user_id, question)
-
-    def queued(self, request: Request, response_url: str | None) -> None:
-        """Tell the requester their place in the queue (replacing their question)."""
-        position = self.store.queue_position(request.id)
-        if position is None:  # it started (or left) in the meantime: that said so
-            return
-        current = self.store.get_request(request.id) or request
-        self.notifier.respond(response_url, msg.queued(
-            request.id, request.job_name, position=position, expires_at=current.expires_at))
-
-    def release_queue(self) -> int:
-        """Start queued requests, oldest of each job first, while their job has a free
-        slot; each is claimed queued -> sending under the slot lock, so it starts once
-        on any number of replicas. Returns how many this call started."""
-        started = 0
-        for job_name in self.store.queued_jobs(now=self.clock()):
-            moved = False
-            while True:
-                # a job no longer in the file has no limit: its queue drains
-                slots = self.slots(job_name) or Slots(job_name, 1 << 30)
-                request = self.store.claim_next_queued(slots=slots, now=self.clock())
-                if request is None:
-                    break
-                moved = True
-                started += 1
-                self.store.audit(decision="dequeued", now=self.clock(), request_id=request.id,
-                                 user_id=request.user_id, channel_id=request.channel_id,
-                                 job=request.job_name, parameters=request.body)
-                log.info("queued request %s of job=%s gets a free slot", request.id, job_name)
-                self.start(request, request.response_url)
-            if moved:
-                self.update_positions(job_name)
-        return started
-
-    def update_positions(self, job_name: str) -> None:
-        """Best effort: each queued requester's message shows their new place."""
-        for position, request in enumerate(self.store.queue_of(job_name), start=1):
-            self.notifier.respond(request.response_url, msg.queued(
-                request.id, request.job_name, position=position,
-                expires_at=request.expires_at))
-
-    def queue_expired(self, request: Request) -> None:
-        """Audit and tell a queued request this process expired (once)."""
-        self.metrics.commands.labels("expired").inc()
-        self.store.audit(decision="queue_expired", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        self._tell_requester(request, msg.queue_ended(
-            request.job_name, "expired", command=request.command,
-            minutes=int(self.queue_ttl(request.job_name) // 60)))
-        self.update_positions(request.job_name)
 
     # --- the one call to CodeArts ------------------------------------------------------
 

@@ -460,7 +460,8 @@ class Store:
         if request.state is RequestState.PENDING:  # so it is past its time
             if self.move_request(id=id, old=RequestState.PENDING, new=RequestState.EXPIRED,
                                  now=now):
-                return Claim(False, ClaimReason.EXPIRES_NOW, request)  # this click tells it, nobody else
+                # this click tells it, nobody else
+                return Claim(False, ClaimReason.EXPIRES_NOW, request)
             current = self.get_request(id)  # the sweep expired it first, and told it
             if current is None:
                 return Claim(False, ClaimReason.MISSING)
@@ -540,11 +541,12 @@ class Store:
                     queued = {"updated_at": now, "queued_at": now, "expires_at": now + queue_ttl}
                     if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
                                   RequestState.QUEUED, queued):
-                        return Approval(ApprovalOutcome.QUEUED, replace(request, state=RequestState.QUEUED,
-                                                          expires_at=now + queue_ttl))
+                        return Approval(ApprovalOutcome.QUEUED, replace(
+                            request, state=RequestState.QUEUED, expires_at=now + queue_ttl))
                 if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
                               RequestState.SENDING, {"updated_at": now}):
-                    return Approval(ApprovalOutcome.START, replace(request, state=RequestState.SENDING))
+                    return Approval(ApprovalOutcome.START,
+                                    replace(request, state=RequestState.SENDING))
         if recorded:
             return Approval(ApprovalOutcome.RECORDED, request)
         if request.state is not RequestState.AWAITING:
@@ -557,7 +559,8 @@ class Store:
                 return Approval(ApprovalOutcome.EXPIRES_NOW, request)  # this click tells it
             current = self.get_request(id)
             return Approval(current.state if current else ApprovalOutcome.MISSING, current)
-        return Approval(ApprovalOutcome.ENOUGH, request)  # enough approvals came first; it is starting
+        # enough approvals came first; it is starting
+        return Approval(ApprovalOutcome.ENOUGH, request)
 
     def end_awaiting(self, *, id: str, new: RequestState, now: float,
                      requester: str | None = None, error: str | None = None) -> bool:

@@ -24,14 +24,11 @@ from bot.answers import NOTHING, Answer, Click, Told
 from bot.approvals import Approvals
 from bot.clicks import Desk
 from bot.codearts import (
-    BadResponseError,
     BuildState,
     CodeArtsClient,
     CodeArtsError,
     HistoryRecord,
-    NotSentError,
     RunResult,
-    Step,
     build_state_from,
     request_id_in,
     request_id_of,
@@ -58,20 +55,16 @@ from bot.lifecycle import (
     Subscription,
     WatchState,
     decide_poll,
-    decide_progress,
     decide_report_refused,
     decide_run_failure,
     decide_settlement,
     followed_failed,
     new_error_id,
-    progress_delay,
-    progress_due,
-    progress_line,
-    wants_log_tail,
 )
 from bot.limits import Limits
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
 from bot.policy import Approved, approval_rule, per_user_limit
+from bot.progress import Progress
 from bot.settings import format_build_link
 from bot.status import (
     BuildRow,
@@ -100,8 +93,6 @@ HISTORY_PAGE = 50  # history lines read per call when settling a lost run answer
 HISTORY_PAGES = 10  # at most this many pages: 500 builds around the moment
 PARAMS_REMEMBERED = 5_000  # builds whose parameters are kept in memory at most
 SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost run answer
-STEPS_EVERY = 60.0  # seconds between two reads of one build's steps (live progress)
-STEPS_REMEMBERED = 20_000  # steps of this many builds kept in memory at most
 SETTLE_GIVE_UP = 1800.0  # history unreadable this long past the grace: tell "unknown"
 FOLLOW_PAGE = 50  # history lines read per call when following builds (a page covers them)
 FOLLOW_PAGES = 4  # pages read at most for one poll; older builds read their own record
@@ -181,12 +172,6 @@ class Engine(Desk):
         # run answers the store could not record (its database was away): the answer is
         # known, so it is recorded by the watcher's next pass, not searched for later
         self._unrecorded: dict[str, tuple[Request, RunResult, str | None]] = {}
-        self.progress_every = progress_every  # 0: the channel message is not updated
-        # build id -> (when its steps were read, what they were): a best-effort read is
-        # made at most every STEPS_EVERY seconds per build; lost on restart, which only
-        # means one more read
-        self._steps_seen: dict[str, tuple[float, list[Step] | None]] = {}
-        self.log_tail_lines = log_tail_lines  # 0: no log tail in failure replies
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.api = api
         # the features, each a collaborator: max_running and its queue, the hourly limit;
@@ -204,6 +189,12 @@ class Engine(Desk):
         self.leave_queue = self.limits.leave_queue
         self.over_limit = self.limits.over_limit
         self.release_queue = self.limits.release_queue
+        # live progress and the log tail
+        self.tracker = Progress(config=config, store=store, notifier=notifier, clock=clock,
+                                api=api, link=self.link, max_age=max_age,
+                                progress_every=progress_every, log_tail_lines=log_tail_lines)
+        self.progress = self.tracker.progress
+        self.result_message = self.tracker.result_message
         self.poll_seconds = poll_seconds
         self.link_template = link_template
         self.project_id = project_id
@@ -891,7 +882,7 @@ class Engine(Desk):
         # read here, so a reply that waits for its thread does not read the log each time;
         # a retry after a crash reads it again (or says it could not)
         reply = self.result_message(build, result, link)
-        self._steps_seen.pop(build.id, None)
+        self.tracker.forget(build.id)
         detail = result
         sent: Delivery | None = None
         if channel and ts and retry:
@@ -952,105 +943,6 @@ class Engine(Desk):
                          daily_build_number=build.daily_build_number, build_no=build.build_no)
         if sent.ok and build.finished_at is not None:
             self.metrics.result_lag_seconds.observe(max(0.0, self.clock() - build.finished_at))
-
-    # --- live progress and the log tail ---------------------------------------------------
-
-    def progress(self, build: Build, lease: Lease) -> None:
-        """Update a running build's channel message in place with its elapsed time and, where
-        CodeArts lists steps, the step it is on. Best effort and bounded: at most one update
-        per message per ``progress_every`` seconds (kept in the store, so replicas and
-        restarts agree), none when the text is the same, never by a holder whose lease
-        passed, and a refused update (a 429) only puts that message's next one off:
-        nothing here waits or raises."""
-        try:
-            self._progress(build, lease)
-        except Exception:
-            log.exception("progress update of build=%s failed", build.id)
-
-    def _progress(self, build: Build, lease: Lease) -> None:
-        now = self.clock()
-        if not progress_due(build, now=now, every=self.progress_every):
-            return
-        line = progress_line(now - build.created_at, self._steps(build, now))
-        if not decide_progress(build, line, now=now, every=self.progress_every):
-            return
-        assert build.message_channel and build.message_ts
-        if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                     now=self.clock(), lease_seconds=lease.seconds):
-            log.warning("lease of build=%s lost before its progress update; not updating",
-                        build.id)
-            return
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            message = msg.followed_announcement(
-                build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
-                build_no=build.build_no, link=self.link(build), progress=line)
-        else:
-            request = self.store.get_request(build.id)
-            approvers = tuple(getattr(request, "approved_by", ()) or ())
-            message = msg.announcement(
-                build_id=build.id, user_id=build.user_id, job_name=build.job_name,
-                description=self.description(build.job_name),
-                body=request.body if request is not None else {},
-                daily=build.daily_build_number, build_no=build.build_no,
-                link=self.link(build), progress=line,
-                **({"approvers": approvers} if approvers else {}))
-        sent = self.notifier.update_now(build.message_channel, build.message_ts,
-                                        tagged(message, BUILD_EVENT, build.id))
-        after = self.clock()
-        if sent.ok:
-            self.store.set_progress(id=build.id, owner=lease.owner, token=lease.token,
-                                    due_at=after + self.progress_every, text=line)
-            return
-        wait = progress_delay(every=self.progress_every, retry_after=sent.retry_after,
-                              permanent=sent.permanent)
-        log.info("progress of build=%s put off %.0f s (%s)", build.id, wait, sent.error)
-        self.store.set_progress(id=build.id, owner=lease.owner, token=lease.token,
-                                due_at=after + wait)
-
-    def _steps(self, build: Build, now: float) -> list[Step] | None:
-        """The build's steps, read again once the last read is STEPS_EVERY old; None when
-        CodeArts does not list them or could not be asked (the elapsed time alone)."""
-        seen = self._steps_seen.get(build.id)
-        if seen is not None and 0 <= now - seen[0] < STEPS_EVERY:
-            return seen[1]
-        steps: list[Step] | None = None
-        try:
-            steps = self.api.build_steps(build.job_id, build.build_no)
-        except CodeArtsError as exc:  # best effort: the elapsed time alone
-            log.info("steps of build=%s not read (%s); showing the elapsed time only",
-                     build.id, type(exc).__name__)
-        if len(self._steps_seen) > STEPS_REMEMBERED:  # builds followed elsewhere now
-            self._steps_seen.clear()
-        self._steps_seen[build.id] = (now, steps)
-        return steps
-
-    def result_message(self, build: Build, result: str, link: str | None) -> msg.Message:
-        """The thread reply for an ended build; a failed or stopped one carries the last
-        lines of its log (or one line saying they could not be read)."""
-        if result == "timeout":
-            return msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
-                               hours=int(self.max_age // 3600), link=link,
-                               build_no=build.build_no)
-        tail, truncated, problem = self._log_tail(build, result)
-        return msg.result_reply(build_id=build.id, user_id=build.user_id,
-                                job_name=build.job_name, daily=build.daily_build_number,
-                                result=result, duration_ms=build.duration_ms, link=link,
-                                build_no=build.build_no, tail=tail, tail_truncated=truncated,
-                                tail_error=problem)
-
-    def _log_tail(self, build: Build, result: str) -> tuple[list[str] | None, bool, str | None]:
-        """(lines, truncated, why not): read within the client's small time budget."""
-        if self.log_tail_lines <= 0 or not wants_log_tail(result):
-            return None, False, None
-        try:
-            got = self.api.log_tail(build.job_id, build.build_no, lines=self.log_tail_lines)
-        except CodeArtsError as exc:
-            log.warning("log of build=%s not read: %s", build.id, type(exc).__name__)
-            return None, False, _log_problem(exc)
-        except Exception:
-            log.exception("log of build=%s not read", build.id)
-            return None, False, "an error inside buildbot"
-        return list(got.lines), got.truncated, None
 
     # --- buttons on a build's messages -----------------------------------------------------
 
@@ -1288,7 +1180,7 @@ class Engine(Desk):
                                 hours=int(self.max_age // 3600), link=link,
                                 build_no=build.build_no)
         else:
-            tail, truncated, problem = self._log_tail(build, result)
+            tail, truncated, problem = self.tracker.log_tail(build, result)
             reply = msg.followed_result(
                 job_name=build.job_name, daily=build.daily_build_number,
                 build_no=build.build_no, result=result, duration_ms=build.duration_ms,
@@ -1317,19 +1209,3 @@ class Engine(Desk):
         log.warning("result of followed build=%s refused channel=%s error=%s", build.id,
                     channel, sent.error)
         return sent, f"{result}; Slack refused it ({sent.error})"
-
-
-def _log_problem(exc: CodeArtsError) -> str:
-    """Why a log could not be read, in a few words for the thread (no secret, no body),
-    with the request ID of CodeArts' answer when it had one."""
-    status = getattr(exc, "status", None)
-    rid = request_id_of(exc)
-    if isinstance(exc, NotSentError):
-        return "CodeArts did not answer in time"
-    if isinstance(exc, BadResponseError):
-        words = "CodeArts sent an answer buildbot could not read"
-    elif isinstance(status, int):
-        words = f"CodeArts answered HTTP {status}"
-    else:
-        return "CodeArts could not be asked"
-    return f"{words}, {msg.request_id_text(rid)}" if rid else words

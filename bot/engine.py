@@ -15,13 +15,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot import messages as msg
-from bot.codearts.answers import BuildState, HistoryRecord, RunResult, Step, build_state_from
+from bot.answers import NOTHING, Answer, Click, Told
+from bot.approvals import Approvals
+from bot.clicks import Desk
+from bot.codearts.answers import BuildState, HistoryRecord, RunResult, build_state_from
 from bot.codearts.client import CodeArtsClient
-from bot.codearts.errors import CodeArtsError, describe, request_id_in, request_id_of
+from bot.codearts.errors import CodeArtsError, request_id_in, request_id_of
 from bot.config import BuildbotConfig
 from bot.lifecycle import (
     CONFIRM_MINUTES,
@@ -34,9 +38,9 @@ from bot.lifecycle import (
     PROGRESS_EVERY,
     RECONCILE_MARGIN,
     AnnounceState,
-    ApprovalRule,
     Build,
     Candidate,
+    ClaimReason,
     Lease,
     Request,
     RequestState,
@@ -44,21 +48,26 @@ from bot.lifecycle import (
     Subscription,
     WatchState,
     decide_poll,
-    decide_progress,
     decide_report_refused,
     decide_run_failure,
     decide_settlement,
     followed_failed,
     new_error_id,
-    progress_delay,
-    progress_due,
-    progress_line,
-    wants_log_tail,
 )
+from bot.limits import Limits
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
-from bot.policy import Approved, approval_rule
+from bot.policy import Approved, approval_rule, per_user_limit
+from bot.progress import Progress
 from bot.settings import format_build_link
-from bot.store import AlreadySettled, OpenQuestion, Slots, Store
+from bot.status import (
+    BuildRow,
+    LastResult,
+    Standing,
+    build_standing,
+    last_results,
+    recent_builds,
+)
+from bot.store import AlreadySettled, OpenQuestion, Store
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +86,14 @@ HISTORY_PAGE = 50  # history lines read per call when settling a lost run answer
 HISTORY_PAGES = 10  # at most this many pages: 500 builds around the moment
 PARAMS_REMEMBERED = 5_000  # builds whose parameters are kept in memory at most
 SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost run answer
-STEPS_EVERY = 60.0  # seconds between two reads of one build's steps (live progress)
-STEPS_REMEMBERED = 20_000  # steps of this many builds kept in memory at most
 SETTLE_GIVE_UP = 1800.0  # history unreadable this long past the grace: tell "unknown"
 FOLLOW_PAGE = 50  # history lines read per call when following builds (a page covers them)
 FOLLOW_PAGES = 4  # pages read at most for one poll; older builds read their own record
 HISTORIES_REMEMBERED = 10_000  # jobs whose last history read is kept in memory at most
 MAX_BUILD_NO_DIGITS = 18
+# refusals audited as a click on someone else's request (or not theirs to decide)
+_AUDITED_REFUSALS = frozenset({"not_yours", "not_admin", "self", "not_approver",
+                               "not_requester"})
 
 
 def _number(build_no: str) -> str:
@@ -138,7 +148,7 @@ class JobHistory:
                 and int(build_no) < self.oldest)
 
 
-class Engine:
+class Engine(Desk):
     """Requests and builds from creation to their last message."""
 
     def __init__(self, *, config: BuildbotConfig, store: Store, api: CodeArtsClient,
@@ -155,23 +165,34 @@ class Engine:
         # run answers the store could not record (its database was away): the answer is
         # known, so it is recorded by the watcher's next pass, not searched for later
         self._unrecorded: dict[str, tuple[Request, RunResult, str | None]] = {}
-        self.progress_every = progress_every  # 0: the channel message is not updated
-        # build id -> (when its steps were read, what they were): a best-effort read is
-        # made at most every STEPS_EVERY seconds per build; lost on restart, which only
-        # means one more read
-        self._steps_seen: dict[str, tuple[float, list[Step] | None]] = {}
-        self.log_tail_lines = log_tail_lines  # 0: no log tail in failure replies
-        self.metrics = notifier.metrics
-        self.config = config
-        self.store = store
+        super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.api = api
-        self.notifier = notifier
+        # the features, each a collaborator: max_running and its queue, the hourly limit;
+        # approval by a second person
+        self.limits = Limits(config=config, store=store, notifier=notifier, clock=clock,
+                             api=api, start=self.start)
+        self.approvals = Approvals(config=config, store=store, notifier=notifier, clock=clock,
+                                   limits=self.limits, start=self.start)
+        # their clicks and the watcher's calls, through the engine
+        self.approve = self.approvals.approve
+        self.reject = self.approvals.reject
+        self.withdraw = self.approvals.withdraw
+        self.queue = self.limits.queue
+        self.run_anyway = self.limits.run_anyway
+        self.leave_queue = self.limits.leave_queue
+        self.over_limit = self.limits.over_limit
+        self.release_queue = self.limits.release_queue
+        # live progress and the log tail
+        self.tracker = Progress(config=config, store=store, notifier=notifier, clock=clock,
+                                api=api, link=self.link, max_age=max_age,
+                                progress_every=progress_every, log_tail_lines=log_tail_lines)
+        self.progress = self.tracker.progress
+        self.result_message = self.tracker.result_message
         self.poll_seconds = poll_seconds
         self.link_template = link_template
         self.project_id = project_id
         self.max_age = max_age
         self.intent_grace = intent_grace
-        self.clock = clock
         # Channel messages Slack took whose ts the store could not save yet: kept here
         # and saved by the watcher's next pass, so the message is never posted twice.
         self._unsaved: dict[str, tuple[str, str]] = {}
@@ -199,10 +220,6 @@ class Engine:
                                  daily_build_number=build.daily_build_number,
                                  project_id=self.project_id or "")
 
-    def description(self, job_name: str) -> str:
-        job = self.config.jobs.get(job_name)
-        return job.description if job is not None else ""
-
     # --- requests --------------------------------------------------------------------
 
     def new_request(self, *, user_id: str, team_id: str | None, channel_id: str, text: str,
@@ -217,7 +234,7 @@ class Engine:
         awaits = approved.approval if not confirm else None
         # a job without confirmation but with max_running starts through a slot claim
         limited = not confirm and not awaits and \
-            self.max_running(approved.job_name) is not None
+            self.limits.max_running(approved.job_name) is not None
         if rebuild_of is not None:
             self.expire_due()  # an expired question must not stand in for a new one
             if self._ask_again(rebuild_of, user_id, response_url):
@@ -245,9 +262,9 @@ class Engine:
             if received_at is not None:
                 self.metrics.confirmation_seconds.observe(time.monotonic() - received_at)
         elif awaits:
-            self.ask_approval(request, response_url)
+            self.approvals.ask_approval(request, response_url)
         elif limited:
-            self.start_in_slot(request, response_url)
+            self.limits.start_in_slot(request, response_url)
         else:
             self.start(request, response_url)
 
@@ -260,10 +277,11 @@ class Engine:
         return True
 
     def _ask(self, request: Request, response_url: str | None) -> None:
-        slots = self.slots(request.job_name)
+        slots = self.limits.slots(request.job_name)
         if slots is not None and approval_rule(self.config, request.job_name) is None \
                 and self.store.running_count(request.job_name) + slots.elsewhere >= slots.limit:
-            self.ask_full(request, response_url, replace=False, slots=slots)  # Queue, not Run
+            # Queue, not Run
+            self.limits.ask_full(request, response_url, replace=False, slots=slots)
             return
         question = msg.confirmation(
             request.id, request.job_name, self.description(request.job_name), request.body,
@@ -284,9 +302,9 @@ class Engine:
                                   msg.expired(request.job_name, request.command,
                                               minutes=CONFIRM_MINUTES))
         for request in self.store.expire_awaiting(now=now):
-            self.approval_expired(request)
+            self.approvals.approval_expired(request)
         for request in self.store.expire_queued(now=now):
-            self.queue_expired(request)
+            self.limits.queue_expired(request)
 
     def settle_stale(self) -> None:
         """Requests whose run call never got its answer (the process sending it died):
@@ -423,229 +441,174 @@ class Engine:
                 request.job_name, request_id=run_rid,
                 history_request_id=settlement.request_id))
 
-    # --- approvals ---------------------------------------------------------------------
-    # A request of a job with approvers waits (awaiting) after Run; the question is posted
-    # in the approval channel and updated in place with each decision. The decisions
-    # themselves are claims in the store (flow calls them); these are their effects.
+    # --- the door: each click on a request's buttons ---------------------------------------
+    # One call per click: load the row, check who clicked (one step for every button), make
+    # the conditional move through the store, audit and perform the effects. The answer
+    # says what the clicker is told; the Slack side renders it.
 
-    def ask_approval(self, request: Request, response_url: str | None) -> None:
-        """Post the approval question, keep where it is, and tell the requester who must
-        approve. Where it cannot be posted the request fails: nothing starts, and the
-        requester is told (nobody could approve a question nobody sees)."""
+    def get_request(self, id: str) -> Request | None:
+        return self.store.get_request(id)
+
+    def get_build(self, id: str) -> Build | None:
+        return self.store.get_build(id)
+
+    def not_started(self, *, decision: str, user_id: str, channel_id: str, job: str | None,
+                    detail: str | None) -> None:
+        """A command that started nothing (help, or refused): counted, and audited unless
+        it was help."""
+        self.metrics.commands.labels("help" if decision == "help" else "refused").inc()
+        if decision != "help":
+            self.store.audit(decision=decision, now=self.clock(), user_id=user_id,
+                             channel_id=channel_id, job=job, detail=detail)
+
+    def run_clicked(self, click: Click) -> Answer:
+        """Run: pending -> sending (or awaiting approval), by the requester, once."""
+        now = self.clock()
+        how = self._run_claim(click, now)
+        claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now, **how)
+        request = claim.request
+        if claim.ok:
+            assert request is not None
+            if request.state is RequestState.AWAITING:  # a second person approves
+                self.approvals.ask_approval(request, request.response_url)
+            else:
+                self.start(request, click.response_url or request.response_url)
+            return NOTHING
+        if claim.reason in (RequestState.SENDING, RequestState.STARTED, RequestState.AWAITING):
+            return NOTHING  # the first click is handling it and will replace the message
+        if claim.reason is ClaimReason.FULL and request is not None:  # offer Queue
+            self.limits.ask_full(request, click.response_url or request.response_url,
+                          slots=how.get("slots"))
+            return NOTHING
+        return self.limits.claim_refused(click, request, claim.reason, "Run", Told.NOT_YOURS)
+
+    def _run_claim(self, click: Click, now: float) -> dict[str, Any]:
+        """How a Run click claims its request: under the per-user limit, and for a job
+        that needs approval, into awaiting (open for the job's approval_ttl)."""
+        request = self.store.get_request(click.value)
+        if request is None or request.user_id != click.user_id:
+            return {}  # the claim says why
+        how: dict[str, Any] = {}
+        limit = per_user_limit(self.config, request.job_name, click.user_id)
+        if limit is not None:
+            how["limit"] = (request.job_name, limit)
         rule = approval_rule(self.config, request.job_name)
-        channel = rule.channel if rule is not None and rule.channel else request.channel_id
-        sent = self.notifier.post(channel, self._approval_question(request, rule))
-        now = self.clock()
-        if not sent.ok:
-            log.warning("approval request of request=%s not posted channel=%s error=%s",
-                        request.id, channel, sent.error)
-            if self.store.end_awaiting(id=request.id, new=RequestState.FAILED, now=now,
-                                       error=f"approval request not posted: {sent.error}"):
-                self.store.audit(decision="approval_not_posted", now=now,
-                                 request_id=request.id, user_id=request.user_id,
-                                 channel_id=channel, job=request.job_name,
-                                 detail=f"Slack said {sent.error}")
-                self.notifier.respond(response_url, msg.approval_ended(
-                    request.job_name, "failed", command=request.command))
-            return
-        if sent.ts:
-            self.store.set_approval_message(id=request.id, channel=sent.channel or channel,
-                                            ts=sent.ts)
-        self.store.audit(decision="approval_asked", now=now, request_id=request.id,
-                         user_id=request.user_id, channel_id=channel, job=request.job_name,
-                         parameters=request.body,
-                         detail=f"needs {request.approvals_needed or 1} approval(s)")
-        self.notifier.respond(response_url, msg.awaiting_approval(
-            request.id, request.job_name, approvers=rule.approvers if rule else (),
-            groups=rule.groups if rule else (), needed=request.approvals_needed or 1,
-            expires_at=request.expires_at,
-            channel=channel if channel != request.channel_id else None))
+        if rule is not None:
+            how["to"] = RequestState.AWAITING
+            how["values"] = {"expires_at": now + rule.ttl, "approvals_needed": rule.needed,
+                             "response_url": click.response_url or request.response_url}
+        elif (slots := self.limits.slots(request.job_name)) is not None:
+            how["slots"] = slots  # at max_running the claim says "full"
+        return how
 
-    def _approval_question(self, request: Request, rule: ApprovalRule | None) -> msg.Message:
-        return msg.approval_request(
-            request_id=request.id, requester=request.user_id, job_name=request.job_name,
-            description=self.description(request.job_name), body=request.body,
-            approvers=rule.approvers if rule else (), groups=rule.groups if rule else (),
-            needed=request.approvals_needed or 1, approved_by=request.approved_by,
-            expires_at=request.expires_at)
-
-    def _update_approval(self, request: Request, message: msg.Message) -> None:
-        current = self.store.get_request(request.id) or request
-        if current.approval_channel and current.approval_ts:
-            self.notifier.update(current.approval_channel, current.approval_ts, message)
-
-    def _close_approval(self, request: Request, outcome: str, by: tuple[str, ...] = (),
-                        build: Build | None = None) -> None:
-        self._update_approval(request, msg.approval_closed(
-            requester=request.user_id, job_name=request.job_name,
-            description=self.description(request.job_name), body=request.body,
-            outcome=outcome, by=by, daily=build.daily_build_number if build else "",
-            build_no=build.build_no if build else ""))
-
-    def _tell_requester(self, request: Request, message: msg.Message) -> None:
-        """Through the click's response_url (it replaces the "waiting" message); after
-        its 30 minutes, as a direct message."""
-        if not self.notifier.respond(request.response_url, message):
-            self.notifier.direct(request.user_id, {"text": message["text"]})
-
-    def approval_progress(self, request: Request) -> None:
-        """An approval recorded, more needed: the question shows who approved so far."""
-        self._update_approval(request, self._approval_question(
-            request, approval_rule(self.config, request.job_name)))
-
-    def start_approved(self, request: Request) -> None:
-        """The approval that made it enough moved the request to sending: send it once
-        (as a Run click would), then show the outcome in the approval message."""
-        self.start(request, request.response_url)
-        build = self.store.get_build(request.id)
-        current = self.store.get_request(request.id)
-        outcome = ("started" if build is not None else
-                   "not_started" if current is not None
-                   and current.state is RequestState.FAILED else "checking")
-        self._close_approval(request, outcome, request.approved_by, build)
-
-    def approval_queued(self, request: Request) -> None:
-        """The approval that made it enough found the job at its max_running: it waits
-        in the queue (the approval message and the requester say so)."""
-        self._close_approval(request, "queued", request.approved_by)
-        self.queued(request, request.response_url)
-        self.release_queue()  # a slot may have freed since
-
-    def approval_rejected(self, request: Request, by: str) -> None:
+    def cancel(self, click: Click) -> Answer:
+        """Cancel: pending -> cancelled, by the requester."""
+        found = self.own_request(click, "Cancel", Told.NOT_YOURS)
+        if isinstance(found, Answer):
+            return found
+        request = found
+        if not self.store.move_request(id=request.id, old=RequestState.PENDING,
+                                       new=RequestState.CANCELLED, now=self.clock()):
+            current = self.store.get_request(request.id)
+            state = current.state if current else ClaimReason.MISSING
+            if state in (RequestState.SENDING, RequestState.STARTED):
+                return NOTHING
+            return Answer(Told.ALREADY, request, state)
         self.metrics.commands.labels("cancelled").inc()
-        self._close_approval(request, "rejected", (by,))
-        self._tell_requester(request, msg.approval_ended(request.job_name, "rejected", by=by))
-
-    def approval_withdrawn(self, request: Request) -> None:
-        self.metrics.commands.labels("cancelled").inc()
-        self._close_approval(request, "withdrawn", (request.user_id,))
-
-    def approval_expired(self, request: Request) -> None:
-        """Audit, show and tell an approval request this process expired (once)."""
-        self.metrics.commands.labels("expired").inc()
-        self.store.audit(decision="approval_expired", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name,
-                         detail="approved by " + (" ".join(request.approved_by) or "nobody"))
-        self._close_approval(request, "expired")
-        self._tell_requester(request, msg.approval_ended(request.job_name, "expired",
-                                                         command=request.command))
-
-    # --- one build at a time and the queue ------------------------------------------
-    # A job with max_running starts a build only through a claim that counts its running
-    # builds under the job's slot lock (the store). At the limit the requester is offered
-    # Queue (and admins Run anyway); queued requests start, oldest first, when the
-    # watcher's pass finds a free slot (release_queue), or expire after queue_ttl.
-
-    def max_running(self, job_name: str) -> int | None:
-        job = self.config.jobs.get(job_name)
-        return job.max_running if job is not None else None
-
-    def queue_ttl(self, job_name: str) -> float:
-        job = self.config.jobs.get(job_name)
-        return job.queue_ttl_seconds if job is not None else 3600.0
-
-    def slots(self, job_name: str) -> Slots | None:
-        """The job's slot limit; None for a job without max_running. With
-        check_codearts_running (and a slot free by the store), CodeArts is asked too: a
-        build of the job it says runs that this bot did not start takes a slot, and a
-        check that fails fills them all (not known is not free)."""
-        job = self.config.jobs.get(job_name)
-        if job is None or job.max_running is None:
-            return None
-        slots = Slots(job_name, job.max_running)
-        if not job.check_codearts_running or \
-                self.store.running_count(job_name) >= job.max_running:
-            return slots
-        try:
-            running, last = self.api.job_running(job.id)
-        except CodeArtsError as exc:
-            log.warning("could not ask CodeArts whether job=%s runs: %s", job_name,
-                        type(exc).__name__)
-            return Slots(job_name, job.max_running, elsewhere=job.max_running, note="unknown")
-        if running and not (last and self.store.has_build(job_id=job.id, build_no=last)):
-            return Slots(job_name, job.max_running, elsewhere=1, note=last or "?")
-        return slots
-
-    def start_in_slot(self, request: Request, response_url: str | None) -> None:
-        """A job without confirmation but with max_running: start it if a slot is free,
-        else ask Queue / Run anyway."""
-        slots = self.slots(request.job_name)
-        claim = self.store.claim_request(id=request.id, user_id=request.user_id,
-                                         now=self.clock(), slots=slots)
-        if claim.ok and claim.request is not None:
-            self.start(claim.request, response_url)
-        elif claim.reason == "full":
-            self.ask_full(request, response_url, replace=False, slots=slots)
-        else:
-            log.info("request %s not started: %s", request.id, claim.reason)
-
-    def ask_full(self, request: Request, response_url: str | None, *,
-                 replace: bool = True, slots: Slots | None = None) -> None:
-        """The job is at its max_running: say what runs, offer Queue (and, to an admin's
-        own request, Run anyway) or Cancel. The request stays pending until answered."""
-        now = self.clock()
-        running = [(b.daily_build_number or f"#{b.build_no}", b.user_id, now - b.created_at)
-                   for b in self.store.running_builds(request.job_name)]
-        question = msg.at_limit(
-            request.id, request.job_name, self.description(request.job_name), request.body,
-            running=running, limit=self.max_running(request.job_name) or 1,
-            queue_minutes=int(self.queue_ttl(request.job_name) // 60),
-            admin=request.user_id in self.config.admins, minutes=CONFIRM_MINUTES,
-            replace=replace, elsewhere=slots.note if slots is not None else "")
-        if not self.notifier.respond(response_url, question):
-            self.notifier.ephemeral(request.channel_id, request.user_id, question)
-
-    def queued(self, request: Request, response_url: str | None) -> None:
-        """Tell the requester their place in the queue (replacing their question)."""
-        position = self.store.queue_position(request.id)
-        if position is None:  # it started (or left) in the meantime: that said so
-            return
-        current = self.store.get_request(request.id) or request
-        self.notifier.respond(response_url, msg.queued(
-            request.id, request.job_name, position=position, expires_at=current.expires_at))
-
-    def release_queue(self) -> int:
-        """Start queued requests, oldest of each job first, while their job has a free
-        slot; each is claimed queued -> sending under the slot lock, so it starts once
-        on any number of replicas. Returns how many this call started."""
-        started = 0
-        for job_name in self.store.queued_jobs(now=self.clock()):
-            moved = False
-            while True:
-                # a job no longer in the file has no limit: its queue drains
-                slots = self.slots(job_name) or Slots(job_name, 1 << 30)
-                request = self.store.claim_next_queued(slots=slots, now=self.clock())
-                if request is None:
-                    break
-                moved = True
-                started += 1
-                self.store.audit(decision="dequeued", now=self.clock(), request_id=request.id,
-                                 user_id=request.user_id, channel_id=request.channel_id,
-                                 job=request.job_name, parameters=request.body)
-                log.info("queued request %s of job=%s gets a free slot", request.id, job_name)
-                self.start(request, request.response_url)
-            if moved:
-                self.update_positions(job_name)
-        return started
-
-    def update_positions(self, job_name: str) -> None:
-        """Best effort: each queued requester's message shows their new place."""
-        for position, request in enumerate(self.store.queue_of(job_name), start=1):
-            self.notifier.respond(request.response_url, msg.queued(
-                request.id, request.job_name, position=position,
-                expires_at=request.expires_at))
-
-    def queue_expired(self, request: Request) -> None:
-        """Audit and tell a queued request this process expired (once)."""
-        self.metrics.commands.labels("expired").inc()
-        self.store.audit(decision="queue_expired", now=self.clock(), request_id=request.id,
+        self.store.audit(decision="cancelled", now=self.clock(), request_id=request.id,
                          user_id=request.user_id, channel_id=request.channel_id,
                          job=request.job_name)
-        self._tell_requester(request, msg.queue_ended(
-            request.job_name, "expired", command=request.command,
-            minutes=int(self.queue_ttl(request.job_name) // 60)))
-        self.update_positions(request.job_name)
+        return Answer(Told.CANCELLED, request)
+
+    def editable(self, click: Click) -> Answer:
+        """Edit parameters: the requester's pending request, if its job has a form."""
+        found = self.own_request(click, "Edit", Told.NOT_YOURS, quiet=True)
+        if isinstance(found, Answer):
+            return found
+        if found.state is not RequestState.PENDING:
+            return Answer(Told.ALREADY, found, found.state)
+        if found.job_name not in self.config.jobs:  # a raw build task ID: no parameters
+            return Answer(Told.NO_FORM, found)
+        return Answer(Told.EDITABLE, found)
+
+    def replace_edited(self, request_id: str, user_id: str) -> Answer:
+        """An edited request's old question dies first (the store's conditional move, so
+        its Run can never start a build)."""
+        old = self.store.get_request(request_id)
+        if old is None or old.user_id != user_id or not self.store.move_request(
+                id=old.id, old=RequestState.PENDING, new=RequestState.CANCELLED,
+                now=self.clock()):
+            return NOTHING
+        self.store.audit(decision="cancelled", now=self.clock(), request_id=old.id,
+                         user_id=old.user_id, channel_id=old.channel_id,
+                         job=old.job_name, detail="replaced by an edited request")
+        return Answer(Told.REPLACED, old)
+
+    # --- the door: stop, subscriptions, and what the Slack side reads to answer -----------
+
+    def stop(self, *, job_id: str, job_name: str, build_no: str, daily: str, user_id: str,
+             channel_id: str, build: Build | None) -> Answer:
+        """Ask CodeArts to stop a build (the Stop button and /build stop): audited, and
+        said in the build's thread when the bot follows it."""
+        try:
+            self.api.stop_build(job_id, build_no)
+        except CodeArtsError as exc:
+            return Answer(Told.STOP_FAILED, error=exc)
+        self.store.audit(decision="stop", now=self.clock(),
+                         request_id=build.id if build is not None else None,
+                         user_id=user_id, channel_id=channel_id, job=job_name,
+                         build_no=build_no, daily_build_number=daily)
+        if build is not None:
+            self.thread_note(build, msg.stop_requested(user_id, job_name, daily, build_no))
+        return Answer(Told.STOP_ASKED)
+
+    def subscribe(self, *, channel_id: str, job_name: str, job_id: str, filter: str,
+                  user_id: str) -> str | None:
+        """Subscribe the channel to the job (audited); the filter it replaced, if any."""
+        now = self.clock()
+        before = self.store.subscribe(channel_id=channel_id, job_name=job_name, job_id=job_id,
+                                      filter=filter, user_id=user_id, now=now,
+                                      since_no=self._newest_build_no(job_id))
+        self.store.audit(decision="subscribe", now=now, user_id=user_id,
+                         channel_id=channel_id, job=job_name, detail=filter)
+        return before
+
+    def unsubscribe(self, *, channel_id: str, job_name: str, user_id: str) -> bool:
+        """End the channel's subscription to the job (audited); False when there was none."""
+        existed = self.store.unsubscribe(channel_id=channel_id, job_name=job_name)
+        if existed:
+            self.store.audit(decision="unsubscribe", now=self.clock(), user_id=user_id,
+                             channel_id=channel_id, job=job_name)
+        return existed
+
+    def subscriptions(self, channel_id: str) -> list[Subscription]:
+        return self.store.subscriptions_of(channel_id=channel_id)
+
+    def _newest_build_no(self, job_id: str) -> int | None:
+        """The job's newest build number now: builds up to it started before the
+        subscription and are never announced. None when CodeArts cannot say (then the
+        builds' start times decide)."""
+        try:
+            records, _total = self.api.history(job_id, offset=0, limit=1)
+        except CodeArtsError as exc:
+            log.warning("newest build of job=%s not read: %s", job_id, type(exc).__name__)
+            return None
+        numbers = [int(r.build_no) for r in records if len(r.build_no) <= 18]
+        return max(numbers) if numbers else 0
+
+    def recent_builds(self, job_id: str) -> list[BuildRow]:
+        """/build status <job>: its last builds (raises CodeArtsError)."""
+        return recent_builds(self.api, self.store, job_id, now=self.clock())
+
+    def last_results(self, jobs: list[tuple[str, str]], pool: Executor) -> list[LastResult]:
+        """/build status: each job's newest build, read side by side in ``pool``."""
+        return last_results(self.api, self.store, jobs, pool=pool, now=self.clock())
+
+    def standing(self, job_id: str, build_no: str) -> tuple[Standing, Build | None]:
+        """What CodeArts says of one build of a job, and the bot's record of it if any."""
+        standing = build_standing(self.api, job_id, build_no)
+        ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
+        return standing, ours
 
     # --- the one call to CodeArts ------------------------------------------------------
 
@@ -912,7 +875,7 @@ class Engine:
         # read here, so a reply that waits for its thread does not read the log each time;
         # a retry after a crash reads it again (or says it could not)
         reply = self.result_message(build, result, link)
-        self._steps_seen.pop(build.id, None)
+        self.tracker.forget(build.id)
         detail = result
         sent: Delivery | None = None
         if channel and ts and retry:
@@ -973,105 +936,6 @@ class Engine:
                          daily_build_number=build.daily_build_number, build_no=build.build_no)
         if sent.ok and build.finished_at is not None:
             self.metrics.result_lag_seconds.observe(max(0.0, self.clock() - build.finished_at))
-
-    # --- live progress and the log tail ---------------------------------------------------
-
-    def progress(self, build: Build, lease: Lease) -> None:
-        """Update a running build's channel message in place with its elapsed time and, where
-        CodeArts lists steps, the step it is on. Best effort and bounded: at most one update
-        per message per ``progress_every`` seconds (kept in the store, so replicas and
-        restarts agree), none when the text is the same, never by a holder whose lease
-        passed, and a refused update (a 429) only puts that message's next one off:
-        nothing here waits or raises."""
-        try:
-            self._progress(build, lease)
-        except Exception:
-            log.exception("progress update of build=%s failed", build.id)
-
-    def _progress(self, build: Build, lease: Lease) -> None:
-        now = self.clock()
-        if not progress_due(build, now=now, every=self.progress_every):
-            return
-        line = progress_line(now - build.created_at, self._steps(build, now))
-        if not decide_progress(build, line, now=now, every=self.progress_every):
-            return
-        assert build.message_channel and build.message_ts
-        if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                     now=self.clock(), lease_seconds=lease.seconds):
-            log.warning("lease of build=%s lost before its progress update; not updating",
-                        build.id)
-            return
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            message = msg.followed_announcement(
-                build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
-                build_no=build.build_no, link=self.link(build), progress=line)
-        else:
-            request = self.store.get_request(build.id)
-            approvers = tuple(getattr(request, "approved_by", ()) or ())
-            message = msg.announcement(
-                build_id=build.id, user_id=build.user_id, job_name=build.job_name,
-                description=self.description(build.job_name),
-                body=request.body if request is not None else {},
-                daily=build.daily_build_number, build_no=build.build_no,
-                link=self.link(build), progress=line,
-                **({"approvers": approvers} if approvers else {}))
-        sent = self.notifier.update_now(build.message_channel, build.message_ts,
-                                        tagged(message, BUILD_EVENT, build.id))
-        after = self.clock()
-        if sent.ok:
-            self.store.set_progress(id=build.id, owner=lease.owner, token=lease.token,
-                                    due_at=after + self.progress_every, text=line)
-            return
-        wait = progress_delay(every=self.progress_every, retry_after=sent.retry_after,
-                              permanent=sent.permanent)
-        log.info("progress of build=%s put off %.0f s (%s)", build.id, wait, sent.error)
-        self.store.set_progress(id=build.id, owner=lease.owner, token=lease.token,
-                                due_at=after + wait)
-
-    def _steps(self, build: Build, now: float) -> list[Step] | None:
-        """The build's steps, read again once the last read is STEPS_EVERY old; None when
-        CodeArts does not list them or could not be asked (the elapsed time alone)."""
-        seen = self._steps_seen.get(build.id)
-        if seen is not None and 0 <= now - seen[0] < STEPS_EVERY:
-            return seen[1]
-        steps: list[Step] | None = None
-        try:
-            steps = self.api.build_steps(build.job_id, build.build_no)
-        except CodeArtsError as exc:  # best effort: the elapsed time alone
-            log.info("steps of build=%s not read (%s); showing the elapsed time only",
-                     build.id, type(exc).__name__)
-        if len(self._steps_seen) > STEPS_REMEMBERED:  # builds followed elsewhere now
-            self._steps_seen.clear()
-        self._steps_seen[build.id] = (now, steps)
-        return steps
-
-    def result_message(self, build: Build, result: str, link: str | None) -> msg.Message:
-        """The thread reply for an ended build; a failed or stopped one carries the last
-        lines of its log (or one line saying they could not be read)."""
-        if result == "timeout":
-            return msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
-                               hours=int(self.max_age // 3600), link=link,
-                               build_no=build.build_no)
-        tail, truncated, problem = self._log_tail(build, result)
-        return msg.result_reply(build_id=build.id, user_id=build.user_id,
-                                job_name=build.job_name, daily=build.daily_build_number,
-                                result=result, duration_ms=build.duration_ms, link=link,
-                                build_no=build.build_no, tail=tail, tail_truncated=truncated,
-                                tail_error=problem)
-
-    def _log_tail(self, build: Build, result: str) -> tuple[list[str] | None, bool, str | None]:
-        """(lines, truncated, why not): read within the client's small time budget."""
-        if self.log_tail_lines <= 0 or not wants_log_tail(result):
-            return None, False, None
-        try:
-            got = self.api.log_tail(build.job_id, build.build_no, lines=self.log_tail_lines)
-        except CodeArtsError as exc:
-            log.warning("log of build=%s not read: %s", build.id, type(exc).__name__)
-            return None, False, _log_problem(exc)
-        except Exception:
-            log.exception("log of build=%s not read", build.id)
-            return None, False, "an error inside buildbot"
-        return list(got.lines), got.truncated, None
 
     # --- buttons on a build's messages -----------------------------------------------------
 
@@ -1309,7 +1173,7 @@ class Engine:
                                 hours=int(self.max_age // 3600), link=link,
                                 build_no=build.build_no)
         else:
-            tail, truncated, problem = self._log_tail(build, result)
+            tail, truncated, problem = self.tracker.log_tail(build, result)
             reply = msg.followed_result(
                 job_name=build.job_name, daily=build.daily_build_number,
                 build_no=build.build_no, result=result, duration_ms=build.duration_ms,
@@ -1338,11 +1202,3 @@ class Engine:
         log.warning("result of followed build=%s refused channel=%s error=%s", build.id,
                     channel, sent.error)
         return sent, f"{result}; Slack refused it ({sent.error})"
-
-
-def _log_problem(exc: CodeArtsError) -> str:
-    """Why a log could not be read, in a few words for the thread (no secret, no body),
-    with the request ID of CodeArts' answer when it had one."""
-    told = describe(exc)
-    rid = told.request_id
-    return f"{told.brief}, {msg.request_id_text(rid)}" if rid else told.brief

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
@@ -22,35 +22,34 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot import forms
 from bot import messages as msg
+from bot.answers import Answer, Click, Told
 from bot.codearts.errors import CodeArtsError, describe, request_id_of
-from bot.command import BuildCommand, Help, ParseError, StatusCommand, StopCommand, parse
-from bot.command import (  # subscriptions
+from bot.command import (
+    BuildCommand,
+    Help,
+    ParseError,
+    StatusCommand,
+    StopCommand,
+    SubsCommand,
     SubscribeCommand,
     SubscriptionsCommand,
-    SubsCommand,
     UnsubscribeCommand,
+    parse,
 )
 from bot.config import BuildbotConfig, JobConfig
 from bot.engine import Engine
-from bot.lifecycle import CONFIRM_MINUTES, Build, Request, RequestState, new_error_id
-from bot.lifecycle import approval_refusal, next_allowed
+from bot.lifecycle import CONFIRM_MINUTES, Build, Request, new_error_id
 from bot.policy import (
     Approved,
     Denied,
     UserGroups,
-    approval_rule,
     decide,
-    over_limit_problem,
-    per_user_limit,
     runnable_jobs,
 )
 from bot.rules import JOB_ID_RE
 from bot.status import (
     STATUS_THREADS,
-    build_standing,
-    last_results,
     read_stop_value,
-    recent_builds,
     stop_value,
 )
 from bot.usergroups import CachedOnly, SlackUserGroups
@@ -95,8 +94,6 @@ class Flow:
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.engine = engine
-        self.store = engine.store
-        self.api = engine.api
         self.slack = slack
         self.groups = groups
         self.worker = worker
@@ -219,12 +216,9 @@ class Flow:
             return
         approved = outcome.approved
         if approved is None:
-            self.engine.metrics.commands.labels(
-                "help" if outcome.decision == "help" else "refused").inc()
-            if outcome.decision != "help":
-                self.store.audit(decision=outcome.decision, now=self.clock(),
-                                 user_id=who.user_id, channel_id=who.channel_id,
-                                 job=outcome.job, detail=outcome.detail)
+            self.engine.not_started(decision=outcome.decision, user_id=who.user_id,
+                                    channel_id=who.channel_id, job=outcome.job,
+                                    detail=outcome.detail)
             return
         self.engine.new_request(user_id=who.user_id, team_id=who.team_id,
                                 channel_id=who.channel_id, text=who.text,
@@ -239,76 +233,24 @@ class Flow:
         click = _click(body)
         self.submit(handler, click, reply_to=click.response_url)
 
+    def _tell(self, response_url: str | None, answer: Answer) -> None:
+        """The engine's answer to a click, rendered for the clicker (if it says anything)."""
+        reply = render(answer)
+        if reply is not None:
+            self.respond(response_url, reply)
+
     def run_clicked(self, click: Click) -> None:
-        now = self.clock()
-        how = self.run_claim(click, now)
-        claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now, **how)
-        if claim.ok:
-            assert claim.request is not None
-            if claim.request.state is RequestState.AWAITING:  # a second person approves
-                self.engine.ask_approval(claim.request, claim.request.response_url)
-                return
-            self.engine.start(claim.request, click.response_url or claim.request.response_url)
-            return
-        log.info("run click refused request=%s user=%s reason=%s", click.value, click.user_id,
-                 claim.reason)
-        request = claim.request
-        if claim.reason == "full" and request is not None:  # at max_running: offer Queue
-            self.engine.ask_full(request, click.response_url or request.response_url,
-                                 slots=how.get("slots"))
-            return
-        if claim.reason in (RequestState.SENDING, RequestState.STARTED, RequestState.AWAITING):
-            return  # the first click is handling it and will replace the message
-        if claim.reason == "missing" or request is None:
-            reply = msg.missing()
-        elif claim.reason == "not_yours":
-            reply = msg.not_yours(request.user_id)
-            self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
-                             user_id=click.user_id, channel_id=request.channel_id,
-                             job=request.job_name, detail=f"Run on {request.user_id}'s request")
-        elif claim.reason == "over_limit":
-            reply = self.over_limit_reply(request)
-        elif claim.reason == "expires_now":
-            self.engine.metrics.commands.labels("expired").inc()
-            reply = msg.expired(request.job_name, request.command, minutes=CONFIRM_MINUTES)
-            self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
-                             user_id=request.user_id, channel_id=request.channel_id,
-                             job=request.job_name)
-        else:
-            reply = msg.already(claim.reason)
-        self.respond(click.response_url, reply)
+        self._tell(click.response_url, self.engine.run_clicked(click))
 
     def cancel_clicked(self, click: Click) -> None:
-        request = self.store.get_request(click.value)
-        if request is None:
-            self.respond(click.response_url, msg.missing())
-            return
-        if request.user_id != click.user_id:
-            self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
-                             user_id=click.user_id, channel_id=request.channel_id,
-                             job=request.job_name,
-                             detail=f"Cancel on {request.user_id}'s request")
-            self.respond(click.response_url, msg.not_yours(request.user_id))
-            return
-        if not self.store.move_request(id=request.id, old=RequestState.PENDING,
-                                       new=RequestState.CANCELLED, now=self.clock()):
-            current = self.store.get_request(request.id)
-            state = current.state.value if current else "missing"
-            if state not in (RequestState.SENDING, RequestState.STARTED):
-                self.respond(click.response_url, msg.already(state))
-            return
-        self.engine.metrics.commands.labels("cancelled").inc()
-        self.store.audit(decision="cancelled", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        self.respond(click.response_url, msg.cancelled(request.job_name))
+        self._tell(click.response_url, self.engine.cancel(click))
 
     # --- Stop / Rebuild (buttons on the build's messages) ---------------------
 
     def _recheck(self, click: Click) -> tuple[Build, Request, Outcome] | None:
         """The original request, run through the checks again for whoever clicked."""
-        build = self.store.get_build(click.value)
-        request = self.store.get_request(click.value)
+        build = self.engine.get_build(click.value)
+        request = self.engine.get_request(click.value)
         if build is None or request is None:
             self.respond(click.response_url, {**msg.missing(), "replace_original": False})
             return None
@@ -319,7 +261,7 @@ class Flow:
     def stop_clicked(self, click: Click) -> None:
         """Whoever may run the job in the build's channel may stop it: the permission
         checks of a run, without its parameters or the hourly limit (as /build stop)."""
-        build = self.store.get_build(click.value)
+        build = self.engine.get_build(click.value)
         if build is None:
             self.respond(click.response_url, {**msg.missing(), "replace_original": False})
             return
@@ -405,7 +347,7 @@ class Flow:
         job_name, job_id = outcome.target
         if isinstance(command, StatusCommand):
             try:
-                rows = recent_builds(self.api, self.store, job_id, now=self.clock())
+                rows = self.engine.recent_builds(job_id)
             except CodeArtsError as exc:
                 log.warning("status of job=%s not read: %s", job_name, type(exc).__name__)
                 self.respond(who.response_url, msg.status_failed(
@@ -420,8 +362,7 @@ class Flow:
         jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
                              usergroups=self.groups)
         shown = jobs[:msg.HELP_PAGE_JOBS]
-        results = last_results(self.api, self.store, [(j.name, j.id) for j in shown],
-                               pool=self._pool(), now=self.clock())
+        results = self.engine.last_results([(j.name, j.id) for j in shown], self._pool())
         self.respond(who.response_url, msg.jobs_status(
             [(r.job_name, r.row, r.failed) for r in results], left=len(jobs) - len(shown),
             request_ids={r.job_name: r.request_id for r in results if r.request_id}))
@@ -443,8 +384,7 @@ class Flow:
 
     def _stop_question(self, job_name: str, job_id: str, build_no: str) -> dict[str, Any]:
         """Stop / Keep running for a running build; else why there is nothing to stop."""
-        standing = build_standing(self.api, job_id, build_no)
-        ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
+        standing, ours = self.engine.standing(job_id, build_no)
         daily = ours.daily_build_number if ours else ""
         if standing.kind == "missing":
             return msg.stop_no_such_build(job_name, build_no)
@@ -478,9 +418,8 @@ class Flow:
             self.respond(click.response_url, msg.stop_refused(problems))
             return
         job_name = allowed[0]
-        ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
+        standing, ours = self.engine.standing(job_id, build_no)
         daily = ours.daily_build_number if ours else ""
-        standing = build_standing(self.api, job_id, build_no)
         if standing.kind == "ended":
             self.respond(click.response_url,
                          {**msg.stop_not_running(job_name, daily, build_no, standing.result),
@@ -507,21 +446,16 @@ class Flow:
         """Ask CodeArts to stop a build (the Stop button and /build stop): audited, and
         said in the build's thread when the bot follows it; a refusal is told to the user
         with CodeArts' words. True when CodeArts took it."""
-        try:
-            self.api.stop_build(job_id, build_no)
-        except CodeArtsError as exc:
+        answer = self.engine.stop(job_id=job_id, job_name=job_name, build_no=build_no,
+                                  daily=daily, user_id=user_id, channel_id=channel_id,
+                                  build=build)
+        exc = answer.error
+        if exc is not None:
             told = describe(exc)
             self.respond(response_url, msg.stop_failed(
                 job_name, daily, build_no, status=told.status, error_code=told.error_code,
                 error_msg=told.detail, request_id=told.request_id))
             return False
-        self.store.audit(decision="stop", now=self.clock(),
-                         request_id=build.id if build is not None else None,
-                         user_id=user_id, channel_id=channel_id, job=job_name,
-                         build_no=build_no, daily_build_number=daily)
-        if build is not None:
-            self.engine.thread_note(build, msg.stop_requested(user_id, job_name, daily,
-                                                              build_no))
         return True
 
     # --- subscriptions (builds started outside Slack, announced in the channel) ---------
@@ -537,7 +471,7 @@ class Flow:
             if isinstance(command, UnsubscribeCommand) and self._job_named(command.job) is None \
                     and not JOB_ID_RE.fullmatch(command.job) and any(
                         s.job_name == command.job
-                        for s in self.store.subscriptions_of(channel_id=who.channel_id)):
+                        for s in self.engine.subscriptions(who.channel_id)):
                 # a job gone from the file: its subscription here can still be ended
                 return Outcome(None, kind, job=command.job, subs=command,
                                target=(command.job, ""))
@@ -551,309 +485,52 @@ class Flow:
     def subscriptions_command(self, who: Who, outcome: Outcome) -> None:
         """After the ack: list, end or make the channel's subscription (audited)."""
         command = outcome.subs
-        now = self.clock()
         if isinstance(command, SubscriptionsCommand):
-            found = self.store.subscriptions_of(channel_id=who.channel_id)
+            found = self.engine.subscriptions(who.channel_id)
             self.respond(who.response_url, msg.subscriptions_list(
                 [(s.job_name, s.filter, s.created_by, s.created_at) for s in found]))
             return
         assert outcome.target is not None
         job_name, job_id = outcome.target
         if isinstance(command, UnsubscribeCommand):
-            existed = self.store.unsubscribe(channel_id=who.channel_id, job_name=job_name)
-            if existed:
-                self.store.audit(decision="unsubscribe", now=now, user_id=who.user_id,
-                                 channel_id=who.channel_id, job=job_name)
+            existed = self.engine.unsubscribe(channel_id=who.channel_id, job_name=job_name,
+                                              user_id=who.user_id)
             self.respond(who.response_url,
                          msg.unsubscribed(job_name, user_id=who.user_id, existed=existed))
             return
         assert isinstance(command, SubscribeCommand)
-        before = self.store.subscribe(channel_id=who.channel_id, job_name=job_name,
-                                      job_id=job_id, filter=command.filter,
-                                      user_id=who.user_id, now=now,
-                                      since_no=self._newest_build_no(job_id))
-        self.store.audit(decision="subscribe", now=now, user_id=who.user_id,
-                         channel_id=who.channel_id, job=job_name, detail=command.filter)
+        before = self.engine.subscribe(channel_id=who.channel_id, job_name=job_name,
+                                       job_id=job_id, filter=command.filter,
+                                       user_id=who.user_id)
         self.respond(who.response_url, msg.subscribed(job_name, command.filter,
                                                       user_id=who.user_id, previous=before))
 
-    def _newest_build_no(self, job_id: str) -> int | None:
-        """The job's newest build number now: builds up to it started before the
-        subscription and are never announced. None when CodeArts cannot say (then the
-        builds' start times decide)."""
-        try:
-            records, _total = self.api.history(job_id, offset=0, limit=1)
-        except CodeArtsError as exc:
-            log.warning("newest build of job=%s not read: %s", job_id, type(exc).__name__)
-            return None
-        numbers = [int(r.build_no) for r in records if len(r.build_no) <= 18]
-        return max(numbers) if numbers else 0
-
-    # --- approvals ----------------------------------------------------------------
-    # Approve / Reject (on the approval message, by approvers) and Withdraw (on the
-    # requester's "waiting" message). Each decision is one claim in the store; a click
-    # that changes nothing says why to the clicker alone.
+    # --- approvals and the queue ---------------------------------------------------------
+    # Approve / Reject (on the approval message, by approvers), Withdraw (on the
+    # requester's "waiting" message), Queue and Run anyway (on the requester's at-limit
+    # question) and Leave (on their queued message): each is one engine call; a click that
+    # changes nothing says why to the clicker alone.
 
     def over_limit(self, job_name: str, user_id: str) -> str | None:
-        """The refusal when this user has started as many builds of the job this hour as
-        the job (or the file) allows; None when they may start one (always for admins)."""
-        limit = per_user_limit(self.config, job_name, user_id)
-        if limit is None:
-            return None
-        now = self.clock()
-        starts = self.store.recent_starts(user_id=user_id, job_name=job_name, now=now)
-        next_at = next_allowed(starts, limit=limit, now=now)
-        return None if next_at is None else over_limit_problem(job_name, limit, next_at, now)
-
-    def over_limit_reply(self, request: Request) -> dict[str, Any]:
-        problem = (self.over_limit(request.job_name, request.user_id)
-                   or f"You have reached the hourly limit of builds of `{request.job_name}`.")
-        self.store.audit(decision="over_limit", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name, detail=problem)
-        return msg.problems_message([problem], replace=False)
-
-    def run_claim(self, click: Click, now: float) -> dict[str, Any]:
-        """How a Run click claims its request: under the per-user limit, and for a job
-        that needs approval, into awaiting (open for the job's approval_ttl)."""
-        request = self.store.get_request(click.value)
-        if request is None or request.user_id != click.user_id:
-            return {}  # the claim says why
-        how: dict[str, Any] = {}
-        limit = per_user_limit(self.config, request.job_name, click.user_id)
-        if limit is not None:
-            how["limit"] = (request.job_name, limit)
-        rule = approval_rule(self.config, request.job_name)
-        if rule is not None:
-            how["to"] = RequestState.AWAITING
-            how["values"] = {"expires_at": now + rule.ttl, "approvals_needed": rule.needed,
-                             "response_url": click.response_url or request.response_url}
-        elif (slots := self.engine.slots(request.job_name)) is not None:
-            how["slots"] = slots  # at max_running the claim says "full"
-        return how
-
-    def _approver_refusal(self, request: Request, user_id: str) -> str | None:
-        rule = approval_rule(self.config, request.job_name)
-        if rule is None:
-            return "not_approver"
-        return approval_refusal(rule, requester=request.user_id, user=user_id,
-                                members=self.groups.members)
-
-    def _refuse_approval_click(self, click: Click, request: Request | None, reason: str,
-                               what: str) -> None:
-        log.info("%s click refused request=%s user=%s reason=%s", what, click.value,
-                 click.user_id, reason)
-        if request is not None and reason in ("self", "not_approver", "not_requester"):
-            self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
-                             user_id=click.user_id, channel_id=request.channel_id,
-                             job=request.job_name,
-                             detail=f"{what} on {request.user_id}'s request: {reason}")
-        self.respond(click.response_url, msg.approval_refused(
-            reason, requester=request.user_id if request else ""))
-
-    def _not_awaiting(self, request_id: str) -> str:
-        """Why a request can no longer be decided; one past its time is expired here (and
-        told, once) if the sweep has not done it yet."""
-        current = self.store.get_request(request_id)
-        if current is None:
-            return "missing"
-        if current.state is RequestState.AWAITING and current.expires_at <= self.clock():
-            if self.store.move_request(id=current.id, old=RequestState.AWAITING,
-                                       new=RequestState.EXPIRED, now=self.clock()):
-                self.engine.approval_expired(current)
-            return "expired"
-        return current.state.value
-
-    def _approver_click(self, click: Click, verb: str) -> Request | None:
-        """The request an Approve or Reject click is about, if the clicker may decide it;
-        otherwise None, and the clicker was told why."""
-        request = self.store.get_request(click.value)
-        if request is None:
-            self._refuse_approval_click(click, None, "missing", verb)
-            return None
-        refusal = self._approver_refusal(request, click.user_id)
-        if refusal is not None:
-            self._refuse_approval_click(click, request, refusal, verb)
-            return None
-        return request
+        return self.engine.over_limit(job_name, user_id)
 
     def approve_clicked(self, click: Click) -> None:
-        request = self._approver_click(click, "Approve")
-        if request is None:
-            return
-        now = self.clock()
-        result = self.store.record_approval(id=request.id, approver=click.user_id, now=now,
-                                            slots=self.engine.slots(request.job_name),
-                                            queue_ttl=self.engine.queue_ttl(request.job_name))
-        current = result.request or request
-        if result.outcome == "queued":  # enough approvals, but the job is at max_running
-            self.store.audit(decision="approved", now=now, request_id=request.id,
-                             user_id=click.user_id, channel_id=request.channel_id,
-                             job=request.job_name,
-                             detail=f"approved {request.user_id}'s request; queued (the job "
-                                    f"is at its max_running); approved by "
-                                    f"{' '.join(current.approved_by)}")
-            self.engine.approval_queued(current)
-            return
-        if result.outcome in ("start", "recorded"):
-            given, needed = len(current.approved_by), current.approvals_needed or 1
-            self.store.audit(decision="approved" if result.outcome == "start" else "approval",
-                             now=now, request_id=request.id, user_id=click.user_id,
-                             channel_id=request.channel_id, job=request.job_name,
-                             detail=f"approval {given} of {needed} of {request.user_id}'s "
-                                    f"request; approved by {' '.join(current.approved_by)}")
-            if result.outcome == "start":
-                self.engine.start_approved(current)
-            else:
-                self.engine.approval_progress(current)
-                self.respond(click.response_url,
-                             msg.approval_noted(request.job_name, given=given, needed=needed))
-            return
-        if result.outcome == "expires_now":
-            self.engine.approval_expired(current)
-            result = replace(result, outcome="expired")
-        self._refuse_approval_click(click, current, result.outcome, "Approve")
+        self._tell(click.response_url, self.engine.approve(click, self.groups))
 
     def reject_clicked(self, click: Click) -> None:
-        request = self._approver_click(click, "Reject")
-        if request is None:
-            return
-        now = self.clock()
-        if not self.store.end_awaiting(id=request.id, new=RequestState.REJECTED, now=now):
-            self._refuse_approval_click(click, request, self._not_awaiting(request.id),
-                                        "Reject")
-            return
-        self.store.audit(decision="rejected", now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name, detail=f"rejected {request.user_id}'s request")
-        self.engine.approval_rejected(request, click.user_id)
+        self._tell(click.response_url, self.engine.reject(click, self.groups))
 
     def withdraw_clicked(self, click: Click) -> None:
-        request = self.store.get_request(click.value)
-        if request is None:
-            self._refuse_approval_click(click, None, "missing", "Withdraw")
-            return
-        if click.user_id != request.user_id:
-            self._refuse_approval_click(click, request, "not_requester", "Withdraw")
-            return
-        now = self.clock()
-        if not self.store.end_awaiting(id=request.id, new=RequestState.WITHDRAWN, now=now,
-                                       requester=click.user_id):
-            self._refuse_approval_click(click, request, self._not_awaiting(request.id),
-                                        "Withdraw")
-            return
-        self.store.audit(decision="withdrawn", now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        self.engine.approval_withdrawn(request)
-        self.respond(click.response_url, msg.approval_ended(request.job_name, "withdrawn"))
-
-    # --- the queue (a job at its max_running) ------------------------------------------
-    # Queue and Run anyway (on the requester's at-limit question) and Leave (on their
-    # queued message). Each is one claim in the store; a click that changes nothing says
-    # why to the clicker alone.
-
-    def _queue_refused(self, click: Click, request: Request | None, reason: str,
-                       what: str) -> None:
-        log.info("%s click refused request=%s user=%s reason=%s", what, click.value,
-                 click.user_id, reason)
-        if request is not None and reason in ("not_yours", "not_admin"):
-            self.store.audit(decision="refused_click", now=self.clock(), request_id=request.id,
-                             user_id=click.user_id, channel_id=request.channel_id,
-                             job=request.job_name,
-                             detail=f"{what} on {request.user_id}'s request: {reason}")
-        if reason == "expires_now" and request is not None:
-            self.engine.metrics.commands.labels("expired").inc()
-            self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
-                             user_id=request.user_id, channel_id=request.channel_id,
-                             job=request.job_name)
-            self.respond(click.response_url,
-                         msg.expired(request.job_name, request.command, minutes=CONFIRM_MINUTES))
-            return
-        self.respond(click.response_url, msg.queue_refused(
-            reason, requester=request.user_id if request else ""))
+        self._tell(click.response_url, self.engine.withdraw(click))
 
     def queue_clicked(self, click: Click) -> None:
-        """Queue: pending -> queued (the requester's, while the question is open; under the
-        per-user limit), then the requester's place; the queue is released at once in
-        case a slot freed meanwhile."""
-        request = self.store.get_request(click.value)
-        if request is not None and approval_rule(self.config, request.job_name) is not None:
-            self._queue_refused(click, request, "needs_approval", "Queue")  # Run asks first
-            return
-        now = self.clock()
-        how: dict[str, Any] = {}
-        if request is not None:
-            limit = per_user_limit(self.config, request.job_name, click.user_id)
-            if limit is not None:
-                how["limit"] = (request.job_name, limit)
-            how["values"] = {"queued_at": now,
-                             "expires_at": now + self.engine.queue_ttl(request.job_name),
-                             "response_url": click.response_url or request.response_url}
-        claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now,
-                                         to=RequestState.QUEUED, **how)
-        if not claim.ok or claim.request is None:
-            if claim.reason == "over_limit" and claim.request is not None:
-                self.respond(click.response_url, self.over_limit_reply(claim.request))
-                return
-            self._queue_refused(click, claim.request, claim.reason, "Queue")
-            return
-        self.store.audit(decision="queued", now=now, request_id=claim.request.id,
-                         user_id=click.user_id, channel_id=claim.request.channel_id,
-                         job=claim.request.job_name, parameters=claim.request.body)
-        self.engine.queued(claim.request, claim.request.response_url)
-        self.engine.release_queue()
+        self._tell(click.response_url, self.engine.queue(click))
 
     def run_anyway_clicked(self, click: Click) -> None:
-        """Run anyway: an admin's own request starts past the job's max_running."""
-        request = self.store.get_request(click.value)
-        if request is None:
-            self._queue_refused(click, None, "missing", "Run anyway")
-            return
-        if request.user_id != click.user_id:
-            self._queue_refused(click, request, "not_yours", "Run anyway")
-            return
-        if not self.is_admin(click.user_id):
-            self._queue_refused(click, request, "not_admin", "Run anyway")
-            return
-        if approval_rule(self.config, request.job_name) is not None:
-            self._queue_refused(click, request, "needs_approval", "Run anyway")
-            return
-        claim = self.store.claim_request(id=request.id, user_id=click.user_id, now=self.clock())
-        if not claim.ok or claim.request is None:
-            self._queue_refused(click, claim.request or request, claim.reason, "Run anyway")
-            return
-        self.store.audit(decision="run_anyway", now=self.clock(), request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name, detail="started past the job's max_running")
-        self.engine.start(claim.request, click.response_url or claim.request.response_url)
+        self._tell(click.response_url, self.engine.run_anyway(click))
 
     def leave_clicked(self, click: Click) -> None:
-        """Leave: queued -> withdrawn, by the requester, while it waits."""
-        request = self.store.get_request(click.value)
-        if request is None:
-            self._queue_refused(click, None, "missing", "Leave")
-            return
-        if request.user_id != click.user_id:
-            self._queue_refused(click, request, "not_yours", "Leave")
-            return
-        now = self.clock()
-        if not self.store.leave_queue(id=request.id, user_id=click.user_id, now=now):
-            current = self.store.get_request(request.id)
-            if current is not None and current.state is RequestState.QUEUED \
-                    and current.expires_at <= now and self.store.move_request(
-                        id=current.id, old=RequestState.QUEUED, new=RequestState.EXPIRED,
-                        now=now):
-                self.engine.queue_expired(current)
-                return
-            self._queue_refused(click, current, current.state.value if current else "missing",
-                                "Leave")
-            return
-        self.store.audit(decision="left_queue", now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        self.respond(click.response_url, msg.queue_ended(request.job_name, "left"))
-        self.engine.update_positions(request.job_name)
+        self._tell(click.response_url, self.engine.leave_queue(click))
 
     # --- the form ---------------------------------------------------------------------
     # /build alone, /build <job> missing a required value, help's Open the form buttons
@@ -935,22 +612,12 @@ class Flow:
 
     def edit_clicked(self, click: Click, trigger_id: str) -> None:
         """The confirmation's Edit parameters: the form for its job, showing its values."""
-        request = self.store.get_request(click.value)
-        if request is None:
-            self.respond(click.response_url, msg.missing())
+        answer = self.engine.editable(click)
+        request = answer.request
+        if answer.told is not Told.EDITABLE or request is None:
+            self._tell(click.response_url, answer)
             return
-        if request.user_id != click.user_id:
-            self.respond(click.response_url, msg.not_yours(request.user_id))
-            return
-        if request.state is not RequestState.PENDING:
-            self.respond(click.response_url, msg.already(request.state.value))
-            return
-        job = self.config.jobs.get(request.job_name)
-        if job is None:  # an admin's raw build task ID has no declared parameters
-            self.respond(click.response_url, msg.ephemeral(
-                "A raw build task ID has no form: type the command with its parameters "
-                "instead.", replace=False))
-            return
+        job = self.config.jobs[request.job_name]
         who = Who(click.user_id, request.channel_id, click.team_id, click.response_url,
                   request.command, trigger_id=trigger_id)
         self.open_form(who, job, prefill=forms.prefill_from_body(job.name, request.body),
@@ -1054,25 +721,46 @@ class Flow:
         """An edited request's old question dies first (the store's conditional move, so
         its Run can never start a build), then the new one is asked like a typed one."""
         if editing:
-            old = self.store.get_request(editing)
-            if old is not None and old.user_id == who.user_id and self.store.move_request(
-                    id=old.id, old=RequestState.PENDING, new=RequestState.CANCELLED,
-                    now=self.clock()):
-                self.store.audit(decision="cancelled", now=self.clock(), request_id=old.id,
-                                 user_id=old.user_id, channel_id=old.channel_id,
-                                 job=old.job_name, detail="replaced by an edited request")
-                self.respond(who.response_url, msg.ephemeral(
-                    f"Edited: this question for {msg.code(old.job_name, 200)} was replaced "
-                    "by the one below.", replace=True))
+            self._tell(who.response_url, self.engine.replace_edited(editing, who.user_id))
         self.after_command(who, outcome)
 
 
-@dataclass
-class Click:
-    value: str
-    user_id: str
-    team_id: str | None
-    response_url: str | None
+def _request(answer: Answer) -> Request:
+    assert answer.request is not None
+    return answer.request
+
+
+def _requester(answer: Answer) -> str:
+    return answer.request.user_id if answer.request is not None else ""
+
+
+_REPLIES: dict[Told, Callable[[Answer], dict[str, Any]]] = {
+    Told.MISSING: lambda a: msg.missing(),
+    Told.NOT_YOURS: lambda a: msg.not_yours(_request(a).user_id),
+    Told.ALREADY: lambda a: msg.already(a.reason),
+    Told.EXPIRED: lambda a: msg.expired(_request(a).job_name, _request(a).command,
+                                        minutes=CONFIRM_MINUTES),
+    Told.OVER_LIMIT: lambda a: msg.problems_message([a.detail], replace=False),
+    Told.CANCELLED: lambda a: msg.cancelled(_request(a).job_name),
+    Told.APPROVAL_REFUSED: lambda a: msg.approval_refused(a.reason, requester=_requester(a)),
+    Told.APPROVAL_NOTED: lambda a: msg.approval_noted(_request(a).job_name, given=a.given,
+                                                      needed=a.needed),
+    Told.WITHDRAWN: lambda a: msg.approval_ended(_request(a).job_name, "withdrawn"),
+    Told.QUEUE_REFUSED: lambda a: msg.queue_refused(a.reason, requester=_requester(a)),
+    Told.LEFT: lambda a: msg.queue_ended(_request(a).job_name, "left"),
+    Told.NO_FORM: lambda a: msg.ephemeral(
+        "A raw build task ID has no form: type the command with its parameters instead.",
+        replace=False),
+    Told.REPLACED: lambda a: msg.ephemeral(
+        f"Edited: this question for {msg.code(_request(a).job_name, 200)} was replaced by "
+        "the one below.", replace=True),
+}
+
+
+def render(answer: Answer) -> dict[str, Any] | None:
+    """The reply a click's answer gives the clicker; None when it says nothing."""
+    make = _REPLIES.get(answer.told)
+    return None if make is None else make(answer)
 
 
 def _str(value: Any) -> str:

@@ -124,6 +124,31 @@ def new_error_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
+class ClaimReason(StrEnum):
+    """Why a claim on a pending request (a Run or Queue click, a slot) came out as it
+    did; a claim that found the request in another state gives that state instead."""
+
+    CLAIMED = "claimed"  # this claim made the move
+    MISSING = "missing"
+    NOT_YOURS = "not_yours"
+    EXPIRES_NOW = "expires_now"  # this claim found it past its time and expired it
+    FULL = "full"  # the job is at its max_running; the request stays pending
+    OVER_LIMIT = "over_limit"  # the user's hourly limit; the request stays pending
+
+
+class ApprovalOutcome(StrEnum):
+    """What an Approve click came to; one that found the request in another state gives
+    that state instead."""
+
+    START = "start"  # the one approval that made it enough: the request is now sending
+    RECORDED = "recorded"  # more approvals are needed
+    QUEUED = "queued"  # enough, but the job is at its max_running: queued
+    MISSING = "missing"
+    APPROVED_ALREADY = "approved_already"
+    EXPIRES_NOW = "expires_now"  # this click found it past its time and expired it
+    ENOUGH = "enough"  # enough approvals came first; it is starting
+
+
 # --- the rows, typed ----------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -163,6 +188,23 @@ class Request:
                    approved_by=tuple((row.get("approved_by") or "").split()),
                    approval_channel=row.get("approval_channel"),
                    approval_ts=row.get("approval_ts"))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim found: ``ok`` only for the one claim that moved the request."""
+
+    ok: bool
+    reason: ClaimReason | RequestState
+    request: Request | None = None
+
+
+@dataclass(frozen=True)
+class Approval:
+    """What an Approve click came to (``ApprovalOutcome``, or the state it found)."""
+
+    outcome: ApprovalOutcome | RequestState
+    request: Request | None = None
 
 
 @dataclass(frozen=True)

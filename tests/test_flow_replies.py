@@ -1,5 +1,6 @@
-"""What the listeners answer for ``/build help N`` and a Stop CodeArts refused: Flow with
-plain stand-ins for its collaborators (no Slack, no CodeArts, no database)."""
+"""What the listeners answer for ``/build help N`` and a Stop CodeArts refused: Flow and
+the engine with plain stand-ins for their collaborators (no Slack, no CodeArts, no
+database)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bot.codearts.errors import (
     OutcomeUnknownError,
 )
 from bot.config import parse_config
+from bot.engine import Engine
 from bot.flow import Click, Flow, Who
 from bot.policy import StaticUserGroups
 
@@ -41,11 +43,12 @@ def make_flow(jobs: int, api: Any = None) -> tuple[Flow, list[tuple[str | None, 
                             job_name="job000", daily_build_number="20261123.7")
     store = SimpleNamespace(get_build=lambda _id: build,
                             get_request=lambda _id: SimpleNamespace(command="job000"))
-    engine = SimpleNamespace(store=store, api=api,
-                             notifier=SimpleNamespace(respond=lambda url, m: said.append((url, m))),
-                             is_followed=lambda _build: True)
-    flow = Flow(config=parse_config(config_text(jobs), source="test.toml"), engine=engine,  # type: ignore[arg-type]
-                slack=None, groups=None, worker=None)  # type: ignore[arg-type]
+    config = parse_config(config_text(jobs), source="test.toml")
+    notifier = SimpleNamespace(respond=lambda url, m: said.append((url, m)), metrics=None)
+    engine = Engine(config=config, store=store, api=api, notifier=notifier)  # type: ignore[arg-type]
+    engine.is_followed = lambda _build: True  # type: ignore[method-assign]
+    flow = Flow(config=config, engine=engine, slack=None, groups=None,  # type: ignore[arg-type]
+                worker=None)  # type: ignore[arg-type]
     flow.groups = StaticUserGroups({})  # type: ignore[assignment]
     return flow, said
 

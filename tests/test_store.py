@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 
-from bot.lifecycle import RequestState
+from bot.lifecycle import ClaimReason, RequestState
 from bot.store import Store
 
 JOB_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
@@ -42,6 +42,7 @@ def test_claim_by_someone_else_is_refused_and_leaves_it_pending(store: Store) ->
     rid = add(store)
     claim = store.claim_request(id=rid, user_id="U2", now=1001.0)
     assert (claim.ok, claim.reason) == (False, "not_yours")
+    assert claim.reason is ClaimReason.NOT_YOURS
     assert store.get_request(rid).state == "pending"
 
 
@@ -49,6 +50,7 @@ def test_claim_after_expiry_marks_it_expired(store: Store) -> None:
     rid = add(store, now=1000.0, ttl=600.0)
     claim = store.claim_request(id=rid, user_id="U1", now=1600.0)
     assert (claim.ok, claim.reason) == (False, "expires_now")
+    assert claim.reason is ClaimReason.EXPIRES_NOW
     assert store.get_request(rid).state == "expired"
 
 
@@ -57,10 +59,11 @@ def test_cancelled_request_cannot_be_claimed(store: Store) -> None:
     assert store.move_request(id=rid, old=RequestState.PENDING, new=RequestState.CANCELLED, now=1001.0)
     claim = store.claim_request(id=rid, user_id="U1", now=1002.0)
     assert (claim.ok, claim.reason) == (False, "cancelled")
+    assert claim.reason is RequestState.CANCELLED
 
 
 def test_missing_request(store: Store) -> None:
-    assert store.claim_request(id="0" * 32, user_id="U1", now=1.0).reason == "missing"
+    assert store.claim_request(id="0" * 32, user_id="U1", now=1.0).reason is ClaimReason.MISSING
 
 
 def start_build(store: Store, *, now: float = 1000.0) -> str:

@@ -12,25 +12,17 @@ starts the build. Rejecting, withdrawing and expiring are moves that one caller 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 
-from bot.lifecycle import Request, RequestState
+# Approval lives in lifecycle; ``from bot.store import Approval`` still works
+from bot.lifecycle import Approval, ApprovalOutcome, Request, RequestState
 from bot.store.confirmations import RequestQueries
 from bot.store.limits import Slots
 from bot.store.schema import requests
 
-
-@dataclass(frozen=True)
-class Approval:
-    """What an Approve click came to: ``start`` for the one approval that made it enough
-    (the request is now sending), ``recorded`` when more are needed; otherwise why it
-    changed nothing (missing, approved_already, expires_now, enough, or the state)."""
-
-    outcome: str
-    request: Request | None = None
 
 
 class ApprovalQueries(RequestQueries):
@@ -57,7 +49,7 @@ class ApprovalQueries(RequestQueries):
                         updated_at=now)).rowcount == 1
             row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
             if row is None:
-                return Approval("missing")
+                return Approval(ApprovalOutcome.MISSING)
             request = Request.from_row(row)
             if recorded and len(request.approved_by) >= (request.approvals_needed or 1):
                 if slots is not None and self._running(c, slots.job_name) + \
@@ -65,24 +57,26 @@ class ApprovalQueries(RequestQueries):
                     queued = {"updated_at": now, "queued_at": now, "expires_at": now + queue_ttl}
                     if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
                                   RequestState.QUEUED, queued):
-                        return Approval("queued", replace(request, state=RequestState.QUEUED,
-                                                          expires_at=now + queue_ttl))
+                        return Approval(ApprovalOutcome.QUEUED, replace(
+                            request, state=RequestState.QUEUED, expires_at=now + queue_ttl))
                 if self._move(c, requests, requests.c.state, id, RequestState.AWAITING,
                               RequestState.SENDING, {"updated_at": now}):
-                    return Approval("start", replace(request, state=RequestState.SENDING))
+                    return Approval(ApprovalOutcome.START,
+                                    replace(request, state=RequestState.SENDING))
         if recorded:
-            return Approval("recorded", request)
+            return Approval(ApprovalOutcome.RECORDED, request)
         if request.state is not RequestState.AWAITING:
-            return Approval(request.state.value, request)
+            return Approval(request.state, request)
         if approver in request.approved_by:
-            return Approval("approved_already", request)
+            return Approval(ApprovalOutcome.APPROVED_ALREADY, request)
         if request.expires_at <= now:
             if self.move_request(id=id, old=RequestState.AWAITING, new=RequestState.EXPIRED,
                                  now=now):
-                return Approval("expires_now", request)  # this click tells it
+                return Approval(ApprovalOutcome.EXPIRES_NOW, request)  # this click tells it
             current = self.get_request(id)
-            return Approval(current.state.value if current else "missing", current)
-        return Approval("enough", request)  # enough approvals came first; it is starting
+            return Approval(current.state if current else ApprovalOutcome.MISSING, current)
+        # enough approvals came first; it is starting
+        return Approval(ApprovalOutcome.ENOUGH, request)
 
     def end_awaiting(self, *, id: str, new: RequestState, now: float,
                      requester: str | None = None, error: str | None = None) -> bool:

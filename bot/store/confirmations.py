@@ -15,12 +15,12 @@ one raises ``OpenQuestion``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from bot.lifecycle import Request, RequestState
+# Claim lives in lifecycle; ``from bot.store import Claim`` still works
+from bot.lifecycle import Claim, ClaimReason, Request, RequestState
 from bot.store.heartbeats import _dead
 from bot.store.housekeeping import _INSERT_AUDIT, _audit_row
 from bot.store.limits import LimitQueries, Slots
@@ -34,15 +34,6 @@ _INSERT_REQUEST = requests.insert()
 class OpenQuestion(Exception):
     """This user already has an unanswered Rebuild question for this build."""
 
-
-@dataclass(frozen=True)
-class Claim:
-    """What a Run click found: ``ok`` only for the one click that moved pending -> sending."""
-
-    ok: bool
-    reason: str  # claimed, missing, not_yours, expires_now (this click found it past its
-    # time and expired it), or the state it was already in
-    request: Request | None = None
 
 
 class RequestQueries(LimitQueries):
@@ -120,25 +111,26 @@ class RequestQueries(LimitQueries):
                 requests.c.expires_at > now, *under)
             row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
         if row is None:
-            return Claim(False, "missing")
+            return Claim(False, ClaimReason.MISSING)
         request = Request.from_row(row)
         if changed:
-            return Claim(True, "claimed", request)
+            return Claim(True, ClaimReason.CLAIMED, request)
         if request.user_id != user_id:
-            return Claim(False, "not_yours", request)
+            return Claim(False, ClaimReason.NOT_YOURS, request)
         if full and request.state is RequestState.PENDING and request.expires_at > now:
-            return Claim(False, "full", request)
+            return Claim(False, ClaimReason.FULL, request)
         if request.state is RequestState.PENDING and request.expires_at > now and under:
-            return Claim(False, "over_limit", request)
+            return Claim(False, ClaimReason.OVER_LIMIT, request)
         if request.state is RequestState.PENDING:  # so it is past its time
             if self.move_request(id=id, old=RequestState.PENDING, new=RequestState.EXPIRED,
                                  now=now):
-                return Claim(False, "expires_now", request)  # this click tells it, nobody else
+                # this click tells it, nobody else
+                return Claim(False, ClaimReason.EXPIRES_NOW, request)
             current = self.get_request(id)  # the sweep expired it first, and told it
             if current is None:
-                return Claim(False, "missing")
-            return Claim(False, current.state.value, current)
-        return Claim(False, request.state.value, request)
+                return Claim(False, ClaimReason.MISSING)
+            return Claim(False, current.state, current)
+        return Claim(False, request.state, request)
 
     def move_request(self, *, id: str, old: RequestState, new: RequestState, now: float,
                      error: str | None = None) -> bool:

@@ -1,0 +1,245 @@
+"""Approval by a second person: the question in the approval channel, the Approve,
+Reject and Withdraw clicks (each one claim in the store), and their effects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from bot import messages as msg
+from bot.answers import NOTHING, Answer, Click, Told
+from bot.clicks import Desk
+from bot.config import BuildbotConfig
+from bot.lifecycle import (
+    ApprovalOutcome,
+    ApprovalRule,
+    Build,
+    Request,
+    RequestState,
+    approval_refusal,
+)
+from bot.limits import Limits
+from bot.notifier import Notifier
+from bot.policy import UserGroups, approval_rule
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Approvals(Desk):
+    """Requests of jobs with approvers, from the question to its last word."""
+
+    def __init__(self, *, config: BuildbotConfig, store: Store, notifier: Notifier,
+                 clock: Callable[[], float], limits: Limits,
+                 start: Callable[[Request, str | None], None]) -> None:
+        super().__init__(config=config, store=store, notifier=notifier, clock=clock)
+        self.limits = limits
+        self.start = start  # the engine's one call to CodeArts
+
+    # --- approvals ---------------------------------------------------------------------
+    # A request of a job with approvers waits (awaiting) after Run; the question is posted
+    # in the approval channel and updated in place with each decision. The decisions
+    # themselves are claims in the store (the clicks below); then their effects.
+
+    def ask_approval(self, request: Request, response_url: str | None) -> None:
+        """Post the approval question, keep where it is, and tell the requester who must
+        approve. Where it cannot be posted the request fails: nothing starts, and the
+        requester is told (nobody could approve a question nobody sees)."""
+        rule = approval_rule(self.config, request.job_name)
+        channel = rule.channel if rule is not None and rule.channel else request.channel_id
+        sent = self.notifier.post(channel, self._approval_question(request, rule))
+        now = self.clock()
+        if not sent.ok:
+            log.warning("approval request of request=%s not posted channel=%s error=%s",
+                        request.id, channel, sent.error)
+            if self.store.end_awaiting(id=request.id, new=RequestState.FAILED, now=now,
+                                       error=f"approval request not posted: {sent.error}"):
+                self.store.audit(decision="approval_not_posted", now=now,
+                                 request_id=request.id, user_id=request.user_id,
+                                 channel_id=channel, job=request.job_name,
+                                 detail=f"Slack said {sent.error}")
+                self.notifier.respond(response_url, msg.approval_ended(
+                    request.job_name, "failed", command=request.command))
+            return
+        if sent.ts:
+            self.store.set_approval_message(id=request.id, channel=sent.channel or channel,
+                                            ts=sent.ts)
+        self.store.audit(decision="approval_asked", now=now, request_id=request.id,
+                         user_id=request.user_id, channel_id=channel, job=request.job_name,
+                         parameters=request.body,
+                         detail=f"needs {request.approvals_needed or 1} approval(s)")
+        self.notifier.respond(response_url, msg.awaiting_approval(
+            request.id, request.job_name, approvers=rule.approvers if rule else (),
+            groups=rule.groups if rule else (), needed=request.approvals_needed or 1,
+            expires_at=request.expires_at,
+            channel=channel if channel != request.channel_id else None))
+
+    def _approval_question(self, request: Request, rule: ApprovalRule | None) -> msg.Message:
+        return msg.approval_request(
+            request_id=request.id, requester=request.user_id, job_name=request.job_name,
+            description=self.description(request.job_name), body=request.body,
+            approvers=rule.approvers if rule else (), groups=rule.groups if rule else (),
+            needed=request.approvals_needed or 1, approved_by=request.approved_by,
+            expires_at=request.expires_at)
+
+    def _update_approval(self, request: Request, message: msg.Message) -> None:
+        current = self.store.get_request(request.id) or request
+        if current.approval_channel and current.approval_ts:
+            self.notifier.update(current.approval_channel, current.approval_ts, message)
+
+    def _close_approval(self, request: Request, outcome: str, by: tuple[str, ...] = (),
+                        build: Build | None = None) -> None:
+        self._update_approval(request, msg.approval_closed(
+            requester=request.user_id, job_name=request.job_name,
+            description=self.description(request.job_name), body=request.body,
+            outcome=outcome, by=by, daily=build.daily_build_number if build else "",
+            build_no=build.build_no if build else ""))
+
+    def approval_progress(self, request: Request) -> None:
+        """An approval recorded, more needed: the question shows who approved so far."""
+        self._update_approval(request, self._approval_question(
+            request, approval_rule(self.config, request.job_name)))
+
+    def start_approved(self, request: Request) -> None:
+        """The approval that made it enough moved the request to sending: send it once
+        (as a Run click would), then show the outcome in the approval message."""
+        self.start(request, request.response_url)
+        build = self.store.get_build(request.id)
+        current = self.store.get_request(request.id)
+        outcome = ("started" if build is not None else
+                   "not_started" if current is not None
+                   and current.state is RequestState.FAILED else "checking")
+        self._close_approval(request, outcome, request.approved_by, build)
+
+    def approval_queued(self, request: Request) -> None:
+        """The approval that made it enough found the job at its max_running: it waits
+        in the queue (the approval message and the requester say so)."""
+        self._close_approval(request, "queued", request.approved_by)
+        self.limits.queued(request, request.response_url)
+        self.limits.release_queue()  # a slot may have freed since
+
+    def approval_rejected(self, request: Request, by: str) -> None:
+        self.metrics.commands.labels("cancelled").inc()
+        self._close_approval(request, "rejected", (by,))
+        self.tell_requester(request, msg.approval_ended(request.job_name, "rejected", by=by))
+
+    def approval_withdrawn(self, request: Request) -> None:
+        self.metrics.commands.labels("cancelled").inc()
+        self._close_approval(request, "withdrawn", (request.user_id,))
+
+    def approval_expired(self, request: Request) -> None:
+        """Audit, show and tell an approval request this process expired (once)."""
+        self.metrics.commands.labels("expired").inc()
+        self.store.audit(decision="approval_expired", now=self.clock(), request_id=request.id,
+                         user_id=request.user_id, channel_id=request.channel_id,
+                         job=request.job_name,
+                         detail="approved by " + (" ".join(request.approved_by) or "nobody"))
+        self._close_approval(request, "expired")
+        self.tell_requester(request, msg.approval_ended(request.job_name, "expired",
+                                                         command=request.command))
+
+    # --- the door: approval clicks --------------------------------------------------------
+
+    def approver_request(self, click: Click, what: str,
+                         groups: UserGroups) -> Request | Answer:
+        """The request an Approve or Reject click is about, when the clicker may decide it;
+        otherwise the answer saying why not."""
+        request = self.store.get_request(click.value)
+        if request is None:
+            return self.refused(click, None, Told.APPROVAL_REFUSED, "missing", what)
+        rule = approval_rule(self.config, request.job_name)
+        refusal = "not_approver" if rule is None else approval_refusal(
+            rule, requester=request.user_id, user=click.user_id, members=groups.members)
+        if refusal is not None:
+            return self.refused(click, request, Told.APPROVAL_REFUSED, refusal, what)
+        return request
+
+    def _not_awaiting(self, request_id: str) -> str:
+        """Why a request can no longer be decided; one past its time is expired here (and
+        told, once) if the sweep has not done it yet."""
+        current = self.store.get_request(request_id)
+        if current is None:
+            return "missing"
+        if current.state is RequestState.AWAITING and current.expires_at <= self.clock():
+            if self.store.move_request(id=current.id, old=RequestState.AWAITING,
+                                       new=RequestState.EXPIRED, now=self.clock()):
+                self.approval_expired(current)
+            return RequestState.EXPIRED
+        return current.state
+
+    def approve(self, click: Click, groups: UserGroups) -> Answer:
+        """Approve: one approval recorded, once per approver; the one that makes it enough
+        starts (or queues) the build."""
+        found = self.approver_request(click, "Approve", groups)
+        if isinstance(found, Answer):
+            return found
+        request, now = found, self.clock()
+        result = self.store.record_approval(id=request.id, approver=click.user_id, now=now,
+                                            slots=self.limits.slots(request.job_name),
+                                            queue_ttl=self.limits.queue_ttl(request.job_name))
+        current = result.request or request
+        if result.outcome is ApprovalOutcome.QUEUED:  # enough, but the job is at its limit
+            self._audit_approval(click, request, current, now, queued=True)
+            self.approval_queued(current)
+            return NOTHING
+        if result.outcome in (ApprovalOutcome.START, ApprovalOutcome.RECORDED):
+            given, needed = self._audit_approval(click, request, current, now,
+                                                 start=result.outcome is ApprovalOutcome.START)
+            if result.outcome is ApprovalOutcome.START:
+                self.start_approved(current)
+                return NOTHING
+            self.approval_progress(current)
+            return Answer(Told.APPROVAL_NOTED, current, given=given, needed=needed)
+        reason: str = result.outcome
+        if result.outcome is ApprovalOutcome.EXPIRES_NOW:
+            self.approval_expired(current)
+            reason = RequestState.EXPIRED
+        return self.refused(click, current, Told.APPROVAL_REFUSED, reason, "Approve")
+
+    def _audit_approval(self, click: Click, request: Request, current: Request, now: float,
+                        *, queued: bool = False, start: bool = False) -> tuple[int, int]:
+        given, needed = len(current.approved_by), current.approvals_needed or 1
+        by = " ".join(current.approved_by)
+        if queued:
+            decision = "approved"
+            detail = (f"approved {request.user_id}'s request; queued (the job is at its "
+                      f"max_running); approved by {by}")
+        else:
+            decision = "approved" if start else "approval"
+            detail = (f"approval {given} of {needed} of {request.user_id}'s request; "
+                      f"approved by {by}")
+        self.store.audit(decision=decision, now=now, request_id=request.id,
+                         user_id=click.user_id, channel_id=request.channel_id,
+                         job=request.job_name, detail=detail)
+        return given, needed
+
+    def reject(self, click: Click, groups: UserGroups) -> Answer:
+        """Reject: awaiting -> rejected, by an approver, while it is open."""
+        found = self.approver_request(click, "Reject", groups)
+        if isinstance(found, Answer):
+            return found
+        request, now = found, self.clock()
+        if not self.store.end_awaiting(id=request.id, new=RequestState.REJECTED, now=now):
+            return self.refused(click, request, Told.APPROVAL_REFUSED,
+                                 self._not_awaiting(request.id), "Reject")
+        self.store.audit(decision="rejected", now=now, request_id=request.id,
+                         user_id=click.user_id, channel_id=request.channel_id,
+                         job=request.job_name, detail=f"rejected {request.user_id}'s request")
+        self.approval_rejected(request, click.user_id)
+        return NOTHING
+
+    def withdraw(self, click: Click) -> Answer:
+        """Withdraw: awaiting -> withdrawn, by the requester, while it is open."""
+        found = self.own_request(click, "Withdraw", Told.APPROVAL_REFUSED)
+        if isinstance(found, Answer):
+            return found
+        request, now = found, self.clock()
+        if not self.store.end_awaiting(id=request.id, new=RequestState.WITHDRAWN, now=now,
+                                       requester=click.user_id):
+            return self.refused(click, request, Told.APPROVAL_REFUSED,
+                                 self._not_awaiting(request.id), "Withdraw")
+        self.store.audit(decision="withdrawn", now=now, request_id=request.id,
+                         user_id=click.user_id, channel_id=request.channel_id,
+                         job=request.job_name)
+        self.approval_withdrawn(request)
+        return Answer(Told.WITHDRAWN, request)

@@ -68,7 +68,8 @@ def bot_values(*, slack_api_url: str, codearts_url: str, db_url: str, config: Pa
     from tests.fakes.codearts import FakeCodeArts
 
     values: dict[str, Any] = {
-        "slack_bot_token": BOT_TOKEN, "slack_signing_secret": SECRET, "slack_api_url": slack_api_url,
+        "slack_bot_token": BOT_TOKEN, "slack_signing_secret": SECRET,
+        "slack_api_url": slack_api_url,
         "codearts_endpoint": codearts_url, "codearts_token": FakeCodeArts.token,
         "database_url": db_url, "buildbot_config": config}
     values.update(extra)
@@ -99,7 +100,7 @@ def log_to_file(path: str) -> None:
     """Send this process's stderr to a file, then set logging up as ``python -m bot`` does."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 2)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
     from bot.__main__ import setup_logging
 
     setup_logging()

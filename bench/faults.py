@@ -477,7 +477,7 @@ def count(runs: list[Run], slack: FakeSlack, codearts: FakeCodeArts,
     for run in runs:
         numbers = builds_of_run.get(run.branch, [])
         texts = [(r.get("text") or "") for r in slack.responses(run.hook)]
-        after_question = [t for t in texts[1:]]
+        after_question = texts[1:]
         bids = [bot_id_of_no.get(str(n)) for n in numbers]
         n_posts = [len(posts.get(b, [])) if b else 0 for b in bids]
         n_results = [len(results.get(b, [])) + len(dm_results.get(b, [])) if b else 0

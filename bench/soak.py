@@ -165,7 +165,8 @@ class Soak:
 
     # --- scenarios ---------------------------------------------------------------------
 
-    COST: ClassVar[dict[str, int]] = {"run": 2, "double": 3, "race": 3, "cancel": 3, "expire": 2, "abandon": 1,
+    COST: ClassVar[dict[str, int]] = {
+            "run": 2, "double": 3, "race": 3, "cancel": 3, "expire": 2, "abandon": 1,
             "invalid": 1, "help": 1, "direct": 1}
 
     def user_loop(self, user: str, seed: int) -> None:
@@ -362,8 +363,8 @@ def figures(soak: Soak, sampler: Sampler, elapsed: float, told_expired: int) -> 
     t = soak.tally
     per_url = [sum(1 for p in soak.slack.responses(url) if _run_value(p)) for url in t.confirm_urls]
     with soak.engine.connect() as c:
-        states: dict[str, int] = dict(c.execute(sa.text("SELECT state, count(*) FROM buildbot_requests "
-                                        "GROUP BY state")).all())
+        states: dict[str, int] = dict(c.execute(sa.text(
+            "SELECT state, count(*) FROM buildbot_requests GROUP BY state")).all())
         builds_rows = c.execute(sa.text("SELECT count(*) FROM buildbot_builds")).scalar_one()
     claimed = sum(n for s, n in states.items() if s not in ("pending", "cancelled", "expired"))
     runs_sent = len(soak.codearts.requests_to("/v3/jobs/build"))

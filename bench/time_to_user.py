@@ -183,7 +183,8 @@ def report(per_round: list[dict[str, list[float]]], **meta: Any) -> None:
     for s in STEPS:
         pooled = [v for r in per_round for v in r[s]]
         fig = {"p50_ms": pct(pooled, 50), "p90_ms": pct(pooled, 90), "p99_ms": pct(pooled, 99),
-               "max_ms": max(pooled), "round_p50_median_ms": median([pct(r[s], 50) for r in per_round]),
+               "max_ms": max(pooled),
+               "round_p50_median_ms": median([pct(r[s], 50) for r in per_round]),
                "round_p99_median_ms": median([pct(r[s], 99) for r in per_round]),
                "samples": len(pooled)}
         fig["met"] = fig["p99_ms"] < TARGET_MS

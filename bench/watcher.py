@@ -196,7 +196,8 @@ def seed_store(db_url: str, job: str, made: list[tuple[str, str]], poll: float) 
     rows = [{"id": uuid.uuid4().hex, "created_at": now, "user_id": USERS[i % len(USERS)],
                  "channel_id": "CBUILDS", "job_name": "backend", "job_id": job, "build_no": no,
                  "daily_build_number": daily, "response_url": None, "announce": "posted",
-                 "message_channel": "CBUILDS", "message_ts": f"1700000000.{i:06d}", "watch": "watching",
+                 "message_channel": "CBUILDS", "message_ts": f"1700000000.{i:06d}",
+                 "watch": "watching",
                  "next_check_at": now + 1 + poll * i / len(made), "failures": 0}
             for i, (no, daily) in enumerate(made)]
     with store.engine.begin() as c:

@@ -390,7 +390,8 @@ def _with_job_names(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def _job_name_problems(name: str, folded: dict[str, str]) -> list[str]:
-    """A job name must be one word a user can type, distinct from the command words (help, list, status, ...) and other names."""
+    """A job name must be one word a user can type, distinct from the command words (help,
+    list, status, ...) and other names."""
     where = _loc(("jobs", name))
     problems: list[str] = []
     if not name or _BAD_JOB_NAME.search(name):

@@ -359,7 +359,8 @@ def prefill_from_body(job_name: str, body: Mapping[str, Any]) -> BuildCommand:
     """What a request's run body holds, as a command (to show it in the form again)."""
     params = tuple((str(p.get("name", "")), str(p.get("value", "")))
                    for p in body.get("parameter") or [] if isinstance(p, dict))
-    scm = body.get("scm") if isinstance(body.get("scm"), dict) else {}
+    found = body.get("scm")
+    scm: dict[str, Any] = found if isinstance(found, dict) else {}
     commit, tag = scm.get("build_commit_id"), scm.get("build_tag")
     return BuildCommand(job_name, params, commit if isinstance(commit, str) else None,
                         tag if isinstance(tag, str) else None)

@@ -62,7 +62,8 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     """Everything the bot reads from its environment."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, hide_input_in_errors=True)
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False,
+                                      hide_input_in_errors=True)
 
     slack_bot_token: SecretStr
     slack_signing_secret: SecretStr | None = None

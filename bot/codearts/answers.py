@@ -49,7 +49,7 @@ class RunResult(BaseModel):
     def _to_str(cls, v: Any) -> Any:
         """The docs say strings; numbers are accepted in case the API sends them bare."""
         if isinstance(v, bool):
-            raise ValueError("not a string")  # noqa: TRY004 - pydantic wants ValueError
+            raise ValueError("not a string")
         return number_text(v) if isinstance(v, int | float | Decimal) else v
 
     @field_validator("daily_build_number", mode="before")
@@ -87,7 +87,8 @@ class BuildState(BaseModel):
 
 
 def number_text(value: float | Decimal) -> str:
-    """A JSON number as text, keeping its digits: ``Decimal("20261123.10")`` -> ``"20261123.10"``."""
+    """A JSON number as text, keeping its digits:
+    ``Decimal("20261123.10")`` -> ``"20261123.10"``."""
     if isinstance(value, float):  # only from callers that built the data themselves
         return repr(value)
     return str(value)

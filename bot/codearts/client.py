@@ -243,8 +243,8 @@ class CodeArtsClient:
         data = self._decode(response)
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, dict):
-            raise BadResponseError(response.status_code, _request_id(response), self.scrub(str(data)),
-                                   "a build record without a result")
+            raise BadResponseError(response.status_code, _request_id(response),
+                                   self.scrub(str(data)), "a build record without a result")
         state = build_state_from(result)
         if not state.finished:
             self._note_status(state.status)
@@ -256,8 +256,8 @@ class CodeArtsClient:
         response = self._call("POST", path, read=False)
         data = self._decode(response)
         if not isinstance(data, dict) or data.get("success") is not True:
-            raise BadResponseError(response.status_code, _request_id(response), self.scrub(str(data)),
-                                   "a stop answer without success: true")
+            raise BadResponseError(response.status_code, _request_id(response),
+                                   self.scrub(str(data)), "a stop answer without success: true")
 
     def history(self, job_id: str, *, offset: int = 0,
                 limit: int = 20) -> tuple[list[HistoryRecord], int | None]:
@@ -471,4 +471,4 @@ class CodeArtsClient:
 
     def _delay(self, attempt: int) -> float:
         base = self._backoff * (2 ** attempt)
-        return min(base + random.uniform(0, self._backoff / 2), 30.0)
+        return float(min(base + random.uniform(0, self._backoff / 2), 30.0))

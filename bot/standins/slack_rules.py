@@ -99,7 +99,8 @@ def _option_text(block: dict[str, Any], at: str, error: str) -> Problem | None:
     # api.slack.com/reference/block-kit/composition-objects#option (the options of
     # api.slack.com/reference/block-kit/block-elements): text "Maximum length ... 75"
     for where, element in _elements(block, at):
-        options = element.get("options") if isinstance(element.get("options"), list) else []
+        found = element.get("options")
+        options: list[Any] = found if isinstance(found, list) else []
         for i, option in enumerate(options):
             if isinstance(option, dict) and len(_text(option.get("text"))) > OPTION_TEXT_CHARS:
                 return Problem(error, f"must be less than {OPTION_TEXT_CHARS + 1} characters",

@@ -24,9 +24,10 @@ beside ``schema`` (the tables and indexes, the engine, the migration step), ``cl
 
 from __future__ import annotations
 
-from bot.store.approvals import Approval, ApprovalQueries
+from bot.lifecycle import Approval, Claim  # they live in lifecycle; re-exported here
+from bot.store.approvals import ApprovalQueries
 from bot.store.clock import DatabaseClock
-from bot.store.confirmations import Claim, OpenQuestion, RequestQueries
+from bot.store.confirmations import OpenQuestion, RequestQueries
 from bot.store.following import FollowingQueries
 from bot.store.heartbeats import DEAD_AFTER, HEARTBEAT_EVERY, ProcessQueries
 from bot.store.housekeeping import AUDIT_TEXT_LIMIT, Housekeeping

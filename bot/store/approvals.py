@@ -24,7 +24,6 @@ from bot.store.limits import Slots
 from bot.store.schema import requests
 
 
-
 class ApprovalQueries(RequestQueries):
     """Approvals: recorded once per person; the one that makes enough starts the build."""
 

@@ -50,8 +50,9 @@ max_running = 1
 @pytest.fixture
 def bot(db_url: str, tmp_path: Path) -> Iterator[Bot]:
     with running_bot(db_url, tmp_path, config=LIMITED) as b:
-        b.codearts.add_job(OTHER_ID)
-        b.codearts.add_job(CHECKED_ID)
+        # builds end when a test ends them (end_build), not when the clock moves on
+        b.codearts.add_job(OTHER_ID, duration=3600 * 24)
+        b.codearts.add_job(CHECKED_ID, duration=3600 * 24)
         yield b
 
 

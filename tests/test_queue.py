@@ -499,7 +499,7 @@ default = "nobody"
 
     with bot_at(env, url):
         slack.wait_for(lambda: len(replies(slack)) >= 2, 25)  # both results, once each
-        settle(slack)  # a few more passes (a process test): nothing more may arrive
+        settle(slack, url)  # a few more passes (a process test): nothing more may arrive
         assert len(codearts.requests_to("/v3/jobs/build")) == 2  # never sent again
         assert len(replies(slack)) == 2
     store = Store.from_url(db_url)

@@ -55,13 +55,18 @@ allow_extra_params = true
 
 
 class Clock:
-    """Real time plus an offset the test can move forward."""
+    """Real time plus an offset the test can move forward: the bot's clock, and the
+    CodeArts stand-in's (``monotonic``), so moving it on ends the stand-in's builds too."""
 
     def __init__(self) -> None:
         self.offset = 0.0
 
     def __call__(self) -> float:
         return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        """The same time in ``time.monotonic()``'s units (what the stand-in's builds run on)."""
+        return time.monotonic() + self.offset
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
@@ -193,7 +198,8 @@ def running_bot(db_url: str, tmp_path: Path, *, auth: str = "token",
 
     cfg = tmp_path / "buildbot.toml"
     cfg.write_text(config)
-    with FakeSlack() as slack, FakeCodeArts() as codearts:
+    clock = Clock()  # one clock: the bot's and the CodeArts stand-in's
+    with FakeSlack() as slack, FakeCodeArts(clock=clock.monotonic) as codearts:
         for job in (BACKEND_ID, DOCS_ID):
             codearts.add_job(job)
         slack.usergroups["SDEVS"] = []
@@ -207,7 +213,6 @@ def running_bot(db_url: str, tmp_path: Path, *, auth: str = "token",
         loaded = load_settings(**values)
         # the clients' retry rules, without their waits (time is a seam, not a sleep)
         api = client_from_settings(loaded, **{"backoff": 0.0, **(api_options or {})})
-        clock = Clock()
         runtime = Runtime(loaded, load_config(cfg), api=api, clock=clock, watch=False,
                           slack_backoff=0.0, slack_timeout=slack_timeout)
         port = runtime.bind_http(host="127.0.0.1", port=0)

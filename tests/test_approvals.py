@@ -337,9 +337,9 @@ def test_simultaneous_approvals_on_two_replicas_start_one_build(
 # --- the per-user limit --------------------------------------------------------------------
 
 def test_the_per_user_limit_refuses_with_the_next_allowed_time(bot: Bot) -> None:
-    for _ in range(2):
+    for n in range(1, 3):
         bot.command("limited", user="UBOB", channel="CRANDOM")
-        bot.slack.wait_for(lambda n=len(runs(bot)): len(runs(bot)) > n)
+        bot.slack.wait_for(lambda n=n: len(runs(bot)) == n)
         bot.wait_idle()
     bot.clock.advance(10 * 60)
     resp, url = bot.command("limited", user="UBOB", channel="CRANDOM")

@@ -395,14 +395,23 @@ def test_concurrent_runs_from_many_threads_get_distinct_builds(fake, client):
 # --------------------------------------------------------------------------- follow
 
 
-def test_build_runs_then_succeeds_with_times_and_duration(fake, client):
-    client.run_build(body())
-    running = client.build_state(JOB, 1)
-    assert (running.status, running.finished, running.outcome) == ("RUNNING", False, None)
-    time.sleep(0.25)
-    done = client.build_state(JOB, "1")
+def test_build_runs_then_succeeds_with_times_and_duration():
+    now = [1000.0]  # the stand-in's clock, moved by hand
+    with FakeCodeArts(build_duration=0.2, clock=lambda: now[0]) as fake, \
+            CodeArtsClient(fake.url, auth=TokenAuth(fake.token), timeout=FAST,
+                           backoff=0.01) as client:
+        fake.add_job(JOB)
+        client.run_build(body())
+        running = client.build_state(JOB, 1)
+        now[0] += 0.125
+        still = client.build_state(JOB, 1)
+        now[0] += 0.125  # past the 0.2 s it runs
+        done = client.build_state(JOB, "1")
+    for state in (running, still):
+        assert (state.status, state.finished, state.outcome) == ("RUNNING", False, None)
     assert (done.status, done.finished, done.outcome) == ("SUCCESS", True, "success")
     assert done.start_time and done.finish_time and done.finish_time >= done.start_time
+    assert done.finish_time - done.start_time == timedelta(milliseconds=200)
     assert done.duration_ms == 200 and done.daily_build_number.endswith(".1")
 
 

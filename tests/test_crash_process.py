@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from tests.fakes.codearts import FakeCodeArts
 from tests.fakes.slack import FakeSlack
 from tests.harness import BACKEND_ID, SECRET, run_value
 from tests.slack_requests import SlackSender
-from tests.test_process import bot_process, env_for, free_port, wait_healthy
+from tests.test_process import bot_process, env_for, free_port, metric, wait_healthy, watcher_passes
 
 
 def crash_env(stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path,
@@ -69,9 +68,10 @@ def run_backend(slack: FakeSlack, url: str) -> None:
                  response_url=hook)
 
 
-def settle(slack: FakeSlack, seconds: float = 1.5) -> None:
-    """Let a few more polls and housekeeping rounds happen: nothing more may arrive."""
-    time.sleep(seconds)
+def settle(slack: FakeSlack, *urls: str) -> None:
+    """Let a few more polls and housekeeping rounds of the bots at ``urls`` happen: nothing
+    more may arrive."""
+    watcher_passes(slack, *urls)
 
 
 @pytest.mark.parametrize("boundary", ["channel post", "thread reply"])
@@ -94,7 +94,7 @@ def test_killed_while_slack_holds_the_answer_to_a_post_then_restarted(
     with bot_at(env, url):
         slack.wait_for(lambda: replies(slack), 20)
         slack.wait_for(lambda: slack.calls("chat.update"), 20)
-        settle(slack)
+        settle(slack, url)
         (post,) = channel_posts(slack)
         (reply,) = replies(slack)
         assert "succeeded" in reply["text"]
@@ -116,7 +116,7 @@ def test_killed_while_the_run_call_is_in_flight_then_restarted(
 
     with bot_at(env, url):
         slack.wait_for(lambda: replies(slack), 20)
-        settle(slack)
+        settle(slack, url)
         assert len(channel_posts(slack)) == 1
         (reply,) = replies(slack)
         assert "succeeded" in reply["text"]
@@ -139,8 +139,12 @@ def test_a_replica_stopped_past_its_lease_while_posting_does_not_post_twice(
         a.send_signal(signal.SIGSTOP)  # frozen mid-post, past its lease
         with bot_at(env_b, url_b, stop=signal.SIGKILL):
             slack.wait_for(lambda: done_updates(slack), 20)  # B took the report over
-            a.send_signal(signal.SIGCONT)  # A wakes and carries on with its stale lease
-            settle(slack, 8.0)
+            a.send_signal(signal.SIGCONT)  # A wakes and carries on with its stale lease:
+            # its thread reply is answered (the stand-in holds it 6 s), then its passes go on
+            slack.wait_for(lambda: metric(url_a, "buildbot_slack_call_seconds_count",
+                                          method="chat.postMessage", outcome="ok") == 2,
+                           15, every=0.1)
+            settle(slack, url_a, url_b)
             (reply,) = replies(slack)
             assert "succeeded" in reply["text"]
             assert len(done_updates(slack)) == 1
@@ -161,7 +165,7 @@ def test_killed_while_the_parent_update_is_in_flight_then_restarted(
 
     with bot_at(env, url):
         slack.wait_for(lambda: len(done_updates(slack)) >= 2, 20)  # updated again
-        settle(slack)
+        settle(slack, url)
         (reply,) = replies(slack)  # the result itself is not posted twice
         assert "succeeded" in reply["text"]
         assert len(done_updates(slack)) == 2

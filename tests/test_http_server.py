@@ -127,7 +127,9 @@ def test_slow_clients_beyond_the_limit_do_not_lock_slack_out(
                      http_request_timeout=2.0) as bot:
         slow = Dribblers(port_of(bot), 250, every=0.5)
         dribblers.append(slow)
-        time.sleep(0.2)  # all 250 are connected (100 accepted, the rest queued) and sending
+        # all 250 are connected (100 accepted, the rest queued) and sending
+        assert wait_until(lambda: len(bot.runtime.server.active_channels) == 100
+                          and all(n >= 1 for n in slow.sent.values()), timeout=5.0)
         sender = SlackSender(bot.url + "/slack/events", SECRET)  # a fresh connection
         try:
             url = bot.slack.response_url()
@@ -245,6 +247,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
         self._listening: threading.Event | None = None
+        self._closed: threading.Event | None = None  # set once that listener is closed
         self.restore()
 
     def restore(self) -> None:
@@ -255,22 +258,27 @@ class TcpProxy:
         listener.settimeout(0.05)
         self.port = listener.getsockname()[1]
         self._listening = on = threading.Event()
+        self._closed = closed = threading.Event()
         on.set()
-        threading.Thread(target=self._accept, args=(listener, on), daemon=True).start()
+        threading.Thread(target=self._accept, args=(listener, on, closed), daemon=True).start()
 
-    def _accept(self, listener: socket.socket, on: threading.Event) -> None:
-        with listener:
-            while on.is_set():
-                try:
-                    client, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                client.settimeout(None)
-                server = socket.create_connection(self.upstream)
-                with self._lock:
-                    self._socks += [client, server]
-                for a, b in ((client, server), (server, client)):
-                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+    def _accept(self, listener: socket.socket, on: threading.Event,
+                closed: threading.Event) -> None:
+        try:
+            with listener:
+                while on.is_set():
+                    try:
+                        client, _ = listener.accept()
+                    except TimeoutError:
+                        continue
+                    client.settimeout(None)
+                    server = socket.create_connection(self.upstream)
+                    with self._lock:
+                        self._socks += [client, server]
+                    for a, b in ((client, server), (server, client)):
+                        threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+        finally:
+            closed.set()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         sel = selectors.DefaultSelector()
@@ -299,7 +307,8 @@ class TcpProxy:
     def cut(self) -> None:
         if self._listening is not None:
             self._listening.clear()
-        time.sleep(0.1)  # the accept loop has seen it and closed the listener
+        if self._closed is not None:  # the accept loop has seen it and closed the listener
+            assert self._closed.wait(5), "the proxy's listener did not close"
         with self._lock:
             socks, self._socks = self._socks, []
         for s in socks:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot import messages as msg
 from tests.fakes.codearts import FakeCodeArts
@@ -20,6 +21,7 @@ from tests.harness import BACKEND_ID, BOT_TOKEN, CONFIG, SECRET, run_value
 from tests.slack_requests import SlackSender
 
 ROOT = Path(__file__).resolve().parent.parent
+LAST_PASS = "buildbot_watcher_last_pass_timestamp_seconds"
 
 
 def free_port() -> int:
@@ -56,13 +58,42 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 20.0) -
 
 def env_for(slack: FakeSlack, codearts: FakeCodeArts, tmp_path: Path, db_url: str,
             port: int) -> dict[str, str]:
+    """A bot polling builds every 0.5 s, with /metrics on: tests read its watcher's passes."""
     cfg = tmp_path / "buildbot.toml"
     cfg.write_text(CONFIG)
     return clean_env(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SECRET,
                      SLACK_API_URL=slack.api_url, CODEARTS_ENDPOINT=codearts.url,
                      CODEARTS_TOKEN=FakeCodeArts.token, DATABASE_URL=db_url,
                      BUILDBOT_CONFIG=str(cfg), PORT=str(port), BUILD_POLL_SECONDS="0.5",
-                     WATCH_LEASE_SECONDS="2")
+                     WATCH_LEASE_SECONDS="2", METRICS="1")
+
+
+def metric(url: str, name: str, **labels: str) -> float | None:
+    """One sample of the bot's /metrics at ``url``; None when it is not there (yet) or the
+    bot does not answer."""
+    try:
+        resp = httpx.get(url + "/metrics", timeout=2)
+    except httpx.TransportError:
+        return None
+    if resp.status_code != 200:
+        return None
+    for family in text_string_to_metric_families(resp.text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
+def watcher_passes(slack: FakeSlack, *urls: str, span: float = 1.5,
+                   timeout: float = 30.0) -> None:
+    """Wait until each bot at ``urls`` has kept its watcher going ``span`` s from now: a
+    pass of it ended that late or later (its last-pass gauge), so the polls and the
+    housekeeping rounds (one a second) in between have run, and whatever they would
+    send has been sent. How process tests see that nothing more arrives."""
+    after = time.time() + span
+    for url in urls:
+        slack.wait_for(lambda url=url: (metric(url, LAST_PASS) or 0.0) >= after, timeout,
+                       every=0.1)
 
 
 def test_sigkill_mid_build_then_restart_reports_the_result_once(
@@ -87,14 +118,14 @@ def test_sigkill_mid_build_then_restart_reports_the_result_once(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    assert codearts.builds(BACKEND_ID)[0].status(time.monotonic()) == "RUNNING"
+    assert codearts.builds(BACKEND_ID)[0].status(codearts.clock()) == "RUNNING"
 
     again = bot_process(env)
     try:
         wait_healthy(url, again)
         replies = slack.wait_for(
             lambda: [c for c in slack.calls("chat.postMessage") if c.get("thread_ts")], 15)
-        time.sleep(1.5)  # several more polls: nothing more may arrive
+        watcher_passes(slack, url)  # several more polls: nothing more may arrive
         replies = [c for c in slack.calls("chat.postMessage") if c.get("thread_ts")]
         assert len(replies) == 1 and "succeeded" in replies[0]["text"]
         assert len(codearts.requests_to("/v3/jobs/build")) == 1

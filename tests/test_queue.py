@@ -50,8 +50,9 @@ max_running = 1
 @pytest.fixture
 def bot(db_url: str, tmp_path: Path) -> Iterator[Bot]:
     with running_bot(db_url, tmp_path, config=LIMITED) as b:
-        b.codearts.add_job(OTHER_ID)
-        b.codearts.add_job(CHECKED_ID)
+        # builds end when a test ends them (end_build), not when the clock moves on
+        b.codearts.add_job(OTHER_ID, duration=3600 * 24)
+        b.codearts.add_job(CHECKED_ID, duration=3600 * 24)
         yield b
 
 
@@ -498,7 +499,7 @@ default = "nobody"
 
     with bot_at(env, url):
         slack.wait_for(lambda: len(replies(slack)) >= 2, 25)  # both results, once each
-        settle(slack)  # a few more passes (a process test): nothing more may arrive
+        settle(slack, url)  # a few more passes (a process test): nothing more may arrive
         assert len(codearts.requests_to("/v3/jobs/build")) == 2  # never sent again
         assert len(replies(slack)) == 2
     store = Store.from_url(db_url)

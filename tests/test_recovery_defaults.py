@@ -16,9 +16,10 @@ from tests.fakes.codearts import FakeCodeArts
 from tests.fakes.slack import FakeSlack
 from tests.harness import BACKEND_ID
 from tests.test_crash_process import bot_at, channel_posts, replies, run_backend
-from tests.test_process import env_for, free_port
+from tests.test_process import env_for, free_port, metric, watcher_passes
 
 TARGET = 60.0  # seconds from the restart (or the database's return) to the announcement
+DATABASE_ERRORS = "buildbot_database_errors_total"
 
 
 def default_env(stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path,
@@ -37,9 +38,9 @@ def seconds_until(slack: FakeSlack, predicate: Callable[[], Any], timeout: float
     return time.monotonic() - started
 
 
-def one_build_one_result(slack: FakeSlack, codearts: FakeCodeArts) -> None:
+def one_build_one_result(slack: FakeSlack, codearts: FakeCodeArts, url: str) -> None:
     slack.wait_for(lambda: replies(slack), 20)
-    time.sleep(1.5)  # a few more polls and housekeeping rounds: nothing more may arrive
+    watcher_passes(slack, url)  # a few more polls and housekeeping rounds: nothing more may arrive
     assert len(channel_posts(slack)) == 1
     (reply,) = replies(slack)
     assert "succeeded" in reply["text"]
@@ -59,7 +60,7 @@ def test_killed_while_the_run_call_is_in_flight(
     with bot_at(env, url):
         took = seconds_until(slack, lambda: channel_posts(slack), TARGET)
         assert took < TARGET
-        one_build_one_result(slack, codearts)
+        one_build_one_result(slack, codearts, url)
         told = [r["text"] for r in slack.responses() if "CodeArts did start it" in r["text"]]
         assert len(told) == 1
 
@@ -77,7 +78,7 @@ def test_killed_after_slack_took_the_announcement(
         # found in the channel (not posted again), then followed: the result is in its thread
         took = seconds_until(slack, lambda: replies(slack), TARGET)
         assert took < TARGET
-        one_build_one_result(slack, codearts)
+        one_build_one_result(slack, codearts, url)
 
 
 def test_five_429s_on_the_announcement(
@@ -89,7 +90,7 @@ def test_five_429s_on_the_announcement(
         run_backend(slack, url)
         took = seconds_until(slack, lambda: channel_posts(slack), TARGET)
         assert took < TARGET
-        one_build_one_result(slack, codearts)
+        one_build_one_result(slack, codearts, url)
 
 
 def test_the_database_cut_right_after_the_run_answer(
@@ -111,11 +112,14 @@ def test_the_database_cut_right_after_the_run_answer(
             proxy.cut()  # the database goes away before the answer comes back
             slack.wait_for(lambda: any("*was started*" in r["text"]
                                        for r in slack.responses()), 20)
-            time.sleep(2)  # the database stays away a little while
+            # the database stays away a little while: 12 failed watcher passes (about 2 s;
+            # /metrics answers without it, counting the errors)
+            away = (metric(url, DATABASE_ERRORS) or 0.0) + 12
+            slack.wait_for(lambda: (metric(url, DATABASE_ERRORS) or 0.0) >= away, 20, every=0.1)
             proxy.restore()
             took = seconds_until(slack, lambda: channel_posts(slack), TARGET)
             assert took < TARGET
-            one_build_one_result(slack, codearts)
+            one_build_one_result(slack, codearts, url)
     finally:
         proxy.close()
 
@@ -136,4 +140,4 @@ def test_a_replica_takes_over_a_dead_one_at_once(
             slack.wait_for(lambda: codearts.builds(BACKEND_ID), 10)
         took = seconds_until(slack, lambda: channel_posts(slack), TARGET)
         assert took < TARGET
-        one_build_one_result(slack, codearts)
+        one_build_one_result(slack, codearts, url_b)

@@ -10,10 +10,15 @@ from pathlib import Path
 import pytest
 
 from bot import messages as msg
-from tests.harness import BACKEND_ID, DOCS_ID, running_bot
+from tests.harness import BACKEND_ID, DOCS_ID, Bot, running_bot
 
 POLL = 0.5
 SLOW = 6.0  # each status call of the slow job is held this long
+
+
+def sample(bot: Bot, name: str) -> float:
+    """A metric's current value, read from the bot's registry (what /metrics would show)."""
+    return bot.runtime.metrics.registry.get_sample_value(name) or 0.0
 
 
 def test_a_fast_jobs_result_is_on_time_while_a_slow_job_hogs_the_api(
@@ -28,8 +33,11 @@ def test_a_fast_jobs_result_is_on_time_while_a_slow_job_hogs_the_api(
             bot.click(msg.RUN, rid, response_url=url)
             bot.wait_response(url, 2)
         bot.wait_idle()
-        bot.runtime.watcher.start()
-        time.sleep(POLL * 2)  # the slow job's calls are out and held
+        watcher = bot.runtime.watcher
+        watcher.start()
+        # the slow job's calls are out and held: it holds all the threads it may
+        bot.slack.wait_for(lambda: bot.codearts.requests_to(f"/v3/jobs/{BACKEND_ID}/history"))
+        bot.slack.wait_for(lambda: watcher._running[BACKEND_ID] == watcher.per_job)
         resp, _ = bot.command("docs")  # confirm = false: starts at once
         assert resp.status_code == 200
         bot.slack.wait_for(lambda: bot.codearts.builds(DOCS_ID))
@@ -50,10 +58,11 @@ def test_a_database_outage_logs_a_handful_of_lines_not_hundreds(
         watcher.failure_log_every = 1.0  # a minute in production
         caplog.set_level(logging.INFO, logger="bot.watcher")
         watcher.start()
-        time.sleep(0.3)
+        bot.slack.wait_for(lambda: sample(bot, "buildbot_watcher_last_pass_timestamp_seconds"))
         bot.store.engine.dispose()
-        db_dir.rename(tmp_path / "gone")  # the database is unreachable
-        time.sleep(3.0)
+        db_dir.rename(tmp_path / "gone")  # the database is unreachable ...
+        # ... for 60 watcher passes (about 3 s: a pass every 0.05 s, lines once a second)
+        bot.slack.wait_for(lambda: sample(bot, "buildbot_database_errors_total") >= 60, 15)
         failing = [r for r in caplog.records if r.name == "bot.watcher"]
         (tmp_path / "gone").rename(db_dir)  # and back
         bot.slack.wait_for(lambda: any("recovered" in r.getMessage() for r in caplog.records

@@ -40,6 +40,16 @@ Switches to misbehave, each consumed by the next matching request(s) on a
 CodeArts path (IAM only when ``path_prefix`` starts with ``/v3/auth``):
 ``fail_next``, ``unauthorized_once``, ``hang``, ``html_next``, ``drop_next``;
 persistent: ``latency`` (every answer slowed), ``iam_down``.
+
+Time: builds run on ``clock`` (``time.monotonic`` unless one is injected), so a test
+can end them by moving its clock instead of sleeping. Every build time the fake
+shows (start and finish times, durations, the daily build number's day, history
+records) is read from that clock, turned into wall-clock time at the offset measured
+when the fake was made; a test clock that moves forward moves them with it, as it
+moves the bot's. The gateway (IAM tokens' lifetime, AK/SK's ``X-Sdk-Date`` window)
+keeps the wall clock (``time.time``): it checks the bot's credentials, and the bot's
+auth reads the wall clock. A ``hang`` or ``latency`` is real time: it delays the HTTP
+answer the bot's client waits for.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,7 +118,7 @@ class Build:
     daily: str
     outcome: str
     duration: float
-    started: float  # monotonic
+    started: float  # the fake's clock
     created_at: datetime
     body: Any
     forced_status: str | None = None
@@ -188,7 +199,12 @@ class FakeCodeArts:
     ak, sk = "FAKEACCESSKEY", "fake-secret-key"
 
     def __init__(self, *, token_lifetime: float = 86400.0, build_duration: float = 0.3,
-                 latency: float = 0.0, clock_skew: float = 900.0) -> None:
+                 latency: float = 0.0, clock_skew: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: the seconds builds run on (any origin; monotonic by default). A test
+        passes its own clock and moves it forward to end builds without sleeping."""
+        self.clock = clock
+        self._wall_offset = time.time() - clock()  # clock reading -> epoch seconds
         self.token_lifetime = token_lifetime
         self.build_duration = build_duration
         self.latency = latency
@@ -375,6 +391,10 @@ class FakeCodeArts:
     def _sleep(self, seconds: float) -> None:
         self._stopping.wait(seconds)
 
+    def wall(self, at: float) -> datetime:
+        """The wall-clock time of a reading of the fake's clock (how CodeArts shows it)."""
+        return datetime.fromtimestamp(at + self._wall_offset, UTC)
+
     # ---- the services
 
     def handle(self, req: RecordedRequest) -> tuple[int, Any, dict[str, str]]:
@@ -482,13 +502,14 @@ class FakeCodeArts:
                      "daily_build_number": build.daily}, {}
 
     def _new_build(self, job_id: str, job: dict[str, Any], body: Any) -> Build:
-        now = datetime.now(UTC)
+        started = self.clock()
+        now = self.wall(started)
         day = now.strftime("%Y%m%d")
         self._daily[(job_id, day)] = self._daily.get((job_id, day), 0) + 1
         builds = self._builds[job_id]
         duration = job["duration"] if job["duration"] is not None else self.build_duration
         build = Build(job_id, len(builds) + 1, f"{day}.{self._daily[(job_id, day)]}",
-                      job["outcome"], duration, time.monotonic(), now, body,
+                      job["outcome"], duration, started, now, body,
                       step_names=job.get("steps", ()), log=job.get("log"))
         builds.append(build)
         return build
@@ -505,7 +526,7 @@ class FakeCodeArts:
         found = self._lookup(job_id, build_no)
         if not isinstance(found, Build):
             return found
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             status, took = found.status(now), found.finished_after(now)
         return 200, {"result": _record(found, status, took, now), "error": None,
@@ -514,7 +535,7 @@ class FakeCodeArts:
     def _history(self, job_id: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         """Newest first, ``offset``/``limit`` paging; ``end_time`` empty while running."""
         offset, limit = int(query.get("offset", 0)), int(query.get("limit", 10))
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             if job_id not in self._jobs:
                 return 404, {"error_code": "DEVCB.00031006", "error_msg": "Build task not found."}, {}
@@ -530,7 +551,7 @@ class FakeCodeArts:
 
     def _running(self, job_id: str) -> tuple[int, Any, dict[str, str]]:
         """Whether any build of the job runs, and the job's last build."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             if job_id not in self._jobs:
                 return 404, {"status": "fail", "result": None, "error": {
@@ -562,7 +583,7 @@ class FakeCodeArts:
             return found[0], {"error_code": "DEVCB.00031006",
                               "error_msg": "Build record not found."}, {}
         with self._lock:
-            steps = found.step_records(time.monotonic())
+            steps = found.step_records(self.clock())
         return 200, {"job_name": f"job-{job_id[:8]}", "build_number": found.number,
                      "project_id": self.project_id, "project_name": "fake",
                      "parameters": {p["name"]: p["value"]
@@ -582,7 +603,7 @@ class FakeCodeArts:
         if offset < 0 or length <= 0:
             return 400, {"error_code": "CB.00060200", "error_msg": "Invalid parameter."}, {}
         with self._lock:
-            text = found.log_text(time.monotonic())
+            text = found.log_text(self.clock())
         content = text[offset:offset + length]
         end = offset + len(content)
         return 200, {"result": {"content": content, "offset": offset, "current_offset": end,
@@ -593,7 +614,7 @@ class FakeCodeArts:
         found = self._lookup(job_id, build_no)
         if not isinstance(found, Build):
             return found[0], {"error_code": "DEVCB.00031006", "error_msg": "Build record not found."}, {}
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             if found.finished_after(now) is not None:
                 return 200, {"success": False, "result": "The build has already finished."}, {}

@@ -147,14 +147,15 @@ class FakeSlack:
         """Answer ``{"ok": false, "error": error}`` with HTTP 200, as Slack does."""
         self.fail(method, status=200, body={"ok": False, "error": error}, count=count)
 
-    def wait_for(self, predicate: Any, timeout: float = 5.0) -> Any:
-        """Poll until ``predicate()`` is truthy; return its value (tests wait on what arrives)."""
+    def wait_for(self, predicate: Any, timeout: float = 5.0, every: float = 0.01) -> Any:
+        """Poll until ``predicate()`` is truthy; return its value (tests wait on what arrives).
+        ``every``: seconds between two looks (longer for a predicate that asks a server)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = predicate()
             if value:
                 return value
-            time.sleep(0.01)
+            time.sleep(every)
         raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
 
     # --- serving -----------------------------------------------------------

@@ -1,1 +1,1 @@
-from bot.standins.slack_requests import *  # noqa: F401,F403  (moved to bot/standins/slack_requests.py)
+from bot.standins.slack_requests import *  # noqa: F403  (moved to bot/standins/slack_requests.py)

@@ -228,7 +228,7 @@ def test_one_reject_ends_it_and_tells_the_requester(bot: Bot) -> None:
 
 
 def test_the_requester_may_withdraw_while_it_waits_and_only_they_may(bot: Bot) -> None:
-    rid, url, _ = waiting(bot)
+    rid, _url, _ = waiting(bot)
     other = click(bot, msg.WITHDRAW, rid, "UMALLORY", channel="CBUILDS")
     assert "Only <@UALICE> can withdraw" in other["text"]
     assert bot.store.get_request(rid).state == "awaiting"

@@ -141,7 +141,10 @@ def test_signed_requests_are_accepted_by_the_fake(fake):
 
 
 def test_wrong_secret_key_is_rejected_as_401(fake):
-    with client_with(fake, AkSkAuth(fake.ak, "wrong-sk", fake.project_id)) as c, pytest.raises(ApiError) as info:
+    with (
+        client_with(fake, AkSkAuth(fake.ak, "wrong-sk", fake.project_id)) as c,
+        pytest.raises(ApiError) as info,
+    ):
         run(c)
     assert info.value.status == 401 and info.value.error_code == "APIGW.0301"
     assert "credentials" in info.value.hint and fake.builds(JOB) == []
@@ -219,7 +222,7 @@ def test_one_login_for_ten_threads(fake):
         barrier.wait()
         try:
             run(c)
-        except Exception as exc:  # noqa: BLE001 - any failure is reported below
+        except Exception as exc:
             errors.append(exc)
 
     with client_with(fake, auth) as c:
@@ -306,7 +309,11 @@ def test_iam_down_is_an_auth_error(fake):
 
 
 def test_iam_unreachable_is_an_auth_error_with_no_status(fake):
-    with socket_closed_url() as url, client_with(fake, iam(fake, endpoint=url)) as c, pytest.raises(AuthError) as info:
+    with (
+        socket_closed_url() as url,
+        client_with(fake, iam(fake, endpoint=url)) as c,
+        pytest.raises(AuthError) as info,
+    ):
         run(c)
     assert info.value.status is None and "ConnectError" in info.value.error_msg
     assert fake.requests_to(RUN) == []
@@ -366,7 +373,8 @@ def test_secrets_never_reach_logs_reprs_or_errors(fake, caplog):
         errors += _collect(lambda: run(c))
     issued = {r.headers["x-auth-token"] for r in fake.requests if "x-auth-token" in r.headers}
     signatures = {r.headers["authorization"] for r in fake.requests if "authorization" in r.headers}
-    secrets = {fake.password, "another-secret-pw", fake.token, fake.sk, fake.ak} | issued | signatures
+    secrets = ({fake.password, "another-secret-pw", fake.token, fake.sk, fake.ak}
+               | issued | signatures)
     assert len(issued) >= 3 and any(isinstance(e, OutcomeUnknownError) for e in errors)
     texts = [caplog.text] + [repr(o) for o in objects] + [str(e) for e in errors] + \
         [repr(e) for e in errors] + [repr(vars(e)) for e in errors]

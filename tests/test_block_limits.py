@@ -84,8 +84,8 @@ def _tails(c: Case) -> list[tuple[list[str] | None, bool, str | None]]:
 
 def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
     """name -> the messages that builder makes from this case."""
-    run: dict[str, Any] = {"job_name": c.job, "status": 400, "error_code": c.words[:40], "error_msg": c.words,
-           "request_id": c.words[:80]}
+    run: dict[str, Any] = {"job_name": c.job, "status": 400, "error_code": c.words[:40],
+                           "error_msg": c.words, "request_id": c.words[:80]}
     common = {"build_id": "b" * 32, "user_id": c.user, "job_name": c.job}
     return {
         "help_message": (msg.help_message(c.jobs, is_admin=admin, page=page)
@@ -369,7 +369,7 @@ def view_builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
 
     meta = forms.seal(b"k", {"u": c.user, "c": c.channel, "r": "https://x/" + "a" * 5000,
                              "j": c.job[:150]})
-    jobs = c.jobs + [(c.job[:150], c.desc)]
+    jobs = [*c.jobs, (c.job[:150], c.desc)]
     big = BuildCommand(c.job, (("p001_" + "n" * 100, "x" * 3001),), None, None)
     edited = BuildCommand(c.job, (("other", "1"),), "abc", "v1")
     return {

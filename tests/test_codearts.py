@@ -241,7 +241,8 @@ def test_html_answer_is_a_bad_response_not_a_crash(fake, client, status):
 
 
 WAF_PAGE = ("<html><head><title>403 Forbidden</title></head><body><h1>403 Forbidden</h1>"
-            "<p>Request blocked by the web application firewall. " + "x" * 400 + "</p></body></html>")
+            "<p>Request blocked by the web application firewall. " + "x" * 400
+            + "</p></body></html>")
 
 
 @pytest.mark.parametrize(("status", "payload", "hint_word"), [
@@ -299,7 +300,10 @@ def test_malformed_200_is_a_bad_response(fake, client, payload):
 
 def test_connection_refused_on_run_is_retried_then_not_sent():
     url = closed_port_url()
-    with CodeArtsClient(url, auth=TokenAuth("t"), timeout=FAST, backoff=0.01) as c, pytest.raises(NotSentError) as info:
+    with (
+        CodeArtsClient(url, auth=TokenAuth("t"), timeout=FAST, backoff=0.01) as c,
+        pytest.raises(NotSentError) as info,
+    ):
         c.run_build(body())
     assert info.value.attempts == 1 + RETRIES and info.value.reason == "ConnectError"
     assert "nothing was started" in str(info.value)
@@ -308,7 +312,10 @@ def test_connection_refused_on_run_is_retried_then_not_sent():
 def test_no_run_arrives_while_the_server_refuses(fake):
     url = fake.url
     fake.stop()
-    with CodeArtsClient(url, auth=TokenAuth(fake.token), timeout=FAST, backoff=0.01) as c, pytest.raises(NotSentError):
+    with (
+        CodeArtsClient(url, auth=TokenAuth(fake.token), timeout=FAST, backoff=0.01) as c,
+        pytest.raises(NotSentError),
+    ):
         c.run_build(body())
     assert fake.requests == [] and fake.builds(JOB) == []
 
@@ -316,7 +323,10 @@ def test_no_run_arrives_while_the_server_refuses(fake):
 def test_read_timeout_on_run_is_outcome_unknown_and_sent_once(fake):
     fake.hang(1.0, path_prefix=RUN)
     timeout = httpx.Timeout(0.2, connect=0.5)
-    with CodeArtsClient(fake.url, auth=TokenAuth(fake.token), timeout=timeout, backoff=0.01) as c, pytest.raises(OutcomeUnknownError) as info:
+    with (
+        CodeArtsClient(fake.url, auth=TokenAuth(fake.token), timeout=timeout, backoff=0.01) as c,
+        pytest.raises(OutcomeUnknownError) as info,
+    ):
         c.run_build(body())
     assert info.value.reason == "ReadTimeout" and "may or may not" in str(info.value)
     assert len(fake.requests_to(RUN)) == 1
@@ -474,7 +484,8 @@ def test_unseen_status_spelling_is_still_running_and_logged_once(fake, client, c
     fake.set_status(JOB, 1, "queued_for_agent")
     caplog.set_level(logging.INFO, logger="bot.codearts.client")
     states = [client.build_state(JOB, 1) for _ in range(3)]
-    assert {(s.status, s.finished, s.outcome) for s in states} == {("QUEUED_FOR_AGENT", False, None)}
+    assert {(s.status, s.finished, s.outcome) for s in states} == {
+        ("QUEUED_FOR_AGENT", False, None)}
     assert len([r for r in caplog.records if "QUEUED_FOR_AGENT" in r.getMessage()]) == 1
 
 
@@ -663,7 +674,8 @@ def clean_env(monkeypatch):
 @pytest.mark.parametrize(("extra", "auth_type"), [
     ({"codearts_token": FakeCodeArts.token}, TokenAuth),
     ({"iam_user": FakeCodeArts.user, "iam_password": FakeCodeArts.password,
-      "iam_domain": FakeCodeArts.domain, "iam_project": FakeCodeArts.project_name}, IamPasswordAuth),
+      "iam_domain": FakeCodeArts.domain, "iam_project": FakeCodeArts.project_name},
+     IamPasswordAuth),
     ({"cloud_sdk_ak": FakeCodeArts.ak, "cloud_sdk_sk": FakeCodeArts.sk,
       "codearts_project_id": FakeCodeArts.project_id}, AkSkAuth),
 ])

@@ -190,7 +190,7 @@ def test_two_builds_that_may_be_it_are_named_and_neither_is_followed(bot: Bot) -
 
 
 def test_a_build_with_other_parameters_is_not_taken_for_it(bot: Bot) -> None:
-    rid, url = lost_answer(bot, runs=0)
+    rid, _url = lost_answer(bot, runs=0)
     other, _ = bot.confirmation("backend codeBranch=main")
     claim = bot.store.claim_request(id=other, user_id="UALICE", now=bot.runtime.clock())
     assert claim.request is not None

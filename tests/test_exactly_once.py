@@ -61,7 +61,7 @@ def next_poll(bot: Bot, seconds: float = POLL + 1) -> int:
 # --- 1. Rebuild ---------------------------------------------------------------------
 
 def test_two_rebuild_clicks_on_a_job_without_confirmation_start_one_build(bot: Bot) -> None:
-    resp, url = bot.command("docs")  # confirm = false: starts at once
+    resp, _url = bot.command("docs")  # confirm = false: starts at once
     assert resp.status_code == 200
     bot.slack.wait_for(lambda: len(run_requests(bot)) == 1)
     bot.wait_idle()
@@ -193,7 +193,7 @@ def test_shutdown_never_closes_clients_under_a_running_poll(bot: Bot) -> None:
     def one_pass() -> None:
         try:
             bot.runtime.watcher.run_once()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         done.set()
 

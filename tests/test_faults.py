@@ -154,7 +154,7 @@ def test_run_that_hangs_past_the_timeout_is_reported_as_unknown_and_never_resent
 
 def test_non_json_answer_to_run_is_shown_without_the_page_and_not_resent(bot: Bot) -> None:
     bot.codearts.html_next(502, path_prefix=RUN_PATH)
-    rid, url, reply = click_run(bot)
+    rid, _url, reply = click_run(bot)
     assert "<html" not in reply["text"].lower() and "Bad Gateway</" not in reply["text"]
     assert len(run_requests(bot)) == 1
     assert bot.store.audit_rows(request_id=rid)[-1]["detail"] == "BadResponseError"

@@ -141,13 +141,14 @@ def test_two_run_clicks_at_once_on_two_replicas_stay_within_the_hourly_limit(
             gate = threading.Barrier(2)
             claims: list[bool] = []
 
-            def click(store: Store, rid: str, user: str = user) -> None:
+            def click(store: Store, rid: str, user: str = user,
+                      gate: threading.Barrier = gate, claims: list[bool] = claims) -> None:
                 gate.wait()
                 claims.append(store.claim_request(id=rid, user_id=user, now=1001.0,
                                                   limit=("job", 1)).ok)
 
             threads = [threading.Thread(target=click, args=(s, rid))
-                       for s, rid in zip((one, two), ids)]
+                       for s, rid in zip((one, two), ids, strict=True)]
             for t in threads:
                 t.start()
             for t in threads:

@@ -30,7 +30,8 @@ def build(**changes: object) -> lc.Build:
                     daily_build_number="20261130.7", response_url=None,
                     announce=AnnounceState.POSTED, announce_claimed_at=0.0,
                     message_channel="C1", message_ts="1.2", watch=WatchState.WATCHING,
-                    next_check_at=0.0, lease_owner="me", lease_until=60.0, lease_token=1, failures=0,
+                    next_check_at=0.0, lease_owner="me", lease_until=60.0, lease_token=1,
+                    failures=0,
                     result=None, duration_ms=None, finished_at=None, age=30.0)
     return replace(base, **changes)  # type: ignore[arg-type]
 

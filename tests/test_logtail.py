@@ -182,7 +182,7 @@ def test_a_refused_update_waits_for_retry_after_within_bounds() -> None:
 
 
 def test_decide_progress() -> None:
-    from tests.test_lifecycle import build as make_build  # noqa: PLC0415
+    from tests.test_lifecycle import build as make_build
 
     posted = make_build(announce=AnnounceState.POSTED, message_ts="1.2",
                         message_channel="C")

@@ -238,7 +238,7 @@ def test_a_job_without_confirmation_starts_when_free_and_asks_when_full(bot: Bot
 
 def test_the_queue_is_first_in_first_out_and_leave_takes_one_out(bot: Bot) -> None:
     start_one(bot)
-    carol, carol_url = queue(bot, "UCAROL")
+    carol, _carol_url = queue(bot, "UCAROL")
     dave, dave_url = queue(bot, "UDAVE")
     assert "number 2 in line" in bot.slack.responses(dave_url)[0]["text"]
 
@@ -426,7 +426,7 @@ def test_two_replicas_start_one_build_at_max_running_one(pg_url: str, tmp_path: 
         assert len(runs(one)) == 1  # one build; three told it is full
         full = [a for a in asked if one.store.get_request(run_value(a[2])).state == "pending"]
         assert len(full) == 3
-        for replica, user, question, url in full:
+        for _replica, _user, _question, url in full:
             said = one.slack.responses(url)[-1] if one.slack.responses(url) else \
                 two.slack.responses(url)[-1]
             assert msg.QUEUE in actions(said)

@@ -24,12 +24,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     ({}, ["No CodeArts authentication"]),
     ({"codearts_token": "tok-3", "iam_user": "u"}, ["Two CodeArts authentication methods"]),
     ({"codearts_token": "tok-3", "cloud_sdk_ak": "ak"}, ["Two CodeArts authentication methods"]),
-    ({"iam_user": "u", "iam_password": "pw-4"}, ["IAM_DOMAIN is not set", "IAM_PROJECT is not set"]),
+    ({"iam_user": "u", "iam_password": "pw-4"},
+     ["IAM_DOMAIN is not set", "IAM_PROJECT is not set"]),
     ({"cloud_sdk_ak": "ak", "cloud_sdk_sk": "sk-5"}, ["CODEARTS_PROJECT_ID is not set"]),
     ({"codearts_token": "tok-3", "codearts_endpoint": "cb.example.com"}, ["CODEARTS_ENDPOINT"]),
     ({"codearts_token": "tok-3", "port": "0"}, ["PORT is invalid"]),
     ({"codearts_token": "tok-3", "build_poll_seconds": "-1"}, ["BUILD_POLL_SECONDS is invalid"]),
-    ({"codearts_token": "tok-3", "slack_signing_secret": None}, ["SLACK_SIGNING_SECRET is not set"]),
+    ({"codearts_token": "tok-3", "slack_signing_secret": None},
+     ["SLACK_SIGNING_SECRET is not set"]),
 ])
 def test_bad_settings_name_the_variable_and_hide_values(extra: dict, words: list[str]) -> None:
     values = {**BASE, **extra}
@@ -69,7 +71,8 @@ def test_socket_mode_needs_no_signing_secret() -> None:
     assert settings.socket_mode
 
 
-def test_settings_are_read_from_their_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_are_read_from_their_environment_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s",
                         "CODEARTS_ENDPOINT": "https://x", "CODEARTS_TOKEN": "t",
                         "SLACK_API_URL": "http://127.0.0.1:1/api", "PORT": "8080",

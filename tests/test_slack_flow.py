@@ -64,7 +64,7 @@ def test_command_confirm_run_posts_build_in_channel(bot: Bot) -> None:
 
 
 def test_job_without_confirmation_starts_at_once(bot: Bot) -> None:
-    resp, url = bot.command("docs lang=en", user="UANYONE", channel="CRANDOM")
+    resp, _url = bot.command("docs lang=en", user="UANYONE", channel="CRANDOM")
     assert resp.status_code == 200
     (post,) = bot.slack.wait_for(lambda: bot.slack.calls("chat.postMessage"))
     assert post["channel"] == "CRANDOM"
@@ -79,7 +79,7 @@ def test_usergroup_member_may_run(bot: Bot) -> None:
 
 
 def test_slack_escaping_is_undone_before_checks(bot: Bot) -> None:
-    resp, url = bot.command("docs note=&lt;b&gt;&amp; site=<https://x.io/a> "
+    _resp, _url = bot.command("docs note=&lt;b&gt;&amp; site=<https://x.io/a> "
                             "msg=\u201ctwo words\u201d")
     bot.slack.wait_for(lambda: run_requests(bot))
     params = {p["name"]: p["value"] for p in run_requests(bot)[0].body["parameter"]}
@@ -185,7 +185,7 @@ def test_confirmation_expires_after_ten_minutes(bot: Bot) -> None:
 
 
 def test_expired_confirmation_is_replaced_without_a_click(bot: Bot) -> None:
-    rid, url = bot.confirmation("backend")
+    _rid, url = bot.confirmation("backend")
     bot.clock.advance(601)
     bot.runtime.watcher.housekeeping()
     assert "expired" in bot.wait_response(url, 2)[1]["text"]

@@ -46,11 +46,11 @@ def test_the_production_path_loads_without_the_standins() -> None:
 def test_the_old_test_imports_still_work() -> None:
     from bot.standins.codearts import FakeCodeArts
     from bot.standins.slack import FakeSlack
+    from bot.standins.slack_requests import SlackSender
     from tests.fakes.codearts import IAM_PATH, RUN_PATH
     from tests.fakes.codearts import FakeCodeArts as Old
-    from tests.fakes.slack import Call, FakeSlack as OldSlack
-
-    from bot.standins.slack_requests import SlackSender
+    from tests.fakes.slack import Call
+    from tests.fakes.slack import FakeSlack as OldSlack
     from tests.slack_requests import SlackSender as OldSender
 
     assert Old is FakeCodeArts and OldSlack is FakeSlack and OldSender is SlackSender

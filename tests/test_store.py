@@ -56,7 +56,8 @@ def test_claim_after_expiry_marks_it_expired(store: Store) -> None:
 
 def test_cancelled_request_cannot_be_claimed(store: Store) -> None:
     rid = add(store)
-    assert store.move_request(id=rid, old=RequestState.PENDING, new=RequestState.CANCELLED, now=1001.0)
+    assert store.move_request(id=rid, old=RequestState.PENDING, new=RequestState.CANCELLED,
+                              now=1001.0)
     claim = store.claim_request(id=rid, user_id="U1", now=1002.0)
     assert (claim.ok, claim.reason) == (False, "cancelled")
     assert claim.reason is RequestState.CANCELLED
@@ -163,7 +164,8 @@ def test_prune_forgets_finished_work_but_keeps_the_audit_log(store: Store) -> No
     store.begin_report(id=old, owner="a", result="success", duration_ms=1, now=1001.0)
     store.finish_report(id=old)
     cancelled = add(store, now=1000.0)
-    store.move_request(id=cancelled, old=RequestState.PENDING, new=RequestState.CANCELLED, now=1000.0)
+    store.move_request(id=cancelled, old=RequestState.PENDING, new=RequestState.CANCELLED,
+                       now=1000.0)
     running = start_build(store, now=1000.0)  # still watched: kept
     pending = add(store, now=1000.0)  # still answerable in principle: kept
     assert store.prune(before=5000.0) == 3

@@ -53,7 +53,7 @@ def test_nothing_is_polled_before_its_time(bot: Bot) -> None:
 
 
 def test_success_is_replied_in_the_thread_once_and_the_parent_updated(bot: Bot) -> None:
-    rid, parent = start(bot)
+    rid, _parent = start(bot)
     assert next_poll(bot) == 1
     ts = ts_of(bot, rid)
     (reply,) = thread_replies(bot, ts)
@@ -151,7 +151,7 @@ def test_stop_button_stops_the_build_and_the_thread_says_so(bot: Bot) -> None:
 
 def test_stop_needs_the_same_permission_as_running(bot: Bot) -> None:
     bot.codearts.add_job(BACKEND_ID, duration=3600)
-    rid, parent = start(bot)
+    rid, _parent = start(bot)
     url = bot.slack.response_url()
     bot.click(msg.STOP, rid, user="UMALLORY", response_url=url)
     (reply,) = bot.wait_response(url)

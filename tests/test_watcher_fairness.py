@@ -1,4 +1,6 @@
-"""The watcher's loop under slow partners. One job's slow status calls do not delay another job's result: the watcher takes due
+"""The watcher's loop under slow partners.
+
+One job's slow status calls do not delay another job's result: the watcher takes due
 builds in due order, never waits for a batch, and caps the threads one job may hold."""
 
 from __future__ import annotations

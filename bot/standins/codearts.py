@@ -93,7 +93,8 @@ DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
     502: ("CB.00060100", "Network busy, try again later."),
     503: ("CB.00060100", "Network busy, try again later."),
 }
-HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+HTML_PAGE = (b"<html><head><title>502 Bad Gateway</title></head>"
+             b"<body><h1>502 Bad Gateway</h1></body></html>")
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,8 @@ class FakeCodeArts:
     # ---- switches
 
     def fail_next(self, status: int, body: Any = None, count: int = 1,
-                  path_prefix: str | None = None, headers: dict[str, str | None] | None = None) -> None:
+                  path_prefix: str | None = None,
+                  headers: dict[str, str | None] | None = None) -> None:
         """Answer the next ``count`` matching requests with ``status`` and ``body``.
 
         ``body`` None means the documented error body for the status; a dict is
@@ -421,7 +423,9 @@ class FakeCodeArts:
             return self._log(m.group(1), m.group(2), dict(parse_qsl(req.query)))
         if (m := _RUNNING.match(req.path)) and req.method == "GET":
             return self._running(m.group(1))
-        return 404, {"error_code": "APIGW.0101", "error_msg": "The API does not exist or has not been published in the environment"}, {}
+        return 404, {"error_code": "APIGW.0101",
+                     "error_msg": "The API does not exist or has not been published"
+                                  " in the environment"}, {}
 
     def _login(self, req: RecordedRequest) -> tuple[int, Any, dict[str, str]]:
         if self._iam_down:
@@ -434,7 +438,8 @@ class FakeCodeArts:
             return 400, _iam_error(400, "Bad Request", "The request body is invalid."), {}
         with self._lock:
             if self._users.get(key) != password:
-                return 401, _iam_error(401, "Unauthorized", "The username or password is wrong."), {}
+                return 401, _iam_error(401, "Unauthorized",
+                                       "The username or password is wrong."), {}
             if scope != self.project_name:
                 return 400, _iam_error(400, "Bad Request", "The project does not exist."), {}
             token = "MIIfake" + secrets.token_hex(24)
@@ -466,7 +471,8 @@ class FakeCodeArts:
         return "token expires" if time.time() >= expires else None
 
     def _check_signature(self, req: RecordedRequest, authz: str) -> str | None:
-        fields = dict(part.strip().split("=", 1) for part in authz[len("SDK-HMAC-SHA256 "):].split(","))
+        fields = dict(part.strip().split("=", 1)
+                      for part in authz[len("SDK-HMAC-SHA256 "):].split(","))
         with self._lock:
             sk = self._aksk.get(fields.get("Access", ""))
         names = fields.get("SignedHeaders", "").split(";")
@@ -495,7 +501,8 @@ class FakeCodeArts:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
-                return 404, {"error_code": "DEVCB.00031006", "error_msg": "Build task not found."}, {}
+                return 404, {"error_code": "DEVCB.00031006",
+                             "error_msg": "Build task not found."}, {}
             build = self._new_build(job_id, job, body)
         return 200, {"octopus_job_name": f"j_{job_id[:8]}_{build.number}",
                      "actual_build_number": str(build.number),
@@ -538,7 +545,8 @@ class FakeCodeArts:
         now = self.clock()
         with self._lock:
             if job_id not in self._jobs:
-                return 404, {"error_code": "DEVCB.00031006", "error_msg": "Build task not found."}, {}
+                return 404, {"error_code": "DEVCB.00031006",
+                             "error_msg": "Build task not found."}, {}
             builds = list(reversed(self._builds.get(job_id, [])))
             records = []
             for b in builds[offset:offset + limit]:
@@ -613,7 +621,8 @@ class FakeCodeArts:
     def _stop(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
         found = self._lookup(job_id, build_no)
         if not isinstance(found, Build):
-            return found[0], {"error_code": "DEVCB.00031006", "error_msg": "Build record not found."}, {}
+            return found[0], {"error_code": "DEVCB.00031006",
+                              "error_msg": "Build record not found."}, {}
         now = self.clock()
         with self._lock:
             if found.finished_after(now) is not None:

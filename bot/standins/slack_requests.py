@@ -14,7 +14,6 @@ from urllib.parse import urlencode
 
 import httpx
 
-
 _TRIGGERS = itertools.count(1)
 
 

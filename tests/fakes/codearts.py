@@ -1,1 +1,1 @@
-from bot.standins.codearts import *  # noqa: F401,F403  (moved to bot/standins/codearts.py)
+from bot.standins.codearts import *  # noqa: F403  (moved to bot/standins/codearts.py)

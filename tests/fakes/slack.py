@@ -1,1 +1,1 @@
-from bot.standins.slack import *  # noqa: F401,F403  (moved to bot/standins/slack.py)
+from bot.standins.slack import *  # noqa: F403  (moved to bot/standins/slack.py)

@@ -24,8 +24,10 @@ depending on the transport.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Kind(StrEnum):
@@ -213,49 +215,75 @@ class Told:
     may_have_acted: bool
 
 
+def _brief(exc: CodeArtsError, status: int | None) -> str:
+    """What happened, in the fewest words (no code, no message)."""
+    if isinstance(exc, NotSentError):
+        return "CodeArts did not answer in time"
+    if isinstance(exc, BadResponseError):
+        return "CodeArts sent an answer buildbot could not read"
+    if status is not None:
+        return f"CodeArts answered HTTP {status}"
+    return "CodeArts could not be asked"
+
+
+# Each error type's words: (kind, why, sentence), given the error, its brief words,
+# what CodeArts said (": message" or "") and the request ID's note.
+_Words = tuple[Kind, str, str]
+
+
+def _api_words(exc: ApiError, brief: str, said: str, note: str) -> _Words:
+    code = exc.error_code
+    shown = f" {code}" if code not in ("", str(exc.status)) else ""
+    why = f"CodeArts answered HTTP {exc.status}{shown}{said}"
+    return (meaning(exc.status, exc.error_code).kind, why,
+            f"{why}.{f' {exc.hint}' if exc.hint else ''}{note}")
+
+
+def _auth_words(exc: AuthError, brief: str, said: str, note: str) -> _Words:
+    where = f"HTTP {exc.status}" if exc.status is not None else "no answer"
+    code = getattr(exc, "error_code", None)
+    shown = f" {code}" if code else ""
+    return (meaning(exc.status, exc.error_code, iam=True).kind, brief,
+            f"The bot could not log in to Huawei Cloud IAM ({where}{shown}{said}). "
+            f"{exc.hint}{note}")
+
+
+def _bad_response_words(exc: BadResponseError, brief: str, said: str, note: str) -> _Words:
+    return (TABLE["unreadable"].kind, brief,
+            f"CodeArts sent {exc.what} (HTTP {exc.status}). {exc.hint}{note}")
+
+
+def _not_sent_words(exc: NotSentError, brief: str, said: str, note: str) -> _Words:
+    return (meaning(None).kind, brief,
+            f"CodeArts could not be reached ({exc.reason}, {exc.attempts} attempts); "
+            "nothing was started. Try again later.")
+
+
+def _lost_words(exc: OutcomeUnknownError, brief: str, said: str, note: str) -> _Words:
+    return (TABLE["answer lost"].kind, brief,
+            f"The request to CodeArts was sent but no answer came back ({exc.reason}): "
+            f"it may or may not have taken effect. {exc.hint}")
+
+
+_WORDS: tuple[tuple[type[Any], Callable[..., _Words]], ...] = (
+    (ApiError, _api_words), (AuthError, _auth_words), (BadResponseError, _bad_response_words),
+    (NotSentError, _not_sent_words), (OutcomeUnknownError, _lost_words))
+
+
 def describe(exc: CodeArtsError) -> Told:
     """Any error the client raises, in the user's words; the errors' own sentences (their
     ``str()``) are the ``sentence`` this writes."""
     status = getattr(exc, "status", None)
     status = status if isinstance(status, int) else None
-    code = getattr(exc, "error_code", None)
     error_msg = getattr(exc, "error_msg", None)
     rid = request_id_of(exc)
-    said = f": {error_msg}" if error_msg else ""
-    if isinstance(exc, NotSentError):
-        brief = "CodeArts did not answer in time"
-    elif isinstance(exc, BadResponseError):
-        brief = "CodeArts sent an answer buildbot could not read"
-    elif status is not None:
-        brief = f"CodeArts answered HTTP {status}"
-    else:
-        brief = "CodeArts could not be asked"
-    why = brief
-    if isinstance(exc, ApiError):
-        kind = meaning(exc.status, exc.error_code).kind
-        shown = f" {code}" if code not in ("", str(exc.status)) else ""
-        why = f"CodeArts answered HTTP {exc.status}{shown}{said}"
-        sentence = f"{why}.{f' {exc.hint}' if exc.hint else ''}{_request_id_note(rid)}"
-    elif isinstance(exc, AuthError):
-        kind = meaning(exc.status, exc.error_code, iam=True).kind
-        where = f"HTTP {exc.status}" if exc.status is not None else "no answer"
-        shown = f" {code}" if code else ""
-        sentence = (f"The bot could not log in to Huawei Cloud IAM ({where}{shown}{said}). "
-                    f"{exc.hint}{_request_id_note(rid)}")
-    elif isinstance(exc, BadResponseError):
-        kind = TABLE["unreadable"].kind
-        sentence = (f"CodeArts sent {exc.what} (HTTP {exc.status}). {exc.hint}"
-                    f"{_request_id_note(rid)}")
-    elif isinstance(exc, NotSentError):
-        kind = meaning(None).kind
-        sentence = (f"CodeArts could not be reached ({exc.reason}, {exc.attempts} attempts); "
-                    "nothing was started. Try again later.")
-    elif isinstance(exc, OutcomeUnknownError):
-        kind = TABLE["answer lost"].kind
-        sentence = (f"The request to CodeArts was sent but no answer came back ({exc.reason}): "
-                    f"it may or may not have taken effect. {exc.hint}")
+    brief = _brief(exc, status)
+    words = next((fn for kind, fn in _WORDS if isinstance(exc, kind)), None)
+    if words is not None:
+        kind, why, sentence = words(exc, brief, f": {error_msg}" if error_msg else "",
+                                    _request_id_note(rid))
     else:  # raised without a type of its own: its text is all there is
-        kind, sentence, error_msg = TABLE["other"].kind, str(exc), str(exc)
+        kind, why, sentence, error_msg = TABLE["other"].kind, brief, str(exc), str(exc)
     hint = getattr(exc, "hint", None)
     return Told(
         kind=kind, why=why, brief=brief,
@@ -263,7 +291,8 @@ def describe(exc: CodeArtsError) -> Told:
         sentence=sentence,
         detail=(error_msg or getattr(exc, "reason", None) or getattr(exc, "snippet", None)
                 or sentence),
-        status=status, error_code=code, error_msg=error_msg, request_id=rid,
+        status=status, error_code=getattr(exc, "error_code", None), error_msg=error_msg,
+        request_id=rid,
         may_have_acted=isinstance(exc, OutcomeUnknownError | BadResponseError) or (
             isinstance(exc, ApiError) and exc.status >= 500))
 

@@ -14,13 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import forms
 from bot import messages as msg
 from bot.answers import Answer, Click, Told
 from bot.codearts.errors import CodeArtsError, describe, request_id_of
@@ -38,6 +36,8 @@ from bot.command import (
 )
 from bot.config import BuildbotConfig, JobConfig
 from bot.engine import Engine
+from bot.flow_form import FormFlow
+from bot.flow_types import Ack, Outcome, Who, read_click, read_who
 from bot.lifecycle import CONFIRM_MINUTES, Build, Request, new_error_id
 from bot.policy import (
     Approved,
@@ -57,33 +57,8 @@ from bot.usergroups import CachedOnly, SlackUserGroups
 log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 2000  # queued pieces of work beyond which new commands are turned away
-Ack = Callable[..., Any]
 
-
-@dataclass
-class Outcome:
-    """What a slash command (or Rebuild click) comes to, before any side effect."""
-
-    reply: dict[str, Any] | None
-    decision: str  # help, invalid, denied, approved
-    approved: Approved | None = None
-    detail: str | None = None
-    job: str | None = None
-    fields: list[tuple[str | None, str]] | None = None  # a denial's problems by field (form)
-    look: StatusCommand | StopCommand | None = None  # allowed /build status or stop
-    target: tuple[str, str] | None = None  # its job (name, build task ID)
-    subs: SubsCommand | None = None  # an allowed /build subscribe, unsubscribe, subscriptions
-
-
-@dataclass
-class Who:
-    user_id: str
-    channel_id: str
-    team_id: str | None
-    response_url: str | None
-    text: str
-    received_at: float | None = None  # monotonic, when the command reached the bot
-    trigger_id: str | None = None  # lets the bot open a modal (the form) for 3 s
+__all__ = ["Ack", "Click", "Flow", "Outcome", "Who", "render"]
 
 
 class Flow:
@@ -101,6 +76,7 @@ class Flow:
         self.respond = engine.notifier.respond
         self._inflight = 0
         self._idle = threading.Condition()
+        self.form = FormFlow(self)
 
     # --- helpers -----------------------------------------------------------
 
@@ -131,6 +107,24 @@ class Flow:
         with self._idle:
             return self._idle.wait_for(lambda: self._inflight == 0, timeout)
 
+    def at_once(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Work that may not wait behind the queue (a trigger_id lives 3 s): its own
+        thread, counted like queued work (``wait_idle``, the backlog limit)."""
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("form work failed id=%s in %s", new_error_id(),
+                              getattr(fn, "__name__", fn))
+            finally:
+                with self._idle:
+                    self._inflight -= 1
+                    self._idle.notify_all()
+
+        with self._idle:
+            self._inflight += 1
+        threading.Thread(target=run, name="buildbot-form", daemon=True).start()
+
     def is_admin(self, user_id: str) -> bool:
         return user_id in self.config.admins
 
@@ -141,11 +135,11 @@ class Flow:
             log.warning("busy: %d pieces of work queued; command turned away", self._inflight)
             ack(msg.busy())
             return
-        who = _who(payload)
+        who = read_who(payload)
         who.received_at = time.monotonic()
         if not who.text.strip() and who.user_id and who.channel_id:  # /build alone: the form
             ack()
-            self.at_once(self.open_form, who, None)
+            self.at_once(self.form.open_form, who, None)
             return
         cached = CachedOnly(self.groups)
         outcome = self.evaluate(who, cached)
@@ -153,10 +147,10 @@ class Flow:
             ack()
             self.submit(self._command_later, who, reply_to=who.response_url)
             return
-        form_job = self.form_instead(who, outcome)
+        form_job = self.form.form_instead(who, outcome)
         if form_job is not None:  # /build <job> whose required parameter has no default
             ack()
-            self.at_once(self.open_form, who, form_job, outcome)
+            self.at_once(self.form.open_form, who, form_job, outcome)
             return
         if outcome.reply is not None:
             ack(outcome.reply)
@@ -166,9 +160,9 @@ class Flow:
 
     def _command_later(self, who: Who) -> None:
         outcome = self.evaluate(who, self.groups)
-        form_job = self.form_instead(who, outcome)
+        form_job = self.form.form_instead(who, outcome)
         if form_job is not None:
-            self.open_form(who, form_job, outcome)
+            self.form.open_form(who, form_job, outcome)
             return
         if outcome.reply is not None:
             self.respond(who.response_url, outcome.reply)
@@ -192,9 +186,9 @@ class Flow:
             return self._look_check(parsed, who, groups)
         if isinstance(parsed, SubscribeCommand | UnsubscribeCommand | SubscriptionsCommand):
             return self._subs_check(parsed, who, groups)
-        return self._check(parsed, who, groups)
+        return self.check(parsed, who, groups)
 
-    def _check(self, command: BuildCommand, who: Who, groups: UserGroups) -> Outcome:
+    def check(self, command: BuildCommand, who: Who, groups: UserGroups) -> Outcome:
         decision = decide(self.config, command, user_id=who.user_id, channel_id=who.channel_id,
                           usergroups=groups)
         if isinstance(decision, Denied):
@@ -230,20 +224,20 @@ class Flow:
     def on_click(self, ack: Ack, body: dict[str, Any], handler: Callable[[Click], None]) -> None:
         """Any of our buttons: ack at once, then ``handler`` (run, cancel, stop, rebuild)."""
         ack()
-        click = _click(body)
+        click = read_click(body)
         self.submit(handler, click, reply_to=click.response_url)
 
-    def _tell(self, response_url: str | None, answer: Answer) -> None:
+    def tell(self, response_url: str | None, answer: Answer) -> None:
         """The engine's answer to a click, rendered for the clicker (if it says anything)."""
         reply = render(answer)
         if reply is not None:
             self.respond(response_url, reply)
 
     def run_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.run_clicked(click))
+        self.tell(click.response_url, self.engine.run_clicked(click))
 
     def cancel_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.cancel(click))
+        self.tell(click.response_url, self.engine.cancel(click))
 
     # --- Stop / Rebuild (buttons on the build's messages) ---------------------
 
@@ -515,214 +509,23 @@ class Flow:
         return self.engine.over_limit(job_name, user_id)
 
     def approve_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.approve(click, self.groups))
+        self.tell(click.response_url, self.engine.approve(click, self.groups))
 
     def reject_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.reject(click, self.groups))
+        self.tell(click.response_url, self.engine.reject(click, self.groups))
 
     def withdraw_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.withdraw(click))
+        self.tell(click.response_url, self.engine.withdraw(click))
 
     def queue_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.queue(click))
+        self.tell(click.response_url, self.engine.queue(click))
 
     def run_anyway_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.run_anyway(click))
+        self.tell(click.response_url, self.engine.run_anyway(click))
 
     def leave_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.leave_queue(click))
+        self.tell(click.response_url, self.engine.leave_queue(click))
 
-    # --- the form ---------------------------------------------------------------------
-    # /build alone, /build <job> missing a required value, help's Open the form buttons
-    # and the confirmation's Edit parameters open a modal (bot.forms); a submitted form is
-    # checked by ``_check`` like typed text and goes on through ``after_command``.
-
-    form_key: bytes | None = None  # signs the form's metadata; create_app sets it
-
-    def _form_key(self) -> bytes:
-        if self.form_key is None:  # no signing secret (Socket Mode): the bot token's
-            self.form_key = forms.form_key(getattr(self.slack, "token", None) or "buildbot")
-        return self.form_key
-
-    def at_once(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Work that may not wait behind the queue (a trigger_id lives 3 s): its own
-        thread, counted like queued work (``wait_idle``, the backlog limit)."""
-        def run() -> None:
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("form work failed id=%s in %s", new_error_id(),
-                              getattr(fn, "__name__", fn))
-            finally:
-                with self._idle:
-                    self._inflight -= 1
-                    self._idle.notify_all()
-
-        with self._idle:
-            self._inflight += 1
-        threading.Thread(target=run, name="buildbot-form", daemon=True).start()
-
-    def form_instead(self, who: Who, outcome: Outcome) -> JobConfig | None:
-        """The job, when ``/build <job>`` was typed alone and was refused only because a
-        required parameter has no value (no default): the form asks for it."""
-        if outcome.decision != "denied" or not outcome.fields or not who.trigger_id:
-            return None
-        parsed = parse(who.text)
-        if not isinstance(parsed, BuildCommand) or parsed.params or parsed.commit is not None \
-                or parsed.tag is not None:
-            return None
-        job = self.config.jobs.get(outcome.job or "") or next(
-            (j for j in self.config.jobs.values()
-             if j.name.casefold() == (outcome.job or "").casefold()), None)
-        if job is None or any(field not in job.params for field, _ in outcome.fields):
-            return None
-        needs = {n for n, spec in job.params.items() if spec.required and not spec.default}
-        return job if needs else None
-
-    def open_form(self, who: Who, job: JobConfig | None, refused: Outcome | None = None, *,
-                  prefill: BuildCommand | None = None, editing: str | None = None) -> None:
-        """Open the form for ``who`` (its channel, its trigger_id). If Slack will not open
-        it, the user is told what typing would have told (``refused``), or how to type."""
-        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
-                             usergroups=self.groups)
-        metadata = forms.seal(self._form_key(), {
-            "u": who.user_id, "c": who.channel_id, "t": who.team_id or "",
-            "r": who.response_url or "", "e": editing or "", "j": job.name if job else ""})
-        view = forms.form_view([(j.name, j.description) for j in jobs], job,
-                               metadata=metadata, prefill=prefill)
-        opened = self.engine.notifier.open_view(who.trigger_id or "", view)
-        if opened.ok:
-            return
-        log.warning("could not open the form user=%s error=%s", who.user_id, opened.error)
-        if refused is not None:
-            self.respond(who.response_url, refused.reply or msg.problems_message(
-                [refused.detail or "The form could not be opened."]))
-            self.after_command(who, refused)
-            return
-        self.respond(who.response_url, msg.ephemeral(
-            "buildbot could not open the form (Slack said "
-            f"{msg.code(opened.error or 'nothing', 60)}). Type the command instead: "
-            "`/build <job> name=value ...` (`/build help` shows how).", replace=False))
-
-    def on_form_click(self, ack: Ack, body: dict[str, Any],
-                      handler: Callable[[Click, str], None]) -> None:
-        """Edit parameters or Open the form: ack, then open the form at once."""
-        ack()
-        self.at_once(handler, _click(body), _str(body.get("trigger_id")))
-
-    def edit_clicked(self, click: Click, trigger_id: str) -> None:
-        """The confirmation's Edit parameters: the form for its job, showing its values."""
-        answer = self.engine.editable(click)
-        request = answer.request
-        if answer.told is not Told.EDITABLE or request is None:
-            self._tell(click.response_url, answer)
-            return
-        job = self.config.jobs[request.job_name]
-        who = Who(click.user_id, request.channel_id, click.team_id, click.response_url,
-                  request.command, trigger_id=trigger_id)
-        self.open_form(who, job, prefill=forms.prefill_from_body(job.name, request.body),
-                       editing=request.id)
-
-    def open_form_clicked(self, click: Click, trigger_id: str, channel_id: str,
-                          job_name: str) -> None:
-        """Help's Open the form: the form, with the job picked if it may be run here."""
-        who = Who(click.user_id, channel_id, click.team_id, click.response_url, "",
-                  trigger_id=trigger_id)
-        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=channel_id,
-                             usergroups=self.groups)
-        self.open_form(who, next((j for j in jobs if j.name == job_name), None))
-
-    def on_form_job(self, ack: Ack, body: dict[str, Any]) -> None:
-        """A job picked in the form: ack, then show its fields (``views.update``)."""
-        ack()
-        self.at_once(self.show_job, body)
-
-    def _form_who(self, body: dict[str, Any]) -> tuple[Who, dict[str, str]] | None:
-        """Who submitted (Slack's ``user.id``) and where the form was opened (the signed
-        metadata); None if the metadata is not ours or names someone else."""
-        user_id = _str(_dict(body.get("user")).get("id"))
-        meta = forms.unseal(self._form_key(), _dict(body.get("view")).get("private_metadata"))
-        if meta is None or not user_id or meta.get("u") != user_id or not meta.get("c"):
-            log.warning("form refused: metadata not ours or not this user's user=%s", user_id)
-            return None
-        team = _str(_dict(body.get("team")).get("id")) or meta.get("t") or None
-        return Who(user_id, meta["c"], team, meta.get("r") or None, ""), meta
-
-    def show_job(self, body: dict[str, Any]) -> None:
-        view = _dict(body.get("view"))
-        found = self._form_who(body)
-        if found is None:
-            return
-        who, meta = found
-        actions = body.get("actions")
-        picked = _dict(_dict(actions[0] if isinstance(actions, list) and actions else {}
-                             ).get("selected_option")).get("value")
-        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
-                             usergroups=self.groups)
-        job = next((j for j in jobs if j.name == picked), None)
-        metadata = forms.seal(self._form_key(), {**meta, "j": job.name if job else ""})
-        updated = self.engine.notifier.update_view(
-            _str(view.get("id")), forms.form_view([(j.name, j.description) for j in jobs], job,
-                                                  metadata=metadata),
-            view_hash=_str(view.get("hash")) or None)
-        if not updated.ok:  # a newer pick updated it first (hash_conflict), or it closed
-            log.info("form not updated user=%s error=%s", who.user_id, updated.error)
-
-    def on_form_submit(self, ack: Ack, body: dict[str, Any]) -> None:
-        """A submitted form: checked here, before the ack, so each problem can come back on
-        its field; a valid one closes the form and goes on as a typed command would."""
-        found = self._form_who(body)
-        if found is None:
-            ack(response_action="update", view=forms.notice_view(
-                "Form not accepted", ["This form could not be read back. Type /build again "
-                                      "to open a new one."]))
-            return
-        who, meta = found
-        who.received_at = time.monotonic()
-        state = _dict(_dict(_dict(body.get("view")).get("state")).get("values"))
-        name = forms.picked_job(state)
-        job = self.config.jobs.get(name or "")
-        if job is None:
-            ack(response_action="errors", errors={forms.JOB_BLOCK: "Pick a job from the list."})
-            return
-        if job.name != meta.get("j"):
-            ack(response_action="errors", errors={
-                forms.JOB_BLOCK: "Wait until this job's fields appear, then submit again."})
-            return
-        entered = forms.read_form(state, job)
-        assert entered.command is not None
-        who.text = forms.command_text(entered.command)
-        outcome = self._check(entered.command, who, self.groups)
-        errors = dict(entered.problems)
-        general: list[str] = []
-        for field, problem in outcome.fields or []:
-            block = forms.block_for(field, job)
-            if block is None:
-                general.append(problem)
-            else:
-                errors[block] = f"{errors[block]} {problem}" if block in errors else problem
-        if outcome.approved is None and not outcome.fields:  # refused as a whole
-            general.append(outcome.detail or "Nothing was started.")
-        if general:  # not allowed (any more) here: the same words as a typed command
-            ack(response_action="update", view=forms.notice_view("Not started", general))
-            self.submit(self.after_command, who, outcome)
-            return
-        if errors or outcome.approved is None:
-            ack(response_action="errors", errors={
-                b: msg.shorten(p, 1000) for b, p in errors.items()})
-            if outcome.approved is None:
-                self.submit(self.after_command, who, outcome)
-            return
-        ack(response_action="clear")
-        self.submit(self._form_approved, who, outcome, meta.get("e") or None,
-                    reply_to=who.response_url)
-
-    def _form_approved(self, who: Who, outcome: Outcome, editing: str | None) -> None:
-        """An edited request's old question dies first (the store's conditional move, so
-        its Run can never start a build), then the new one is asked like a typed one."""
-        if editing:
-            self._tell(who.response_url, self.engine.replace_edited(editing, who.user_id))
-        self.after_command(who, outcome)
 
 
 def _request(answer: Answer) -> Request:
@@ -761,27 +564,3 @@ def render(answer: Answer) -> dict[str, Any] | None:
     """The reply a click's answer gives the clicker; None when it says nothing."""
     make = _REPLIES.get(answer.told)
     return None if make is None else make(answer)
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _who(payload: dict[str, Any]) -> Who:
-    return Who(user_id=_str(payload.get("user_id")), channel_id=_str(payload.get("channel_id")),
-               team_id=_str(payload.get("team_id")) or None,
-               response_url=_str(payload.get("response_url")) or None,
-               text=_str(payload.get("text")), trigger_id=_str(payload.get("trigger_id")) or None)
-
-
-def _click(body: dict[str, Any]) -> Click:
-    actions = body.get("actions")
-    action = _dict(actions[0]) if isinstance(actions, list) and actions else {}
-    return Click(value=_str(action.get("value"))[:64],
-                 user_id=_str(_dict(body.get("user")).get("id")),
-                 team_id=_str(_dict(body.get("team")).get("id")) or None,
-                 response_url=_str(body.get("response_url")) or None)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}

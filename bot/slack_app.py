@@ -69,11 +69,11 @@ def _form_listeners(app: App, flow: Flow, signing_secret: str | None) -> None:
     """The build form (bot.forms): opened from help and from a confirmation's Edit
     parameters, updated when a job is picked, checked when submitted."""
     if signing_secret:
-        flow.form_key = forms.form_key(signing_secret)
+        flow.form.form_key = forms.form_key(signing_secret)
 
     @app.action(msg.EDIT)
     def edit(ack: Ack, body: dict[str, Any]) -> None:
-        _guard(ack, lambda a, b: flow.on_form_click(a, b, flow.edit_clicked), body)
+        _guard(ack, lambda a, b: flow.form.on_form_click(a, b, flow.form.edit_clicked), body)
 
     @app.action(re.compile("^" + re.escape(msg.OPEN_FORM) + r"\.\d+$"))
     def open_form(ack: Ack, body: dict[str, Any]) -> None:
@@ -81,17 +81,17 @@ def _form_listeners(app: App, flow: Flow, signing_secret: str | None) -> None:
         actions = body.get("actions")
         job = _str(_dict(actions[0] if isinstance(actions, list) and actions else {}
                          ).get("value"))
-        _guard(ack, lambda a, b: flow.on_form_click(
-            a, b, lambda click, trigger: flow.open_form_clicked(click, trigger, channel, job)),
+        _guard(ack, lambda a, b: flow.form.on_form_click(
+            a, b, lambda click, trigger: flow.form.open_form_clicked(click, trigger, channel, job)),
             body)
 
     @app.action(forms.JOB_ACTION)
     def job_picked(ack: Ack, body: dict[str, Any]) -> None:
-        _guard(ack, flow.on_form_job, body)
+        _guard(ack, flow.form.on_form_job, body)
 
     @app.view(forms.CALLBACK)
     def submitted(ack: Ack, body: dict[str, Any]) -> None:
-        _guard(ack, flow.on_form_submit, body)
+        _guard(ack, flow.form.on_form_submit, body)
 
 
 def _stop_listeners(app: App, flow: Flow) -> None:

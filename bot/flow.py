@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 from slack_sdk import WebClient
@@ -21,14 +21,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot import messages as msg
 from bot.answers import Answer, Click, Told
-from bot.codearts.errors import CodeArtsError, describe, request_id_of
 from bot.command import (
     BuildCommand,
     Help,
     ParseError,
     StatusCommand,
     StopCommand,
-    SubsCommand,
     SubscribeCommand,
     SubscriptionsCommand,
     UnsubscribeCommand,
@@ -37,6 +35,8 @@ from bot.command import (
 from bot.config import BuildbotConfig, JobConfig
 from bot.engine import Engine
 from bot.flow_form import FormFlow
+from bot.flow_status import StatusFlow
+from bot.flow_subs import SubsFlow
 from bot.flow_types import Ack, Outcome, Who, read_click, read_who
 from bot.lifecycle import CONFIRM_MINUTES, Build, Request, new_error_id
 from bot.policy import (
@@ -45,12 +45,6 @@ from bot.policy import (
     UserGroups,
     decide,
     runnable_jobs,
-)
-from bot.rules import JOB_ID_RE
-from bot.status import (
-    STATUS_THREADS,
-    read_stop_value,
-    stop_value,
 )
 from bot.usergroups import CachedOnly, SlackUserGroups
 
@@ -77,6 +71,8 @@ class Flow:
         self._inflight = 0
         self._idle = threading.Condition()
         self.form = FormFlow(self)
+        self.status = StatusFlow(self)
+        self.subs = SubsFlow(self)
 
     # --- helpers -----------------------------------------------------------
 
@@ -183,9 +179,9 @@ class Flow:
             return Outcome(msg.help_message(listing, is_admin=self.is_admin(who.user_id),
                                             page=parsed.page), "help")
         if isinstance(parsed, StatusCommand | StopCommand):
-            return self._look_check(parsed, who, groups)
+            return self.status.check(parsed, who, groups)
         if isinstance(parsed, SubscribeCommand | UnsubscribeCommand | SubscriptionsCommand):
-            return self._subs_check(parsed, who, groups)
+            return self.subs.check(parsed, who, groups)
         return self.check(parsed, who, groups)
 
     def check(self, command: BuildCommand, who: Who, groups: UserGroups) -> Outcome:
@@ -203,10 +199,10 @@ class Flow:
     def after_command(self, who: Who, outcome: Outcome, *, rebuild_of: str | None = None) -> None:
         """Audit, then (for an approved request) ask Run/Cancel or start at once."""
         if outcome.look is not None:  # /build status or stop, allowed: read CodeArts
-            self.look(who, outcome)
+            self.status.look(who, outcome)
             return
         if outcome.subs is not None:  # /build subscribe, unsubscribe, subscriptions
-            self.subscriptions_command(who, outcome)
+            self.subs.answer(who, outcome)
             return
         approved = outcome.approved
         if approved is None:
@@ -239,7 +235,7 @@ class Flow:
     def cancel_clicked(self, click: Click) -> None:
         self.tell(click.response_url, self.engine.cancel(click))
 
-    # --- Stop / Rebuild (buttons on the build's messages) ---------------------
+    # --- Rebuild (a button on the build's messages; Stop is flow_status.py's) ------
 
     def _recheck(self, click: Click) -> tuple[Build, Request, Outcome] | None:
         """The original request, run through the checks again for whoever clicked."""
@@ -251,27 +247,6 @@ class Flow:
         who = Who(click.user_id, build.channel_id, click.team_id, click.response_url,
                   request.command)
         return build, request, self.evaluate(who, self.groups)
-
-    def stop_clicked(self, click: Click) -> None:
-        """Whoever may run the job in the build's channel may stop it: the permission
-        checks of a run, without its parameters or the hourly limit (as /build stop)."""
-        build = self.engine.get_build(click.value)
-        if build is None:
-            self.respond(click.response_url, {**msg.missing(), "replace_original": False})
-            return
-        allowed = self.may_run(build.job_name, click.user_id, build.channel_id, self.groups)
-        if isinstance(allowed, list):
-            self.respond(click.response_url, msg.stop_refused(
-                allowed or ["You may not run this job here."]))
-            return
-        if not self.engine.is_followed(build):
-            self.respond(click.response_url, msg.ephemeral("This build has already ended.",
-                                                      replace=False))
-            return
-        self.send_stop(job_id=build.job_id, job_name=build.job_name, build_no=build.build_no,
-                       daily=build.daily_build_number, user_id=click.user_id,
-                       channel_id=build.channel_id, response_url=click.response_url,
-                       build=build)
 
     def rebuild_clicked(self, click: Click) -> None:
         """Whoever clicks is checked as if they typed the command, and is always asked
@@ -286,13 +261,7 @@ class Flow:
             self.respond(click.response_url, {**outcome.reply, "replace_original": False})
         self.after_command(who, outcome, rebuild_of=build.id)
 
-    # --- status and stop (any build of a job, /build status and /build stop) -------------
-    # Who may look at a job's builds or stop one: whoever may run the job here (the checks
-    # of a run, without its parameters or the hourly limit). Answers go to the typist
-    # alone; /build stop asks Stop / Keep running first.
-
-    _status_pool: ThreadPoolExecutor | None = None  # made on first use (_pool)
-    _status_lock = threading.Lock()  # guards making and closing it
+    # --- who may run a job (status, stop and subscriptions check this) -------------------
 
     def may_run(self, job: str, user_id: str, channel_id: str,
                 groups: UserGroups) -> tuple[str, str] | list[str]:
@@ -303,201 +272,17 @@ class Flow:
                           channel_id=channel_id, usergroups=groups)
         if isinstance(decision, Approved):
             return decision.job_name, decision.job_id
-        named = self._job_named(job)
+        named = self.job_named(job)
         if named is not None and any(f is not None for f in decision.fields):
             return named.name, named.id
         return list(decision.problems)
 
-    def _job_named(self, name: str) -> JobConfig | None:
+    def job_named(self, name: str) -> JobConfig | None:
         exact = self.config.jobs.get(name)
         if exact is not None:
             return exact
         folded = [j for j in self.config.jobs.values() if j.name.casefold() == name.casefold()]
         return folded[0] if len(folded) == 1 else None
-
-    def _look_check(self, command: StatusCommand | StopCommand, who: Who,
-                    groups: UserGroups) -> Outcome:
-        if command.job is None:  # /build status: only the jobs this user may run here
-            return Outcome(None, "status", look=command)
-        allowed = self.may_run(command.job, who.user_id, who.channel_id, groups)
-        if isinstance(allowed, list):
-            if self._job_named(command.job) is None and not JOB_ID_RE.fullmatch(command.job):
-                reply = msg.problems_message(allowed)  # no such job: like a typing mistake
-            elif isinstance(command, StopCommand):
-                reply = msg.stop_refused(allowed)
-            else:
-                reply = msg.status_refused(allowed)
-            return Outcome(reply, "denied", job=command.job, detail=" ".join(allowed))
-        return Outcome(None, "status" if isinstance(command, StatusCommand) else "stop",
-                       job=allowed[0], look=command, target=allowed)
-
-    def look(self, who: Who, outcome: Outcome) -> None:
-        """After the ack: read CodeArts and answer ``/build status`` or ask Stop/Keep."""
-        command = outcome.look
-        if isinstance(command, StatusCommand) and command.job is None:
-            self._all_status(who)
-            return
-        assert outcome.target is not None
-        job_name, job_id = outcome.target
-        if isinstance(command, StatusCommand):
-            try:
-                rows = self.engine.recent_builds(job_id)
-            except CodeArtsError as exc:
-                log.warning("status of job=%s not read: %s", job_name, type(exc).__name__)
-                self.respond(who.response_url, msg.status_failed(
-                    job_name, describe(exc).why, request_id=request_id_of(exc)))
-                return
-            self.respond(who.response_url, msg.job_status(job_name, rows))
-            return
-        assert isinstance(command, StopCommand)
-        self.respond(who.response_url, self._stop_question(job_name, job_id, command.build_no))
-
-    def _all_status(self, who: Who) -> None:
-        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
-                             usergroups=self.groups)
-        shown = jobs[:msg.HELP_PAGE_JOBS]
-        results = self.engine.last_results([(j.name, j.id) for j in shown], self._pool())
-        self.respond(who.response_url, msg.jobs_status(
-            [(r.job_name, r.row, r.failed) for r in results], left=len(jobs) - len(shown),
-            request_ids={r.job_name: r.request_id for r in results if r.request_id}))
-
-    def _pool(self) -> ThreadPoolExecutor:
-        """Threads for /build status's history calls, side by side (made on first use)."""
-        with self._status_lock:
-            if self._status_pool is None:
-                self._status_pool = ThreadPoolExecutor(STATUS_THREADS,
-                                                       thread_name_prefix="buildbot-status")
-            return self._status_pool
-
-    def close_status_pool(self) -> None:
-        """Let the status threads end once their calls are done (at shutdown)."""
-        with self._status_lock:
-            pool, self._status_pool = self._status_pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _stop_question(self, job_name: str, job_id: str, build_no: str) -> dict[str, Any]:
-        """Stop / Keep running for a running build; else why there is nothing to stop."""
-        standing, ours = self.engine.standing(job_id, build_no)
-        daily = ours.daily_build_number if ours else ""
-        if standing.kind == "missing":
-            return msg.stop_no_such_build(job_name, build_no)
-        if standing.kind == "ended":
-            return msg.stop_not_running(job_name, daily, build_no, standing.result)
-        if standing.kind == "unknown":
-            assert standing.error is not None
-            return msg.status_failed(job_name, describe(standing.error).why,
-                                     request_id=request_id_of(standing.error))
-        return msg.stop_question(job_name, daily, build_no, value=stop_value(job_id, build_no),
-                                 started_by=ours.user_id if ours else None)
-
-    def stop_confirmed(self, click: Click, channel_id: str) -> None:
-        """Stop on a /build stop question: checked again for whoever clicks, where the
-        question was asked, then stopped as the Stop button stops."""
-        target = read_stop_value(click.value)
-        if target is None or not channel_id:
-            self.respond(click.response_url, msg.missing())
-            return
-        job_id, build_no = target
-        names = [j.name for j in self.config.jobs.values() if j.id == job_id] + [job_id]
-        problems: list[str] = []
-        allowed: tuple[str, str] | None = None
-        for name in names:
-            found = self.may_run(name, click.user_id, channel_id, self.groups)
-            if isinstance(found, tuple):
-                allowed = found
-                break
-            problems = problems or found
-        if allowed is None:
-            self.respond(click.response_url, msg.stop_refused(problems))
-            return
-        job_name = allowed[0]
-        standing, ours = self.engine.standing(job_id, build_no)
-        daily = ours.daily_build_number if ours else ""
-        if standing.kind == "ended":
-            self.respond(click.response_url,
-                         {**msg.stop_not_running(job_name, daily, build_no, standing.result),
-                          "replace_original": True})
-            return
-        if standing.kind == "missing":
-            self.respond(click.response_url, msg.stop_no_such_build(job_name, build_no))
-            return
-        if self.send_stop(job_id=job_id, job_name=job_name, build_no=build_no, daily=daily,
-                          user_id=click.user_id, channel_id=channel_id,
-                          response_url=click.response_url, build=ours):
-            self.respond(click.response_url, msg.stop_asked(job_name, daily, build_no))
-
-    def stop_kept(self, click: Click) -> None:
-        target = read_stop_value(click.value)
-        names = [j.name for j in self.config.jobs.values() if target and j.id == target[0]]
-        self.respond(click.response_url, msg.stop_kept(
-            names[0] if names else (target[0] if target else "the job"),
-            target[1] if target else "?"))
-
-    def send_stop(self, *, job_id: str, job_name: str, build_no: str, daily: str,
-                  user_id: str, channel_id: str, response_url: str | None,
-                  build: Build | None) -> bool:
-        """Ask CodeArts to stop a build (the Stop button and /build stop): audited, and
-        said in the build's thread when the bot follows it; a refusal is told to the user
-        with CodeArts' words. True when CodeArts took it."""
-        answer = self.engine.stop(job_id=job_id, job_name=job_name, build_no=build_no,
-                                  daily=daily, user_id=user_id, channel_id=channel_id,
-                                  build=build)
-        exc = answer.error
-        if exc is not None:
-            told = describe(exc)
-            self.respond(response_url, msg.stop_failed(
-                job_name, daily, build_no, status=told.status, error_code=told.error_code,
-                error_msg=told.detail, request_id=told.request_id))
-            return False
-        return True
-
-    # --- subscriptions (builds started outside Slack, announced in the channel) ---------
-    # Who may subscribe a channel to a job, or end it: whoever may run the job there (the
-    # checks of a run, as for /build status), admins included by those checks.
-
-    def _subs_check(self, command: SubsCommand, who: Who, groups: UserGroups) -> Outcome:
-        if isinstance(command, SubscriptionsCommand):
-            return Outcome(None, "subscriptions", subs=command)
-        allowed = self.may_run(command.job, who.user_id, who.channel_id, groups)
-        kind = "subscribe" if isinstance(command, SubscribeCommand) else "unsubscribe"
-        if isinstance(allowed, list):
-            if isinstance(command, UnsubscribeCommand) and self._job_named(command.job) is None \
-                    and not JOB_ID_RE.fullmatch(command.job) and any(
-                        s.job_name == command.job
-                        for s in self.engine.subscriptions(who.channel_id)):
-                # a job gone from the file: its subscription here can still be ended
-                return Outcome(None, kind, job=command.job, subs=command,
-                               target=(command.job, ""))
-            if self._job_named(command.job) is None and not JOB_ID_RE.fullmatch(command.job):
-                reply = msg.problems_message(allowed)  # no such job: like a typing mistake
-            else:
-                reply = msg.subscribe_refused(allowed)
-            return Outcome(reply, "denied", job=command.job, detail=" ".join(allowed))
-        return Outcome(None, kind, job=allowed[0], subs=command, target=allowed)
-
-    def subscriptions_command(self, who: Who, outcome: Outcome) -> None:
-        """After the ack: list, end or make the channel's subscription (audited)."""
-        command = outcome.subs
-        if isinstance(command, SubscriptionsCommand):
-            found = self.engine.subscriptions(who.channel_id)
-            self.respond(who.response_url, msg.subscriptions_list(
-                [(s.job_name, s.filter, s.created_by, s.created_at) for s in found]))
-            return
-        assert outcome.target is not None
-        job_name, job_id = outcome.target
-        if isinstance(command, UnsubscribeCommand):
-            existed = self.engine.unsubscribe(channel_id=who.channel_id, job_name=job_name,
-                                              user_id=who.user_id)
-            self.respond(who.response_url,
-                         msg.unsubscribed(job_name, user_id=who.user_id, existed=existed))
-            return
-        assert isinstance(command, SubscribeCommand)
-        before = self.engine.subscribe(channel_id=who.channel_id, job_name=job_name,
-                                       job_id=job_id, filter=command.filter,
-                                       user_id=who.user_id)
-        self.respond(who.response_url, msg.subscribed(job_name, command.filter,
-                                                      user_id=who.user_id, previous=before))
 
     # --- approvals and the queue ---------------------------------------------------------
     # Approve / Reject (on the approval message, by approvers), Withdraw (on the

@@ -19,7 +19,7 @@ from bot.answers import Click, Told
 from bot.command import BuildCommand, parse
 from bot.config import JobConfig
 from bot.flow_types import Ack, Outcome, Who, _dict, _str, read_click
-from bot.policy import runnable_jobs
+from bot.policy import UserGroups, runnable_jobs
 
 if TYPE_CHECKING:
     from bot.flow import Flow
@@ -33,6 +33,13 @@ class FormFlow:
 
     def __init__(self, flow: Flow) -> None:
         self.flow = flow
+        self.config = flow.config
+        self.engine = flow.engine
+        self.respond = flow.respond
+
+    @property
+    def groups(self) -> UserGroups:
+        return self.flow.groups  # read each time: tests replace it after construction
 
     form_key: bytes | None = None  # signs the form's metadata; create_app sets it
 
@@ -50,8 +57,8 @@ class FormFlow:
         if not isinstance(parsed, BuildCommand) or parsed.params or parsed.commit is not None \
                 or parsed.tag is not None:
             return None
-        job = self.flow.config.jobs.get(outcome.job or "") or next(
-            (j for j in self.flow.config.jobs.values()
+        job = self.config.jobs.get(outcome.job or "") or next(
+            (j for j in self.config.jobs.values()
              if j.name.casefold() == (outcome.job or "").casefold()), None)
         if job is None or any(field not in job.params for field, _ in outcome.fields):
             return None
@@ -62,23 +69,23 @@ class FormFlow:
                   prefill: BuildCommand | None = None, editing: str | None = None) -> None:
         """Open the form for ``who`` (its channel, its trigger_id). If Slack will not open
         it, the user is told what typing would have told (``refused``), or how to type."""
-        jobs = runnable_jobs(self.flow.config, user_id=who.user_id, channel_id=who.channel_id,
-                             usergroups=self.flow.groups)
+        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
+                             usergroups=self.groups)
         metadata = forms.seal(self._form_key(), {
             "u": who.user_id, "c": who.channel_id, "t": who.team_id or "",
             "r": who.response_url or "", "e": editing or "", "j": job.name if job else ""})
         view = forms.form_view([(j.name, j.description) for j in jobs], job,
                                metadata=metadata, prefill=prefill)
-        opened = self.flow.engine.notifier.open_view(who.trigger_id or "", view)
+        opened = self.engine.notifier.open_view(who.trigger_id or "", view)
         if opened.ok:
             return
         log.warning("could not open the form user=%s error=%s", who.user_id, opened.error)
         if refused is not None:
-            self.flow.respond(who.response_url, refused.reply or msg.problems_message(
+            self.respond(who.response_url, refused.reply or msg.problems_message(
                 [refused.detail or "The form could not be opened."]))
             self.flow.after_command(who, refused)
             return
-        self.flow.respond(who.response_url, msg.ephemeral(
+        self.respond(who.response_url, msg.ephemeral(
             "buildbot could not open the form (Slack said "
             f"{msg.code(opened.error or 'nothing', 60)}). Type the command instead: "
             "`/build <job> name=value ...` (`/build help` shows how).", replace=False))
@@ -91,12 +98,12 @@ class FormFlow:
 
     def edit_clicked(self, click: Click, trigger_id: str) -> None:
         """The confirmation's Edit parameters: the form for its job, showing its values."""
-        answer = self.flow.engine.editable(click)
+        answer = self.engine.editable(click)
         request = answer.request
         if answer.told is not Told.EDITABLE or request is None:
             self.flow.tell(click.response_url, answer)
             return
-        job = self.flow.config.jobs[request.job_name]
+        job = self.config.jobs[request.job_name]
         who = Who(click.user_id, request.channel_id, click.team_id, click.response_url,
                   request.command, trigger_id=trigger_id)
         self.open_form(who, job, prefill=forms.prefill_from_body(job.name, request.body),
@@ -107,8 +114,8 @@ class FormFlow:
         """Help's Open the form: the form, with the job picked if it may be run here."""
         who = Who(click.user_id, channel_id, click.team_id, click.response_url, "",
                   trigger_id=trigger_id)
-        jobs = runnable_jobs(self.flow.config, user_id=who.user_id, channel_id=channel_id,
-                             usergroups=self.flow.groups)
+        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=channel_id,
+                             usergroups=self.groups)
         self.open_form(who, next((j for j in jobs if j.name == job_name), None))
 
     def on_form_job(self, ack: Ack, body: dict[str, Any]) -> None:
@@ -136,11 +143,11 @@ class FormFlow:
         actions = body.get("actions")
         picked = _dict(_dict(actions[0] if isinstance(actions, list) and actions else {}
                              ).get("selected_option")).get("value")
-        jobs = runnable_jobs(self.flow.config, user_id=who.user_id, channel_id=who.channel_id,
-                             usergroups=self.flow.groups)
+        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
+                             usergroups=self.groups)
         job = next((j for j in jobs if j.name == picked), None)
         metadata = forms.seal(self._form_key(), {**meta, "j": job.name if job else ""})
-        updated = self.flow.engine.notifier.update_view(
+        updated = self.engine.notifier.update_view(
             _str(view.get("id")), forms.form_view([(j.name, j.description) for j in jobs], job,
                                                   metadata=metadata),
             view_hash=_str(view.get("hash")) or None)
@@ -160,7 +167,7 @@ class FormFlow:
         who.received_at = time.monotonic()
         state = _dict(_dict(_dict(body.get("view")).get("state")).get("values"))
         name = forms.picked_job(state)
-        job = self.flow.config.jobs.get(name or "")
+        job = self.config.jobs.get(name or "")
         if job is None:
             ack(response_action="errors", errors={forms.JOB_BLOCK: "Pick a job from the list."})
             return
@@ -171,7 +178,7 @@ class FormFlow:
         entered = forms.read_form(state, job)
         assert entered.command is not None
         who.text = forms.command_text(entered.command)
-        outcome = self.flow.check(entered.command, who, self.flow.groups)
+        outcome = self.flow.check(entered.command, who, self.groups)
         errors = dict(entered.problems)
         general: list[str] = []
         for field, problem in outcome.fields or []:
@@ -200,5 +207,5 @@ class FormFlow:
         """An edited request's old question dies first (the store's conditional move, so
         its Run can never start a build), then the new one is asked like a typed one."""
         if editing:
-            self.flow.tell(who.response_url, self.flow.engine.replace_edited(editing, who.user_id))
+            self.flow.tell(who.response_url, self.engine.replace_edited(editing, who.user_id))
         self.flow.after_command(who, outcome)

@@ -45,7 +45,7 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
         _guard(ack, flow.on_command, command)
 
     buttons = {msg.RUN: flow.run_clicked, msg.CANCEL: flow.cancel_clicked,
-               msg.STOP: flow.stop_clicked, msg.REBUILD: flow.rebuild_clicked,
+               msg.STOP: flow.status.stop_clicked, msg.REBUILD: flow.rebuild_clicked,
                msg.APPROVE: flow.approve_clicked, msg.REJECT: flow.reject_clicked,
                msg.WITHDRAW: flow.withdraw_clicked, msg.QUEUE: flow.queue_clicked,
                msg.RUN_ANYWAY: flow.run_anyway_clicked, msg.LEAVE: flow.leave_clicked}
@@ -102,9 +102,9 @@ def _stop_listeners(app: App, flow: Flow) -> None:
     def stop_confirmed(ack: Ack, body: dict[str, Any]) -> None:
         channel = _str(_dict(body.get("channel")).get("id"))
         _guard(ack, lambda a, b: flow.on_click(
-            a, b, lambda click: flow.stop_confirmed(click, channel)), body)
+            a, b, lambda click: flow.status.stop_confirmed(click, channel)), body)
 
-    app.action(msg.STOP_KEEP)(_button_listener(flow, flow.stop_kept))
+    app.action(msg.STOP_KEEP)(_button_listener(flow, flow.status.stop_kept))
 
 
 def _str(value: Any) -> str:

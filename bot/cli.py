@@ -15,8 +15,7 @@ import os
 import re
 from collections.abc import Sequence
 
-from bot.command import BuildCommand, Help, ParseError, StatusCommand, StopCommand, parse
-from bot.command import SubscribeCommand, SubscriptionsCommand, UnsubscribeCommand
+from bot.command import BuildCommand, ParseError, parse
 from bot.config import BuildbotConfig, ConfigError, load_config
 from bot.policy import Approved, StaticUserGroups, decide, per_user_limit, runnable_jobs
 from bot.settings import SettingsError, load_settings
@@ -166,20 +165,13 @@ def run_explain(args: argparse.Namespace) -> int:
     if isinstance(parsed, ParseError):
         print("The command cannot be read:\n" + "\n".join(f"- {p}" for p in parsed.problems))
         return 1
-    if isinstance(parsed, Help):
-        return _explain_help(config, args.user, args.channel, groups)
-    if isinstance(parsed, StatusCommand | StopCommand):  # allowed to whoever may run the job
-        if parsed.job is None:
+    if not isinstance(parsed, BuildCommand):  # help, or a subcommand: one rule for all
+        job = getattr(parsed, "job", None)  # status, stop, subscribe, unsubscribe name one
+        if job is None:
             return _explain_help(config, args.user, args.channel, groups)
-        print(f"/build {'status' if isinstance(parsed, StatusCommand) else 'stop'} is allowed "
-              "to whoever may run the job here; running it with its defaults:")
-        parsed = BuildCommand(parsed.job)
-    if isinstance(parsed, SubscriptionsCommand):
-        return _explain_help(config, args.user, args.channel, groups)
-    if isinstance(parsed, SubscribeCommand | UnsubscribeCommand):  # as for status and stop
-        print(f"/build {'subscribe' if isinstance(parsed, SubscribeCommand) else 'unsubscribe'}"
-              " is allowed to whoever may run the job here; running it with its defaults:")
-        parsed = BuildCommand(parsed.job)
+        print(f"/build {parsed.WORD} is allowed to whoever may run the job here; running it "
+              "with its defaults:")
+        parsed = BuildCommand(job)
     return _explain_build(config, parsed, args.user, args.channel, groups)
 
 

@@ -25,11 +25,6 @@ from bot.command import (
     BuildCommand,
     Help,
     ParseError,
-    StatusCommand,
-    StopCommand,
-    SubscribeCommand,
-    SubscriptionsCommand,
-    UnsubscribeCommand,
     parse,
 )
 from bot.config import BuildbotConfig, JobConfig
@@ -37,7 +32,7 @@ from bot.engine import Engine
 from bot.flow_form import FormFlow
 from bot.flow_status import StatusFlow
 from bot.flow_subs import SubsFlow
-from bot.flow_types import Ack, Outcome, Who, read_click, read_who
+from bot.flow_types import Ack, Outcome, Room, Who, read_click, read_who
 from bot.lifecycle import CONFIRM_MINUTES, Build, Request, new_error_id
 from bot.policy import (
     Approved,
@@ -73,6 +68,14 @@ class Flow:
         self.form = FormFlow(self)
         self.status = StatusFlow(self)
         self.subs = SubsFlow(self)
+        # One table from a parsed command's type to what checks it; a subcommand's room
+        # (status, stop, subscriptions) also answers it after the ack. A new subcommand is
+        # a grammar entry (bot/command.py), a type in its room's COMMANDS and its message.
+        self.rooms: dict[type, Room] = {
+            kind: room for room in (self.status, self.subs) for kind in room.COMMANDS}
+        self.checks: dict[type, Callable[[Any, Who, UserGroups], Outcome]] = {
+            ParseError: self.unreadable, Help: self.help, BuildCommand: self.check,
+            **{kind: room.check for kind, room in self.rooms.items()}}
 
     # --- helpers -----------------------------------------------------------
 
@@ -170,19 +173,17 @@ class Flow:
             problem = "Slack did not say who you are or where you typed this; try again."
             return Outcome(msg.problems_message([problem]), "invalid", detail=problem)
         parsed = parse(who.text)
-        if isinstance(parsed, ParseError):
-            return Outcome(msg.problems_message(parsed.problems), "invalid", detail=parsed.message)
-        if isinstance(parsed, Help):
-            jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
-                                 usergroups=groups)
-            listing = [(j.name, j.description) for j in jobs]
-            return Outcome(msg.help_message(listing, is_admin=self.is_admin(who.user_id),
-                                            page=parsed.page), "help")
-        if isinstance(parsed, StatusCommand | StopCommand):
-            return self.status.check(parsed, who, groups)
-        if isinstance(parsed, SubscribeCommand | UnsubscribeCommand | SubscriptionsCommand):
-            return self.subs.check(parsed, who, groups)
-        return self.check(parsed, who, groups)
+        return self.checks[type(parsed)](parsed, who, groups)
+
+    def unreadable(self, parsed: ParseError, who: Who, groups: UserGroups) -> Outcome:
+        return Outcome(msg.problems_message(parsed.problems), "invalid", detail=parsed.message)
+
+    def help(self, parsed: Help, who: Who, groups: UserGroups) -> Outcome:
+        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
+                             usergroups=groups)
+        listing = [(j.name, j.description) for j in jobs]
+        return Outcome(msg.help_message(listing, is_admin=self.is_admin(who.user_id),
+                                        page=parsed.page), "help")
 
     def check(self, command: BuildCommand, who: Who, groups: UserGroups) -> Outcome:
         decision = decide(self.config, command, user_id=who.user_id, channel_id=who.channel_id,
@@ -198,11 +199,8 @@ class Flow:
 
     def after_command(self, who: Who, outcome: Outcome, *, rebuild_of: str | None = None) -> None:
         """Audit, then (for an approved request) ask Run/Cancel or start at once."""
-        if outcome.look is not None:  # /build status or stop, allowed: read CodeArts
-            self.status.look(who, outcome)
-            return
-        if outcome.subs is not None:  # /build subscribe, unsubscribe, subscriptions
-            self.subs.answer(who, outcome)
+        if outcome.asked is not None:  # an allowed subcommand: its room answers it
+            self.rooms[type(outcome.asked)].answer(who, outcome)
             return
         approved = outcome.approved
         if approved is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bot import messages as msg
 from bot.answers import Click
@@ -43,6 +43,8 @@ class StatusFlow:
     def groups(self) -> UserGroups:
         return self.flow.groups  # read each time: tests replace it after construction
 
+    COMMANDS: ClassVar[tuple[type, ...]] = (StatusCommand, StopCommand)
+
     _status_pool: ThreadPoolExecutor | None = None  # made on first use (_pool)
     _status_lock = threading.Lock()  # guards making and closing it
 
@@ -71,7 +73,7 @@ class StatusFlow:
     def check(self, command: StatusCommand | StopCommand, who: Who,
                     groups: UserGroups) -> Outcome:
         if command.job is None:  # /build status: only the jobs this user may run here
-            return Outcome(None, "status", look=command)
+            return Outcome(None, "status", asked=command)
         allowed = self.flow.may_run(command.job, who.user_id, who.channel_id, groups)
         if isinstance(allowed, list):
             if self.flow.job_named(command.job) is None and not JOB_ID_RE.fullmatch(command.job):
@@ -82,11 +84,11 @@ class StatusFlow:
                 reply = msg.status_refused(allowed)
             return Outcome(reply, "denied", job=command.job, detail=" ".join(allowed))
         return Outcome(None, "status" if isinstance(command, StatusCommand) else "stop",
-                       job=allowed[0], look=command, target=allowed)
+                       job=allowed[0], asked=command, target=allowed)
 
-    def look(self, who: Who, outcome: Outcome) -> None:
+    def answer(self, who: Who, outcome: Outcome) -> None:
         """After the ack: read CodeArts and answer ``/build status`` or ask Stop/Keep."""
-        command = outcome.look
+        command = outcome.asked
         if isinstance(command, StatusCommand) and command.job is None:
             self._all_status(who)
             return

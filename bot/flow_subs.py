@@ -7,7 +7,7 @@ of a run, as for ``/build status``), admins included by those checks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from bot import messages as msg
 from bot.command import SubsCommand, SubscribeCommand, SubscriptionsCommand, UnsubscribeCommand
@@ -32,9 +32,12 @@ class SubsFlow:
     def groups(self) -> UserGroups:
         return self.flow.groups  # read each time: tests replace it after construction
 
+    COMMANDS: ClassVar[tuple[type, ...]] = (SubscribeCommand, UnsubscribeCommand,
+                                            SubscriptionsCommand)
+
     def check(self, command: SubsCommand, who: Who, groups: UserGroups) -> Outcome:
         if isinstance(command, SubscriptionsCommand):
-            return Outcome(None, "subscriptions", subs=command)
+            return Outcome(None, "subscriptions", asked=command)
         allowed = self.flow.may_run(command.job, who.user_id, who.channel_id, groups)
         kind = "subscribe" if isinstance(command, SubscribeCommand) else "unsubscribe"
         if isinstance(allowed, list):
@@ -43,18 +46,18 @@ class SubsFlow:
             if isinstance(command, UnsubscribeCommand) and unknown and any(
                     s.job_name == command.job for s in self.engine.subscriptions(who.channel_id)):
                 # a job gone from the file: its subscription here can still be ended
-                return Outcome(None, kind, job=command.job, subs=command,
+                return Outcome(None, kind, job=command.job, asked=command,
                                target=(command.job, ""))
             if unknown:
                 reply = msg.problems_message(allowed)  # no such job: like a typing mistake
             else:
                 reply = msg.subscribe_refused(allowed)
             return Outcome(reply, "denied", job=command.job, detail=" ".join(allowed))
-        return Outcome(None, kind, job=allowed[0], subs=command, target=allowed)
+        return Outcome(None, kind, job=allowed[0], asked=command, target=allowed)
 
     def answer(self, who: Who, outcome: Outcome) -> None:
         """After the ack: list, end or make the channel's subscription (audited)."""
-        command = outcome.subs
+        command = outcome.asked
         if isinstance(command, SubscriptionsCommand):
             found = self.engine.subscriptions(who.channel_id)
             self.respond(who.response_url, msg.subscriptions_list(

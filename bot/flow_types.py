@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from bot.answers import Click
-from bot.command import StatusCommand, StopCommand, SubsCommand
-from bot.policy import Approved
+from bot.command import Parsed
+from bot.policy import Approved, UserGroups
 
 Ack = Callable[..., Any]
 
@@ -24,9 +24,8 @@ class Outcome:
     detail: str | None = None
     job: str | None = None
     fields: list[tuple[str | None, str]] | None = None  # a denial's problems by field (form)
-    look: StatusCommand | StopCommand | None = None  # allowed /build status or stop
+    asked: Parsed | None = None  # an allowed subcommand (status, stop, subscribe...)
     target: tuple[str, str] | None = None  # its job (name, build task ID)
-    subs: SubsCommand | None = None  # an allowed /build subscribe, unsubscribe, subscriptions
 
 
 @dataclass
@@ -38,6 +37,17 @@ class Who:
     text: str
     received_at: float | None = None  # monotonic, when the command reached the bot
     trigger_id: str | None = None  # lets the bot open a modal (the form) for 3 s
+
+
+class Room(Protocol):
+    """A feature's subcommands on the Slack side: ``check`` before the ack (no side effects),
+    ``answer`` after it. ``Flow`` routes each type in ``COMMANDS`` to its room."""
+
+    COMMANDS: ClassVar[tuple[type, ...]]
+
+    def check(self, command: Any, who: Who, groups: UserGroups) -> Outcome: ...
+
+    def answer(self, who: Who, outcome: Outcome) -> None: ...
 
 
 def _str(value: Any) -> str:

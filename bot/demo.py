@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -114,6 +114,10 @@ _EMOJI = re.compile(r":([a-z0-9_+-]+):")
 _ANGLE = re.compile(r"<([^<>]*)>")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+# What may follow a demo command's first word (``Demo._words``).
+WORDS, ANY, NOTHING = "words", "any", "nothing"
 
 
 class _DemoSettings(Settings):
@@ -256,34 +260,35 @@ class Demo:
             self.say(text if not text or text.startswith("#") else self.prompt() + text)
         if not text or text.startswith("#"):
             return True
-        word, _, rest = text.partition(" ")
-        word, rest = word.lower(), rest.strip()
         if text.startswith("/"):
             return self.command(text)
         if text.isdigit():
             return self.click(int(text))
-        if word == "click" and rest:
-            return self.click_label(rest)
-        if word == "as" and rest:
-            return self.switch_user(rest)
-        if word == "in" and rest:
-            return self.switch_channel(rest)
-        if word == "pick" and rest:
-            return self.pick(rest)
-        if word == "submit":
-            return self.submit(rest)
-        if word == "wait":
-            return self.wait(rest)
-        if word == "who" and not rest:
-            self.say(f"You are {self._who()}.")
-            return True
-        if word in ("help", "?") and not rest:
-            self.say(HELP)
-            if self.config_path is None:
-                self.say("People: " + PEOPLE_NOTE)
-            return True
+        word, _, rest = text.partition(" ")
+        rest = rest.strip()
+        takes, act = self._words().get(word.lower(), (None, None))
+        if act is not None and takes in (ANY, WORDS if rest else NOTHING):
+            return act(rest)
         self.say(f"Not understood: {text!r}. Type help for the commands.")
         return False
+
+    def _words(self) -> dict[str, tuple[str, Callable[[str], bool]]]:
+        """The demo's own commands: a first word, what may follow it, and what it does."""
+        return {"click": (WORDS, self.click_label), "as": (WORDS, self.switch_user),
+                "in": (WORDS, self.switch_channel), "pick": (WORDS, self.pick),
+                "submit": (ANY, self.submit), "wait": (ANY, self.wait),
+                "who": (NOTHING, self.say_who), "help": (NOTHING, self.say_help),
+                "?": (NOTHING, self.say_help)}
+
+    def say_who(self, _rest: str) -> bool:
+        self.say(f"You are {self._who()}.")
+        return True
+
+    def say_help(self, _rest: str) -> bool:
+        self.say(HELP)
+        if self.config_path is None:
+            self.say("People: " + PEOPLE_NOTE)
+        return True
 
     def command(self, text: str) -> bool:
         name, _, args = text.partition(" ")

@@ -51,19 +51,16 @@ class FormFlow:
     def form_instead(self, who: Who, outcome: Outcome) -> JobConfig | None:
         """The job, when ``/build <job>`` was typed alone and was refused only because a
         required parameter has no value (no default): the form asks for it."""
-        if outcome.decision != "denied" or not outcome.fields or not who.trigger_id:
+        if outcome.decision != "denied" or not outcome.fields or not who.trigger_id \
+                or not _job_alone(who.text):
             return None
-        parsed = parse(who.text)
-        if not isinstance(parsed, BuildCommand) or parsed.params or parsed.commit is not None \
-                or parsed.tag is not None:
-            return None
-        job = self.config.jobs.get(outcome.job or "") or next(
-            (j for j in self.config.jobs.values()
-             if j.name.casefold() == (outcome.job or "").casefold()), None)
-        if job is None or any(field not in job.params for field, _ in outcome.fields):
-            return None
-        needs = {n for n, spec in job.params.items() if spec.required and not spec.default}
-        return job if needs else None
+        job = self._job_of(outcome.job or "")
+        return job if job is not None and _form_fixes(job, outcome.fields) else None
+
+    def _job_of(self, name: str) -> JobConfig | None:
+        """The job of this name, or else the first whose name matches regardless of case."""
+        return self.config.jobs.get(name) or next(
+            (j for j in self.config.jobs.values() if j.name.casefold() == name.casefold()), None)
 
     def open_form(self, who: Who, job: JobConfig | None, refused: Outcome | None = None, *,
                   prefill: BuildCommand | None = None, editing: str | None = None) -> None:
@@ -209,3 +206,17 @@ class FormFlow:
         if editing:
             self.flow.tell(who.response_url, self.engine.replace_edited(editing, who.user_id))
         self.flow.after_command(who, outcome)
+
+
+def _job_alone(text: str) -> bool:
+    """``/build <job>`` with no parameter, commit or tag."""
+    parsed = parse(text)
+    return isinstance(parsed, BuildCommand) and not parsed.params and parsed.commit is None \
+        and parsed.tag is None
+
+
+def _form_fixes(job: JobConfig, fields: list[tuple[str | None, str]]) -> bool:
+    """Every problem is about one of the job's parameters, and one of them is required
+    without a default: the form can ask for it."""
+    return all(field in job.params for field, _ in fields) and any(
+        spec.required and not spec.default for spec in job.params.values())

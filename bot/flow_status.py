@@ -154,17 +154,9 @@ class StatusFlow:
             self.respond(click.response_url, msg.missing())
             return
         job_id, build_no = target
-        names = [j.name for j in self.config.jobs.values() if j.id == job_id] + [job_id]
-        problems: list[str] = []
-        allowed: tuple[str, str] | None = None
-        for name in names:
-            found = self.flow.may_run(name, click.user_id, channel_id, self.groups)
-            if isinstance(found, tuple):
-                allowed = found
-                break
-            problems = problems or found
-        if allowed is None:
-            self.respond(click.response_url, msg.stop_refused(problems))
+        allowed = self._may_stop(job_id, click.user_id, channel_id)
+        if isinstance(allowed, list):
+            self.respond(click.response_url, msg.stop_refused(allowed))
             return
         job_name = allowed[0]
         standing, ours = self.engine.standing(job_id, build_no)
@@ -181,6 +173,19 @@ class StatusFlow:
                           user_id=click.user_id, channel_id=channel_id,
                           response_url=click.response_url, build=ours):
             self.respond(click.response_url, msg.stop_asked(job_name, daily, build_no))
+
+    def _may_stop(self, job_id: str, user_id: str,
+                  channel_id: str) -> tuple[str, str] | list[str]:
+        """``may_run`` for a build task ID: through any job of the file with that ID, else
+        the ID itself; the first refusal's problems when none allows it."""
+        names = [j.name for j in self.config.jobs.values() if j.id == job_id] + [job_id]
+        problems: list[str] = []
+        for name in names:
+            found = self.flow.may_run(name, user_id, channel_id, self.groups)
+            if isinstance(found, tuple):
+                return found
+            problems = problems or found
+        return problems
 
     def stop_kept(self, click: Click) -> None:
         target = read_stop_value(click.value)

@@ -163,29 +163,15 @@ class FormFlow:
         who, meta = found
         who.received_at = time.monotonic()
         state = _dict(_dict(_dict(body.get("view")).get("state")).get("values"))
-        name = forms.picked_job(state)
-        job = self.config.jobs.get(name or "")
-        if job is None:
-            ack(response_action="errors", errors={forms.JOB_BLOCK: "Pick a job from the list."})
-            return
-        if job.name != meta.get("j"):
-            ack(response_action="errors", errors={
-                forms.JOB_BLOCK: "Wait until this job's fields appear, then submit again."})
+        job = self._submitted_job(state, meta)
+        if isinstance(job, str):
+            ack(response_action="errors", errors={forms.JOB_BLOCK: job})
             return
         entered = forms.read_form(state, job)
         assert entered.command is not None
         who.text = forms.command_text(entered.command)
         outcome = self.flow.check(entered.command, who, self.groups)
-        errors = dict(entered.problems)
-        general: list[str] = []
-        for field, problem in outcome.fields or []:
-            block = forms.block_for(field, job)
-            if block is None:
-                general.append(problem)
-            else:
-                errors[block] = f"{errors[block]} {problem}" if block in errors else problem
-        if outcome.approved is None and not outcome.fields:  # refused as a whole
-            general.append(outcome.detail or "Nothing was started.")
+        errors, general = _sorted_problems(dict(entered.problems), outcome, job)
         if general:  # not allowed (any more) here: the same words as a typed command
             ack(response_action="update", view=forms.notice_view("Not started", general))
             self.flow.submit(self.flow.after_command, who, outcome)
@@ -198,7 +184,16 @@ class FormFlow:
             return
         ack(response_action="clear")
         self.flow.submit(self._form_approved, who, outcome, meta.get("e") or None,
-                    reply_to=who.response_url)
+                         reply_to=who.response_url)
+
+    def _submitted_job(self, state: dict[str, Any], meta: dict[str, str]) -> JobConfig | str:
+        """The job the form was submitted for, or what to say on its list."""
+        job = self.config.jobs.get(forms.picked_job(state) or "")
+        if job is None:
+            return "Pick a job from the list."
+        if job.name != meta.get("j"):
+            return "Wait until this job's fields appear, then submit again."
+        return job
 
     def _form_approved(self, who: Who, outcome: Outcome, editing: str | None) -> None:
         """An edited request's old question dies first (the store's conditional move, so
@@ -220,3 +215,19 @@ def _form_fixes(job: JobConfig, fields: list[tuple[str | None, str]]) -> bool:
     without a default: the form can ask for it."""
     return all(field in job.params for field, _ in fields) and any(
         spec.required and not spec.default for spec in job.params.values())
+
+
+def _sorted_problems(errors: dict[str, str], outcome: Outcome,
+                     job: JobConfig) -> tuple[dict[str, str], list[str]]:
+    """The checks' problems added to the form's own (``errors``, by block), each on its
+    field's block; those about no field, or a refusal as a whole, are general."""
+    general: list[str] = []
+    for field, problem in outcome.fields or []:
+        block = forms.block_for(field, job)
+        if block is None:
+            general.append(problem)
+        else:
+            errors[block] = f"{errors[block]} {problem}" if block in errors else problem
+    if outcome.approved is None and not outcome.fields:  # refused as a whole
+        general.append(outcome.detail or "Nothing was started.")
+    return errors, general

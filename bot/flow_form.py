@@ -77,6 +77,10 @@ class FormFlow:
         if opened.ok:
             return
         log.warning("could not open the form user=%s error=%s", who.user_id, opened.error)
+        self._not_opened(who, refused, opened.error)
+
+    def _not_opened(self, who: Who, refused: Outcome | None, error: str | None) -> None:
+        """Slack would not open the form: what typing would have told, or how to type."""
         if refused is not None:
             self.respond(who.response_url, refused.reply or msg.problems_message(
                 [refused.detail or "The form could not be opened."]))
@@ -84,7 +88,7 @@ class FormFlow:
             return
         self.respond(who.response_url, msg.ephemeral(
             "buildbot could not open the form (Slack said "
-            f"{msg.code(opened.error or 'nothing', 60)}). Type the command instead: "
+            f"{msg.code(error or 'nothing', 60)}). Type the command instead: "
             "`/build <job> name=value ...` (`/build help` shows how).", replace=False))
 
     def on_form_click(self, ack: Ack, body: dict[str, Any],

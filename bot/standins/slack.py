@@ -243,21 +243,29 @@ class FakeSlack:
             view = json.loads(view)
         if not isinstance(view, dict):
             return {"ok": False, "error": "invalid_arguments"}
-        if method == "views.open":
-            trigger = str(params.get("trigger_id") or "")
-            if not trigger or trigger in self._triggers:
-                return {"ok": False, "error": "invalid_trigger_id" if not trigger
-                        else "exchanged_trigger_id"}
-            self._triggers.add(trigger)
-            view_id = f"V{next(self._view_ids):06d}"
-        else:
-            view_id = str(params.get("view_id") or "")
-            if view_id not in self.views:
-                return {"ok": False, "error": "not_found"}
-            if params.get("hash") and params["hash"] != self.views[view_id]["hash"]:
-                return {"ok": False, "error": "hash_conflict"}
-        self.views[view_id] = {**view, "id": view_id, "hash": f"h{next(self._ts)}"}
-        return {"ok": True, "view": self.views[view_id]}
+        found = self._new_view(params) if method == "views.open" else self._known_view(params)
+        if isinstance(found, dict):
+            return found
+        self.views[found] = {**view, "id": found, "hash": f"h{next(self._ts)}"}
+        return {"ok": True, "view": self.views[found]}
+
+    def _new_view(self, params: dict[str, Any]) -> str | dict[str, Any]:
+        """views.open: a new view id for a trigger_id not used before, else the refusal."""
+        trigger = str(params.get("trigger_id") or "")
+        if not trigger or trigger in self._triggers:
+            return {"ok": False, "error": "invalid_trigger_id" if not trigger
+                    else "exchanged_trigger_id"}
+        self._triggers.add(trigger)
+        return f"V{next(self._view_ids):06d}"
+
+    def _known_view(self, params: dict[str, Any]) -> str | dict[str, Any]:
+        """views.update: the view id if it is known and (when given) its hash is current."""
+        view_id = str(params.get("view_id") or "")
+        if view_id not in self.views:
+            return {"ok": False, "error": "not_found"}
+        if params.get("hash") and params["hash"] != self.views[view_id]["hash"]:
+            return {"ok": False, "error": "hash_conflict"}
+        return view_id
 
     @staticmethod
     def _message(call: Call) -> dict[str, Any]:

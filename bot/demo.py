@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 from bot.config import BuildbotConfig, ConfigError, load_config
 from bot.settings import Settings
@@ -427,55 +427,71 @@ class Demo:
                 self.show_call(call)
 
     def show_call(self, call: Call) -> None:
-        p = call.params
-        if call.method == "response_url":
-            origin = self.hooks.get(call.path) or Origin(self.user, self.channel, None)
-            if p.get("delete_original"):
-                self._retire(origin.key)
-                self.say(f"┌ deleted: \"{origin.message or 'the message'}\"\n")
-                return
-            public = p.get("response_type") == "in_channel" or (
-                bool(p.get("replace_original")) and origin.public)
-            head = self._public(origin.channel) if public else self._ephemeral_to(
-                origin.user, origin.channel)
-            replacing = bool(p.get("replace_original")) and origin.key is not None
-            if replacing:
-                head += f", replacing \"{origin.message}\""
-                self._retire(origin.key)
-            key = self._key()
-            label = self.show(p, head, channel=origin.channel, key=key)
-            if replacing or origin.key is None:
-                origin.message, origin.public, origin.key = label, public, key
+        """Show what the bot sent Slack, as the people in the demo would see it."""
+        show = self._SHOWN.get(call.method)
+        if show is not None:
+            show(self, call.params, call)
+
+    def _show_response(self, p: dict[str, Any], call: Call) -> None:
+        origin = self.hooks.get(call.path) or Origin(self.user, self.channel, None)
+        if p.get("delete_original"):
+            self._retire(origin.key)
+            self.say(f"┌ deleted: \"{origin.message or 'the message'}\"\n")
             return
-        if call.method == "chat.postMessage":
-            channel = str(p.get("channel", ""))
-            if channel.startswith(("U", "W", "D")):
-                head = f"direct message to {self._name(channel)}"
-            elif p.get("thread_ts"):
-                parent = self.ts_labels.get(str(p["thread_ts"]), "a message")
-                head = f"#{self._channel_name(channel)}, in the thread of \"{parent}\""
-            else:
-                head = self._public(channel)
-            label = self.show(p, head, channel=channel, ts=call.ts,
-                              key=f"ts:{call.ts}" if call.ts else self._key())
-            if call.ts:
-                self.ts_labels[call.ts] = label
-            return
-        if call.method == "chat.update":
-            channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
-            head = (f"#{self._channel_name(channel)}, the message \""
-                    f"{self.ts_labels.get(ts, 'a message')}\" now reads")
-            self._retire(f"ts:{ts}")
-            self.ts_labels[ts] = self.show(p, head, channel=channel, ts=ts, key=f"ts:{ts}")
-            return
-        if call.method in ("views.open", "views.update"):
-            self.form_open = True
-            self.show_form()
-            return
-        if call.method == "chat.postEphemeral":
-            channel = str(p.get("channel", ""))
-            self.show(p, self._ephemeral_to(str(p.get("user", "")), channel), channel=channel,
-                      key=self._key())
+        head, public, replacing = self._response_head(p, origin)
+        if replacing:
+            self._retire(origin.key)
+        key = self._key()
+        label = self.show(p, head, channel=origin.channel, key=key)
+        if replacing or origin.key is None:
+            origin.message, origin.public, origin.key = label, public, key
+
+    def _response_head(self, p: dict[str, Any], origin: Origin) -> tuple[str, bool, bool]:
+        """Where a response_url message shows, whether everyone sees it, and whether it
+        replaces the message it answers."""
+        public = p.get("response_type") == "in_channel" or (
+            bool(p.get("replace_original")) and origin.public)
+        head = self._public(origin.channel) if public else self._ephemeral_to(
+            origin.user, origin.channel)
+        replacing = bool(p.get("replace_original")) and origin.key is not None
+        if replacing:
+            head += f", replacing \"{origin.message}\""
+        return head, public, replacing
+
+    def _show_post(self, p: dict[str, Any], call: Call) -> None:
+        channel = str(p.get("channel", ""))
+        if channel.startswith(("U", "W", "D")):
+            head = f"direct message to {self._name(channel)}"
+        elif p.get("thread_ts"):
+            parent = self.ts_labels.get(str(p["thread_ts"]), "a message")
+            head = f"#{self._channel_name(channel)}, in the thread of \"{parent}\""
+        else:
+            head = self._public(channel)
+        label = self.show(p, head, channel=channel, ts=call.ts,
+                          key=f"ts:{call.ts}" if call.ts else self._key())
+        if call.ts:
+            self.ts_labels[call.ts] = label
+
+    def _show_update(self, p: dict[str, Any], call: Call) -> None:
+        channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
+        head = (f"#{self._channel_name(channel)}, the message \""
+                f"{self.ts_labels.get(ts, 'a message')}\" now reads")
+        self._retire(f"ts:{ts}")
+        self.ts_labels[ts] = self.show(p, head, channel=channel, ts=ts, key=f"ts:{ts}")
+
+    def _show_view(self, p: dict[str, Any], call: Call) -> None:
+        self.form_open = True
+        self.show_form()
+
+    def _show_ephemeral(self, p: dict[str, Any], call: Call) -> None:
+        channel = str(p.get("channel", ""))
+        self.show(p, self._ephemeral_to(str(p.get("user", "")), channel), channel=channel,
+                  key=self._key())
+
+    _SHOWN: ClassVar[dict[str, Callable[[Demo, dict[str, Any], Call], None]]] = {
+        "response_url": _show_response, "chat.postMessage": _show_post,
+        "chat.update": _show_update, "views.open": _show_view, "views.update": _show_view,
+        "chat.postEphemeral": _show_ephemeral}
 
     # --- the form -------------------------------------------------------------------
     # A modal is shown as numbered fields; ``pick`` and ``submit`` act on the newest one.

@@ -519,15 +519,7 @@ class Demo:
                                      label=lambda: "")
                 continue
             number += 1
-            element = block["element"]
-            label = str(block["label"]["text"]) + ("" if block.get("optional") else " *")
-            if element["type"] == "static_select":
-                shown = _select_shown(element)
-            else:
-                shown = element.get("initial_value") or "(empty)"
-            lines.append(f"({number}) {label}: {shown}")
-            if errors and block["block_id"] in errors:
-                lines.append(f"    ⚠️ {errors[block['block_id']]}")
+            lines += _input_lines(block, number, errors)
         submit = (view.get("submit") or {}).get("text")
         lines.append(f"[{submit}: type submit]  [Cancel]" if submit else "[Cancel]")
         body = "\n".join(f"│ {line}".rstrip() for line in lines)
@@ -595,13 +587,7 @@ class Demo:
                label: Any) -> list[str]:
         kind = block.get("type")
         if kind in ("section", "header"):
-            out = []
-            text = block.get("text") or {}
-            if text.get("text"):
-                out += self.mrkdwn(str(text["text"])).splitlines()
-            for f in block.get("fields") or []:
-                out += self.mrkdwn(str(f.get("text", ""))).splitlines()
-            return out
+            return self._section(block)
         if kind == "context":
             parts = [self.mrkdwn(str(e.get("text", ""))) for e in block.get("elements") or []
                      if e.get("text")]
@@ -609,18 +595,32 @@ class Demo:
         if kind == "divider":
             return ["──────"]
         if kind == "actions":
-            shown = []
-            for element in block.get("elements") or []:
-                if element.get("type") != "button":
-                    continue
-                number = len(self.buttons) + 1
-                text = str((element.get("text") or {}).get("text", element.get("action_id")))
-                self.buttons[number] = Button(number, text, str(element.get("action_id")),
-                                              str(element.get("value", "")), channel, ts,
-                                              label(), key)
-                shown.append(f"[{number}] {text}")
-            return ["  ".join(shown)] if shown else []
+            return self._buttons(block, channel=channel, ts=ts, key=key, label=label)
         return [f"({kind} block)"]
+
+    def _section(self, block: dict[str, Any]) -> list[str]:
+        out = []
+        text = block.get("text") or {}
+        if text.get("text"):
+            out += self.mrkdwn(str(text["text"])).splitlines()
+        for f in block.get("fields") or []:
+            out += self.mrkdwn(str(f.get("text", ""))).splitlines()
+        return out
+
+    def _buttons(self, block: dict[str, Any], *, channel: str, ts: str | None, key: str,
+                 label: Any) -> list[str]:
+        """An actions block's buttons, numbered so that typing the number clicks one."""
+        shown = []
+        for element in block.get("elements") or []:
+            if element.get("type") != "button":
+                continue
+            number = len(self.buttons) + 1
+            text = str((element.get("text") or {}).get("text", element.get("action_id")))
+            self.buttons[number] = Button(number, text, str(element.get("action_id")),
+                                          str(element.get("value", "")), channel, ts,
+                                          label(), key)
+            shown.append(f"[{number}] {text}")
+        return ["  ".join(shown)] if shown else []
 
     def mrkdwn(self, text: str) -> str:
         """Slack's markup as a person reads it: mentions by name, links by label, emoji."""
@@ -807,3 +807,16 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_demo_arguments(parser)
     return run(parser.parse_args(argv))
 
+
+def _input_lines(block: dict[str, Any], number: int, errors: dict[str, str] | None) -> list[str]:
+    """A form's input block as ``(n) label: value``, with its error under it."""
+    element = block["element"]
+    label = str(block["label"]["text"]) + ("" if block.get("optional") else " *")
+    if element["type"] == "static_select":
+        shown = _select_shown(element)
+    else:
+        shown = element.get("initial_value") or "(empty)"
+    lines = [f"({number}) {label}: {shown}"]
+    if errors and block["block_id"] in errors:
+        lines.append(f"    ⚠️ {errors[block['block_id']]}")
+    return lines

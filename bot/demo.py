@@ -541,31 +541,29 @@ class Demo:
         if view is None:
             self.say("No form is open: type /build to open one.")
             return False
-        inputs = [b for b in view.get("blocks", []) if b.get("type") == "input"]
-        entered: dict[str, str | None] = {}
-        for word in rest.split():
-            field, _, value = word.partition("=")
-            found = [b for i, b in enumerate(inputs, 1) if field in (
-                str(i), str(b["label"]["text"]), str(b["label"]["text"]).lower())]
-            if not found:
-                self.say(f"The form has no field {field!r}.")
-                return False
-            entered[found[0]["block_id"]] = value or None
+        entered = _entered(view, rest)
+        if isinstance(entered, str):
+            self.say(f"The form has no field {entered!r}.")
+            return False
         resp = self.sender.submit(view, entered, user=self.user)
         answer = resp.json() if resp.content else {}
         with self.lock:
             self.drain()
-            if answer.get("response_action") == "errors":
-                self.show_form(answer.get("errors") or {})
-            elif answer.get("response_action") == "update":
-                self.form_open = False
-                self.show({"blocks": answer["view"]["blocks"]}, "the form now reads",
-                          channel=self.channel, key=self._key())
-            else:
-                self.form_open = False
-                self.say("┌ the form closed\n")
+            self._form_answered(answer)
         self.settle()
         return True
+
+    def _form_answered(self, answer: dict[str, Any]) -> None:
+        """The bot's answer to a submitted form: errors on its fields, a new view, or closed."""
+        if answer.get("response_action") == "errors":
+            self.show_form(answer.get("errors") or {})
+        elif answer.get("response_action") == "update":
+            self.form_open = False
+            self.show({"blocks": answer["view"]["blocks"]}, "the form now reads",
+                      channel=self.channel, key=self._key())
+        else:
+            self.form_open = False
+            self.say("┌ the form closed\n")
 
     def show(self, message: dict[str, Any], head: str, *, channel: str, key: str,
              ts: str | None = None) -> str:
@@ -820,3 +818,18 @@ def _input_lines(block: dict[str, Any], number: int, errors: dict[str, str] | No
     if errors and block["block_id"] in errors:
         lines.append(f"    ⚠️ {errors[block['block_id']]}")
     return lines
+
+
+def _entered(view: dict[str, Any], rest: str) -> dict[str, str | None] | str:
+    """``submit``'s ``field=value`` words by block id (a field by number or label), or the
+    first field the form does not have."""
+    inputs = [b for b in view.get("blocks", []) if b.get("type") == "input"]
+    entered: dict[str, str | None] = {}
+    for word in rest.split():
+        field, _, value = word.partition("=")
+        found = [b for i, b in enumerate(inputs, 1) if field in (
+            str(i), str(b["label"]["text"]), str(b["label"]["text"]).lower())]
+        if not found:
+            return field
+        entered[found[0]["block_id"]] = value or None
+    return entered

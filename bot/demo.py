@@ -256,9 +256,10 @@ class Demo:
     def line(self, text: str) -> bool:
         """Act on one typed line; False when it was not understood (or a wait timed out)."""
         text = text.strip()
+        said = not text or text.startswith("#")  # nothing, or a comment: nothing to do
         if self.echo:
-            self.say(text if not text or text.startswith("#") else self.prompt() + text)
-        if not text or text.startswith("#"):
+            self.say(text if said else self.prompt() + text)
+        if said:
             return True
         if text.startswith("/"):
             return self.command(text)
@@ -507,12 +508,9 @@ class Demo:
         lines = []
         number = 0
         for block in view.get("blocks", []):
-            accessory = block.get("accessory") or {}
-            if block.get("type") == "section" and accessory.get("type") == "static_select":
-                # a select beside text (the form's job select, before there is anything
-                # to submit): picked, not submitted
-                label = str((block.get("text") or {}).get("text", "")).strip("*")
-                lines.append(f"{label}: {_select_shown(accessory)}   (type pick <job>)")
+            picker = _picker_line(block)
+            if picker is not None:
+                lines.append(picker)
                 continue
             if block.get("type") != "input":
                 lines += self._block(block, channel=self.channel, ts=None, key="form",
@@ -833,3 +831,13 @@ def _entered(view: dict[str, Any], rest: str) -> dict[str, str | None] | str:
             return field
         entered[found[0]["block_id"]] = value or None
     return entered
+
+
+def _picker_line(block: dict[str, Any]) -> str | None:
+    """A select beside text (the form's job select, before there is anything to submit):
+    picked, not submitted. None for any other block."""
+    accessory = block.get("accessory") or {}
+    if block.get("type") != "section" or accessory.get("type") != "static_select":
+        return None
+    label = str((block.get("text") or {}).get("text", "")).strip("*")
+    return f"{label}: {_select_shown(accessory)}   (type pick <job>)"

@@ -727,34 +727,49 @@ def run(args: argparse.Namespace, *, stdin: TextIO | None = None,
     out = out or sys.stdout
     with contextlib.suppress(AttributeError, ValueError):
         out.reconfigure(errors="replace")  # type: ignore[attr-defined,union-attr]
-    lines: Iterable[str] | None = None
-    if args.script:
-        try:
-            lines = Path(args.script).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"buildbot demo: cannot read the script {args.script}: "
-                  f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
-            return 2
-    elif not stdin.isatty():
-        lines = (line.rstrip("\n") for line in stdin)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        lines = _script_lines(args.script, stdin)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"buildbot demo: cannot read the script {args.script}: "
+              f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 2
+    _log_to_stderr(args.log_level)
     try:
         demo = Demo(config_path=Path(args.config) if args.config else None, out=out,
                     log_level=args.log_level, echo=lines is not None)
         with demo:
-            out.write(demo.banner() + "\n\n")
-            out.flush()
-            if lines is not None:
-                ok = all([demo.line(line) for line in _until_quit(lines)])
-                return 0 if ok else 1
-            _interactive(demo, stdin)
-            return 0
+            return _session(demo, lines, stdin, out)
     except ConfigError as exc:
         print("buildbot demo: the jobs file is invalid:\n"
               + "\n".join(f"  - {p}" for p in exc.problems), file=sys.stderr)
         return 2
+
+
+def _session(demo: Demo, lines: Iterable[str] | None, stdin: TextIO, out: TextIO) -> int:
+    """The banner, then the script's lines (1 when one was not understood) or the prompt."""
+    out.write(demo.banner() + "\n\n")
+    out.flush()
+    if lines is not None:
+        ok = all([demo.line(line) for line in _until_quit(lines)])
+        return 0 if ok else 1
+    _interactive(demo, stdin)
+    return 0
+
+
+def _log_to_stderr(level: str) -> None:
+    """The bot's own log lines, on stderr (httpx's requests only from WARNING)."""
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _script_lines(script: str | None, stdin: TextIO) -> Iterable[str] | None:
+    """The lines to run: the script's, or those piped into stdin; None on a terminal."""
+    if script:
+        return Path(script).read_text(encoding="utf-8").splitlines()
+    if not stdin.isatty():
+        return (line.rstrip("\n") for line in stdin)
+    return None
 
 
 def _until_quit(lines: Iterable[str]) -> Iterator[str]:

@@ -15,9 +15,8 @@ import os
 import re
 from collections.abc import Sequence
 
-from bot.command import BuildCommand, Help, ParseError, StatusCommand, StopCommand, parse
-from bot.command import SubscribeCommand, SubscriptionsCommand, UnsubscribeCommand
-from bot.config import BuildbotConfig, ConfigError, load_config
+from bot.command import BuildCommand, ParseError, parse
+from bot.config import BuildbotConfig, ConfigError, JobConfig, load_config
 from bot.policy import Approved, StaticUserGroups, decide, per_user_limit, runnable_jobs
 from bot.settings import SettingsError, load_settings
 
@@ -119,14 +118,19 @@ def _summary(config: BuildbotConfig, path: str) -> str:
         lines += [f"note: jobs.{j.name} has no users or usergroups and there are no admins, "
                   "so nobody can run it." for j in config.jobs.values()
                   if not j.users and not j.usergroups]
-    lines += [f"note: jobs.{j.name} needs {j.approvals or 1} approval(s) by "
-              f"{', '.join([*j.approvers, *j.approver_groups])}." for j in config.jobs.values()
-              if j.needs_approval]
+    return "\n".join(lines + _guard_notes(config))
+
+
+def _guard_notes(config: BuildbotConfig) -> list[str]:
+    """A note for each job that needs approval, and for each with a queue."""
+    lines = [f"note: jobs.{j.name} needs {j.approvals or 1} approval(s) by "
+             f"{', '.join([*j.approvers, *j.approver_groups])}." for j in config.jobs.values()
+             if j.needs_approval]
     lines += [f"note: jobs.{j.name} runs at most {j.max_running} build(s) at once; more wait "
               f"in a queue for up to {int(j.queue_ttl_seconds // 60)} min"
               + (" (CodeArts is asked whether it runs)" if j.check_codearts_running else "")
               + "." for j in config.jobs.values() if j.max_running is not None]
-    return "\n".join(lines)
+    return lines
 
 
 class _RecordingGroups(StaticUserGroups):
@@ -166,20 +170,13 @@ def run_explain(args: argparse.Namespace) -> int:
     if isinstance(parsed, ParseError):
         print("The command cannot be read:\n" + "\n".join(f"- {p}" for p in parsed.problems))
         return 1
-    if isinstance(parsed, Help):
-        return _explain_help(config, args.user, args.channel, groups)
-    if isinstance(parsed, StatusCommand | StopCommand):  # allowed to whoever may run the job
-        if parsed.job is None:
+    if not isinstance(parsed, BuildCommand):  # help, or a subcommand: one rule for all
+        job = getattr(parsed, "job", None)  # status, stop, subscribe, unsubscribe name one
+        if job is None:
             return _explain_help(config, args.user, args.channel, groups)
-        print(f"/build {'status' if isinstance(parsed, StatusCommand) else 'stop'} is allowed "
-              "to whoever may run the job here; running it with its defaults:")
-        parsed = BuildCommand(parsed.job)
-    if isinstance(parsed, SubscriptionsCommand):
-        return _explain_help(config, args.user, args.channel, groups)
-    if isinstance(parsed, SubscribeCommand | UnsubscribeCommand):  # as for status and stop
-        print(f"/build {'subscribe' if isinstance(parsed, SubscribeCommand) else 'unsubscribe'}"
-              " is allowed to whoever may run the job here; running it with its defaults:")
-        parsed = BuildCommand(parsed.job)
+        print(f"/build {parsed.WORD} is allowed to whoever may run the job here; running it "
+              "with its defaults:")
+        parsed = BuildCommand(job)
     return _explain_build(config, parsed, args.user, args.channel, groups)
 
 
@@ -258,13 +255,18 @@ def _guards(config: BuildbotConfig, decision: Approved, user: str) -> list[str]:
     elif job is not None and (job.max_per_user_per_hour or config.max_per_user_per_hour):
         lines.append(f"per-user limit: none for {user} (admins are exempt)")
     if job is not None and job.max_running is not None:
-        lines.append(f"at most {job.max_running} build(s) of {job.name} at once: while that "
-                     f"many run, it would be queued (for up to "
-                     f"{int(job.queue_ttl_seconds // 60)} min)"
-                     + ("; admins may run anyway" if rule is None else "")
-                     + ("; CodeArts is asked whether the job runs" if
-                        job.check_codearts_running else ""))
+        lines.append(_queue_guard(job, approval=rule is not None))
     return lines
+
+
+def _queue_guard(job: JobConfig, *, approval: bool) -> str:
+    """What ``max_running`` does to a request for this job."""
+    return (f"at most {job.max_running} build(s) of {job.name} at once: while that "
+            f"many run, it would be queued (for up to "
+            f"{int(job.queue_ttl_seconds // 60)} min)"
+            + ("; admins may run anyway" if not approval else "")
+            + ("; CodeArts is asked whether the job runs" if
+               job.check_codearts_running else ""))
 
 
 def _note_unknown(groups: _RecordingGroups) -> None:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from bot.rules import show
 
@@ -65,6 +65,8 @@ class Help:
     """The user asked for usage (``help``) or for the jobs they may run (``list``); the
     jobs are listed a page at a time, ``page`` counting from 1."""
 
+    WORD: ClassVar[str] = "help"  # its first word (``explain`` says it)
+
     kind: Literal["help", "list"]
     page: int = 1
 
@@ -84,6 +86,8 @@ class StatusCommand:
     """``/build status [job]``: a job's last builds, or (``job`` None) the last result of
     every job the user may run here."""
 
+    WORD: ClassVar[str] = "status"  # its first word (``explain`` says it)
+
     job: str | None = None
 
 
@@ -91,6 +95,8 @@ class StatusCommand:
 class StopCommand:
     """``/build stop <job> <build_no>``: stop a running build, after a confirmation.
     ``build_no`` is CodeArts' build number, digits without leading zeros."""
+
+    WORD: ClassVar[str] = "stop"  # its first word (``explain`` says it)
 
     job: str
     build_no: str
@@ -112,6 +118,8 @@ class SubscribeCommand:
     """``/build subscribe <job> [all|failures]``: announce in this channel the job's builds
     started outside Slack (``all``), or only those that fail (``failures``)."""
 
+    WORD: ClassVar[str] = "subscribe"  # its first word (``explain`` says it)
+
     job: str
     filter: str = "all"
 
@@ -120,12 +128,16 @@ class SubscribeCommand:
 class UnsubscribeCommand:
     """``/build unsubscribe <job>``: no new announcements of the job here."""
 
+    WORD: ClassVar[str] = "unsubscribe"  # its first word (``explain`` says it)
+
     job: str
 
 
 @dataclass(frozen=True)
 class SubscriptionsCommand:
     """``/build subscriptions``: this channel's subscriptions."""
+
+    WORD: ClassVar[str] = "subscriptions"  # its first word (``explain`` says it)
 
 
 SubsCommand = SubscribeCommand | UnsubscribeCommand | SubscriptionsCommand

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import html
 import logging
 import re
 import secrets
@@ -26,15 +25,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from bot.config import BuildbotConfig, ConfigError, load_config
+from bot.demo_screen import Button, DemoScreen, Origin
 from bot.settings import Settings
 from bot.standins.codearts import FakeCodeArts
-from bot.standins.slack import Call, FakeSlack
+from bot.standins.slack import FakeSlack
 from bot.standins.slack_requests import SlackSender
 
 # The example jobs file, the same text as examples/buildbot.toml (a test checks they agree),
@@ -107,13 +106,12 @@ Type what you would type in Slack, or a demo command:
   quit              end the demo (Ctrl-D too)
 Lines starting with # are comments."""
 
-EMOJI = {"warning": "⚠️", "rocket": "🚀", "hourglass": "⌛", "hourglass_flowing_sand": "⏳",
-         "white_check_mark": "✅", "x": "❌", "octagonal_sign": "🛑", "no_entry": "⛔",
-         "grey_question": "❔", "white_circle": "⚪", "memory": "📝"}
-_EMOJI = re.compile(r":([a-z0-9_+-]+):")
-_ANGLE = re.compile(r"<([^<>]*)>")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+# What may follow a demo command's first word (``Demo._words``).
+WORDS, ANY, NOTHING = "words", "any", "nothing"
 
 
 class _DemoSettings(Settings):
@@ -126,31 +124,7 @@ class _DemoSettings(Settings):
         return (init_settings,)
 
 
-@dataclass
-class Button:
-    number: int
-    label: str
-    action_id: str
-    value: str
-    channel: str
-    ts: str | None  # the message's ts; None for an ephemeral message
-    message: str  # the message's first line, to say what a click's answer replaces
-    key: str  # which message it is on: when that message is replaced, the button goes
-
-
-@dataclass
-class Origin:
-    """What a ``response_url`` belongs to: who typed or clicked, where, and the message a
-    ``replace_original`` answer replaces."""
-
-    user: str
-    channel: str
-    message: str | None
-    public: bool = False
-    key: str | None = None
-
-
-class Demo:
+class Demo(DemoScreen):
     """The bot, the stand-ins and the terminal; ``with Demo(...) as demo: demo.line(...)``."""
 
     def __init__(self, *, config_path: Path | None = None, out: TextIO = sys.stdout,
@@ -252,38 +226,40 @@ class Demo:
     def line(self, text: str) -> bool:
         """Act on one typed line; False when it was not understood (or a wait timed out)."""
         text = text.strip()
+        said = not text or text.startswith("#")  # nothing, or a comment: nothing to do
         if self.echo:
-            self.say(text if not text or text.startswith("#") else self.prompt() + text)
-        if not text or text.startswith("#"):
+            self.say(text if said else self.prompt() + text)
+        if said:
             return True
-        word, _, rest = text.partition(" ")
-        word, rest = word.lower(), rest.strip()
         if text.startswith("/"):
             return self.command(text)
         if text.isdigit():
             return self.click(int(text))
-        if word == "click" and rest:
-            return self.click_label(rest)
-        if word == "as" and rest:
-            return self.switch_user(rest)
-        if word == "in" and rest:
-            return self.switch_channel(rest)
-        if word == "pick" and rest:
-            return self.pick(rest)
-        if word == "submit":
-            return self.submit(rest)
-        if word == "wait":
-            return self.wait(rest)
-        if word == "who" and not rest:
-            self.say(f"You are {self._who()}.")
-            return True
-        if word in ("help", "?") and not rest:
-            self.say(HELP)
-            if self.config_path is None:
-                self.say("People: " + PEOPLE_NOTE)
-            return True
+        word, _, rest = text.partition(" ")
+        rest = rest.strip()
+        takes, act = self._words().get(word.lower(), (None, None))
+        if act is not None and takes in (ANY, WORDS if rest else NOTHING):
+            return act(rest)
         self.say(f"Not understood: {text!r}. Type help for the commands.")
         return False
+
+    def _words(self) -> dict[str, tuple[str, Callable[[str], bool]]]:
+        """The demo's own commands: a first word, what may follow it, and what it does."""
+        return {"click": (WORDS, self.click_label), "as": (WORDS, self.switch_user),
+                "in": (WORDS, self.switch_channel), "pick": (WORDS, self.pick),
+                "submit": (ANY, self.submit), "wait": (ANY, self.wait),
+                "who": (NOTHING, self.say_who), "help": (NOTHING, self.say_help),
+                "?": (NOTHING, self.say_help)}
+
+    def say_who(self, _rest: str) -> bool:
+        self.say(f"You are {self._who()}.")
+        return True
+
+    def say_help(self, _rest: str) -> bool:
+        self.say(HELP)
+        if self.config_path is None:
+            self.say("People: " + PEOPLE_NOTE)
+        return True
 
     def command(self, text: str) -> bool:
         name, _, args = text.partition(" ")
@@ -411,108 +387,6 @@ class Demo:
             time.sleep(0.02)
         self.drain()
 
-    # --- what the bot said ------------------------------------------------------------
-
-    def drain(self) -> None:
-        """Show every Slack call made since the last time, in the order Slack got them."""
-        with self.lock:
-            calls = self.slack.all_calls()
-            new, self.seen = calls[self.seen:], len(calls)
-            for call in new:
-                self.show_call(call)
-
-    def show_call(self, call: Call) -> None:
-        p = call.params
-        if call.method == "response_url":
-            origin = self.hooks.get(call.path) or Origin(self.user, self.channel, None)
-            if p.get("delete_original"):
-                self._retire(origin.key)
-                self.say(f"┌ deleted: \"{origin.message or 'the message'}\"\n")
-                return
-            public = p.get("response_type") == "in_channel" or (
-                bool(p.get("replace_original")) and origin.public)
-            head = self._public(origin.channel) if public else self._ephemeral_to(
-                origin.user, origin.channel)
-            replacing = bool(p.get("replace_original")) and origin.key is not None
-            if replacing:
-                head += f", replacing \"{origin.message}\""
-                self._retire(origin.key)
-            key = self._key()
-            label = self.show(p, head, channel=origin.channel, key=key)
-            if replacing or origin.key is None:
-                origin.message, origin.public, origin.key = label, public, key
-            return
-        if call.method == "chat.postMessage":
-            channel = str(p.get("channel", ""))
-            if channel.startswith(("U", "W", "D")):
-                head = f"direct message to {self._name(channel)}"
-            elif p.get("thread_ts"):
-                parent = self.ts_labels.get(str(p["thread_ts"]), "a message")
-                head = f"#{self._channel_name(channel)}, in the thread of \"{parent}\""
-            else:
-                head = self._public(channel)
-            label = self.show(p, head, channel=channel, ts=call.ts,
-                              key=f"ts:{call.ts}" if call.ts else self._key())
-            if call.ts:
-                self.ts_labels[call.ts] = label
-            return
-        if call.method == "chat.update":
-            channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
-            head = (f"#{self._channel_name(channel)}, the message \""
-                    f"{self.ts_labels.get(ts, 'a message')}\" now reads")
-            self._retire(f"ts:{ts}")
-            self.ts_labels[ts] = self.show(p, head, channel=channel, ts=ts, key=f"ts:{ts}")
-            return
-        if call.method in ("views.open", "views.update"):
-            self.form_open = True
-            self.show_form()
-            return
-        if call.method == "chat.postEphemeral":
-            channel = str(p.get("channel", ""))
-            self.show(p, self._ephemeral_to(str(p.get("user", "")), channel), channel=channel,
-                      key=self._key())
-
-    # --- the form -------------------------------------------------------------------
-    # A modal is shown as numbered fields; ``pick`` and ``submit`` act on the newest one.
-
-    def _form(self) -> dict[str, Any] | None:
-        views = list(self.slack.views.values())
-        return views[-1] if views and self.form_open else None
-
-    def show_form(self, errors: dict[str, str] | None = None) -> None:
-        view = self._form()
-        if view is None:
-            return
-        lines = []
-        number = 0
-        for block in view.get("blocks", []):
-            accessory = block.get("accessory") or {}
-            if block.get("type") == "section" and accessory.get("type") == "static_select":
-                # a select beside text (the form's job select, before there is anything
-                # to submit): picked, not submitted
-                label = str((block.get("text") or {}).get("text", "")).strip("*")
-                lines.append(f"{label}: {_select_shown(accessory)}   (type pick <job>)")
-                continue
-            if block.get("type") != "input":
-                lines += self._block(block, channel=self.channel, ts=None, key="form",
-                                     label=lambda: "")
-                continue
-            number += 1
-            element = block["element"]
-            label = str(block["label"]["text"]) + ("" if block.get("optional") else " *")
-            if element["type"] == "static_select":
-                shown = _select_shown(element)
-            else:
-                shown = element.get("initial_value") or "(empty)"
-            lines.append(f"({number}) {label}: {shown}")
-            if errors and block["block_id"] in errors:
-                lines.append(f"    ⚠️ {errors[block['block_id']]}")
-        submit = (view.get("submit") or {}).get("text")
-        lines.append(f"[{submit}: type submit]  [Cancel]" if submit else "[Cancel]")
-        body = "\n".join(f"│ {line}".rstrip() for line in lines)
-        self.say(f"┌ form \"{view['title']['text']}\" (only {self._name(self.user)} sees it)"
-                 f"\n{body}\n")
-
     def pick(self, job: str) -> bool:
         view = self._form()
         if view is None:
@@ -528,134 +402,29 @@ class Demo:
         if view is None:
             self.say("No form is open: type /build to open one.")
             return False
-        inputs = [b for b in view.get("blocks", []) if b.get("type") == "input"]
-        entered: dict[str, str | None] = {}
-        for word in rest.split():
-            field, _, value = word.partition("=")
-            found = [b for i, b in enumerate(inputs, 1) if field in (
-                str(i), str(b["label"]["text"]), str(b["label"]["text"]).lower())]
-            if not found:
-                self.say(f"The form has no field {field!r}.")
-                return False
-            entered[found[0]["block_id"]] = value or None
+        entered = _entered(view, rest)
+        if isinstance(entered, str):
+            self.say(f"The form has no field {entered!r}.")
+            return False
         resp = self.sender.submit(view, entered, user=self.user)
         answer = resp.json() if resp.content else {}
         with self.lock:
             self.drain()
-            if answer.get("response_action") == "errors":
-                self.show_form(answer.get("errors") or {})
-            elif answer.get("response_action") == "update":
-                self.form_open = False
-                self.show({"blocks": answer["view"]["blocks"]}, "the form now reads",
-                          channel=self.channel, key=self._key())
-            else:
-                self.form_open = False
-                self.say("┌ the form closed\n")
+            self._form_answered(answer)
         self.settle()
         return True
 
-    def show(self, message: dict[str, Any], head: str, *, channel: str, key: str,
-             ts: str | None = None) -> str:
-        """Print one message under its header; return its first line (its label)."""
-        lines: list[str] = []
-        blocks = message.get("blocks")
-        if isinstance(blocks, list) and blocks:
-            for block in blocks:
-                lines += self._block(block, channel=channel, ts=ts, key=key,
-                                     label=lambda: _first(lines))
+    def _form_answered(self, answer: dict[str, Any]) -> None:
+        """The bot's answer to a submitted form: errors on its fields, a new view, or closed."""
+        if answer.get("response_action") == "errors":
+            self.show_form(answer.get("errors") or {})
+        elif answer.get("response_action") == "update":
+            self.form_open = False
+            self.show({"blocks": answer["view"]["blocks"]}, "the form now reads",
+                      channel=self.channel, key=self._key())
         else:
-            lines += self.mrkdwn(str(message.get("text", ""))).splitlines()
-        label = _first(lines)
-        body = "\n".join(f"│ {line}".rstrip() for line in lines)
-        self.say(f"┌ {head}\n{body}\n")
-        return label
-
-    def _block(self, block: dict[str, Any], *, channel: str, ts: str | None, key: str,
-               label: Any) -> list[str]:
-        kind = block.get("type")
-        if kind in ("section", "header"):
-            out = []
-            text = block.get("text") or {}
-            if text.get("text"):
-                out += self.mrkdwn(str(text["text"])).splitlines()
-            for f in block.get("fields") or []:
-                out += self.mrkdwn(str(f.get("text", ""))).splitlines()
-            return out
-        if kind == "context":
-            parts = [self.mrkdwn(str(e.get("text", ""))) for e in block.get("elements") or []
-                     if e.get("text")]
-            return "  ".join(parts).splitlines()
-        if kind == "divider":
-            return ["──────"]
-        if kind == "actions":
-            shown = []
-            for element in block.get("elements") or []:
-                if element.get("type") != "button":
-                    continue
-                number = len(self.buttons) + 1
-                text = str((element.get("text") or {}).get("text", element.get("action_id")))
-                self.buttons[number] = Button(number, text, str(element.get("action_id")),
-                                              str(element.get("value", "")), channel, ts,
-                                              label(), key)
-                shown.append(f"[{number}] {text}")
-            return ["  ".join(shown)] if shown else []
-        return [f"({kind} block)"]
-
-    def mrkdwn(self, text: str) -> str:
-        """Slack's markup as a person reads it: mentions by name, links by label, emoji."""
-        def angle(m: re.Match[str]) -> str:
-            inner = m.group(1)
-            target, _, label = inner.partition("|")
-            if target.startswith("@"):
-                return "@" + (label or self._name(target[1:]))
-            if target.startswith("#"):
-                return "#" + (label or self._channel_name(target[1:]))
-            if target.startswith("!"):
-                return "@" + (label or target[1:].split("^")[0])
-            return label or target
-
-        text = _ANGLE.sub(angle, text)
-        text = _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text)
-        return html.unescape(text)
-
-    # --- helpers ----------------------------------------------------------------------
-
-    def say(self, text: str) -> None:
-        with self.lock:
-            if self.prompting:
-                self.out.write("\r\033[K")
-            self.out.write(text + "\n")
-            if self.prompting:
-                self.out.write(self.prompt())
-            self.out.flush()
-
-    def _key(self) -> str:
-        self.messages += 1
-        return f"m{self.messages}"
-
-    def _retire(self, key: str | None) -> None:
-        self.gone |= {b.number for b in self.buttons.values() if b.key == key}
-
-    def _name(self, user: str) -> str:
-        return self.user_names.get(user, user)
-
-    def _channel_name(self, channel: str) -> str:
-        return self.channel_names.get(channel, channel)
-
-    def _names(self, channel: str | None = None) -> dict[str, str]:
-        return {"user_name": self._name(self.user),
-                "channel_name": self._channel_name(channel or self.channel)}
-
-    def _who(self) -> str:
-        return (f"{self._name(self.user)} ({self.user}) in #{self._channel_name(self.channel)} "
-                f"({self.channel})")
-
-    def _ephemeral_to(self, user: str, channel: str) -> str:
-        return f"only {self._name(user)} sees this (ephemeral), in #{self._channel_name(channel)}"
-
-    def _public(self, channel: str) -> str:
-        return f"#{self._channel_name(channel)}, everyone sees"
-
+            self.form_open = False
+            self.say("┌ the form closed\n")
 
 def _stock(config: BuildbotConfig, slack: FakeSlack, codearts: FakeCodeArts) -> None:
     """Every job of the file exists in the stand-in CodeArts; every user group in Slack."""
@@ -674,21 +443,6 @@ def _path(url: str) -> str:
     from urllib.parse import urlsplit
 
     return urlsplit(url).path
-
-
-def _select_shown(element: dict[str, Any]) -> str:
-    """A select as the demo shows it: what is picked, then (some of) its options."""
-    picked = (element.get("initial_option") or {}).get("value", "")
-    values = " | ".join(o["value"] for o in element.get("options", [])[:10])
-    return f"{picked or '(none)'}   [{values}]"
-
-
-def _first(lines: list[str]) -> str:
-    for line in lines:
-        if line.strip():
-            text = line.strip()
-            return text if len(text) <= 60 else text[:59] + "…"
-    return "a message"
 
 
 def _ack_message(resp: Any) -> dict[str, Any]:
@@ -710,34 +464,49 @@ def run(args: argparse.Namespace, *, stdin: TextIO | None = None,
     out = out or sys.stdout
     with contextlib.suppress(AttributeError, ValueError):
         out.reconfigure(errors="replace")  # type: ignore[attr-defined,union-attr]
-    lines: Iterable[str] | None = None
-    if args.script:
-        try:
-            lines = Path(args.script).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"buildbot demo: cannot read the script {args.script}: "
-                  f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
-            return 2
-    elif not stdin.isatty():
-        lines = (line.rstrip("\n") for line in stdin)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        lines = _script_lines(args.script, stdin)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"buildbot demo: cannot read the script {args.script}: "
+              f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 2
+    _log_to_stderr(args.log_level)
     try:
         demo = Demo(config_path=Path(args.config) if args.config else None, out=out,
                     log_level=args.log_level, echo=lines is not None)
         with demo:
-            out.write(demo.banner() + "\n\n")
-            out.flush()
-            if lines is not None:
-                ok = all([demo.line(line) for line in _until_quit(lines)])
-                return 0 if ok else 1
-            _interactive(demo, stdin)
-            return 0
+            return _session(demo, lines, stdin, out)
     except ConfigError as exc:
         print("buildbot demo: the jobs file is invalid:\n"
               + "\n".join(f"  - {p}" for p in exc.problems), file=sys.stderr)
         return 2
+
+
+def _session(demo: Demo, lines: Iterable[str] | None, stdin: TextIO, out: TextIO) -> int:
+    """The banner, then the script's lines (1 when one was not understood) or the prompt."""
+    out.write(demo.banner() + "\n\n")
+    out.flush()
+    if lines is not None:
+        ok = all([demo.line(line) for line in _until_quit(lines)])
+        return 0 if ok else 1
+    _interactive(demo, stdin)
+    return 0
+
+
+def _log_to_stderr(level: str) -> None:
+    """The bot's own log lines, on stderr (httpx's requests only from WARNING)."""
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _script_lines(script: str | None, stdin: TextIO) -> Iterable[str] | None:
+    """The lines to run: the script's, or those piped into stdin; None on a terminal."""
+    if script:
+        return Path(script).read_text(encoding="utf-8").splitlines()
+    if not stdin.isatty():
+        return (line.rstrip("\n") for line in stdin)
+    return None
 
 
 def _until_quit(lines: Iterable[str]) -> Iterator[str]:
@@ -786,3 +555,17 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_demo_arguments(parser)
     return run(parser.parse_args(argv))
 
+
+def _entered(view: dict[str, Any], rest: str) -> dict[str, str | None] | str:
+    """``submit``'s ``field=value`` words by block id (a field by number or label), or the
+    first field the form does not have."""
+    inputs = [b for b in view.get("blocks", []) if b.get("type") == "input"]
+    entered: dict[str, str | None] = {}
+    for word in rest.split():
+        field, _, value = word.partition("=")
+        found = [b for i, b in enumerate(inputs, 1) if field in (
+            str(i), str(b["label"]["text"]), str(b["label"]["text"]).lower())]
+        if not found:
+            return field
+        entered[found[0]["block_id"]] = value or None
+    return entered

@@ -13,31 +13,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Executor
 from typing import Any
 
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import forms
 from bot import messages as msg
 from bot.answers import Answer, Click, Told
-from bot.codearts.errors import CodeArtsError, describe, request_id_of
 from bot.command import (
     BuildCommand,
     Help,
     ParseError,
-    StatusCommand,
-    StopCommand,
-    SubsCommand,
-    SubscribeCommand,
-    SubscriptionsCommand,
-    UnsubscribeCommand,
     parse,
 )
 from bot.config import BuildbotConfig, JobConfig
 from bot.engine import Engine
+from bot.flow_form import FormFlow
+from bot.flow_status import StatusFlow
+from bot.flow_subs import SubsFlow
+from bot.flow_types import Ack, Outcome, Room, Who, read_click, read_who
 from bot.lifecycle import CONFIRM_MINUTES, Build, Request, new_error_id
 from bot.policy import (
     Approved,
@@ -46,44 +41,13 @@ from bot.policy import (
     decide,
     runnable_jobs,
 )
-from bot.rules import JOB_ID_RE
-from bot.status import (
-    STATUS_THREADS,
-    read_stop_value,
-    stop_value,
-)
 from bot.usergroups import CachedOnly, SlackUserGroups
 
 log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 2000  # queued pieces of work beyond which new commands are turned away
-Ack = Callable[..., Any]
 
-
-@dataclass
-class Outcome:
-    """What a slash command (or Rebuild click) comes to, before any side effect."""
-
-    reply: dict[str, Any] | None
-    decision: str  # help, invalid, denied, approved
-    approved: Approved | None = None
-    detail: str | None = None
-    job: str | None = None
-    fields: list[tuple[str | None, str]] | None = None  # a denial's problems by field (form)
-    look: StatusCommand | StopCommand | None = None  # allowed /build status or stop
-    target: tuple[str, str] | None = None  # its job (name, build task ID)
-    subs: SubsCommand | None = None  # an allowed /build subscribe, unsubscribe, subscriptions
-
-
-@dataclass
-class Who:
-    user_id: str
-    channel_id: str
-    team_id: str | None
-    response_url: str | None
-    text: str
-    received_at: float | None = None  # monotonic, when the command reached the bot
-    trigger_id: str | None = None  # lets the bot open a modal (the form) for 3 s
+__all__ = ["Ack", "Click", "Flow", "Outcome", "Who", "render"]
 
 
 class Flow:
@@ -101,6 +65,17 @@ class Flow:
         self.respond = engine.notifier.respond
         self._inflight = 0
         self._idle = threading.Condition()
+        self.form = FormFlow(self)
+        self.status = StatusFlow(self)
+        self.subs = SubsFlow(self)
+        # One table from a parsed command's type to what checks it; a subcommand's room
+        # (status, stop, subscriptions) also answers it after the ack. A new subcommand is
+        # a grammar entry (bot/command.py), a type in its room's COMMANDS and its message.
+        self.rooms: dict[type, Room] = {
+            kind: room for room in (self.status, self.subs) for kind in room.COMMANDS}
+        self.checks: dict[type, Callable[[Any, Who, UserGroups], Outcome]] = {
+            ParseError: self.unreadable, Help: self.help, BuildCommand: self.check,
+            **{kind: room.check for kind, room in self.rooms.items()}}
 
     # --- helpers -----------------------------------------------------------
 
@@ -131,419 +106,6 @@ class Flow:
         with self._idle:
             return self._idle.wait_for(lambda: self._inflight == 0, timeout)
 
-    def is_admin(self, user_id: str) -> bool:
-        return user_id in self.config.admins
-
-    # --- /build --------------------------------------------------------------
-
-    def on_command(self, ack: Ack, payload: dict[str, Any]) -> None:
-        if self._inflight >= MAX_BACKLOG:  # keep memory bounded; nothing is half-done
-            log.warning("busy: %d pieces of work queued; command turned away", self._inflight)
-            ack(msg.busy())
-            return
-        who = _who(payload)
-        who.received_at = time.monotonic()
-        if not who.text.strip() and who.user_id and who.channel_id:  # /build alone: the form
-            ack()
-            self.at_once(self.open_form, who, None)
-            return
-        cached = CachedOnly(self.groups)
-        outcome = self.evaluate(who, cached)
-        if cached.missed:  # a user group is not cached: decide after the ack
-            ack()
-            self.submit(self._command_later, who, reply_to=who.response_url)
-            return
-        form_job = self.form_instead(who, outcome)
-        if form_job is not None:  # /build <job> whose required parameter has no default
-            ack()
-            self.at_once(self.open_form, who, form_job, outcome)
-            return
-        if outcome.reply is not None:
-            ack(outcome.reply)
-        else:
-            ack()
-        self.submit(self.after_command, who, outcome, reply_to=who.response_url)
-
-    def _command_later(self, who: Who) -> None:
-        outcome = self.evaluate(who, self.groups)
-        form_job = self.form_instead(who, outcome)
-        if form_job is not None:
-            self.open_form(who, form_job, outcome)
-            return
-        if outcome.reply is not None:
-            self.respond(who.response_url, outcome.reply)
-        self.after_command(who, outcome)
-
-    def evaluate(self, who: Who, groups: UserGroups) -> Outcome:
-        """Parse and check a command for this user and channel; no side effects."""
-        if not who.user_id or not who.channel_id:  # never from Slack; never a wildcard either
-            problem = "Slack did not say who you are or where you typed this; try again."
-            return Outcome(msg.problems_message([problem]), "invalid", detail=problem)
-        parsed = parse(who.text)
-        if isinstance(parsed, ParseError):
-            return Outcome(msg.problems_message(parsed.problems), "invalid", detail=parsed.message)
-        if isinstance(parsed, Help):
-            jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
-                                 usergroups=groups)
-            listing = [(j.name, j.description) for j in jobs]
-            return Outcome(msg.help_message(listing, is_admin=self.is_admin(who.user_id),
-                                            page=parsed.page), "help")
-        if isinstance(parsed, StatusCommand | StopCommand):
-            return self._look_check(parsed, who, groups)
-        if isinstance(parsed, SubscribeCommand | UnsubscribeCommand | SubscriptionsCommand):
-            return self._subs_check(parsed, who, groups)
-        return self._check(parsed, who, groups)
-
-    def _check(self, command: BuildCommand, who: Who, groups: UserGroups) -> Outcome:
-        decision = decide(self.config, command, user_id=who.user_id, channel_id=who.channel_id,
-                          usergroups=groups)
-        if isinstance(decision, Denied):
-            return Outcome(msg.problems_message(decision.problems), "denied", job=command.job,
-                           detail=" ".join(decision.problems), fields=decision.on_fields())
-        over = self.over_limit(decision.job_name, who.user_id)
-        if over is not None:
-            return Outcome(msg.problems_message([over]), "over_limit", job=decision.job_name,
-                           detail=over)
-        return Outcome(None, "approved", approved=decision, job=decision.job_name)
-
-    def after_command(self, who: Who, outcome: Outcome, *, rebuild_of: str | None = None) -> None:
-        """Audit, then (for an approved request) ask Run/Cancel or start at once."""
-        if outcome.look is not None:  # /build status or stop, allowed: read CodeArts
-            self.look(who, outcome)
-            return
-        if outcome.subs is not None:  # /build subscribe, unsubscribe, subscriptions
-            self.subscriptions_command(who, outcome)
-            return
-        approved = outcome.approved
-        if approved is None:
-            self.engine.not_started(decision=outcome.decision, user_id=who.user_id,
-                                    channel_id=who.channel_id, job=outcome.job,
-                                    detail=outcome.detail)
-            return
-        self.engine.new_request(user_id=who.user_id, team_id=who.team_id,
-                                channel_id=who.channel_id, text=who.text,
-                                response_url=who.response_url, approved=approved,
-                                rebuild_of=rebuild_of, received_at=who.received_at)
-
-    # --- Run / Cancel --------------------------------------------------------
-
-    def on_click(self, ack: Ack, body: dict[str, Any], handler: Callable[[Click], None]) -> None:
-        """Any of our buttons: ack at once, then ``handler`` (run, cancel, stop, rebuild)."""
-        ack()
-        click = _click(body)
-        self.submit(handler, click, reply_to=click.response_url)
-
-    def _tell(self, response_url: str | None, answer: Answer) -> None:
-        """The engine's answer to a click, rendered for the clicker (if it says anything)."""
-        reply = render(answer)
-        if reply is not None:
-            self.respond(response_url, reply)
-
-    def run_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.run_clicked(click))
-
-    def cancel_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.cancel(click))
-
-    # --- Stop / Rebuild (buttons on the build's messages) ---------------------
-
-    def _recheck(self, click: Click) -> tuple[Build, Request, Outcome] | None:
-        """The original request, run through the checks again for whoever clicked."""
-        build = self.engine.get_build(click.value)
-        request = self.engine.get_request(click.value)
-        if build is None or request is None:
-            self.respond(click.response_url, {**msg.missing(), "replace_original": False})
-            return None
-        who = Who(click.user_id, build.channel_id, click.team_id, click.response_url,
-                  request.command)
-        return build, request, self.evaluate(who, self.groups)
-
-    def stop_clicked(self, click: Click) -> None:
-        """Whoever may run the job in the build's channel may stop it: the permission
-        checks of a run, without its parameters or the hourly limit (as /build stop)."""
-        build = self.engine.get_build(click.value)
-        if build is None:
-            self.respond(click.response_url, {**msg.missing(), "replace_original": False})
-            return
-        allowed = self.may_run(build.job_name, click.user_id, build.channel_id, self.groups)
-        if isinstance(allowed, list):
-            self.respond(click.response_url, msg.stop_refused(
-                allowed or ["You may not run this job here."]))
-            return
-        if not self.engine.is_followed(build):
-            self.respond(click.response_url, msg.ephemeral("This build has already ended.",
-                                                      replace=False))
-            return
-        self.send_stop(job_id=build.job_id, job_name=build.job_name, build_no=build.build_no,
-                       daily=build.daily_build_number, user_id=click.user_id,
-                       channel_id=build.channel_id, response_url=click.response_url,
-                       build=build)
-
-    def rebuild_clicked(self, click: Click) -> None:
-        """Whoever clicks is checked as if they typed the command, and is always asked
-        Run/Cancel: a Rebuild click alone never starts a build."""
-        checked = self._recheck(click)
-        if checked is None:
-            return
-        build, request, outcome = checked
-        who = Who(click.user_id, build.channel_id, click.team_id, click.response_url,
-                  request.command)
-        if outcome.reply is not None:
-            self.respond(click.response_url, {**outcome.reply, "replace_original": False})
-        self.after_command(who, outcome, rebuild_of=build.id)
-
-    # --- status and stop (any build of a job, /build status and /build stop) -------------
-    # Who may look at a job's builds or stop one: whoever may run the job here (the checks
-    # of a run, without its parameters or the hourly limit). Answers go to the typist
-    # alone; /build stop asks Stop / Keep running first.
-
-    _status_pool: ThreadPoolExecutor | None = None  # made on first use (_pool)
-    _status_lock = threading.Lock()  # guards making and closing it
-
-    def may_run(self, job: str, user_id: str, channel_id: str,
-                groups: UserGroups) -> tuple[str, str] | list[str]:
-        """(job name, build task ID) when this user may run ``job`` in this channel, else
-        why not. The permission checks of a run (``decide``): a refusal that is only about
-        parameters (a required one without a default) still means the job may be run."""
-        decision = decide(self.config, BuildCommand(job), user_id=user_id,
-                          channel_id=channel_id, usergroups=groups)
-        if isinstance(decision, Approved):
-            return decision.job_name, decision.job_id
-        named = self._job_named(job)
-        if named is not None and any(f is not None for f in decision.fields):
-            return named.name, named.id
-        return list(decision.problems)
-
-    def _job_named(self, name: str) -> JobConfig | None:
-        exact = self.config.jobs.get(name)
-        if exact is not None:
-            return exact
-        folded = [j for j in self.config.jobs.values() if j.name.casefold() == name.casefold()]
-        return folded[0] if len(folded) == 1 else None
-
-    def _look_check(self, command: StatusCommand | StopCommand, who: Who,
-                    groups: UserGroups) -> Outcome:
-        if command.job is None:  # /build status: only the jobs this user may run here
-            return Outcome(None, "status", look=command)
-        allowed = self.may_run(command.job, who.user_id, who.channel_id, groups)
-        if isinstance(allowed, list):
-            if self._job_named(command.job) is None and not JOB_ID_RE.fullmatch(command.job):
-                reply = msg.problems_message(allowed)  # no such job: like a typing mistake
-            elif isinstance(command, StopCommand):
-                reply = msg.stop_refused(allowed)
-            else:
-                reply = msg.status_refused(allowed)
-            return Outcome(reply, "denied", job=command.job, detail=" ".join(allowed))
-        return Outcome(None, "status" if isinstance(command, StatusCommand) else "stop",
-                       job=allowed[0], look=command, target=allowed)
-
-    def look(self, who: Who, outcome: Outcome) -> None:
-        """After the ack: read CodeArts and answer ``/build status`` or ask Stop/Keep."""
-        command = outcome.look
-        if isinstance(command, StatusCommand) and command.job is None:
-            self._all_status(who)
-            return
-        assert outcome.target is not None
-        job_name, job_id = outcome.target
-        if isinstance(command, StatusCommand):
-            try:
-                rows = self.engine.recent_builds(job_id)
-            except CodeArtsError as exc:
-                log.warning("status of job=%s not read: %s", job_name, type(exc).__name__)
-                self.respond(who.response_url, msg.status_failed(
-                    job_name, describe(exc).why, request_id=request_id_of(exc)))
-                return
-            self.respond(who.response_url, msg.job_status(job_name, rows))
-            return
-        assert isinstance(command, StopCommand)
-        self.respond(who.response_url, self._stop_question(job_name, job_id, command.build_no))
-
-    def _all_status(self, who: Who) -> None:
-        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
-                             usergroups=self.groups)
-        shown = jobs[:msg.HELP_PAGE_JOBS]
-        results = self.engine.last_results([(j.name, j.id) for j in shown], self._pool())
-        self.respond(who.response_url, msg.jobs_status(
-            [(r.job_name, r.row, r.failed) for r in results], left=len(jobs) - len(shown),
-            request_ids={r.job_name: r.request_id for r in results if r.request_id}))
-
-    def _pool(self) -> ThreadPoolExecutor:
-        """Threads for /build status's history calls, side by side (made on first use)."""
-        with self._status_lock:
-            if self._status_pool is None:
-                self._status_pool = ThreadPoolExecutor(STATUS_THREADS,
-                                                       thread_name_prefix="buildbot-status")
-            return self._status_pool
-
-    def close_status_pool(self) -> None:
-        """Let the status threads end once their calls are done (at shutdown)."""
-        with self._status_lock:
-            pool, self._status_pool = self._status_pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _stop_question(self, job_name: str, job_id: str, build_no: str) -> dict[str, Any]:
-        """Stop / Keep running for a running build; else why there is nothing to stop."""
-        standing, ours = self.engine.standing(job_id, build_no)
-        daily = ours.daily_build_number if ours else ""
-        if standing.kind == "missing":
-            return msg.stop_no_such_build(job_name, build_no)
-        if standing.kind == "ended":
-            return msg.stop_not_running(job_name, daily, build_no, standing.result)
-        if standing.kind == "unknown":
-            assert standing.error is not None
-            return msg.status_failed(job_name, describe(standing.error).why,
-                                     request_id=request_id_of(standing.error))
-        return msg.stop_question(job_name, daily, build_no, value=stop_value(job_id, build_no),
-                                 started_by=ours.user_id if ours else None)
-
-    def stop_confirmed(self, click: Click, channel_id: str) -> None:
-        """Stop on a /build stop question: checked again for whoever clicks, where the
-        question was asked, then stopped as the Stop button stops."""
-        target = read_stop_value(click.value)
-        if target is None or not channel_id:
-            self.respond(click.response_url, msg.missing())
-            return
-        job_id, build_no = target
-        names = [j.name for j in self.config.jobs.values() if j.id == job_id] + [job_id]
-        problems: list[str] = []
-        allowed: tuple[str, str] | None = None
-        for name in names:
-            found = self.may_run(name, click.user_id, channel_id, self.groups)
-            if isinstance(found, tuple):
-                allowed = found
-                break
-            problems = problems or found
-        if allowed is None:
-            self.respond(click.response_url, msg.stop_refused(problems))
-            return
-        job_name = allowed[0]
-        standing, ours = self.engine.standing(job_id, build_no)
-        daily = ours.daily_build_number if ours else ""
-        if standing.kind == "ended":
-            self.respond(click.response_url,
-                         {**msg.stop_not_running(job_name, daily, build_no, standing.result),
-                          "replace_original": True})
-            return
-        if standing.kind == "missing":
-            self.respond(click.response_url, msg.stop_no_such_build(job_name, build_no))
-            return
-        if self.send_stop(job_id=job_id, job_name=job_name, build_no=build_no, daily=daily,
-                          user_id=click.user_id, channel_id=channel_id,
-                          response_url=click.response_url, build=ours):
-            self.respond(click.response_url, msg.stop_asked(job_name, daily, build_no))
-
-    def stop_kept(self, click: Click) -> None:
-        target = read_stop_value(click.value)
-        names = [j.name for j in self.config.jobs.values() if target and j.id == target[0]]
-        self.respond(click.response_url, msg.stop_kept(
-            names[0] if names else (target[0] if target else "the job"),
-            target[1] if target else "?"))
-
-    def send_stop(self, *, job_id: str, job_name: str, build_no: str, daily: str,
-                  user_id: str, channel_id: str, response_url: str | None,
-                  build: Build | None) -> bool:
-        """Ask CodeArts to stop a build (the Stop button and /build stop): audited, and
-        said in the build's thread when the bot follows it; a refusal is told to the user
-        with CodeArts' words. True when CodeArts took it."""
-        answer = self.engine.stop(job_id=job_id, job_name=job_name, build_no=build_no,
-                                  daily=daily, user_id=user_id, channel_id=channel_id,
-                                  build=build)
-        exc = answer.error
-        if exc is not None:
-            told = describe(exc)
-            self.respond(response_url, msg.stop_failed(
-                job_name, daily, build_no, status=told.status, error_code=told.error_code,
-                error_msg=told.detail, request_id=told.request_id))
-            return False
-        return True
-
-    # --- subscriptions (builds started outside Slack, announced in the channel) ---------
-    # Who may subscribe a channel to a job, or end it: whoever may run the job there (the
-    # checks of a run, as for /build status), admins included by those checks.
-
-    def _subs_check(self, command: SubsCommand, who: Who, groups: UserGroups) -> Outcome:
-        if isinstance(command, SubscriptionsCommand):
-            return Outcome(None, "subscriptions", subs=command)
-        allowed = self.may_run(command.job, who.user_id, who.channel_id, groups)
-        kind = "subscribe" if isinstance(command, SubscribeCommand) else "unsubscribe"
-        if isinstance(allowed, list):
-            if isinstance(command, UnsubscribeCommand) and self._job_named(command.job) is None \
-                    and not JOB_ID_RE.fullmatch(command.job) and any(
-                        s.job_name == command.job
-                        for s in self.engine.subscriptions(who.channel_id)):
-                # a job gone from the file: its subscription here can still be ended
-                return Outcome(None, kind, job=command.job, subs=command,
-                               target=(command.job, ""))
-            if self._job_named(command.job) is None and not JOB_ID_RE.fullmatch(command.job):
-                reply = msg.problems_message(allowed)  # no such job: like a typing mistake
-            else:
-                reply = msg.subscribe_refused(allowed)
-            return Outcome(reply, "denied", job=command.job, detail=" ".join(allowed))
-        return Outcome(None, kind, job=allowed[0], subs=command, target=allowed)
-
-    def subscriptions_command(self, who: Who, outcome: Outcome) -> None:
-        """After the ack: list, end or make the channel's subscription (audited)."""
-        command = outcome.subs
-        if isinstance(command, SubscriptionsCommand):
-            found = self.engine.subscriptions(who.channel_id)
-            self.respond(who.response_url, msg.subscriptions_list(
-                [(s.job_name, s.filter, s.created_by, s.created_at) for s in found]))
-            return
-        assert outcome.target is not None
-        job_name, job_id = outcome.target
-        if isinstance(command, UnsubscribeCommand):
-            existed = self.engine.unsubscribe(channel_id=who.channel_id, job_name=job_name,
-                                              user_id=who.user_id)
-            self.respond(who.response_url,
-                         msg.unsubscribed(job_name, user_id=who.user_id, existed=existed))
-            return
-        assert isinstance(command, SubscribeCommand)
-        before = self.engine.subscribe(channel_id=who.channel_id, job_name=job_name,
-                                       job_id=job_id, filter=command.filter,
-                                       user_id=who.user_id)
-        self.respond(who.response_url, msg.subscribed(job_name, command.filter,
-                                                      user_id=who.user_id, previous=before))
-
-    # --- approvals and the queue ---------------------------------------------------------
-    # Approve / Reject (on the approval message, by approvers), Withdraw (on the
-    # requester's "waiting" message), Queue and Run anyway (on the requester's at-limit
-    # question) and Leave (on their queued message): each is one engine call; a click that
-    # changes nothing says why to the clicker alone.
-
-    def over_limit(self, job_name: str, user_id: str) -> str | None:
-        return self.engine.over_limit(job_name, user_id)
-
-    def approve_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.approve(click, self.groups))
-
-    def reject_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.reject(click, self.groups))
-
-    def withdraw_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.withdraw(click))
-
-    def queue_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.queue(click))
-
-    def run_anyway_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.run_anyway(click))
-
-    def leave_clicked(self, click: Click) -> None:
-        self._tell(click.response_url, self.engine.leave_queue(click))
-
-    # --- the form ---------------------------------------------------------------------
-    # /build alone, /build <job> missing a required value, help's Open the form buttons
-    # and the confirmation's Edit parameters open a modal (bot.forms); a submitted form is
-    # checked by ``_check`` like typed text and goes on through ``after_command``.
-
-    form_key: bytes | None = None  # signs the form's metadata; create_app sets it
-
-    def _form_key(self) -> bytes:
-        if self.form_key is None:  # no signing secret (Socket Mode): the bot token's
-            self.form_key = forms.form_key(getattr(self.slack, "token", None) or "buildbot")
-        return self.form_key
-
     def at_once(self, fn: Callable[..., Any], *args: Any) -> None:
         """Work that may not wait behind the queue (a trigger_id lives 3 s): its own
         thread, counted like queued work (``wait_idle``, the backlog limit)."""
@@ -562,167 +124,191 @@ class Flow:
             self._inflight += 1
         threading.Thread(target=run, name="buildbot-form", daemon=True).start()
 
-    def form_instead(self, who: Who, outcome: Outcome) -> JobConfig | None:
-        """The job, when ``/build <job>`` was typed alone and was refused only because a
-        required parameter has no value (no default): the form asks for it."""
-        if outcome.decision != "denied" or not outcome.fields or not who.trigger_id:
-            return None
-        parsed = parse(who.text)
-        if not isinstance(parsed, BuildCommand) or parsed.params or parsed.commit is not None \
-                or parsed.tag is not None:
-            return None
-        job = self.config.jobs.get(outcome.job or "") or next(
-            (j for j in self.config.jobs.values()
-             if j.name.casefold() == (outcome.job or "").casefold()), None)
-        if job is None or any(field not in job.params for field, _ in outcome.fields):
-            return None
-        needs = {n for n, spec in job.params.items() if spec.required and not spec.default}
-        return job if needs else None
+    def is_admin(self, user_id: str) -> bool:
+        return user_id in self.config.admins
 
-    def open_form(self, who: Who, job: JobConfig | None, refused: Outcome | None = None, *,
-                  prefill: BuildCommand | None = None, editing: str | None = None) -> None:
-        """Open the form for ``who`` (its channel, its trigger_id). If Slack will not open
-        it, the user is told what typing would have told (``refused``), or how to type."""
-        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
-                             usergroups=self.groups)
-        metadata = forms.seal(self._form_key(), {
-            "u": who.user_id, "c": who.channel_id, "t": who.team_id or "",
-            "r": who.response_url or "", "e": editing or "", "j": job.name if job else ""})
-        view = forms.form_view([(j.name, j.description) for j in jobs], job,
-                               metadata=metadata, prefill=prefill)
-        opened = self.engine.notifier.open_view(who.trigger_id or "", view)
-        if opened.ok:
+    # --- /build --------------------------------------------------------------
+
+    def on_command(self, ack: Ack, payload: dict[str, Any]) -> None:
+        if self._inflight >= MAX_BACKLOG:  # keep memory bounded; nothing is half-done
+            log.warning("busy: %d pieces of work queued; command turned away", self._inflight)
+            ack(msg.busy())
             return
-        log.warning("could not open the form user=%s error=%s", who.user_id, opened.error)
-        if refused is not None:
-            self.respond(who.response_url, refused.reply or msg.problems_message(
-                [refused.detail or "The form could not be opened."]))
-            self.after_command(who, refused)
-            return
-        self.respond(who.response_url, msg.ephemeral(
-            "buildbot could not open the form (Slack said "
-            f"{msg.code(opened.error or 'nothing', 60)}). Type the command instead: "
-            "`/build <job> name=value ...` (`/build help` shows how).", replace=False))
-
-    def on_form_click(self, ack: Ack, body: dict[str, Any],
-                      handler: Callable[[Click, str], None]) -> None:
-        """Edit parameters or Open the form: ack, then open the form at once."""
-        ack()
-        self.at_once(handler, _click(body), _str(body.get("trigger_id")))
-
-    def edit_clicked(self, click: Click, trigger_id: str) -> None:
-        """The confirmation's Edit parameters: the form for its job, showing its values."""
-        answer = self.engine.editable(click)
-        request = answer.request
-        if answer.told is not Told.EDITABLE or request is None:
-            self._tell(click.response_url, answer)
-            return
-        job = self.config.jobs[request.job_name]
-        who = Who(click.user_id, request.channel_id, click.team_id, click.response_url,
-                  request.command, trigger_id=trigger_id)
-        self.open_form(who, job, prefill=forms.prefill_from_body(job.name, request.body),
-                       editing=request.id)
-
-    def open_form_clicked(self, click: Click, trigger_id: str, channel_id: str,
-                          job_name: str) -> None:
-        """Help's Open the form: the form, with the job picked if it may be run here."""
-        who = Who(click.user_id, channel_id, click.team_id, click.response_url, "",
-                  trigger_id=trigger_id)
-        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=channel_id,
-                             usergroups=self.groups)
-        self.open_form(who, next((j for j in jobs if j.name == job_name), None))
-
-    def on_form_job(self, ack: Ack, body: dict[str, Any]) -> None:
-        """A job picked in the form: ack, then show its fields (``views.update``)."""
-        ack()
-        self.at_once(self.show_job, body)
-
-    def _form_who(self, body: dict[str, Any]) -> tuple[Who, dict[str, str]] | None:
-        """Who submitted (Slack's ``user.id``) and where the form was opened (the signed
-        metadata); None if the metadata is not ours or names someone else."""
-        user_id = _str(_dict(body.get("user")).get("id"))
-        meta = forms.unseal(self._form_key(), _dict(body.get("view")).get("private_metadata"))
-        if meta is None or not user_id or meta.get("u") != user_id or not meta.get("c"):
-            log.warning("form refused: metadata not ours or not this user's user=%s", user_id)
-            return None
-        team = _str(_dict(body.get("team")).get("id")) or meta.get("t") or None
-        return Who(user_id, meta["c"], team, meta.get("r") or None, ""), meta
-
-    def show_job(self, body: dict[str, Any]) -> None:
-        view = _dict(body.get("view"))
-        found = self._form_who(body)
-        if found is None:
-            return
-        who, meta = found
-        actions = body.get("actions")
-        picked = _dict(_dict(actions[0] if isinstance(actions, list) and actions else {}
-                             ).get("selected_option")).get("value")
-        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
-                             usergroups=self.groups)
-        job = next((j for j in jobs if j.name == picked), None)
-        metadata = forms.seal(self._form_key(), {**meta, "j": job.name if job else ""})
-        updated = self.engine.notifier.update_view(
-            _str(view.get("id")), forms.form_view([(j.name, j.description) for j in jobs], job,
-                                                  metadata=metadata),
-            view_hash=_str(view.get("hash")) or None)
-        if not updated.ok:  # a newer pick updated it first (hash_conflict), or it closed
-            log.info("form not updated user=%s error=%s", who.user_id, updated.error)
-
-    def on_form_submit(self, ack: Ack, body: dict[str, Any]) -> None:
-        """A submitted form: checked here, before the ack, so each problem can come back on
-        its field; a valid one closes the form and goes on as a typed command would."""
-        found = self._form_who(body)
-        if found is None:
-            ack(response_action="update", view=forms.notice_view(
-                "Form not accepted", ["This form could not be read back. Type /build again "
-                                      "to open a new one."]))
-            return
-        who, meta = found
+        who = read_who(payload)
         who.received_at = time.monotonic()
-        state = _dict(_dict(_dict(body.get("view")).get("state")).get("values"))
-        name = forms.picked_job(state)
-        job = self.config.jobs.get(name or "")
-        if job is None:
-            ack(response_action="errors", errors={forms.JOB_BLOCK: "Pick a job from the list."})
+        if not who.text.strip() and who.user_id and who.channel_id:  # /build alone: the form
+            ack()
+            self.at_once(self.form.open_form, who, None)
             return
-        if job.name != meta.get("j"):
-            ack(response_action="errors", errors={
-                forms.JOB_BLOCK: "Wait until this job's fields appear, then submit again."})
+        cached = CachedOnly(self.groups)
+        outcome = self.evaluate(who, cached)
+        if cached.missed:  # a user group is not cached: decide after the ack
+            ack()
+            self.submit(self._command_later, who, reply_to=who.response_url)
             return
-        entered = forms.read_form(state, job)
-        assert entered.command is not None
-        who.text = forms.command_text(entered.command)
-        outcome = self._check(entered.command, who, self.groups)
-        errors = dict(entered.problems)
-        general: list[str] = []
-        for field, problem in outcome.fields or []:
-            block = forms.block_for(field, job)
-            if block is None:
-                general.append(problem)
-            else:
-                errors[block] = f"{errors[block]} {problem}" if block in errors else problem
-        if outcome.approved is None and not outcome.fields:  # refused as a whole
-            general.append(outcome.detail or "Nothing was started.")
-        if general:  # not allowed (any more) here: the same words as a typed command
-            ack(response_action="update", view=forms.notice_view("Not started", general))
-            self.submit(self.after_command, who, outcome)
+        form_job = self.form.form_instead(who, outcome)
+        if form_job is not None:  # /build <job> whose required parameter has no default
+            ack()
+            self.at_once(self.form.open_form, who, form_job, outcome)
             return
-        if errors or outcome.approved is None:
-            ack(response_action="errors", errors={
-                b: msg.shorten(p, 1000) for b, p in errors.items()})
-            if outcome.approved is None:
-                self.submit(self.after_command, who, outcome)
-            return
-        ack(response_action="clear")
-        self.submit(self._form_approved, who, outcome, meta.get("e") or None,
-                    reply_to=who.response_url)
+        if outcome.reply is not None:
+            ack(outcome.reply)
+        else:
+            ack()
+        self.submit(self.after_command, who, outcome, reply_to=who.response_url)
 
-    def _form_approved(self, who: Who, outcome: Outcome, editing: str | None) -> None:
-        """An edited request's old question dies first (the store's conditional move, so
-        its Run can never start a build), then the new one is asked like a typed one."""
-        if editing:
-            self._tell(who.response_url, self.engine.replace_edited(editing, who.user_id))
+    def _command_later(self, who: Who) -> None:
+        outcome = self.evaluate(who, self.groups)
+        form_job = self.form.form_instead(who, outcome)
+        if form_job is not None:
+            self.form.open_form(who, form_job, outcome)
+            return
+        if outcome.reply is not None:
+            self.respond(who.response_url, outcome.reply)
         self.after_command(who, outcome)
+
+    def evaluate(self, who: Who, groups: UserGroups) -> Outcome:
+        """Parse and check a command for this user and channel; no side effects."""
+        if not who.user_id or not who.channel_id:  # never from Slack; never a wildcard either
+            problem = "Slack did not say who you are or where you typed this; try again."
+            return Outcome(msg.problems_message([problem]), "invalid", detail=problem)
+        parsed = parse(who.text)
+        return self.checks[type(parsed)](parsed, who, groups)
+
+    def unreadable(self, parsed: ParseError, who: Who, groups: UserGroups) -> Outcome:
+        return Outcome(msg.problems_message(parsed.problems), "invalid", detail=parsed.message)
+
+    def help(self, parsed: Help, who: Who, groups: UserGroups) -> Outcome:
+        jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
+                             usergroups=groups)
+        listing = [(j.name, j.description) for j in jobs]
+        return Outcome(msg.help_message(listing, is_admin=self.is_admin(who.user_id),
+                                        page=parsed.page), "help")
+
+    def check(self, command: BuildCommand, who: Who, groups: UserGroups) -> Outcome:
+        decision = decide(self.config, command, user_id=who.user_id, channel_id=who.channel_id,
+                          usergroups=groups)
+        if isinstance(decision, Denied):
+            return Outcome(msg.problems_message(decision.problems), "denied", job=command.job,
+                           detail=" ".join(decision.problems), fields=decision.on_fields())
+        over = self.over_limit(decision.job_name, who.user_id)
+        if over is not None:
+            return Outcome(msg.problems_message([over]), "over_limit", job=decision.job_name,
+                           detail=over)
+        return Outcome(None, "approved", approved=decision, job=decision.job_name)
+
+    def after_command(self, who: Who, outcome: Outcome, *, rebuild_of: str | None = None) -> None:
+        """Audit, then (for an approved request) ask Run/Cancel or start at once."""
+        if outcome.asked is not None:  # an allowed subcommand: its room answers it
+            self.rooms[type(outcome.asked)].answer(who, outcome)
+            return
+        approved = outcome.approved
+        if approved is None:
+            self.engine.not_started(decision=outcome.decision, user_id=who.user_id,
+                                    channel_id=who.channel_id, job=outcome.job,
+                                    detail=outcome.detail)
+            return
+        self.engine.new_request(user_id=who.user_id, team_id=who.team_id,
+                                channel_id=who.channel_id, text=who.text,
+                                response_url=who.response_url, approved=approved,
+                                rebuild_of=rebuild_of, received_at=who.received_at)
+
+    # --- Run / Cancel --------------------------------------------------------
+
+    def on_click(self, ack: Ack, body: dict[str, Any], handler: Callable[[Click], None]) -> None:
+        """Any of our buttons: ack at once, then ``handler`` (run, cancel, stop, rebuild)."""
+        ack()
+        click = read_click(body)
+        self.submit(handler, click, reply_to=click.response_url)
+
+    def tell(self, response_url: str | None, answer: Answer) -> None:
+        """The engine's answer to a click, rendered for the clicker (if it says anything)."""
+        reply = render(answer)
+        if reply is not None:
+            self.respond(response_url, reply)
+
+    def run_clicked(self, click: Click) -> None:
+        self.tell(click.response_url, self.engine.run_clicked(click))
+
+    def cancel_clicked(self, click: Click) -> None:
+        self.tell(click.response_url, self.engine.cancel(click))
+
+    # --- Rebuild (a button on the build's messages; Stop is flow_status.py's) ------
+
+    def _recheck(self, click: Click) -> tuple[Build, Request, Outcome] | None:
+        """The original request, run through the checks again for whoever clicked."""
+        build = self.engine.get_build(click.value)
+        request = self.engine.get_request(click.value)
+        if build is None or request is None:
+            self.respond(click.response_url, {**msg.missing(), "replace_original": False})
+            return None
+        who = Who(click.user_id, build.channel_id, click.team_id, click.response_url,
+                  request.command)
+        return build, request, self.evaluate(who, self.groups)
+
+    def rebuild_clicked(self, click: Click) -> None:
+        """Whoever clicks is checked as if they typed the command, and is always asked
+        Run/Cancel: a Rebuild click alone never starts a build."""
+        checked = self._recheck(click)
+        if checked is None:
+            return
+        build, request, outcome = checked
+        who = Who(click.user_id, build.channel_id, click.team_id, click.response_url,
+                  request.command)
+        if outcome.reply is not None:
+            self.respond(click.response_url, {**outcome.reply, "replace_original": False})
+        self.after_command(who, outcome, rebuild_of=build.id)
+
+    # --- who may run a job (status, stop and subscriptions check this) -------------------
+
+    def may_run(self, job: str, user_id: str, channel_id: str,
+                groups: UserGroups) -> tuple[str, str] | list[str]:
+        """(job name, build task ID) when this user may run ``job`` in this channel, else
+        why not. The permission checks of a run (``decide``): a refusal that is only about
+        parameters (a required one without a default) still means the job may be run."""
+        decision = decide(self.config, BuildCommand(job), user_id=user_id,
+                          channel_id=channel_id, usergroups=groups)
+        if isinstance(decision, Approved):
+            return decision.job_name, decision.job_id
+        named = self.job_named(job)
+        if named is not None and any(f is not None for f in decision.fields):
+            return named.name, named.id
+        return list(decision.problems)
+
+    def job_named(self, name: str) -> JobConfig | None:
+        exact = self.config.jobs.get(name)
+        if exact is not None:
+            return exact
+        folded = [j for j in self.config.jobs.values() if j.name.casefold() == name.casefold()]
+        return folded[0] if len(folded) == 1 else None
+
+    # --- approvals and the queue ---------------------------------------------------------
+    # Approve / Reject (on the approval message, by approvers), Withdraw (on the
+    # requester's "waiting" message), Queue and Run anyway (on the requester's at-limit
+    # question) and Leave (on their queued message): each is one engine call; a click that
+    # changes nothing says why to the clicker alone.
+
+    def over_limit(self, job_name: str, user_id: str) -> str | None:
+        return self.engine.over_limit(job_name, user_id)
+
+    def approve_clicked(self, click: Click) -> None:
+        self.tell(click.response_url, self.engine.approve(click, self.groups))
+
+    def reject_clicked(self, click: Click) -> None:
+        self.tell(click.response_url, self.engine.reject(click, self.groups))
+
+    def withdraw_clicked(self, click: Click) -> None:
+        self.tell(click.response_url, self.engine.withdraw(click))
+
+    def queue_clicked(self, click: Click) -> None:
+        self.tell(click.response_url, self.engine.queue(click))
+
+    def run_anyway_clicked(self, click: Click) -> None:
+        self.tell(click.response_url, self.engine.run_anyway(click))
+
+    def leave_clicked(self, click: Click) -> None:
+        self.tell(click.response_url, self.engine.leave_queue(click))
+
 
 
 def _request(answer: Answer) -> Request:
@@ -761,27 +347,3 @@ def render(answer: Answer) -> dict[str, Any] | None:
     """The reply a click's answer gives the clicker; None when it says nothing."""
     make = _REPLIES.get(answer.told)
     return None if make is None else make(answer)
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _who(payload: dict[str, Any]) -> Who:
-    return Who(user_id=_str(payload.get("user_id")), channel_id=_str(payload.get("channel_id")),
-               team_id=_str(payload.get("team_id")) or None,
-               response_url=_str(payload.get("response_url")) or None,
-               text=_str(payload.get("text")), trigger_id=_str(payload.get("trigger_id")) or None)
-
-
-def _click(body: dict[str, Any]) -> Click:
-    actions = body.get("actions")
-    action = _dict(actions[0]) if isinstance(actions, list) and actions else {}
-    return Click(value=_str(action.get("value"))[:64],
-                 user_id=_str(_dict(body.get("user")).get("id")),
-                 team_id=_str(_dict(body.get("team")).get("id")) or None,
-                 response_url=_str(body.get("response_url")) or None)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}

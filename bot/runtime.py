@@ -243,7 +243,7 @@ class Runtime:
         watcher_idle = self.watcher.stop(deadline)
         self.worker.shutdown(wait=False, cancel_futures=False)
         workers_idle = self.flow.wait_idle(max(0.0, until - time.monotonic()))
-        self.flow.close_status_pool()
+        self.flow.status.close_status_pool()
         self.heartbeat.stop(clean=watcher_idle and workers_idle)
         if not (watcher_idle and workers_idle):
             log.warning("work still running after %.0f s; leaving its connections open", deadline)

@@ -45,7 +45,7 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
         _guard(ack, flow.on_command, command)
 
     buttons = {msg.RUN: flow.run_clicked, msg.CANCEL: flow.cancel_clicked,
-               msg.STOP: flow.stop_clicked, msg.REBUILD: flow.rebuild_clicked,
+               msg.STOP: flow.status.stop_clicked, msg.REBUILD: flow.rebuild_clicked,
                msg.APPROVE: flow.approve_clicked, msg.REJECT: flow.reject_clicked,
                msg.WITHDRAW: flow.withdraw_clicked, msg.QUEUE: flow.queue_clicked,
                msg.RUN_ANYWAY: flow.run_anyway_clicked, msg.LEAVE: flow.leave_clicked}
@@ -69,11 +69,11 @@ def _form_listeners(app: App, flow: Flow, signing_secret: str | None) -> None:
     """The build form (bot.forms): opened from help and from a confirmation's Edit
     parameters, updated when a job is picked, checked when submitted."""
     if signing_secret:
-        flow.form_key = forms.form_key(signing_secret)
+        flow.form.form_key = forms.form_key(signing_secret)
 
     @app.action(msg.EDIT)
     def edit(ack: Ack, body: dict[str, Any]) -> None:
-        _guard(ack, lambda a, b: flow.on_form_click(a, b, flow.edit_clicked), body)
+        _guard(ack, lambda a, b: flow.form.on_form_click(a, b, flow.form.edit_clicked), body)
 
     @app.action(re.compile("^" + re.escape(msg.OPEN_FORM) + r"\.\d+$"))
     def open_form(ack: Ack, body: dict[str, Any]) -> None:
@@ -81,17 +81,17 @@ def _form_listeners(app: App, flow: Flow, signing_secret: str | None) -> None:
         actions = body.get("actions")
         job = _str(_dict(actions[0] if isinstance(actions, list) and actions else {}
                          ).get("value"))
-        _guard(ack, lambda a, b: flow.on_form_click(
-            a, b, lambda click, trigger: flow.open_form_clicked(click, trigger, channel, job)),
+        _guard(ack, lambda a, b: flow.form.on_form_click(
+            a, b, lambda click, trigger: flow.form.open_form_clicked(click, trigger, channel, job)),
             body)
 
     @app.action(forms.JOB_ACTION)
     def job_picked(ack: Ack, body: dict[str, Any]) -> None:
-        _guard(ack, flow.on_form_job, body)
+        _guard(ack, flow.form.on_form_job, body)
 
     @app.view(forms.CALLBACK)
     def submitted(ack: Ack, body: dict[str, Any]) -> None:
-        _guard(ack, flow.on_form_submit, body)
+        _guard(ack, flow.form.on_form_submit, body)
 
 
 def _stop_listeners(app: App, flow: Flow) -> None:
@@ -102,9 +102,9 @@ def _stop_listeners(app: App, flow: Flow) -> None:
     def stop_confirmed(ack: Ack, body: dict[str, Any]) -> None:
         channel = _str(_dict(body.get("channel")).get("id"))
         _guard(ack, lambda a, b: flow.on_click(
-            a, b, lambda click: flow.stop_confirmed(click, channel)), body)
+            a, b, lambda click: flow.status.stop_confirmed(click, channel)), body)
 
-    app.action(msg.STOP_KEEP)(_button_listener(flow, flow.stop_kept))
+    app.action(msg.STOP_KEEP)(_button_listener(flow, flow.status.stop_kept))
 
 
 def _str(value: Any) -> str:

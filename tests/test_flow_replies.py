@@ -78,7 +78,7 @@ def test_help_page_number_reaches_the_listing() -> None:
 def test_stop_refused_by_codearts_is_escaped_without_the_run_hint(
         error: CodeArtsError, shown: str) -> None:
     flow, said = make_flow(1, Api(error))
-    flow.stop_clicked(Click("b1", "UALICE", None, "https://hooks.slack/r"))
+    flow.status.stop_clicked(Click("b1", "UALICE", None, "https://hooks.slack/r"))
     ((url, reply),) = said
     text = reply["text"]
     assert url == "https://hooks.slack/r" and reply["replace_original"] is False

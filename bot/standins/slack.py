@@ -22,9 +22,10 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from bot.standins.slack_rules import Problem, message_problem, view_problem
@@ -181,40 +182,58 @@ class FakeSlack:
         return None
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        if method == "auth.test":
-            return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1",
-                    "url": "https://example.slack.com/", "team": "Example", "user": "buildbot"}
-        if method == "chat.postMessage":
-            ts = f"{int(time.time())}.{next(self._ts):06d}"
-            return {"ok": True, "channel": params.get("channel"), "ts": ts,
-                    "message": {"text": params.get("text"), "ts": ts}}
-        if method == "chat.update":
-            return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts")}
-        if method == "chat.postEphemeral":
-            return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
+        """What Slack answers a Web API call: one handler per method (``_ANSWERS``)."""
         if method in VIEW_METHODS:
             return self._view_answer(method, params)
-        if method == "usergroups.users.list":
-            group = params.get("usergroup", "")
-            if group not in self.usergroups:
-                return {"ok": False, "error": "no_such_subteam"}
-            return {"ok": True, "users": list(self.usergroups[group])}
-        if method == "apps.connections.open":  # Socket Mode: no websocket here, so refuse
-            return {"ok": False, "error": "invalid_auth"}
-        if method == "conversations.replies":  # the parent, then its replies, oldest first
-            parent = params.get("ts")
-            return {"ok": True, "has_more": False, "messages": [
-                self._message(c) for c in self._calls
-                if c.method == "chat.postMessage" and c.ts is not None
-                and (c.ts == parent or c.params.get("thread_ts") == parent)]}
-        if method == "conversations.history":  # channel messages, newest first
-            oldest = float(params.get("oldest") or 0)
-            return {"ok": True, "has_more": False, "messages": [
-                self._message(c) for c in reversed(self._calls)
-                if c.method == "chat.postMessage" and c.ts is not None
-                and c.params.get("channel") == params.get("channel")
-                and not c.params.get("thread_ts") and float(c.ts) > oldest]}
-        return {"ok": False, "error": "unknown_method"}
+        answer = self._ANSWERS.get(method)
+        return answer(self, params) if answer else {"ok": False, "error": "unknown_method"}
+
+    def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1",
+                "url": "https://example.slack.com/", "team": "Example", "user": "buildbot"}
+
+    def _post_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        ts = f"{int(time.time())}.{next(self._ts):06d}"
+        return {"ok": True, "channel": params.get("channel"), "ts": ts,
+                "message": {"text": params.get("text"), "ts": ts}}
+
+    def _update(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts")}
+
+    def _post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
+
+    def _group_members(self, params: dict[str, Any]) -> dict[str, Any]:
+        group = params.get("usergroup", "")
+        if group not in self.usergroups:
+            return {"ok": False, "error": "no_such_subteam"}
+        return {"ok": True, "users": list(self.usergroups[group])}
+
+    def _socket_mode(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": False, "error": "invalid_auth"}  # no websocket here, so refuse
+
+    def _replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parent, then its replies, oldest first."""
+        parent = params.get("ts")
+        return {"ok": True, "has_more": False, "messages": [
+            self._message(c) for c in self._calls
+            if c.method == "chat.postMessage" and c.ts is not None
+            and (c.ts == parent or c.params.get("thread_ts") == parent)]}
+
+    def _history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The channel's messages, newest first."""
+        oldest = float(params.get("oldest") or 0)
+        return {"ok": True, "has_more": False, "messages": [
+            self._message(c) for c in reversed(self._calls)
+            if c.method == "chat.postMessage" and c.ts is not None
+            and c.params.get("channel") == params.get("channel")
+            and not c.params.get("thread_ts") and float(c.ts) > oldest]}
+
+    _ANSWERS: ClassVar[dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]]] = {
+        "auth.test": _auth_test, "chat.postMessage": _post_message, "chat.update": _update,
+        "chat.postEphemeral": _post_ephemeral, "usergroups.users.list": _group_members,
+        "apps.connections.open": _socket_mode, "conversations.replies": _replies,
+        "conversations.history": _history}
 
     def _view_answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger_id not used before; views.update a known view id and,
@@ -225,21 +244,29 @@ class FakeSlack:
             view = json.loads(view)
         if not isinstance(view, dict):
             return {"ok": False, "error": "invalid_arguments"}
-        if method == "views.open":
-            trigger = str(params.get("trigger_id") or "")
-            if not trigger or trigger in self._triggers:
-                return {"ok": False, "error": "invalid_trigger_id" if not trigger
-                        else "exchanged_trigger_id"}
-            self._triggers.add(trigger)
-            view_id = f"V{next(self._view_ids):06d}"
-        else:
-            view_id = str(params.get("view_id") or "")
-            if view_id not in self.views:
-                return {"ok": False, "error": "not_found"}
-            if params.get("hash") and params["hash"] != self.views[view_id]["hash"]:
-                return {"ok": False, "error": "hash_conflict"}
-        self.views[view_id] = {**view, "id": view_id, "hash": f"h{next(self._ts)}"}
-        return {"ok": True, "view": self.views[view_id]}
+        found = self._new_view(params) if method == "views.open" else self._known_view(params)
+        if isinstance(found, dict):
+            return found
+        self.views[found] = {**view, "id": found, "hash": f"h{next(self._ts)}"}
+        return {"ok": True, "view": self.views[found]}
+
+    def _new_view(self, params: dict[str, Any]) -> str | dict[str, Any]:
+        """views.open: a new view id for a trigger_id not used before, else the refusal."""
+        trigger = str(params.get("trigger_id") or "")
+        if not trigger or trigger in self._triggers:
+            return {"ok": False, "error": "invalid_trigger_id" if not trigger
+                    else "exchanged_trigger_id"}
+        self._triggers.add(trigger)
+        return f"V{next(self._view_ids):06d}"
+
+    def _known_view(self, params: dict[str, Any]) -> str | dict[str, Any]:
+        """views.update: the view id if it is known and (when given) its hash is current."""
+        view_id = str(params.get("view_id") or "")
+        if view_id not in self.views:
+            return {"ok": False, "error": "not_found"}
+        if params.get("hash") and params["hash"] != self.views[view_id]["hash"]:
+            return {"ok": False, "error": "hash_conflict"}
+        return view_id
 
     @staticmethod
     def _message(call: Call) -> dict[str, Any]:

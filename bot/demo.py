@@ -463,7 +463,7 @@ def run(args: argparse.Namespace, *, stdin: TextIO | None = None,
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     with contextlib.suppress(AttributeError, ValueError):
-        out.reconfigure(errors="replace")  # type: ignore[attr-defined,union-attr]
+        out.reconfigure(errors="replace")  # type: ignore[union-attr]
     try:
         lines = _script_lines(args.script, stdin)
     except (OSError, UnicodeDecodeError) as exc:
@@ -487,7 +487,8 @@ def _session(demo: Demo, lines: Iterable[str] | None, stdin: TextIO, out: TextIO
     out.write(demo.banner() + "\n\n")
     out.flush()
     if lines is not None:
-        ok = all([demo.line(line) for line in _until_quit(lines)])
+        results = [demo.line(line) for line in _until_quit(lines)]  # every line runs
+        ok = all(results)
         return 0 if ok else 1
     _interactive(demo, stdin)
     return 0

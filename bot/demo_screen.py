@@ -185,7 +185,7 @@ class DemoScreen:
         if isinstance(blocks, list) and blocks:
             for block in blocks:
                 lines += self._block(block, channel=channel, ts=ts, key=key,
-                                     label=lambda: _first(lines))
+                                     label=lambda lines=lines: _first(lines))
         else:
             lines += self.mrkdwn(str(message.get("text", ""))).splitlines()
         label = _first(lines)

@@ -10,7 +10,6 @@ listeners (``flow``) and the ``watcher`` both call it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -22,9 +21,9 @@ from bot import messages as msg
 from bot.answers import NOTHING, Answer, Click, Told
 from bot.approvals import Approvals
 from bot.clicks import Desk
-from bot.codearts.answers import BuildState, RunResult
+from bot.codearts.answers import BuildState
 from bot.codearts.client import CodeArtsClient
-from bot.codearts.errors import CodeArtsError, request_id_in, request_id_of
+from bot.codearts.errors import CodeArtsError
 from bot.config import BuildbotConfig
 from bot.following import Following
 from bot.lifecycle import (
@@ -34,21 +33,17 @@ from bot.lifecycle import (
     MAX_AGE,
     ORIGIN_SUBSCRIPTION,
     PROGRESS_EVERY,
-    RECONCILE_MARGIN,
     AnnounceState,
     Build,
-    Candidate,
     ClaimReason,
     Lease,
     Request,
     RequestState,
-    Settlement,
     Subscription,
     WatchState,
     decide_poll,
     decide_report_refused,
     decide_run_failure,
-    decide_settlement,
     followed_failed,
     new_error_id,
 )
@@ -56,6 +51,7 @@ from bot.limits import Limits
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
 from bot.policy import Approved, approval_rule, per_user_limit
 from bot.progress import Progress
+from bot.recovery import ANSWER_LOST, INTENT_GRACE, Recovery
 from bot.settings import format_build_link
 from bot.status import (
     BuildRow,
@@ -69,22 +65,7 @@ from bot.store import AlreadySettled, OpenQuestion, Store
 
 log = logging.getLogger(__name__)
 
-# A run call or channel post whose owner still beats is left alone this long: longer than
-# a live call lasts with its timeouts and retries (a Slack post: 10 s a try, at most 8
-# tries, 429s waited only when Retry-After is 10 s or less, about 115 s in all; the run
-# call is retried only when it never left). An owner that stopped beating is settled at
-# once (bot.heartbeat).
-INTENT_GRACE = 120.0
-ANNOUNCE_RETRY = 5.0  # seconds before a post that ended unconfirmed is looked for and retried
 LOOK_BACK = 300.0  # a channel is searched this far before a post was claimed (clocks differ)
-ANSWER_LOST = "answer lost: "  # the note on a request whose run answer never came
-SETTLE_SOON = 20.0  # seconds before a lost answer is looked for in the history
-NOT_STARTED_AFTER = 60.0  # "nothing started" only once the history had this long to show it
-HISTORY_PAGE = 50  # history lines read per call when settling a lost run answer
-HISTORY_PAGES = 10  # at most this many pages: 500 builds around the moment
-PARAMS_REMEMBERED = 5_000  # builds whose parameters are kept in memory at most
-SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost run answer
-SETTLE_GIVE_UP = 1800.0  # history unreadable this long past the grace: tell "unknown"
 # refusals audited as a click on someone else's request (or not theirs to decide)
 _AUDITED_REFUSALS = frozenset({"not_yours", "not_admin", "self", "not_approver",
                                "not_requester"})
@@ -104,9 +85,6 @@ class Engine(Desk):
         """``alive``: whether this process beat recently (bot.heartbeat); a process that
         did not starts no run call or post, as others may have taken its intents over."""
         self.alive = alive
-        # run answers the store could not record (its database was away): the answer is
-        # known, so it is recorded by the watcher's next pass, not searched for later
-        self._unrecorded: dict[str, tuple[Request, RunResult, str | None]] = {}
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.api = api
         # the features, each a collaborator: max_running and its queue, the hourly limit;
@@ -135,14 +113,18 @@ class Engine(Desk):
         self.project_id = project_id
         self.max_age = max_age
         self.intent_grace = intent_grace
-        # Channel messages Slack took whose ts the store could not save yet: kept here
-        # and saved by the watcher's next pass, so the message is never posted twice.
-        self._unsaved: dict[str, tuple[str, str]] = {}
-        self._unsaved_lock = threading.Lock()
-        self._settle_tried: dict[str, float] = {}  # request id -> last history read
-        # (job, build no) -> the build's parameters, for settling lost run answers
-        self._params_seen: dict[tuple[str, str], dict[str, str]] = {}
-        self._settle_lock = threading.Lock()
+        # lost run answers, unconfirmed announcements, what the store could not record
+        self.recovery = Recovery(
+            config=config, store=store, notifier=notifier, clock=clock, api=api,
+            intent_grace=intent_grace, poll_seconds=poll_seconds,
+            announce=lambda *a, **k: self.announce(*a, **k),
+            started=lambda *a: self._started(*a), ask=lambda *a: self._ask(*a))
+        self.settle_stale = self.recovery.settle_stale
+        self.due_settlements = self.recovery.due_settlements
+        self.settle_one = self.recovery.settle_one
+        self.record_unrecorded = self.recovery.record_unrecorded
+        self.save_unsaved = self.recovery.save_unsaved
+        self.recover_announcements = self.recovery.recover_announcements
         # subscriptions, and the per-job history read that decides a job's builds
         self.following = Following(store=store, api=api, clock=clock,
                                    poll_seconds=poll_seconds, history_polls=history_polls,
@@ -247,141 +229,6 @@ class Engine(Desk):
             self.approvals.approval_expired(request)
         for request in self.store.expire_queued(now=now):
             self.limits.queue_expired(request)
-
-    def settle_stale(self) -> None:
-        """Requests whose run call never got its answer (the process sending it died):
-        the job's history says whether CodeArts started them. One matching build is
-        adopted and followed; none, where the history covers the moment, is told as
-        not started and asked again; otherwise the user is told it may have started.
-        The run is never sent again by the bot itself."""
-        for request in self.due_settlements():
-            self.settle_one(request)
-
-    def due_settlements(self, limit: int | None = None) -> list[Request]:
-        """Lost run answers due to be looked for now; each is handed out once until it is
-        settled or ``SETTLE_RETRY`` has passed (the watcher runs them beside its polls)."""
-        now = self.clock()
-        due: list[Request] = []
-        with self._settle_lock:
-            for request in self.store.stale_sending(
-                    older_than=now - self.intent_grace, noted=ANSWER_LOST,
-                    noted_before=now - SETTLE_SOON, now=now):
-                if limit is not None and len(due) >= limit:
-                    break
-                if now - self._settle_tried.get(request.id, -SETTLE_RETRY) < SETTLE_RETRY:
-                    continue
-                self._settle_tried[request.id] = now
-                due.append(request)
-        return due
-
-    def settle_one(self, request: Request) -> None:
-        now = self.clock()
-        try:
-            settlement = self._read_history(request)
-        except CodeArtsError as exc:
-            log.warning("could not read the history of job=%s for request=%s: %s",
-                        request.job_name, request.id, type(exc).__name__)
-            if now - request.updated_at < self.intent_grace + SETTLE_GIVE_UP:
-                return  # try again on a later pass
-            settlement = Settlement("unknown", request_id=request_id_of(exc))
-        if settlement.kind == "not_started" and now - request.updated_at < NOT_STARTED_AFTER:
-            return  # CodeArts may list a new build late: look again before saying no
-        self._settle(request, settlement)
-        with self._settle_lock:
-            self._settle_tried.pop(request.id, None)
-
-    def _read_history(self, request: Request) -> Settlement:
-        """The builds of the job that started around the intent, newest first, with the
-        parameters of those that could be it; ``covered`` once the history reaches back
-        past the intent (or holds no more builds)."""
-        candidates: list[Candidate] = []
-        covered = False
-        since = request.updated_at - RECONCILE_MARGIN
-        until = request.updated_at + RECONCILE_MARGIN
-        for page in range(HISTORY_PAGES):
-            records, total = self.api.history(request.job_id, offset=page * HISTORY_PAGE,
-                                              limit=HISTORY_PAGE)
-            # a build already recorded for another request is that one's, not this one's
-            taken = {no for no, b in self.store.builds_by_number(
-                job_id=request.job_id, build_nos=[r.build_no for r in records]).items()
-                if b.id != request.id}
-            for record in records:
-                started = record.start_time.timestamp() if record.start_time else None
-                if started is not None and started < since:
-                    covered = True
-                    break
-                if started is not None and started > until:
-                    continue  # started after this run's call was over: not it
-                if record.build_no in taken:
-                    continue
-                candidates.append(Candidate(record.build_no, started, self._parameters(
-                    request.job_id, record.build_no)))
-            if covered or len(records) < HISTORY_PAGE or (
-                    total is not None and (page + 1) * HISTORY_PAGE >= total):
-                covered = True
-                break
-        return decide_settlement(request.body, request.updated_at, candidates, covered)
-
-    def _parameters(self, job_id: str, build_no: str) -> dict[str, str]:
-        """A build's parameters, read once per process: they never change once it exists,
-        and the settlements of one job's lost answers look at the same builds."""
-        key = (job_id, build_no)
-        with self._settle_lock:
-            if key in self._params_seen:
-                return self._params_seen[key]
-        params = self.api.build_parameters(job_id, build_no)
-        with self._settle_lock:
-            self._params_seen[key] = params
-            while len(self._params_seen) > PARAMS_REMEMBERED:
-                self._params_seen.pop(next(iter(self._params_seen)))
-        return params
-
-    def _settle(self, request: Request, settlement: Settlement) -> None:
-        now = self.clock()
-        log.info("settling request=%s job=%s after a lost run answer: %s %s", request.id,
-                 request.job_name, settlement.kind, ",".join(settlement.builds))
-        if settlement.kind == "adopt":
-            try:
-                build = self.store.record_build(request=request, build_no=settlement.builds[0],
-                                                daily_build_number="", now=now,
-                                                first_check_at=now)
-            except AlreadySettled:
-                return
-            self.metrics.builds_started.inc()
-            where = self.announce(build, request.response_url)
-            self.notifier.respond(request.response_url, msg.found_after_restart(
-                request.job_name, build.daily_build_number, build.build_no, where))
-            return
-        state = RequestState.FAILED if settlement.kind == "not_started" else RequestState.UNKNOWN
-        run_rid = request_id_in(request.error)  # of the run call's answer, if it had one
-        if not self.store.move_request(id=request.id, old=RequestState.SENDING, new=state,
-                                       now=now, error=f"run answer lost: {settlement.kind}"):
-            return  # another process settled it
-        self.store.audit(decision="not_started" if state is RequestState.FAILED else "unknown",
-                         now=now, request_id=request.id, user_id=request.user_id,
-                         channel_id=request.channel_id, job=request.job_name,
-                         parameters=request.body,
-                         detail=f"run answer lost; history: {settlement.kind} "
-                                f"{' '.join(settlement.builds)}".strip())
-        if settlement.kind == "not_started":
-            self.notifier.respond(request.response_url,
-                                  msg.not_started_after_restart(request.job_name,
-                                                                request_id=run_rid))
-            again = self.store.add_request(
-                id=uuid.uuid4().hex, state=RequestState.PENDING, now=now, ttl=CONFIRM_TTL,
-                user_id=request.user_id, team_id=request.team_id,
-                channel_id=request.channel_id, job_name=request.job_name,
-                job_id=request.job_id, command=request.command, body=request.body,
-                response_url=request.response_url, decision="confirm")
-            self._ask(again, request.response_url)
-        elif settlement.kind == "ambiguous":
-            self.notifier.respond(request.response_url,
-                                  msg.outcome_ambiguous(request.job_name, settlement.builds,
-                                                        request_id=run_rid))
-        else:
-            self.notifier.respond(request.response_url, msg.outcome_unknown(
-                request.job_name, request_id=run_rid,
-                history_request_id=settlement.request_id))
 
     # --- the door: each click on a request's buttons ---------------------------------------
     # One call per click: load the row, check who clicked (one step for every button), make
@@ -585,37 +432,11 @@ class Engine(Desk):
             log.exception("build started but not recorded id=%s request=%s user=%s job=%s "
                           "build=%s daily=%s", error_id, request.id, request.user_id, job,
                           result.actual_build_number, result.daily_build_number)
-            with self._unsaved_lock:
-                self._unrecorded[request.id] = (request, result, response_url)
+            self.recovery.keep_unrecorded(request, result, response_url)
             self.notifier.respond(response_url, msg.started_unrecorded(
                 job, result.daily_build_number, result.actual_build_number, error_id))
             return
         self._started(request, build, response_url)
-
-    def record_unrecorded(self) -> None:
-        """Record the builds whose run answer came while the database was away, then
-        announce them; one another process settled first is dropped."""
-        with self._unsaved_lock:
-            pending = list(self._unrecorded.values())
-        for request, result, response_url in pending:
-            now = self.clock()
-            try:
-                build = self.store.record_build(
-                    request=request, build_no=result.actual_build_number,
-                    daily_build_number=result.daily_build_number, now=now,
-                    first_check_at=now + self.poll_seconds)
-            except AlreadySettled:  # another process settled it from the history
-                build = None
-            except Exception:  # the database is still away: the next pass tries again
-                log.info("still cannot record build=%s of request=%s",
-                         result.actual_build_number, request.id)
-                continue
-            with self._unsaved_lock:
-                self._unrecorded.pop(request.id, None)
-            if build is not None:
-                log.info("recorded build=%s of request=%s once the database answered",
-                         build.build_no, request.id)
-                self._started(request, build, response_url)
 
     def _started(self, request: Request, build: Build, response_url: str | None) -> None:
         job = request.job_name
@@ -686,7 +507,7 @@ class Engine(Desk):
                 return None
         if not self.alive():  # another process may be announcing it: leave it to recovery
             log.warning("not posting build=%s: this process missed its heartbeat", build.id)
-            self._hand_to_recovery(build)
+            self.recovery.hand_over(build)
             return None
         request = self.store.get_request(build.id)
         message = msg.announcement(
@@ -699,7 +520,7 @@ class Engine(Desk):
         if not sent.ok and not sent.permanent:
             log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
                         "for it and post it if it is not there", build.id, sent.error)
-            self._hand_to_recovery(build)
+            self.recovery.hand_over(build)
             return None
         if not sent.ok:
             log.warning("channel post refused build=%s channel=%s error=%s; using response_url",
@@ -717,50 +538,8 @@ class Engine(Desk):
         except Exception:
             log.warning("could not save the channel message of build=%s; saving it later",
                         build.id, exc_info=True)
-            with self._unsaved_lock:
-                self._unsaved[build.id] = (channel, sent.ts)
+            self.recovery.keep_unsaved(build.id, channel, sent.ts)
         return build.channel_id
-
-    def _hand_to_recovery(self, build: Build) -> None:
-        """This process's post is over without a confirmation: recovery (which looks in the
-        channel first) may take it in ``ANNOUNCE_RETRY`` seconds, not after the grace."""
-        try:
-            self.store.announce_failed(id=build.id, now=self.clock(), retry_in=ANNOUNCE_RETRY,
-                                       stale_after=self.intent_grace)
-        except Exception:
-            log.warning("could not hand build=%s to recovery; it waits the grace", build.id,
-                        exc_info=True)
-
-    def save_unsaved(self) -> None:
-        """Save the ts of channel messages whose first save failed (the watcher calls this
-        before looking for unannounced builds, so none is announced twice)."""
-        with self._unsaved_lock:
-            pending = list(self._unsaved.items())
-        for build_id, (channel, ts) in pending:
-            self.store.set_announced(id=build_id, channel=channel, ts=ts)
-            with self._unsaved_lock:
-                self._unsaved.pop(build_id, None)
-            log.info("saved the channel message of build=%s", build_id)
-
-    def recover_announcements(self) -> None:
-        """Announce builds whose announcement is unconfirmed: its poster died, or Slack's
-        answer never came. Each is looked for in the channel before it is posted. Run
-        answers the database could not record are recorded first."""
-        self.record_unrecorded()
-        self.save_unsaved()
-        for build in self.store.claim_unannounced(now=self.clock(),
-                                                  stale_after=self.intent_grace):
-            with self._unsaved_lock:
-                if build.id in self._unsaved:
-                    continue
-            self.announce(build, build.response_url, recovering=True)
-
-    def _where(self, build: Build) -> tuple[str | None, str | None]:
-        """The channel message of a build (channel, ts), saved or not yet saved."""
-        if build.message_ts:
-            return build.message_channel, build.message_ts
-        with self._unsaved_lock:
-            return self._unsaved.get(build.id, (None, None))
 
     # --- following a build ---------------------------------------------------------------
 
@@ -813,7 +592,7 @@ class Engine(Desk):
             return
         link = self.link(build)
         result = build.result or "unknown"
-        channel, ts = self._where(build)
+        channel, ts = self.recovery.where(build)
         # read here, so a reply that waits for its thread does not read the log each time;
         # a retry after a crash reads it again (or says it could not)
         reply = self.result_message(build, result, link)
@@ -883,7 +662,7 @@ class Engine(Desk):
 
     def thread_note(self, build: Build, message: dict[str, Any]) -> None:
         """A word in the build's thread (or to the requester, where there is no thread)."""
-        channel, ts = self._where(build)
+        channel, ts = self.recovery.where(build)
         if channel and ts:
             self.notifier.post(channel, message, thread_ts=ts)
         elif build.user_id:  # a build a subscription found has no requester to tell
@@ -905,7 +684,7 @@ class Engine(Desk):
                 return None
         if not self.alive():
             log.warning("not posting build=%s: this process missed its heartbeat", build.id)
-            self._hand_to_recovery(build)
+            self.recovery.hand_over(build)
             return None
         message = msg.followed_announcement(
             build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
@@ -914,7 +693,7 @@ class Engine(Desk):
         if not sent.ok and not sent.permanent:
             log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
                         "for it", build.id, sent.error)
-            self._hand_to_recovery(build)
+            self.recovery.hand_over(build)
             return None
         if not sent.ok or not sent.ts:
             log.warning("channel post of followed build=%s refused channel=%s error=%s",
@@ -927,8 +706,7 @@ class Engine(Desk):
         except Exception:
             log.warning("could not save the channel message of build=%s; saving it later",
                         build.id, exc_info=True)
-            with self._unsaved_lock:
-                self._unsaved[build.id] = (channel, sent.ts)
+            self.recovery.keep_unsaved(build.id, channel, sent.ts)
         return channel
 
     def _ready_to_report(self, build: Build, lease: Lease) -> Build | None:
@@ -940,7 +718,7 @@ class Engine(Desk):
             build = replace(build, announce=current.announce, message_ts=current.message_ts,
                             message_channel=current.message_channel,
                             finished_at=current.finished_at)
-        _channel, ts = self._where(build)
+        _channel, ts = self.recovery.where(build)
         if build.announce is AnnounceState.POSTING and not ts and build.age <= self.max_age:
             self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
                                   next_check_at=self.clock() + min(self.poll_seconds, 15.0),
@@ -954,7 +732,7 @@ class Engine(Desk):
         requester: where Slack will not take it, it is logged and audited."""
         link = self.link(build)
         result = build.result or "unknown"
-        channel, ts = self._where(build)
+        channel, ts = self.recovery.where(build)
         wanted = build.notify != FILTER_FAILURES or followed_failed(result)
         detail = result if wanted else f"{result}; not announced (failures only)"
         sent: Delivery | None = Delivery(True)

@@ -582,81 +582,126 @@ class Engine(Desk):
         """Reply in the thread and update the parent, once. A passing Slack error is
         retried with backoff; a final one (or 24 hours of passing ones) sends the result to
         the requester directly and ends the watch. A retry (an earlier attempt failed, or
-        its holder died or froze) first looks in the thread for the result."""
+        its holder died or froze) first looks in the thread for the result. Builds ours
+        and followed ones take the same steps; what differs is which message is posted,
+        where, and the fallback (a followed build has no requester)."""
         ready = self._ready_to_report(build, lease)
         if ready is None:
             return
         build = ready
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            self._report_followed(build, lease, retry=retry)
-            return
-        link = self.link(build)
-        result = build.result or "unknown"
         channel, ts = self.recovery.where(build)
+        post = self._post_followed if build.origin == ORIGIN_SUBSCRIPTION else self._post_result
+        posted = post(build, lease, channel, ts, retry)
+        if posted is not None:  # None: the lease was lost, or it is retried later
+            sent, detail = posted
+            self._finish_report(build, lease, sent, detail, channel, ts)
+
+    def _post_result(self, build: Build, lease: Lease, channel: str | None, ts: str | None,
+                     retry: bool) -> tuple[Delivery, str] | None:
+        """The result of a build of ours: a reply in its message's thread, or (no thread)
+        a direct message; where Slack refuses it for good, a direct message saying so."""
+        result = build.result or "unknown"
         # read here, so a reply that waits for its thread does not read the log each time;
         # a retry after a crash reads it again (or says it could not)
-        reply = self.result_message(build, result, link)
+        reply = self.result_message(build, result, self.link(build))
         self.tracker.forget(build.id)
-        detail = result
-        sent: Delivery | None = None
         if channel and ts and retry:
-            found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts)
-            if found.known and found.ts:
-                log.info("found the result of build=%s in its thread; not posting it again",
-                         build.id)
-                sent = Delivery(True, channel=channel, ts=found.ts)
-            elif not found.known:  # cannot tell: tell the requester directly instead
-                fallback = self.notifier.direct(build.user_id, reply)
-                detail = f"{result}; thread unreadable; direct message " + (
-                    "sent" if fallback.ok else f"refused: {fallback.error}")
-                sent = Delivery(False, error="thread unreadable", permanent=True)
-        if sent is None:
-            if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                         now=self.clock(), lease_seconds=lease.seconds):
-                log.warning("lease of build=%s lost before posting its result; not posting",
-                            build.id)
-                return
-            if channel and ts:
-                sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id),
-                                          thread_ts=ts)
-            else:  # no channel message: tell the requester directly
-                sent = self.notifier.direct(build.user_id, reply)
-            if not sent.ok:
-                decision = decide_report_refused(build, permanent=sent.permanent,
-                                                 max_age=self.max_age)
-                if decision.retry_in is not None:
-                    self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
-                                          next_check_at=self.clock() + decision.retry_in,
-                                          failures=decision.failures)
-                    return
-                fallback = self.notifier.direct(build.user_id, msg.result_elsewhere(
-                    reply, channel=channel or build.channel_id, error=sent.error or "unknown"))
-                detail = (f"{result}; Slack refused the thread reply ({sent.error}); direct "
-                          f"message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
-                log.warning("result not posted in its thread build=%s error=%s direct=%s",
-                            build.id, sent.error, fallback.ok)
+            found = self._look_in_thread(build, reply, result, channel, ts)
+            if found is not None:
+                return found
+        if not self._still_held(build, lease):
+            log.warning("lease of build=%s lost before posting its result; not posting",
+                        build.id)
+            return None
+        if channel and ts:
+            sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id),
+                                      thread_ts=ts)
+        else:  # no channel message: tell the requester directly
+            sent = self.notifier.direct(build.user_id, reply)
+        if sent.ok:
+            return sent, result
+        if self._retry_later(build, lease, sent):
+            return None
+        fallback = self.notifier.direct(build.user_id, msg.result_elsewhere(
+            reply, channel=channel or build.channel_id, error=sent.error or "unknown"))
+        log.warning("result not posted in its thread build=%s error=%s direct=%s",
+                    build.id, sent.error, fallback.ok)
+        return sent, (f"{result}; Slack refused the thread reply ({sent.error}); direct "
+                      f"message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
+
+    def _look_in_thread(self, build: Build, reply: msg.Message, result: str, channel: str,
+                        ts: str) -> tuple[Delivery, str] | None:
+        """On a retry: the result found in the thread (not posted again), or, where the
+        thread cannot be read, the requester told directly; None when it is not there."""
+        found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts)
+        if found.known and found.ts:
+            log.info("found the result of build=%s in its thread; not posting it again",
+                     build.id)
+            return Delivery(True, channel=channel, ts=found.ts), result
+        if not found.known:  # cannot tell: tell the requester directly instead
+            fallback = self.notifier.direct(build.user_id, reply)
+            return Delivery(False, error="thread unreadable", permanent=True), (
+                f"{result}; thread unreadable; direct message "
+                + ("sent" if fallback.ok else f"refused: {fallback.error}"))
+        return None
+
+    def _post_followed(self, build: Build, lease: Lease, channel: str | None, ts: str | None,
+                       retry: bool) -> tuple[Delivery, str] | None:
+        """The result of a followed build, once: a reply in its message's thread (``all``),
+        or, for ``failures``, one channel message when it failed (nothing otherwise). No
+        requester: where Slack will not take it, it is logged and audited."""
+        result = build.result or "unknown"
+        if build.notify == FILTER_FAILURES and not followed_failed(result):
+            return Delivery(True), f"{result}; not announced (failures only)"
+        return self._post_followed_result(build, lease, result, self.link(build),
+                                          channel or build.channel_id,
+                                          ts if channel else None, retry)
+
+    def _finish_report(self, build: Build, lease: Lease, sent: Delivery, detail: str,
+                       channel: str | None, ts: str | None) -> None:
+        """Update the parent message with the result, end the watch and audit it."""
         if sent.ok and channel and ts:
             # before the watch ends, so a holder killed here updates it again (an update
             # is idempotent); never by a holder whose lease has passed to another
-            if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                         now=self.clock(), lease_seconds=lease.seconds):
+            if not self._still_held(build, lease):
                 log.warning("lease of build=%s lost before updating its message", build.id)
                 return
-            done = msg.announcement_done(build_id=build.id, user_id=build.user_id,
-                                         job_name=build.job_name,
-                                         daily=build.daily_build_number,
-                                         build_no=build.build_no, link=link, result=result,
-                                         duration_ms=build.duration_ms)
-            self.notifier.update(channel, ts, tagged(done, BUILD_EVENT, build.id))
+            self.notifier.update(channel, ts, tagged(self._done(build), BUILD_EVENT, build.id))
         if not self.store.finish_report(id=build.id, owner=lease.owner, token=lease.token):
             log.warning("report of build=%s was finished by another holder", build.id)
             return
         self.store.audit(decision="finished" if sent.ok else "report_refused", now=self.clock(),
-                         request_id=build.id, user_id=build.user_id,
+                         request_id=build.id, user_id=build.user_id or None,
                          channel_id=build.channel_id, job=build.job_name, detail=detail,
                          daily_build_number=build.daily_build_number, build_no=build.build_no)
-        if sent.ok and build.finished_at is not None:
+        if sent.ok and build.finished_at is not None and build.origin != ORIGIN_SUBSCRIPTION:
             self.metrics.result_lag_seconds.observe(max(0.0, self.clock() - build.finished_at))
+
+    def _done(self, build: Build) -> msg.Message:
+        """A build's channel message once it ended."""
+        result = build.result or "unknown"
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            return msg.followed_done(job_name=build.job_name, daily=build.daily_build_number,
+                                     build_no=build.build_no, link=self.link(build),
+                                     result=result, duration_ms=build.duration_ms)
+        return msg.announcement_done(build_id=build.id, user_id=build.user_id,
+                                     job_name=build.job_name, daily=build.daily_build_number,
+                                     build_no=build.build_no, link=self.link(build),
+                                     result=result, duration_ms=build.duration_ms)
+
+    def _still_held(self, build: Build, lease: Lease) -> bool:
+        return self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
+                                     now=self.clock(), lease_seconds=lease.seconds)
+
+    def _retry_later(self, build: Build, lease: Lease, sent: Delivery) -> bool:
+        """A refused result post: rescheduled (True) while the refusal may pass."""
+        decision = decide_report_refused(build, permanent=sent.permanent, max_age=self.max_age)
+        if decision.retry_in is None:
+            return False
+        self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                              next_check_at=self.clock() + decision.retry_in,
+                              failures=decision.failures)
+        return True
 
     # --- buttons on a build's messages -----------------------------------------------------
 
@@ -726,40 +771,9 @@ class Engine(Desk):
             return None
         return build
 
-    def _report_followed(self, build: Build, lease: Lease, *, retry: bool) -> None:
-        """The result of a followed build, once: a reply in its message's thread (``all``),
-        or, for ``failures``, one channel message when it failed (nothing otherwise). No
-        requester: where Slack will not take it, it is logged and audited."""
-        link = self.link(build)
-        result = build.result or "unknown"
-        channel, ts = self.recovery.where(build)
-        wanted = build.notify != FILTER_FAILURES or followed_failed(result)
-        detail = result if wanted else f"{result}; not announced (failures only)"
-        sent: Delivery | None = Delivery(True)
-        if wanted:
-            sent, detail = self._post_followed_result(build, lease, result, link,
-                                                      channel or build.channel_id,
-                                                      ts if channel else None, retry)
-            if sent is None:
-                return  # lease lost, or retried later
-        if sent.ok and channel and ts:
-            if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                         now=self.clock(), lease_seconds=lease.seconds):
-                return
-            self.notifier.update(channel, ts, tagged(msg.followed_done(
-                job_name=build.job_name, daily=build.daily_build_number,
-                build_no=build.build_no, link=link, result=result,
-                duration_ms=build.duration_ms), BUILD_EVENT, build.id))
-        if not self.store.finish_report(id=build.id, owner=lease.owner, token=lease.token):
-            return
-        self.store.audit(decision="finished" if sent.ok else "report_refused", now=self.clock(),
-                         request_id=build.id, channel_id=build.channel_id, job=build.job_name,
-                         detail=detail, daily_build_number=build.daily_build_number,
-                         build_no=build.build_no)
-
     def _post_followed_result(self, build: Build, lease: Lease, result: str,
                               link: str | None, channel: str, ts: str | None,
-                              retry: bool) -> tuple[Delivery | None, str]:
+                              retry: bool) -> tuple[Delivery, str] | None:
         if result == "timeout":
             reply = msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
                                 hours=int(self.max_age // 3600), link=link,
@@ -778,19 +792,14 @@ class Engine(Desk):
             if not found.known:
                 return Delivery(False, error="unreadable", permanent=True), (
                     f"{result}; channel unreadable; not posted again")
-        if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                     now=self.clock(), lease_seconds=lease.seconds):
+        if not self._still_held(build, lease):
             log.warning("lease of build=%s lost before posting its result", build.id)
-            return None, result
+            return None
         sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id), thread_ts=ts)
         if sent.ok:
             return sent, result
-        decision = decide_report_refused(build, permanent=sent.permanent, max_age=self.max_age)
-        if decision.retry_in is not None:
-            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
-                                  next_check_at=self.clock() + decision.retry_in,
-                                  failures=decision.failures)
-            return None, result
+        if self._retry_later(build, lease, sent):
+            return None
         log.warning("result of followed build=%s refused channel=%s error=%s", build.id,
                     channel, sent.error)
         return sent, f"{result}; Slack refused it ({sent.error})"

@@ -482,64 +482,103 @@ class Engine(Desk):
 
     def announce(self, build: Build, response_url: str | None, *,
                  recovering: bool = False) -> str | None:
-        """Post a build this process has claimed in its channel and keep the ts.
+        """Post a build this process has claimed in its channel and keep the ts: a build
+        of ours, or one a subscription found (``all``); the same steps, another message.
 
-        Where the bot may not post (a final refusal) it falls back to the response_url.
-        A passing failure (429s, 5xx, a dropped answer) leaves the claim open for the
-        watcher, which first looks in the channel for the message (its metadata names
-        the build) before posting it: Slack may have posted it already. Returns the
-        channel posted in, or None."""
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            return self._announce_followed(build, recovering=recovering)
+        Where the bot may not post (a final refusal) it falls back to the response_url
+        (a followed build has none: it is logged). A passing failure (429s, 5xx, a
+        dropped answer) leaves the claim open for the watcher, which first looks in the
+        channel for the message (its metadata names the build) before posting it: Slack
+        may have posted it already; where Slack cannot say, it is not posted again.
+        Returns the channel posted in, or None."""
         if recovering:
-            since = (build.announce_claimed_at or build.created_at) - LOOK_BACK
-            found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
-            if found.known and found.ts:
-                log.info("found the channel message of build=%s; not posting it again",
-                         build.id)
-                self.store.set_announced(id=build.id, channel=build.channel_id, ts=found.ts)
-                return build.channel_id
-            if not found.known:  # cannot tell whether it is there: never post it twice
-                self.store.set_announced(id=build.id, channel=None, ts=None)
-                self.notifier.direct(build.user_id, msg.announcement_uncertain(
-                    job_name=build.job_name, daily=build.daily_build_number,
-                    build_no=build.build_no, channel=build.channel_id, link=self.link(build)))
-                return None
+            settled, where = self._look_in_channel(build)
+            if settled:
+                return where
         if not self.alive():  # another process may be announcing it: leave it to recovery
             log.warning("not posting build=%s: this process missed its heartbeat", build.id)
             self.recovery.hand_over(build)
             return None
-        request = self.store.get_request(build.id)
-        message = msg.announcement(
-            build_id=build.id, user_id=build.user_id, job_name=build.job_name,
-            description=self.description(build.job_name),
-            body=request.body if request is not None else {},
-            daily=build.daily_build_number, build_no=build.build_no, link=self.link(build),
-            approvers=request.approved_by if request is not None else ())
+        message = self._announcement(build)
         sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id))
         if not sent.ok and not sent.permanent:
             log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
                         "for it and post it if it is not there", build.id, sent.error)
             self.recovery.hand_over(build)
             return None
-        if not sent.ok:
-            log.warning("channel post refused build=%s channel=%s error=%s; using response_url",
-                        build.id, build.channel_id, sent.error)
-            self.notifier.respond(response_url, {**message, "response_type": "in_channel",
-                                                 "replace_original": False})
-            self.store.set_announced(id=build.id, channel=None, ts=None)
+        if not sent.ok or (build.origin == ORIGIN_SUBSCRIPTION and not sent.ts):
+            self._announce_refused(build, response_url, message, sent)
             return None
         channel = sent.channel or build.channel_id
         if sent.ts is None:
             self.store.set_announced(id=build.id, channel=channel, ts=None)
             return channel
+        self._save_ts(build, channel, sent.ts)
+        return build.channel_id
+
+    def _look_in_channel(self, build: Build) -> tuple[bool, str | None]:
+        """After a crash or an unconfirmed post: is the message in the channel already?
+        (True, its channel) when it is; (True, None) when Slack cannot say (it is never
+        posted twice); (False, None) when it is not there: post it."""
+        since = (build.announce_claimed_at or build.created_at) - LOOK_BACK
+        found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
+        if found.known and found.ts:
+            log.info("found the channel message of build=%s; not posting it again", build.id)
+            self.store.set_announced(id=build.id, channel=build.channel_id, ts=found.ts)
+            return True, build.channel_id
+        if not found.known:  # cannot tell whether it is there: never post it twice
+            self.store.set_announced(id=build.id, channel=None, ts=None)
+            self._announcement_uncertain(build)
+            return True, None
+        return False, None
+
+    def _save_ts(self, build: Build, channel: str, ts: str) -> None:
+        """Keep the channel message's ts; where the store is away, saved by the next pass."""
         try:
-            self.store.set_announced(id=build.id, channel=channel, ts=sent.ts)
+            self.store.set_announced(id=build.id, channel=channel, ts=ts)
         except Exception:
             log.warning("could not save the channel message of build=%s; saving it later",
                         build.id, exc_info=True)
-            self.recovery.keep_unsaved(build.id, channel, sent.ts)
-        return build.channel_id
+            self.recovery.keep_unsaved(build.id, channel, ts)
+
+    def _announcement(self, build: Build) -> msg.Message:
+        """A build's channel message while it runs."""
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            return msg.followed_announcement(
+                build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
+                build_no=build.build_no, link=self.link(build))
+        request = self.store.get_request(build.id)
+        return msg.announcement(
+            build_id=build.id, user_id=build.user_id, job_name=build.job_name,
+            description=self.description(build.job_name),
+            body=request.body if request is not None else {},
+            daily=build.daily_build_number, build_no=build.build_no, link=self.link(build),
+            approvers=request.approved_by if request is not None else ())
+
+    def _announcement_uncertain(self, build: Build) -> None:
+        """Slack cannot say whether the message was posted: the requester is told (a
+        followed build has none: it is logged)."""
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            log.warning("cannot tell whether build=%s was announced in channel=%s; not "
+                        "posting it again", build.id, build.channel_id)
+            return
+        self.notifier.direct(build.user_id, msg.announcement_uncertain(
+            job_name=build.job_name, daily=build.daily_build_number,
+            build_no=build.build_no, channel=build.channel_id, link=self.link(build)))
+
+    def _announce_refused(self, build: Build, response_url: str | None, message: msg.Message,
+                          sent: Delivery) -> None:
+        """Slack will not take the channel message: posted through the response_url
+        instead (a followed build has none: it is logged); never tried again."""
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            log.warning("channel post of followed build=%s refused channel=%s error=%s",
+                        build.id, build.channel_id, sent.error)
+        else:
+            log.warning("channel post refused build=%s channel=%s error=%s; using response_url",
+                        build.id, build.channel_id, sent.error)
+            self.notifier.respond(response_url, {**message, "response_type": "in_channel",
+                                                 "replace_original": False})
+        self.store.set_announced(id=build.id, channel=None, ts=None)
 
     # --- following a build ---------------------------------------------------------------
 
@@ -712,47 +751,6 @@ class Engine(Desk):
             self.notifier.post(channel, message, thread_ts=ts)
         elif build.user_id:  # a build a subscription found has no requester to tell
             self.notifier.direct(build.user_id, message)
-
-    def _announce_followed(self, build: Build, *, recovering: bool) -> str | None:
-        """The channel message of a build a subscription found (``all``), once: after a
-        crash it is looked for first; where Slack cannot say, it is not posted again."""
-        if recovering:
-            since = (build.announce_claimed_at or build.created_at) - LOOK_BACK
-            found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
-            if found.known and found.ts:
-                self.store.set_announced(id=build.id, channel=build.channel_id, ts=found.ts)
-                return build.channel_id
-            if not found.known:
-                log.warning("cannot tell whether build=%s was announced in channel=%s; not "
-                            "posting it again", build.id, build.channel_id)
-                self.store.set_announced(id=build.id, channel=None, ts=None)
-                return None
-        if not self.alive():
-            log.warning("not posting build=%s: this process missed its heartbeat", build.id)
-            self.recovery.hand_over(build)
-            return None
-        message = msg.followed_announcement(
-            build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
-            build_no=build.build_no, link=self.link(build))
-        sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id))
-        if not sent.ok and not sent.permanent:
-            log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
-                        "for it", build.id, sent.error)
-            self.recovery.hand_over(build)
-            return None
-        if not sent.ok or not sent.ts:
-            log.warning("channel post of followed build=%s refused channel=%s error=%s",
-                        build.id, build.channel_id, sent.error)
-            self.store.set_announced(id=build.id, channel=None, ts=None)
-            return None
-        channel = sent.channel or build.channel_id
-        try:
-            self.store.set_announced(id=build.id, channel=channel, ts=sent.ts)
-        except Exception:
-            log.warning("could not save the channel message of build=%s; saving it later",
-                        build.id, exc_info=True)
-            self.recovery.keep_unsaved(build.id, channel, sent.ts)
-        return channel
 
     def _ready_to_report(self, build: Build, lease: Lease) -> Build | None:
         """The build with its channel message as stored now; None (and checked again

@@ -154,20 +154,15 @@ class Engine(Desk):
         A Rebuild always asks first, and asks with the same question while it is open,
         so two clicks on one Rebuild button can start one build at most."""
         confirm = approved.confirm or rebuild_of is not None
-        # a job without confirmation that needs approval waits for it at once
-        awaits = approved.approval if not confirm else None
-        # a job without confirmation but with max_running starts through a slot claim
-        limited = not confirm and not awaits and \
-            self.limits.max_running(approved.job_name) is not None
+        state = self._first_state(approved, confirm=confirm)
+        awaits = approved.approval if state is RequestState.AWAITING else None
         if rebuild_of is not None:
             self.expire_due()  # an expired question must not stand in for a new one
             if self._ask_again(rebuild_of, user_id, response_url):
                 return
         try:
             request = self.store.add_request(
-                id=uuid.uuid4().hex,
-                state=RequestState.PENDING if confirm or limited else (
-                    RequestState.AWAITING if awaits else RequestState.SENDING),
+                id=uuid.uuid4().hex, state=state,
                 now=self.clock(), ttl=awaits.ttl if awaits else CONFIRM_TTL, user_id=user_id,
                 team_id=team_id, channel_id=channel_id, job_name=approved.job_name,
                 job_id=approved.job_id, command=text.strip(), body=approved.body,
@@ -185,9 +180,28 @@ class Engine(Desk):
             self._ask(request, response_url)
             if received_at is not None:
                 self.metrics.confirmation_seconds.observe(time.monotonic() - received_at)
-        elif awaits:
+        else:
+            self._first_move(request, response_url, state)
+
+    def _first_state(self, approved: Approved, *, confirm: bool) -> RequestState:
+        """A new request's state: PENDING asks Run/Cancel; a job without confirmation
+        that needs approval waits for it at once (AWAITING); one with max_running starts
+        through a slot claim (PENDING); any other is sent at once (SENDING)."""
+        if confirm:
+            return RequestState.PENDING
+        if approved.approval:
+            return RequestState.AWAITING
+        if self.limits.max_running(approved.job_name) is not None:
+            return RequestState.PENDING
+        return RequestState.SENDING
+
+    def _first_move(self, request: Request, response_url: str | None,
+                    state: RequestState) -> None:
+        """A new request that asks no Run/Cancel: it waits for approval, claims a slot of
+        ``max_running``, or is sent at once."""
+        if state is RequestState.AWAITING:
             self.approvals.ask_approval(request, response_url)
-        elif limited:
+        elif state is RequestState.PENDING:  # without confirmation: a slot of max_running
             self.limits.start_in_slot(request, response_url)
         else:
             self.start(request, response_url)
@@ -801,3 +815,4 @@ class Engine(Desk):
         log.warning("result of followed build=%s refused channel=%s error=%s", build.id,
                     channel, sent.error)
         return sent, f"{result}; Slack refused it ({sent.error})"
+

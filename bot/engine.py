@@ -39,7 +39,6 @@ from bot.lifecycle import (
     Lease,
     Request,
     RequestState,
-    Subscription,
     WatchState,
     decide_poll,
     decide_report_refused,
@@ -133,6 +132,9 @@ class Engine(Desk):
         self.job_history = self.following.job_history
         self.next_check = self.following.next_check
         self.is_followed = self.following.is_followed
+        self.subscribe = self.following.subscribe
+        self.unsubscribe = self.following.unsubscribe
+        self.subscriptions = self.following.subscriptions
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -364,40 +366,6 @@ class Engine(Desk):
         if build is not None:
             self.thread_note(build, msg.stop_requested(user_id, job_name, daily, build_no))
         return Answer(Told.STOP_ASKED)
-
-    def subscribe(self, *, channel_id: str, job_name: str, job_id: str, filter: str,
-                  user_id: str) -> str | None:
-        """Subscribe the channel to the job (audited); the filter it replaced, if any."""
-        now = self.clock()
-        before = self.store.subscribe(channel_id=channel_id, job_name=job_name, job_id=job_id,
-                                      filter=filter, user_id=user_id, now=now,
-                                      since_no=self._newest_build_no(job_id))
-        self.store.audit(decision="subscribe", now=now, user_id=user_id,
-                         channel_id=channel_id, job=job_name, detail=filter)
-        return before
-
-    def unsubscribe(self, *, channel_id: str, job_name: str, user_id: str) -> bool:
-        """End the channel's subscription to the job (audited); False when there was none."""
-        existed = self.store.unsubscribe(channel_id=channel_id, job_name=job_name)
-        if existed:
-            self.store.audit(decision="unsubscribe", now=self.clock(), user_id=user_id,
-                             channel_id=channel_id, job=job_name)
-        return existed
-
-    def subscriptions(self, channel_id: str) -> list[Subscription]:
-        return self.store.subscriptions_of(channel_id=channel_id)
-
-    def _newest_build_no(self, job_id: str) -> int | None:
-        """The job's newest build number now: builds up to it started before the
-        subscription and are never announced. None when CodeArts cannot say (then the
-        builds' start times decide)."""
-        try:
-            records, _total = self.api.history(job_id, offset=0, limit=1)
-        except CodeArtsError as exc:
-            log.warning("newest build of job=%s not read: %s", job_id, type(exc).__name__)
-            return None
-        numbers = [int(r.build_no) for r in records if len(r.build_no) <= 18]
-        return max(numbers) if numbers else 0
 
     def recent_builds(self, job_id: str) -> list[BuildRow]:
         """/build status <job>: its last builds (raises CodeArtsError)."""

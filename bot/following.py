@@ -119,6 +119,40 @@ class Following:
 
     # --- subscriptions: builds started outside Slack (issue 16) ---------------------------
 
+    def subscribe(self, *, channel_id: str, job_name: str, job_id: str, filter: str,
+                  user_id: str) -> str | None:
+        """Subscribe the channel to the job (audited); the filter it replaced, if any."""
+        now = self.clock()
+        before = self.store.subscribe(channel_id=channel_id, job_name=job_name, job_id=job_id,
+                                      filter=filter, user_id=user_id, now=now,
+                                      since_no=self._newest_build_no(job_id))
+        self.store.audit(decision="subscribe", now=now, user_id=user_id,
+                         channel_id=channel_id, job=job_name, detail=filter)
+        return before
+
+    def unsubscribe(self, *, channel_id: str, job_name: str, user_id: str) -> bool:
+        """End the channel's subscription to the job (audited); False when there was none."""
+        existed = self.store.unsubscribe(channel_id=channel_id, job_name=job_name)
+        if existed:
+            self.store.audit(decision="unsubscribe", now=self.clock(), user_id=user_id,
+                             channel_id=channel_id, job=job_name)
+        return existed
+
+    def subscriptions(self, channel_id: str) -> list[Subscription]:
+        return self.store.subscriptions_of(channel_id=channel_id)
+
+    def _newest_build_no(self, job_id: str) -> int | None:
+        """The job's newest build number now: builds up to it started before the
+        subscription and are never announced. None when CodeArts cannot say (then the
+        builds' start times decide)."""
+        try:
+            records, _total = self.api.history(job_id, offset=0, limit=1)
+        except CodeArtsError as exc:
+            log.warning("newest build of job=%s not read: %s", job_id, type(exc).__name__)
+            return None
+        numbers = [int(r.build_no) for r in records if len(r.build_no) <= MAX_BUILD_NO_DIGITS]
+        return max(numbers) if numbers else 0
+
     def discover(self, job_id: str, lease: Lease, *, due: float) -> None:
         """Find the new builds of a subscribed job (the holder of its watch, ``lease``)."""
         subs = self.store.subscriptions_of(job_id=job_id)

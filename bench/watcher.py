@@ -175,7 +175,7 @@ def watcher_child(conn: Connection, values: dict[str, Any], log_path: str,
     settings = load_settings(**values)
     runtime = Runtime(settings, load_config(settings.buildbot_config), watch=False)
     if not history_polls:  # the comparison: each build's own record call, as before
-        runtime.engine.history_polls = False
+        runtime.engine.following.history_polls = False
     rss_before = proc_status_kib("VmRSS")
     runtime.watcher.start()
     conn.send(rss_before)

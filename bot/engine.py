@@ -10,47 +10,39 @@ listeners (``flow``) and the ``watcher`` both call it.
 from __future__ import annotations
 
 import logging
-import math
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from bot import messages as msg
 from bot.answers import NOTHING, Answer, Click, Told
 from bot.approvals import Approvals
 from bot.clicks import Desk
-from bot.codearts.answers import BuildState, HistoryRecord, RunResult, build_state_from
+from bot.codearts.answers import BuildState
 from bot.codearts.client import CodeArtsClient
-from bot.codearts.errors import CodeArtsError, request_id_in, request_id_of
+from bot.codearts.errors import CodeArtsError
 from bot.config import BuildbotConfig
+from bot.following import Following
 from bot.lifecycle import (
     CONFIRM_MINUTES,
     CONFIRM_TTL,
-    FILTER_ALL,
     FILTER_FAILURES,
     MAX_AGE,
-    MAX_ERROR_BACKOFF,
     ORIGIN_SUBSCRIPTION,
     PROGRESS_EVERY,
-    RECONCILE_MARGIN,
     AnnounceState,
     Build,
-    Candidate,
     ClaimReason,
     Lease,
     Request,
     RequestState,
-    Settlement,
-    Subscription,
     WatchState,
     decide_poll,
     decide_report_refused,
     decide_run_failure,
-    decide_settlement,
     followed_failed,
     new_error_id,
 )
@@ -58,6 +50,7 @@ from bot.limits import Limits
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
 from bot.policy import Approved, approval_rule, per_user_limit
 from bot.progress import Progress
+from bot.recovery import ANSWER_LOST, INTENT_GRACE, Recovery
 from bot.settings import format_build_link
 from bot.status import (
     BuildRow,
@@ -71,81 +64,10 @@ from bot.store import AlreadySettled, OpenQuestion, Store
 
 log = logging.getLogger(__name__)
 
-# A run call or channel post whose owner still beats is left alone this long: longer than
-# a live call lasts with its timeouts and retries (a Slack post: 10 s a try, at most 8
-# tries, 429s waited only when Retry-After is 10 s or less, about 115 s in all; the run
-# call is retried only when it never left). An owner that stopped beating is settled at
-# once (bot.heartbeat).
-INTENT_GRACE = 120.0
-ANNOUNCE_RETRY = 5.0  # seconds before a post that ended unconfirmed is looked for and retried
 LOOK_BACK = 300.0  # a channel is searched this far before a post was claimed (clocks differ)
-ANSWER_LOST = "answer lost: "  # the note on a request whose run answer never came
-SETTLE_SOON = 20.0  # seconds before a lost answer is looked for in the history
-NOT_STARTED_AFTER = 60.0  # "nothing started" only once the history had this long to show it
-HISTORY_PAGE = 50  # history lines read per call when settling a lost run answer
-HISTORY_PAGES = 10  # at most this many pages: 500 builds around the moment
-PARAMS_REMEMBERED = 5_000  # builds whose parameters are kept in memory at most
-SETTLE_RETRY = 30.0  # seconds between two reads of a job's history for one lost run answer
-SETTLE_GIVE_UP = 1800.0  # history unreadable this long past the grace: tell "unknown"
-FOLLOW_PAGE = 50  # history lines read per call when following builds (a page covers them)
-FOLLOW_PAGES = 4  # pages read at most for one poll; older builds read their own record
-HISTORIES_REMEMBERED = 10_000  # jobs whose last history read is kept in memory at most
-MAX_BUILD_NO_DIGITS = 18
 # refusals audited as a click on someone else's request (or not theirs to decide)
 _AUDITED_REFUSALS = frozenset({"not_yours", "not_admin", "self", "not_approver",
                                "not_requester"})
-
-
-def _number(build_no: str) -> str:
-    """A build number as one spelling (no leading zeros)."""
-    return str(int(build_no)) if build_no.isdigit() else build_no
-
-
-def history_state(record: HistoryRecord | None) -> BuildState | None:
-    """A history line read as a build's record is read (a known final word, or any word
-    with an end time, has ended); None when it cannot tell (no word and no end time)."""
-    if record is None or (not record.result.strip() and record.end_time is None):
-        return None
-    return build_state_from({
-        "status": record.result,
-        "start_time": record.start_time.isoformat() if record.start_time else None,
-        "end_time": record.end_time.isoformat() if record.end_time else None})
-
-
-@dataclass
-class JobHistory:
-    """One read of a job's history: the first page (newest first), every line read by
-    build number, and whether older builds may still be listed further back."""
-
-    read_at: float
-    page: list[HistoryRecord] = field(default_factory=list)
-    by_no: dict[str, HistoryRecord] = field(default_factory=dict)
-    pages: int = 0
-    complete: bool = False
-    oldest: int | None = None
-
-    def add(self, records: list[HistoryRecord], total: int | None) -> None:
-        usable = [r for r in records if len(r.build_no) <= MAX_BUILD_NO_DIGITS]
-        if len(usable) < len(records):
-            log.info("history lines with an overlong build number skipped: %d",
-                     len(records) - len(usable))
-        if self.pages == 0:
-            self.page = usable
-        for record in usable:
-            self.by_no.setdefault(_number(record.build_no), record)
-        self.pages += 1
-        numbers = [int(r.build_no) for r in usable]
-        if numbers:
-            self.oldest = min(numbers) if self.oldest is None else min(self.oldest, *numbers)
-        if len(records) < FOLLOW_PAGE or (total is not None and
-                                          self.pages * FOLLOW_PAGE >= total):
-            self.complete = True
-
-    def may_list(self, build_no: str) -> bool:
-        """Could a page further back list this build?"""
-        return (_number(build_no) not in self.by_no and not self.complete
-                and self.oldest is not None and build_no.isdigit()
-                and int(build_no) < self.oldest)
 
 
 class Engine(Desk):
@@ -162,9 +84,6 @@ class Engine(Desk):
         """``alive``: whether this process beat recently (bot.heartbeat); a process that
         did not starts no run call or post, as others may have taken its intents over."""
         self.alive = alive
-        # run answers the store could not record (its database was away): the answer is
-        # known, so it is recorded by the watcher's next pass, not searched for later
-        self._unrecorded: dict[str, tuple[Request, RunResult, str | None]] = {}
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.api = api
         # the features, each a collaborator: max_running and its queue, the hourly limit;
@@ -193,22 +112,29 @@ class Engine(Desk):
         self.project_id = project_id
         self.max_age = max_age
         self.intent_grace = intent_grace
-        # Channel messages Slack took whose ts the store could not save yet: kept here
-        # and saved by the watcher's next pass, so the message is never posted twice.
-        self._unsaved: dict[str, tuple[str, str]] = {}
-        self._unsaved_lock = threading.Lock()
-        self._settle_tried: dict[str, float] = {}  # request id -> last history read
-        # (job, build no) -> the build's parameters, for settling lost run answers
-        self._params_seen: dict[tuple[str, str], dict[str, str]] = {}
-        self._settle_lock = threading.Lock()
-        # subscriptions and the per-job history poll: the last history read of each job
-        # (shared by the job's builds due at the same time), one lock per job so one call
-        # is made for them all, and each job's poll grid (see next_check)
-        self.history_polls = history_polls
-        self._histories: dict[str, JobHistory] = {}
-        self._history_locks: dict[str, threading.Lock] = {}
-        self._anchors: dict[str, float] = {}
-        self._histories_lock = threading.Lock()
+        # lost run answers, unconfirmed announcements, what the store could not record
+        self.recovery = Recovery(
+            config=config, store=store, notifier=notifier, clock=clock, api=api,
+            intent_grace=intent_grace, poll_seconds=poll_seconds,
+            announce=lambda *a, **k: self.announce(*a, **k),
+            started=lambda *a: self._started(*a), ask=lambda *a: self._ask(*a))
+        self.settle_stale = self.recovery.settle_stale
+        self.due_settlements = self.recovery.due_settlements
+        self.settle_one = self.recovery.settle_one
+        self.record_unrecorded = self.recovery.record_unrecorded
+        self.save_unsaved = self.recovery.save_unsaved
+        self.recover_announcements = self.recovery.recover_announcements
+        # subscriptions, and the per-job history read that decides a job's builds
+        self.following = Following(store=store, api=api, clock=clock,
+                                   poll_seconds=poll_seconds, history_polls=history_polls,
+                                   announce=lambda build: self.announce(build, None))
+        self.discover = self.following.discover
+        self.job_history = self.following.job_history
+        self.next_check = self.following.next_check
+        self.is_followed = self.following.is_followed
+        self.subscribe = self.following.subscribe
+        self.unsubscribe = self.following.unsubscribe
+        self.subscriptions = self.following.subscriptions
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -230,20 +156,15 @@ class Engine(Desk):
         A Rebuild always asks first, and asks with the same question while it is open,
         so two clicks on one Rebuild button can start one build at most."""
         confirm = approved.confirm or rebuild_of is not None
-        # a job without confirmation that needs approval waits for it at once
-        awaits = approved.approval if not confirm else None
-        # a job without confirmation but with max_running starts through a slot claim
-        limited = not confirm and not awaits and \
-            self.limits.max_running(approved.job_name) is not None
+        state = self._first_state(approved, confirm=confirm)
+        awaits = approved.approval if state is RequestState.AWAITING else None
         if rebuild_of is not None:
             self.expire_due()  # an expired question must not stand in for a new one
             if self._ask_again(rebuild_of, user_id, response_url):
                 return
         try:
             request = self.store.add_request(
-                id=uuid.uuid4().hex,
-                state=RequestState.PENDING if confirm or limited else (
-                    RequestState.AWAITING if awaits else RequestState.SENDING),
+                id=uuid.uuid4().hex, state=state,
                 now=self.clock(), ttl=awaits.ttl if awaits else CONFIRM_TTL, user_id=user_id,
                 team_id=team_id, channel_id=channel_id, job_name=approved.job_name,
                 job_id=approved.job_id, command=text.strip(), body=approved.body,
@@ -261,9 +182,28 @@ class Engine(Desk):
             self._ask(request, response_url)
             if received_at is not None:
                 self.metrics.confirmation_seconds.observe(time.monotonic() - received_at)
-        elif awaits:
+        else:
+            self._first_move(request, response_url, state)
+
+    def _first_state(self, approved: Approved, *, confirm: bool) -> RequestState:
+        """A new request's state: PENDING asks Run/Cancel; a job without confirmation
+        that needs approval waits for it at once (AWAITING); one with max_running starts
+        through a slot claim (PENDING); any other is sent at once (SENDING)."""
+        if confirm:
+            return RequestState.PENDING
+        if approved.approval:
+            return RequestState.AWAITING
+        if self.limits.max_running(approved.job_name) is not None:
+            return RequestState.PENDING
+        return RequestState.SENDING
+
+    def _first_move(self, request: Request, response_url: str | None,
+                    state: RequestState) -> None:
+        """A new request that asks no Run/Cancel: it waits for approval, claims a slot of
+        ``max_running``, or is sent at once."""
+        if state is RequestState.AWAITING:
             self.approvals.ask_approval(request, response_url)
-        elif limited:
+        elif state is RequestState.PENDING:  # without confirmation: a slot of max_running
             self.limits.start_in_slot(request, response_url)
         else:
             self.start(request, response_url)
@@ -305,141 +245,6 @@ class Engine(Desk):
             self.approvals.approval_expired(request)
         for request in self.store.expire_queued(now=now):
             self.limits.queue_expired(request)
-
-    def settle_stale(self) -> None:
-        """Requests whose run call never got its answer (the process sending it died):
-        the job's history says whether CodeArts started them. One matching build is
-        adopted and followed; none, where the history covers the moment, is told as
-        not started and asked again; otherwise the user is told it may have started.
-        The run is never sent again by the bot itself."""
-        for request in self.due_settlements():
-            self.settle_one(request)
-
-    def due_settlements(self, limit: int | None = None) -> list[Request]:
-        """Lost run answers due to be looked for now; each is handed out once until it is
-        settled or ``SETTLE_RETRY`` has passed (the watcher runs them beside its polls)."""
-        now = self.clock()
-        due: list[Request] = []
-        with self._settle_lock:
-            for request in self.store.stale_sending(
-                    older_than=now - self.intent_grace, noted=ANSWER_LOST,
-                    noted_before=now - SETTLE_SOON, now=now):
-                if limit is not None and len(due) >= limit:
-                    break
-                if now - self._settle_tried.get(request.id, -SETTLE_RETRY) < SETTLE_RETRY:
-                    continue
-                self._settle_tried[request.id] = now
-                due.append(request)
-        return due
-
-    def settle_one(self, request: Request) -> None:
-        now = self.clock()
-        try:
-            settlement = self._read_history(request)
-        except CodeArtsError as exc:
-            log.warning("could not read the history of job=%s for request=%s: %s",
-                        request.job_name, request.id, type(exc).__name__)
-            if now - request.updated_at < self.intent_grace + SETTLE_GIVE_UP:
-                return  # try again on a later pass
-            settlement = Settlement("unknown", request_id=request_id_of(exc))
-        if settlement.kind == "not_started" and now - request.updated_at < NOT_STARTED_AFTER:
-            return  # CodeArts may list a new build late: look again before saying no
-        self._settle(request, settlement)
-        with self._settle_lock:
-            self._settle_tried.pop(request.id, None)
-
-    def _read_history(self, request: Request) -> Settlement:
-        """The builds of the job that started around the intent, newest first, with the
-        parameters of those that could be it; ``covered`` once the history reaches back
-        past the intent (or holds no more builds)."""
-        candidates: list[Candidate] = []
-        covered = False
-        since = request.updated_at - RECONCILE_MARGIN
-        until = request.updated_at + RECONCILE_MARGIN
-        for page in range(HISTORY_PAGES):
-            records, total = self.api.history(request.job_id, offset=page * HISTORY_PAGE,
-                                              limit=HISTORY_PAGE)
-            # a build already recorded for another request is that one's, not this one's
-            taken = {no for no, b in self.store.builds_by_number(
-                job_id=request.job_id, build_nos=[r.build_no for r in records]).items()
-                if b.id != request.id}
-            for record in records:
-                started = record.start_time.timestamp() if record.start_time else None
-                if started is not None and started < since:
-                    covered = True
-                    break
-                if started is not None and started > until:
-                    continue  # started after this run's call was over: not it
-                if record.build_no in taken:
-                    continue
-                candidates.append(Candidate(record.build_no, started, self._parameters(
-                    request.job_id, record.build_no)))
-            if covered or len(records) < HISTORY_PAGE or (
-                    total is not None and (page + 1) * HISTORY_PAGE >= total):
-                covered = True
-                break
-        return decide_settlement(request.body, request.updated_at, candidates, covered)
-
-    def _parameters(self, job_id: str, build_no: str) -> dict[str, str]:
-        """A build's parameters, read once per process: they never change once it exists,
-        and the settlements of one job's lost answers look at the same builds."""
-        key = (job_id, build_no)
-        with self._settle_lock:
-            if key in self._params_seen:
-                return self._params_seen[key]
-        params = self.api.build_parameters(job_id, build_no)
-        with self._settle_lock:
-            self._params_seen[key] = params
-            while len(self._params_seen) > PARAMS_REMEMBERED:
-                self._params_seen.pop(next(iter(self._params_seen)))
-        return params
-
-    def _settle(self, request: Request, settlement: Settlement) -> None:
-        now = self.clock()
-        log.info("settling request=%s job=%s after a lost run answer: %s %s", request.id,
-                 request.job_name, settlement.kind, ",".join(settlement.builds))
-        if settlement.kind == "adopt":
-            try:
-                build = self.store.record_build(request=request, build_no=settlement.builds[0],
-                                                daily_build_number="", now=now,
-                                                first_check_at=now)
-            except AlreadySettled:
-                return
-            self.metrics.builds_started.inc()
-            where = self.announce(build, request.response_url)
-            self.notifier.respond(request.response_url, msg.found_after_restart(
-                request.job_name, build.daily_build_number, build.build_no, where))
-            return
-        state = RequestState.FAILED if settlement.kind == "not_started" else RequestState.UNKNOWN
-        run_rid = request_id_in(request.error)  # of the run call's answer, if it had one
-        if not self.store.move_request(id=request.id, old=RequestState.SENDING, new=state,
-                                       now=now, error=f"run answer lost: {settlement.kind}"):
-            return  # another process settled it
-        self.store.audit(decision="not_started" if state is RequestState.FAILED else "unknown",
-                         now=now, request_id=request.id, user_id=request.user_id,
-                         channel_id=request.channel_id, job=request.job_name,
-                         parameters=request.body,
-                         detail=f"run answer lost; history: {settlement.kind} "
-                                f"{' '.join(settlement.builds)}".strip())
-        if settlement.kind == "not_started":
-            self.notifier.respond(request.response_url,
-                                  msg.not_started_after_restart(request.job_name,
-                                                                request_id=run_rid))
-            again = self.store.add_request(
-                id=uuid.uuid4().hex, state=RequestState.PENDING, now=now, ttl=CONFIRM_TTL,
-                user_id=request.user_id, team_id=request.team_id,
-                channel_id=request.channel_id, job_name=request.job_name,
-                job_id=request.job_id, command=request.command, body=request.body,
-                response_url=request.response_url, decision="confirm")
-            self._ask(again, request.response_url)
-        elif settlement.kind == "ambiguous":
-            self.notifier.respond(request.response_url,
-                                  msg.outcome_ambiguous(request.job_name, settlement.builds,
-                                                        request_id=run_rid))
-        else:
-            self.notifier.respond(request.response_url, msg.outcome_unknown(
-                request.job_name, request_id=run_rid,
-                history_request_id=settlement.request_id))
 
     # --- the door: each click on a request's buttons ---------------------------------------
     # One call per click: load the row, check who clicked (one step for every button), make
@@ -562,40 +367,6 @@ class Engine(Desk):
             self.thread_note(build, msg.stop_requested(user_id, job_name, daily, build_no))
         return Answer(Told.STOP_ASKED)
 
-    def subscribe(self, *, channel_id: str, job_name: str, job_id: str, filter: str,
-                  user_id: str) -> str | None:
-        """Subscribe the channel to the job (audited); the filter it replaced, if any."""
-        now = self.clock()
-        before = self.store.subscribe(channel_id=channel_id, job_name=job_name, job_id=job_id,
-                                      filter=filter, user_id=user_id, now=now,
-                                      since_no=self._newest_build_no(job_id))
-        self.store.audit(decision="subscribe", now=now, user_id=user_id,
-                         channel_id=channel_id, job=job_name, detail=filter)
-        return before
-
-    def unsubscribe(self, *, channel_id: str, job_name: str, user_id: str) -> bool:
-        """End the channel's subscription to the job (audited); False when there was none."""
-        existed = self.store.unsubscribe(channel_id=channel_id, job_name=job_name)
-        if existed:
-            self.store.audit(decision="unsubscribe", now=self.clock(), user_id=user_id,
-                             channel_id=channel_id, job=job_name)
-        return existed
-
-    def subscriptions(self, channel_id: str) -> list[Subscription]:
-        return self.store.subscriptions_of(channel_id=channel_id)
-
-    def _newest_build_no(self, job_id: str) -> int | None:
-        """The job's newest build number now: builds up to it started before the
-        subscription and are never announced. None when CodeArts cannot say (then the
-        builds' start times decide)."""
-        try:
-            records, _total = self.api.history(job_id, offset=0, limit=1)
-        except CodeArtsError as exc:
-            log.warning("newest build of job=%s not read: %s", job_id, type(exc).__name__)
-            return None
-        numbers = [int(r.build_no) for r in records if len(r.build_no) <= 18]
-        return max(numbers) if numbers else 0
-
     def recent_builds(self, job_id: str) -> list[BuildRow]:
         """/build status <job>: its last builds (raises CodeArtsError)."""
         return recent_builds(self.api, self.store, job_id, now=self.clock())
@@ -643,37 +414,11 @@ class Engine(Desk):
             log.exception("build started but not recorded id=%s request=%s user=%s job=%s "
                           "build=%s daily=%s", error_id, request.id, request.user_id, job,
                           result.actual_build_number, result.daily_build_number)
-            with self._unsaved_lock:
-                self._unrecorded[request.id] = (request, result, response_url)
+            self.recovery.keep_unrecorded(request, result, response_url)
             self.notifier.respond(response_url, msg.started_unrecorded(
                 job, result.daily_build_number, result.actual_build_number, error_id))
             return
         self._started(request, build, response_url)
-
-    def record_unrecorded(self) -> None:
-        """Record the builds whose run answer came while the database was away, then
-        announce them; one another process settled first is dropped."""
-        with self._unsaved_lock:
-            pending = list(self._unrecorded.values())
-        for request, result, response_url in pending:
-            now = self.clock()
-            try:
-                build = self.store.record_build(
-                    request=request, build_no=result.actual_build_number,
-                    daily_build_number=result.daily_build_number, now=now,
-                    first_check_at=now + self.poll_seconds)
-            except AlreadySettled:  # another process settled it from the history
-                build = None
-            except Exception:  # the database is still away: the next pass tries again
-                log.info("still cannot record build=%s of request=%s",
-                         result.actual_build_number, request.id)
-                continue
-            with self._unsaved_lock:
-                self._unrecorded.pop(request.id, None)
-            if build is not None:
-                log.info("recorded build=%s of request=%s once the database answered",
-                         build.build_no, request.id)
-                self._started(request, build, response_url)
 
     def _started(self, request: Request, build: Build, response_url: str | None) -> None:
         job = request.job_name
@@ -719,106 +464,103 @@ class Engine(Desk):
 
     def announce(self, build: Build, response_url: str | None, *,
                  recovering: bool = False) -> str | None:
-        """Post a build this process has claimed in its channel and keep the ts.
+        """Post a build this process has claimed in its channel and keep the ts: a build
+        of ours, or one a subscription found (``all``); the same steps, another message.
 
-        Where the bot may not post (a final refusal) it falls back to the response_url.
-        A passing failure (429s, 5xx, a dropped answer) leaves the claim open for the
-        watcher, which first looks in the channel for the message (its metadata names
-        the build) before posting it: Slack may have posted it already. Returns the
-        channel posted in, or None."""
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            return self._announce_followed(build, recovering=recovering)
+        Where the bot may not post (a final refusal) it falls back to the response_url
+        (a followed build has none: it is logged). A passing failure (429s, 5xx, a
+        dropped answer) leaves the claim open for the watcher, which first looks in the
+        channel for the message (its metadata names the build) before posting it: Slack
+        may have posted it already; where Slack cannot say, it is not posted again.
+        Returns the channel posted in, or None."""
         if recovering:
-            since = (build.announce_claimed_at or build.created_at) - LOOK_BACK
-            found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
-            if found.known and found.ts:
-                log.info("found the channel message of build=%s; not posting it again",
-                         build.id)
-                self.store.set_announced(id=build.id, channel=build.channel_id, ts=found.ts)
-                return build.channel_id
-            if not found.known:  # cannot tell whether it is there: never post it twice
-                self.store.set_announced(id=build.id, channel=None, ts=None)
-                self.notifier.direct(build.user_id, msg.announcement_uncertain(
-                    job_name=build.job_name, daily=build.daily_build_number,
-                    build_no=build.build_no, channel=build.channel_id, link=self.link(build)))
-                return None
+            settled, where = self._look_in_channel(build)
+            if settled:
+                return where
         if not self.alive():  # another process may be announcing it: leave it to recovery
             log.warning("not posting build=%s: this process missed its heartbeat", build.id)
-            self._hand_to_recovery(build)
+            self.recovery.hand_over(build)
             return None
-        request = self.store.get_request(build.id)
-        message = msg.announcement(
-            build_id=build.id, user_id=build.user_id, job_name=build.job_name,
-            description=self.description(build.job_name),
-            body=request.body if request is not None else {},
-            daily=build.daily_build_number, build_no=build.build_no, link=self.link(build),
-            approvers=request.approved_by if request is not None else ())
+        message = self._announcement(build)
         sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id))
         if not sent.ok and not sent.permanent:
             log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
                         "for it and post it if it is not there", build.id, sent.error)
-            self._hand_to_recovery(build)
+            self.recovery.hand_over(build)
             return None
-        if not sent.ok:
-            log.warning("channel post refused build=%s channel=%s error=%s; using response_url",
-                        build.id, build.channel_id, sent.error)
-            self.notifier.respond(response_url, {**message, "response_type": "in_channel",
-                                                 "replace_original": False})
-            self.store.set_announced(id=build.id, channel=None, ts=None)
+        if not sent.ok or (build.origin == ORIGIN_SUBSCRIPTION and not sent.ts):
+            self._announce_refused(build, response_url, message, sent)
             return None
         channel = sent.channel or build.channel_id
         if sent.ts is None:
             self.store.set_announced(id=build.id, channel=channel, ts=None)
             return channel
+        self._save_ts(build, channel, sent.ts)
+        return build.channel_id
+
+    def _look_in_channel(self, build: Build) -> tuple[bool, str | None]:
+        """After a crash or an unconfirmed post: is the message in the channel already?
+        (True, its channel) when it is; (True, None) when Slack cannot say (it is never
+        posted twice); (False, None) when it is not there: post it."""
+        since = (build.announce_claimed_at or build.created_at) - LOOK_BACK
+        found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
+        if found.known and found.ts:
+            log.info("found the channel message of build=%s; not posting it again", build.id)
+            self.store.set_announced(id=build.id, channel=build.channel_id, ts=found.ts)
+            return True, build.channel_id
+        if not found.known:  # cannot tell whether it is there: never post it twice
+            self.store.set_announced(id=build.id, channel=None, ts=None)
+            self._announcement_uncertain(build)
+            return True, None
+        return False, None
+
+    def _save_ts(self, build: Build, channel: str, ts: str) -> None:
+        """Keep the channel message's ts; where the store is away, saved by the next pass."""
         try:
-            self.store.set_announced(id=build.id, channel=channel, ts=sent.ts)
+            self.store.set_announced(id=build.id, channel=channel, ts=ts)
         except Exception:
             log.warning("could not save the channel message of build=%s; saving it later",
                         build.id, exc_info=True)
-            with self._unsaved_lock:
-                self._unsaved[build.id] = (channel, sent.ts)
-        return build.channel_id
+            self.recovery.keep_unsaved(build.id, channel, ts)
 
-    def _hand_to_recovery(self, build: Build) -> None:
-        """This process's post is over without a confirmation: recovery (which looks in the
-        channel first) may take it in ``ANNOUNCE_RETRY`` seconds, not after the grace."""
-        try:
-            self.store.announce_failed(id=build.id, now=self.clock(), retry_in=ANNOUNCE_RETRY,
-                                       stale_after=self.intent_grace)
-        except Exception:
-            log.warning("could not hand build=%s to recovery; it waits the grace", build.id,
-                        exc_info=True)
+    def _announcement(self, build: Build) -> msg.Message:
+        """A build's channel message while it runs."""
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            return msg.followed_announcement(
+                build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
+                build_no=build.build_no, link=self.link(build))
+        request = self.store.get_request(build.id)
+        return msg.announcement(
+            build_id=build.id, user_id=build.user_id, job_name=build.job_name,
+            description=self.description(build.job_name),
+            body=request.body if request is not None else {},
+            daily=build.daily_build_number, build_no=build.build_no, link=self.link(build),
+            approvers=request.approved_by if request is not None else ())
 
-    def save_unsaved(self) -> None:
-        """Save the ts of channel messages whose first save failed (the watcher calls this
-        before looking for unannounced builds, so none is announced twice)."""
-        with self._unsaved_lock:
-            pending = list(self._unsaved.items())
-        for build_id, (channel, ts) in pending:
-            self.store.set_announced(id=build_id, channel=channel, ts=ts)
-            with self._unsaved_lock:
-                self._unsaved.pop(build_id, None)
-            log.info("saved the channel message of build=%s", build_id)
+    def _announcement_uncertain(self, build: Build) -> None:
+        """Slack cannot say whether the message was posted: the requester is told (a
+        followed build has none: it is logged)."""
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            log.warning("cannot tell whether build=%s was announced in channel=%s; not "
+                        "posting it again", build.id, build.channel_id)
+            return
+        self.notifier.direct(build.user_id, msg.announcement_uncertain(
+            job_name=build.job_name, daily=build.daily_build_number,
+            build_no=build.build_no, channel=build.channel_id, link=self.link(build)))
 
-    def recover_announcements(self) -> None:
-        """Announce builds whose announcement is unconfirmed: its poster died, or Slack's
-        answer never came. Each is looked for in the channel before it is posted. Run
-        answers the database could not record are recorded first."""
-        self.record_unrecorded()
-        self.save_unsaved()
-        for build in self.store.claim_unannounced(now=self.clock(),
-                                                  stale_after=self.intent_grace):
-            with self._unsaved_lock:
-                if build.id in self._unsaved:
-                    continue
-            self.announce(build, build.response_url, recovering=True)
-
-    def _where(self, build: Build) -> tuple[str | None, str | None]:
-        """The channel message of a build (channel, ts), saved or not yet saved."""
-        if build.message_ts:
-            return build.message_channel, build.message_ts
-        with self._unsaved_lock:
-            return self._unsaved.get(build.id, (None, None))
+    def _announce_refused(self, build: Build, response_url: str | None, message: msg.Message,
+                          sent: Delivery) -> None:
+        """Slack will not take the channel message: posted through the response_url
+        instead (a followed build has none: it is logged); never tried again."""
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            log.warning("channel post of followed build=%s refused channel=%s error=%s",
+                        build.id, build.channel_id, sent.error)
+        else:
+            log.warning("channel post refused build=%s channel=%s error=%s; using response_url",
+                        build.id, build.channel_id, sent.error)
+            self.notifier.respond(response_url, {**message, "response_type": "in_channel",
+                                                 "replace_original": False})
+        self.store.set_announced(id=build.id, channel=None, ts=None)
 
     # --- following a build ---------------------------------------------------------------
 
@@ -827,7 +569,7 @@ class Engine(Desk):
         answer: BuildState | CodeArtsError
         read_at: float | None = None  # the history read that decided it (None: its record)
         try:
-            answer, read_at = self._state_of(build)
+            answer, read_at = self.following.state_of(build)
         except CodeArtsError as exc:
             log.warning("status check failed build=%s job=%s failures=%d error=%s", build.id,
                         build.job_name, build.failures + 1, type(exc).__name__)
@@ -861,261 +603,136 @@ class Engine(Desk):
         """Reply in the thread and update the parent, once. A passing Slack error is
         retried with backoff; a final one (or 24 hours of passing ones) sends the result to
         the requester directly and ends the watch. A retry (an earlier attempt failed, or
-        its holder died or froze) first looks in the thread for the result."""
+        its holder died or froze) first looks in the thread for the result. Builds ours
+        and followed ones take the same steps; what differs is which message is posted,
+        where, and the fallback (a followed build has no requester)."""
         ready = self._ready_to_report(build, lease)
         if ready is None:
             return
         build = ready
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            self._report_followed(build, lease, retry=retry)
-            return
-        link = self.link(build)
+        channel, ts = self.recovery.where(build)
+        post = self._post_followed if build.origin == ORIGIN_SUBSCRIPTION else self._post_result
+        posted = post(build, lease, channel, ts, retry)
+        if posted is not None:  # None: the lease was lost, or it is retried later
+            sent, detail = posted
+            self._finish_report(build, lease, sent, detail, channel, ts)
+
+    def _post_result(self, build: Build, lease: Lease, channel: str | None, ts: str | None,
+                     retry: bool) -> tuple[Delivery, str] | None:
+        """The result of a build of ours: a reply in its message's thread, or (no thread)
+        a direct message; where Slack refuses it for good, a direct message saying so."""
         result = build.result or "unknown"
-        channel, ts = self._where(build)
         # read here, so a reply that waits for its thread does not read the log each time;
         # a retry after a crash reads it again (or says it could not)
-        reply = self.result_message(build, result, link)
+        reply = self.result_message(build, result, self.link(build))
         self.tracker.forget(build.id)
-        detail = result
-        sent: Delivery | None = None
         if channel and ts and retry:
-            found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts)
-            if found.known and found.ts:
-                log.info("found the result of build=%s in its thread; not posting it again",
-                         build.id)
-                sent = Delivery(True, channel=channel, ts=found.ts)
-            elif not found.known:  # cannot tell: tell the requester directly instead
-                fallback = self.notifier.direct(build.user_id, reply)
-                detail = f"{result}; thread unreadable; direct message " + (
-                    "sent" if fallback.ok else f"refused: {fallback.error}")
-                sent = Delivery(False, error="thread unreadable", permanent=True)
-        if sent is None:
-            if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                         now=self.clock(), lease_seconds=lease.seconds):
-                log.warning("lease of build=%s lost before posting its result; not posting",
-                            build.id)
-                return
-            if channel and ts:
-                sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id),
-                                          thread_ts=ts)
-            else:  # no channel message: tell the requester directly
-                sent = self.notifier.direct(build.user_id, reply)
-            if not sent.ok:
-                decision = decide_report_refused(build, permanent=sent.permanent,
-                                                 max_age=self.max_age)
-                if decision.retry_in is not None:
-                    self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
-                                          next_check_at=self.clock() + decision.retry_in,
-                                          failures=decision.failures)
-                    return
-                fallback = self.notifier.direct(build.user_id, msg.result_elsewhere(
-                    reply, channel=channel or build.channel_id, error=sent.error or "unknown"))
-                detail = (f"{result}; Slack refused the thread reply ({sent.error}); direct "
-                          f"message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
-                log.warning("result not posted in its thread build=%s error=%s direct=%s",
-                            build.id, sent.error, fallback.ok)
+            found = self._look_in_thread(build, reply, result, channel, ts)
+            if found is not None:
+                return found
+        if not self._still_held(build, lease):
+            log.warning("lease of build=%s lost before posting its result; not posting",
+                        build.id)
+            return None
+        if channel and ts:
+            sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id),
+                                      thread_ts=ts)
+        else:  # no channel message: tell the requester directly
+            sent = self.notifier.direct(build.user_id, reply)
+        if sent.ok:
+            return sent, result
+        if self._retry_later(build, lease, sent):
+            return None
+        fallback = self.notifier.direct(build.user_id, msg.result_elsewhere(
+            reply, channel=channel or build.channel_id, error=sent.error or "unknown"))
+        log.warning("result not posted in its thread build=%s error=%s direct=%s",
+                    build.id, sent.error, fallback.ok)
+        return sent, (f"{result}; Slack refused the thread reply ({sent.error}); direct "
+                      f"message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
+
+    def _look_in_thread(self, build: Build, reply: msg.Message, result: str, channel: str,
+                        ts: str) -> tuple[Delivery, str] | None:
+        """On a retry: the result found in the thread (not posted again), or, where the
+        thread cannot be read, the requester told directly; None when it is not there."""
+        found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts)
+        if found.known and found.ts:
+            log.info("found the result of build=%s in its thread; not posting it again",
+                     build.id)
+            return Delivery(True, channel=channel, ts=found.ts), result
+        if not found.known:  # cannot tell: tell the requester directly instead
+            fallback = self.notifier.direct(build.user_id, reply)
+            return Delivery(False, error="thread unreadable", permanent=True), (
+                f"{result}; thread unreadable; direct message "
+                + ("sent" if fallback.ok else f"refused: {fallback.error}"))
+        return None
+
+    def _post_followed(self, build: Build, lease: Lease, channel: str | None, ts: str | None,
+                       retry: bool) -> tuple[Delivery, str] | None:
+        """The result of a followed build, once: a reply in its message's thread (``all``),
+        or, for ``failures``, one channel message when it failed (nothing otherwise). No
+        requester: where Slack will not take it, it is logged and audited."""
+        result = build.result or "unknown"
+        if build.notify == FILTER_FAILURES and not followed_failed(result):
+            return Delivery(True), f"{result}; not announced (failures only)"
+        return self._post_followed_result(build, lease, result, self.link(build),
+                                          channel or build.channel_id,
+                                          ts if channel else None, retry)
+
+    def _finish_report(self, build: Build, lease: Lease, sent: Delivery, detail: str,
+                       channel: str | None, ts: str | None) -> None:
+        """Update the parent message with the result, end the watch and audit it."""
         if sent.ok and channel and ts:
             # before the watch ends, so a holder killed here updates it again (an update
             # is idempotent); never by a holder whose lease has passed to another
-            if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                         now=self.clock(), lease_seconds=lease.seconds):
+            if not self._still_held(build, lease):
                 log.warning("lease of build=%s lost before updating its message", build.id)
                 return
-            done = msg.announcement_done(build_id=build.id, user_id=build.user_id,
-                                         job_name=build.job_name,
-                                         daily=build.daily_build_number,
-                                         build_no=build.build_no, link=link, result=result,
-                                         duration_ms=build.duration_ms)
-            self.notifier.update(channel, ts, tagged(done, BUILD_EVENT, build.id))
+            self.notifier.update(channel, ts, tagged(self._done(build), BUILD_EVENT, build.id))
         if not self.store.finish_report(id=build.id, owner=lease.owner, token=lease.token):
             log.warning("report of build=%s was finished by another holder", build.id)
             return
         self.store.audit(decision="finished" if sent.ok else "report_refused", now=self.clock(),
-                         request_id=build.id, user_id=build.user_id,
+                         request_id=build.id, user_id=build.user_id or None,
                          channel_id=build.channel_id, job=build.job_name, detail=detail,
                          daily_build_number=build.daily_build_number, build_no=build.build_no)
-        if sent.ok and build.finished_at is not None:
+        if sent.ok and build.finished_at is not None and build.origin != ORIGIN_SUBSCRIPTION:
             self.metrics.result_lag_seconds.observe(max(0.0, self.clock() - build.finished_at))
+
+    def _done(self, build: Build) -> msg.Message:
+        """A build's channel message once it ended."""
+        result = build.result or "unknown"
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            return msg.followed_done(job_name=build.job_name, daily=build.daily_build_number,
+                                     build_no=build.build_no, link=self.link(build),
+                                     result=result, duration_ms=build.duration_ms)
+        return msg.announcement_done(build_id=build.id, user_id=build.user_id,
+                                     job_name=build.job_name, daily=build.daily_build_number,
+                                     build_no=build.build_no, link=self.link(build),
+                                     result=result, duration_ms=build.duration_ms)
+
+    def _still_held(self, build: Build, lease: Lease) -> bool:
+        return self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
+                                     now=self.clock(), lease_seconds=lease.seconds)
+
+    def _retry_later(self, build: Build, lease: Lease, sent: Delivery) -> bool:
+        """A refused result post: rescheduled (True) while the refusal may pass."""
+        decision = decide_report_refused(build, permanent=sent.permanent, max_age=self.max_age)
+        if decision.retry_in is None:
+            return False
+        self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                              next_check_at=self.clock() + decision.retry_in,
+                              failures=decision.failures)
+        return True
 
     # --- buttons on a build's messages -----------------------------------------------------
 
     def thread_note(self, build: Build, message: dict[str, Any]) -> None:
         """A word in the build's thread (or to the requester, where there is no thread)."""
-        channel, ts = self._where(build)
+        channel, ts = self.recovery.where(build)
         if channel and ts:
             self.notifier.post(channel, message, thread_ts=ts)
         elif build.user_id:  # a build a subscription found has no requester to tell
             self.notifier.direct(build.user_id, message)
-
-    def is_followed(self, build: Build) -> bool:
-        return build.watch is WatchState.WATCHING
-
-    # --- subscriptions: builds started outside Slack (issue 16) ---------------------------
-    # A subscribed job's watch is leased like a build; its holder reads the job's history
-    # once (however many channels subscribe), records each new build that was not started
-    # from Slack once per subscribed channel (a unique key on job, build number and
-    # channel), and announces it. From then on it is a build like ours, with origin
-    # "subscription": polled, reported in its thread once, with no requester.
-
-    def job_history(self, job_id: str, *, fresh_after: float,
-                    need: str | None = None) -> JobHistory:
-        """The job's history as read at or after ``fresh_after`` (one call, shared by every
-        caller of this process that asks for it at the same time), paged further back
-        (at most ``FOLLOW_PAGES``) when ``need`` is older than what was read."""
-        with self._histories_lock:
-            lock = self._history_locks.setdefault(job_id, threading.Lock())
-        with lock:
-            got = self._histories.get(job_id)
-            if got is None or got.read_at < fresh_after:
-                read_at = self.clock()
-                records, total = self.api.history(job_id, offset=0, limit=FOLLOW_PAGE)
-                got = JobHistory(read_at)
-                got.add(records, total)
-                with self._histories_lock:
-                    if len(self._histories) >= HISTORIES_REMEMBERED:
-                        self._histories.clear()
-                        self._anchors.clear()
-                    self._histories[job_id] = got
-            while need is not None and got.may_list(need) and got.pages < FOLLOW_PAGES:
-                records, total = self.api.history(job_id, offset=got.pages * FOLLOW_PAGE,
-                                                  limit=FOLLOW_PAGE)
-                got.add(records, total)
-            return got
-
-    def discover(self, job_id: str, lease: Lease, *, due: float) -> None:
-        """Find the new builds of a subscribed job (the holder of its watch, ``lease``)."""
-        subs = self.store.subscriptions_of(job_id=job_id)
-        if not subs:
-            return  # unsubscribed meanwhile: the watch is not leased again
-        try:
-            history = self.job_history(job_id, fresh_after=due)
-        except CodeArtsError as exc:
-            failures = self.store.job_watch_failures(job_id) + 1
-            log.warning("history of subscribed job=%s not read (%d in a row): %s", job_id,
-                        failures, type(exc).__name__)
-            self.store.reschedule_job_watch(
-                job_id=job_id, owner=lease.owner, token=lease.token or 0, failures=failures,
-                next_check_at=self.clock() + min(self.poll_seconds * 2 ** min(failures, 10),
-                                                 MAX_ERROR_BACKOFF))
-            return
-        try:
-            self._follow_new(job_id, subs, history)
-        finally:
-            self.store.reschedule_job_watch(
-                job_id=job_id, owner=lease.owner, token=lease.token or 0,
-                next_check_at=self.next_check(job_id, history.read_at + self.poll_seconds))
-
-    def _follow_new(self, job_id: str, subs: list[Subscription], history: JobHistory) -> None:
-        records = history.page
-        ours = self.store.slack_numbers(job_id=job_id, build_nos=[r.build_no for r in records])
-        sending = self.store.sending_since(job_id)
-        top = max((int(r.build_no) for r in records), default=None)
-        for sub in subs:
-            fresh = [r for r in records if (
-                int(r.build_no) > sub.since_no if sub.since_no is not None else
-                r.start_time is not None and r.start_time.timestamp() >= sub.created_at)]
-            theirs = [r for r in fresh if r.build_no not in ours]
-            # a run of this job is being sent: a build that started since may be that one,
-            # not recorded as ours yet; it is looked at again on a later pass
-            waiting = [r for r in theirs if sending is not None and (
-                r.start_time is None
-                or r.start_time.timestamp() >= sending - RECONCILE_MARGIN)]
-            known = self.store.followed_numbers(
-                job_id=job_id, channel_id=sub.channel_id, build_nos=[r.build_no for r in theirs])
-            for record in sorted(theirs, key=lambda r: int(r.build_no)):
-                if record in waiting or record.build_no in known:
-                    continue
-                build = self.store.follow_build(
-                    job_id=job_id, job_name=sub.job_name, build_no=record.build_no,
-                    channel_id=sub.channel_id, notify=sub.filter, now=self.clock(),
-                    first_check_at=history.read_at)
-                if build is None:
-                    continue  # another replica (or an earlier pass) has it
-                log.info("following build=%s job=%s no=%s in channel=%s (%s)", build.id,
-                         sub.job_name, record.build_no, sub.channel_id, sub.filter)
-                if sub.filter == FILTER_ALL:
-                    self.announce(build, None)
-            seen = min((int(r.build_no) for r in waiting), default=None)
-            upto = top if seen is None else seen - 1
-            if upto is not None and (sub.since_no is None or upto > sub.since_no):
-                self.store.advance_since(id=sub.id, to=upto)
-
-    # --- one history call per job per poll (issue 16, section 3) ---------------------------
-
-    def _state_of(self, build: Build) -> tuple[BuildState, float | None]:
-        """Where a build stands, and the time of the history read it was decided from (None:
-        from its own record). The job's history is read once for all the job's builds due
-        now, ours and subscribed; the build's own record is read only when the history does
-        not list it (or not readably), or for a build of ours whose daily number CodeArts
-        has not told yet (only the record has it)."""
-        if not self.history_polls or (build.origin is None and not build.daily_build_number):
-            return self.api.build_state(build.job_id, build.build_no), None
-        history = self.job_history(build.job_id, fresh_after=build.next_check_at,
-                                   need=build.build_no)
-        state = history_state(history.by_no.get(_number(build.build_no)))
-        if state is None:
-            log.debug("build=%s not (readably) in the history of job=%s; reading its record",
-                      build.id, build.job_name)
-            return self.api.build_state(build.job_id, build.build_no), None
-        return state, history.read_at
-
-    def next_check(self, job_id: str, at: float) -> float:
-        """``at`` moved to the nearest point of the job's poll grid (the time of this
-        process's first history read of the job, plus whole poll intervals), never into
-        the past: builds of one job come due together, so one history read decides them
-        all."""
-        with self._histories_lock:
-            anchor = self._anchors.setdefault(job_id, at)
-        step = self.poll_seconds
-        if step <= 0:
-            return at
-        snapped = anchor + round((at - anchor) / step) * step
-        now = self.clock()
-        if snapped <= now:  # the next point of the grid after now
-            snapped += (math.floor((now - snapped) / step) + 1) * step
-        return snapped
-
-    def _announce_followed(self, build: Build, *, recovering: bool) -> str | None:
-        """The channel message of a build a subscription found (``all``), once: after a
-        crash it is looked for first; where Slack cannot say, it is not posted again."""
-        if recovering:
-            since = (build.announce_claimed_at or build.created_at) - LOOK_BACK
-            found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
-            if found.known and found.ts:
-                self.store.set_announced(id=build.id, channel=build.channel_id, ts=found.ts)
-                return build.channel_id
-            if not found.known:
-                log.warning("cannot tell whether build=%s was announced in channel=%s; not "
-                            "posting it again", build.id, build.channel_id)
-                self.store.set_announced(id=build.id, channel=None, ts=None)
-                return None
-        if not self.alive():
-            log.warning("not posting build=%s: this process missed its heartbeat", build.id)
-            self._hand_to_recovery(build)
-            return None
-        message = msg.followed_announcement(
-            build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
-            build_no=build.build_no, link=self.link(build))
-        sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id))
-        if not sent.ok and not sent.permanent:
-            log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
-                        "for it", build.id, sent.error)
-            self._hand_to_recovery(build)
-            return None
-        if not sent.ok or not sent.ts:
-            log.warning("channel post of followed build=%s refused channel=%s error=%s",
-                        build.id, build.channel_id, sent.error)
-            self.store.set_announced(id=build.id, channel=None, ts=None)
-            return None
-        channel = sent.channel or build.channel_id
-        try:
-            self.store.set_announced(id=build.id, channel=channel, ts=sent.ts)
-        except Exception:
-            log.warning("could not save the channel message of build=%s; saving it later",
-                        build.id, exc_info=True)
-            with self._unsaved_lock:
-                self._unsaved[build.id] = (channel, sent.ts)
-        return channel
 
     def _ready_to_report(self, build: Build, lease: Lease) -> Build | None:
         """The build with its channel message as stored now; None (and checked again
@@ -1126,7 +743,7 @@ class Engine(Desk):
             build = replace(build, announce=current.announce, message_ts=current.message_ts,
                             message_channel=current.message_channel,
                             finished_at=current.finished_at)
-        _channel, ts = self._where(build)
+        _channel, ts = self.recovery.where(build)
         if build.announce is AnnounceState.POSTING and not ts and build.age <= self.max_age:
             self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
                                   next_check_at=self.clock() + min(self.poll_seconds, 15.0),
@@ -1134,40 +751,9 @@ class Engine(Desk):
             return None
         return build
 
-    def _report_followed(self, build: Build, lease: Lease, *, retry: bool) -> None:
-        """The result of a followed build, once: a reply in its message's thread (``all``),
-        or, for ``failures``, one channel message when it failed (nothing otherwise). No
-        requester: where Slack will not take it, it is logged and audited."""
-        link = self.link(build)
-        result = build.result or "unknown"
-        channel, ts = self._where(build)
-        wanted = build.notify != FILTER_FAILURES or followed_failed(result)
-        detail = result if wanted else f"{result}; not announced (failures only)"
-        sent: Delivery | None = Delivery(True)
-        if wanted:
-            sent, detail = self._post_followed_result(build, lease, result, link,
-                                                      channel or build.channel_id,
-                                                      ts if channel else None, retry)
-            if sent is None:
-                return  # lease lost, or retried later
-        if sent.ok and channel and ts:
-            if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                         now=self.clock(), lease_seconds=lease.seconds):
-                return
-            self.notifier.update(channel, ts, tagged(msg.followed_done(
-                job_name=build.job_name, daily=build.daily_build_number,
-                build_no=build.build_no, link=link, result=result,
-                duration_ms=build.duration_ms), BUILD_EVENT, build.id))
-        if not self.store.finish_report(id=build.id, owner=lease.owner, token=lease.token):
-            return
-        self.store.audit(decision="finished" if sent.ok else "report_refused", now=self.clock(),
-                         request_id=build.id, channel_id=build.channel_id, job=build.job_name,
-                         detail=detail, daily_build_number=build.daily_build_number,
-                         build_no=build.build_no)
-
     def _post_followed_result(self, build: Build, lease: Lease, result: str,
                               link: str | None, channel: str, ts: str | None,
-                              retry: bool) -> tuple[Delivery | None, str]:
+                              retry: bool) -> tuple[Delivery, str] | None:
         if result == "timeout":
             reply = msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
                                 hours=int(self.max_age // 3600), link=link,
@@ -1186,19 +772,15 @@ class Engine(Desk):
             if not found.known:
                 return Delivery(False, error="unreadable", permanent=True), (
                     f"{result}; channel unreadable; not posted again")
-        if not self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                     now=self.clock(), lease_seconds=lease.seconds):
+        if not self._still_held(build, lease):
             log.warning("lease of build=%s lost before posting its result", build.id)
-            return None, result
+            return None
         sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id), thread_ts=ts)
         if sent.ok:
             return sent, result
-        decision = decide_report_refused(build, permanent=sent.permanent, max_age=self.max_age)
-        if decision.retry_in is not None:
-            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
-                                  next_check_at=self.clock() + decision.retry_in,
-                                  failures=decision.failures)
-            return None, result
+        if self._retry_later(build, lease, sent):
+            return None
         log.warning("result of followed build=%s refused channel=%s error=%s", build.id,
                     channel, sent.error)
         return sent, f"{result}; Slack refused it ({sent.error})"
+

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot import messages as msg
-from bot.engine import INTENT_GRACE
+from bot.recovery import INTENT_GRACE
 from bot.lifecycle import Lease, WatchState
 from bot.watcher import Watcher
 from tests.harness import BACKEND_ID, Bot, database_away_once, running_bot
@@ -282,7 +282,7 @@ def test_two_builds_behind_a_5xx_page_are_named_with_its_request_id(bot: Bot) ->
 
 
 def test_a_history_unreadable_when_settling_gives_both_request_ids(bot: Bot) -> None:
-    from bot.engine import SETTLE_GIVE_UP
+    from bot.recovery import SETTLE_GIVE_UP
 
     bot.codearts.fail_next(503, path_prefix="/v3/jobs/build",
                            headers={"X-Request-Id": "run-rid"})

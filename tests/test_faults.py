@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot import messages as msg
-from bot.engine import INTENT_GRACE, NOT_STARTED_AFTER
+from bot.recovery import INTENT_GRACE, NOT_STARTED_AFTER
 from tests.fakes.codearts import FakeCodeArts
 from tests.harness import (
     BACKEND_ID,

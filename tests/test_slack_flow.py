@@ -253,7 +253,7 @@ def click_run(bot: Bot, text: str = "backend") -> tuple[str, str, dict]:
 
 def settle(bot: Bot) -> None:
     """Let the watcher look for the run in the job's history, long enough to say "no"."""
-    from bot.engine import NOT_STARTED_AFTER
+    from bot.recovery import NOT_STARTED_AFTER
 
     bot.clock.advance(NOT_STARTED_AFTER + 1)
     bot.runtime.watcher.housekeeping()

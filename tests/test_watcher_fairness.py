@@ -75,7 +75,7 @@ def test_a_database_outage_logs_a_handful_of_lines_not_hundreds(
 
 
 def test_settling_lost_run_answers_does_not_hold_up_results(db_url: str, tmp_path: Path) -> None:
-    from bot.engine import SETTLE_SOON
+    from bot.recovery import SETTLE_SOON
 
     with running_bot(db_url, tmp_path, poll=POLL) as bot:
         bot.codearts.add_job(BACKEND_ID, duration=3600)

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from bot import messages as msg
-from bot.recovery import INTENT_GRACE
 from bot.lifecycle import Lease, WatchState
+from bot.recovery import INTENT_GRACE
 from bot.watcher import Watcher
 from tests.harness import BACKEND_ID, Bot, database_away_once, running_bot
 

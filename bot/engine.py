@@ -29,11 +29,8 @@ from bot.following import Following
 from bot.lifecycle import (
     CONFIRM_MINUTES,
     CONFIRM_TTL,
-    FILTER_FAILURES,
     MAX_AGE,
-    ORIGIN_SUBSCRIPTION,
     PROGRESS_EVERY,
-    AnnounceState,
     Build,
     ClaimReason,
     Lease,
@@ -41,17 +38,15 @@ from bot.lifecycle import (
     RequestState,
     WatchState,
     decide_poll,
-    decide_report_refused,
-    decide_run_failure,
-    followed_failed,
-    new_error_id,
 )
 from bot.limits import Limits
-from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
+from bot.notifier import Notifier
 from bot.policy import Approved, approval_rule, per_user_limit
 from bot.progress import Progress
-from bot.recovery import ANSWER_LOST, INTENT_GRACE, Recovery
+from bot.recovery import INTENT_GRACE, Recovery
+from bot.reports import Reports
 from bot.settings import format_build_link
+from bot.starts import Starts
 from bot.status import (
     BuildRow,
     LastResult,
@@ -60,14 +55,9 @@ from bot.status import (
     last_results,
     recent_builds,
 )
-from bot.store import AlreadySettled, OpenQuestion, Store
+from bot.store import OpenQuestion, Store
 
 log = logging.getLogger(__name__)
-
-LOOK_BACK = 300.0  # a channel is searched this far before a post was claimed (clocks differ)
-# refusals audited as a click on someone else's request (or not theirs to decide)
-_AUDITED_REFUSALS = frozenset({"not_yours", "not_admin", "self", "not_approver",
-                               "not_requester"})
 
 
 class Engine(Desk):
@@ -89,9 +79,10 @@ class Engine(Desk):
         # the features, each a collaborator: max_running and its queue, the hourly limit;
         # approval by a second person
         self.limits = Limits(config=config, store=store, notifier=notifier, clock=clock,
-                             api=api, start=self.start)
+                             api=api, start=lambda *a: self.start(*a))
         self.approvals = Approvals(config=config, store=store, notifier=notifier, clock=clock,
-                                   limits=self.limits, start=self.start)
+                                   limits=self.limits,
+                                   start=lambda *a: self.start(*a))
         # their clicks and the watcher's calls, through the engine
         self.approve = self.approvals.approve
         self.reject = self.approvals.reject
@@ -117,7 +108,7 @@ class Engine(Desk):
             config=config, store=store, notifier=notifier, clock=clock, api=api,
             intent_grace=intent_grace, poll_seconds=poll_seconds,
             announce=lambda *a, **k: self.announce(*a, **k),
-            started=lambda *a: self._started(*a), ask=lambda *a: self._ask(*a))
+            started=lambda *a: self.starts.started(*a), ask=lambda *a: self._ask(*a))
         self.settle_stale = self.recovery.settle_stale
         self.due_settlements = self.recovery.due_settlements
         self.settle_one = self.recovery.settle_one
@@ -135,6 +126,19 @@ class Engine(Desk):
         self.subscribe = self.following.subscribe
         self.unsubscribe = self.following.unsubscribe
         self.subscriptions = self.following.subscriptions
+        # a build's result in its thread and its channel message, once
+        self.reports = Reports(config=config, store=store, notifier=notifier, clock=clock,
+                               tracker=self.tracker, link=self.link,
+                               where=self.recovery.where, max_age=max_age,
+                               poll_seconds=poll_seconds)
+        self.report = self.reports.report
+        # the run call to CodeArts, and a build's channel message
+        self.starts = Starts(config=config, store=store, notifier=notifier, clock=clock,
+                             api=api, recovery=self.recovery, link=self.link,
+                             poll_seconds=poll_seconds, alive=alive,
+                             announcer=lambda b, url: self.announce(b, url))
+        self.start = self.starts.start
+        self.announce = self.starts.announce
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -381,187 +385,6 @@ class Engine(Desk):
         ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
         return standing, ours
 
-    # --- the one call to CodeArts ------------------------------------------------------
-
-    def start(self, request: Request, response_url: str | None) -> None:
-        """Send a claimed request to CodeArts once, record the build, then tell the channel.
-
-        Once CodeArts has answered that the build started, nothing that fails later
-        may tell the user otherwise: every later failure says "started, but ..."."""
-        job = request.job_name
-        if not self.alive():  # others may have taken this request over: leave it to them
-            log.warning("not sending request=%s: this process missed its heartbeat",
-                        request.id)
-            return
-        try:
-            result = self.api.run_build(request.body)
-        except CodeArtsError as exc:
-            self._start_failed(request, response_url, exc)
-            return
-        try:
-            now = self.clock()
-            build = self.store.record_build(request=request, build_no=result.actual_build_number,
-                                            daily_build_number=result.daily_build_number,
-                                            now=now, first_check_at=now + self.poll_seconds)
-        except AlreadySettled:  # the answer came so late that a restart settled it already
-            log.warning("run answer for request=%s came after it was settled; build=%s",
-                        request.id, result.actual_build_number)
-            return
-        except Exception:
-            # The build runs but cannot be recorded yet: say so, with its numbers, and
-            # record it once the database answers (the watcher's next passes).
-            error_id = new_error_id()
-            log.exception("build started but not recorded id=%s request=%s user=%s job=%s "
-                          "build=%s daily=%s", error_id, request.id, request.user_id, job,
-                          result.actual_build_number, result.daily_build_number)
-            self.recovery.keep_unrecorded(request, result, response_url)
-            self.notifier.respond(response_url, msg.started_unrecorded(
-                job, result.daily_build_number, result.actual_build_number, error_id))
-            return
-        self._started(request, build, response_url)
-
-    def _started(self, request: Request, build: Build, response_url: str | None) -> None:
-        job = request.job_name
-        self.metrics.builds_started.inc()
-        log.info("build started request=%s user=%s job=%s build=%s daily=%s", request.id,
-                 request.user_id, job, build.build_no, build.daily_build_number)
-        try:
-            where = self.announce(build, response_url)
-        except Exception:
-            error_id = new_error_id()
-            log.exception("build started but not announced id=%s request=%s", error_id,
-                          request.id)
-            self.notifier.respond(response_url, msg.started_unannounced(
-                job, build.daily_build_number, build.build_no, error_id))
-            return
-        self.notifier.respond(response_url, msg.started_ack(
-            job, build.daily_build_number, where, build_no=build.build_no))
-
-    def _start_failed(self, request: Request, response_url: str | None,
-                      exc: CodeArtsError) -> None:
-        failure = decide_run_failure(request.job_name, exc)
-        log.warning("build not started request=%s user=%s job=%s outcome=%s error=%s",
-                    request.id, request.user_id, request.job_name, failure.state.value, exc)
-        try:
-            now = self.clock()
-            if failure.state is RequestState.UNKNOWN:  # settled soon from the history
-                changed = self.store.note_answer_lost(id=request.id, now=now,
-                                                      error=f"{ANSWER_LOST}{exc}")
-            else:
-                changed = self.store.move_request(id=request.id, old=RequestState.SENDING,
-                                                  new=failure.state, now=now, error=str(exc))
-            if changed:
-                self.store.audit(decision=failure.audit, now=now, request_id=request.id,
-                                 user_id=request.user_id, channel_id=request.channel_id,
-                                 job=request.job_name, parameters=request.body,
-                                 detail=type(exc).__name__, error_code=failure.error_code,
-                                 error_msg=failure.error_msg)
-        except Exception:  # the answer is known whatever the store says: tell it
-            log.exception("could not record the failed start request=%s", request.id)
-        self.notifier.respond(response_url, failure.reply)
-
-    # --- the channel message -------------------------------------------------------------
-
-    def announce(self, build: Build, response_url: str | None, *,
-                 recovering: bool = False) -> str | None:
-        """Post a build this process has claimed in its channel and keep the ts: a build
-        of ours, or one a subscription found (``all``); the same steps, another message.
-
-        Where the bot may not post (a final refusal) it falls back to the response_url
-        (a followed build has none: it is logged). A passing failure (429s, 5xx, a
-        dropped answer) leaves the claim open for the watcher, which first looks in the
-        channel for the message (its metadata names the build) before posting it: Slack
-        may have posted it already; where Slack cannot say, it is not posted again.
-        Returns the channel posted in, or None."""
-        if recovering:
-            settled, where = self._look_in_channel(build)
-            if settled:
-                return where
-        if not self.alive():  # another process may be announcing it: leave it to recovery
-            log.warning("not posting build=%s: this process missed its heartbeat", build.id)
-            self.recovery.hand_over(build)
-            return None
-        message = self._announcement(build)
-        sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id))
-        if not sent.ok and not sent.permanent:
-            log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
-                        "for it and post it if it is not there", build.id, sent.error)
-            self.recovery.hand_over(build)
-            return None
-        if not sent.ok or (build.origin == ORIGIN_SUBSCRIPTION and not sent.ts):
-            self._announce_refused(build, response_url, message, sent)
-            return None
-        channel = sent.channel or build.channel_id
-        if sent.ts is None:
-            self.store.set_announced(id=build.id, channel=channel, ts=None)
-            return channel
-        self._save_ts(build, channel, sent.ts)
-        return build.channel_id
-
-    def _look_in_channel(self, build: Build) -> tuple[bool, str | None]:
-        """After a crash or an unconfirmed post: is the message in the channel already?
-        (True, its channel) when it is; (True, None) when Slack cannot say (it is never
-        posted twice); (False, None) when it is not there: post it."""
-        since = (build.announce_claimed_at or build.created_at) - LOOK_BACK
-        found = self.notifier.find(build.channel_id, BUILD_EVENT, build.id, oldest=since)
-        if found.known and found.ts:
-            log.info("found the channel message of build=%s; not posting it again", build.id)
-            self.store.set_announced(id=build.id, channel=build.channel_id, ts=found.ts)
-            return True, build.channel_id
-        if not found.known:  # cannot tell whether it is there: never post it twice
-            self.store.set_announced(id=build.id, channel=None, ts=None)
-            self._announcement_uncertain(build)
-            return True, None
-        return False, None
-
-    def _save_ts(self, build: Build, channel: str, ts: str) -> None:
-        """Keep the channel message's ts; where the store is away, saved by the next pass."""
-        try:
-            self.store.set_announced(id=build.id, channel=channel, ts=ts)
-        except Exception:
-            log.warning("could not save the channel message of build=%s; saving it later",
-                        build.id, exc_info=True)
-            self.recovery.keep_unsaved(build.id, channel, ts)
-
-    def _announcement(self, build: Build) -> msg.Message:
-        """A build's channel message while it runs."""
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            return msg.followed_announcement(
-                build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
-                build_no=build.build_no, link=self.link(build))
-        request = self.store.get_request(build.id)
-        return msg.announcement(
-            build_id=build.id, user_id=build.user_id, job_name=build.job_name,
-            description=self.description(build.job_name),
-            body=request.body if request is not None else {},
-            daily=build.daily_build_number, build_no=build.build_no, link=self.link(build),
-            approvers=request.approved_by if request is not None else ())
-
-    def _announcement_uncertain(self, build: Build) -> None:
-        """Slack cannot say whether the message was posted: the requester is told (a
-        followed build has none: it is logged)."""
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            log.warning("cannot tell whether build=%s was announced in channel=%s; not "
-                        "posting it again", build.id, build.channel_id)
-            return
-        self.notifier.direct(build.user_id, msg.announcement_uncertain(
-            job_name=build.job_name, daily=build.daily_build_number,
-            build_no=build.build_no, channel=build.channel_id, link=self.link(build)))
-
-    def _announce_refused(self, build: Build, response_url: str | None, message: msg.Message,
-                          sent: Delivery) -> None:
-        """Slack will not take the channel message: posted through the response_url
-        instead (a followed build has none: it is logged); never tried again."""
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            log.warning("channel post of followed build=%s refused channel=%s error=%s",
-                        build.id, build.channel_id, sent.error)
-        else:
-            log.warning("channel post refused build=%s channel=%s error=%s; using response_url",
-                        build.id, build.channel_id, sent.error)
-            self.notifier.respond(response_url, {**message, "response_type": "in_channel",
-                                                 "replace_original": False})
-        self.store.set_announced(id=build.id, channel=None, ts=None)
-
     # --- following a build ---------------------------------------------------------------
 
     def poll(self, build: Build, lease: Lease) -> None:
@@ -599,131 +422,6 @@ class Engine(Desk):
             self.report(replace(build, watch=WatchState.REPORTING, result=decision.result,
                                 duration_ms=decision.duration_ms, failures=0), lease)
 
-    def report(self, build: Build, lease: Lease, *, retry: bool = False) -> None:
-        """Reply in the thread and update the parent, once. A passing Slack error is
-        retried with backoff; a final one (or 24 hours of passing ones) sends the result to
-        the requester directly and ends the watch. A retry (an earlier attempt failed, or
-        its holder died or froze) first looks in the thread for the result. Builds ours
-        and followed ones take the same steps; what differs is which message is posted,
-        where, and the fallback (a followed build has no requester)."""
-        ready = self._ready_to_report(build, lease)
-        if ready is None:
-            return
-        build = ready
-        channel, ts = self.recovery.where(build)
-        post = self._post_followed if build.origin == ORIGIN_SUBSCRIPTION else self._post_result
-        posted = post(build, lease, channel, ts, retry)
-        if posted is not None:  # None: the lease was lost, or it is retried later
-            sent, detail = posted
-            self._finish_report(build, lease, sent, detail, channel, ts)
-
-    def _post_result(self, build: Build, lease: Lease, channel: str | None, ts: str | None,
-                     retry: bool) -> tuple[Delivery, str] | None:
-        """The result of a build of ours: a reply in its message's thread, or (no thread)
-        a direct message; where Slack refuses it for good, a direct message saying so."""
-        result = build.result or "unknown"
-        # read here, so a reply that waits for its thread does not read the log each time;
-        # a retry after a crash reads it again (or says it could not)
-        reply = self.result_message(build, result, self.link(build))
-        self.tracker.forget(build.id)
-        if channel and ts and retry:
-            found = self._look_in_thread(build, reply, result, channel, ts)
-            if found is not None:
-                return found
-        if not self._still_held(build, lease):
-            log.warning("lease of build=%s lost before posting its result; not posting",
-                        build.id)
-            return None
-        if channel and ts:
-            sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id),
-                                      thread_ts=ts)
-        else:  # no channel message: tell the requester directly
-            sent = self.notifier.direct(build.user_id, reply)
-        if sent.ok:
-            return sent, result
-        if self._retry_later(build, lease, sent):
-            return None
-        fallback = self.notifier.direct(build.user_id, msg.result_elsewhere(
-            reply, channel=channel or build.channel_id, error=sent.error or "unknown"))
-        log.warning("result not posted in its thread build=%s error=%s direct=%s",
-                    build.id, sent.error, fallback.ok)
-        return sent, (f"{result}; Slack refused the thread reply ({sent.error}); direct "
-                      f"message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
-
-    def _look_in_thread(self, build: Build, reply: msg.Message, result: str, channel: str,
-                        ts: str) -> tuple[Delivery, str] | None:
-        """On a retry: the result found in the thread (not posted again), or, where the
-        thread cannot be read, the requester told directly; None when it is not there."""
-        found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts)
-        if found.known and found.ts:
-            log.info("found the result of build=%s in its thread; not posting it again",
-                     build.id)
-            return Delivery(True, channel=channel, ts=found.ts), result
-        if not found.known:  # cannot tell: tell the requester directly instead
-            fallback = self.notifier.direct(build.user_id, reply)
-            return Delivery(False, error="thread unreadable", permanent=True), (
-                f"{result}; thread unreadable; direct message "
-                + ("sent" if fallback.ok else f"refused: {fallback.error}"))
-        return None
-
-    def _post_followed(self, build: Build, lease: Lease, channel: str | None, ts: str | None,
-                       retry: bool) -> tuple[Delivery, str] | None:
-        """The result of a followed build, once: a reply in its message's thread (``all``),
-        or, for ``failures``, one channel message when it failed (nothing otherwise). No
-        requester: where Slack will not take it, it is logged and audited."""
-        result = build.result or "unknown"
-        if build.notify == FILTER_FAILURES and not followed_failed(result):
-            return Delivery(True), f"{result}; not announced (failures only)"
-        return self._post_followed_result(build, lease, result, self.link(build),
-                                          channel or build.channel_id,
-                                          ts if channel else None, retry)
-
-    def _finish_report(self, build: Build, lease: Lease, sent: Delivery, detail: str,
-                       channel: str | None, ts: str | None) -> None:
-        """Update the parent message with the result, end the watch and audit it."""
-        if sent.ok and channel and ts:
-            # before the watch ends, so a holder killed here updates it again (an update
-            # is idempotent); never by a holder whose lease has passed to another
-            if not self._still_held(build, lease):
-                log.warning("lease of build=%s lost before updating its message", build.id)
-                return
-            self.notifier.update(channel, ts, tagged(self._done(build), BUILD_EVENT, build.id))
-        if not self.store.finish_report(id=build.id, owner=lease.owner, token=lease.token):
-            log.warning("report of build=%s was finished by another holder", build.id)
-            return
-        self.store.audit(decision="finished" if sent.ok else "report_refused", now=self.clock(),
-                         request_id=build.id, user_id=build.user_id or None,
-                         channel_id=build.channel_id, job=build.job_name, detail=detail,
-                         daily_build_number=build.daily_build_number, build_no=build.build_no)
-        if sent.ok and build.finished_at is not None and build.origin != ORIGIN_SUBSCRIPTION:
-            self.metrics.result_lag_seconds.observe(max(0.0, self.clock() - build.finished_at))
-
-    def _done(self, build: Build) -> msg.Message:
-        """A build's channel message once it ended."""
-        result = build.result or "unknown"
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            return msg.followed_done(job_name=build.job_name, daily=build.daily_build_number,
-                                     build_no=build.build_no, link=self.link(build),
-                                     result=result, duration_ms=build.duration_ms)
-        return msg.announcement_done(build_id=build.id, user_id=build.user_id,
-                                     job_name=build.job_name, daily=build.daily_build_number,
-                                     build_no=build.build_no, link=self.link(build),
-                                     result=result, duration_ms=build.duration_ms)
-
-    def _still_held(self, build: Build, lease: Lease) -> bool:
-        return self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
-                                     now=self.clock(), lease_seconds=lease.seconds)
-
-    def _retry_later(self, build: Build, lease: Lease, sent: Delivery) -> bool:
-        """A refused result post: rescheduled (True) while the refusal may pass."""
-        decision = decide_report_refused(build, permanent=sent.permanent, max_age=self.max_age)
-        if decision.retry_in is None:
-            return False
-        self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
-                              next_check_at=self.clock() + decision.retry_in,
-                              failures=decision.failures)
-        return True
-
     # --- buttons on a build's messages -----------------------------------------------------
 
     def thread_note(self, build: Build, message: dict[str, Any]) -> None:
@@ -734,53 +432,4 @@ class Engine(Desk):
         elif build.user_id:  # a build a subscription found has no requester to tell
             self.notifier.direct(build.user_id, message)
 
-    def _ready_to_report(self, build: Build, lease: Lease) -> Build | None:
-        """The build with its channel message as stored now; None (and checked again
-        shortly) while that message is not confirmed: its thread may be about to exist.
-        After the age limit the result goes out without it."""
-        current = self.store.get_build(build.id)
-        if current is not None:
-            build = replace(build, announce=current.announce, message_ts=current.message_ts,
-                            message_channel=current.message_channel,
-                            finished_at=current.finished_at)
-        _channel, ts = self.recovery.where(build)
-        if build.announce is AnnounceState.POSTING and not ts and build.age <= self.max_age:
-            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
-                                  next_check_at=self.clock() + min(self.poll_seconds, 15.0),
-                                  failures=build.failures)
-            return None
-        return build
-
-    def _post_followed_result(self, build: Build, lease: Lease, result: str,
-                              link: str | None, channel: str, ts: str | None,
-                              retry: bool) -> tuple[Delivery, str] | None:
-        if result == "timeout":
-            reply = msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
-                                hours=int(self.max_age // 3600), link=link,
-                                build_no=build.build_no)
-        else:
-            tail, truncated, problem = self.tracker.log_tail(build, result)
-            reply = msg.followed_result(
-                job_name=build.job_name, daily=build.daily_build_number,
-                build_no=build.build_no, result=result, duration_ms=build.duration_ms,
-                link=link, tail=tail, tail_truncated=truncated, tail_error=problem)
-        if retry:  # an earlier attempt may have posted it
-            found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts,
-                                       oldest=None if ts else build.created_at - LOOK_BACK)
-            if found.known and found.ts:
-                return Delivery(True, channel=channel, ts=found.ts), result
-            if not found.known:
-                return Delivery(False, error="unreadable", permanent=True), (
-                    f"{result}; channel unreadable; not posted again")
-        if not self._still_held(build, lease):
-            log.warning("lease of build=%s lost before posting its result", build.id)
-            return None
-        sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id), thread_ts=ts)
-        if sent.ok:
-            return sent, result
-        if self._retry_later(build, lease, sent):
-            return None
-        log.warning("result of followed build=%s refused channel=%s error=%s", build.id,
-                    channel, sent.error)
-        return sent, f"{result}; Slack refused it ({sent.error})"
 

@@ -1,0 +1,221 @@
+"""Reporting a build's result, once: a reply in its message's thread (or a direct
+message), the parent message updated, the watch ended and audited. Builds of ours and
+followed ones take the same steps; what differs is which message is posted, where, and
+the fallback (a followed build has no requester)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from bot import messages as msg
+from bot.clicks import Desk
+from bot.config import BuildbotConfig
+from bot.lifecycle import (
+    FILTER_FAILURES,
+    ORIGIN_SUBSCRIPTION,
+    AnnounceState,
+    Build,
+    Lease,
+    decide_report_refused,
+    followed_failed,
+)
+from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
+from bot.progress import Progress
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+LOOK_BACK = 300.0  # a channel is searched this far before a post was claimed (clocks differ)
+
+
+class Reports(Desk):
+    """A build's result in its thread and its channel message, once."""
+
+    def __init__(self, *, config: BuildbotConfig, store: Store, notifier: Notifier,
+                 clock: Callable[[], float], tracker: Progress,
+                 link: Callable[[Build], str | None],
+                 where: Callable[[Build], tuple[str | None, str | None]],
+                 max_age: float, poll_seconds: float) -> None:
+        super().__init__(config=config, store=store, notifier=notifier, clock=clock)
+        self.tracker = tracker  # the log tail in a failure's reply
+        self.link = link
+        self.where = where  # the build's channel message: (channel, ts)
+        self.max_age = max_age
+        self.poll_seconds = poll_seconds
+
+    def report(self, build: Build, lease: Lease, *, retry: bool = False) -> None:
+        """Reply in the thread and update the parent, once. A passing Slack error is
+        retried with backoff; a final one (or 24 hours of passing ones) sends the result to
+        the requester directly and ends the watch. A retry (an earlier attempt failed, or
+        its holder died or froze) first looks in the thread for the result. Builds ours
+        and followed ones take the same steps; what differs is which message is posted,
+        where, and the fallback (a followed build has no requester)."""
+        ready = self._ready_to_report(build, lease)
+        if ready is None:
+            return
+        build = ready
+        channel, ts = self.where(build)
+        post = self._post_followed if build.origin == ORIGIN_SUBSCRIPTION else self._post_result
+        posted = post(build, lease, channel, ts, retry)
+        if posted is not None:  # None: the lease was lost, or it is retried later
+            sent, detail = posted
+            self._finish_report(build, lease, sent, detail, channel, ts)
+
+    def _post_result(self, build: Build, lease: Lease, channel: str | None, ts: str | None,
+                     retry: bool) -> tuple[Delivery, str] | None:
+        """The result of a build of ours: a reply in its message's thread, or (no thread)
+        a direct message; where Slack refuses it for good, a direct message saying so."""
+        result = build.result or "unknown"
+        # read here, so a reply that waits for its thread does not read the log each time;
+        # a retry after a crash reads it again (or says it could not)
+        reply = self.tracker.result_message(build, result, self.link(build))
+        self.tracker.forget(build.id)
+        if channel and ts and retry:
+            found = self._look_in_thread(build, reply, result, channel, ts)
+            if found is not None:
+                return found
+        if not self._still_held(build, lease):
+            log.warning("lease of build=%s lost before posting its result; not posting",
+                        build.id)
+            return None
+        if channel and ts:
+            sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id),
+                                      thread_ts=ts)
+        else:  # no channel message: tell the requester directly
+            sent = self.notifier.direct(build.user_id, reply)
+        if sent.ok:
+            return sent, result
+        if self._retry_later(build, lease, sent):
+            return None
+        fallback = self.notifier.direct(build.user_id, msg.result_elsewhere(
+            reply, channel=channel or build.channel_id, error=sent.error or "unknown"))
+        log.warning("result not posted in its thread build=%s error=%s direct=%s",
+                    build.id, sent.error, fallback.ok)
+        return sent, (f"{result}; Slack refused the thread reply ({sent.error}); direct "
+                      f"message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
+
+    def _look_in_thread(self, build: Build, reply: msg.Message, result: str, channel: str,
+                        ts: str) -> tuple[Delivery, str] | None:
+        """On a retry: the result found in the thread (not posted again), or, where the
+        thread cannot be read, the requester told directly; None when it is not there."""
+        found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts)
+        if found.known and found.ts:
+            log.info("found the result of build=%s in its thread; not posting it again",
+                     build.id)
+            return Delivery(True, channel=channel, ts=found.ts), result
+        if not found.known:  # cannot tell: tell the requester directly instead
+            fallback = self.notifier.direct(build.user_id, reply)
+            return Delivery(False, error="thread unreadable", permanent=True), (
+                f"{result}; thread unreadable; direct message "
+                + ("sent" if fallback.ok else f"refused: {fallback.error}"))
+        return None
+
+    def _post_followed(self, build: Build, lease: Lease, channel: str | None, ts: str | None,
+                       retry: bool) -> tuple[Delivery, str] | None:
+        """The result of a followed build, once: a reply in its message's thread (``all``),
+        or, for ``failures``, one channel message when it failed (nothing otherwise). No
+        requester: where Slack will not take it, it is logged and audited."""
+        result = build.result or "unknown"
+        if build.notify == FILTER_FAILURES and not followed_failed(result):
+            return Delivery(True), f"{result}; not announced (failures only)"
+        return self._post_followed_result(build, lease, result, self.link(build),
+                                          channel or build.channel_id,
+                                          ts if channel else None, retry)
+
+    def _finish_report(self, build: Build, lease: Lease, sent: Delivery, detail: str,
+                       channel: str | None, ts: str | None) -> None:
+        """Update the parent message with the result, end the watch and audit it."""
+        if sent.ok and channel and ts:
+            # before the watch ends, so a holder killed here updates it again (an update
+            # is idempotent); never by a holder whose lease has passed to another
+            if not self._still_held(build, lease):
+                log.warning("lease of build=%s lost before updating its message", build.id)
+                return
+            self.notifier.update(channel, ts, tagged(self._done(build), BUILD_EVENT, build.id))
+        if not self.store.finish_report(id=build.id, owner=lease.owner, token=lease.token):
+            log.warning("report of build=%s was finished by another holder", build.id)
+            return
+        self.store.audit(decision="finished" if sent.ok else "report_refused", now=self.clock(),
+                         request_id=build.id, user_id=build.user_id or None,
+                         channel_id=build.channel_id, job=build.job_name, detail=detail,
+                         daily_build_number=build.daily_build_number, build_no=build.build_no)
+        if sent.ok and build.finished_at is not None and build.origin != ORIGIN_SUBSCRIPTION:
+            self.metrics.result_lag_seconds.observe(max(0.0, self.clock() - build.finished_at))
+
+    def _done(self, build: Build) -> msg.Message:
+        """A build's channel message once it ended."""
+        result = build.result or "unknown"
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            return msg.followed_done(job_name=build.job_name, daily=build.daily_build_number,
+                                     build_no=build.build_no, link=self.link(build),
+                                     result=result, duration_ms=build.duration_ms)
+        return msg.announcement_done(build_id=build.id, user_id=build.user_id,
+                                     job_name=build.job_name, daily=build.daily_build_number,
+                                     build_no=build.build_no, link=self.link(build),
+                                     result=result, duration_ms=build.duration_ms)
+
+    def _still_held(self, build: Build, lease: Lease) -> bool:
+        return self.store.still_held(id=build.id, owner=lease.owner, token=lease.token,
+                                     now=self.clock(), lease_seconds=lease.seconds)
+
+    def _retry_later(self, build: Build, lease: Lease, sent: Delivery) -> bool:
+        """A refused result post: rescheduled (True) while the refusal may pass."""
+        decision = decide_report_refused(build, permanent=sent.permanent, max_age=self.max_age)
+        if decision.retry_in is None:
+            return False
+        self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                              next_check_at=self.clock() + decision.retry_in,
+                              failures=decision.failures)
+        return True
+
+    def _ready_to_report(self, build: Build, lease: Lease) -> Build | None:
+        """The build with its channel message as stored now; None (and checked again
+        shortly) while that message is not confirmed: its thread may be about to exist.
+        After the age limit the result goes out without it."""
+        current = self.store.get_build(build.id)
+        if current is not None:
+            build = replace(build, announce=current.announce, message_ts=current.message_ts,
+                            message_channel=current.message_channel,
+                            finished_at=current.finished_at)
+        _channel, ts = self.where(build)
+        if build.announce is AnnounceState.POSTING and not ts and build.age <= self.max_age:
+            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                                  next_check_at=self.clock() + min(self.poll_seconds, 15.0),
+                                  failures=build.failures)
+            return None
+        return build
+
+    def _post_followed_result(self, build: Build, lease: Lease, result: str,
+                              link: str | None, channel: str, ts: str | None,
+                              retry: bool) -> tuple[Delivery, str] | None:
+        if result == "timeout":
+            reply = msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
+                                hours=int(self.max_age // 3600), link=link,
+                                build_no=build.build_no)
+        else:
+            tail, truncated, problem = self.tracker.log_tail(build, result)
+            reply = msg.followed_result(
+                job_name=build.job_name, daily=build.daily_build_number,
+                build_no=build.build_no, result=result, duration_ms=build.duration_ms,
+                link=link, tail=tail, tail_truncated=truncated, tail_error=problem)
+        if retry:  # an earlier attempt may have posted it
+            found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts,
+                                       oldest=None if ts else build.created_at - LOOK_BACK)
+            if found.known and found.ts:
+                return Delivery(True, channel=channel, ts=found.ts), result
+            if not found.known:
+                return Delivery(False, error="unreadable", permanent=True), (
+                    f"{result}; channel unreadable; not posted again")
+        if not self._still_held(build, lease):
+            log.warning("lease of build=%s lost before posting its result", build.id)
+            return None
+        sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id), thread_ts=ts)
+        if sent.ok:
+            return sent, result
+        if self._retry_later(build, lease, sent):
+            return None
+        log.warning("result of followed build=%s refused channel=%s error=%s", build.id,
+                    channel, sent.error)
+        return sent, f"{result}; Slack refused it ({sent.error})"

@@ -79,6 +79,7 @@ __all__ = ["DEFAULT_ERRORS", "HTML_PAGE", "IAM_PATH", "RESERVED_NAMES", "RUN_PAT
 
 IAM_PATH = "/v3/auth/tokens"
 RUN_PATH = "/v3/jobs/build"
+_RUN = re.compile(re.escape(RUN_PATH) + r"\Z")  # the path exactly
 _RECORD = re.compile(r"^/v4/jobs/([^/]+)/([^/]+)/record-info$")
 _STOP = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/stop$")
 _HISTORY = re.compile(r"^/v3/jobs/([^/]+)/history$")
@@ -325,25 +326,30 @@ class FakeCodeArts(Gateway, BuildService):
         if problem:
             return 401, {"error_code": "APIGW.0301",
                          "error_msg": f"Incorrect IAM authentication information: {problem}"}, {}
-        if req.path == RUN_PATH and req.method == "POST":
-            return self._run(req.body)
-        if (m := _RECORD.match(req.path)) and req.method == "GET":
-            return self._record_info(m.group(1), m.group(2))
-        if (m := _STOP.match(req.path)) and req.method == "POST":
-            return self._stop(m.group(1), m.group(2))
-        if (m := _HISTORY.match(req.path)) and req.method == "GET":
-            return self._history(m.group(1), dict(parse_qsl(req.query)))
-        if (m := _PARAMS.match(req.path)) and req.method == "GET":
-            return self._parameters(m.group(1), m.group(2))
-        if (m := _DETAILS.match(req.path)) and req.method == "GET":
-            return self._details(m.group(1), m.group(2))
-        if (m := _LOG.match(req.path)) and req.method == "GET":
-            return self._log(m.group(1), m.group(2), dict(parse_qsl(req.query)))
-        if (m := _RUNNING.match(req.path)) and req.method == "GET":
-            return self._running(m.group(1))
+        for method, pattern, serve in _ROUTES:
+            if (m := pattern.match(req.path)) and req.method == method:
+                return serve(self, m, req)
         return 404, {"error_code": "APIGW.0101",
                      "error_msg": "The API does not exist or has not been published"
                                   " in the environment"}, {}
+
+
+_Answer = tuple[int, Any, dict[str, str]]  # status, body, extra headers
+
+# The CodeArts paths FakeCodeArts.handle serves, tried in order: (method, path, answer).
+_ROUTES: tuple[tuple[str, re.Pattern[str],
+                     Callable[[FakeCodeArts, re.Match[str], RecordedRequest], _Answer]], ...] = (
+    ("POST", _RUN, lambda fake, m, req: fake._run(req.body)),
+    ("GET", _RECORD, lambda fake, m, req: fake._record_info(m.group(1), m.group(2))),
+    ("POST", _STOP, lambda fake, m, req: fake._stop(m.group(1), m.group(2))),
+    ("GET", _HISTORY, lambda fake, m, req: fake._history(m.group(1),
+                                                          dict(parse_qsl(req.query)))),
+    ("GET", _PARAMS, lambda fake, m, req: fake._parameters(m.group(1), m.group(2))),
+    ("GET", _DETAILS, lambda fake, m, req: fake._details(m.group(1), m.group(2))),
+    ("GET", _LOG, lambda fake, m, req: fake._log(m.group(1), m.group(2),
+                                                  dict(parse_qsl(req.query)))),
+    ("GET", _RUNNING, lambda fake, m, req: fake._running(m.group(1))),
+)
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -420,16 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
         req = self._read()
         fake._record(req)
         rules = {r.kind: r for r in fake._take_rules(req.path)}
-        if "fail" in rules:  # failed before CodeArts acted: no side effect
-            rule = rules["fail"]
-            status = rule.status
-            body = rule.body if rule.body is not None else _default_error(rule.status)
-            headers: dict[str, str | None] = dict(rule.headers)
-        elif "html" in rules and 400 <= rules["html"].status < 500:  # refused in front
-            status, body, headers = rules["html"].status, None, {}
-        else:  # a dropped or hanging run (or one answered by a 5xx/2xx page) creates its build
-            status, body, answer_headers = fake.handle(req)
-            headers = dict(answer_headers)
+        status, body, headers = self._answer(fake, req, rules)
         delay = fake.latency + (rules["hang"].seconds if "hang" in rules else 0.0)
         if delay:
             fake._sleep(delay)
@@ -442,6 +439,20 @@ class _Handler(BaseHTTPRequestHandler):
                        {"Content-Type": "text/html", **rules["html"].headers})
             return
         self._send_json(status, body, headers)
+
+    @staticmethod
+    def _answer(fake: FakeCodeArts, req: RecordedRequest,
+                rules: dict[str, _Rule]) -> tuple[int, Any, dict[str, str | None]]:
+        """What to answer before any delay, drop or HTML page replaces it."""
+        if "fail" in rules:  # failed before CodeArts acted: no side effect
+            rule = rules["fail"]
+            body = rule.body if rule.body is not None else _default_error(rule.status)
+            return rule.status, body, dict(rule.headers)
+        if "html" in rules and 400 <= rules["html"].status < 500:  # refused in front
+            return rules["html"].status, None, {}
+        # a dropped or hanging run (or one answered by a 5xx/2xx page) creates its build
+        status, body, answer_headers = fake.handle(req)
+        return status, body, dict(answer_headers)
 
     def _send_json(self, status: int, body: Any, headers: dict[str, str | None]) -> None:
         if isinstance(body, str | bytes):

@@ -20,6 +20,17 @@ _JOB_ID = re.compile(r"^[0-9a-z]{32}$")
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 
 
+def _step_word(i: int, current: int, status: str, ended: bool) -> str:
+    """A generated step's status: while the build runs, the steps before the current one
+    succeeded and the current one runs; once it ended, the steps up to the current one
+    succeeded and the rest failed with it (or all succeeded)."""
+    if not ended:
+        return "success" if i < current else ("running" if i == current else "")
+    if status == "SUCCESS" or i < current:
+        return "success"
+    return "error" if status in ("FAILED", "FAILURE") else ""
+
+
 @dataclass
 class Build:
     """One build of a job; its status moves from RUNNING to ``outcome`` after ``duration``."""
@@ -52,11 +63,7 @@ class Build:
         current = min(n - 1, int(share * n))
         records = []
         for i, name in enumerate(self.step_names):
-            if ended:
-                word = "success" if status == "SUCCESS" or i < current else (
-                    "error" if status in ("FAILED", "FAILURE") else "")
-            else:
-                word = "success" if i < current else ("running" if i == current else "")
+            word = _step_word(i, current, status, ended)
             took = int(self.duration * 1000 / n) if word in ("success", "error") else 0
             records.append({"name": name, "status": word, "build_time": took})
         return records
@@ -246,28 +253,56 @@ class BuildService:
 
 def _invalid_run_body(body: Any) -> dict[str, str] | None:
     """The documented 400 answers for a run body, or None when it is acceptable."""
-    def bad(msg: str, code: str = "CB.00060200") -> dict[str, str]:
-        return {"error_code": code, "error_msg": msg}
-
     if not isinstance(body, dict):
-        return bad("The request body must be a JSON object.")
-    if not isinstance(body.get("job_id"), str) or not _JOB_ID.match(body["job_id"]):
-        return bad("Invalid task ID.", "CB.00060201")
-    params = body.get("parameter", [])
-    if params is not None and not isinstance(params, list):
-        return bad("parameter must be a list.")
-    for item in params or []:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
-                or not isinstance(item.get("value"), str):
-            return bad("Each parameter needs a string name and value.")
-        if not _PARAM_NAME.match(item["name"]) or item["name"].lower() in RESERVED_NAMES:
-            return bad(f"Invalid parameter name: {item['name'][:40]}")
-        if len(item["value"]) > 8192:
-            return bad(f"The value of {item['name']} is longer than 8192 characters.")
-    if body.get("scm") is not None and not isinstance(body["scm"], dict):
-        return bad("scm must be an object.")
+        return _bad("The request body must be a JSON object.")
+    for rule in _RUN_BODY_RULES:
+        problem = rule(body)
+        if problem:
+            return problem
     return None
 
+
+def _bad(msg: str, code: str = "CB.00060200") -> dict[str, str]:
+    return {"error_code": code, "error_msg": msg}
+
+
+def _job_id_problem(body: dict[str, Any]) -> dict[str, str] | None:
+    if not isinstance(body.get("job_id"), str) or not _JOB_ID.match(body["job_id"]):
+        return _bad("Invalid task ID.", "CB.00060201")
+    return None
+
+
+def _parameters_problem(body: dict[str, Any]) -> dict[str, str] | None:
+    params = body.get("parameter", [])
+    if params is not None and not isinstance(params, list):
+        return _bad("parameter must be a list.")
+    for item in params or []:
+        problem = _parameter_problem(item)
+        if problem:
+            return problem
+    return None
+
+
+def _parameter_problem(item: Any) -> dict[str, str] | None:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+            or not isinstance(item.get("value"), str):
+        return _bad("Each parameter needs a string name and value.")
+    if not _PARAM_NAME.match(item["name"]) or item["name"].lower() in RESERVED_NAMES:
+        return _bad(f"Invalid parameter name: {item['name'][:40]}")
+    if len(item["value"]) > 8192:
+        return _bad(f"The value of {item['name']} is longer than 8192 characters.")
+    return None
+
+
+def _scm_problem(body: dict[str, Any]) -> dict[str, str] | None:
+    if body.get("scm") is not None and not isinstance(body["scm"], dict):
+        return _bad("scm must be an object.")
+    return None
+
+
+# The checks on a run body (a JSON object), in order; the first problem is the answer.
+_RUN_BODY_RULES: tuple[Callable[[dict[str, Any]], dict[str, str] | None], ...] = (
+    _job_id_problem, _parameters_problem, _scm_problem)
 
 
 def _iso_ms(dt: datetime | None) -> str | None:

@@ -50,31 +50,36 @@ moves the bot's. The gateway (IAM tokens' lifetime, AK/SK's ``X-Sdk-Date`` windo
 keeps the wall clock (``time.time``): it checks the bot's credentials, and the bot's
 auth reads the wall clock. A ``hang`` or ``latency`` is real time: it delays the HTTP
 answer the bot's client waits for.
+
+Layout: this module holds the state, the switches and the HTTP plumbing; the build
+endpoints and the Build model are in ``codearts_builds`` (``BuildService``), IAM login and
+the gateway's auth checks in ``codearts_gateway`` (``Gateway``), both mixed into
+FakeCodeArts.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
-import secrets
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
+
+from bot.standins.codearts_builds import RESERVED_NAMES, Build, BuildService
+from bot.standins.codearts_gateway import Gateway, RecordedRequest
+
+__all__ = ["DEFAULT_ERRORS", "HTML_PAGE", "IAM_PATH", "RESERVED_NAMES", "RUN_PATH", "Build",
+           "FakeCodeArts", "RecordedRequest"]
 
 IAM_PATH = "/v3/auth/tokens"
 RUN_PATH = "/v3/jobs/build"
-RESERVED_NAMES = {"ld_preload", "ld_library_path", "path", "bash_env", "git_ssh_command"}
-_JOB_ID = re.compile(r"^[0-9a-z]{32}$")
-_PARAM_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+_RUN = re.compile(re.escape(RUN_PATH) + r"\Z")  # the path exactly
 _RECORD = re.compile(r"^/v4/jobs/([^/]+)/([^/]+)/record-info$")
 _STOP = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/stop$")
 _HISTORY = re.compile(r"^/v3/jobs/([^/]+)/history$")
@@ -97,84 +102,6 @@ HTML_PAGE = (b"<html><head><title>502 Bad Gateway</title></head>"
              b"<body><h1>502 Bad Gateway</h1></body></html>")
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as the fake received it."""
-
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: Any  # parsed JSON, or None when empty or not JSON
-    raw: bytes
-    time: float  # time.monotonic() on arrival
-
-
-@dataclass
-class Build:
-    """One build of a job; its status moves from RUNNING to ``outcome`` after ``duration``."""
-
-    job_id: str
-    number: int
-    daily: str
-    outcome: str
-    duration: float
-    started: float  # the fake's clock
-    created_at: datetime
-    body: Any
-    forced_status: str | None = None
-    stopped_at: float | None = None
-    step_names: tuple[str, ...] = ()
-    steps: list[dict[str, Any]] | None = None  # scripted by set_steps: served as they are
-    log: str | None = None  # scripted by set_log (None: a short log made up from the build)
-
-    def step_records(self, now: float) -> list[dict[str, Any]]:
-        """The scripted steps, or the job's steps advancing with the build's clock: those
-        before the current one succeeded, the current one runs, the rest are not reached."""
-        if self.steps is not None:
-            return [dict(step) if isinstance(step, dict) else step for step in self.steps]
-        n = len(self.step_names)
-        if not n:
-            return []
-        status = self.status(now)
-        ended = status not in ("RUNNING",) and self.finished_after(now) is not None
-        share = 1.0 if ended else min(0.999, (now - self.started) / max(self.duration, 1e-6))
-        current = min(n - 1, int(share * n))
-        records = []
-        for i, name in enumerate(self.step_names):
-            if ended:
-                word = "success" if status == "SUCCESS" or i < current else (
-                    "error" if status in ("FAILED", "FAILURE") else "")
-            else:
-                word = "success" if i < current else ("running" if i == current else "")
-            took = int(self.duration * 1000 / n) if word in ("success", "error") else 0
-            records.append({"name": name, "status": word, "build_time": took})
-        return records
-
-    def log_text(self, now: float) -> str:
-        if self.log is not None:
-            return self.log
-        lines = [f"[INFO] build {self.daily} of job {self.job_id} started"]
-        lines += [f"[INFO] {s['name']}: {s['status'] or 'waiting'}"
-                  for s in self.step_records(now)]
-        if self.status(now) not in ("SUCCESS", "RUNNING"):
-            lines.append(f"[ERROR] build ended: {self.status(now)}")
-        return "\n".join(lines) + "\n"
-
-    def status(self, now: float) -> str:
-        if self.forced_status is not None:
-            return self.forced_status
-        if self.stopped_at is not None:
-            return "ABORTED"
-        return self.outcome if now - self.started >= self.duration else "RUNNING"
-
-    def finished_after(self, now: float) -> float | None:
-        """Seconds from start to end, or None while running."""
-        if self.stopped_at is not None:
-            return self.stopped_at - self.started
-        return self.duration if now - self.started >= self.duration else None
-
-
 @dataclass
 class _Rule:
     kind: str  # "fail" | "hang" | "html" | "drop"
@@ -191,7 +118,7 @@ class _Rule:
         return path.startswith(self.path_prefix)
 
 
-class FakeCodeArts:
+class FakeCodeArts(Gateway, BuildService):
     """CodeArts Build + IAM on ``127.0.0.1:<random port>``; see the module docstring."""
 
     token = "fake-static-token"
@@ -386,16 +313,8 @@ class FakeCodeArts:
         with self._lock:
             self._requests.append(req)
 
-    def _find(self, job_id: str, build_no: int) -> Build | None:
-        builds = self._builds.get(job_id, [])
-        return builds[build_no - 1] if 0 < build_no <= len(builds) else None
-
     def _sleep(self, seconds: float) -> None:
         self._stopping.wait(seconds)
-
-    def wall(self, at: float) -> datetime:
-        """The wall-clock time of a reading of the fake's clock (how CodeArts shows it)."""
-        return datetime.fromtimestamp(at + self._wall_offset, UTC)
 
     # ---- the services
 
@@ -407,299 +326,30 @@ class FakeCodeArts:
         if problem:
             return 401, {"error_code": "APIGW.0301",
                          "error_msg": f"Incorrect IAM authentication information: {problem}"}, {}
-        if req.path == RUN_PATH and req.method == "POST":
-            return self._run(req.body)
-        if (m := _RECORD.match(req.path)) and req.method == "GET":
-            return self._record_info(m.group(1), m.group(2))
-        if (m := _STOP.match(req.path)) and req.method == "POST":
-            return self._stop(m.group(1), m.group(2))
-        if (m := _HISTORY.match(req.path)) and req.method == "GET":
-            return self._history(m.group(1), dict(parse_qsl(req.query)))
-        if (m := _PARAMS.match(req.path)) and req.method == "GET":
-            return self._parameters(m.group(1), m.group(2))
-        if (m := _DETAILS.match(req.path)) and req.method == "GET":
-            return self._details(m.group(1), m.group(2))
-        if (m := _LOG.match(req.path)) and req.method == "GET":
-            return self._log(m.group(1), m.group(2), dict(parse_qsl(req.query)))
-        if (m := _RUNNING.match(req.path)) and req.method == "GET":
-            return self._running(m.group(1))
+        for method, pattern, serve in _ROUTES:
+            if (m := pattern.match(req.path)) and req.method == method:
+                return serve(self, m, req)
         return 404, {"error_code": "APIGW.0101",
                      "error_msg": "The API does not exist or has not been published"
                                   " in the environment"}, {}
 
-    def _login(self, req: RecordedRequest) -> tuple[int, Any, dict[str, str]]:
-        if self._iam_down:
-            return 503, _iam_error(503, "Service Unavailable", "The service is unavailable."), {}
-        try:
-            user = req.body["auth"]["identity"]["password"]["user"]
-            key = (user["domain"]["name"], user["name"])
-            password, scope = user["password"], req.body["auth"]["scope"]["project"]["name"]
-        except (KeyError, TypeError):
-            return 400, _iam_error(400, "Bad Request", "The request body is invalid."), {}
-        with self._lock:
-            if self._users.get(key) != password:
-                return 401, _iam_error(401, "Unauthorized",
-                                       "The username or password is wrong."), {}
-            if scope != self.project_name:
-                return 400, _iam_error(400, "Bad Request", "The project does not exist."), {}
-            token = "MIIfake" + secrets.token_hex(24)
-            self._tokens[token] = time.time() + self.token_lifetime
-            self.logins += 1
-        return 201, self._token_body(), {"X-Subject-Token": token}
 
-    def _token_body(self) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
-        return {"token": {
-            "expires_at": (now + timedelta(seconds=self.token_lifetime)).strftime(fmt),
-            "issued_at": now.strftime(fmt), "methods": ["password"],
-            "project": {"id": self.project_id, "name": self.project_name},
-            "user": {"name": self.user, "domain": {"name": self.domain}}}}
+_Answer = tuple[int, Any, dict[str, str]]  # status, body, extra headers
 
-    def _check_auth(self, req: RecordedRequest) -> str | None:
-        """None if the request may pass the gateway, else the gateway's complaint."""
-        authz = req.headers.get("authorization", "")
-        if authz.startswith("SDK-HMAC-SHA256 "):
-            return self._check_signature(req, authz)
-        token = req.headers.get("x-auth-token")
-        if not token:
-            return "x-auth-token not found"
-        with self._lock:
-            expires = self._tokens.get(token)
-        if expires is None:
-            return "verify token fail"
-        return "token expires" if time.time() >= expires else None
-
-    def _check_signature(self, req: RecordedRequest, authz: str) -> str | None:
-        fields = dict(part.strip().split("=", 1)
-                      for part in authz[len("SDK-HMAC-SHA256 "):].split(","))
-        with self._lock:
-            sk = self._aksk.get(fields.get("Access", ""))
-        names = fields.get("SignedHeaders", "").split(";")
-        date = req.headers.get("x-sdk-date", "")
-        if sk is None:
-            return "verify aksk signature fail (unknown access key)"
-        if "host" not in names or "x-sdk-date" not in names:
-            return "verify aksk signature fail (host and x-sdk-date must be signed)"
-        try:
-            signed_at = datetime.strptime(date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        except ValueError:
-            return "verify aksk signature fail (bad X-Sdk-Date)"
-        if abs(time.time() - signed_at.timestamp()) > self.clock_skew:
-            return "verify aksk signature fail (X-Sdk-Date too far from now)"
-        if req.headers.get("x-project-id") != self.project_id:
-            return "x-project-id is missing or wrong"
-        expected = _fake_signature(req, names, sk)
-        return None if hmac.compare_digest(expected, fields.get("Signature", "")) else \
-            "verify aksk signature fail"
-
-    def _run(self, body: Any) -> tuple[int, Any, dict[str, str]]:
-        problem = _invalid_run_body(body)
-        if problem:
-            return 400, problem, {}
-        job_id = body["job_id"]
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                return 404, {"error_code": "DEVCB.00031006",
-                             "error_msg": "Build task not found."}, {}
-            build = self._new_build(job_id, job, body)
-        return 200, {"octopus_job_name": f"j_{job_id[:8]}_{build.number}",
-                     "actual_build_number": str(build.number),
-                     "daily_build_number": build.daily}, {}
-
-    def _new_build(self, job_id: str, job: dict[str, Any], body: Any) -> Build:
-        started = self.clock()
-        now = self.wall(started)
-        day = now.strftime("%Y%m%d")
-        self._daily[(job_id, day)] = self._daily.get((job_id, day), 0) + 1
-        builds = self._builds[job_id]
-        duration = job["duration"] if job["duration"] is not None else self.build_duration
-        build = Build(job_id, len(builds) + 1, f"{day}.{self._daily[(job_id, day)]}",
-                      job["outcome"], duration, started, now, body,
-                      step_names=job.get("steps", ()), log=job.get("log"))
-        builds.append(build)
-        return build
-
-    def _lookup(self, job_id: str, build_no: str) -> Build | tuple[int, Any, dict[str, str]]:
-        with self._lock:
-            build = self._find(job_id, int(build_no)) if build_no.isdigit() else None
-        if build is None:
-            return 404, {"result": None, "status": "fail", "error": {
-                "error_code": "DEVCB.00031006", "error_msg": "Build record not found."}}, {}
-        return build
-
-    def _record_info(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
-        found = self._lookup(job_id, build_no)
-        if not isinstance(found, Build):
-            return found
-        now = self.clock()
-        with self._lock:
-            status, took = found.status(now), found.finished_after(now)
-        return 200, {"result": _record(found, status, took, now), "error": None,
-                     "status": "success"}, {}
-
-    def _history(self, job_id: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
-        """Newest first, ``offset``/``limit`` paging; ``end_time`` empty while running."""
-        offset, limit = int(query.get("offset", 0)), int(query.get("limit", 10))
-        now = self.clock()
-        with self._lock:
-            if job_id not in self._jobs:
-                return 404, {"error_code": "DEVCB.00031006",
-                             "error_msg": "Build task not found."}, {}
-            builds = list(reversed(self._builds.get(job_id, [])))
-            records = []
-            for b in builds[offset:offset + limit]:
-                took = b.finished_after(now)
-                end = None if took is None else b.created_at + timedelta(seconds=took)
-                records.append({"record_id": f"rec-{b.job_id[:8]}-{b.number}", "job_id": job_id,
-                                "build_number": b.number, "start_time": _iso_ms(b.created_at),
-                                "end_time": _iso_ms(end) or "", "result": b.status(now)})
-        return 200, {"history_records": records, "total": len(builds)}, {}
-
-    def _running(self, job_id: str) -> tuple[int, Any, dict[str, str]]:
-        """Whether any build of the job runs, and the job's last build."""
-        now = self.clock()
-        with self._lock:
-            if job_id not in self._jobs:
-                return 404, {"status": "fail", "result": None, "error": {
-                    "error_code": "DEVCB.00031006", "error_msg": "Build task not found."}}, {}
-            builds = list(self._builds[job_id])
-        last = builds[-1] if builds else None
-        return 200, {"status": "success", "error": None, "result": {
-            "is_running": any(b.status(now) == "RUNNING" for b in builds),
-            "last_build_no": str(last.number) if last else "",
-            "last_build_status": last.status(now) if last else ""}}, {}
-
-    def start_elsewhere(self, job_id: str) -> Build:
-        """A build of the job started by someone else (the console, a schedule)."""
-        with self._lock:
-            return self._new_build(job_id, self._jobs[job_id], {"job_id": job_id})
-
-    def _parameters(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
-        found = self._lookup(job_id, build_no)
-        if not isinstance(found, Build):
-            return found
-        sent = (found.body or {}).get("parameter") or []
-        return 200, {"status": "success", "error": None,
-                     "result": [{"name": p["name"], "value": p["value"]} for p in sent]}, {}
-
-    def _details(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
-        """Bare JSON, no envelope, as the SDK's ShowHistoryDetailsResponse models it."""
-        found = self._lookup(job_id, build_no)
-        if not isinstance(found, Build):
-            return found[0], {"error_code": "DEVCB.00031006",
-                              "error_msg": "Build record not found."}, {}
-        with self._lock:
-            steps = found.step_records(self.clock())
-        return 200, {"job_name": f"job-{job_id[:8]}", "build_number": found.number,
-                     "project_id": self.project_id, "project_name": "fake",
-                     "parameters": {p["name"]: p["value"]
-                                    for p in (found.body or {}).get("parameter") or []},
-                     "build_steps": steps}, {}
-
-    def _log(self, job_id: str, build_no: str,
-             query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
-        """One page of the log from ``offset``, at most ``length`` characters."""
-        found = self._lookup(job_id, build_no)
-        if not isinstance(found, Build):
-            return found
-        try:
-            offset, length = int(query.get("offset", 0)), int(query.get("length", 10000))
-        except ValueError:
-            return 400, {"error_code": "CB.00060200", "error_msg": "Invalid parameter."}, {}
-        if offset < 0 or length <= 0:
-            return 400, {"error_code": "CB.00060200", "error_msg": "Invalid parameter."}, {}
-        with self._lock:
-            text = found.log_text(self.clock())
-        content = text[offset:offset + length]
-        end = offset + len(content)
-        return 200, {"result": {"content": content, "offset": offset, "current_offset": end,
-                                "has_more_data": end < len(text)},
-                     "error": None, "status": "success"}, {}
-
-    def _stop(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
-        found = self._lookup(job_id, build_no)
-        if not isinstance(found, Build):
-            return found[0], {"error_code": "DEVCB.00031006",
-                              "error_msg": "Build record not found."}, {}
-        now = self.clock()
-        with self._lock:
-            if found.finished_after(now) is not None:
-                return 200, {"success": False, "result": "The build has already finished."}, {}
-            found.stopped_at = now
-        return 200, {"success": True, "result": ""}, {}
-
-
-def _iam_error(code: int, title: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "title": title}}
-
-
-def _invalid_run_body(body: Any) -> dict[str, str] | None:
-    """The documented 400 answers for a run body, or None when it is acceptable."""
-    def bad(msg: str, code: str = "CB.00060200") -> dict[str, str]:
-        return {"error_code": code, "error_msg": msg}
-
-    if not isinstance(body, dict):
-        return bad("The request body must be a JSON object.")
-    if not isinstance(body.get("job_id"), str) or not _JOB_ID.match(body["job_id"]):
-        return bad("Invalid task ID.", "CB.00060201")
-    params = body.get("parameter", [])
-    if params is not None and not isinstance(params, list):
-        return bad("parameter must be a list.")
-    for item in params or []:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
-                or not isinstance(item.get("value"), str):
-            return bad("Each parameter needs a string name and value.")
-        if not _PARAM_NAME.match(item["name"]) or item["name"].lower() in RESERVED_NAMES:
-            return bad(f"Invalid parameter name: {item['name'][:40]}")
-        if len(item["value"]) > 8192:
-            return bad(f"The value of {item['name']} is longer than 8192 characters.")
-    if body.get("scm") is not None and not isinstance(body["scm"], dict):
-        return bad("scm must be an object.")
-    return None
-
-
-def _iso_ms(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.isoformat(timespec="milliseconds")
-
-
-def _record(build: Build, status: str, took: float | None, now: float) -> dict[str, Any]:
-    finished = None if took is None else build.created_at + timedelta(seconds=took)
-    elapsed = took if took is not None else now - build.started
-    return {
-        "id": uuid.uuid4().hex, "build_record_id": f"rec-{build.job_id[:8]}-{build.number}",
-        "codeci_job_id": build.job_id, "build_no": build.number, "daily_build_num": build.daily,
-        "status": status, "branch": "master", "tag": None, "commit": "0" * 40,
-        "trigger_type": "MANUAL", "create_time": _iso_ms(build.created_at),
-        "start_time": _iso_ms(build.created_at), "finish_time": _iso_ms(finished),
-        "duration": int(elapsed * 1000), "err_msg": None,
-    }
-
-
-def _fake_signature(req: RecordedRequest, names: list[str], sk: str) -> str:
-    """The SDK-HMAC-SHA256 signature, written from its description independently of
-    bot.codearts.auth.
-
-    The path and query are read as they arrived, percent-decoded the RFC 3986 way: a
-    ``+`` in the query is a plus sign, not a space (the SDK never sends one for a space).
-    """
-    def enc(s: str) -> str:
-        return quote(s, safe="~")
-
-    segments = [enc(unquote(s)) for s in req.path.split("/")]
-    uri = "/".join(segments)
-    if not uri.endswith("/"):
-        uri += "/"
-    pairs = sorted((unquote(k), unquote(v)) for k, _, v in
-                   (item.partition("=") for item in req.query.split("&") if item))
-    query = "&".join(enc(k) + "=" + enc(v) for k, v in pairs)
-    header_lines = "".join(n + ":" + req.headers.get(n, "").strip() + "\n" for n in sorted(names))
-    canonical = "\n".join([req.method, uri, query, header_lines, ";".join(sorted(names)),
-                           hashlib.sha256(req.raw).hexdigest()])
-    string_to_sign = "\n".join(["SDK-HMAC-SHA256", req.headers.get("x-sdk-date", ""),
-                                hashlib.sha256(canonical.encode()).hexdigest()])
-    return hmac.new(sk.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
+# The CodeArts paths FakeCodeArts.handle serves, tried in order: (method, path, answer).
+_ROUTES: tuple[tuple[str, re.Pattern[str],
+                     Callable[[FakeCodeArts, re.Match[str], RecordedRequest], _Answer]], ...] = (
+    ("POST", _RUN, lambda fake, m, req: fake._run(req.body)),
+    ("GET", _RECORD, lambda fake, m, req: fake._record_info(m.group(1), m.group(2))),
+    ("POST", _STOP, lambda fake, m, req: fake._stop(m.group(1), m.group(2))),
+    ("GET", _HISTORY, lambda fake, m, req: fake._history(m.group(1),
+                                                          dict(parse_qsl(req.query)))),
+    ("GET", _PARAMS, lambda fake, m, req: fake._parameters(m.group(1), m.group(2))),
+    ("GET", _DETAILS, lambda fake, m, req: fake._details(m.group(1), m.group(2))),
+    ("GET", _LOG, lambda fake, m, req: fake._log(m.group(1), m.group(2),
+                                                  dict(parse_qsl(req.query)))),
+    ("GET", _RUNNING, lambda fake, m, req: fake._running(m.group(1))),
+)
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -776,16 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
         req = self._read()
         fake._record(req)
         rules = {r.kind: r for r in fake._take_rules(req.path)}
-        if "fail" in rules:  # failed before CodeArts acted: no side effect
-            rule = rules["fail"]
-            status = rule.status
-            body = rule.body if rule.body is not None else _default_error(rule.status)
-            headers: dict[str, str | None] = dict(rule.headers)
-        elif "html" in rules and 400 <= rules["html"].status < 500:  # refused in front
-            status, body, headers = rules["html"].status, None, {}
-        else:  # a dropped or hanging run (or one answered by a 5xx/2xx page) creates its build
-            status, body, answer_headers = fake.handle(req)
-            headers = dict(answer_headers)
+        status, body, headers = self._answer(fake, req, rules)
         delay = fake.latency + (rules["hang"].seconds if "hang" in rules else 0.0)
         if delay:
             fake._sleep(delay)
@@ -798,6 +439,20 @@ class _Handler(BaseHTTPRequestHandler):
                        {"Content-Type": "text/html", **rules["html"].headers})
             return
         self._send_json(status, body, headers)
+
+    @staticmethod
+    def _answer(fake: FakeCodeArts, req: RecordedRequest,
+                rules: dict[str, _Rule]) -> tuple[int, Any, dict[str, str | None]]:
+        """What to answer before any delay, drop or HTML page replaces it."""
+        if "fail" in rules:  # failed before CodeArts acted: no side effect
+            rule = rules["fail"]
+            body = rule.body if rule.body is not None else _default_error(rule.status)
+            return rule.status, body, dict(rule.headers)
+        if "html" in rules and 400 <= rules["html"].status < 500:  # refused in front
+            return rules["html"].status, None, {}
+        # a dropped or hanging run (or one answered by a 5xx/2xx page) creates its build
+        status, body, answer_headers = fake.handle(req)
+        return status, body, dict(answer_headers)
 
     def _send_json(self, status: int, body: Any, headers: dict[str, str | None]) -> None:
         if isinstance(body, str | bytes):

@@ -18,28 +18,18 @@ from bot import messages as msg
 from bot.answers import Click, Told
 from bot.command import BuildCommand, parse
 from bot.config import JobConfig
-from bot.flow_types import Ack, Outcome, Who, _dict, _str, read_click
-from bot.policy import UserGroups, runnable_jobs
+from bot.flow_types import Ack, FlowRoom, Outcome, Who, _dict, _str, read_click
+from bot.policy import runnable_jobs
 
 if TYPE_CHECKING:
-    from bot.flow import Flow
+    pass
 
 log = logging.getLogger(__name__)
 
 
-class FormFlow:
+class FormFlow(FlowRoom):
     """The form's listeners and what they do; the shared pieces (the worker, the checks of
     a typed command, ``after_command``) are the ``Flow``'s."""
-
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-        self.config = flow.config
-        self.engine = flow.engine
-        self.respond = flow.respond
-
-    @property
-    def groups(self) -> UserGroups:
-        return self.flow.groups  # read each time: tests replace it after construction
 
     form_key: bytes | None = None  # signs the form's metadata; create_app sets it
 

@@ -17,31 +17,21 @@ from bot import messages as msg
 from bot.answers import Click
 from bot.codearts.errors import CodeArtsError, describe, request_id_of
 from bot.command import StatusCommand, StopCommand
-from bot.flow_types import Outcome, Who
+from bot.flow_types import FlowRoom, Outcome, Who
 from bot.lifecycle import Build
 from bot.policy import UserGroups, runnable_jobs
 from bot.rules import JOB_ID_RE
 from bot.status import STATUS_THREADS, read_stop_value, stop_value
 
 if TYPE_CHECKING:
-    from bot.flow import Flow
+    pass
 
 log = logging.getLogger(__name__)
 
 
-class StatusFlow:
+class StatusFlow(FlowRoom):
     """Status and stop: their checks, their answers (read from CodeArts after the ack), and
     the stop buttons. The shared pieces (``may_run``, the reply) are the ``Flow``'s."""
-
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-        self.config = flow.config
-        self.engine = flow.engine
-        self.respond = flow.respond
-
-    @property
-    def groups(self) -> UserGroups:
-        return self.flow.groups  # read each time: tests replace it after construction
 
     COMMANDS: ClassVar[tuple[type, ...]] = (StatusCommand, StopCommand)
 

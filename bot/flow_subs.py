@@ -11,26 +11,16 @@ from typing import TYPE_CHECKING, ClassVar
 
 from bot import messages as msg
 from bot.command import SubsCommand, SubscribeCommand, SubscriptionsCommand, UnsubscribeCommand
-from bot.flow_types import Outcome, Who
+from bot.flow_types import FlowRoom, Outcome, Who
 from bot.policy import UserGroups
 from bot.rules import JOB_ID_RE
 
 if TYPE_CHECKING:
-    from bot.flow import Flow
+    pass
 
 
-class SubsFlow:
+class SubsFlow(FlowRoom):
     """Subscriptions: their checks and (after the ack) their answers, audited by the engine."""
-
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-        self.config = flow.config
-        self.engine = flow.engine
-        self.respond = flow.respond
-
-    @property
-    def groups(self) -> UserGroups:
-        return self.flow.groups  # read each time: tests replace it after construction
 
     COMMANDS: ClassVar[tuple[type, ...]] = (SubscribeCommand, UnsubscribeCommand,
                                             SubscriptionsCommand)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from bot.answers import Click
 from bot.command import Parsed
 from bot.policy import Approved, UserGroups
+
+if TYPE_CHECKING:
+    from bot.flow import Flow
 
 Ack = Callable[..., Any]
 
@@ -37,6 +40,21 @@ class Who:
     text: str
     received_at: float | None = None  # monotonic, when the command reached the bot
     trigger_id: str | None = None  # lets the bot open a modal (the form) for 3 s
+
+
+class FlowRoom:
+    """What a feature's room on the Slack side shares with its ``Flow``: the config, the
+    engine, the reply and (read each time, as tests replace it) the user groups."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.config = flow.config
+        self.engine = flow.engine
+        self.respond = flow.respond
+
+    @property
+    def groups(self) -> UserGroups:
+        return self.flow.groups
 
 
 class Room(Protocol):

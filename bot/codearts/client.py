@@ -232,9 +232,13 @@ class CodeArtsClient:
         try:
             return RunResult.model_validate(data)
         except ValidationError:
-            raise BadResponseError(response.status_code, _request_id(response),
-                                   self.scrub(str(data)),
-                                   "a run answer without a usable build number") from None
+            raise self._shapeless(response, data,
+                                  "a run answer without a usable build number") from None
+
+    def _shapeless(self, response: httpx.Response, data: Any, what: str) -> BadResponseError:
+        """A 2xx answer without the fields a call needs: its outcome is unknown."""
+        return BadResponseError(response.status_code, _request_id(response),
+                                self.scrub(str(data)), what)
 
     def build_state(self, job_id: str, build_no: int | str) -> BuildState:
         """Where a build stands, from its record (retried: reading changes nothing)."""
@@ -243,8 +247,7 @@ class CodeArtsClient:
         data = self._decode(response)
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, dict):
-            raise BadResponseError(response.status_code, _request_id(response),
-                                   self.scrub(str(data)), "a build record without a result")
+            raise self._shapeless(response, data, "a build record without a result")
         state = build_state_from(result)
         if not state.finished:
             self._note_status(state.status)
@@ -256,8 +259,7 @@ class CodeArtsClient:
         response = self._call("POST", path, read=False)
         data = self._decode(response)
         if not isinstance(data, dict) or data.get("success") is not True:
-            raise BadResponseError(response.status_code, _request_id(response),
-                                   self.scrub(str(data)), "a stop answer without success: true")
+            raise self._shapeless(response, data, "a stop answer without success: true")
 
     def history(self, job_id: str, *, offset: int = 0,
                 limit: int = 20) -> tuple[list[HistoryRecord], int | None]:
@@ -268,8 +270,7 @@ class CodeArtsClient:
         data = self._decode(response)
         records = data.get("history_records") if isinstance(data, dict) else None
         if not isinstance(records, list):
-            raise BadResponseError(response.status_code, _request_id(response),
-                                   self.scrub(str(data)), "a history without history_records")
+            raise self._shapeless(response, data, "a history without history_records")
         read = [r for r in (history_record_from(item) for item in records) if r is not None]
         if len(read) < len(records):
             _note_skipped(job_id, len(records) - len(read))
@@ -297,8 +298,7 @@ class CodeArtsClient:
         data = self._decode(response)
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, list):
-            raise BadResponseError(response.status_code, _request_id(response),
-                                   self.scrub(str(data)), "build parameters without a result")
+            raise self._shapeless(response, data, "build parameters without a result")
         return {str(p["name"]): as_shown(p.get("value")) for p in result
                 if isinstance(p, dict) and isinstance(p.get("name"), str)}
 

@@ -42,6 +42,8 @@ class Told(StrEnum):
     REPLACED = "replaced"  # an edited request's old question was cancelled
     STOP_FAILED = "stop_failed"  # CodeArts refused the stop (``error``)
     STOP_ASKED = "stop_asked"
+    REFUSED_NOW = "refused_now"  # checked again before sending: ``problems`` say why not
+    LOST = "lost"  # the decision's move was made by another click first (never rendered)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Answer:
     given: int = 0
     needed: int = 0
     error: CodeArtsError | None = None
+    problems: tuple[str, ...] = ()
 
 
 NOTHING = Answer(Told.NOTHING)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from bot import decisions
 from bot import messages as msg
 from bot.answers import NOTHING, Answer, Click, Told
 from bot.clicks import Desk
 from bot.config import BuildbotConfig
+from bot.effects import UpdateApproval
 from bot.lifecycle import (
     ApprovalOutcome,
     ApprovalRule,
@@ -20,7 +22,7 @@ from bot.lifecycle import (
 )
 from bot.limits import Limits
 from bot.notifier import Notifier
-from bot.policy import UserGroups, approval_rule
+from bot.policy import Denied, UserGroups, approval_rule
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ class Approvals(Desk):
 
     def __init__(self, *, config: BuildbotConfig, store: Store, notifier: Notifier,
                  clock: Callable[[], float], limits: Limits,
-                 start: Callable[[Request, str | None], None]) -> None:
+                 start: Callable[[Request, str | None], Denied | None]) -> None:
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.limits = limits
         self.start = start  # the engine's one call to CodeArts
@@ -83,9 +85,7 @@ class Approvals(Desk):
             expires_at=request.expires_at)
 
     def _update_approval(self, request: Request, message: msg.Message) -> None:
-        current = self.store.get_request(request.id) or request
-        if current.approval_channel and current.approval_ts:
-            self.notifier.update(current.approval_channel, current.approval_ts, message)
+        self.perform((UpdateApproval(request, message),))
 
     def _close_approval(self, request: Request, outcome: str, by: tuple[str, ...] = (),
                         build: Build | None = None) -> None:
@@ -100,16 +100,21 @@ class Approvals(Desk):
         self._update_approval(request, self._approval_question(
             request, approval_rule(self.config, request.job_name)))
 
-    def start_approved(self, request: Request) -> None:
+    def start_approved(self, request: Request) -> Denied | None:
         """The approval that made it enough moved the request to sending: send it once
-        (as a Run click would), then show the outcome in the approval message."""
-        self.start(request, request.response_url)
+        (as a Run click would), then show the outcome in the approval message. The
+        refusal, when the checks made again before sending now say no."""
+        denied = self.start(request, request.response_url)
+        if denied is not None:
+            self._close_approval(request, "refused", request.approved_by)
+            return denied
         build = self.store.get_build(request.id)
         current = self.store.get_request(request.id)
         outcome = ("started" if build is not None else
                    "not_started" if current is not None
                    and current.state is RequestState.FAILED else "checking")
         self._close_approval(request, outcome, request.approved_by, build)
+        return None
 
     def approval_queued(self, request: Request) -> None:
         """The approval that made it enough found the job at its max_running: it waits
@@ -118,25 +123,9 @@ class Approvals(Desk):
         self.limits.queued(request, request.response_url)
         self.limits.release_queue()  # a slot may have freed since
 
-    def approval_rejected(self, request: Request, by: str) -> None:
-        self.metrics.commands.labels("cancelled").inc()
-        self._close_approval(request, "rejected", (by,))
-        self.tell_requester(request, msg.approval_ended(request.job_name, "rejected", by=by))
-
-    def approval_withdrawn(self, request: Request) -> None:
-        self.metrics.commands.labels("cancelled").inc()
-        self._close_approval(request, "withdrawn", (request.user_id,))
-
     def approval_expired(self, request: Request) -> None:
         """Audit, show and tell an approval request this process expired (once)."""
-        self.metrics.commands.labels("expired").inc()
-        self.store.audit(decision="approval_expired", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name,
-                         detail="approved by " + (" ".join(request.approved_by) or "nobody"))
-        self._close_approval(request, "expired")
-        self.tell_requester(request, msg.approval_ended(request.job_name, "expired",
-                                                         command=request.command))
+        self.act(decisions.approval_expired(request, self.description(request.job_name)))
 
     # --- the door: approval clicks --------------------------------------------------------
 
@@ -186,7 +175,9 @@ class Approvals(Desk):
             given, needed = self._audit_approval(click, request, current, now,
                                                  start=result.outcome is ApprovalOutcome.START)
             if result.outcome is ApprovalOutcome.START:
-                self.start_approved(current)
+                denied = self.start_approved(current)
+                if denied is not None:  # the approver learns why it did not start
+                    return Answer(Told.REFUSED_NOW, current, problems=denied.problems)
                 return NOTHING
             self.approval_progress(current)
             return Answer(Told.APPROVAL_NOTED, current, given=given, needed=needed)
@@ -218,28 +209,20 @@ class Approvals(Desk):
         found = self.approver_request(click, "Reject", groups)
         if isinstance(found, Answer):
             return found
-        request, now = found, self.clock()
-        if not self.store.end_awaiting(id=request.id, new=RequestState.REJECTED, now=now):
-            return self.refused(click, request, Told.APPROVAL_REFUSED,
-                                 self._not_awaiting(request.id), "Reject")
-        self.store.audit(decision="rejected", now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name, detail=f"rejected {request.user_id}'s request")
-        self.approval_rejected(request, click.user_id)
-        return NOTHING
+        answer = self.act(decisions.reject(found, click.user_id,
+                                           self.description(found.job_name)))
+        if answer.told is Told.LOST:
+            return self.refused(click, found, Told.APPROVAL_REFUSED,
+                                self._not_awaiting(found.id), "Reject")
+        return answer
 
     def withdraw(self, click: Click) -> Answer:
         """Withdraw: awaiting -> withdrawn, by the requester, while it is open."""
         found = self.own_request(click, "Withdraw", Told.APPROVAL_REFUSED)
         if isinstance(found, Answer):
             return found
-        request, now = found, self.clock()
-        if not self.store.end_awaiting(id=request.id, new=RequestState.WITHDRAWN, now=now,
-                                       requester=click.user_id):
-            return self.refused(click, request, Told.APPROVAL_REFUSED,
-                                 self._not_awaiting(request.id), "Withdraw")
-        self.store.audit(decision="withdrawn", now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        self.approval_withdrawn(request)
-        return Answer(Told.WITHDRAWN, request)
+        answer = self.act(decisions.withdraw(found, self.description(found.job_name)))
+        if answer.told is Told.LOST:
+            return self.refused(click, found, Told.APPROVAL_REFUSED,
+                                self._not_awaiting(found.id), "Withdraw")
+        return answer

@@ -11,7 +11,18 @@ from collections.abc import Callable
 from bot import messages as msg
 from bot.answers import Answer, Click, Told
 from bot.config import BuildbotConfig
-from bot.lifecycle import Request
+from bot.decisions import expired_by_click
+from bot.effects import (
+    Audit,
+    Count,
+    Decision,
+    Effect,
+    Move,
+    Respond,
+    TellRequester,
+    UpdateApproval,
+)
+from bot.lifecycle import Request, RequestState
 from bot.notifier import Notifier
 from bot.store import Store
 
@@ -67,14 +78,54 @@ class Desk:
 
     def expired_now(self, request: Request) -> Answer:
         """This click found the question past its time and expired it: it tells it."""
-        self.metrics.commands.labels("expired").inc()
-        self.store.audit(decision="expired", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        return Answer(Told.EXPIRED, request)
+        return self.act(expired_by_click(request))
 
-    def tell_requester(self, request: Request, message: msg.Message) -> None:
+    # --- making a decision's move and performing its effects ---------------------------
+
+    def act(self, decision: Decision) -> Answer:
+        """Make the decision's move (if any) and, only if this call won it, perform its
+        effects in order: the decision's answer, or ``Told.LOST`` when another click (or
+        replica) made a move first and the caller must say why from the row as it is."""
+        if decision.move is not None and not self.moved(decision.move):
+            return Answer(Told.LOST)
+        self.perform(decision.effects)
+        return decision.answer
+
+    def moved(self, move: Move) -> bool:
+        """The move, made with one conditional UPDATE: True when this call made it."""
+        now = self.clock()
+        if move.old is RequestState.AWAITING:  # only while the question is open
+            return self.store.end_awaiting(id=move.id, new=move.new, now=now,
+                                           requester=move.requester, error=move.error)
+        return self.store.move_request(id=move.id, old=move.old, new=move.new, now=now,
+                                       error=move.error)
+
+    def perform(self, effects: tuple[Effect, ...]) -> None:
+        """Each effect, in order: the only place a decision's effects are carried out."""
+        for effect in effects:
+            if isinstance(effect, Audit):
+                request = effect.request
+                self.store.audit(decision=effect.decision, now=self.clock(),
+                                 request_id=request.id,
+                                 user_id=effect.user_id or request.user_id,
+                                 channel_id=effect.channel_id or request.channel_id,
+                                 job=request.job_name, detail=effect.detail,
+                                 parameters=request.body if effect.parameters else None)
+            elif isinstance(effect, Count):
+                self.metrics.commands.labels(effect.outcome).inc()
+            elif isinstance(effect, Respond):
+                self.notifier.respond(effect.url, effect.message)
+            elif isinstance(effect, TellRequester):
+                self.tell_requester(effect.request, effect.message, effect.url)
+            elif isinstance(effect, UpdateApproval):
+                current = self.store.get_request(effect.request.id) or effect.request
+                if current.approval_channel and current.approval_ts:
+                    self.notifier.update(current.approval_channel, current.approval_ts,
+                                         effect.message)
+
+    def tell_requester(self, request: Request, message: msg.Message,
+                       response_url: str | None = None) -> None:
         """Through the click's response_url (it replaces the "waiting" message); after
         its 30 minutes, as a direct message."""
-        if not self.notifier.respond(request.response_url, message):
+        if not self.notifier.respond(response_url or request.response_url, message):
             self.notifier.direct(request.user_id, {"text": message["text"]})

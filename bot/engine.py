@@ -17,6 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
 
+from bot import decisions
 from bot import messages as msg
 from bot.answers import NOTHING, Answer, Click, Told
 from bot.approvals import Approvals
@@ -41,7 +42,13 @@ from bot.lifecycle import (
 )
 from bot.limits import Limits
 from bot.notifier import Notifier
-from bot.policy import Approved, approval_rule, per_user_limit
+from bot.policy import (
+    Approved,
+    StaticUserGroups,
+    UserGroups,
+    approval_rule,
+    per_user_limit,
+)
 from bot.progress import Progress
 from bot.recovery import INTENT_GRACE, Recovery
 from bot.reports import Reports
@@ -70,9 +77,12 @@ class Engine(Desk):
                  clock: Callable[[], float] = time.time,
                  progress_every: float = PROGRESS_EVERY, log_tail_lines: int = 30,
                  history_polls: bool = True,
-                 alive: Callable[[], bool] = lambda: True) -> None:
+                 alive: Callable[[], bool] = lambda: True,
+                 groups: UserGroups | None = None) -> None:
         """``alive``: whether this process beat recently (bot.heartbeat); a process that
-        did not starts no run call or post, as others may have taken its intents over."""
+        did not starts no run call or post, as others may have taken its intents over.
+        ``groups``: Slack user-group membership, for the checks of a run made again just
+        before a stored request is sent (none given: no membership is known)."""
         self.alive = alive
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.api = api
@@ -136,7 +146,8 @@ class Engine(Desk):
         self.starts = Starts(config=config, store=store, notifier=notifier, clock=clock,
                              api=api, recovery=self.recovery, link=self.link,
                              poll_seconds=poll_seconds, alive=alive,
-                             announcer=lambda b, url: self.announce(b, url))
+                             announcer=lambda b, url: self.announce(b, url),
+                             groups=groups or StaticUserGroups())
         self.start = self.starts.start
         self.announce = self.starts.announce
 
@@ -238,13 +249,7 @@ class Engine(Desk):
         """Pending questions past their time: expired, audited and told, each once."""
         now = self.clock()
         for request in self.store.expire_pending(now=now):
-            self.metrics.commands.labels("expired").inc()
-            self.store.audit(decision="expired", now=now, request_id=request.id,
-                             user_id=request.user_id, channel_id=request.channel_id,
-                             job=request.job_name)
-            self.notifier.respond(request.response_url,
-                                  msg.expired(request.job_name, request.command,
-                                              minutes=CONFIRM_MINUTES))
+            self.act(decisions.expired(request))
         for request in self.store.expire_awaiting(now=now):
             self.approvals.approval_expired(request)
         for request in self.store.expire_queued(now=now):
@@ -315,19 +320,12 @@ class Engine(Desk):
         found = self.own_request(click, "Cancel", Told.NOT_YOURS)
         if isinstance(found, Answer):
             return found
-        request = found
-        if not self.store.move_request(id=request.id, old=RequestState.PENDING,
-                                       new=RequestState.CANCELLED, now=self.clock()):
-            current = self.store.get_request(request.id)
-            state = current.state if current else ClaimReason.MISSING
-            if state in (RequestState.SENDING, RequestState.STARTED):
-                return NOTHING
-            return Answer(Told.ALREADY, request, state)
-        self.metrics.commands.labels("cancelled").inc()
-        self.store.audit(decision="cancelled", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        return Answer(Told.CANCELLED, request)
+        answer = self.act(decisions.cancel(found))
+        if answer.told is Told.LOST:
+            current = self.store.get_request(found.id)
+            return decisions.cancel_lost(found, current.state if current
+                                         else ClaimReason.MISSING)
+        return answer
 
     def editable(self, click: Click) -> Answer:
         """Edit parameters: the requester's pending request, if its job has a form."""
@@ -344,14 +342,10 @@ class Engine(Desk):
         """An edited request's old question dies first (the store's conditional move, so
         its Run can never start a build)."""
         old = self.store.get_request(request_id)
-        if old is None or old.user_id != user_id or not self.store.move_request(
-                id=old.id, old=RequestState.PENDING, new=RequestState.CANCELLED,
-                now=self.clock()):
+        if old is None or old.user_id != user_id:
             return NOTHING
-        self.store.audit(decision="cancelled", now=self.clock(), request_id=old.id,
-                         user_id=old.user_id, channel_id=old.channel_id,
-                         job=old.job_name, detail="replaced by an edited request")
-        return Answer(Told.REPLACED, old)
+        answer = self.act(decisions.replace_edited(old))
+        return NOTHING if answer.told is Told.LOST else answer
 
     # --- the door: stop, subscriptions, and what the Slack side reads to answer -----------
 

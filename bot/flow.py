@@ -38,6 +38,7 @@ from bot.policy import (
     Approved,
     Denied,
     UserGroups,
+    command_of,
     decide,
     runnable_jobs,
 )
@@ -236,7 +237,8 @@ class Flow:
     # --- Rebuild (a button on the build's messages; Stop is flow_status.py's) ------
 
     def _recheck(self, click: Click) -> tuple[Build, Request, Outcome] | None:
-        """The original request, run through the checks again for whoever clicked."""
+        """The original request, run through the checks again for whoever clicked: its
+        parameters, commit and tag as stored (data, never the command text read again)."""
         build = self.engine.get_build(click.value)
         request = self.engine.get_request(click.value)
         if build is None or request is None:
@@ -244,7 +246,10 @@ class Flow:
             return None
         who = Who(click.user_id, build.channel_id, click.team_id, click.response_url,
                   request.command)
-        return build, request, self.evaluate(who, self.groups)
+        if not who.user_id or not who.channel_id:
+            return build, request, self.evaluate(who, self.groups)  # says what is missing
+        return build, request, self.check(command_of(request.job_name, request.body), who,
+                                          self.groups)
 
     def rebuild_clicked(self, click: Click) -> None:
         """Whoever clicks is checked as if they typed the command, and is always asked
@@ -334,6 +339,9 @@ _REPLIES: dict[Told, Callable[[Answer], dict[str, Any]]] = {
     Told.WITHDRAWN: lambda a: msg.approval_ended(_request(a).job_name, "withdrawn"),
     Told.QUEUE_REFUSED: lambda a: msg.queue_refused(a.reason, requester=_requester(a)),
     Told.LEFT: lambda a: msg.queue_ended(_request(a).job_name, "left"),
+    # to whoever clicked (an approver: their own note, the approval message stays)
+    Told.REFUSED_NOW: lambda a: msg.refused_now(_request(a).job_name, a.problems,
+                                                replace=False),
     Told.NO_FORM: lambda a: msg.ephemeral(
         "A raw build task ID has no form: type the command with its parameters instead.",
         replace=False),

@@ -21,7 +21,14 @@ from bot.flow_types import FlowRoom, Outcome, Who
 from bot.lifecycle import Build
 from bot.policy import UserGroups, runnable_jobs
 from bot.rules import JOB_ID_RE
-from bot.status import STATUS_THREADS, read_stop_value, stop_value
+from bot.status import (
+    STATUS_THREADS,
+    BuildRow,
+    entries_of,
+    entry_of,
+    read_stop_value,
+    stop_value,
+)
 
 if TYPE_CHECKING:
     pass
@@ -45,7 +52,8 @@ class StatusFlow(FlowRoom):
         if build is None:
             self.respond(click.response_url, {**msg.missing(), "replace_original": False})
             return
-        allowed = self.flow.may_run(build.job_name, click.user_id, build.channel_id, self.groups)
+        allowed = self._may_act(entries_of(self.config, build, build.job_id), click.user_id,
+                                build.channel_id)
         if isinstance(allowed, list):
             self.respond(click.response_url, msg.stop_refused(
                 allowed or ["You may not run this job here."]))
@@ -92,10 +100,13 @@ class StatusFlow(FlowRoom):
                 self.respond(who.response_url, msg.status_failed(
                     job_name, describe(exc).why, request_id=request_id_of(exc)))
                 return
-            self.respond(who.response_url, msg.job_status(job_name, rows))
+            shown = self._visible(rows, job_id, who)
+            self.respond(who.response_url, msg.job_status(job_name, shown,
+                                                          hidden=len(rows) - len(shown)))
             return
         assert isinstance(command, StopCommand)
-        self.respond(who.response_url, self._stop_question(job_name, job_id, command.build_no))
+        self.respond(who.response_url, self._stop_question(job_name, job_id, command.build_no,
+                                                           who))
 
     def _all_status(self, who: Who) -> None:
         jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
@@ -121,9 +132,31 @@ class StatusFlow(FlowRoom):
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _stop_question(self, job_name: str, job_id: str, build_no: str) -> dict[str, Any]:
-        """Stop / Keep running for a running build; else why there is nothing to stop."""
+    def _visible(self, rows: list[BuildRow], job_id: str, who: Who) -> list[BuildRow]:
+        """The rows this user may see here: each build by the job entry it belongs to (a
+        build started under another entry naming the same task is not theirs to see)."""
+        allowed: dict[tuple[str, ...], bool] = {}
+        shown = []
+        for row in rows:
+            entries = (row.entry,) if row.entry is not None else tuple(
+                entries_of(self.config, None, job_id))
+            if entries not in allowed:
+                allowed[entries] = isinstance(
+                    self._may_act(list(entries), who.user_id, who.channel_id), tuple)
+            if allowed[entries]:
+                shown.append(row)
+        return shown
+
+    def _stop_question(self, job_name: str, job_id: str, build_no: str,
+                       who: Who) -> dict[str, Any]:
+        """Stop / Keep running for a running build; else why there is nothing to stop. A
+        build is stopped through the job entry it belongs to, not the name typed."""
         standing, ours = self.engine.standing(job_id, build_no)
+        if entry_of(ours) != job_name:
+            allowed = self._may_act(entries_of(self.config, ours, job_id), who.user_id,
+                                    who.channel_id)
+            if isinstance(allowed, list):
+                return msg.stop_refused(allowed)
         daily = ours.daily_build_number if ours else ""
         if standing.kind == "missing":
             return msg.stop_no_such_build(job_name, build_no)
@@ -144,12 +177,13 @@ class StatusFlow(FlowRoom):
             self.respond(click.response_url, msg.missing())
             return
         job_id, build_no = target
-        allowed = self._may_stop(job_id, click.user_id, channel_id)
+        standing, ours = self.engine.standing(job_id, build_no)
+        allowed = self._may_act(entries_of(self.config, ours, job_id), click.user_id,
+                                channel_id)
         if isinstance(allowed, list):
             self.respond(click.response_url, msg.stop_refused(allowed))
             return
         job_name = allowed[0]
-        standing, ours = self.engine.standing(job_id, build_no)
         daily = ours.daily_build_number if ours else ""
         if standing.kind == "ended":
             self.respond(click.response_url,
@@ -164,18 +198,19 @@ class StatusFlow(FlowRoom):
                           response_url=click.response_url, build=ours):
             self.respond(click.response_url, msg.stop_asked(job_name, daily, build_no))
 
-    def _may_stop(self, job_id: str, user_id: str,
-                  channel_id: str) -> tuple[str, str] | list[str]:
-        """``may_run`` for a build task ID: through any job of the file with that ID, else
-        the ID itself; the first refusal's problems when none allows it."""
-        names = [j.name for j in self.config.jobs.values() if j.id == job_id] + [job_id]
-        problems: list[str] = []
-        for name in names:
+    def _may_act(self, entries: list[str], user_id: str,
+                 channel_id: str) -> tuple[str, str] | list[str]:
+        """``may_run`` on every job entry a build belongs to (``status.entries_of``): the
+        first entry's (name, task ID) when all allow it, else the first refusal's
+        problems."""
+        first: tuple[str, str] | None = None
+        for name in entries:
             found = self.flow.may_run(name, user_id, channel_id, self.groups)
-            if isinstance(found, tuple):
-                return found
-            problems = problems or found
-        return problems
+            if isinstance(found, list):
+                return found or ["You may not run this job here."]
+            first = first or found
+        assert first is not None
+        return first
 
     def stop_kept(self, click: Click) -> None:
         target = read_stop_value(click.value)

@@ -19,6 +19,7 @@ A request (one ``/build`` command, or one Rebuild click)::
     queued --a slot frees (oldest of its job first)--> sending
        |------Leave-------> withdrawn
        `------queue_ttl---> expired
+    sending --the checks of a run, made again, now say no--> refused
     (new) --> sending        (a job with ``confirm = false``)
     (new) --> awaiting       (a job with ``confirm = false`` that needs approval)
 
@@ -67,6 +68,7 @@ class RequestState(StrEnum):
     REJECTED = "rejected"  # an approver said no
     WITHDRAWN = "withdrawn"  # the requester took it back while it waited
     QUEUED = "queued"  # the job was at its max_running: starts when a slot frees
+    REFUSED = "refused"  # decided again before sending, the configuration now says no
 
 
 class AnnounceState(StrEnum):
@@ -94,8 +96,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     # queued: the oldest of its job claimed when a slot frees; or left, or too old
     RequestState.QUEUED: frozenset({RequestState.SENDING, RequestState.WITHDRAWN,
                                     RequestState.EXPIRED}),
+    # refused: the checks of a run, made again just before sending, now say no
     RequestState.SENDING: frozenset({RequestState.STARTED, RequestState.FAILED,
-                                     RequestState.UNKNOWN}),
+                                     RequestState.UNKNOWN, RequestState.REFUSED}),
     AnnounceState.POSTING: frozenset({AnnounceState.POSTED, AnnounceState.FALLBACK}),
     WatchState.WATCHING: frozenset({WatchState.REPORTING}),
     WatchState.REPORTING: frozenset({WatchState.DONE}),

@@ -15,7 +15,7 @@ from bot.codearts.errors import CodeArtsError
 from bot.config import BuildbotConfig
 from bot.lifecycle import CONFIRM_MINUTES, ClaimReason, Request, RequestState, next_allowed
 from bot.notifier import Notifier
-from bot.policy import approval_rule, over_limit_problem, per_user_limit
+from bot.policy import Denied, approval_rule, over_limit_problem, per_user_limit
 from bot.store import Slots, Store
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class Limits(Desk):
 
     def __init__(self, *, config: BuildbotConfig, store: Store, notifier: Notifier,
                  clock: Callable[[], float], api: CodeArtsClient,
-                 start: Callable[[Request, str | None], None]) -> None:
+                 start: Callable[[Request, str | None], Denied | None]) -> None:
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.api = api
         self.start = start  # the engine's one call to CodeArts

@@ -258,6 +258,16 @@ def problems_message(problems: Iterable[str], *, replace: bool | None = None) ->
                             _context("Type `/build help` for usage.")], replace=replace)
 
 
+def refused_now(job_name: str, problems: Iterable[str], *, replace: bool = True) -> Message:
+    """A stored request checked again just before sending, and refused: the problems in
+    the words of a refused command, after what changed."""
+    head = (f":warning: Nothing was started: {_job(job_name)} was checked again before "
+            "sending, and the configuration in force now refuses it.")
+    text, sections = _bullets(problems, head, room=MAX_BLOCKS - 1)
+    return ephemeral(text, [*(_section(t) for t in sections),
+                            _context("Type `/build help` for usage.")], replace=replace)
+
+
 # --- confirmation -------------------------------------------------------------
 
 def _param_lines(body: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -317,7 +327,8 @@ def expired(job_name: str, command: str, *, minutes: int) -> Message:
 
 def already(state: str) -> Message:
     words = {"cancelled": "was cancelled", "expired": "expired",
-             "failed": "already failed", "unknown": "already has an unknown outcome"}
+             "failed": "already failed", "unknown": "already has an unknown outcome",
+             "refused": "was refused when checked again"}
     return ephemeral(f"This request {words.get(state, 'is no longer pending')}; this click "
                      "started nothing. Type `/build` again to run it.", replace=True)
 
@@ -766,7 +777,7 @@ def approval_request(*, request_id: str, requester: str, job_name: str, descript
 
 
 APPROVAL_OUTCOMES = ("started", "queued", "not_started", "checking", "rejected", "expired",
-                     "withdrawn",
+                     "withdrawn", "refused",
                      "failed")
 
 
@@ -789,6 +800,8 @@ def approval_closed(*, requester: str, job_name: str, description: str, body: di
         "failed": ":x: Could not be asked here; nothing was started.",
         "queued": (f":hourglass_flowing_sand: Approved by {who}; the job is at its limit of "
                    "builds running at once, so it waits in the queue."),
+        "refused": (f":no_entry_sign: Approved by {who}, but not started: checked again, "
+                    "the configuration in force no longer allows it as asked."),
     }
     tail = words.get(outcome, words["failed"])
     text, blocks = _approval_blocks(_approval_head(requester, job_name, description), body,
@@ -991,8 +1004,9 @@ def _row_line(row: Any) -> str:
     return " · ".join(p for p in (f"• {name} {state}", _when(row.started_at), who) if p)
 
 
-def job_status(job_name: str, rows: Sequence[Any]) -> Message:
-    """The last builds of a job, newest first, and whether one is running."""
+def job_status(job_name: str, rows: Sequence[Any], *, hidden: int = 0) -> Message:
+    """The last builds of a job, newest first, and whether one is running; ``hidden``
+    builds of its build task belong to a job entry this user may not use here."""
     running = [r for r in rows if r.result == STATUS_RUNNING]
     if not rows:
         head = f"*{_job(job_name)}* has no builds yet."
@@ -1005,6 +1019,9 @@ def job_status(job_name: str, rows: Sequence[Any]) -> Message:
     lines = [_row_line(r) for r in rows[:20]]
     tail = ([f"Stop one with `/build stop {escape(shorten(job_name, 200))} &lt;build "
              "number&gt;`."] if running else [])
+    if hidden:
+        tail.append(f"{_plural(hidden, 'more build')} of this build task not shown: "
+                    "started under a job entry you may not use here.")
     sections = _fit([head], lines, [], limit=SECTION_CHARS, room=MAX_BLOCKS - 1,
                     more=lambda n: f"… and {_plural(n, 'more build')}")
     text = _fit([head], lines, tail, limit=TEXT_CHARS, room=1,

@@ -229,6 +229,35 @@ def build_body(job_id: str, params: list[tuple[str, str]],
     return body
 
 
+def command_of(job_name: str, body: dict[str, Any]) -> BuildCommand:
+    """The command a stored body was built from, as data (the inverse of ``build_body``):
+    what a Rebuild asks again and what a stored request is checked again with. Values come
+    back exactly as they were sent, never through the command text's parser."""
+    params = tuple((str(p.get("name", "")), str(p.get("value", "")))
+                   for p in body.get("parameter") or [] if isinstance(p, dict))
+    given = body.get("scm")
+    scm: dict[str, Any] = given if isinstance(given, dict) else {}
+    commit, tag = scm.get("build_commit_id"), scm.get("build_tag")
+    return BuildCommand(job_name, params, commit=str(commit) if commit is not None else None,
+                        tag=str(tag) if tag is not None else None)
+
+
+def decide_again(config: BuildbotConfig, *, job_name: str, job_id: str, body: dict[str, Any],
+                 user_id: str, channel_id: str, usergroups: UserGroups) -> Denied | None:
+    """The checks of a run made again on a stored request, against the configuration in
+    force, just before it is sent: None when it may still be sent as it is, else why not
+    (in the words of a refused command). The stored body is what the person agreed to, so
+    it is sent unchanged; a job entry that now names another build task refuses it."""
+    decision = decide(config, command_of(job_name, body), user_id=user_id,
+                      channel_id=channel_id, usergroups=usergroups)
+    if isinstance(decision, Denied):
+        return decision
+    if decision.job_id != job_id:
+        return Denied((f"`{show(job_name)}` now names another build task than when this was "
+                       "asked: ask again.",))
+    return None
+
+
 def _scm_problems(command: BuildCommand) -> list[tuple[str, str]]:
     """(field, problem) for the commit and the tag."""
     found = [("commit", commit_problem(command.commit) if command.commit is not None else None),

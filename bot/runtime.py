@@ -85,6 +85,7 @@ class Runtime:
                                      timeout=slack_timeout)
         self.worker = ThreadPoolExecutor(settings.worker_threads,
                                          thread_name_prefix="buildbot-work")
+        groups = SlackUserGroups(self.slack)  # one membership cache for both sides
         self.engine = Engine(config=config, store=self.store, api=self.api,
                              notifier=Notifier(self.slack, backoff=slack_backoff,
                                                metrics=self.metrics),
@@ -94,9 +95,9 @@ class Runtime:
                              link_template=settings.build_link_template,
                              project_id=settings.codearts_project_id,
                              intent_grace=settings.intent_grace_seconds, clock=self.clock,
-                             alive=self.heartbeat.fresh)
+                             alive=self.heartbeat.fresh, groups=groups)
         self.flow = Flow(config=config, engine=self.engine, slack=self.slack,
-                         groups=SlackUserGroups(self.slack), worker=self.worker, clock=self.clock)
+                         groups=groups, worker=self.worker, clock=self.clock)
         secret = settings.slack_signing_secret
         # no auth.test here: ``verify_slack`` makes it, when the caller is ready for it
         self.replay_guard = ReplayGuard()

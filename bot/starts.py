@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from bot import decisions
 from bot import messages as msg
 from bot.clicks import Desk
 from bot.codearts.client import CodeArtsClient
@@ -21,6 +22,7 @@ from bot.lifecycle import (
     new_error_id,
 )
 from bot.notifier import BUILD_EVENT, Delivery, Notifier, tagged
+from bot.policy import Denied, UserGroups, decide_again
 from bot.recovery import ANSWER_LOST, Recovery
 from bot.reports import LOOK_BACK
 from bot.store import AlreadySettled, Store
@@ -35,7 +37,8 @@ class Starts(Desk):
                  clock: Callable[[], float], api: CodeArtsClient, recovery: Recovery,
                  link: Callable[[Build], str | None], poll_seconds: float,
                  alive: Callable[[], bool],
-                 announcer: Callable[[Build, str | None], str | None]) -> None:
+                 announcer: Callable[[Build, str | None], str | None],
+                 groups: UserGroups) -> None:
         """``announcer``: the engine's announce, looked up at each call (so what
         replaces it there, as a test does, is what a start uses)."""
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
@@ -45,11 +48,17 @@ class Starts(Desk):
         self.poll_seconds = poll_seconds
         self.alive = alive
         self.announcer = announcer
+        self.groups = groups  # user-group membership, for the checks made again
 
     # --- the one call to CodeArts ------------------------------------------------------
 
-    def start(self, request: Request, response_url: str | None) -> None:
+    def start(self, request: Request, response_url: str | None) -> Denied | None:
         """Send a claimed request to CodeArts once, record the build, then tell the channel.
+
+        The checks of a run are made again first, against the configuration in force (a
+        Run click, the approval that made it enough and the queue's turn all come here):
+        when they now say no, nothing is sent, the request ends refused, the requester is
+        told why and the refusal is returned (for whoever clicked).
 
         Once CodeArts has answered that the build started, nothing that fails later
         may tell the user otherwise: every later failure says "started, but ..."."""
@@ -57,12 +66,18 @@ class Starts(Desk):
         if not self.alive():  # others may have taken this request over: leave it to them
             log.warning("not sending request=%s: this process missed its heartbeat",
                         request.id)
-            return
+            return None
+        denied = decide_again(self.config, job_name=job, job_id=request.job_id,
+                              body=request.body, user_id=request.user_id,
+                              channel_id=request.channel_id, usergroups=self.groups)
+        if denied is not None:
+            self._refused_now(request, response_url, denied)
+            return denied
         try:
             result = self.api.run_build(request.body)
         except CodeArtsError as exc:
             self._start_failed(request, response_url, exc)
-            return
+            return None
         try:
             now = self.clock()
             build = self.store.record_build(request=request, build_no=result.actual_build_number,
@@ -71,7 +86,7 @@ class Starts(Desk):
         except AlreadySettled:  # the answer came so late that a restart settled it already
             log.warning("run answer for request=%s came after it was settled; build=%s",
                         request.id, result.actual_build_number)
-            return
+            return None
         except Exception:
             # The build runs but cannot be recorded yet: say so, with its numbers, and
             # record it once the database answers (the watcher's next passes).
@@ -82,8 +97,9 @@ class Starts(Desk):
             self.recovery.keep_unrecorded(request, result, response_url)
             self.notifier.respond(response_url, msg.started_unrecorded(
                 job, result.daily_build_number, result.actual_build_number, error_id))
-            return
+            return None
         self.started(request, build, response_url)
+        return None
 
     def started(self, request: Request, build: Build, response_url: str | None) -> None:
         job = request.job_name
@@ -101,6 +117,13 @@ class Starts(Desk):
             return
         self.notifier.respond(response_url, msg.started_ack(
             job, build.daily_build_number, where, build_no=build.build_no))
+
+    def _refused_now(self, request: Request, response_url: str | None,
+                     denied: Denied) -> None:
+        """The checks made again said no: sending -> refused, audited and told, once."""
+        log.info("request refused when acted on request=%s user=%s job=%s", request.id,
+                 request.user_id, request.job_name)
+        self.act(decisions.refused_now(request, denied.problems, response_url))
 
     def _start_failed(self, request: Request, response_url: str | None,
                       exc: CodeArtsError) -> None:

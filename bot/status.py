@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from bot.codearts.answers import BuildState, HistoryRecord, build_state_from
 from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError, Kind, describe, request_id_of
-from bot.lifecycle import duration_of, result_of
+from bot.config import BuildbotConfig
+from bot.lifecycle import ORIGIN_SUBSCRIPTION, Build, duration_of, result_of
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ class BuildRow:
     started_at: float | None
     duration_ms: int | None
     started_by: str | None
+    # the job entry the bot started it under; None for a build started elsewhere (it
+    # belongs to every entry naming its build task)
+    entry: str | None = None
 
     @property
     def running(self) -> bool:
@@ -51,7 +55,7 @@ class BuildRow:
 
 
 def row_from(record: HistoryRecord, *, daily: str = "", started_by: str | None = None,
-             now: float) -> BuildRow:
+             now: float, entry: str | None = None) -> BuildRow:
     """A history line as a row: its result read the way a build's record is read (a known
     final word, or any word with an end time, has ended; otherwise it runs)."""
     state = _state_of(record)
@@ -61,7 +65,7 @@ def row_from(record: HistoryRecord, *, daily: str = "", started_by: str | None =
     else:
         result = RUNNING
         took = int(max(0.0, now - started) * 1000) if started is not None else None
-    return BuildRow(record.build_no, daily, result, started, took, started_by)
+    return BuildRow(record.build_no, daily, result, started, took, started_by, entry)
 
 
 def _state_of(record: HistoryRecord) -> BuildState:
@@ -83,8 +87,27 @@ def recent_builds(api: CodeArtsClient, store: Store, job_id: str, *, limit: int 
     for record in records[:limit]:
         mine = ours.get(record.build_no)
         rows.append(row_from(record, daily=mine.daily_build_number if mine else "",
-                             started_by=mine.user_id if mine else None, now=at))
+                             started_by=mine.user_id if mine else None, now=at,
+                             entry=entry_of(mine)))
     return rows
+
+
+def entry_of(build: Build | None) -> str | None:
+    """The job entry a build belongs to: the one it was started under from Slack; None
+    for a build started elsewhere (found by a subscription, or not known to the bot),
+    which belongs to every entry naming its build task."""
+    if build is None or build.origin == ORIGIN_SUBSCRIPTION:
+        return None
+    return build.job_name
+
+
+def entries_of(config: BuildbotConfig, build: Build | None, job_id: str) -> list[str]:
+    """The job entries someone must be allowed on to see or stop a build of ``job_id``:
+    its own entry, or every entry naming that task (the task ID itself when none does)."""
+    entry = entry_of(build)
+    if entry is not None:
+        return [entry]
+    return [j.name for j in config.jobs.values() if j.id == job_id] or [job_id]
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,8 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                          for admin in (False, True) for page in (0, 1, 2, 5, 6)),
         "problems_message": (msg.problems_message([c.words] * n, replace=r)
                              for n in (1, 20, 200) for r in (None, True)),
+        "refused_now": (msg.refused_now(c.job, [c.words] * n, replace=r)
+                        for n in (1, 20, 200) for r in (False, True)),
         "confirmation": (msg.confirmation("r" * 32, c.job, c.desc, body, minutes=10, rebuild=rb)
                          for body in (c.body, {}, {"parameter": c.body["parameter"] * 4,
                                                    "scm": c.body["scm"]})
@@ -202,7 +204,8 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                           for r in ("not_yours", "not_admin", "needs_approval", "queued",
                                     "started", "withdrawn", "expired", "missing", c.words)),
         # status and stop
-        "job_status": (msg.job_status(c.job, rows) for rows in _rows(c)),
+        "job_status": (msg.job_status(c.job, rows, hidden=h) for rows in _rows(c)
+                       for h in (0, 1, 7)),
         "jobs_status": (msg.jobs_status([(name, row, failed) for name, _ in c.jobs
                                          for row in rows[:1] or [None]
                                          for failed in (False, True)], left=left,

@@ -40,7 +40,7 @@ class Api:
 def make_flow(jobs: int, api: Any = None) -> tuple[Flow, list[tuple[str | None, dict]]]:
     said: list[tuple[str | None, dict]] = []
     build = SimpleNamespace(id="b1", channel_id="CBUILDS", job_id=JOB_ID, build_no="42",
-                            job_name="job000", daily_build_number="20261123.7")
+                            job_name="job000", daily_build_number="20261123.7", origin=None)
     store = SimpleNamespace(get_build=lambda _id: build,
                             get_request=lambda _id: SimpleNamespace(command="job000"))
     config = parse_config(config_text(jobs), source="test.toml")

@@ -49,6 +49,8 @@ EXPECTED_MOVES = {
     # the queue (a job at its max_running)
     ("pending", "queued"), ("awaiting", "queued"), ("queued", "running"),
     ("queued", "withdrawn"), ("queued", "expired"),
+    # the checks of a run, made again just before sending, say no
+    ("running", "refused"),
 }
 
 

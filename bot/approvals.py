@@ -50,31 +50,15 @@ class Approvals(Desk):
         rule = approval_rule(self.config, request.job_name)
         channel = rule.channel if rule is not None and rule.channel else request.channel_id
         sent = self.notifier.post(channel, self._approval_question(request, rule))
-        now = self.clock()
         if not sent.ok:
             log.warning("approval request of request=%s not posted channel=%s error=%s",
                         request.id, channel, sent.error)
-            if self.store.end_awaiting(id=request.id, new=RequestState.FAILED, now=now,
-                                       error=f"approval request not posted: {sent.error}"):
-                self.store.audit(decision="approval_not_posted", now=now,
-                                 request_id=request.id, user_id=request.user_id,
-                                 channel_id=channel, job=request.job_name,
-                                 detail=f"Slack said {sent.error}")
-                self.notifier.respond(response_url, msg.approval_ended(
-                    request.job_name, "failed", command=request.command))
+            self.act(decisions.approval_not_posted(request, channel, sent.error, response_url))
             return
         if sent.ts:
             self.store.set_approval_message(id=request.id, channel=sent.channel or channel,
                                             ts=sent.ts)
-        self.store.audit(decision="approval_asked", now=now, request_id=request.id,
-                         user_id=request.user_id, channel_id=channel, job=request.job_name,
-                         parameters=request.body,
-                         detail=f"needs {request.approvals_needed or 1} approval(s)")
-        self.notifier.respond(response_url, msg.awaiting_approval(
-            request.id, request.job_name, approvers=rule.approvers if rule else (),
-            groups=rule.groups if rule else (), needed=request.approvals_needed or 1,
-            expires_at=request.expires_at,
-            channel=channel if channel != request.channel_id else None))
+        self.act(decisions.approval_asked(request, rule, channel, response_url))
 
     def _approval_question(self, request: Request, rule: ApprovalRule | None) -> msg.Message:
         return msg.approval_request(
@@ -150,9 +134,8 @@ class Approvals(Desk):
         if current is None:
             return "missing"
         if current.state is RequestState.AWAITING and current.expires_at <= self.clock():
-            if self.store.move_request(id=current.id, old=RequestState.AWAITING,
-                                       new=RequestState.EXPIRED, now=self.clock()):
-                self.approval_expired(current)
+            self.act(decisions.expired_while_awaiting(current,
+                                                      self.description(current.job_name)))
             return RequestState.EXPIRED
         return current.state
 

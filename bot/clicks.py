@@ -18,12 +18,15 @@ from bot.effects import (
     Decision,
     Effect,
     Move,
+    Positions,
     Respond,
+    Start,
     TellRequester,
     UpdateApproval,
 )
 from bot.lifecycle import Request, RequestState
 from bot.notifier import Notifier
+from bot.policy import Denied
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,9 @@ _AUDITED_REFUSALS = frozenset({"not_yours", "not_admin", "self", "not_approver",
 
 class Desk:
     """The collaborators every feature works with, and the checks of a click."""
+
+    # the engine's one run call (``Starts.start``), for the ``Start`` effect
+    start: Callable[[Request, str | None], Denied | None]
 
     def __init__(self, *, config: BuildbotConfig, store: Store, notifier: Notifier,
                  clock: Callable[[], float]) -> None:
@@ -94,9 +100,13 @@ class Desk:
     def moved(self, move: Move) -> bool:
         """The move, made with one conditional UPDATE: True when this call made it."""
         now = self.clock()
-        if move.old is RequestState.AWAITING:  # only while the question is open
+        if move.open_only and move.old is RequestState.AWAITING:
             return self.store.end_awaiting(id=move.id, new=move.new, now=now,
                                            requester=move.requester, error=move.error)
+        if move.open_only and move.old is RequestState.QUEUED:
+            assert move.requester is not None and move.new is RequestState.WITHDRAWN
+            return self.store.leave_queue(id=move.id, user_id=move.requester, now=now)
+        assert move.requester is None and not move.open_only  # no such conditional move
         return self.store.move_request(id=move.id, old=move.old, new=move.new, now=now,
                                        error=move.error)
 
@@ -122,6 +132,17 @@ class Desk:
                 if current.approval_channel and current.approval_ts:
                     self.notifier.update(current.approval_channel, current.approval_ts,
                                          effect.message)
+            elif isinstance(effect, Start):
+                self.start(effect.request, effect.url)
+            elif isinstance(effect, Positions):
+                self.update_positions(effect.job_name)
+
+    def update_positions(self, job_name: str) -> None:
+        """Best effort: each queued requester's message shows their new place."""
+        for position, request in enumerate(self.store.queue_of(job_name), start=1):
+            self.notifier.respond(request.response_url, msg.queued(
+                request.id, request.job_name, position=position,
+                expires_at=request.expires_at))
 
     def tell_requester(self, request: Request, message: msg.Message,
                        response_url: str | None = None) -> None:

@@ -13,8 +13,18 @@ from collections.abc import Sequence
 
 from bot import messages as msg
 from bot.answers import NOTHING, Answer, Told
-from bot.effects import Audit, Count, Decision, Move, Respond, TellRequester, UpdateApproval
-from bot.lifecycle import CONFIRM_MINUTES, Request, RequestState
+from bot.effects import (
+    Audit,
+    Count,
+    Decision,
+    Move,
+    Positions,
+    Respond,
+    Start,
+    TellRequester,
+    UpdateApproval,
+)
+from bot.lifecycle import CONFIRM_MINUTES, ApprovalRule, Request, RequestState
 
 # --- the requester's Run/Cancel question ------------------------------------------------
 
@@ -69,7 +79,7 @@ def _closed(request: Request, description: str, outcome: str,
 def reject(request: Request, by: str, description: str) -> Decision:
     """Reject: awaiting -> rejected, by an approver, while it is open."""
     return Decision(
-        Move(request.id, RequestState.AWAITING, RequestState.REJECTED),
+        Move(request.id, RequestState.AWAITING, RequestState.REJECTED, open_only=True),
         (Audit("rejected", request, user_id=by,
                detail=f"rejected {request.user_id}'s request"),
          Count("cancelled"), _closed(request, description, "rejected", (by,)),
@@ -80,10 +90,44 @@ def withdraw(request: Request, description: str) -> Decision:
     """Withdraw: awaiting -> withdrawn, by the requester, while it is open."""
     return Decision(
         Move(request.id, RequestState.AWAITING, RequestState.WITHDRAWN,
-             requester=request.user_id),
+             requester=request.user_id, open_only=True),
         (Audit("withdrawn", request), Count("cancelled"),
          _closed(request, description, "withdrawn", (request.user_id,))),
         Answer(Told.WITHDRAWN, request))
+
+
+def approval_asked(request: Request, rule: ApprovalRule | None, channel: str,
+                   url: str | None) -> Decision:
+    """The approval question is posted (in ``channel``): audited, and the requester sees
+    who must approve, where and until when, with a Withdraw button."""
+    needed = request.approvals_needed or 1
+    return Decision(None, (
+        Audit("approval_asked", request, channel_id=channel, parameters=True,
+              detail=f"needs {needed} approval(s)"),
+        Respond(url, msg.awaiting_approval(
+            request.id, request.job_name, approvers=rule.approvers if rule else (),
+            groups=rule.groups if rule else (), needed=needed, expires_at=request.expires_at,
+            channel=channel if channel != request.channel_id else None))))
+
+
+def approval_not_posted(request: Request, channel: str, error: str | None,
+                        url: str | None) -> Decision:
+    """The approval question could not be posted: nobody could approve a question nobody
+    sees, so the request fails (while it is open) and the requester is told."""
+    return Decision(
+        Move(request.id, RequestState.AWAITING, RequestState.FAILED, open_only=True,
+             error=f"approval request not posted: {error}"),
+        (Audit("approval_not_posted", request, channel_id=channel,
+               detail=f"Slack said {error}"),
+         Respond(url, msg.approval_ended(request.job_name, "failed",
+                                         command=request.command))))
+
+
+def expired_while_awaiting(request: Request, description: str) -> Decision:
+    """A click found an approval request past its time: awaiting -> expired, told once."""
+    told = approval_expired(request, description)
+    return Decision(Move(request.id, RequestState.AWAITING, RequestState.EXPIRED),
+                    told.effects)
 
 
 def approval_expired(request: Request, description: str) -> Decision:
@@ -108,3 +152,43 @@ def refused_now(request: Request, problems: Sequence[str], url: str | None) -> D
         Move(request.id, RequestState.SENDING, RequestState.REFUSED, error=why),
         (Count("refused"), Audit("refused_when_sent", request, detail=why, parameters=True),
          TellRequester(request, msg.refused_now(request.job_name, problems), url)))
+
+
+# --- the queue (a job at its max_running) ------------------------------------------------
+
+
+def queue_expired(request: Request, minutes: int) -> Decision:
+    """A queued request past its ``queue_ttl`` (the move made by whoever found it)."""
+    return Decision(None, (
+        Count("expired"), Audit("queue_expired", request),
+        TellRequester(request, msg.queue_ended(request.job_name, "expired",
+                                               command=request.command, minutes=minutes)),
+        Positions(request.job_name)))
+
+
+def expired_while_queued(request: Request, minutes: int) -> Decision:
+    """A click found a queued request past its time: queued -> expired, told once."""
+    return Decision(Move(request.id, RequestState.QUEUED, RequestState.EXPIRED),
+                    queue_expired(request, minutes).effects)
+
+
+def leave_queue(request: Request, by: str) -> Decision:
+    """Leave: queued -> withdrawn, by the requester, while it waits."""
+    return Decision(
+        Move(request.id, RequestState.QUEUED, RequestState.WITHDRAWN, requester=by,
+             open_only=True),
+        (Audit("left_queue", request, user_id=by), Positions(request.job_name)),
+        Answer(Told.LEFT, request))
+
+
+def dequeued(request: Request) -> Decision:
+    """The queue's turn (the store claimed it queued -> sending under the slot lock)."""
+    return Decision(None, (Audit("dequeued", request, parameters=True),
+                           Start(request, request.response_url)))
+
+
+def run_anyway(request: Request, by: str, url: str | None) -> Decision:
+    """An admin's own request, claimed past the job's max_running: it starts."""
+    return Decision(None, (Audit("run_anyway", request, user_id=by,
+                                 detail="started past the job's max_running"),
+                           Start(request, url or request.response_url)))

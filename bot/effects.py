@@ -23,14 +23,16 @@ Message = dict[str, Any]
 
 @dataclass(frozen=True)
 class Move:
-    """request ``id``: ``old`` -> ``new``, only if it is still in ``old`` (and, from
-    awaiting, only while the question is open)."""
+    """request ``id``: ``old`` -> ``new``, only if it is still in ``old`` (and, with
+    ``open_only``, only while it has not expired; with ``requester``, only if it is
+    theirs)."""
 
     id: str
     old: RequestState
     new: RequestState
     error: str | None = None
     requester: str | None = None  # only if the request is this user's
+    open_only: bool = False  # from awaiting or queued: only before it expires
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,23 @@ class UpdateApproval:
     message: Message
 
 
-Effect = Audit | Count | Respond | TellRequester | UpdateApproval
+@dataclass(frozen=True)
+class Start:
+    """The run call for a request this decision moved to sending (``Starts.start``: the
+    checks made again, the intent, the call, the build recorded and announced)."""
+
+    request: Request
+    url: str | None
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Each queued requester of the job is shown their place in line (best effort)."""
+
+    job_name: str
+
+
+Effect = Audit | Count | Respond | TellRequester | UpdateApproval | Start | Positions
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from bot import decisions
 from bot import messages as msg
 from bot.answers import NOTHING, Answer, Click, Told
 from bot.clicks import Desk
@@ -120,32 +121,18 @@ class Limits(Desk):
                     break
                 moved = True
                 started += 1
-                self.store.audit(decision="dequeued", now=self.clock(), request_id=request.id,
-                                 user_id=request.user_id, channel_id=request.channel_id,
-                                 job=request.job_name, parameters=request.body)
                 log.info("queued request %s of job=%s gets a free slot", request.id, job_name)
-                self.start(request, request.response_url)
+                self.act(decisions.dequeued(request))
             if moved:
                 self.update_positions(job_name)
         return started
 
-    def update_positions(self, job_name: str) -> None:
-        """Best effort: each queued requester's message shows their new place."""
-        for position, request in enumerate(self.store.queue_of(job_name), start=1):
-            self.notifier.respond(request.response_url, msg.queued(
-                request.id, request.job_name, position=position,
-                expires_at=request.expires_at))
-
     def queue_expired(self, request: Request) -> None:
         """Audit and tell a queued request this process expired (once)."""
-        self.metrics.commands.labels("expired").inc()
-        self.store.audit(decision="queue_expired", now=self.clock(), request_id=request.id,
-                         user_id=request.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        self.tell_requester(request, msg.queue_ended(
-            request.job_name, "expired", command=request.command,
-            minutes=int(self.queue_ttl(request.job_name) // 60)))
-        self.update_positions(request.job_name)
+        self.act(decisions.queue_expired(request, self._queue_minutes(request)))
+
+    def _queue_minutes(self, request: Request) -> int:
+        return int(self.queue_ttl(request.job_name) // 60)
 
     # --- the door: queue clicks -----------------------------------------------------------
 
@@ -192,33 +179,26 @@ class Limits(Desk):
         if not claim.ok or claim.request is None:
             return self.claim_refused(click, claim.request or request, claim.reason,
                                        "Run anyway", Told.QUEUE_REFUSED)
-        self.store.audit(decision="run_anyway", now=self.clock(), request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name, detail="started past the job's max_running")
-        self.start(claim.request, click.response_url or claim.request.response_url)
-        return NOTHING
+        return self.act(decisions.run_anyway(claim.request, click.user_id, click.response_url))
 
     def leave_queue(self, click: Click) -> Answer:
         """Leave: queued -> withdrawn, by the requester, while it waits."""
         found = self.own_request(click, "Leave", Told.QUEUE_REFUSED)
         if isinstance(found, Answer):
             return found
-        request, now = found, self.clock()
-        if not self.store.leave_queue(id=request.id, user_id=click.user_id, now=now):
-            current = self.store.get_request(request.id)
-            if current is not None and current.state is RequestState.QUEUED \
-                    and current.expires_at <= now and self.store.move_request(
-                        id=current.id, old=RequestState.QUEUED, new=RequestState.EXPIRED,
-                        now=now):
-                self.queue_expired(current)
+        answer = self.act(decisions.leave_queue(found, click.user_id))
+        if answer.told is not Told.LOST:
+            return answer
+        current = self.store.get_request(found.id)
+        if current is not None and current.state is RequestState.QUEUED \
+                and current.expires_at <= self.clock():  # past its time: expired here
+            expired = self.act(decisions.expired_while_queued(current,
+                                                              self._queue_minutes(current)))
+            if expired.told is not Told.LOST:
                 return NOTHING
-            return self.refused(click, current, Told.QUEUE_REFUSED,
-                                 current.state if current else "missing", "Leave")
-        self.store.audit(decision="left_queue", now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name)
-        self.update_positions(request.job_name)
-        return Answer(Told.LEFT, request)
+            current = self.store.get_request(found.id)
+        return self.refused(click, current, Told.QUEUE_REFUSED,
+                            current.state if current else "missing", "Leave")
 
     def claim_refused(self, click: Click, request: Request | None,
                        reason: ClaimReason | RequestState, what: str, told: Told) -> Answer:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from bot import messages as msg
 from bot.answers import Answer, Click, Told
@@ -112,30 +113,32 @@ class Desk:
 
     def perform(self, effects: tuple[Effect, ...]) -> None:
         """Each effect, in order: the only place a decision's effects are carried out."""
+        handlers: dict[type, Callable[[Any], object]] = {
+            Audit: self._write_audit,
+            Count: lambda e: self.metrics.commands.labels(e.outcome).inc(),
+            Respond: lambda e: self.notifier.respond(e.url, e.message),
+            TellRequester: lambda e: self.tell_requester(e.request, e.message, e.url),
+            UpdateApproval: self._update_approval_message,
+            Start: lambda e: self.start(e.request, e.url),
+            Positions: lambda e: self.update_positions(e.job_name),
+        }
         for effect in effects:
-            if isinstance(effect, Audit):
-                request = effect.request
-                self.store.audit(decision=effect.decision, now=self.clock(),
-                                 request_id=request.id,
-                                 user_id=effect.user_id or request.user_id,
-                                 channel_id=effect.channel_id or request.channel_id,
-                                 job=request.job_name, detail=effect.detail,
-                                 parameters=request.body if effect.parameters else None)
-            elif isinstance(effect, Count):
-                self.metrics.commands.labels(effect.outcome).inc()
-            elif isinstance(effect, Respond):
-                self.notifier.respond(effect.url, effect.message)
-            elif isinstance(effect, TellRequester):
-                self.tell_requester(effect.request, effect.message, effect.url)
-            elif isinstance(effect, UpdateApproval):
-                current = self.store.get_request(effect.request.id) or effect.request
-                if current.approval_channel and current.approval_ts:
-                    self.notifier.update(current.approval_channel, current.approval_ts,
-                                         effect.message)
-            elif isinstance(effect, Start):
-                self.start(effect.request, effect.url)
-            elif isinstance(effect, Positions):
-                self.update_positions(effect.job_name)
+            handlers[type(effect)](effect)
+
+    def _write_audit(self, effect: Audit) -> None:
+        request = effect.request
+        self.store.audit(decision=effect.decision, now=self.clock(), request_id=request.id,
+                         user_id=effect.user_id or request.user_id,
+                         channel_id=effect.channel_id or request.channel_id,
+                         job=request.job_name, detail=effect.detail,
+                         parameters=request.body if effect.parameters else None)
+
+    def _update_approval_message(self, effect: UpdateApproval) -> None:
+        """Where the approval question was posted (read again: it is set after posting)."""
+        current = self.store.get_request(effect.request.id) or effect.request
+        if current.approval_channel and current.approval_ts:
+            self.notifier.update(current.approval_channel, current.approval_ts,
+                                 effect.message)
 
     def update_positions(self, job_name: str) -> None:
         """Best effort: each queued requester's message shows their new place."""

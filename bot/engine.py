@@ -172,11 +172,11 @@ class Engine(Desk):
         so two clicks on one Rebuild button can start one build at most."""
         confirm = approved.confirm or rebuild_of is not None
         state = self._first_state(approved, confirm=confirm)
-        awaits = approved.approval if state is RequestState.AWAITING else None
         if rebuild_of is not None:
             self.expire_due()  # an expired question must not stand in for a new one
             if self._ask_again(rebuild_of, user_id, response_url):
                 return
+        awaits = approved.approval if state is RequestState.AWAITING else None
         try:
             request = self.store.add_request(
                 id=uuid.uuid4().hex, state=state,
@@ -186,19 +186,23 @@ class Engine(Desk):
                 response_url=response_url, decision="confirm" if confirm else "approved",
                 rebuild_of=rebuild_of, approvals_needed=awaits.needed if awaits else None)
         except OpenQuestion:  # another click (or replica) asked it a moment ago
-            assert rebuild_of is not None
-            if self._ask_again(rebuild_of, user_id, response_url):
-                return
-            raise
+            if not self._asked_meanwhile(rebuild_of, user_id, response_url):
+                raise
+            return
         log.info("request %s user=%s channel=%s job=%s confirm=%s rebuild_of=%s", request.id,
                  user_id, channel_id, approved.job_name, confirm, rebuild_of)
+        self._after_new(request, response_url, state, confirm=confirm, received_at=received_at)
+
+    def _after_new(self, request: Request, response_url: str | None, state: RequestState,
+                   *, confirm: bool, received_at: float | None) -> None:
+        """A request just recorded: asked Run/Cancel, or its first move made at once."""
         self.metrics.commands.labels("confirm" if confirm else "started").inc()
-        if confirm:
-            self._ask(request, response_url)
-            if received_at is not None:
-                self.metrics.confirmation_seconds.observe(time.monotonic() - received_at)
-        else:
+        if not confirm:
             self._first_move(request, response_url, state)
+            return
+        self._ask(request, response_url)
+        if received_at is not None:
+            self.metrics.confirmation_seconds.observe(time.monotonic() - received_at)
 
     def _first_state(self, approved: Approved, *, confirm: bool) -> RequestState:
         """A new request's state: PENDING asks Run/Cancel; a job without confirmation
@@ -222,6 +226,12 @@ class Engine(Desk):
             self.limits.start_in_slot(request, response_url)
         else:
             self.start(request, response_url)
+
+    def _asked_meanwhile(self, rebuild_of: str | None, user_id: str,
+                         response_url: str | None) -> bool:
+        """A Rebuild's question was asked by another click a moment ago: ask that one
+        (only a Rebuild can find its question open already). False when there is none."""
+        return rebuild_of is not None and self._ask_again(rebuild_of, user_id, response_url)
 
     def _ask_again(self, build_id: str, user_id: str, response_url: str | None) -> bool:
         question = self.store.pending_rebuild(build_id=build_id, user_id=user_id,

@@ -68,10 +68,7 @@ class JobHistory:
     oldest: int | None = None
 
     def add(self, records: list[HistoryRecord], total: int | None) -> None:
-        usable = [r for r in records if len(r.build_no) <= MAX_BUILD_NO_DIGITS]
-        if len(usable) < len(records):
-            log.info("history lines with an overlong build number skipped: %d",
-                     len(records) - len(usable))
+        usable = _usable(records)
         if self.pages == 0:
             self.page = usable
         for record in usable:
@@ -79,16 +76,24 @@ class JobHistory:
         self.pages += 1
         numbers = [int(r.build_no) for r in usable]
         if numbers:
-            self.oldest = min(numbers) if self.oldest is None else min(self.oldest, *numbers)
-        if len(records) < FOLLOW_PAGE or (total is not None and
-                                          self.pages * FOLLOW_PAGE >= total):
-            self.complete = True
+            self.oldest = min(numbers + ([self.oldest] if self.oldest is not None else []))
+        self.complete = self.complete or len(records) < FOLLOW_PAGE or (
+            total is not None and self.pages * FOLLOW_PAGE >= total)
 
     def may_list(self, build_no: str) -> bool:
         """Could a page further back list this build?"""
         return (_number(build_no) not in self.by_no and not self.complete
                 and self.oldest is not None and build_no.isdigit()
                 and int(build_no) < self.oldest)
+
+
+def _usable(records: list[HistoryRecord]) -> list[HistoryRecord]:
+    """The history lines whose build number can be read (an overlong one is skipped)."""
+    usable = [r for r in records if len(r.build_no) <= MAX_BUILD_NO_DIGITS]
+    if len(usable) < len(records):
+        log.info("history lines with an overlong build number skipped: %d",
+                 len(records) - len(usable))
+    return usable
 
 
 class Following:
@@ -185,10 +190,16 @@ class Following:
             theirs = [r for r in _fresh(records, sub) if r.build_no not in ours]
             waiting = _maybe_being_sent(theirs, sending)
             self._follow_each(job_id, sub, theirs, waiting, history.read_at)
-            seen = min((int(r.build_no) for r in waiting), default=None)
-            upto = top if seen is None else seen - 1
-            if upto is not None and (sub.since_no is None or upto > sub.since_no):
-                self.store.advance_since(id=sub.id, to=upto)
+            self._advance(sub, top, waiting)
+
+    def _advance(self, sub: Subscription, top: int | None,
+                 waiting: list[HistoryRecord]) -> None:
+        """The subscription has seen up to the newest build, or to just before the
+        oldest one that may still be a run call of ours in flight."""
+        seen = min((int(r.build_no) for r in waiting), default=None)
+        upto = top if seen is None else seen - 1
+        if upto is not None and (sub.since_no is None or upto > sub.since_no):
+            self.store.advance_since(id=sub.id, to=upto)
 
     def _follow_each(self, job_id: str, sub: Subscription, theirs: list[HistoryRecord],
                      waiting: list[HistoryRecord], read_at: float) -> None:

@@ -1004,6 +1004,15 @@ def _row_line(row: Any) -> str:
     return " · ".join(p for p in (f"• {name} {state}", _when(row.started_at), who) if p)
 
 
+def _status_tail(job_name: str, *, running: bool, hidden: int) -> list[str]:
+    tail = ([f"Stop one with `/build stop {escape(shorten(job_name, 200))} &lt;build "
+             "number&gt;`."] if running else [])
+    if hidden:
+        tail.append(f"{_plural(hidden, 'more build')} of this build task not shown: "
+                    "started under a job entry you may not use here.")
+    return tail
+
+
 def job_status(job_name: str, rows: Sequence[Any], *, hidden: int = 0) -> Message:
     """The last builds of a job, newest first, and whether one is running; ``hidden``
     builds of its build task belong to a job entry this user may not use here."""
@@ -1017,11 +1026,7 @@ def job_status(job_name: str, rows: Sequence[Any], *, hidden: int = 0) -> Messag
     else:
         head = f"*{_job(job_name)}*: nothing running. Last {_plural(len(rows), 'build')}:"
     lines = [_row_line(r) for r in rows[:20]]
-    tail = ([f"Stop one with `/build stop {escape(shorten(job_name, 200))} &lt;build "
-             "number&gt;`."] if running else [])
-    if hidden:
-        tail.append(f"{_plural(hidden, 'more build')} of this build task not shown: "
-                    "started under a job entry you may not use here.")
+    tail = _status_tail(job_name, running=bool(running), hidden=hidden)
     sections = _fit([head], lines, [], limit=SECTION_CHARS, room=MAX_BLOCKS - 1,
                     more=lambda n: f"… and {_plural(n, 'more build')}")
     text = _fit([head], lines, tail, limit=TEXT_CHARS, room=1,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from bot import messages as msg
 from bot.clicks import Desk
-from bot.codearts.answers import RunResult
+from bot.codearts.answers import HistoryRecord, RunResult
 from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError, request_id_in, request_id_of
 from bot.config import BuildbotConfig
@@ -148,31 +148,37 @@ class Recovery(Desk):
         past the intent (or holds no more builds)."""
         candidates: list[Candidate] = []
         covered = False
-        since = request.updated_at - RECONCILE_MARGIN
-        until = request.updated_at + RECONCILE_MARGIN
         for page in range(HISTORY_PAGES):
             records, total = self.api.history(request.job_id, offset=page * HISTORY_PAGE,
                                               limit=HISTORY_PAGE)
-            # a build already recorded for another request is that one's, not this one's
-            taken = {no for no, b in self.store.builds_by_number(
-                job_id=request.job_id, build_nos=[r.build_no for r in records]).items()
-                if b.id != request.id}
-            for record in records:
-                started = record.start_time.timestamp() if record.start_time else None
-                if started is not None and started < since:
-                    covered = True
-                    break
-                if started is not None and started > until:
-                    continue  # started after this run's call was over: not it
-                if record.build_no in taken:
-                    continue
-                candidates.append(Candidate(record.build_no, started, self._parameters(
-                    request.job_id, record.build_no)))
+            found, covered = self._candidates(request, records)
+            candidates += found
             if covered or len(records) < HISTORY_PAGE or (
                     total is not None and (page + 1) * HISTORY_PAGE >= total):
                 covered = True
                 break
         return decide_settlement(request.body, request.updated_at, candidates, covered)
+
+    def _candidates(self, request: Request,
+                    records: list[HistoryRecord]) -> tuple[list[Candidate], bool]:
+        """One page's builds that could be this request's run, and whether the page
+        reaches back past the intent (older lines need not be read)."""
+        since = request.updated_at - RECONCILE_MARGIN
+        until = request.updated_at + RECONCILE_MARGIN
+        # a build already recorded for another request is that one's, not this one's
+        taken = {no for no, b in self.store.builds_by_number(
+            job_id=request.job_id, build_nos=[r.build_no for r in records]).items()
+            if b.id != request.id}
+        found: list[Candidate] = []
+        for record in records:
+            started = record.start_time.timestamp() if record.start_time else None
+            if started is not None and started < since:
+                return found, True
+            # started after this run's call was over, or another request's: not it
+            if not _later(started, until) and record.build_no not in taken:
+                found.append(Candidate(record.build_no, started,
+                                       self._parameters(request.job_id, record.build_no)))
+        return found, False
 
     def _parameters(self, job_id: str, build_no: str) -> dict[str, str]:
         """A build's parameters, read once per process: they never change once it exists,
@@ -302,3 +308,7 @@ class Recovery(Desk):
             return build.message_channel, build.message_ts
         with self._unsaved_lock:
             return self._unsaved.get(build.id, (None, None))
+
+
+def _later(started: float | None, until: float) -> bool:
+    return started is not None and started > until

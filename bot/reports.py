@@ -80,21 +80,31 @@ class Reports(Desk):
             log.warning("lease of build=%s lost before posting its result; not posting",
                         build.id)
             return None
-        if channel and ts:
-            sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id),
-                                      thread_ts=ts)
-        else:  # no channel message: tell the requester directly
-            sent = self.notifier.direct(build.user_id, reply)
+        sent = self._send_result(build, reply, channel, ts)
         if sent.ok:
             return sent, result
         if self._retry_later(build, lease, sent):
             return None
+        return sent, self._result_elsewhere(build, reply, result, channel, sent)
+
+    def _send_result(self, build: Build, reply: msg.Message, channel: str | None,
+                     ts: str | None) -> Delivery:
+        """In the build's thread; with no channel message, to the requester directly."""
+        if channel and ts:
+            return self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id),
+                                      thread_ts=ts)
+        return self.notifier.direct(build.user_id, reply)
+
+    def _result_elsewhere(self, build: Build, reply: msg.Message, result: str,
+                          channel: str | None, sent: Delivery) -> str:
+        """Slack refused the thread reply for good: the requester gets it directly, with
+        why; the audit detail says what happened."""
         fallback = self.notifier.direct(build.user_id, msg.result_elsewhere(
             reply, channel=channel or build.channel_id, error=sent.error or "unknown"))
         log.warning("result not posted in its thread build=%s error=%s direct=%s",
                     build.id, sent.error, fallback.ok)
-        return sent, (f"{result}; Slack refused the thread reply ({sent.error}); direct "
-                      f"message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
+        return (f"{result}; Slack refused the thread reply ({sent.error}); direct "
+                f"message {'sent' if fallback.ok else 'refused: ' + str(fallback.error)}")
 
     def _look_in_thread(self, build: Build, reply: msg.Message, result: str, channel: str,
                         ts: str) -> tuple[Delivery, str] | None:
@@ -127,22 +137,32 @@ class Reports(Desk):
     def _finish_report(self, build: Build, lease: Lease, sent: Delivery, detail: str,
                        channel: str | None, ts: str | None) -> None:
         """Update the parent message with the result, end the watch and audit it."""
-        if sent.ok and channel and ts:
-            # before the watch ends, so a holder killed here updates it again (an update
-            # is idempotent); never by a holder whose lease has passed to another
-            if not self._still_held(build, lease):
-                log.warning("lease of build=%s lost before updating its message", build.id)
-                return
-            self.notifier.update(channel, ts, tagged(self._done(build), BUILD_EVENT, build.id))
+        if sent.ok and channel and ts and not self._update_parent(build, lease, channel, ts):
+            return
         if not self.store.finish_report(id=build.id, owner=lease.owner, token=lease.token):
             log.warning("report of build=%s was finished by another holder", build.id)
             return
+        self._reported(build, sent, detail)
+
+    def _reported(self, build: Build, sent: Delivery, detail: str) -> None:
+        """The report is finished: audited, and (for a result posted of a build of ours)
+        the time from its end to its result counted."""
         self.store.audit(decision="finished" if sent.ok else "report_refused", now=self.clock(),
                          request_id=build.id, user_id=build.user_id or None,
                          channel_id=build.channel_id, job=build.job_name, detail=detail,
                          daily_build_number=build.daily_build_number, build_no=build.build_no)
         if sent.ok and build.finished_at is not None and build.origin != ORIGIN_SUBSCRIPTION:
             self.metrics.result_lag_seconds.observe(max(0.0, self.clock() - build.finished_at))
+
+    def _update_parent(self, build: Build, lease: Lease, channel: str, ts: str) -> bool:
+        """The channel message shows the result: before the watch ends, so a holder killed
+        here updates it again (an update is idempotent); never by a holder whose lease
+        has passed to another (False)."""
+        if not self._still_held(build, lease):
+            log.warning("lease of build=%s lost before updating its message", build.id)
+            return False
+        self.notifier.update(channel, ts, tagged(self._done(build), BUILD_EVENT, build.id))
+        return True
 
     def _done(self, build: Build) -> msg.Message:
         """A build's channel message once it ended."""

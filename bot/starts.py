@@ -171,6 +171,12 @@ class Starts(Desk):
             return None
         message = self._announcement(build)
         sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id))
+        return self._posted(build, response_url, message, sent)
+
+    def _posted(self, build: Build, response_url: str | None, message: msg.Message,
+                sent: Delivery) -> str | None:
+        """What the channel post came to: kept (its ts), handed to recovery (not
+        confirmed), or refused for good (the fallback). The channel, or None."""
         if not sent.ok and not sent.permanent:
             log.warning("channel post of build=%s not confirmed (%s); the watcher will look "
                         "for it and post it if it is not there", build.id, sent.error)

@@ -515,6 +515,18 @@ def busy() -> Message:
                      "Try the command again in a minute.")
 
 
+def button_not_valid() -> Message:
+    """A click whose button value is not one buildbot gave (forged, or mangled)."""
+    return ephemeral(":no_entry_sign: That button is no longer valid; nothing was done. "
+                     "Type `/build` again to start over.", replace=False)
+
+
+def other_workspace() -> Message:
+    """A request from a Slack workspace other than the one the bot is installed in."""
+    return ephemeral(":no_entry_sign: buildbot serves another Slack workspace; requests from "
+                     "this one are not accepted, and nothing was done.", replace=False)
+
+
 def internal_error(error_id: str) -> Message:
     return ephemeral(f":x: Something went wrong inside buildbot (error ID {code(error_id, 64)}). "
                      "Nothing was started. Tell your buildbot operator the error ID.")

@@ -1181,6 +1181,13 @@ def subscribe_refused(problems: Iterable[str]) -> Message:
                             _context("Type `/build help` for usage.")])
 
 
+def subscribe_channel_refused(problem: str) -> Message:
+    """Subscribing a conversation the bot may not announce builds in (Slack said so)."""
+    text, sections = _bullets([problem], ":no_entry: This conversation cannot be subscribed; "
+                              "nothing was changed.", room=MAX_BLOCKS - 1)
+    return ephemeral(text, [_section(t) for t in sections])
+
+
 def _followed_line(job_name: str, daily: str, build_no: str, link: str | None) -> str:
     name = _build_name(daily, build_no) or "?"
     if daily and build_no:

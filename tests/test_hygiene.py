@@ -297,3 +297,69 @@ def test_the_same_requests_from_the_bots_workspace_are_served(bot: Bot) -> None:
     bot.slack.wait_for(lambda: runs(bot))
     bot.wait_idle()
     assert len(runs(bot)) == 1
+
+
+# --- where a subscription may post ------------------------------------------------------
+
+def subscribe(bot: Bot, channel: str, user: str = "UANYONE") -> dict[str, Any]:
+    resp, url = bot.command("subscribe docs", user=user, channel=channel)
+    reply = bot.reply(resp, url)
+    bot.wait_idle()
+    return reply
+
+
+@pytest.mark.parametrize(("channel", "kind", "member", "said"), [
+    ("DALICE", "im", True, "Subscriptions post in channels, not in direct messages"),
+    ("GGROUPDM", "mpim", True, "Subscriptions post in channels, not in direct messages"),
+    ("CSECRET", "private", False,
+     "buildbot cannot see this channel, so it cannot post here: invite @buildbot to it first"),
+    ("COLD", "archived", True, "#old is archived"),
+])
+def test_subscribe_refuses_where_the_bot_cannot_post(bot: Bot, channel: str, kind: str,
+                                                     member: bool, said: str) -> None:
+    if kind == "archived":
+        bot.slack.conversation(channel, "public", name="old", archived=True)
+    else:
+        bot.slack.conversation(channel, kind, member=member)
+    reply = subscribe(bot, channel)
+    assert reply["response_type"] == "ephemeral"
+    assert reply["text"].startswith(":no_entry: This conversation cannot be subscribed")
+    assert said in reply["text"], reply["text"]
+    assert [c["channel"] for c in bot.slack.calls("conversations.info")] == [channel]
+    assert bot.store.subscriptions_of(channel_id=channel) == []
+    assert bot.slack.calls("chat.postMessage") == []  # nothing said in the conversation
+    assert bot.store.audit_rows()[-1]["decision"] == "denied"
+
+
+def test_a_direct_message_is_refused_by_what_slack_says_not_by_its_id(bot: Bot) -> None:
+    """An ID that does not look like a DM, but Slack says is one, is refused."""
+    bot.slack.conversation("CLOOKSLIKEACHANNEL", "im")
+    reply = subscribe(bot, "CLOOKSLIKEACHANNEL")
+    assert "not in direct messages" in reply["text"]
+    assert bot.store.subscriptions_of(channel_id="CLOOKSLIKEACHANNEL") == []
+
+
+def test_a_missing_scope_is_refused_saying_which(bot: Bot) -> None:
+    bot.slack.scopes.discard("im:read")
+    reply = subscribe(bot, "DALICE")
+    assert "Slack wants the scope im:read" in reply["text"]
+    assert "channels:read, groups:read, im:read and mpim:read" in reply["text"]
+    assert bot.store.subscriptions_of(channel_id="DALICE") == []
+
+
+def test_no_answer_from_slack_subscribes_nothing(bot: Bot) -> None:
+    bot.slack.fail("conversations.info", status=500, count=10)
+    reply = subscribe(bot, "CBUILDS")
+    assert "Slack did not say whether buildbot can post in this channel" in reply["text"]
+    assert bot.store.subscriptions_of(channel_id="CBUILDS") == []
+
+
+@pytest.mark.parametrize(("channel", "kind", "member"), [
+    ("CPUBLIC", "public", True), ("CNOTJOINED", "public", False), ("GPRIVATE", "private", True)])
+def test_subscribe_works_in_channels_the_bot_can_post_in(bot: Bot, channel: str, kind: str,
+                                                         member: bool) -> None:
+    bot.slack.conversation(channel, kind, member=member)
+    reply = subscribe(bot, channel)
+    assert ":bell:" in reply["text"], reply["text"]
+    (sub,) = bot.store.subscriptions_of(channel_id=channel)
+    assert sub.job_name == "docs"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from slack_bolt import BoltRequest, BoltResponse
+from slack_sdk.errors import SlackClientError
 
 from bot import forms
 from bot import messages as msg
@@ -104,15 +105,17 @@ MAX_TEAMS_LOGGED = 1000  # distinct other workspaces remembered for logging once
 
 class WorkspaceGuard:
     """Refuses requests from any Slack workspace but the one the bot token belongs to,
-    which ``auth.test`` tells at start (``learn``); until then it lets requests through
-    (none are served before: ``/readyz`` waits for the same answer). Each other workspace
-    is logged once, not once per request."""
+    which ``auth.test`` tells at start (``learn``). A request that comes before that answer
+    (HTTP mode serves while it is asked) asks ``auth.test`` itself, once; if Slack does
+    not answer, the request is turned away as "busy". Each other workspace is logged
+    once, not once per request."""
 
     def __init__(self, reply: Reply) -> None:
         self.team_id: str | None = None
         self.reply = reply
         self._logged: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _logged
+        self._asking = threading.Lock()  # one auth.test at a time
 
     def learn(self, auth_test: Any) -> None:
         """Keep the workspace of ``auth.test``'s answer (a dict or slack_sdk's response)."""
@@ -127,14 +130,32 @@ class WorkspaceGuard:
     def __call__(self, req: BoltRequest, resp: BoltResponse,
                  next: Callable[[], BoltResponse]) -> BoltResponse:
         body = req.body if isinstance(req.body, dict) else {}
-        if self.team_id is None:
+        if self.team_id is None and not self._ask(req):
+            return BoltResponse(status=200, body=msg.busy() if "command" in body else "")
+        stranger = self._stranger(teams_of(body))
+        if stranger is None:
             return next()
-        teams = teams_of(body)
-        if teams and all(t == self.team_id for t in teams):
-            return next()
-        others = [t for t in teams if t != self.team_id]
-        self._log_once(others[0] if others else "(none)", body)
+        self._log_once(stranger, body)
         return self._refusal(body)
+
+    def _stranger(self, teams: list[str]) -> str | None:
+        """The first workspace named that is not ours (``(none)`` when none is named);
+        None when every one named is ours."""
+        if not teams:
+            return "(none)"
+        return next((t for t in teams if t != self.team_id), None)
+
+    def _ask(self, req: BoltRequest) -> bool:
+        """Learn the workspace from ``auth.test`` now (a request came before the answer at
+        start); False when Slack would not say."""
+        with self._asking:
+            if self.team_id is None:
+                try:
+                    self.learn(req.context.client.auth_test())
+                except (SlackClientError, OSError, AttributeError) as exc:
+                    log.warning("auth.test failed, request turned away: %s",
+                                type(exc).__name__)
+        return self.team_id is not None
 
     def _log_once(self, team: str, body: dict[str, Any]) -> None:
         with self._lock:

@@ -363,3 +363,22 @@ def test_subscribe_works_in_channels_the_bot_can_post_in(bot: Bot, channel: str,
     assert ":bell:" in reply["text"], reply["text"]
     (sub,) = bot.store.subscriptions_of(channel_id=channel)
     assert sub.job_name == "docs"
+
+
+def test_a_request_before_the_start_answer_asks_slack_which_workspace(bot: Bot) -> None:
+    """HTTP mode serves while auth.test is asked at start: a request that comes first has
+    the guard ask auth.test itself (once), and is then judged like any other."""
+    bot.runtime.workspace.team_id = None  # as before the answer at start
+    asked = len(bot.slack.calls("auth.test"))
+    url = bot.slack.response_url()
+    resp = bot.sender.post(command_body("docs", user="UANYONE", channel="CRANDOM",
+                                        response_url=url, team="T2"))
+    assert "another Slack workspace" in resp.json()["text"]
+    assert len(bot.slack.calls("auth.test")) == asked + 1
+    assert bot.runtime.workspace.team_id == "T1"
+    bot.slack.fail("auth.test", status=500, count=10)
+    bot.runtime.workspace.team_id = None
+    resp, _ = bot.command("docs", user="UANYONE", channel="CRANDOM")  # Slack does not answer
+    assert "very busy" in resp.json()["text"]
+    bot.wait_idle()
+    assert runs(bot) == []

@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     if problems or settings is None or config is None:
         return cannot_start(problems)
     setup_logging(settings.log_level)
-    if not config.jobs:
-        log.warning(cli.empty_jobs_warning(path))
+    for warning in cli.start_warnings(config, path):
+        log.warning(warning)
     from slack_sdk.errors import SlackApiError
 
     from bot.runtime import Runtime, StartError

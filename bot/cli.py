@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 
 from bot.command import BuildCommand, ParseError, parse
-from bot.config import BuildbotConfig, ConfigError, JobConfig, load_config
+from bot.config import BuildbotConfig, ConfigError, JobConfig, config_warnings, load_config
 from bot.policy import Approved, StaticUserGroups, decide, per_user_limit, runnable_jobs
 from bot.settings import SettingsError, load_settings
 
@@ -107,6 +107,11 @@ def empty_jobs_warning(path: str) -> str:
             "(see examples/buildbot.toml).")
 
 
+def start_warnings(config: BuildbotConfig, path: str) -> list[str]:
+    """The warnings the log shows at start, as check-config shows them."""
+    return ([] if config.jobs else [empty_jobs_warning(path)]) + config_warnings(config)
+
+
 def _summary(config: BuildbotConfig, path: str) -> str:
     """A short OK line, plus a warning for a file with no jobs and a note for jobs nobody
     can run."""
@@ -118,7 +123,7 @@ def _summary(config: BuildbotConfig, path: str) -> str:
         lines += [f"note: jobs.{j.name} has no users or usergroups and there are no admins, "
                   "so nobody can run it." for j in config.jobs.values()
                   if not j.users and not j.usergroups]
-    return "\n".join(lines + _guard_notes(config))
+    return "\n".join(lines + config_warnings(config) + _guard_notes(config))
 
 
 def _guard_notes(config: BuildbotConfig) -> list[str]:

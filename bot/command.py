@@ -25,7 +25,9 @@ Decisions, so that the result is predictable:
   Specials ``<!here>`` give ``@here``; ``<!subteam^S1|@devs>`` gives ``@devs``; any
   other special with a label gives the label. Text that came from Slack markup or
   from an entity is taken literally: it never acts as a quote, ``=`` or separator.
-* Words are separated by any whitespace (spaces, non-breaking spaces, tabs, newlines).
+* Words are separated by any whitespace (spaces, non-breaking spaces, tabs, newlines),
+  but for the line and paragraph separators U+2028 and U+2029: those stay in their word,
+  where the checks (``bot.rules.hidden_problem``) refuse them like any invisible character.
 * A value may be quoted: ``msg="two words"``, ``msg='x'``, or with the curly quotes
   Slack clients type (double: U+201C-U+201F, single: U+2018-U+201B); any double-style
   quote closes any double-style one, and likewise for single-style. A quote opens
@@ -54,6 +56,7 @@ _MARKUP = re.compile(r"<([^<>]*)>")
 _ENTITY = re.compile(r"&(amp|lt|gt);")
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
 _DIGITS = re.compile(r"[0-9]+")
+_SEPARATORS = frozenset("\u2028\u2029")  # whitespace, but kept in the word (see above)
 MAX_PAGE = 999_999
 # Words that start a subcommand, never a job name.
 COMMAND_WORDS = ("help", "list", "status", "stop", "subscribe", "unsubscribe", "subscriptions")
@@ -255,7 +258,7 @@ def _split_words(chars: list[_Char]) -> list[_Word | str]:
 
 
 def _is_space(ch: _Char) -> bool:
-    return not ch[1] and ch[0].isspace()
+    return not ch[1] and ch[0].isspace() and ch[0] not in _SEPARATORS
 
 
 def _quote_family(ch: _Char) -> frozenset[str] | None:

@@ -336,6 +336,31 @@ class BuildbotConfig(BaseModel):
         return _per_hour(v)
 
 
+def config_warnings(config: BuildbotConfig) -> list[str]:
+    """What a valid file allows that its author may not mean (``check-config`` and the log
+    at start show each): an approval channel wider than the job's channels, and two job
+    entries naming one build task."""
+    lines = [(f"warning: jobs.{j.name}: approval_channel {j.approval_channel} is not one of "
+              f"its channels ({', '.join(j.channels or [])}), so every parameter of each "
+              f"request for {j.name} is posted in a channel wider than the job's: add it to "
+              "channels, or choose one of them.")
+             for j in config.jobs.values()
+             if j.approval_channel and j.channels is not None
+             and j.approval_channel not in j.channels]
+    by_id: dict[str, list[str]] = {}
+    for job in config.jobs.values():
+        by_id.setdefault(job.id, []).append(job.name)
+    lines += [(f"warning: jobs.{', jobs.'.join(names)} name the same build task ({job_id}): "
+               "CodeArts keeps one history for it, so the builds of one entry can be seen "
+               "(/build status) and stopped (/build stop) through the other's name. Stop and "
+               "status check a build started from Slack against the entry it was started "
+               "under, but a build started outside Slack belongs to every entry naming the "
+               "task. Give each entry its own task unless both are meant for the same people "
+               "and channels.")
+              for job_id, names in by_id.items() if len(names) > 1]
+    return lines
+
+
 def load_config(path: str | Path) -> BuildbotConfig:
     """Read and validate the jobs file; raise ConfigError listing every problem."""
     source = str(path)

@@ -35,6 +35,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,7 +90,8 @@ def unseal(key: bytes, text: Any) -> dict[str, str] | None:
     if not isinstance(text, str) or "." not in text:
         return None
     signature, _, body = text.partition(".")
-    if not hmac.compare_digest(signature, _sign(key, body)):
+    # bytes: compare_digest raises on a str with non-ASCII characters (a forged one)
+    if not hmac.compare_digest(signature.encode(), _sign(key, body).encode()):
         return None
     try:
         data = json.loads(body)
@@ -324,24 +326,34 @@ def read_form(values: Any, job: JobConfig) -> Entered:
         params += extra
         if problem:
             problems[EXTRA_BLOCK] = problem
-    commit = (_value(state, COMMIT_BLOCK) or "").strip() or None
-    tag = (_value(state, TAG_BLOCK) or "").strip() or None
+    commit = _trim(_value(state, COMMIT_BLOCK) or "") or None
+    tag = _trim(_value(state, TAG_BLOCK) or "") or None
     return Entered(job.name, BuildCommand(job.name, tuple(params), commit, tag), problems)
 
 
 def _extra_lines(text: str) -> tuple[list[tuple[str, str]], str | None]:
     params: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        if not line.strip():
+    for line in _LINES.split(text):
+        if not _trim(line):
             continue
-        name, eq, value = line.strip().partition("=")
-        if not eq or not name.strip():
-            return params, (f"`{shorten(line.strip(), 60)}` is not name=value: write one "
+        name, eq, value = _trim(line).partition("=")
+        if not eq or not _trim(name):
+            return params, (f"`{shorten(_trim(line), 60)}` is not name=value: write one "
                             "name=value per line.")
-        if name.strip().lower() in SCM_NAMES:
-            return params, f"Give {name.strip().lower()} in its own field below."
-        params.append((name.strip(), value))
+        if _trim(name).lower() in SCM_NAMES:
+            return params, f"Give {_trim(name).lower()} in its own field below."
+        params.append((_trim(name), value))
     return params, None
+
+
+_LINES = re.compile(r"\r\n|[\r\n]")  # a line break; U+2028 and U+2029 are not (see _trim)
+_ENDS = re.compile(r"^[^\S\u2028\u2029]+|[^\S\u2028\u2029]+$")
+
+
+def _trim(text: str) -> str:
+    """Whitespace off both ends, but not the line and paragraph separators (U+2028,
+    U+2029): those stay in the value, where the checks refuse them as invisible."""
+    return _ENDS.sub("", text)
 
 
 def block_for(field: str | None, job: JobConfig) -> str | None:

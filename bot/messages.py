@@ -526,6 +526,18 @@ def busy() -> Message:
                      "Try the command again in a minute.")
 
 
+def button_not_valid() -> Message:
+    """A click whose button value is not one buildbot gave (forged, or mangled)."""
+    return ephemeral(":no_entry_sign: That button is no longer valid; nothing was done. "
+                     "Type `/build` again to start over.", replace=False)
+
+
+def other_workspace() -> Message:
+    """A request from a Slack workspace other than the one the bot is installed in."""
+    return ephemeral(":no_entry_sign: buildbot serves another Slack workspace; requests from "
+                     "this one are not accepted, and nothing was done.", replace=False)
+
+
 def internal_error(error_id: str) -> Message:
     return ephemeral(f":x: Something went wrong inside buildbot (error ID {code(error_id, 64)}). "
                      "Nothing was started. Tell your buildbot operator the error ID.")
@@ -1189,6 +1201,13 @@ def subscribe_refused(problems: Iterable[str]) -> Message:
     text, sections = _bullets(problems, head, room=MAX_BLOCKS - 1)
     return ephemeral(text, [*(_section(t) for t in sections),
                             _context("Type `/build help` for usage.")])
+
+
+def subscribe_channel_refused(problem: str) -> Message:
+    """Subscribing a conversation the bot may not announce builds in (Slack said so)."""
+    text, sections = _bullets([problem], ":no_entry: This conversation cannot be subscribed; "
+                              "nothing was changed.", room=MAX_BLOCKS - 1)
+    return ephemeral(text, [_section(t) for t in sections])
 
 
 def _followed_line(job_name: str, daily: str, build_no: str, link: str | None) -> str:

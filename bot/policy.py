@@ -17,6 +17,9 @@ Decisions:
 * Permission problems come first; a user who may not run the job learns nothing about
   its parameters.
 * The API's value rules (``bot.rules``) apply to admins and to undeclared parameters too.
+* A job name, parameter name, value or tag holding an invisible or reordering character
+  (``bot.rules.hidden_problem``) is refused, saying which value and which character: in
+  ``decide``, so the typed command and the form are checked alike.
 * A declared parameter with ``required = true`` needs a non-empty value (its default counts).
 * A job with ``approvers`` or ``approver_groups`` starts only after that many distinct
   approvals (``approval_rule``), admins' requests included; its raw ID needs the same.
@@ -38,10 +41,12 @@ from bot.lifecycle import ApprovalRule
 from bot.rules import (
     JOB_ID_RE,
     commit_problem,
+    hidden_problem,
     param_name_problem,
     param_value_problem,
     show,
     tag_problem,
+    visible,
 )
 
 
@@ -157,6 +162,9 @@ def _permission_problems(config: BuildbotConfig, job: JobConfig, user_id: str,
 def decide(config: BuildbotConfig, command: BuildCommand, *, user_id: str, channel_id: str,
            usergroups: UserGroups) -> Approved | Denied:
     """Check everything before anything is sent; return the exact body or every problem."""
+    hidden = hidden_problem(f"The job name `{visible(command.job)}`", command.job)
+    if hidden:
+        return Denied((hidden,))
     matches = _matching_jobs(config, command.job)
     if len(matches) > 1:
         names = ", ".join(f"`{j.name}`" for j in matches)
@@ -206,8 +214,9 @@ def _decide_raw_id(config: BuildbotConfig, command: BuildCommand, user_id: str,
 
 def _finish(name: str, job_id: str, description: str, confirm: bool, command: BuildCommand,
             params: list[tuple[str, str]], problems: list[tuple[str, str]]) -> Approved | Denied:
-    """Add the scm checks and assemble the body, or return every problem found."""
-    problems = problems + _scm_problems(command)
+    """Add the scm checks and assemble the body, or return every problem found. A name or
+    value holding an invisible character is all that is said about it (``hidden_fields``)."""
+    problems = hidden_fields(command) or problems + _scm_problems(command)
     if problems:
         return Denied(tuple(p for _, p in problems), tuple(f for f, _ in problems))
     return Approved(name, job_id, description, confirm, build_body(job_id, params, command))
@@ -256,6 +265,20 @@ def decide_again(config: BuildbotConfig, *, job_name: str, job_id: str, body: di
         return Denied((f"`{show(job_name)}` now names another build task than when this was "
                        "asked: ask again.",))
     return None
+
+
+def hidden_fields(command: BuildCommand) -> list[tuple[str, str]]:
+    """(field, problem) for every parameter name, value and the tag when one holds an
+    invisible or reordering character (``bot.rules.hidden_problem``): the one check of
+    this, for a typed command and a submitted form alike. (A commit is hexadecimal digits
+    or refused by its own rule.)"""
+    found: list[tuple[str, str | None]] = []
+    for name, value in command.params:
+        found.append((name, hidden_problem(f"The parameter name `{visible(name)}`", name)
+                      or hidden_problem(f"The value of `{show(name)}`", value)))
+    if command.tag is not None:
+        found.append(("tag", hidden_problem("The tag", command.tag)))
+    return [(f, p) for f, p in found if p]
 
 
 def _scm_problems(command: BuildCommand) -> list[tuple[str, str]]:

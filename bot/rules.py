@@ -19,11 +19,20 @@ The rules (they apply to admins and to undeclared parameters too):
   say.
 * ``tag`` (``scm.build_tag``) is 1-255 characters with no whitespace or control
   characters and does not start with ``-``.
+
+And one rule of our own, so that what people see is what runs (``hidden_problem``): no job
+name, parameter name, value, commit or tag may hold a character that is invisible or that
+reorders the text around it: Unicode format characters (category Cf: the bidirectional
+controls U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C; the zero-width U+200B-U+200D,
+U+2060, U+FEFF; the soft hyphen, the invisible tag characters U+E0000-U+E007F, ...), the
+line and paragraph separators U+2028 and U+2029, and the Hangul fillers (U+115F, U+1160,
+U+3164, U+FFA0), which look like nothing at all.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 RESERVED_NAMES = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "BASH_ENV", "GIT_SSH_COMMAND", "path")
 _RESERVED_FOLDED = frozenset(n.casefold() for n in RESERVED_NAMES)
@@ -35,6 +44,40 @@ JOB_ID_RE = re.compile(r"[A-Za-z0-9]{32}")
 COMMIT_RE = re.compile(r"[0-9A-Fa-f]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 SHOW_LIMIT = 60  # characters of user input quoted back in a problem
+_HIDDEN_OTHERS = frozenset("\u2028\u2029\u115f\u1160\u3164\uffa0")
+
+
+def is_hidden(char: str) -> bool:
+    """Whether this character is invisible or reorders what is around it (see above)."""
+    return char in _HIDDEN_OTHERS or unicodedata.category(char) == "Cf"
+
+
+def hidden_char(text: str) -> str | None:
+    """The first invisible or reordering character in ``text``, or None."""
+    return next((c for c in text if is_hidden(c)), None)
+
+
+def char_name(char: str) -> str:
+    """``U+202E RIGHT-TO-LEFT OVERRIDE``: a character said so that it can be seen."""
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X} {name}" if name else f"U+{ord(char):04X}"
+
+
+def hidden_problem(what: str, text: str) -> str | None:
+    """Why ``text`` is refused when it holds an invisible or reordering character, or None.
+    ``what`` says which value it is, as the user would name it (e.g. "The value of
+    `msg`"); it must not hold such a character itself (use ``visible`` on user input)."""
+    char = hidden_char(text)
+    if char is None:
+        return None
+    return (f"{what} holds an invisible character ({char_name(char)}); type it again "
+            "without it.")
+
+
+def visible(text: str) -> str:
+    """User input to quote in a problem (``show``), its invisible characters written out
+    as ``[U+202E]`` so the problem itself shows where they are."""
+    return show("".join(f"[U+{ord(c):04X}]" if is_hidden(c) else c for c in text))
 
 
 def param_name_problem(name: str) -> str | None:

@@ -17,12 +17,13 @@ from bot.codearts.client import CodeArtsClient
 from bot.config import BuildbotConfig
 from bot.engine import Engine
 from bot.flow import Flow
+from bot.gate import WorkspaceGuard
 from bot.heartbeat import Heartbeat
 from bot.metrics import Metrics
 from bot.notifier import Notifier
 from bot.replay import ReplayGuard
 from bot.settings import Settings
-from bot.slack_app import create_app
+from bot.slack_app import create_app, later
 from bot.slack_io import BACKOFF, make_web_client
 from bot.store import DatabaseClock, Store
 from bot.usergroups import SlackUserGroups
@@ -101,9 +102,10 @@ class Runtime:
         secret = settings.slack_signing_secret
         # no auth.test here: ``verify_slack`` makes it, when the caller is ready for it
         self.replay_guard = ReplayGuard()
+        self.workspace = WorkspaceGuard(later(self.flow))  # learns its team from auth.test
         self.app = create_app(self.flow, token_verification=False,
                               signing_secret=secret.get_secret_value() if secret else None,
-                              replay_guard=self.replay_guard)
+                              replay_guard=self.replay_guard, workspace=self.workspace)
         self.watcher = Watcher(self.engine, poll_seconds=settings.build_poll_seconds,
                                lease_seconds=settings.watch_lease_seconds,
                                threads=settings.watcher_threads,
@@ -131,6 +133,7 @@ class Runtime:
             raise StartError(f"Slack could not be reached at SLACK_API_URL "
                              f"({type(exc).__name__}: {_first_line(exc)})") from None
         _remember_auth_test(self.app, answer)
+        self.workspace.learn(answer)  # requests from any other workspace are refused
         self.ready.set()
         if self._watch and not self._watching:
             self._watching = True

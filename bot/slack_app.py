@@ -12,6 +12,7 @@ from slack_bolt import Ack, App, BoltResponse
 from bot import forms
 from bot import messages as msg
 from bot.flow import Click, Flow
+from bot.gate import BUTTON_VALUES, ButtonGuard, WorkspaceGuard
 from bot.lifecycle import new_error_id
 from bot.replay import ReplayGuard
 
@@ -30,15 +31,19 @@ _bolt_log.addFilter(_NoTokenNotice())
 
 
 def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bool = True,
-               replay_guard: ReplayGuard | None = None) -> App:
+               replay_guard: ReplayGuard | None = None,
+               workspace: WorkspaceGuard | None = None) -> App:
     """The Bolt app; ``process_before_response`` so acks never wait on Bolt's own thread pool.
-    ``replay_guard`` is the caller's, so it can read or move the guard's clock."""
+    ``replay_guard`` is the caller's, so it can read or move the guard's clock; so is
+    ``workspace``, which learns the bot's workspace from ``auth.test`` (bot.gate)."""
     app = App(client=flow.slack, signing_secret=signing_secret or "",
               request_verification_enabled=signing_secret is not None,
               token_verification_enabled=token_verification,
               process_before_response=True, raise_error_for_unhandled_request=False,
               logger=_bolt_log)
     app.middleware(replay_guard or ReplayGuard())  # runs after Bolt has checked the signature
+    app.middleware(workspace or WorkspaceGuard(later(flow)))  # another workspace: refused
+    app.middleware(ButtonGuard(lambda: flow.config.jobs, later(flow)))  # forged values: refused
 
     @app.command("/build")
     def build_command(ack: Ack, command: dict[str, Any]) -> None:
@@ -50,6 +55,7 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
                msg.WITHDRAW: flow.withdraw_clicked, msg.QUEUE: flow.queue_clicked,
                msg.RUN_ANYWAY: flow.run_anyway_clicked, msg.LEAVE: flow.leave_clicked}
     for action_id, handler in buttons.items():
+        assert action_id in BUTTON_VALUES, f"say what {action_id}'s value may be in bot.gate"
         app.action(action_id)(_button_listener(flow, handler))
     _stop_listeners(app, flow)
 
@@ -63,6 +69,11 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
         return BoltResponse(status=200, body=msg.internal_error(error_id)["text"])
 
     return app
+
+
+def later(flow: Flow) -> Callable[[str | None, dict[str, Any]], None]:
+    """A reply through a response_url, made after the ack (the flow's worker)."""
+    return lambda url, message: flow.submit(flow.respond, url, message)
 
 
 def _form_listeners(app: App, flow: Flow, signing_secret: str | None) -> None:

@@ -11,6 +11,7 @@ is shown as far as it can be read and never makes a call fail.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, wait
@@ -29,6 +30,8 @@ STATUS_BUILDS = 5  # builds shown by /build status <job>
 LAST_RESULTS_BUDGET = 6.0  # seconds /build status waits, in all, for the jobs' last results
 STATUS_THREADS = 8  # /build status's history calls made side by side
 RUNNING = "running"
+_JOB_ID = re.compile(r"[0-9A-Za-z]{32}")
+_BUILD_NO = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,6 @@ def stop_value(job_id: str, build_no: str) -> str:
 
 def read_stop_value(value: str) -> tuple[str, str] | None:
     job_id, sep, build_no = value.partition(":")
-    if not sep or not job_id.isalnum() or len(job_id) != 32 or not build_no.isdigit():
-        return None
+    if not sep or not _JOB_ID.fullmatch(job_id) or not _BUILD_NO.fullmatch(build_no):
+        return None  # ASCII only: isdigit() takes "²", which int() then refuses
     return job_id.lower(), build_no

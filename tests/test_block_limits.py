@@ -102,6 +102,8 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
         "expired": iter([msg.expired(c.job, c.words, minutes=10)]),
         "already": (msg.already(s) for s in ("cancelled", "expired", "failed", "unknown", c.words)),
         "missing": iter([msg.missing()]),
+        "button_not_valid": iter([msg.button_not_valid()]),
+        "other_workspace": iter([msg.other_workspace()]),
         "not_yours": iter([msg.not_yours(c.user)]),
         "started_ack": (msg.started_ack(c.job, daily, where, build_no=no)
                         for daily in (c.daily, "") for where in (c.channel, None)
@@ -234,6 +236,7 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                                for n in (0, 1, 200) for f in ("all", "failures")
                                for who in (c.user, "")),
         "subscribe_refused": (msg.subscribe_refused([c.words] * n) for n in (1, 200)),
+        "subscribe_channel_refused": iter([msg.subscribe_channel_refused(c.words)]),
         "followed_announcement": (msg.followed_announcement(
             build_id="b" * 32, job_name=c.job, daily=daily, build_no=c.build_no, link=link,
             progress=p) for daily in (c.daily, "") for link in (c.link, None)

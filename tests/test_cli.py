@@ -10,6 +10,7 @@ import pytest
 from bot import cli
 
 JOB_ID = "f9d6c8466d614a9788e9a0acf6c15f46"
+WEB_ID = "0123456789abcdef0123456789abcdef"  # its own task: two entries on one warn
 GOOD = f"""
 admins = ["UADMIN"]
 [jobs.backend]
@@ -22,7 +23,7 @@ channels = ["CBUILDS"]
 default = "master"
 choices = ["master", "develop"]
 [jobs.web]
-id = "{JOB_ID}"
+id = "{WEB_ID}"
 users = ["*"]
 confirm = false
 """

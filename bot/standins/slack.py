@@ -31,6 +31,9 @@ from urllib.parse import parse_qsl, urlsplit
 from bot.standins.slack_rules import Problem, message_problem, view_problem
 
 MESSAGE_METHODS = ("chat.postMessage", "chat.update", "chat.postEphemeral")
+# the scope conversations.info needs for each kind of conversation (Slack's method page)
+CONVERSATION_SCOPES = {"public": "channels:read", "private": "groups:read", "im": "im:read",
+                       "mpim": "mpim:read"}
 VIEW_METHODS = ("views.open", "views.update")
 
 
@@ -64,6 +67,11 @@ class FakeSlack:
 
     def __init__(self) -> None:
         self.usergroups: dict[str, list[str]] = {}
+        # conversations.info: what the bot may see of each conversation (``conversation``);
+        # an ID not given here is a public channel the bot is in, or a DM when it starts
+        # with D; None: no such conversation for this bot (channel_not_found)
+        self.conversations: dict[str, dict[str, Any] | None] = {}
+        self.scopes: set[str] = set(CONVERSATION_SCOPES.values())  # the bot token's scopes
         self.user_names: dict[str, str] = {}
         self.views: dict[str, dict[str, Any]] = {}  # open modals by id, as last set
         self._triggers: set[str] = set()  # trigger_ids already used (each opens one view)
@@ -209,6 +217,30 @@ class FakeSlack:
             return {"ok": False, "error": "no_such_subteam"}
         return {"ok": True, "users": list(self.usergroups[group])}
 
+    def conversation(self, channel_id: str, kind: str = "public", *, member: bool = True,
+                     name: str | None = None, archived: bool = False) -> None:
+        """What conversations.info says of ``channel_id``: ``kind`` public, private, im or
+        mpim; a private channel the bot is not in is, as in Slack, channel_not_found."""
+        self.conversations[channel_id] = {
+            "id": channel_id, "name": name or channel_id.lower(), "is_channel": kind == "public",
+            "is_group": kind == "private", "is_private": kind != "public", "is_im": kind == "im",
+            "is_mpim": kind == "mpim", "is_member": member, "is_archived": archived}
+
+    def _conversation_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Slack's answer: the conversation as this bot may see it, missing_scope when the
+        token lacks the scope for its kind, channel_not_found when it cannot see it."""
+        channel = str(params.get("channel") or "")
+        if channel not in self.conversations:
+            self.conversation(channel, "im" if channel.startswith("D") else "public")
+        found = self.conversations[channel]
+        if found is None or (found["is_group"] and not found["is_member"]):
+            return {"ok": False, "error": "channel_not_found"}
+        needed = CONVERSATION_SCOPES[_kind(found)]
+        if needed not in self.scopes:
+            return {"ok": False, "error": "missing_scope", "needed": needed,
+                    "provided": ",".join(sorted(self.scopes))}
+        return {"ok": True, "channel": dict(found)}
+
     def _socket_mode(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": "invalid_auth"}  # no websocket here, so refuse
 
@@ -233,7 +265,7 @@ class FakeSlack:
         "auth.test": _auth_test, "chat.postMessage": _post_message, "chat.update": _update,
         "chat.postEphemeral": _post_ephemeral, "usergroups.users.list": _group_members,
         "apps.connections.open": _socket_mode, "conversations.replies": _replies,
-        "conversations.history": _history}
+        "conversations.history": _history, "conversations.info": _conversation_info}
 
     def _view_answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger_id not used before; views.update a known view id and,
@@ -362,3 +394,11 @@ class FakeSlack:
             do_GET = _handle
 
         return Handler
+
+
+def _kind(conversation: dict[str, Any]) -> str:
+    """public, private, im or mpim: the kind whose scope conversations.info needs."""
+    for kind, flag in (("im", "is_im"), ("mpim", "is_mpim"), ("private", "is_group")):
+        if conversation.get(flag):
+            return kind
+    return "public"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from bot import decisions
 from bot import messages as msg
 from bot.answers import NOTHING, Answer, Click, Told
 from bot.clicks import Desk
 from bot.config import BuildbotConfig
-from bot.effects import UpdateApproval
+from bot.effects import Queued, UpdateApproval
 from bot.lifecycle import (
     ApprovalOutcome,
     ApprovalRule,
@@ -37,6 +38,9 @@ class Approvals(Desk):
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.limits = limits
         self.start = start  # the engine's one call to CodeArts
+
+    def handlers(self) -> dict[type, Callable[[Any], object]]:
+        return {**super().handlers(), Queued: lambda e: self.limits.perform((e,))}
 
     # --- approvals ---------------------------------------------------------------------
     # A request of a job with approvers waits (awaiting) after Run; the question is posted
@@ -79,11 +83,6 @@ class Approvals(Desk):
             outcome=outcome, by=by, daily=build.daily_build_number if build else "",
             build_no=build.build_no if build else ""))
 
-    def approval_progress(self, request: Request) -> None:
-        """An approval recorded, more needed: the question shows who approved so far."""
-        self._update_approval(request, self._approval_question(
-            request, approval_rule(self.config, request.job_name)))
-
     def start_approved(self, request: Request) -> Denied | None:
         """The approval that made it enough moved the request to sending: send it once
         (as a Run click would), then show the outcome in the approval message. The
@@ -99,13 +98,6 @@ class Approvals(Desk):
                    and current.state is RequestState.FAILED else "checking")
         self._close_approval(request, outcome, request.approved_by, build)
         return None
-
-    def approval_queued(self, request: Request) -> None:
-        """The approval that made it enough found the job at its max_running: it waits
-        in the queue (the approval message and the requester say so)."""
-        self._close_approval(request, "queued", request.approved_by)
-        self.limits.queued(request, request.response_url)
-        self.limits.release_queue()  # a slot may have freed since
 
     def approval_expired(self, request: Request) -> None:
         """Audit, show and tell an approval request this process expired (once)."""
@@ -150,42 +142,23 @@ class Approvals(Desk):
                                             slots=self.limits.slots(request.job_name),
                                             queue_ttl=self.limits.queue_ttl(request.job_name))
         current = result.request or request
-        if result.outcome is ApprovalOutcome.QUEUED:  # enough, but the job is at its limit
-            self._audit_approval(click, request, current, now, queued=True)
-            self.approval_queued(current)
+        if result.outcome in (ApprovalOutcome.QUEUED, ApprovalOutcome.START,
+                              ApprovalOutcome.RECORDED):
+            answer = self.act(decisions.approval_given(
+                ApprovalOutcome(result.outcome), request, current, click.user_id,
+                self.description(request.job_name), self._approval_question(
+                    current, approval_rule(self.config, current.job_name))))
+            if result.outcome is not ApprovalOutcome.START:
+                return answer
+            denied = self.start_approved(current)  # sent last: its answer decides the reply
+            if denied is not None:  # the approver learns why it did not start
+                return Answer(Told.REFUSED_NOW, current, problems=denied.problems)
             return NOTHING
-        if result.outcome in (ApprovalOutcome.START, ApprovalOutcome.RECORDED):
-            given, needed = self._audit_approval(click, request, current, now,
-                                                 start=result.outcome is ApprovalOutcome.START)
-            if result.outcome is ApprovalOutcome.START:
-                denied = self.start_approved(current)
-                if denied is not None:  # the approver learns why it did not start
-                    return Answer(Told.REFUSED_NOW, current, problems=denied.problems)
-                return NOTHING
-            self.approval_progress(current)
-            return Answer(Told.APPROVAL_NOTED, current, given=given, needed=needed)
         reason: str = result.outcome
         if result.outcome is ApprovalOutcome.EXPIRES_NOW:
             self.approval_expired(current)
             reason = RequestState.EXPIRED
         return self.refused(click, current, Told.APPROVAL_REFUSED, reason, "Approve")
-
-    def _audit_approval(self, click: Click, request: Request, current: Request, now: float,
-                        *, queued: bool = False, start: bool = False) -> tuple[int, int]:
-        given, needed = len(current.approved_by), current.approvals_needed or 1
-        by = " ".join(current.approved_by)
-        if queued:
-            decision = "approved"
-            detail = (f"approved {request.user_id}'s request; queued (the job is at its "
-                      f"max_running); approved by {by}")
-        else:
-            decision = "approved" if start else "approval"
-            detail = (f"approval {given} of {needed} of {request.user_id}'s request; "
-                      f"approved by {by}")
-        self.store.audit(decision=decision, now=now, request_id=request.id,
-                         user_id=click.user_id, channel_id=request.channel_id,
-                         job=request.job_name, detail=detail)
-        return given, needed
 
     def reject(self, click: Click, groups: UserGroups) -> Answer:
         """Reject: awaiting -> rejected, by an approver, while it is open."""

@@ -113,7 +113,13 @@ class Desk:
 
     def perform(self, effects: tuple[Effect, ...]) -> None:
         """Each effect, in order: the only place a decision's effects are carried out."""
-        handlers: dict[type, Callable[[Any], object]] = {
+        handlers = self.handlers()
+        for effect in effects:
+            handlers[type(effect)](effect)
+
+    def handlers(self) -> dict[type, Callable[[Any], object]]:
+        """How each kind of effect is performed; a feature adds its own."""
+        return {
             Audit: self._write_audit,
             Count: lambda e: self.metrics.commands.labels(e.outcome).inc(),
             Respond: lambda e: self.notifier.respond(e.url, e.message),
@@ -122,8 +128,6 @@ class Desk:
             Start: lambda e: self.start(e.request, e.url),
             Positions: lambda e: self.update_positions(e.job_name),
         }
-        for effect in effects:
-            handlers[type(effect)](effect)
 
     def _write_audit(self, effect: Audit) -> None:
         request = effect.request

@@ -14,19 +14,47 @@ from collections.abc import Sequence
 from bot import messages as msg
 from bot.answers import NOTHING, Answer, Told
 from bot.effects import (
+    AskApproval,
     Audit,
     Count,
     Decision,
     Move,
+    OfferQueue,
     Positions,
+    Queued,
     Respond,
     Start,
     TellRequester,
     UpdateApproval,
 )
-from bot.lifecycle import CONFIRM_MINUTES, ApprovalRule, Request, RequestState
+from bot.lifecycle import (
+    CONFIRM_MINUTES,
+    ApprovalOutcome,
+    ApprovalRule,
+    Claim,
+    ClaimReason,
+    Request,
+    RequestState,
+)
 
 # --- the requester's Run/Cancel question ------------------------------------------------
+
+
+def run_claimed(claim: Claim, url: str | None, slots: object = None) -> Decision | None:
+    """Run, once the store's claim on the pending request is made: sent (or asked for
+    approval) when this click won it; nothing said while the first click handles it;
+    Queue offered at the job's max_running. None: refused, and the caller says why."""
+    request = claim.request
+    if claim.ok:
+        assert request is not None
+        if request.state is RequestState.AWAITING:  # a second person approves
+            return Decision(None, (AskApproval(request, request.response_url),))
+        return Decision(None, (Start(request, url or request.response_url),))
+    if claim.reason in (RequestState.SENDING, RequestState.STARTED, RequestState.AWAITING):
+        return Decision()  # the first click is handling it and will replace the message
+    if claim.reason is ClaimReason.FULL and request is not None:
+        return Decision(None, (OfferQueue(request, url or request.response_url, slots),))
+    return None
 
 
 def cancel(request: Request) -> Decision:
@@ -94,6 +122,29 @@ def withdraw(request: Request, description: str) -> Decision:
         (Audit("withdrawn", request), Count("cancelled"),
          _closed(request, description, "withdrawn", (request.user_id,))),
         Answer(Told.WITHDRAWN, request))
+
+
+def approval_given(outcome: ApprovalOutcome, request: Request, current: Request,
+                   approver: str, description: str, question: msg.Message) -> Decision:
+    """An approval recorded (``current``: the request after it). START: the one that made
+    it enough (the request is sending; the engine sends it next); QUEUED: enough, but the
+    job is at its max_running; RECORDED: more are needed, the question shows who so far."""
+    given, needed = len(current.approved_by), current.approvals_needed or 1
+    by = " ".join(current.approved_by)
+    if outcome is ApprovalOutcome.QUEUED:
+        return Decision(None, (
+            Audit("approved", request, user_id=approver,
+                  detail=(f"approved {request.user_id}'s request; queued (the job is at its "
+                          f"max_running); approved by {by}")),
+            _closed(current, description, "queued", current.approved_by),
+            Queued(current, current.response_url)))
+    audit = Audit("approved" if outcome is ApprovalOutcome.START else "approval", request,
+                  user_id=approver, detail=(f"approval {given} of {needed} of "
+                                            f"{request.user_id}'s request; approved by {by}"))
+    if outcome is ApprovalOutcome.START:
+        return Decision(None, (audit,))
+    return Decision(None, (audit, UpdateApproval(current, question)),
+                    Answer(Told.APPROVAL_NOTED, current, given=given, needed=needed))
 
 
 def approval_asked(request: Request, rule: ApprovalRule | None, channel: str,
@@ -179,6 +230,13 @@ def leave_queue(request: Request, by: str) -> Decision:
              open_only=True),
         (Audit("left_queue", request, user_id=by), Positions(request.job_name)),
         Answer(Told.LEFT, request))
+
+
+def queued_by_click(request: Request, by: str) -> Decision:
+    """Queue, once the store's claim moved it pending -> queued: audited with what waits,
+    the requester's place shown, and the queue released in case a slot freed."""
+    return Decision(None, (Audit("queued", request, user_id=by, parameters=True),
+                           Queued(request, request.response_url)))
 
 
 def dequeued(request: Request) -> Decision:

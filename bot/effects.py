@@ -96,7 +96,34 @@ class Positions:
     job_name: str
 
 
-Effect = Audit | Count | Respond | TellRequester | UpdateApproval | Start | Positions
+@dataclass(frozen=True)
+class AskApproval:
+    """Post the approval question of a request now awaiting approval (``Approvals``)."""
+
+    request: Request
+    url: str | None
+
+
+@dataclass(frozen=True)
+class OfferQueue:
+    """The job is at its max_running: the requester is offered Queue (``Limits``)."""
+
+    request: Request
+    url: str | None
+    slots: Any = None  # the slot count the claim was made with (``policy.Slots``)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The requester is shown their place in line, then the queue is released at once
+    in case a slot freed meanwhile (``Limits``)."""
+
+    request: Request
+    url: str | None
+
+
+Effect = (Audit | Count | Respond | TellRequester | UpdateApproval | Start | Positions
+          | AskApproval | OfferQueue | Queued)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from bot.codearts.answers import BuildState
 from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError
 from bot.config import BuildbotConfig
+from bot.effects import AskApproval, OfferQueue, Queued
 from bot.following import Following
 from bot.lifecycle import (
     CONFIRM_MINUTES,
@@ -290,21 +291,17 @@ class Engine(Desk):
         now = self.clock()
         how = self._run_claim(click, now)
         claim = self.store.claim_request(id=click.value, user_id=click.user_id, now=now, **how)
-        request = claim.request
-        if claim.ok:
-            assert request is not None
-            if request.state is RequestState.AWAITING:  # a second person approves
-                self.approvals.ask_approval(request, request.response_url)
-            else:
-                self.start(request, click.response_url or request.response_url)
-            return NOTHING
-        if claim.reason in (RequestState.SENDING, RequestState.STARTED, RequestState.AWAITING):
-            return NOTHING  # the first click is handling it and will replace the message
-        if claim.reason is ClaimReason.FULL and request is not None:  # offer Queue
-            self.limits.ask_full(request, click.response_url or request.response_url,
-                          slots=how.get("slots"))
-            return NOTHING
-        return self.limits.claim_refused(click, request, claim.reason, "Run", Told.NOT_YOURS)
+        decision = decisions.run_claimed(claim, click.response_url, how.get("slots"))
+        if decision is not None:
+            return self.act(decision)
+        return self.limits.claim_refused(click, claim.request, claim.reason, "Run",
+                                         Told.NOT_YOURS)
+
+    def handlers(self) -> dict[type, Callable[[Any], object]]:
+        return {**super().handlers(),
+                AskApproval: lambda e: self.approvals.ask_approval(e.request, e.url),
+                OfferQueue: lambda e: self.limits.ask_full(e.request, e.url, slots=e.slots),
+                Queued: lambda e: self.limits.perform((e,))}
 
     def _run_claim(self, click: Click, now: float) -> dict[str, Any]:
         """How a Run click claims its request: under the per-user limit, and for a job

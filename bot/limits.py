@@ -14,6 +14,7 @@ from bot.clicks import Desk
 from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError
 from bot.config import BuildbotConfig
+from bot.effects import Queued
 from bot.lifecycle import CONFIRM_MINUTES, ClaimReason, Request, RequestState, next_allowed
 from bot.notifier import Notifier
 from bot.policy import Denied, approval_rule, over_limit_problem, per_user_limit
@@ -157,12 +158,14 @@ class Limits(Desk):
         if not claim.ok or claim.request is None:
             return self.claim_refused(click, claim.request, claim.reason, "Queue",
                                        Told.QUEUE_REFUSED)
-        self.store.audit(decision="queued", now=now, request_id=claim.request.id,
-                         user_id=click.user_id, channel_id=claim.request.channel_id,
-                         job=claim.request.job_name, parameters=claim.request.body)
-        self.queued(claim.request, claim.request.response_url)
-        self.release_queue()
-        return NOTHING
+        return self.act(decisions.queued_by_click(claim.request, click.user_id))
+
+    def handlers(self) -> dict[type, Callable[[Any], object]]:
+        return {**super().handlers(), Queued: self._queued_then_release}
+
+    def _queued_then_release(self, effect: Queued) -> None:
+        self.queued(effect.request, effect.url)
+        self.release_queue()  # a slot may have freed since
 
     def run_anyway(self, click: Click) -> Answer:
         """Run anyway: an admin's own request starts past the job's max_running."""

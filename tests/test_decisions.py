@@ -12,16 +12,27 @@ import pytest
 from bot import decisions as d
 from bot.answers import Told
 from bot.effects import (
+    AskApproval,
     Audit,
     Count,
     Move,
+    OfferQueue,
     Positions,
+    Queued,
     Respond,
     Start,
     TellRequester,
     UpdateApproval,
 )
-from bot.lifecycle import ApprovalRule, Request, RequestState, allowed
+from bot.lifecycle import (
+    ApprovalOutcome,
+    ApprovalRule,
+    Claim,
+    ClaimReason,
+    Request,
+    RequestState,
+    allowed,
+)
 
 REQUEST = Request(id="r" * 32, state=RequestState.PENDING, created_at=0.0, expires_at=600.0,
                   updated_at=0.0, user_id="UALICE", team_id="T1", channel_id="CBUILDS",
@@ -48,6 +59,9 @@ ALL = [
     d.refused_now(REQUEST, ["`target` can only be `staging`"], None),
     d.queue_expired(REQUEST, 30), d.expired_while_queued(REQUEST, 30),
     d.leave_queue(REQUEST, "UALICE"), d.dequeued(REQUEST), d.run_anyway(REQUEST, "UADMIN", None),
+    d.queued_by_click(REQUEST, "UALICE"),
+    *(d.approval_given(o, REQUEST, REQUEST, "UCAROL", "", {"text": "q"})
+      for o in (ApprovalOutcome.START, ApprovalOutcome.QUEUED, ApprovalOutcome.RECORDED)),
 ]
 
 
@@ -136,3 +150,37 @@ def test_an_approval_not_posted_fails_only_while_open() -> None:
                                      "CAPPROVALS", "not_in_channel", None)
     assert decision.move is not None and decision.move.open_only
     assert decision.move.error == "approval request not posted: not_in_channel"
+
+
+def test_a_won_run_claim_sends_or_asks_for_approval() -> None:
+    sending = replace(REQUEST, state=RequestState.SENDING)
+    awaiting = replace(REQUEST, state=RequestState.AWAITING)
+    won = d.run_claimed(Claim(True, ClaimReason.CLAIMED, sending), "https://hooks.slack/c")
+    assert won is not None and won.effects == (Start(sending, "https://hooks.slack/c"),)
+    asked = d.run_claimed(Claim(True, ClaimReason.CLAIMED, awaiting), None)
+    assert asked is not None
+    assert asked.effects == (AskApproval(awaiting, awaiting.response_url),)
+
+
+def test_a_lost_run_claim_says_nothing_offers_queue_or_is_refused() -> None:
+    first = d.run_claimed(Claim(False, RequestState.SENDING, REQUEST), None)
+    assert first is not None and first.effects == () and first.answer.told is Told.NOTHING
+    full = d.run_claimed(Claim(False, ClaimReason.FULL, REQUEST), None, slots="s")
+    assert full is not None and full.effects == (OfferQueue(REQUEST, REQUEST.response_url, "s"),)
+    assert d.run_claimed(Claim(False, ClaimReason.NOT_YOURS, REQUEST), None) is None
+
+
+def test_an_approval_that_finds_the_job_full_queues_and_closes_the_question() -> None:
+    decision = d.approval_given(ApprovalOutcome.QUEUED, REQUEST, REQUEST, "UCAROL", "",
+                                {"text": "q"})
+    assert kinds(decision) == ["Audit", "UpdateApproval", "Queued"]
+    assert decision.effects[-1] == Queued(REQUEST, REQUEST.response_url)
+
+
+def test_an_approval_short_of_enough_shows_who_so_far() -> None:
+    two = replace(REQUEST, approvals_needed=2)
+    decision = d.approval_given(ApprovalOutcome.RECORDED, two, two, "UCAROL", "",
+                                {"text": "question"})
+    assert decision.answer.told is Told.APPROVAL_NOTED
+    assert (decision.answer.given, decision.answer.needed) == (1, 2)
+    assert decision.effects[-1] == UpdateApproval(two, {"text": "question"})

@@ -10,10 +10,14 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from bot import cli
 from bot.config import BuildbotConfig, ConfigError, load_config
 from bot.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 log = logging.getLogger("bot")
 
@@ -114,8 +118,6 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     for warning in cli.start_warnings(config, path):
         log.warning(warning)
-    from slack_sdk.errors import SlackApiError
-
     from bot.runtime import Runtime, StartError
 
     try:
@@ -125,25 +127,21 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM (platform restarts) unwinds like Ctrl-C, so work already acknowledged
     # to Slack finishes before the process goes.
     signal.signal(signal.SIGTERM, _terminate)
+    return _serve(runtime, settings)
+
+
+def _serve(runtime: Runtime, settings: Settings) -> int:
+    """Serve in the mode the settings choose until stopped, then close the runtime; a
+    problem that keeps it from starting is said as ``cannot_start`` says it."""
+    from slack_sdk.errors import SlackApiError
+
+    from bot.runtime import StartError
+
+    serve = _serve_socket_mode if settings.socket_mode else _serve_http
     try:
-        if settings.socket_mode:
-            log.info("starting in Socket Mode")
-            if settings.health_port is not None:
-                try:
-                    runtime.bind_health()
-                except OSError as exc:
-                    reason = (f"cannot listen on HEALTH_PORT {settings.health_port} "
-                              f"({exc.strerror or exc}): set HEALTH_PORT to a free port.")
-                    return cannot_start([reason])
-            runtime.serve_socket_mode()
-        else:
-            log.info("starting in HTTP mode on port %s", settings.port)
-            try:
-                runtime.bind_http()
-            except OSError as exc:
-                return cannot_start([f"cannot listen on PORT {settings.port} "
-                                     f"({exc.strerror or exc}): set PORT to a free port."])
-            runtime.serve_http()
+        refused = serve(runtime, settings)
+        if refused:
+            return cannot_start([refused])
     except StartError as exc:
         return cannot_start([str(exc)])
     except SlackApiError as exc:
@@ -155,6 +153,32 @@ def run(args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     return 0
+
+
+def _serve_socket_mode(runtime: Runtime, settings: Settings) -> str | None:
+    """Socket Mode (and the health port, when set) until stopped; or why the health port
+    cannot be opened."""
+    log.info("starting in Socket Mode")
+    if settings.health_port is not None:
+        try:
+            runtime.bind_health()
+        except OSError as exc:
+            return (f"cannot listen on HEALTH_PORT {settings.health_port} "
+                    f"({exc.strerror or exc}): set HEALTH_PORT to a free port.")
+    runtime.serve_socket_mode()
+    return None
+
+
+def _serve_http(runtime: Runtime, settings: Settings) -> str | None:
+    """HTTP mode on PORT until stopped; or why the port cannot be opened."""
+    log.info("starting in HTTP mode on port %s", settings.port)
+    try:
+        runtime.bind_http()
+    except OSError as exc:
+        return (f"cannot listen on PORT {settings.port} "
+                f"({exc.strerror or exc}): set PORT to a free port.")
+    runtime.serve_http()
+    return None
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -138,22 +138,10 @@ def _job_block(jobs: Sequence[tuple[str, str]], job: str | None, *, submittable:
     could not list. ``submittable``: the view will have a submit button, so the select
     may be an input block; otherwise it is a section's accessory (Slack refuses an input
     block in a view without submit)."""
-    unique: dict[str, str] = {}
-    for name, desc in jobs:
-        if _selectable(name):
-            unique.setdefault(name, desc)
-    listed = list(unique.items())[:MAX_OPTIONS]
-    if job is not None and _selectable(job) and job not in {n for n, _ in listed}:
-        listed = [(job, ""), *listed][:MAX_OPTIONS]  # the job being edited is always shown
-    select: dict[str, Any] = {"type": "static_select", "action_id": JOB_ACTION,
-                              "placeholder": _plain("Pick a job", OPTION_TEXT),
-                              "options": [_option(n, n, d) for n, d in listed]}
-    for name, desc in listed:
-        if name == job:
-            select["initial_option"] = _option(name, name, desc)
+    listed = _listed_jobs(jobs, job)
     if not listed:
         return None, len(jobs)
-    block: dict[str, Any]
+    select = _job_select(listed, job)
     if submittable:
         block = {"type": "input", "block_id": JOB_BLOCK, "dispatch_action": True,
                  "label": _plain("Job", LABEL_CHARS), "element": select}
@@ -161,6 +149,30 @@ def _job_block(jobs: Sequence[tuple[str, str]], job: str | None, *, submittable:
         block = {"type": "section", "block_id": JOB_BLOCK,
                  "text": {"type": "mrkdwn", "text": "*Job*"}, "accessory": select}
     return block, len(jobs) - len(listed)
+
+
+def _listed_jobs(jobs: Sequence[tuple[str, str]], job: str | None) -> list[tuple[str, str]]:
+    """The jobs a select can list, each once with its first description, at most
+    ``MAX_OPTIONS``; the job being edited is always among them."""
+    unique: dict[str, str] = {}
+    for name, desc in jobs:
+        if _selectable(name):
+            unique.setdefault(name, desc)
+    listed = list(unique.items())[:MAX_OPTIONS]
+    if job is not None and _selectable(job) and job not in {n for n, _ in listed}:
+        listed = [(job, ""), *listed][:MAX_OPTIONS]
+    return listed
+
+
+def _job_select(listed: list[tuple[str, str]], job: str | None) -> dict[str, Any]:
+    """The select of the listed jobs, ``job`` picked in it when it is listed."""
+    select: dict[str, Any] = {"type": "static_select", "action_id": JOB_ACTION,
+                              "placeholder": _plain("Pick a job", OPTION_TEXT),
+                              "options": [_option(n, n, d) for n, d in listed]}
+    for name, desc in listed:
+        if name == job:
+            select["initial_option"] = _option(name, name, desc)
+    return select
 
 
 def _hint(spec: ParamSpec) -> str:
@@ -234,10 +246,38 @@ def form_view(jobs: Sequence[tuple[str, str]], job: JobConfig | None, *, metadat
     ``prefill`` the values to show (an edited request's), else the defaults."""
     submittable = job is not None and not too_big(job, prefill)  # fields, and submit
     block, unlisted = _job_block(jobs, job.name if job else None, submittable=submittable)
-    blocks: list[dict[str, Any]] = [block] if block else []
     view: dict[str, Any] = {"type": "modal", "callback_id": CALLBACK,
                             "title": _plain(TITLE, 24), "close": _plain("Cancel", 24),
                             "private_metadata": metadata}
+    notes = _job_notes(jobs, unlisted, more_jobs_hint=more_jobs_hint)
+    blocks: list[dict[str, Any]] = [block] if block else []
+    if job is None:
+        view["blocks"] = (blocks + _notes_or_pick(notes))[:MAX_VIEW_BLOCKS]
+    elif not submittable:  # more fields, or longer values, than a form can show
+        view["blocks"] = [*blocks, _too_big_section(job.name),
+                          *[_context(n) for n in notes][:1]]
+    elif block is None:  # a job whose name no select can hold: typing is the way
+        view["blocks"] = [_mrkdwn_section(
+            f"*{escape(shorten(job.name, 200))}* cannot be picked in a form: type "
+            f"`/build {escape(shorten(job.name, 200))} name=value ...` instead.")]
+    else:
+        view.update(_with_fields(block, job, prefill, notes))
+    return view
+
+
+def _with_fields(block: dict[str, Any], job: JobConfig, prefill: BuildCommand | None,
+                 notes: list[str]) -> dict[str, Any]:
+    """The blocks and submit button of a form with a job picked: the select, the job's
+    fields, and a word on what submitting does."""
+    after = ("You are asked Run/Cancel next." if job.confirm
+             else "This job starts as soon as you submit.")
+    return {"blocks": [block, *_field_blocks(job, prefill), _context(" ".join([after, *notes]))],
+            "submit": _plain("Continue" if job.confirm else "Start", 24)}
+
+
+def _job_notes(jobs: Sequence[tuple[str, str]], unlisted: int, *,
+               more_jobs_hint: bool) -> list[str]:
+    """What the form says about the jobs: those the select could not list, or none."""
     notes: list[str] = []
     if unlisted and more_jobs_hint:
         notes.append(f"{unlisted} more jobs are not listed here: type `/build &lt;job&gt;` to "
@@ -245,28 +285,27 @@ def form_view(jobs: Sequence[tuple[str, str]], job: JobConfig | None, *, metadat
     if not jobs:
         notes.append("There is no job you may run in this channel. "
                      "Ask an admin to add you to a job in buildbot.toml.")
-    if job is None:
-        blocks += [_context(n) for n in notes] or [
-            _context("Pick a job to see its parameters.")]
-        view["blocks"] = blocks[:MAX_VIEW_BLOCKS]
-        return view
-    if too_big(job, prefill):
-        blocks.append(_mrkdwn_section(
-            f"*{escape(shorten(job.name, 200))}* has more parameters (or longer values) than "
-            "a form can show. Type the command instead: "
-            f"`/build {escape(shorten(job.name, 200))} name=value ...` "
-            "(`/build help` shows how)."))
-        view["blocks"] = blocks + [_context(n) for n in notes][:1]
-        return view
-    if block is None:  # a job whose name no select can hold: typing is the way
-        view["blocks"] = [_mrkdwn_section(
-            f"*{escape(shorten(job.name, 200))}* cannot be picked in a form: type "
-            f"`/build {escape(shorten(job.name, 200))} name=value ...` instead.")]
-        return view
+    return notes
+
+
+def _notes_or_pick(notes: list[str]) -> list[dict[str, Any]]:
+    """Under the select before a job is picked: the notes, else a word to pick one."""
+    return [_context(n) for n in notes] or [_context("Pick a job to see its parameters.")]
+
+
+def _too_big_section(name: str) -> dict[str, Any]:
+    shown = escape(shorten(name, 200))
+    return _mrkdwn_section(
+        f"*{shown}* has more parameters (or longer values) than a form can show. Type the "
+        f"command instead: `/build {shown} name=value ...` (`/build help` shows how).")
+
+
+def _field_blocks(job: JobConfig, prefill: BuildCommand | None) -> list[dict[str, Any]]:
+    """The job's fields, showing ``prefill``'s values or the defaults: its parameters in
+    the file's order, other parameters (when it allows them), commit and tag."""
     given = dict(prefill.params) if prefill else {}
-    for name, spec in job.params.items():
-        value = given.get(name, spec.default)
-        blocks.append(_param_block(name, spec, value))
+    blocks = [_param_block(name, spec, given.get(name, spec.default))
+              for name, spec in job.params.items()]
     if job.allow_extra_params:
         blocks.append(_text_block(EXTRA_BLOCK, "Other parameters", _extra_text(job, prefill),
                                   hint="One name=value per line.", max_length=INPUT_CHARS,
@@ -275,12 +314,7 @@ def form_view(jobs: Sequence[tuple[str, str]], job: JobConfig | None, *, metadat
                               hint="A commit ID: 1 to 64 hexadecimal digits.", max_length=64))
     blocks.append(_text_block(TAG_BLOCK, "Tag", prefill.tag if prefill else None,
                               hint="A tag to build, e.g. v1.2.0.", max_length=255))
-    after = ("You are asked Run/Cancel next." if job.confirm
-             else "This job starts as soon as you submit.")
-    blocks.append(_context(" ".join([after, *notes])))
-    view["blocks"] = blocks
-    view["submit"] = _plain("Continue" if job.confirm else "Start", 24)
-    return view
+    return blocks
 
 
 def notice_view(title: str, lines: Sequence[str]) -> dict[str, Any]:

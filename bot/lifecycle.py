@@ -410,33 +410,45 @@ def elapsed_words(seconds: float) -> str:
     return f"over {words}"
 
 
+# Which step the progress line names, the first rule that matches a step deciding: the
+# one running, else the one that failed, else one in a state buildbot does not know (shown
+# as CodeArts words it). Each rule: (the status it wants, what follows the step's name).
+_STEP_RULES: tuple[tuple[Callable[[str], bool], Callable[[str], str]], ...] = (
+    (lambda status: status == STEP_RUNNING, lambda status: ""),
+    (lambda status: status == STEP_ERROR, lambda status: " failed"),
+    (lambda status: status not in (STEP_DONE, STEP_WAITING),
+     lambda status: f" ({msg.escape(msg.shorten(status, 24))})"),
+)
+
+
 def step_words(steps: Sequence[Step]) -> str | None:
     """``step 3 of 5: Build image`` for the step running (or failed, or in an unknown
     state, shown as it is); None when there are no steps or none has begun."""
-    n = len(steps)
-    if not n:
+    if not steps:
         return None
+    for wanted, after in _STEP_RULES:
+        i = next((i for i, step in enumerate(steps) if wanted(step.status)), None)
+        if i is not None:
+            return f"{_step_at(steps, i)}{after(steps[i].status)}"
+    return _steps_done_words(steps)
 
-    def name(i: int) -> str:
-        return msg.escape(msg.shorten(" ".join(steps[i].name.split()), 80))
 
-    for i, step in enumerate(steps):
-        if step.status == STEP_RUNNING:
-            return f"step {i + 1} of {n}: {name(i)}"
-    for i, step in enumerate(steps):
-        if step.status == STEP_ERROR:
-            return f"step {i + 1} of {n}: {name(i)} failed"
-    for i, step in enumerate(steps):
-        if step.status not in (STEP_DONE, STEP_WAITING):
-            word = msg.escape(msg.shorten(step.status, 24))
-            return f"step {i + 1} of {n}: {name(i)} ({word})"
+def _step_at(steps: Sequence[Step], i: int) -> str:
+    """``step 3 of 5: Build image`` for ``steps[i]``."""
+    name = msg.escape(msg.shorten(" ".join(steps[i].name.split()), 80))
+    return f"step {i + 1} of {len(steps)}: {name}"
+
+
+def _steps_done_words(steps: Sequence[Step]) -> str | None:
+    """Every step done or waiting: all done, the next after those done, or None when none
+    has begun."""
     done = sum(1 for step in steps if step.status == STEP_DONE)
-    if done == n:
-        return f"all {n} steps done"
+    if done == len(steps):
+        return f"all {len(steps)} steps done"
     if done == 0:
         return None
     following = next(i for i, step in enumerate(steps) if step.status != STEP_DONE)
-    return f"step {following + 1} of {n}: {name(following)}"
+    return _step_at(steps, following)
 
 
 def progress_line(elapsed: float, steps: Sequence[Step] | None) -> str:

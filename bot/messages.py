@@ -636,24 +636,34 @@ def _code_block(lines: Sequence[str], limit: int = SECTION_CHARS) -> str:
     """The lines in a code block of at most ``limit`` characters: the last lines that
     fit, cut from the top (never inside an entity), "…" marking the cut."""
     room = limit - 2 * (len(_FENCE) + 1) - 2
-    shown = [_log_line(line) for line in lines]
+    shown = _last_lines_that_fit([_log_line(line) for line in lines], room)
+    body = "\n".join(shown) if shown else " "
+    return f"{_FENCE}\n{body}\n{_FENCE}"
+
+
+def _last_lines_that_fit(shown: list[str], room: int) -> list[str]:
+    """The last of ``shown`` that fit in ``room`` characters joined by line breaks, with a
+    "…" line above them when some were cut and it fits; a single line longer than the room
+    keeps its end."""
     total = sum(len(line) + 1 for line in shown) - 1 if shown else 0
     cut_top = False
     while len(shown) > 1 and total > room:
         total -= len(shown.pop(0)) + 1
         cut_top = True
     if shown and total > room:  # one line longer than the block: keep its end
-        last = shown[0]
-        start = len(last) - (room - 1)
-        for m in _UNBREAKABLE.finditer(last):
-            if m.start() < start < m.end():
-                start = m.end()
-                break
-        shown[0] = "…" + last[start:]
+        shown[0] = _line_end(shown[0], room - 1)
     elif cut_top and total + 2 <= room:
         shown.insert(0, "…")
-    body = "\n".join(shown) if shown else " "
-    return f"{_FENCE}\n{body}\n{_FENCE}"
+    return shown
+
+
+def _line_end(line: str, width: int) -> str:
+    """"…" and the last ``width`` characters of ``line``, fewer when the cut would fall
+    inside an entity (``&amp;``, a mention)."""
+    start = len(line) - width
+    start = next((m.end() for m in _UNBREAKABLE.finditer(line) if m.start() < start < m.end()),
+                 start)
+    return "…" + line[start:]
 
 
 def _log_blocks(tail: Sequence[str] | None, truncated: bool, error: str | None,
@@ -910,17 +920,8 @@ def at_limit(request_id: str, job_name: str, description: str, body: dict[str, A
     buildbot did not start, or ``unknown`` when CodeArts could not be asked), then
     **Queue**, for an admin **Run anyway**, and **Cancel**; every parameter shown as the
     confirmation shows them."""
-    shown = [f"{_build_name(name, '') or 'a build'} by {_user(who)}, {_ago(age)}"
-             for name, who, age in running[:5]]
-    if len(running) > 5:
-        shown.append(f"{len(running) - 5} more")
-    if elsewhere == "unknown":
-        shown.append("CodeArts could not be asked whether it runs, so buildbot does not "
-                     "start it unasked")
-    elif elsewhere:
-        shown.append(f"build #{escape(shorten(elsewhere, 64))}, started outside buildbot")
-    what = "; ".join(shown) if shown else "a build is being started"
-    head = (f":vertical_traffic_light: *{_job(job_name)}* is already running: {what}.")
+    head = (f":vertical_traffic_light: *{_job(job_name)}* is already running: "
+            f"{_running_now(running, elsewhere)}.")
     if description:
         head += f"\n({escape(shorten(description, 200))})"
     head += (f"\nIt may run {_plural(limit, 'build')} at once. Queue this one to start "
@@ -931,15 +932,42 @@ def at_limit(request_id: str, job_name: str, description: str, body: dict[str, A
     sections = _fit([head], params, scm, limit=SECTION_CHARS, room=MAX_BLOCKS - 2,
                     more=_more_params)
     text = _fit([head], params, scm, limit=TEXT_CHARS, room=1, more=_more_params)[0]
+    blocks = [*(_section(t) for t in sections),
+              {"type": "actions", "block_id": "buildbot.at_limit",
+               "elements": _at_limit_buttons(request_id, admin=admin)},
+              _context(f"Answer within {minutes} minutes; a queued build waits up to "
+                       f"{queue_minutes} minutes for its turn. Only you can see this.")]
+    return ephemeral(text, blocks, replace=replace)
+
+
+def _running_now(running: Sequence[tuple[str, str, float]], elsewhere: str) -> str:
+    """What runs, for ``at_limit``: up to five builds by name, who and when, then the rest
+    counted, then a build CodeArts runs that buildbot did not start."""
+    shown = [f"{_build_name(name, '') or 'a build'} by {_user(who)}, {_ago(age)}"
+             for name, who, age in running[:5]]
+    if len(running) > 5:
+        shown.append(f"{len(running) - 5} more")
+    shown += _elsewhere(elsewhere)
+    return "; ".join(shown) if shown else "a build is being started"
+
+
+def _elsewhere(elsewhere: str) -> list[str]:
+    """A build started outside buildbot, by its number; or that CodeArts could not say."""
+    if elsewhere == "unknown":
+        return ["CodeArts could not be asked whether it runs, so buildbot does not start it "
+                "unasked"]
+    if elsewhere:
+        return [f"build #{escape(shorten(elsewhere, 64))}, started outside buildbot"]
+    return []
+
+
+def _at_limit_buttons(request_id: str, *, admin: bool) -> list[dict[str, Any]]:
+    """Queue, Run anyway (for an admin only) and Cancel."""
     buttons = [_button("Queue", QUEUE, request_id, "primary")]
     if admin:
         buttons.append(_button("Run anyway", RUN_ANYWAY, request_id, "danger"))
     buttons.append(_button("Cancel", CANCEL, request_id))
-    blocks = [*(_section(t) for t in sections),
-              {"type": "actions", "block_id": "buildbot.at_limit", "elements": buttons},
-              _context(f"Answer within {minutes} minutes; a queued build waits up to "
-                       f"{queue_minutes} minutes for its turn. Only you can see this.")]
-    return ephemeral(text, blocks, replace=replace)
+    return buttons
 
 
 def queued(request_id: str, job_name: str, *, position: int, expires_at: float) -> Message:

@@ -60,6 +60,32 @@ def tagged(message: dict[str, Any], event_type: str, build_id: str) -> dict[str,
                                     "event_payload": {"build_id": build_id}}}
 
 
+FIND_PAGES = 5  # pages of history read looking for a message before giving up
+
+
+def _tagged_in(messages: list[dict[str, Any]], event_type: str,
+               build_id: str) -> dict[str, Any] | None:
+    """The first of ``messages`` whose metadata ``tagged`` it for this build, or None."""
+    for message in messages:
+        meta = message.get("metadata") or {}
+        payload = meta.get("event_payload") or {}
+        if meta.get("event_type") == event_type and payload.get("build_id") == build_id:
+            return message
+    return None
+
+
+def _next_cursor(resp: Any) -> str | None:
+    """Where the next page of a history or replies answer starts; None after the last."""
+    return (resp.get("response_metadata") or {}).get("next_cursor") or None
+
+
+def _error_word(exc: Exception) -> str:
+    """Slack's error word for a refusal, or the exception's type name."""
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error"))
+    return type(exc).__name__
+
+
 @dataclass(frozen=True)
 class Found:
     """Whether a message the bot may have posted is there: ``known`` False when Slack
@@ -167,34 +193,33 @@ class Notifier:
              thread_ts: str | None = None, oldest: float | None = None) -> Found:
         """Look for the bot's own message tagged for this build: in the thread of
         ``thread_ts``, or in the channel since ``oldest``."""
-        pages = 0
         cursor: str | None = None
-        while pages < 5:
-            pages += 1
+        for _ in range(FIND_PAGES):
             try:
-                if thread_ts:
-                    resp = self.client.conversations_replies(
-                        channel=channel, ts=thread_ts, include_all_metadata=True, limit=200,
-                        cursor=cursor)
-                else:
-                    resp = self.client.conversations_history(
-                        channel=channel, oldest=None if oldest is None else f"{oldest:.6f}",
-                        include_all_metadata=True, limit=200, cursor=cursor)
+                resp = self._page(channel, cursor, thread_ts=thread_ts, oldest=oldest)
             except (SlackApiError, SlackClientError, OSError) as exc:
-                error = (str(exc.response.get("error")) if isinstance(exc, SlackApiError)
-                         else type(exc).__name__)
                 log.warning("could not look for build=%s in channel=%s error=%s", build_id,
-                            channel, error)
+                            channel, _error_word(exc))
                 return Found(False)
-            for message in resp.get("messages") or []:
-                meta = message.get("metadata") or {}
-                payload = meta.get("event_payload") or {}
-                if meta.get("event_type") == event_type and payload.get("build_id") == build_id:
-                    return Found(True, str(message.get("ts") or "") or None)
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
+            message = _tagged_in(resp.get("messages") or [], event_type, build_id)
+            if message is not None:
+                return Found(True, str(message.get("ts") or "") or None)
+            cursor = _next_cursor(resp)
             if not cursor:
                 return Found(True)
         return Found(False)  # too much to read: cannot tell
+
+    def _page(self, channel: str, cursor: str | None, *, thread_ts: str | None,
+              oldest: float | None) -> Any:
+        """One page of the thread of ``thread_ts``, or of the channel since ``oldest``, with
+        the messages' metadata."""
+        if thread_ts:
+            return self.client.conversations_replies(
+                channel=channel, ts=thread_ts, include_all_metadata=True, limit=200,
+                cursor=cursor)
+        return self.client.conversations_history(
+            channel=channel, oldest=None if oldest is None else f"{oldest:.6f}",
+            include_all_metadata=True, limit=200, cursor=cursor)
 
     def respond(self, url: str | None, message: dict[str, Any]) -> bool:
         """An answer through a command's or click's ``response_url``."""

@@ -12,7 +12,7 @@ import os
 import string
 import unicodedata
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import quote
 
 from pydantic import (
@@ -40,7 +40,11 @@ URLS = ("slack_api_url", "codearts_endpoint", "iam_endpoint", "database_url")
 TEXTS = ("iam_user", "iam_password", "iam_domain", "iam_project", "build_link_template")
 # Slack's token prefixes (a rotating bot token starts "xoxe.xoxb-").
 BOT_TOKEN_PREFIXES = ("xoxb-", "xoxe.xoxb-")
+SLACK_TOKENS = ("slack_bot_token", "slack_app_token")  # their prefixes are checked too
 APP_TOKEN_PREFIX = "xapp-"
+# Set but empty, these mean unset: SLACK_APP_TOKEN= is HTTP mode, CODEARTS_WEBHOOK_SECRET= no
+# webhook.
+EMPTY_MEANS_UNSET = ("slack_app_token", "codearts_webhook_secret")
 DATABASE_HINT = "e.g. sqlite:///buildbot.db (a file here) or postgresql://user@host/db"
 # Said after "X is not set", to say where the value comes from.
 MISSING_HINTS = {
@@ -135,18 +139,16 @@ class Settings(BaseSettings):
     def _pasted(cls, v: object, info: ValidationInfo) -> object:
         """No placeholder or stray character; checked before anything is sent anywhere."""
         text = v.get_secret_value() if isinstance(v, SecretStr) else v
-        if text == "" and info.field_name in ("slack_app_token", "codearts_webhook_secret"):
-            return None  # SLACK_APP_TOKEN= (empty) means HTTP mode, as if unset; the
-            # webhook's secret likewise means no webhook
-        if isinstance(text, str):
-            name = info.field_name or ""
-            if name in URLS:  # spaces around a URL are dropped; inside one they are an error
-                v = text = text.strip()
-            problem = pasted_problem(text, strict=name not in TEXTS, what=_noun(name))
-            if problem is None and name in ("slack_bot_token", "slack_app_token") and text:
-                problem = slack_token_problem(name.upper(), text)
-            if problem:
-                raise ValueError(problem)
+        name = info.field_name or ""
+        if text == "" and name in EMPTY_MEANS_UNSET:
+            return None
+        if not isinstance(text, str):
+            return v
+        if name in URLS:  # spaces around a URL are dropped; inside one they are an error
+            v = text = text.strip()
+        problem = _text_problem(name, text)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("codearts_webhook_secret")
@@ -223,23 +225,46 @@ def _noun(field: str) -> str:
     return "secret" if field.endswith(("secret", "_sk")) else "value"
 
 
+def _text_problem(field: str, text: str) -> str | None:
+    """What is wrong with the text of ``field``: pasted from an example, or (for a Slack
+    token) of the wrong kind."""
+    problem = pasted_problem(text, strict=field not in TEXTS, what=_noun(field))
+    if problem is None and field in SLACK_TOKENS and text:
+        problem = slack_token_problem(field.upper(), text)
+    return problem
+
+
 def pasted_problem(value: str, *, strict: bool, what: str = "value") -> str | None:
     """Why ``value`` looks pasted from an example rather than real, or None. It never quotes
     the value (it may be a secret), only the character that gave it away. ``strict``: the
     value is printable ASCII without spaces (tokens, keys, URLs), so any other character
     gives it away; otherwise only the ellipsis of a placeholder does."""
-    for char in value:
-        if char == "\u2026" or (strict and not (char.isascii() and char.isprintable())) or (
-                strict and char.isspace()):
-            if char.isspace():
-                shown = "a space or line break"
-            else:
-                shown = f"{char!r} ({unicodedata.name(char, f'U+{ord(char):04X}')})"
-            return (f"it contains {shown}, which no real {what} has: it looks pasted from an "
-                    f"example; put the real {what} in")
-    if strict and what != "URL" and ("..." in value or value.startswith("<")):
+    char = next((char for char in value if _gives_away(char, strict=strict)), None)
+    if char is not None:
+        return (f"it contains {_shown(char)}, which no real {what} has: it looks pasted from "
+                f"an example; put the real {what} in")
+    if strict and what != "URL" and _looks_like_placeholder(value):
         return f"it looks like a placeholder (\"...\" or \"<...>\"): put the real {what} in"
     return None
+
+
+def _gives_away(char: str, *, strict: bool) -> bool:
+    """Whether ``char`` shows a value was pasted: an ellipsis always; in a strict value also
+    a space, a line break or anything but printable ASCII."""
+    if char == "\u2026":
+        return True
+    return strict and (char.isspace() or not (char.isascii() and char.isprintable()))
+
+
+def _shown(char: str) -> str:
+    """A character named for a message: spaces and line breaks alike, others by Unicode name."""
+    if char.isspace():
+        return "a space or line break"
+    return f"{char!r} ({unicodedata.name(char, f'U+{ord(char):04X}')})"
+
+
+def _looks_like_placeholder(value: str) -> bool:
+    return "..." in value or value.startswith("<")
 
 
 def slack_token_problem(name: str, token: str) -> str | None:
@@ -318,33 +343,38 @@ def _set(v: object) -> bool:
     return bool(v)
 
 
+class _AuthMethod(NamedTuple):
+    """One way to authenticate to CodeArts, and the variables it takes."""
+
+    named: str                   # how it is named when two methods are set
+    chosen_by: tuple[str, ...]   # setting any of these fields chooses it
+    needs: tuple[str, ...]       # once chosen, every one of these must be set
+    purpose: str                 # "<NEEDED> is not set (<purpose> needs it)."
+
+
+_IAM_FIELDS = ("iam_user", "iam_password", "iam_domain", "iam_project")
+AUTH_METHODS = (
+    _AuthMethod("CODEARTS_TOKEN", ("codearts_token",), ("codearts_token",), "a token"),
+    _AuthMethod("IAM_USER/IAM_PASSWORD", _IAM_FIELDS, _IAM_FIELDS, "IAM password login"),
+    _AuthMethod("CLOUD_SDK_AK/CLOUD_SDK_SK", ("cloud_sdk_ak", "cloud_sdk_sk"),
+                ("cloud_sdk_ak", "cloud_sdk_sk", "codearts_project_id"), "AK/SK signing"),
+)
+NO_AUTH = ("No CodeArts authentication is set: set CODEARTS_TOKEN, or IAM_USER, IAM_PASSWORD, "
+           "IAM_DOMAIN and IAM_PROJECT, or CLOUD_SDK_AK, CLOUD_SDK_SK and CODEARTS_PROJECT_ID.")
+
+
 def _auth_problems(s: Settings) -> list[str]:
-    token = _set(s.codearts_token)
-    iam_vars = {
-        "IAM_USER": s.iam_user, "IAM_PASSWORD": s.iam_password,
-        "IAM_DOMAIN": s.iam_domain, "IAM_PROJECT": s.iam_project,
-    }
-    aksk_vars = {"CLOUD_SDK_AK": s.cloud_sdk_ak, "CLOUD_SDK_SK": s.cloud_sdk_sk,
-                 "CODEARTS_PROJECT_ID": s.codearts_project_id}
-    iam = any(_set(v) for v in iam_vars.values())
-    aksk = any(_set(v) for k, v in aksk_vars.items() if k != "CODEARTS_PROJECT_ID")
-    chosen = [name for name, on in (("CODEARTS_TOKEN", token), ("IAM_USER/IAM_PASSWORD", iam),
-                                    ("CLOUD_SDK_AK/CLOUD_SDK_SK", aksk)) if on]
-    problems: list[str] = []
+    """Exactly one CodeArts authentication method, with every variable it needs."""
+    chosen = [method for method in AUTH_METHODS
+              if any(_set(getattr(s, field)) for field in method.chosen_by)]
     if not chosen:
-        problems.append("No CodeArts authentication is set: set CODEARTS_TOKEN, or IAM_USER, "
-                        "IAM_PASSWORD, IAM_DOMAIN and IAM_PROJECT, or CLOUD_SDK_AK, "
-                        "CLOUD_SDK_SK and CODEARTS_PROJECT_ID.")
-    elif len(chosen) > 1:
-        problems.append(f"Two CodeArts authentication methods are set ({' and '.join(chosen)}): "
-                        "keep exactly one.")
-    elif iam:
-        problems += [f"{k} is not set (IAM password login needs it)."
-                     for k, v in iam_vars.items() if not _set(v)]
-    elif aksk:
-        problems += [f"{k} is not set (AK/SK signing needs it)."
-                     for k, v in aksk_vars.items() if not _set(v)]
-    return problems
+        return [NO_AUTH]
+    if len(chosen) > 1:
+        named = " and ".join(method.named for method in chosen)
+        return [f"Two CodeArts authentication methods are set ({named}): keep exactly one."]
+    method = chosen[0]
+    return [f"{field.upper()} is not set ({method.purpose} needs it)."
+            for field in method.needs if not _set(getattr(s, field))]
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -352,29 +382,43 @@ def load_settings(**overrides: object) -> Settings:
     variables, every problem at once: those of each variable and those between them (the
     CodeArts authentication, the signing secret, a swapped pair of Slack tokens)."""
     raw = _raw(overrides)
-    problems: list[str] = []
-    settings: Settings | None = None
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        errors = exc.errors()
-        # the model-level check (the auth method) did not run if a field failed; it is
-        # checked below from the raw values either way, so it is said once
-        problems += [_describe(err) for err in errors if err["loc"]]
+    settings, problems = _validated(overrides)
     problems += _auth_problems(_RawView(raw))  # type: ignore[arg-type]
-    if not raw.get("slack_app_token") and not raw.get("slack_signing_secret"):
-        problems.append("SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify "
-                        "requests from Slack (or set SLACK_APP_TOKEN for Socket Mode).")
-    bot, app = raw.get("slack_bot_token", ""), raw.get("slack_app_token", "")
-    if bot.startswith(APP_TOKEN_PREFIX) and app.startswith(BOT_TOKEN_PREFIXES):
-        problems = [p for p in problems if not p.startswith(("SLACK_BOT_TOKEN is invalid",
-                                                             "SLACK_APP_TOKEN is invalid"))]
-        problems.insert(0, "SLACK_BOT_TOKEN and SLACK_APP_TOKEN are swapped: the bot token "
-                           "(xoxb-...) goes in SLACK_BOT_TOKEN, the app-level token (xapp-...) "
-                           "in SLACK_APP_TOKEN.")
+    problems += _signing_problems(raw)
+    problems = _said_swapped(raw, problems)
     if problems or settings is None:
         raise SettingsError(problems)
     return settings
+
+
+def _validated(overrides: dict[str, object]) -> tuple[Settings | None, list[str]]:
+    """The Settings, or None and the problems of each variable."""
+    try:
+        return Settings(**overrides), []  # type: ignore[arg-type]
+    except ValidationError as exc:
+        # the model-level check (the auth method) did not run if a field failed; it is
+        # checked from the raw values either way, so it is said once
+        return None, [_describe(err) for err in exc.errors() if err["loc"]]
+
+
+def _signing_problems(raw: dict[str, str]) -> list[str]:
+    """HTTP mode (no app-level token) verifies Slack's requests with the signing secret."""
+    if raw.get("slack_app_token") or raw.get("slack_signing_secret"):
+        return []
+    return ["SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify requests from "
+            "Slack (or set SLACK_APP_TOKEN for Socket Mode)."]
+
+
+def _said_swapped(raw: dict[str, str], problems: list[str]) -> list[str]:
+    """Two Slack tokens in each other's place are said as one swap, first, instead of a
+    problem with each."""
+    bot, app = raw.get("slack_bot_token", ""), raw.get("slack_app_token", "")
+    if not (bot.startswith(APP_TOKEN_PREFIX) and app.startswith(BOT_TOKEN_PREFIXES)):
+        return problems
+    kept = [p for p in problems
+            if not p.startswith(("SLACK_BOT_TOKEN is invalid", "SLACK_APP_TOKEN is invalid"))]
+    return ["SLACK_BOT_TOKEN and SLACK_APP_TOKEN are swapped: the bot token (xoxb-...) goes "
+            "in SLACK_BOT_TOKEN, the app-level token (xapp-...) in SLACK_APP_TOKEN.", *kept]
 
 
 def _raw(overrides: dict[str, object]) -> dict[str, str]:

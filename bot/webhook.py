@@ -56,20 +56,37 @@ def job_ids_in(body: Any) -> list[str]:
     queue: list[Any] = [body]
     seen = 0
     while queue and seen < MAX_NODES and len(found) < MAX_NAMED:
-        node = queue.pop(0)
         seen += 1
-        if isinstance(node, dict):
-            for key, value in node.items():
-                folded = str(key).replace("_", "").replace("-", "").casefold()
-                if folded in _JOB_KEYS and isinstance(value, str) and _JOB_ID.fullmatch(value):
-                    job = value.lower()
-                    if job not in found:
-                        found.append(job)
-                elif isinstance(value, dict | list):
-                    queue.append(value)
-        elif isinstance(node, list):
-            queue.extend(v for v in node if isinstance(v, dict | list))
+        for job in _visit(queue.pop(0), queue):
+            if job not in found:
+                found.append(job)
     return found[:MAX_NAMED]
+
+
+def _visit(node: Any, queue: list[Any]) -> list[str]:
+    """The job IDs ``node`` names directly, in order; the objects and arrays in it are put
+    on ``queue`` to be looked at later."""
+    if isinstance(node, list):
+        queue.extend(v for v in node if isinstance(v, dict | list))
+        return []
+    if not isinstance(node, dict):
+        return []
+    named: list[str] = []
+    for key, value in node.items():
+        job = _job_id_under(key, value)
+        if job is not None:
+            named.append(job)
+        elif isinstance(value, dict | list):
+            queue.append(value)
+    return named
+
+
+def _job_id_under(key: Any, value: Any) -> str | None:
+    """``value`` in lower case if it is a build task ID under a key that may hold one."""
+    folded = str(key).replace("_", "").replace("-", "").casefold()
+    if folded in _JOB_KEYS and isinstance(value, str) and _JOB_ID.fullmatch(value):
+        return value.lower()
+    return None
 
 
 class Pacer:
@@ -117,20 +134,10 @@ class CodeArtsEvents:
 
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
-        given = environ.get(ENVIRON_HEADER, "")
-        if not isinstance(given, str) or not hmac.compare_digest(
-                given.encode("latin-1", "replace"), self._secret):
-            self._note_refused("no" if not given else "a wrong")
+        if not self._authorised(environ):
             return _answer(start_response, "401 Unauthorized", "invalid secret")
-        try:
-            declared = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            declared = 0
-        if declared > MAX_BODY:
-            return _answer(start_response, "413 Payload Too Large", "too large")
-        raw = environ["wsgi.input"].read(MAX_BODY + 1) if declared or _chunked(environ) \
-            else b""
-        if len(raw) > MAX_BODY:
+        raw = _read_body(environ)
+        if raw is None:
             return _answer(start_response, "413 Payload Too Large", "too large")
         try:
             body = json.loads(raw)
@@ -144,6 +151,16 @@ class CodeArtsEvents:
             return _answer(start_response, "503 Service Unavailable", "try again")
         start_response("204 No Content", [("Content-Length", "0")])
         return []
+
+    def _authorised(self, environ: dict[str, Any]) -> bool:
+        """Whether the call carries the secret (compared in constant time); a refusal is
+        noted."""
+        given = environ.get(ENVIRON_HEADER, "")
+        if isinstance(given, str) and hmac.compare_digest(
+                given.encode("latin-1", "replace"), self._secret):
+            return True
+        self._note_refused("no" if not given else "a wrong")
+        return False
 
     def _note_refused(self, what: str) -> None:
         """A call without the secret: logged once, then once a minute with a count, so a
@@ -179,6 +196,23 @@ class CodeArtsEvents:
             self.nudges += 1
             self.wake()
         return moved
+
+
+def _read_body(environ: dict[str, Any]) -> bytes | None:
+    """The request's body, or None when it is over ``MAX_BODY`` (by its declared length, or
+    as read: never more than one byte past the cap is read)."""
+    declared = _declared_length(environ)
+    if declared > MAX_BODY:
+        return None
+    raw = environ["wsgi.input"].read(MAX_BODY + 1) if declared or _chunked(environ) else b""
+    return None if len(raw) > MAX_BODY else raw
+
+
+def _declared_length(environ: dict[str, Any]) -> int:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
 
 
 def _chunked(environ: dict[str, Any]) -> bool:

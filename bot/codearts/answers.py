@@ -156,17 +156,38 @@ def error_in_success(data: Any) -> tuple[str, str] | None:
     ``success: false``. (The SDK raises nothing on a 2xx; this is the bot's own check.)"""
     if not isinstance(data, dict):
         return None
+    return _nested_error_pair(data) or _envelope_failure(data)
+
+
+def _nested_error_pair(data: dict[str, Any]) -> tuple[str, str] | None:
+    """The first error pair with a non-empty code: at the top level, else in an object one
+    level down."""
     for holder in (data, *(v for v in data.values() if isinstance(v, dict))):
-        for code_key, msg_key in _PAIRS[:2]:
-            code = holder.get(code_key)
-            if code not in (None, ""):
-                msg = holder.get(msg_key)
-                return _as_text(code), "" if msg is None else _as_text(msg)
-    if str(data.get("status", "")).lower() == "fail" or data.get("success") is False:
-        code = data.get("err_code") or ""
-        msg = data.get("message") or data.get("result") or "CodeArts reported a failure."
-        return str(code), str(msg)
+        pair = _error_pair(holder)
+        if pair is not None:
+            return pair
     return None
+
+
+def _error_pair(holder: dict[str, Any]) -> tuple[str, str] | None:
+    """``error_code``/``error_msg`` (or ``errorCode``/``errorMsg``) as text, when the code
+    is there and not empty."""
+    for code_key, msg_key in _PAIRS[:2]:
+        code = holder.get(code_key)
+        if code not in (None, ""):
+            msg = holder.get(msg_key)
+            return _as_text(code), "" if msg is None else _as_text(msg)
+    return None
+
+
+def _envelope_failure(data: dict[str, Any]) -> tuple[str, str] | None:
+    """An envelope that says it failed (``status: fail``, ``success: false``): its
+    ``err_code`` and its ``message`` (or ``result``)."""
+    if str(data.get("status", "")).lower() != "fail" and data.get("success") is not False:
+        return None
+    code = data.get("err_code") or ""
+    msg = data.get("message") or data.get("result") or "CodeArts reported a failure."
+    return str(code), str(msg)
 
 
 def parse_time(value: Any) -> datetime | None:

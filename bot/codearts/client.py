@@ -168,6 +168,12 @@ def _job(job_id: str) -> str:
     return quote(job_id.strip(), safe="")
 
 
+def _out_of_time(deadline: float | None, delay: float) -> bool:
+    """Whether waiting ``delay`` seconds more would reach ``deadline`` (monotonic; None:
+    no deadline)."""
+    return deadline is not None and time.monotonic() + delay >= deadline
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
@@ -408,29 +414,30 @@ class CodeArtsClient:
         and a ``deadline`` (monotonic): no retry waits past it."""
         attempt = 0
         while True:
+            delay: float | None
             try:
                 response = self._attempt(method, path, body, timeout)
-            except _NOT_SENT as exc:
-                if attempt >= retries:
-                    raise NotSentError(method, path, attempt + 1, type(exc).__name__) from exc
-                delay = self._delay(attempt)
             except httpx.TransportError as exc:
-                if not read:
-                    raise OutcomeUnknownError(method, path, type(exc).__name__) from exc
-                if attempt >= retries:
-                    raise NotSentError(method, path, attempt + 1, type(exc).__name__) from exc
-                delay = self._delay(attempt)
+                delay = self._after_failure(exc, method, path, attempt, retries, read=read)
             else:
-                wait = self._retry_wait(response, attempt, retries) if read else None
-                if wait is None:
-                    return response
-                delay = wait
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    return response  # no time left to ask again: this answer is the one
-            if deadline is not None and time.monotonic() + delay >= deadline:
+                delay = self._retry_wait(response, attempt, retries) if read else None
+                if delay is None or _out_of_time(deadline, delay):
+                    return response  # final, or no time left to ask again: this answer is it
+            if _out_of_time(deadline, delay):
                 raise NotSentError(method, path, attempt + 1, "out of time")
             time.sleep(delay)
             attempt += 1
+
+    def _after_failure(self, exc: httpx.TransportError, method: str, path: str, attempt: int,
+                       retries: int, *, read: bool) -> float:
+        """Seconds to wait before sending again after an attempt got no answer. Raises
+        instead when it is not sent again: OutcomeUnknownError for a write that may have
+        reached CodeArts, NotSentError when no retry is left."""
+        if not read and not isinstance(exc, _NOT_SENT):
+            raise OutcomeUnknownError(method, path, type(exc).__name__) from exc
+        if attempt >= retries:
+            raise NotSentError(method, path, attempt + 1, type(exc).__name__) from exc
+        return self._delay(attempt)
 
     def _attempt(self, method: str, path: str, body: dict[str, Any] | None,
                  timeout: float | None = None) -> httpx.Response:

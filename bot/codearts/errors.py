@@ -275,26 +275,46 @@ def describe(exc: CodeArtsError) -> Told:
     ``str()``) are the ``sentence`` this writes."""
     status = getattr(exc, "status", None)
     status = status if isinstance(status, int) else None
-    error_msg = getattr(exc, "error_msg", None)
     rid = request_id_of(exc)
     brief = _brief(exc, status)
-    words = next((fn for kind, fn in _WORDS if isinstance(exc, kind)), None)
-    if words is not None:
-        kind, why, sentence = words(exc, brief, f": {error_msg}" if error_msg else "",
-                                    _request_id_note(rid))
-    else:  # raised without a type of its own: its text is all there is
-        kind, why, sentence, error_msg = TABLE["other"].kind, brief, str(exc), str(exc)
-    hint = getattr(exc, "hint", None)
+    kind, why, sentence, error_msg = _words(exc, brief, rid)
     return Told(
-        kind=kind, why=why, brief=brief,
-        hint=hint if isinstance(hint, str) else TABLE["other"].words or "",
-        sentence=sentence,
-        detail=(error_msg or getattr(exc, "reason", None) or getattr(exc, "snippet", None)
-                or sentence),
+        kind=kind, why=why, brief=brief, hint=_hint(exc), sentence=sentence,
+        detail=_detail(exc, error_msg, sentence),
         status=status, error_code=getattr(exc, "error_code", None), error_msg=error_msg,
-        request_id=rid,
-        may_have_acted=isinstance(exc, OutcomeUnknownError | BadResponseError) or (
-            isinstance(exc, ApiError) and exc.status >= 500))
+        request_id=rid, may_have_acted=_may_have_acted(exc))
+
+
+def _words(exc: CodeArtsError, brief: str,
+           rid: str | None) -> tuple[Kind, str, str, str | None]:
+    """The error's kind, why, sentence, and what CodeArts said (its message), by the words
+    of its type in ``_WORDS``."""
+    error_msg = getattr(exc, "error_msg", None)
+    words = next((fn for kind, fn in _WORDS if isinstance(exc, kind)), None)
+    if words is None:  # raised without a type of its own: its text is all there is
+        return TABLE["other"].kind, brief, str(exc), str(exc)
+    kind, why, sentence = words(exc, brief, f": {error_msg}" if error_msg else "",
+                                _request_id_note(rid))
+    return kind, why, sentence, error_msg
+
+
+def _hint(exc: CodeArtsError) -> str:
+    """What to do about the error: its own hint, else the table's words for any error."""
+    hint = getattr(exc, "hint", None)
+    return hint if isinstance(hint, str) else TABLE["other"].words or ""
+
+
+def _detail(exc: CodeArtsError, error_msg: str | None, sentence: str) -> str:
+    """What CodeArts or the connection said, else the sentence."""
+    return (error_msg or getattr(exc, "reason", None) or getattr(exc, "snippet", None)
+            or sentence)
+
+
+def _may_have_acted(exc: CodeArtsError) -> bool:
+    """Whether a run or stop may have taken effect: no answer, an unreadable answer, a 5xx."""
+    if isinstance(exc, OutcomeUnknownError | BadResponseError):
+        return True
+    return isinstance(exc, ApiError) and exc.status >= 500
 
 
 _REQUEST_ID_NOTE = " (request ID "

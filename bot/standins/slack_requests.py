@@ -72,21 +72,29 @@ def view_state(view: dict[str, Any], entered: dict[str, str | None] | None = Non
     for block in view.get("blocks", []):
         if block.get("type") != "input":
             continue
-        element = block["element"]
-        block_id = block["block_id"]
-        if element["type"] == "static_select":
-            chosen = element.get("initial_option")
-            if block_id in entered:
-                value = entered[block_id]
-                chosen = next((o for o in element["options"] if o["value"] == value), None)
-                if value is not None and chosen is None:  # as a tampered payload would
-                    chosen = {"text": {"type": "plain_text", "text": value}, "value": value}
-            state = {"type": "static_select", "selected_option": chosen}
-        else:
-            shown = entered[block_id] if block_id in entered else element.get("initial_value")
-            state = {"type": element["type"], "value": shown}
-        values[block_id] = {element["action_id"]: state}
+        element, block_id = block["element"], block["block_id"]
+        state_of = _select_state if element["type"] == "static_select" else _text_state
+        values[block_id] = {element["action_id"]: state_of(element, block_id, entered)}
     return values
+
+
+def _select_state(element: dict[str, Any], block_id: str,
+                  entered: dict[str, str | None]) -> dict[str, Any]:
+    """A select's state: its initial option, or the option whose value is entered."""
+    chosen = element.get("initial_option")
+    if block_id in entered:
+        value = entered[block_id]
+        chosen = next((o for o in element["options"] if o["value"] == value), None)
+        if value is not None and chosen is None:  # as a tampered payload would
+            chosen = {"text": {"type": "plain_text", "text": value}, "value": value}
+    return {"type": "static_select", "selected_option": chosen}
+
+
+def _text_state(element: dict[str, Any], block_id: str,
+                entered: dict[str, str | None]) -> dict[str, Any]:
+    """A text input's state: its initial value, or what is entered (None: emptied)."""
+    shown = entered[block_id] if block_id in entered else element.get("initial_value")
+    return {"type": element["type"], "value": shown}
 
 
 def view_submission_body(view: dict[str, Any], entered: dict[str, str | None] | None = None,

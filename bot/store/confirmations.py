@@ -99,6 +99,24 @@ class RequestQueries(LimitQueries):
         job's running builds are counted under that lock in the same transaction; at its
         limit the reason is ``full`` and the request stays pending."""
         under = () if limit is None else (self._under_limit(user_id, limit, now, id),)
+        changed, full, row = self._try_claim(id=id, user_id=user_id, now=now, to=to,
+                                             values=values, limit=limit, slots=slots,
+                                             under=under)
+        if row is None:
+            return Claim(False, ClaimReason.MISSING)
+        request = Request.from_row(row)
+        if changed:
+            return Claim(True, ClaimReason.CLAIMED, request)
+        return self._not_claimed(request, user_id=user_id, now=now, full=full,
+                                 over_limit=bool(under))
+
+    def _try_claim(self, *, id: str, user_id: str, now: float, to: RequestState,
+                   values: dict[str, Any] | None, limit: tuple[str, int] | None,
+                   slots: Slots | None,
+                   under: tuple[Any, ...]) -> tuple[bool, bool, sa.RowMapping | None]:
+        """The claim's one transaction: the job's slots counted (or its lock taken), the
+        conditional move, and the row as it then stands. Returns whether this call moved
+        it, whether the job's slots were full, and the row (None: no such request)."""
         full = False
         with self._tx() as c:
             if slots is not None:
@@ -110,27 +128,32 @@ class RequestQueries(LimitQueries):
                 {"updated_at": now, **(values or {})}, requests.c.user_id == user_id,
                 requests.c.expires_at > now, *under)
             row = c.execute(sa.select(requests).where(requests.c.id == id)).mappings().first()
-        if row is None:
-            return Claim(False, ClaimReason.MISSING)
-        request = Request.from_row(row)
-        if changed:
-            return Claim(True, ClaimReason.CLAIMED, request)
+        return changed, full, row
+
+    def _not_claimed(self, request: Request, *, user_id: str, now: float, full: bool,
+                     over_limit: bool) -> Claim:
+        """Why a claim did not move the request, as it stands after the attempt."""
         if request.user_id != user_id:
             return Claim(False, ClaimReason.NOT_YOURS, request)
-        if full and request.state is RequestState.PENDING and request.expires_at > now:
+        waiting = request.state is RequestState.PENDING and request.expires_at > now
+        if waiting and full:
             return Claim(False, ClaimReason.FULL, request)
-        if request.state is RequestState.PENDING and request.expires_at > now and under:
+        if waiting and over_limit:
             return Claim(False, ClaimReason.OVER_LIMIT, request)
         if request.state is RequestState.PENDING:  # so it is past its time
-            if self.move_request(id=id, old=RequestState.PENDING, new=RequestState.EXPIRED,
-                                 now=now):
-                # this click tells it, nobody else
-                return Claim(False, ClaimReason.EXPIRES_NOW, request)
-            current = self.get_request(id)  # the sweep expired it first, and told it
-            if current is None:
-                return Claim(False, ClaimReason.MISSING)
-            return Claim(False, current.state, current)
+            return self._expire_on_click(request, now)
         return Claim(False, request.state, request)
+
+    def _expire_on_click(self, request: Request, now: float) -> Claim:
+        """A click on a pending request past its time expires it, unless the sweep did
+        first (and told it)."""
+        if self.move_request(id=request.id, old=RequestState.PENDING,
+                             new=RequestState.EXPIRED, now=now):
+            return Claim(False, ClaimReason.EXPIRES_NOW, request)  # this click tells it
+        current = self.get_request(request.id)
+        if current is None:
+            return Claim(False, ClaimReason.MISSING)
+        return Claim(False, current.state, current)
 
     def move_request(self, *, id: str, old: RequestState, new: RequestState, now: float,
                      error: str | None = None) -> bool:

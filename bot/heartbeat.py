@@ -38,6 +38,7 @@ class Heartbeat:
         self.monotonic = monotonic
         self._last_ok: float | None = None
         self._failing = False
+        self.alive = 1  # processes alive at the last beat (``replicas``)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -56,7 +57,15 @@ class Heartbeat:
             log.info("heartbeat written again")
         self._failing = False
         self._last_ok = self.monotonic()
+        try:  # how many replicas share Slack's limits (each paces itself to its share)
+            self.alive = max(1, len(self.store.processes_alive(now=self.clock())))
+        except Exception:
+            log.debug("replicas not counted this beat", exc_info=True)
         return True
+
+    def replicas(self) -> int:
+        """The processes alive at the last beat, this one included (at least 1)."""
+        return self.alive
 
     def start(self) -> None:
         self.beat()

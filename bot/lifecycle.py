@@ -38,6 +38,7 @@ here, a branch in a decision, and a message in ``messages``.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -451,11 +452,32 @@ def _steps_done_words(steps: Sequence[Step]) -> str | None:
     return _step_at(steps, following)
 
 
-def progress_line(elapsed: float, steps: Sequence[Step] | None) -> str:
-    """What the channel message says while the build runs (escaped mrkdwn)."""
+def progress_line(elapsed: float, steps: Sequence[Step] | None, *,
+                  busy_every: float | None = None) -> str:
+    """What the channel message says while the build runs (escaped mrkdwn); with
+    ``busy_every``, that it is updated only that often while Slack is busy."""
     words = step_words(steps or [])
     line = f"Running for {elapsed_words(elapsed)}"
-    return f"{line} · {words}" if words else line
+    line = f"{line} · {words}" if words else line
+    if busy_every is not None:
+        line += f" · updated every {_every_words(busy_every)} while Slack is busy"
+    return line
+
+
+def _every_words(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, math.ceil(seconds))} s"
+    return f"{math.ceil(seconds / 60)} min"
+
+
+def progress_pace(*, every: float, messages: int, spare_per_second: float | None) -> float:
+    """Seconds between two progress updates of one message: ``every``, or longer when
+    the updates of all ``messages`` would spend more than the Slack budget spares for
+    progress (``spare_per_second``; None: no budget), so each message's turn comes round
+    instead of some going silent."""
+    if not spare_per_second or messages <= 0:
+        return every
+    return max(every, min(messages / spare_per_second, PROGRESS_MAX_DELAY))
 
 
 def progress_due(build: Build, *, now: float, every: float) -> bool:

@@ -18,6 +18,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.metrics import Metrics, slack_outcome
+from bot.slack_budget import Priority, SlackBudget
 from bot.slack_io import BACKOFF, respond
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ PASSING_ERRORS = frozenset({
 
 
 QUICK_TIMEOUT = 5  # seconds for a progress update
+BUDGET_WAIT = 10.0  # the longest a call waits for its method's token (the live-call bound)
 PROGRESS_429_WAIT = 30.0  # a 429 without a readable Retry-After waits this long
 
 
@@ -109,27 +111,39 @@ class Notifier:
     """The bot's one voice in Slack."""
 
     def __init__(self, client: WebClient, *, backoff: float = BACKOFF,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, budget: SlackBudget | None = None,
+                 budget_wait: float = BUDGET_WAIT) -> None:
+        """``budget``: the Slack rate-limit budget every call takes a token from (none:
+        calls are not paced, as in tests of other things); ``budget_wait``: the longest a
+        call waits for its token (a seam for tests)."""
         self.client = client
         self.backoff = backoff
         self.metrics = metrics or Metrics()
+        self.budget = budget
+        self.budget_wait = budget_wait
         self._quick_client: WebClient | None = None
 
-    def post(self, channel: str, message: dict[str, Any], *,
-             thread_ts: str | None = None) -> Delivery:
-        """A channel message, or a reply in ``thread_ts``'s thread."""
+    def post(self, channel: str, message: dict[str, Any], *, thread_ts: str | None = None,
+             priority: Priority | None = None) -> Delivery:
+        """A channel message (an announcement, unless said otherwise), or a reply in
+        ``thread_ts``'s thread (a result, unless said otherwise)."""
+        urgency = priority or (Priority.RESULT if thread_ts else Priority.ANNOUNCE)
         return self._call("chat.postMessage", lambda: self.client.chat_postMessage(
-            channel=channel, thread_ts=thread_ts, **message), channel)
+            channel=channel, thread_ts=thread_ts, **message), channel, urgency)
 
-    def update(self, channel: str, ts: str, message: dict[str, Any]) -> Delivery:
+    def update(self, channel: str, ts: str, message: dict[str, Any], *,
+               priority: Priority = Priority.RESULT) -> Delivery:
         return self._call("chat.update", lambda: self.client.chat_update(
-            channel=channel, ts=ts, **message), channel)
+            channel=channel, ts=ts, **message), channel, priority)
 
     def update_now(self, channel: str, ts: str, message: dict[str, Any]) -> Delivery:
         """An update that never waits: one try, no retry, a short timeout. A 429 comes back
         at once with Slack's Retry-After (the caller puts the next try off), so a
         progress update never holds up a worker thread or anybody's result."""
         started = time.monotonic()
+        if self.budget is not None and not self.budget.take("chat.update", channel):
+            # nothing to spare after answers, results and announcements: put off
+            return Delivery(False, error="budget", retry_after=None)
         try:
             self._quick().chat_update(channel=channel, ts=ts, **message)
             sent = Delivery(True, channel=channel, ts=ts)
@@ -138,6 +152,9 @@ class Notifier:
             status = getattr(exc.response, "status_code", 200)
             limited = status == 429 or error in ("ratelimited", "rate_limited")
             wait = _retry_after(getattr(exc.response, "headers", None)) if limited else None
+            if limited and self.budget is not None:  # everyone's updates wait it out
+                self.budget.pause("chat.update", channel,
+                                  PROGRESS_429_WAIT if wait is None else wait)
             permanent = error not in PASSING_ERRORS and not (status >= 500 or status == 429)
             log.info("progress update refused channel=%s error=%s retry_after=%s", channel,
                      error, wait)
@@ -163,13 +180,13 @@ class Notifier:
     def direct(self, user_id: str, message: dict[str, Any]) -> Delivery:
         """A direct message from the bot (the app's Messages tab)."""
         return self._call("chat.postMessage(dm)", lambda: self.client.chat_postMessage(
-            channel=user_id, **message), user_id)
+            channel=user_id, **message), user_id, Priority.RESULT)
 
     def ephemeral(self, channel: str, user_id: str, message: dict[str, Any]) -> Delivery:
         """A message only ``user_id`` sees in ``channel`` (when there is no response_url)."""
         shown = {k: v for k, v in message.items() if k in ("text", "blocks")}
         return self._call("chat.postEphemeral", lambda: self.client.chat_postEphemeral(
-            channel=channel, user=user_id, **shown), channel)
+            channel=channel, user=user_id, **shown), channel, Priority.ANSWER)
 
     def open_view(self, trigger_id: str, view: dict[str, Any]) -> Delivery:
         """A modal, opened with a command's or click's ``trigger_id`` (it lives 3 s).
@@ -187,7 +204,7 @@ class Notifier:
         def send() -> dict[str, Any]:
             resp = call()
             return {"ts": (resp.get("view") or {}).get("id")}
-        return self._call(what, send, "view")
+        return self._call(what, send, "view", Priority.ANSWER)
 
     def find(self, channel: str, event_type: str, build_id: str, *,
              thread_ts: str | None = None, oldest: float | None = None) -> Found:
@@ -213,6 +230,10 @@ class Notifier:
               oldest: float | None) -> Any:
         """One page of the thread of ``thread_ts``, or of the channel since ``oldest``, with
         the messages' metadata."""
+        method = "conversations.replies" if thread_ts else "conversations.history"
+        if self.budget is not None and not self.budget.acquire(
+                method, channel, priority=Priority.RESULT, max_wait=self.budget_wait):
+            raise SlackClientError(f"{method}: no budget left within {self.budget_wait} s")
         if thread_ts:
             return self.client.conversations_replies(
                 channel=channel, ts=thread_ts, include_all_metadata=True, limit=200,
@@ -230,10 +251,19 @@ class Notifier:
                                     time.monotonic() - started)
         return ok
 
-    def _call(self, what: str, call: Any, channel: str) -> Delivery:
+    def _call(self, what: str, call: Any, channel: str, priority: Priority) -> Delivery:
         started = time.monotonic()
+        method = what.split("(")[0]
+        if self.budget is not None and not self.budget.acquire(
+                method, channel, priority=priority, max_wait=self.budget_wait):
+            log.warning("%s not sent channel=%s: no budget left within %.0f s", what,
+                        channel, self.budget_wait)
+            sent = Delivery(False, error="ratelimited")  # passing: tried again later
+            self.metrics.slack_call(method, slack_outcome(sent.error),
+                                    time.monotonic() - started)
+            return sent
         sent = self._send(what, call, channel)
-        self.metrics.slack_call(what.split("(")[0], slack_outcome(sent.error),
+        self.metrics.slack_call(method, slack_outcome(sent.error),
                                 time.monotonic() - started)
         return sent
 

@@ -20,6 +20,7 @@ from bot.lifecycle import (
     progress_delay,
     progress_due,
     progress_line,
+    progress_pace,
     wants_log_tail,
 )
 from bot.notifier import BUILD_EVENT, Notifier, tagged
@@ -48,6 +49,7 @@ class Progress(Desk):
         # means one more read
         self._steps_seen: dict[str, tuple[float, list[Step] | None]] = {}
         self.log_tail_lines = log_tail_lines  # 0: no log tail in failure replies
+        self._counted: tuple[float, int] = (float("-inf"), 0)  # (when, followed builds)
 
     # --- live progress and the log tail ---------------------------------------------------
 
@@ -63,11 +65,25 @@ class Progress(Desk):
         except Exception:
             log.exception("progress update of build=%s failed", build.id)
 
+    def pace(self, now: float) -> float:
+        """Seconds between two updates of one message: ``progress_every``, or longer while
+        the running builds' updates would spend more of chat.update's Slack budget than
+        results and announcements leave (the count of followed builds, read every 10 s)."""
+        budget = self.notifier.budget
+        if budget is None:
+            return self.progress_every
+        if now - self._counted[0] >= 10.0:
+            self._counted = (now, self.store.watching_count())
+        return progress_pace(every=self.progress_every, messages=self._counted[1],
+                             spare_per_second=budget.spare_rate("chat.update"))
+
     def _progress(self, build: Build, lease: Lease) -> None:
         now = self.clock()
         if not progress_due(build, now=now, every=self.progress_every):
             return
-        line = progress_line(now - build.created_at, self._steps(build, now))
+        every = self.pace(now)
+        line = progress_line(now - build.created_at, self._steps(build, now),
+                             busy_every=every if every > self.progress_every * 1.5 else None)
         if not decide_progress(build, line, now=now, every=self.progress_every):
             return
         assert build.message_channel and build.message_ts
@@ -95,9 +111,9 @@ class Progress(Desk):
         after = self.clock()
         if sent.ok:
             self.store.set_progress(id=build.id, owner=lease.owner, token=lease.token,
-                                    due_at=after + self.progress_every, text=line)
+                                    due_at=after + every, text=line)
             return
-        wait = progress_delay(every=self.progress_every, retry_after=sent.retry_after,
+        wait = progress_delay(every=every, retry_after=sent.retry_after,
                               permanent=sent.permanent)
         log.info("progress of build=%s put off %.0f s (%s)", build.id, wait, sent.error)
         self.store.set_progress(id=build.id, owner=lease.owner, token=lease.token,

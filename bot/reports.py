@@ -157,12 +157,15 @@ class Reports(Desk):
     def _update_parent(self, build: Build, lease: Lease, channel: str, ts: str) -> bool:
         """The channel message shows the result: before the watch ends, so a holder killed
         here updates it again (an update is idempotent); never by a holder whose lease
-        has passed to another (False)."""
+        has passed to another, nor while Slack asks to wait (False: not finished yet)."""
         if not self._still_held(build, lease):
             log.warning("lease of build=%s lost before updating its message", build.id)
             return False
-        self.notifier.update(channel, ts, tagged(self._done(build), BUILD_EVENT, build.id))
-        return True
+        updated = self.notifier.update(channel, ts,
+                                       tagged(self._done(build), BUILD_EVENT, build.id))
+        # Slack is busy (a 429 paused chat.update): the report is finished on a later pass,
+        # which finds the result already in the thread and updates the message then
+        return updated.ok or updated.permanent or not self._retry_later(build, lease, updated)
 
     def _done(self, build: Build) -> msg.Message:
         """A build's channel message once it ended."""

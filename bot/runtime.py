@@ -20,10 +20,11 @@ from bot.flow import Flow
 from bot.gate import WorkspaceGuard
 from bot.heartbeat import Heartbeat
 from bot.metrics import Metrics
-from bot.notifier import Notifier
+from bot.notifier import BUDGET_WAIT, Notifier
 from bot.replay import ReplayGuard
 from bot.settings import Settings
 from bot.slack_app import create_app, later
+from bot.slack_budget import SlackBudget, parse_limits
 from bot.slack_io import BACKOFF, make_web_client
 from bot.store import DatabaseClock, Store
 from bot.usergroups import SlackUserGroups
@@ -51,7 +52,8 @@ class Runtime:
     def __init__(self, settings: Settings, config: BuildbotConfig, *,
                  api: CodeArtsClient | None = None, clock: Callable[[], float] = time.time,
                  watch: bool = True, slack_backoff: float = BACKOFF,
-                 slack_timeout: int = 10, verify: bool = True) -> None:
+                 slack_timeout: int = 10, verify: bool = True,
+                 slack_budget_wait: float = BUDGET_WAIT) -> None:
         """``verify``: have Slack accept the bot token now (tests, benchmarks, the demo);
         ``python -m bot`` passes False and calls ``verify_slack()`` once its HTTP port is
         open. The watcher (``watch``) starts only once Slack has accepted the token, so a
@@ -81,15 +83,19 @@ class Runtime:
         self.metrics = Metrics()
         self.metrics.follow_count(self.store.watching_count)
         self.api.observer = self.metrics.codearts_call
+        # Slack's rate limits, one budget per method for all threads; replicas split them
+        self.budget = SlackBudget(parse_limits(settings.slack_rate_limits),
+                                  clock=clock, share=self.heartbeat.replicas)
         self.slack = make_web_client(settings.slack_bot_token.get_secret_value(),
                                      settings.slack_api_url, backoff=slack_backoff,
-                                     timeout=slack_timeout)
+                                     timeout=slack_timeout, limited=self.budget.pause)
         self.worker = ThreadPoolExecutor(settings.worker_threads,
                                          thread_name_prefix="buildbot-work")
         groups = SlackUserGroups(self.slack)  # one membership cache for both sides
         self.engine = Engine(config=config, store=self.store, api=self.api,
                              notifier=Notifier(self.slack, backoff=slack_backoff,
-                                               metrics=self.metrics),
+                                               metrics=self.metrics, budget=self.budget,
+                                               budget_wait=slack_budget_wait),
                              poll_seconds=settings.build_poll_seconds,
                              progress_every=settings.progress_update_seconds,
                              log_tail_lines=settings.log_tail_lines,

@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.slack_budget import parse_limits
+
 AuthMethod = Literal["token", "iam", "aksk"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -107,6 +109,10 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=8, ge=1, le=64)
     # How many threads the build watcher uses to poll CodeArts.
     watcher_threads: int = Field(default=8, ge=1, le=64)
+    # Slack's rate limits the bot paces its calls by, calls a minute per method (for
+    # chat.postMessage, per channel), over Slack's documented values: for example
+    # "chat.update=40,chat.postMessage=30". Replicas split them.
+    slack_rate_limits: str | None = None
     log_level: LogLevel = "INFO"
     # HTTP mode: seconds a connection may take to deliver a whole request (headers and
     # body), counted from its accept or its previous answer; slower ones are closed.
@@ -186,6 +192,12 @@ class Settings(BaseSettings):
         problem = None if v is None else link_template_problem(v)
         if problem:
             raise ValueError(problem)
+        return v
+
+    @field_validator("slack_rate_limits")
+    @classmethod
+    def _rate_limits(cls, v: str | None) -> str | None:
+        parse_limits(v)  # raises ValueError naming the pair it cannot read
         return v
 
     @field_validator("log_level", mode="before")

@@ -17,6 +17,7 @@ from bot import messages as msg
 from bot.config import load_config
 from bot.runtime import Runtime
 from bot.settings import load_settings
+from bot.slack_budget import DEFAULT_LIMITS
 from tests.fakes.codearts import FakeCodeArts
 from tests.fakes.slack import FakeSlack
 from tests.slack_requests import SlackSender
@@ -52,6 +53,9 @@ users = ["*"]
 confirm = false
 allow_extra_params = true
 """
+
+
+WIDE_LIMITS = ",".join(f"{m}=1000000" for m in DEFAULT_LIMITS)
 
 
 class Clock:
@@ -207,14 +211,18 @@ def running_bot(db_url: str, tmp_path: Path, *, auth: str = "token",
             "slack_bot_token": BOT_TOKEN, "slack_signing_secret": SECRET,
             "slack_api_url": slack.api_url, "codearts_endpoint": codearts.url,
             "database_url": db_url, "buildbot_config": cfg, "build_poll_seconds": poll,
-            "worker_threads": 4}
+            "worker_threads": 4,
+            # Slack's pacing is real time: these tests are about other things, so their
+            # budget is wide; tests/test_slack_budget.py runs the real limits on a clock
+            "slack_rate_limits": WIDE_LIMITS}
         values.update(auth_settings(auth, codearts))
         values.update(settings)
         loaded = load_settings(**values)
         # the clients' retry rules, without their waits (time is a seam, not a sleep)
         api = client_from_settings(loaded, **{"backoff": 0.0, **(api_options or {})})
         runtime = Runtime(loaded, load_config(cfg), api=api, clock=clock, watch=False,
-                          slack_backoff=0.0, slack_timeout=slack_timeout)
+                          slack_backoff=0.0, slack_timeout=slack_timeout,
+                          slack_budget_wait=0.5)
         port = runtime.bind_http(host="127.0.0.1", port=0)
         closing = threading.Event()
 

@@ -157,7 +157,11 @@ def test_no_update_when_nothing_changed_and_at_most_one_per_interval(bot: Bot) -
     assert len(updates(bot, ts)) == 2
 
 
-def test_a_429_slows_that_message_and_does_not_delay_another_result(bot: Bot) -> None:
+def test_a_429_pauses_chat_update_for_all_and_the_result_comes_first(bot: Bot) -> None:
+    """Slack limits chat.update per workspace, so a 429 on one message's progress pauses
+    every chat.update (the Slack budget). Nothing waits for Retry-After in a worker; the
+    other build's result reply (chat.postMessage) goes out at once; its message is
+    updated once the pause is over, and then the slow message's progress."""
     slow = start_backend(bot)  # polled first (t=16)
     slow_ts = bot.store.get_build(slow).message_ts
     bot.clock.advance(10)
@@ -178,9 +182,15 @@ def test_a_429_slows_that_message_and_does_not_delay_another_result(bot: Bot) ->
     tick(bot, 16)  # t=32: both due; the other one ends, the slow one waits
     (reply,) = thread_replies(bot)
     assert reply["thread_ts"] == other.message_ts and "succeeded" in shown(reply)
-    assert updates(bot, slow_ts) == [] and len(updates(bot, other.message_ts)) == 1
-    tick(bot, 120)  # its time has come: updated again
+    assert updates(bot) == []  # nothing is sent into the pause
+    assert bot.store.get_build(other.id).watch == "reporting"  # finished later
+    tick(bot, 120)  # the pause is over: the result's message first, then progress
+    assert len(updates(bot, other.message_ts)) == 1
+    assert "succeeded" in shown(updates(bot, other.message_ts)[0])
+    assert len(thread_replies(bot)) == 1  # the result was found in its thread, not reposted
+    tick(bot, 16)
     assert "step 1 of 3: Checkout" in shown(updates(bot, slow_ts)[-1])
+    assert bot.slack.refused() == []
 
 
 def _builds(bot: Bot) -> list[Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -78,6 +79,11 @@ class FakeSlack:
         self._view_ids = itertools.count(1)
         self._calls: list[Call] = []
         self._faults: dict[str, list[_Fault]] = {}
+        # Slack's rate limits, when enforced (``enforce_limits``): off by default
+        self._rate_limits: tuple[dict[str, int], frozenset[str], Callable[[], float],
+                                 float] | None = None
+        self._buckets: dict[tuple[str, str], list[float]] = {}
+        self._limited: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         self._hooks = itertools.count(1)
@@ -151,6 +157,38 @@ class FakeSlack:
         with self._lock:
             self._faults.setdefault(method, []).append(
                 _Fault(200, None, {}, count, accept_then_wait=seconds))
+
+    def enforce_limits(self, limits: dict[str, int], *, per_channel: frozenset[str],
+                       clock: Callable[[], float], burst_seconds: float = 3.0) -> None:
+        """Answer 429 with Retry-After, as Slack does, to calls of a method (per channel,
+        for ``per_channel`` methods) beyond ``limits`` calls a minute, with bursts of
+        ``burst_seconds`` of calls; ``clock`` is a seam (tests share it with the bot)."""
+        with self._lock:
+            self._rate_limits = (dict(limits), per_channel, clock, burst_seconds)
+            self._buckets = {}
+
+    def rate_limited(self) -> list[tuple[str, str]]:
+        """(method, channel) of each call answered 429 for passing the limits."""
+        with self._lock:
+            return list(self._limited)
+
+    def _over_limit(self, method: str, params: dict[str, Any]) -> float | None:
+        """Seconds until this call would be within its limit; None when it is (taken)."""
+        with self._lock:
+            if self._rate_limits is None or method not in self._rate_limits[0]:
+                return None
+            limits, per_channel, clock, burst_seconds = self._rate_limits
+            rate = limits[method] / 60.0
+            burst = max(1.0, rate * burst_seconds)
+            key = (method, str(params.get("channel") or "") if method in per_channel else "")
+            now = clock()
+            tokens, at = self._buckets.get(key, [burst, now])
+            tokens = min(burst, tokens + max(0.0, now - at) * rate)
+            if tokens < 1.0 - 1e-6:  # (a clock's float rounding is no call too many)
+                self._buckets[key] = [tokens, now]
+                return float((1.0 - tokens) / rate)
+            self._buckets[key] = [tokens - 1.0, now]
+            return None
 
     def error(self, method: str, error: str, *, count: int = 1) -> None:
         """Answer ``{"ok": false, "error": error}`` with HTTP 200, as Slack does."""
@@ -358,6 +396,12 @@ class FakeSlack:
                     return
                 fault = fake._take_fault(method)
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                wait = fake._over_limit(method, params)
+                if fault is None and wait is not None:
+                    fake._limited.append((method, str(params.get("channel") or "")))
+                    self._send(429, {"ok": False, "error": "ratelimited"},
+                               {"Retry-After": str(max(1, math.ceil(wait)))})
+                    return
                 if fault is not None and fault.accept_then_wait is None:
                     # a failed call is not recorded: Slack did nothing with it
                     self._send(fault.status, fault.body or "error", fault.headers)

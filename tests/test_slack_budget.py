@@ -1,0 +1,260 @@
+"""The Slack budget: one bucket per method (per channel for chat.postMessage), paced to
+Slack's limits, spent most urgent first, paused for everyone by a 429. Time is a seam:
+the budget and the Slack stand-in share a clock that moves only when a call waits, so
+these tests pace calls without sleeping."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from bot.lifecycle import PROGRESS_MAX_DELAY, progress_line, progress_pace
+from bot.notifier import Notifier
+from bot.settings import SettingsError, load_settings
+from bot.slack_budget import (
+    DEFAULT_LIMITS,
+    PER_CHANNEL,
+    Priority,
+    SlackBudget,
+    parse_limits,
+)
+from bot.slack_io import make_web_client
+from bot.standins.slack import FakeSlack
+
+
+class FakeTime:
+    """A clock that moves only when a call waits (single-threaded tests)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, cond: threading.Condition, seconds: float) -> None:
+        self.now += seconds
+
+
+def budget(limits: dict[str, int] | None = None, **kw: object) -> tuple[SlackBudget, FakeTime]:
+    time = FakeTime()
+    return SlackBudget(limits, clock=time, wait=time.wait, **kw), time  # type: ignore[arg-type]
+
+
+# --- pacing ---------------------------------------------------------------------------------
+
+def test_calls_are_paced_to_the_methods_limit_after_a_short_burst() -> None:
+    b, time = budget({"chat.update": 60})  # one a second, bursts of 3
+    start, at = time.now, []
+    for _ in range(8):
+        assert b.acquire("chat.update", "C1", priority=Priority.RESULT)
+        at.append(round(time.now - start, 6))
+    assert at == [0, 0, 0, 1, 2, 3, 4, 5]
+
+
+def test_slacks_documented_limits_are_the_defaults() -> None:
+    b, time = budget()
+    for _ in range(int(50 / 60 * 3)):  # chat.update, Tier 3: a burst of 3 s of calls
+        b.acquire("chat.update")
+    assert time.now == 1000.0
+    b.acquire("chat.update")
+    assert time.now == pytest.approx(1000.0 + 60 / 50 * 0.5, abs=0.01)  # then 50 a minute
+    assert parse_limits(None) == DEFAULT_LIMITS
+    assert DEFAULT_LIMITS["chat.postEphemeral"] == 100 and "chat.postMessage" in PER_CHANNEL
+
+
+def test_chat_post_message_is_paced_per_channel() -> None:
+    b, time = budget({"chat.postMessage": 60})
+    for _ in range(3):
+        b.acquire("chat.postMessage", "C1")
+    b.acquire("chat.postMessage", "C2")  # another channel has its own second
+    assert time.now == 1000.0
+    b.acquire("chat.postMessage", "C1")
+    assert time.now == 1001.0
+
+
+def test_replicas_split_the_limit() -> None:
+    b, time = budget({"chat.update": 60}, share=lambda: 2)  # each takes half
+    for _ in range(2):  # a burst of 3 s at half a call a second: 1.5 tokens
+        b.acquire("chat.update")
+    assert time.now == pytest.approx(1001.0)
+
+
+def test_a_method_with_no_known_limit_is_not_paced() -> None:
+    b, time = budget({})
+    for _ in range(100):
+        assert b.acquire("chat.update") and b.take("chat.update")
+    assert time.now == 1000.0
+
+
+def test_a_call_that_gets_no_token_in_time_gives_up() -> None:
+    b, time = budget({"chat.update": 1})  # one a minute
+    assert b.acquire("chat.update")
+    assert not b.acquire("chat.update", max_wait=10.0)
+    assert time.now == pytest.approx(1010.0)
+
+
+# --- a 429 pauses everyone ----------------------------------------------------------------------
+
+def test_a_429_pauses_the_method_for_every_caller() -> None:
+    b, time = budget({"chat.update": 600})
+    b.pause("chat.update", None, 7.0)
+    assert not b.take("chat.update") and b.busy("chat.update")
+    assert b.acquire("chat.update", priority=Priority.ANSWER)
+    assert time.now >= 1007.0
+    b.pause("chat.postMessage", "C1", 5.0)  # per channel: only C1 waits
+    before = time.now
+    b.acquire("chat.postMessage", "C2")
+    assert time.now == before
+
+
+# --- who is waiting -------------------------------------------------------------------------
+
+def test_progress_never_waits_and_spends_only_what_the_others_leave() -> None:
+    b, time = budget({"chat.update": 60})  # bursts of 3; progress keeps half of it free
+    assert b.take("chat.update")  # 3 -> 2
+    assert not b.take("chat.update")  # 2 left: taking one would leave less than half
+    assert time.now == 1000.0 and b.skipped == 1
+    assert b.acquire("chat.update", priority=Priority.RESULT)  # a result still may
+    assert b.acquire("chat.update", priority=Priority.PROGRESS) is False  # never waits
+
+
+def test_waiters_are_served_most_urgent_first() -> None:
+    """Progress, an announcement, a result and an answer all want the last token of an
+    empty bucket; they arrive least urgent first. Tokens go to the answer, the result,
+    then the announcement; progress got none."""
+    clock = {"now": 1000.0}
+    b = SlackBudget({"chat.update": 60}, clock=lambda: clock["now"],
+                    wait=lambda cond, s: cond.wait(0.002))
+    b.pause("chat.update", None, 1.0)  # empty, for one second
+    served: list[str] = []
+    lock = threading.Lock()
+
+    def call(name: str, priority: Priority) -> None:
+        if b.acquire("chat.update", priority=priority, max_wait=60.0):
+            with lock:
+                served.append(name)
+
+    assert not b.take("chat.update")
+    threads = []
+    for name, priority in (("announce", Priority.ANNOUNCE), ("result", Priority.RESULT),
+                           ("answer", Priority.ANSWER)):
+        t = threading.Thread(target=call, args=(name, priority))
+        t.start()
+        threads.append(t)
+        bucket = b._buckets[("chat.update", "")]
+        while len(bucket.waiting) < len(threads):  # each queued before the next comes
+            threading.Event().wait(0.001)
+    clock["now"] += 1.0  # the pause is over; the bucket starts empty
+    for n in range(1, 4):  # then one token a second
+        clock["now"] += 1.0
+        deadline = threading.Event()
+        for _ in range(2000):  # at most 2 s of real time for the waiter to wake
+            with lock:
+                if len(served) >= n:
+                    break
+            deadline.wait(0.001)
+    for t in threads:
+        t.join(5)
+    assert served == ["answer", "result", "announce"]
+
+
+# --- the limits as settings -----------------------------------------------------------------
+
+def test_limits_are_settings_over_slacks_values() -> None:
+    limits = parse_limits(" chat.update=40 , chat.postMessage=30,views.publish=200")
+    assert limits["chat.update"] == 40 and limits["chat.postMessage"] == 30
+    assert limits["views.publish"] == 200 and limits["chat.postEphemeral"] == 100
+
+
+@pytest.mark.parametrize("text", ["chat.update", "chat.update=0", "chat.update=fast",
+                                  "=50", "chat.update=²"])
+def test_an_unreadable_limit_is_refused_with_what_to_write(text: str) -> None:
+    with pytest.raises(ValueError, match="is not method=<calls a minute"):
+        parse_limits(text)
+
+
+def test_a_bad_slack_rate_limits_setting_stops_the_start(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    monkeypatch.setenv("SLACK_RATE_LIMITS", "chat.update=lots")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(slack_bot_token="xoxb-1-2-abc", slack_signing_secret="s" * 32,
+                      codearts_token="t" * 40, codearts_project_id="p" * 32)
+    assert "SLACK_RATE_LIMITS" in str(caught.value)
+
+
+# --- through the Slack stand-in, which enforces the same limits ---------------------------------
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+def notifier(slack: FakeSlack, time: FakeTime, limits: dict[str, int],
+             paced: bool = True) -> Notifier:
+    b = SlackBudget(limits, clock=time, wait=time.wait)
+    client = make_web_client("xoxb-test", slack.api_url, backoff=0.0, limited=b.pause)
+    if not paced:
+        client.retry_handlers = []  # every 429 comes back to the caller at once
+    return Notifier(client, backoff=0.0, budget=b if paced else None)
+
+
+LIMITS = {"chat.postMessage": 60, "chat.update": 50}
+
+
+def test_paced_calls_get_no_429_from_slacks_limits(slack: FakeSlack) -> None:
+    time = FakeTime()
+    slack.enforce_limits(LIMITS, per_channel=PER_CHANNEL, clock=time)
+    voice = notifier(slack, time, LIMITS)
+    for n in range(12):
+        assert voice.post("C1", {"text": f"result {n}"}, thread_ts="1.1").ok
+        assert voice.update("C1", "1.1", {"text": f"done {n}"}).ok
+    assert slack.rate_limited() == []
+    assert len(slack.calls("chat.postMessage")) == len(slack.calls("chat.update")) == 12
+    assert 1000.0 + 8.0 <= time.now <= 1000.0 + 13.0  # about as fast as Slack allows
+
+
+def test_unpaced_calls_hit_slacks_limits(slack: FakeSlack) -> None:
+    """The same calls without the budget: the stand-in's limits are real."""
+    time = FakeTime()
+    slack.enforce_limits(LIMITS, per_channel=PER_CHANNEL, clock=time)
+    voice = notifier(slack, time, LIMITS, paced=False)
+    sent = [voice.post("C1", {"text": f"result {n}"}, thread_ts="1.1") for n in range(12)]
+    assert sum(not s.ok for s in sent) == 9 and len(slack.rate_limited()) == 9
+    assert all(s.error == "ratelimited" and not s.permanent for s in sent if not s.ok)
+
+
+def test_a_429_from_slack_pauses_the_method_for_everyone(slack: FakeSlack) -> None:
+    time = FakeTime()
+    voice = notifier(slack, time, LIMITS)
+    slack.fail("chat.update", status=429, retry_after=11, body={"ok": False,
+                                                                "error": "ratelimited"})
+    assert not voice.update("C1", "1.1", {"text": "result"}).ok  # 11 s: not waited in-call
+    assert voice.budget is not None and voice.budget.busy("chat.update")
+    progress = voice.update_now("C2", "2.2", {"text": "Running for 2 min"})
+    assert not progress.ok and progress.error == "budget"  # progress puts itself off
+    # a result waits its turn up to 10 s (the bound on a live call), then is retried later
+    gave_up = voice.update("C3", "3.3", {"text": "another result"})
+    assert not gave_up.ok and gave_up.error == "ratelimited" and not gave_up.permanent
+    assert time.now == pytest.approx(1010.0)
+    assert slack.calls("chat.update") == []  # nothing was sent into the pause
+    assert voice.update("C3", "3.3", {"text": "another result"}).ok  # the pause is over
+    assert time.now >= 1011.0
+    assert [c["channel"] for c in slack.calls("chat.update")] == ["C3"]
+
+
+# --- progress slows down, and says so -------------------------------------------------------
+
+def test_progress_slows_down_as_the_budget_tightens_and_says_so() -> None:
+    spare = 50 / 60 * 0.5  # what chat.update's default budget leaves progress, a second
+    assert progress_pace(every=10.0, messages=3, spare_per_second=spare) == 10.0
+    assert progress_pace(every=10.0, messages=100, spare_per_second=spare) == \
+        pytest.approx(240.0)
+    assert progress_pace(every=10.0, messages=5000, spare_per_second=spare) == \
+        PROGRESS_MAX_DELAY
+    assert progress_pace(every=10.0, messages=5000, spare_per_second=None) == 10.0
+    line = progress_line(125.0, None, busy_every=240.0)
+    assert line == "Running for over 2 min · updated every 4 min while Slack is busy"
+    assert progress_line(125.0, None) == "Running for over 2 min"

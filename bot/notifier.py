@@ -148,25 +148,30 @@ class Notifier:
             self._quick().chat_update(channel=channel, ts=ts, **message)
             sent = Delivery(True, channel=channel, ts=ts)
         except SlackApiError as exc:
-            error = str(exc.response.get("error") or "unknown_error")
-            status = getattr(exc.response, "status_code", 200)
-            limited = status == 429 or error in ("ratelimited", "rate_limited")
-            wait = _retry_after(getattr(exc.response, "headers", None)) if limited else None
-            if limited and self.budget is not None:  # everyone's updates wait it out
-                self.budget.pause("chat.update", channel,
-                                  PROGRESS_429_WAIT if wait is None else wait)
-            permanent = error not in PASSING_ERRORS and not (status >= 500 or status == 429)
-            log.info("progress update refused channel=%s error=%s retry_after=%s", channel,
-                     error, wait)
-            sent = Delivery(False, error=error, permanent=permanent,
-                            retry_after=wait if wait is not None else (
-                                PROGRESS_429_WAIT if limited else None))
+            sent = self._progress_refused(exc, channel)
         except (SlackClientError, OSError) as exc:
             log.info("progress update failed channel=%s error=%s", channel, type(exc).__name__)
             sent = Delivery(False, error=type(exc).__name__)
         self.metrics.slack_call("chat.update", slack_outcome(sent.error),
                                 time.monotonic() - started)
         return sent
+
+    def _progress_refused(self, exc: SlackApiError, channel: str) -> Delivery:
+        """Slack refused a progress update: a 429 pauses chat.update for every caller (the
+        budget) and comes back with how long to wait; any other refusal with whether it
+        is final."""
+        error = str(exc.response.get("error") or "unknown_error")
+        status = getattr(exc.response, "status_code", 200)
+        limited = status == 429 or error in ("ratelimited", "rate_limited")
+        wait = _retry_after(getattr(exc.response, "headers", None)) if limited else None
+        if limited:
+            wait = PROGRESS_429_WAIT if wait is None else wait
+            if self.budget is not None:  # everyone's updates wait it out
+                self.budget.pause("chat.update", channel, wait)
+        permanent = error not in PASSING_ERRORS and not (status >= 500 or status == 429)
+        log.info("progress update refused channel=%s error=%s retry_after=%s", channel,
+                 error, wait)
+        return Delivery(False, error=error, permanent=permanent, retry_after=wait)
 
     def _quick(self) -> WebClient:
         """A client like ours with no retry handlers (so nothing sleeps) and a short timeout."""

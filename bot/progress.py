@@ -92,20 +92,7 @@ class Progress(Desk):
             log.warning("lease of build=%s lost before its progress update; not updating",
                         build.id)
             return
-        if build.origin == ORIGIN_SUBSCRIPTION:
-            message = msg.followed_announcement(
-                build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
-                build_no=build.build_no, link=self.link(build), progress=line)
-        else:
-            request = self.store.get_request(build.id)
-            approvers = tuple(getattr(request, "approved_by", ()) or ())
-            message = msg.announcement(
-                build_id=build.id, user_id=build.user_id, job_name=build.job_name,
-                description=self.description(build.job_name),
-                body=request.body if request is not None else {},
-                daily=build.daily_build_number, build_no=build.build_no,
-                link=self.link(build), progress=line,
-                **({"approvers": approvers} if approvers else {}))
+        message = self._message(build, line)
         sent = self.notifier.update_now(build.message_channel, build.message_ts,
                                         tagged(message, BUILD_EVENT, build.id))
         after = self.clock()
@@ -118,6 +105,22 @@ class Progress(Desk):
         log.info("progress of build=%s put off %.0f s (%s)", build.id, wait, sent.error)
         self.store.set_progress(id=build.id, owner=lease.owner, token=lease.token,
                                 due_at=after + wait)
+
+    def _message(self, build: Build, line: str) -> msg.Message:
+        """The build's channel message with its progress line."""
+        if build.origin == ORIGIN_SUBSCRIPTION:
+            return msg.followed_announcement(
+                build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
+                build_no=build.build_no, link=self.link(build), progress=line)
+        request = self.store.get_request(build.id)
+        approvers = tuple(getattr(request, "approved_by", ()) or ())
+        return msg.announcement(
+            build_id=build.id, user_id=build.user_id, job_name=build.job_name,
+            description=self.description(build.job_name),
+            body=request.body if request is not None else {},
+            daily=build.daily_build_number, build_no=build.build_no,
+            link=self.link(build), progress=line,
+            **({"approvers": approvers} if approvers else {}))
 
     def _steps(self, build: Build, now: float) -> list[Step] | None:
         """The build's steps, read again once the last read is STEPS_EVERY old; None when

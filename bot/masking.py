@@ -84,32 +84,36 @@ _VALUE = re.compile(r"\"(?:[^\"\\]|\\.)*(?:\"|$)|'[^']*(?:'|$)|\S+")
 
 _HEADER = re.compile(r"(?i)(?<![\w-])([\"']?)((?:proxy-)?authorization|set-cookie|cookie)\1"
                      r"(\s*[:=][ \t]*)(?=\S)")
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@?#]*:)[^\s/?#]*@")
+_URL_PASSWORD = re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*+://[^\s:/@?#]*+:)"
+                           r"[^\s/?#]*@")
 _SLACK_HOOK = re.compile(r"(?i)(\bhooks\.slack\.com/(?:services|workflows|triggers)/)\S+")
 _LOGIN = re.compile(r"(?i)\b(?:(?:docker|podman|buildah|nerdctl|oras|skopeo|crane\s+auth|"
                     r"helm\s+registry)\s+login|mysql\w*|mariadb\w*|sshpass)\b")
 _SHORT_P = re.compile(r"(?<!\S)(-p)(=|[ \t]+)?(?=[^\s-])")
-_LONG_OPTION = re.compile(
-    r"(?i)(?<![\w-])(--(?!no-)[\w-]*(?:pass|passwd|password|passphrase|pwd|secret|token|"
-    r"key|credentials?|cookie|auth))[ \t]+(?=[^\s-])")
+_LONG_OPTION = re.compile(r"(?<![\w-])--(?!no-)([\w-]++)[ \t]+(?=[^\s-])")
+_OPTION_END = re.compile(r"(?i)(?:pass|passwd|password|passphrase|pwd|secret|token|key"
+                         r"|credentials?|cookie|auth)$")
 _PROSE = re.compile(r"(?i)(?:via|is|are|was|flag|option|and|or|instead|with|for|to|in|on)"
                     r"\b(?![=:])")
 # a key (quoted or not) and its separator; the value is read after it
-_PAIR = re.compile(r"(?<![\w./\\])(?:([\"'])([A-Za-z_][\w.-]*)\1\s*[:=]\s*"
-                   r"|([A-Za-z_][\w.-]*)(?:=[ \t]*|([ \t]+=[ \t]*|:[ \t]+)))(?=\S)")
+# (a name starts after a space or a quote, or after "-"/"--" opening an option such as
+# -Dpassword=, never inside a word, a path or a dashed name: each run is read once)
+_PAIR = re.compile(r"(?<![\w./\\])(?<![^\s\"'=-]-)(?<![^\s\"'=]--)"
+                   r"(?:([\"'])([A-Za-z_][\w.-]*+)\1\s*[:=]\s*"
+                   r"|([A-Za-z_][\w.-]*+)(?:=[ \t]*|([ \t]+=[ \t]*|:[ \t]+)))(?=\S)")
 _JSON_BARE = re.compile(r"[^\s,}\]]+")
 _HEADER_NAMES = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 
 _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     # JSON Web Tokens
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), MASK),
+    (re.compile(r"(?<![\w-])eyJ[\w-]{5,}+\.[\w-]{5,}+\.[\w-]*+"), MASK),
     # Huawei Cloud IAM tokens (long base64 starting MII)
-    (re.compile(r"\bMII[A-Za-z0-9+/=_-]{40,}"), MASK),
+    (re.compile(r"(?<![\w+/=-])MII[\w+/=-]{40,}+"), MASK),
     # Slack tokens: bot, user, app-level, refresh
-    (re.compile(r"\b(?:xox[abposre]|xoxe\.xox[bp]|xapp)-[A-Za-z0-9-]{8,}"), MASK),
+    (re.compile(r"(?<![\w.-])(?:xox[abposre]|xoxe\.xox[bp]|xapp)-[A-Za-z0-9-]{8,}+"), MASK),
     # GitHub, GitLab and npm tokens
-    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
-                r"|glpat-[\w-]{20,}|npm_[A-Za-z0-9]{30,})"), MASK),
+    (re.compile(r"(?<![\w-])(?:gh[pousr]_[A-Za-z0-9]{20,}+|github_pat_\w{20,}+"
+                r"|glpat-[\w-]{20,}+|npm_[A-Za-z0-9]{30,}+)"), MASK),
     # a bearer token: long, or with a digit or punctuation ("Bearer authentication" stays)
     (re.compile(r"(?i)(\bbearer\s+)(?:[A-Za-z0-9._~+/-]{20,}|(?=[\w.~+/-]*[0-9._~+/-])"
                 r"[A-Za-z0-9._~+/-]{8,})=*"), r"\1" + MASK),
@@ -200,8 +204,10 @@ def _short_passwords(line: str) -> str:
 
 
 def _long_options(line: str) -> str:
-    return _replace_values(line, _LONG_OPTION, lambda f: bool(_PROSE.match(line, f.end())),
-                           lambda f: _value_at(line, f.end()))
+    return _replace_values(
+        line, _LONG_OPTION,
+        lambda f: not _OPTION_END.search(f.group(1)) or bool(_PROSE.match(line, f.end())),
+        lambda f: _value_at(line, f.end()))
 
 
 def _pair_keep(found: re.Match[str]) -> bool:

@@ -19,21 +19,22 @@ What is masked, in this order on each line:
 4. the password of a URL: ``scheme://user:pass@host`` becomes
    ``scheme://user:****@host`` (and ``scheme://:pass@`` ``scheme://:****@``); a
    Slack webhook's path: ``https://hooks.slack.com/services/****``;
-5. ``-p VALUE`` / ``-pVALUE`` after a command where ``-p`` is a password (``docker``,
-   ``podman``, ``buildah``, ``nerdctl``, ``oras``, ``skopeo``, ``helm registry`` …
-   ``login``; ``mysql`` and its tools; ``mariadb``; ``sshpass``). Elsewhere ``-p`` is
-   a port or a path and stays;
+5. ``-p VALUE`` / ``-pVALUE`` after a command where ``-p`` is a password
+   (``docker``, ``podman``, ``buildah``, ``nerdctl``, ``oras``, ``skopeo``,
+   ``helm registry``, ``crane auth`` … ``login``; ``mysql`` and its tools;
+   ``mariadb``; ``sshpass``). Elsewhere ``-p`` is a port or a path and stays;
 6. long options whose name ends in a secret word (``--password VALUE``,
    ``--token VALUE``, ``--client-secret VALUE``, ``--api-key VALUE``): the value
    after the space (``--password-stdin`` takes none; a plain English word such as
    ``via`` in docker's own warning is not a value);
 7. ``key=value``, ``key: value``, ``"key": "value"``, ``key = value``: when the key
    is a *secret name* (below), its value is masked whole: a quoted value up to its
-   closing quote (spaces and all), an unquoted one up to the next whitespace or the
-   end of the line, so ``password=Sp3c!al;chars`` becomes ``password=****``. After
-   ``:`` a space is required unless the key is quoted (``"token":"x"``), so an
-   image ``keycloak:21.0`` or a time ``token:12`` is not a pair; a key right after
-   ``/`` is a path (``/etc/passwd: denied``), not a key;
+   closing quote (spaces and all); an unquoted one after ``=`` up to the next
+   whitespace (``password=Sp3c!al;chars`` becomes ``password=****``), after ``: ``
+   or `` = `` (YAML, properties) to the end of the line, after a quoted (JSON) key
+   up to ``,``, ``}`` or ``]``. After ``:`` a space is required unless the key is
+   quoted (``"token":"x"``), so an image ``keycloak:21.0`` or a time ``token:12``
+   is not a pair; a key right after ``/`` is a path (``/etc/passwd: denied``);
 8. tokens by their shape wherever they stand: Slack (``xoxb-``, ``xoxp-`` … ,
    ``xapp-``), GitHub (``ghp_``, ``gho_``, ``ghs_``, ``ghu_``, ``ghr_``,
    ``github_pat_``), GitLab (``glpat-``), npm (``npm_``), JWTs (``eyJ….….``),

@@ -262,7 +262,7 @@ def problems_message(problems: Iterable[str], *, replace: bool | None = None) ->
 
 # --- confirmation -------------------------------------------------------------
 
-def shown_value(name: str, value: str) -> str:
+def _shown_value(name: str, value: str) -> str:
     """A parameter's value as Slack may show it: ``****`` when its name looks secret
     (``bot.masking.secret_name``), else the value with any secret in it masked. What is
     sent to CodeArts is never this."""
@@ -279,7 +279,7 @@ def _param_lines(body: dict[str, Any]) -> tuple[list[str], list[str]]:
     (always shown)."""
     params = body.get("parameter") or []
     lines = [f"• {code(str(p.get('name', '')), 200)} = "
-             f"{code(shown_value(str(p.get('name', '')), str(p.get('value', ''))))}"
+             f"{code(_shown_value(str(p.get('name', '')), str(p.get('value', ''))))}"
              for p in params]
     scm = body.get("scm") or {}
     extra = []

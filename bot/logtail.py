@@ -85,8 +85,10 @@ class TailBuffer:
                 self.masker.track(line)
             else:
                 self._lines.append(clean(line, masker=self.masker))
-        if len(self._partial) > 64 * LINE_CHARS:  # a line without end: keep its end only
-            self._partial = self._partial[-8 * LINE_CHARS:]
+        if len(self._partial) > 64 * LINE_CHARS:  # a line without end: keep its end only,
+            # masked first, so a value cut from its key still shows as masked
+            masked = self.masker.line(strip_ansi(self._partial), advance=False)
+            self._partial = masked[-8 * LINE_CHARS:]
 
     def lines(self) -> list[str]:
         """The last complete lines, and the unfinished last line if there is one; blank

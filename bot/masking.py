@@ -3,8 +3,9 @@
 ``mask_text(text)`` is the one function: it takes a text of any number of lines and
 gives it back with every credential it recognises replaced by ``MASK`` (``****``).
 ``Masker`` does the same one line at a time for a log read in pages, carrying what
-a line cannot know alone (being inside a PEM block). ``secret_name(name)`` says
-whether a name (a parameter's, a key's) looks like it holds a secret.
+a line cannot know alone (being inside a PEM block or a YAML secret's block).
+``secret_name(name)`` says whether a name (a parameter's, a key's) looks like it
+holds a secret.
 
 What is masked, in this order on each line:
 
@@ -12,7 +13,9 @@ What is masked, in this order on each line:
 2. PEM blocks: from ``-----BEGIN …-----`` (any kind, not only private keys) to its
    ``-----END …-----`` line, every line, BEGIN and END included (what precedes BEGIN
    on its line stays). A BEGIN without END stops masking after ``PEM_MAX_LINES``
-   lines, so one stray BEGIN cannot blank a whole log;
+   lines, so one stray BEGIN cannot blank a whole log. Likewise the indented block
+   of a YAML block scalar whose key is a secret name (``password: |``), up to the
+   first line indented no deeper than the key;
 3. the ``Authorization``, ``Proxy-Authorization``, ``Cookie`` and ``Set-Cookie``
    headers (``:`` or ``=``, quoted or not): the whole value, up to the end of the
    line, or up to the closing quote when the header or its value is quoted;
@@ -78,6 +81,9 @@ _HARMLESS_NAMES = frozenset({"pwd", "oldpwd", "keys"})
 
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*-----")
 _PEM_END = re.compile(r"-----END [A-Z0-9 ]*-----")
+# a YAML key opening a block scalar: ``password: |``, ``- token: >-``
+_YAML_BLOCK = re.compile(r"([ \t]*)(?:-[ \t]+)?[\"']?([A-Za-z_][\w.-]*+)[\"']?:[ \t]*[|>][-+0-9]*"
+                         r"[ \t]*(?:#.*)?$")
 
 # a quoted value up to its closing quote (an unclosed one: to the end of the line),
 # else a bare one up to whitespace
@@ -247,51 +253,68 @@ def _mask_line(line: str) -> str:
 
 
 class Masker:
-    """Masks a text line by line, remembering whether it is inside a PEM block."""
+    """Masks a text line by line, remembering whether it is inside a PEM block or the
+    indented block of a YAML secret (``password: |``)."""
 
     def __init__(self, known: Iterable[str] = ()) -> None:
         self.known = tuple(sorted({v for v in known if v and len(v) >= KNOWN_MIN},
                                   key=len, reverse=True))
         self._pem_lines: int | None = None  # lines masked in the open PEM block
-
-    @property
-    def in_pem(self) -> bool:
-        return self._pem_lines is not None
+        self._yaml: tuple[int, int] | None = None  # (the key's indent, lines masked)
 
     def track(self, line: str) -> None:
-        """Move the PEM state over a line that will not be shown (cheaper than ``line``)."""
-        self._pem_step(line)
+        """Move the state over a line that will not be shown (no masking done)."""
+        self._step(line, show=False)
 
     def line(self, line: str, *, advance: bool = True) -> str:
         """One line, masked; ``advance=False`` masks an unfinished line without moving
-        the PEM state (the same line will come again, complete)."""
+        the state (the same line will come again, complete)."""
         for value in self.known:
             line = line.replace(value, MASK)
-        before = self._pem_lines
-        shown = self._pem_step(line)
+        before = (self._pem_lines, self._yaml)
+        shown = self._step(line, show=True)
         if not advance:
-            self._pem_lines = before
+            self._pem_lines, self._yaml = before
         return shown
 
-    def _pem_step(self, line: str) -> str:
-        """The line as shown given the PEM state, and the state after it."""
+    def _step(self, line: str, *, show: bool) -> str:
+        """The line as shown (when ``show``) given the state, and the state after it."""
         if self._pem_lines is not None:
-            self._pem_lines += 1
-            end = _PEM_END.search(line)
-            if end or self._pem_lines >= PEM_MAX_LINES:
-                self._pem_lines = None
-            if not end:
-                return _indent(line) + MASK
-            return _indent(line) + MASK + self._pem_step(line[end.end():])
+            return self._in_pem(line, show=show)
+        if self._yaml is not None:
+            inside = self._in_yaml(line)
+            if inside is not None:
+                return inside
         begin = _PEM_BEGIN.search(line)
-        if not begin:
-            return _mask_line(line)
-        head = _mask_line(line[:begin.start()])
-        end = _PEM_END.search(line, begin.end())
-        if end:  # the whole block on one line (a JSON string with "\n" in it)
-            return head + MASK + self._pem_step(line[end.end():])
-        self._pem_lines = 0
-        return head + MASK
+        if begin:
+            head = _mask_line(line[:begin.start()]) if show else ""
+            self._pem_lines = 0
+            return head + self._in_pem(line[begin.end():], show=show)
+        block = _YAML_BLOCK.match(line)
+        if block and secret_name(block.group(2)):
+            self._yaml = (len(block.group(1)), 0)
+        return _mask_line(line) if show else ""
+
+    def _in_yaml(self, line: str) -> str | None:
+        """A line of a YAML secret's block, masked; None once the block has ended (a
+        line indented no deeper than its key)."""
+        assert self._yaml is not None
+        indent, count = self._yaml
+        if count < PEM_MAX_LINES and (not line.strip() or len(_indent(line)) > indent):
+            self._yaml = (indent, count + 1)
+            return _indent(line) + MASK if line.strip() else line
+        self._yaml = None
+        return None
+
+    def _in_pem(self, line: str, *, show: bool) -> str:
+        """A line inside a PEM block: masked up to its END, what follows END as usual."""
+        assert self._pem_lines is not None
+        self._pem_lines += 1
+        end = _PEM_END.search(line)
+        if end or self._pem_lines >= PEM_MAX_LINES:
+            self._pem_lines = None
+        shown = _indent(line) + MASK
+        return shown + self._step(line[end.end():], show=show) if end else shown
 
 
 def _indent(line: str) -> str:

@@ -203,8 +203,8 @@ def test_a_pem_block_on_one_line_is_masked_and_the_line_goes_on() -> None:
 def test_a_begin_without_end_stops_masking_after_its_limit() -> None:
     lines = ["-----BEGIN RSA PRIVATE KEY-----", *(["QUFBQUFB"] * (PEM_MAX_LINES + 5))]
     shown = mask_text("\n".join(lines)).split("\n")
-    assert shown[:PEM_MAX_LINES + 1] == [MASK] * (PEM_MAX_LINES + 1)
-    assert shown[-1] == "QUFBQUFB"
+    assert shown[:PEM_MAX_LINES] == [MASK] * PEM_MAX_LINES  # BEGIN and 199 lines
+    assert shown[PEM_MAX_LINES:] == ["QUFBQUFB"] * 6
 
 
 def test_the_log_tail_masks_a_pem_block_split_across_pages_and_pushed_out_lines() -> None:
@@ -219,6 +219,19 @@ def test_the_log_tail_masks_a_pem_block_split_across_pages_and_pushed_out_lines(
     tail.feed("\n-----END RSA PRIVATE KEY-----\n[ERROR] exit 1\n")
     assert tail.lines()[-2:] == [MASK, "[ERROR] exit 1"]
     assert not any("c2VjcmV0" in line for line in tail.lines())
+
+
+def test_a_yaml_secret_block_is_masked_to_its_end() -> None:
+    text = "db:\n  password: |\n    first line\n\n    second\n  user: bob\nstage: deploy"
+    assert mask_text(text) == (f"db:\n  password: {MASK}\n    {MASK}\n\n    {MASK}\n"
+                               "  user: bob\nstage: deploy")
+
+
+def test_a_line_without_end_is_masked_before_its_head_is_dropped() -> None:
+    tail = TailBuffer(keep=3)
+    tail.feed("ok\npassword=" + "s3cr3t" * 6000)  # far longer than a line the tail keeps
+    tail.feed("more-of-it")
+    assert tail.lines() == ["ok", f"password={MASK}"]
 
 
 def test_masking_reads_a_hostile_line_in_linear_time() -> None:

@@ -22,7 +22,8 @@ What is masked, in this order on each line:
 4. the password of a URL: ``scheme://user:pass@host`` becomes
    ``scheme://user:****@host`` (and ``scheme://:pass@`` ``scheme://:****@``); a
    Slack webhook's path: ``https://hooks.slack.com/services/****``;
-5. ``-p VALUE`` / ``-pVALUE`` after a command where ``-p`` is a password
+5. the password of ``curl``'s and ``wget``'s ``-u``/``--user user:password``;
+   ``-p VALUE`` / ``-pVALUE`` after a command where ``-p`` is a password
    (``docker``, ``podman``, ``buildah``, ``nerdctl``, ``oras``, ``skopeo``,
    ``helm registry``, ``crane auth`` … ``login``; ``mysql`` and its tools;
    ``mariadb``; ``sshpass``). Elsewhere ``-p`` is a port or a path and stays;
@@ -40,7 +41,8 @@ What is masked, in this order on each line:
    is not a pair; a key right after ``/`` is a path (``/etc/passwd: denied``);
 8. tokens by their shape wherever they stand: Slack (``xoxb-``, ``xoxp-`` … ,
    ``xapp-``), GitHub (``ghp_``, ``gho_``, ``ghs_``, ``ghu_``, ``ghr_``,
-   ``github_pat_``), GitLab (``glpat-``), npm (``npm_``), JWTs (``eyJ….….``),
+   ``github_pat_``), GitLab (``glpat-``), npm (``npm_``), OpenAI-style (``sk-``) and
+   Google (``AIza``) API keys, JWTs (``eyJ….….``),
    Huawei IAM tokens (``MII`` and 40 more base64 characters), ``Bearer`` tokens,
    access keys (20 upper-case letters and digits, both present) and secret keys
    (40 letters and digits mixing upper case, lower case and digits).
@@ -97,6 +99,9 @@ _SLACK_HOOK = re.compile(r"(?i)(\bhooks\.slack\.com/(?:services|workflows|trigge
 _LOGIN = re.compile(r"(?i)\b(?:(?:docker|podman|buildah|nerdctl|oras|skopeo|crane\s+auth|"
                     r"helm\s+registry)\s+login|mysql\w*|mariadb\w*|sshpass)\b")
 _SHORT_P = re.compile(r"(?<!\S)(-p)(=|[ \t]+)?(?=[^\s-])")
+_CURL = re.compile(r"\b(?:curl|wget)\b")
+_USER_PASSWORD = re.compile(r"(?<!\S)((?:-u|--user)(?:[ \t]+|=)?)(?:([\"'])([^:\"']*:)[^\"']*\2?"
+                            r"|([^\s:\"']*:)\S+)")
 _LONG_OPTION = re.compile(r"(?<![\w-])--(?!no-)([\w-]++)[ \t]+(?=[^\s-])")
 _OPTION_END = re.compile(r"(?i)(?:pass|passwd|password|passphrase|pwd|secret|token|key"
                          r"|credentials?|cookie|auth)$")
@@ -107,7 +112,7 @@ _PROSE = re.compile(r"(?i)(?:via|is|are|was|flag|option|and|or|instead|with|for|
 # -Dpassword=, never inside a word, a path or a dashed name: each run is read once)
 _PAIR = re.compile(r"(?<![\w./\\])(?<![^\s\"'=-]-)(?<![^\s\"'=]--)"
                    r"(?:([\"'])([A-Za-z_][\w.-]*+)\1\s*[:=]\s*"
-                   r"|([A-Za-z_][\w.-]*+)(?:=[ \t]*|([ \t]+=[ \t]*|:[ \t]+)))(?=\S)")
+                   r"|([A-Za-z_][\w.-]*+)(?:=[ \t]*|:(?=[\"'])|([ \t]+=[ \t]*|:[ \t]+)))(?=\S)")
 _JSON_BARE = re.compile(r"[^\s,}\]]+")
 _HEADER_NAMES = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 
@@ -121,6 +126,8 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     # GitHub, GitLab and npm tokens
     (re.compile(r"(?<![\w-])(?:gh[pousr]_[A-Za-z0-9]{20,}+|github_pat_\w{20,}+"
                 r"|glpat-[\w-]{20,}+|npm_[A-Za-z0-9]{30,}+)"), MASK),
+    # OpenAI-style and Google API keys
+    (re.compile(r"(?<![\w-])(?:sk-[\w-]{20,}+|AIza[\w-]{30,}+)"), MASK),
     # a bearer token: long, or with a digit or punctuation ("Bearer authentication" stays)
     (re.compile(r"(?i)(\bbearer\s+)(?:[A-Za-z0-9._~+/-]{20,}|(?=[\w.~+/-]*[0-9._~+/-])"
                 r"[A-Za-z0-9._~+/-]{8,})=*"), r"\1" + MASK),
@@ -240,11 +247,21 @@ def _pairs(line: str) -> str:
     return _replace_values(line, _PAIR, _pair_keep, lambda f: _pair_end(line, f))
 
 
+def _user_password(found: re.Match[str]) -> str:
+    """``-u user:****``, in the option's own quotes."""
+    flag, quote = found.group(1), found.group(2)
+    if quote:
+        return f"{flag}{quote}{found.group(3)}{MASK}{quote}"
+    return f"{flag}{found.group(4)}{MASK}"
+
+
 def _mask_line(line: str) -> str:
     """One line (outside a PEM block) with every rule but the known values applied."""
     line = _headers(line)
     line = _URL_PASSWORD.sub(r"\1" + MASK + "@", line)
     line = _SLACK_HOOK.sub(r"\1" + MASK, line)
+    if _CURL.search(line):  # curl -u user:password
+        line = _USER_PASSWORD.sub(_user_password, line)
     line = _long_options(_short_passwords(line))
     line = _pairs(line)
     for pattern, replacement in _SHAPES:

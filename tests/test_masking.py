@@ -72,6 +72,11 @@ MASKED = [
     ("git-credential-helper --token s3cr3t-value --host github.com",
      "git-credential-helper --token **** --host github.com"),
     ("docker login --password=Hunter2 -u ci", "docker login --password=**** -u ci"),
+    ("curl -fsS -u admin:S3cret https://nexus.example.com/repo",
+     "curl -fsS -u admin:**** https://nexus.example.com/repo"),
+    ('curl --user="deploy:two words" -T app.war https://x',
+     'curl --user="deploy:****" -T app.war https://x'),
+    ('const cfg = {password:"p w", user: "bob"}', 'const cfg = {password:"****", user: "bob"}'),
     # headers: the whole value
     ("> Authorization: Basic dXNlcjpwYXNz", "> Authorization: ****"),
     ("curl -v -H 'Authorization: Bearer abc.def' https://x.example.com",
@@ -96,6 +101,7 @@ MASKED = [
     ("Using Bearer eyJhbGciOi.x-y_z for the API", "Using Bearer **** for the API"),
     ("iam token MII" + "A" * 60, "iam token ****"),
     ("using AK HPUAEXAMPLEAK0123456 now", "using AK **** now"),
+    ("OPENAI_KEY sk-proj-abcdefghijklmnopqrstuv1234 set", "OPENAI_KEY **** set"),
     ("secret key wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY12 leaked", "secret key **** leaked"),
 ]
 
@@ -123,6 +129,8 @@ UNCHANGED = [
     "Login Succeeded",
     "docker run -p 8080:80 nginx:1.25.3",
     "ssh -p 2222 git@github.com",
+    "docker run -u 1000:1000 -v /cache:/cache maven:3.9-eclipse-temurin-17 mvn -B verify",
+    "curl -u admin https://nexus.example.com (password asked on the terminal)",
     "image: quay.io/keycloak/keycloak:21.0",
     "grep: /etc/passwd: Permission denied",
     "PWD=/home/build/workspace",

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from bot.masking import MASK, mask_text, secret_name
+
 Message = dict[str, Any]
 
 RUN, CANCEL, STOP, REBUILD = "buildbot.run", "buildbot.cancel", "buildbot.stop", "buildbot.rebuild"
@@ -270,10 +272,24 @@ def refused_now(job_name: str, problems: Iterable[str], *, replace: bool = True)
 
 # --- confirmation -------------------------------------------------------------
 
+def _shown_value(name: str, value: str) -> str:
+    """A parameter's value as Slack may show it: ``****`` when its name looks secret
+    (``bot.masking.secret_name``), else the value with any secret in it masked. What is
+    sent to CodeArts is never this."""
+    return MASK if secret_name(name) else mask_text(value)
+
+
+def _command(command: str) -> str:
+    """``/build <command>`` as inline code, secret-named values masked."""
+    return code("/build " + mask_text(command), 500)
+
+
 def _param_lines(body: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """One line per parameter, and the commit and tag lines (always shown)."""
+    """One line per parameter (a secret's value masked), and the commit and tag lines
+    (always shown)."""
     params = body.get("parameter") or []
-    lines = [f"• {code(str(p.get('name', '')), 200)} = {code(str(p.get('value', '')))}"
+    lines = [f"• {code(str(p.get('name', '')), 200)} = "
+             f"{code(_shown_value(str(p.get('name', '')), str(p.get('value', ''))))}"
              for p in params]
     scm = body.get("scm") or {}
     extra = []
@@ -321,7 +337,7 @@ def cancelled(job_name: str) -> Message:
 def expired(job_name: str, command: str, *, minutes: int) -> Message:
     return ephemeral(
         f":hourglass: This confirmation for {_job(job_name)} expired after {minutes} minutes; "
-        f"nothing was started. Type {code('/build ' + command, 500)} again to run it.",
+        f"nothing was started. Type {_command(command)} again to run it.",
         replace=True)
 
 
@@ -850,7 +866,7 @@ def approval_ended(job_name: str, outcome: str, *, by: str | None = None,
                    command: str = "") -> Message:
     """The requester's word when the wait ends without a build: rejected, expired,
     withdrawn, or the question could not be asked."""
-    again = f" Type {code('/build ' + command, 500)} to ask again." if command else ""
+    again = f" Type {_command(command)} to ask again." if command else ""
     words = {
         "rejected": f":no_entry: {_user(by or '?')} rejected {_job(job_name)}; nothing was "
                     "started.",
@@ -986,7 +1002,7 @@ def queue_ended(job_name: str, outcome: str, *, command: str = "", minutes: int 
     if outcome == "left":
         return ephemeral(f"You left the queue: {_job(job_name)} was not started.",
                          replace=True)
-    again = f" Type {code('/build ' + command, 500)} to try again." if command else ""
+    again = f" Type {_command(command)} to try again." if command else ""
     return ephemeral(f":hourglass: {_job(job_name)} waited {minutes} minutes in the queue "
                      f"without a free slot; nothing was started.{again}", replace=True)
 

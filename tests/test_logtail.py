@@ -67,7 +67,7 @@ def test_secrets_are_masked(raw: str, secret: str) -> None:
     "task=compile_everything",
     "Incorrect password for user bob",
     "[INFO] Build image: success (12 s)",
-    "key=short",
+    "keyboard_layout=us",  # a name with a secret word inside a harmless one
 ])
 def test_ordinary_lines_are_left_alone(line: str) -> None:
     assert clean(line) == line

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from bot.codearts.errors import clip
+from bot.masking import mask_text
 
 # "ended": the record has a finish time but a status word not listed below.
 Outcome = Literal["success", "failure", "aborted", "unknown", "ended"]
@@ -284,7 +285,8 @@ MAX_STEPS = 200  # steps kept of one build (a longer list is odd: its head is en
 
 
 def step_from(item: Any) -> Step | None:
-    """A step, or None for a record without a usable name (skipped, never an error)."""
+    """A step, or None for a record without a usable name (skipped, never an error); a
+    secret in its name is masked (it is shown in the channel)."""
     if not isinstance(item, dict):
         return None
     name = item.get("name")
@@ -293,7 +295,7 @@ def step_from(item: Any) -> Step | None:
     raw = item.get("status")
     status = raw if isinstance(raw, str) else ""
     took = int_or_none(item.get("build_time"))
-    return Step(name=clip(name, 100), status=clip(status, STATUS_LIMIT).lower(),
+    return Step(name=clip(mask_text(name), 100), status=clip(status, STATUS_LIMIT).lower(),
                 build_time_ms=took if took is not None and took >= 0 else None)
 
 

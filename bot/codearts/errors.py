@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from bot.masking import mask_text
+
 
 class Kind(StrEnum):
     """What kind of trouble an error is, for the code that decides what happens next."""
@@ -121,7 +123,13 @@ def clip(text: str, limit: int) -> str:
 
 
 class CodeArtsError(Exception):
-    """Base of every error the client raises; ``str()`` is safe to show a user."""
+    """Base of every error the client raises; ``str()`` is safe to show a user: its
+    text, and every field below that carries what CodeArts or the connection said, is
+    masked (``bot.masking``) when the error is made, the one place CodeArts' words pass
+    before any of them can reach Slack."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(mask_text(a) if isinstance(a, str) else a for a in args))
 
 
 class ApiError(CodeArtsError):
@@ -130,8 +138,8 @@ class ApiError(CodeArtsError):
     def __init__(self, status: int, error_code: str, error_msg: str,
                  request_id: str | None = None, hint: str | None = None) -> None:
         self.status = status
-        self.error_code = error_code
-        self.error_msg = clip(error_msg, 300)
+        self.error_code = mask_text(error_code)
+        self.error_msg = clip(mask_text(error_msg), 300)
         self.request_id = request_id
         self.hint = words_for(status, error_code) if hint is None else hint
         super().__init__(describe(self).sentence)
@@ -143,8 +151,8 @@ class AuthError(CodeArtsError):
     def __init__(self, status: int | None, error_code: str, error_msg: str,
                  request_id: str | None = None) -> None:
         self.status = status
-        self.error_code = error_code
-        self.error_msg = clip(error_msg, 300)
+        self.error_code = mask_text(error_code)
+        self.error_msg = clip(mask_text(error_msg), 300)
         self.request_id = request_id
         self.hint = words_for(status, error_code, iam=True)
         super().__init__(describe(self).sentence)
@@ -156,7 +164,7 @@ class BadResponseError(CodeArtsError):
     def __init__(self, status: int, request_id: str | None, snippet: str, what: str = "") -> None:
         self.status = status
         self.request_id = request_id
-        self.snippet = clip(snippet, 120)
+        self.snippet = clip(mask_text(snippet), 120)
         self.what = what or "an answer that is not valid JSON"
         self.hint = words_for(status) if status >= 400 else TABLE["unreadable"].words or ""
         super().__init__(describe(self).sentence)
@@ -169,7 +177,7 @@ class NotSentError(CodeArtsError):
         self.method = method
         self.path = path
         self.attempts = attempts
-        self.reason = reason
+        self.reason = mask_text(reason)
         self.hint = words_for(None)
         super().__init__(describe(self).sentence)
 
@@ -180,7 +188,7 @@ class OutcomeUnknownError(CodeArtsError):
     def __init__(self, method: str, path: str, reason: str) -> None:
         self.method = method
         self.path = path
-        self.reason = reason
+        self.reason = mask_text(reason)
         self.hint = TABLE["answer lost"].words or ""
         super().__init__(describe(self).sentence)
 

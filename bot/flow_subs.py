@@ -18,6 +18,7 @@ from bot.command import SubsCommand, SubscribeCommand, SubscriptionsCommand, Uns
 from bot.flow_types import FlowRoom, Outcome, Who
 from bot.policy import UserGroups
 from bot.rules import JOB_ID_RE
+from bot.slack_budget import Priority
 
 if TYPE_CHECKING:
     pass
@@ -93,6 +94,10 @@ class SubsFlow(FlowRoom):
         (``conversations.info``); None when it may. Not a channel (a DM, a group DM), a
         channel the bot cannot see (a private one it was not invited to), an archived one,
         or no clear answer from Slack: refused."""
+        budget = self.engine.notifier.budget
+        if budget is not None and not budget.acquire("conversations.info", channel_id,
+                                                     priority=Priority.ANSWER, max_wait=10.0):
+            return _NO_ANSWER
         try:
             answer = self.flow.slack.conversations_info(channel=channel_id)
         except SlackApiError as exc:

@@ -91,7 +91,7 @@ class Runtime:
                                      timeout=slack_timeout, limited=self.budget.pause)
         self.worker = ThreadPoolExecutor(settings.worker_threads,
                                          thread_name_prefix="buildbot-work")
-        groups = SlackUserGroups(self.slack)  # one membership cache for both sides
+        groups = SlackUserGroups(self.slack, budget=self.budget)  # one cache for both sides
         self.engine = Engine(config=config, store=self.store, api=self.api,
                              notifier=Notifier(self.slack, backoff=slack_backoff,
                                                metrics=self.metrics, budget=self.budget,

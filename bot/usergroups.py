@@ -14,6 +14,10 @@ from collections.abc import Callable
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from bot.slack_budget import Priority, SlackBudget
+
+BUDGET_WAIT = 10.0  # the longest a lookup waits for its token (it answers a person)
+
 log = logging.getLogger(__name__)
 
 
@@ -21,8 +25,11 @@ class SlackUserGroups:
     """Members of each user group, kept ``ttl`` seconds; one lookup per group at a time."""
 
     def __init__(self, client: WebClient, *, ttl: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 budget: SlackBudget | None = None) -> None:
+        """``budget``: the Slack budget a lookup takes its token from (Tier 2)."""
         self._client = client
+        self.budget = budget
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
@@ -46,6 +53,11 @@ class SlackUserGroups:
             return hit if hit is not None else self._fetch(group_id)
 
     def _fetch(self, group_id: str) -> frozenset[str] | None:
+        if self.budget is not None and not self.budget.acquire(
+                "usergroups.users.list", priority=Priority.ANSWER, max_wait=BUDGET_WAIT):
+            log.warning("usergroup lookup not made group=%s: Slack's budget is spent",
+                        group_id)
+            return None
         try:
             resp = self._client.usergroups_users_list(usergroup=group_id)
         except (SlackApiError, SlackClientError, OSError) as exc:

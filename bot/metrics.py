@@ -63,9 +63,21 @@ class Metrics:
         self.watcher_pass = Gauge("buildbot_watcher_last_pass_timestamp_seconds",
                                   "When the watcher last leased due builds successfully",
                                   registry=r)
+        self.budget_waited = Gauge("buildbot_slack_budget_wait_seconds",
+                                   "Seconds Slack calls of this process waited for their "
+                                   "method's rate-limit budget, in all", registry=r)
+        self.progress_skipped = Gauge("buildbot_progress_updates_put_off",
+                                      "Progress updates put off because Slack's budget had "
+                                      "nothing to spare, in all", registry=r)
         self.followed = Gauge("buildbot_builds_followed",
                               "Builds being followed (not yet reported), all replicas",
                               registry=r)
+
+    def slack_budget(self, waited: Callable[[], float], skipped: Callable[[], int]) -> None:
+        """The Slack budget's totals, read at scrape time: seconds calls waited for their
+        tokens, and progress updates put off for want of one."""
+        self.budget_waited.set_function(waited)
+        self.progress_skipped.set_function(lambda: float(skipped()))
 
     def follow_count(self, count: Callable[[], int]) -> None:
         """Read the number of followed builds at scrape time (NaN if the store is away)."""

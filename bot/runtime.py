@@ -86,6 +86,7 @@ class Runtime:
         # Slack's rate limits, one budget per method for all threads; replicas split them
         self.budget = SlackBudget(parse_limits(settings.slack_rate_limits),
                                   clock=clock, share=self.heartbeat.replicas)
+        self.metrics.slack_budget(lambda: self.budget.waited, lambda: self.budget.skipped)
         self.slack = make_web_client(settings.slack_bot_token.get_secret_value(),
                                      settings.slack_api_url, backoff=slack_backoff,
                                      timeout=slack_timeout, limited=self.budget.pause)

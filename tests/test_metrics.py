@@ -53,3 +53,15 @@ def test_the_counters_and_histograms_move_with_a_build(db_url: str, tmp_path: Pa
 def test_metrics_are_off_unless_asked_for(db_url: str, tmp_path: Path) -> None:
     with running_bot(db_url, tmp_path) as bot:
         assert httpx.get(bot.url + "/metrics").status_code == 404
+
+
+def test_the_slack_budget_shows_its_waits_and_what_progress_put_off(db_url: str,
+                                                                      tmp_path: Path) -> None:
+    with running_bot(db_url, tmp_path, metrics=True) as bot:
+        before = scrape(bot.url)
+        assert before[("buildbot_slack_budget_wait_seconds", ())] == 0
+        assert before[("buildbot_progress_updates_put_off", ())] == 0
+        budget = bot.runtime.budget
+        budget.pause("chat.update", None, 60.0)  # as a 429 would
+        assert not budget.take("chat.update")
+        assert scrape(bot.url)[("buildbot_progress_updates_put_off", ())] == 1

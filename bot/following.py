@@ -33,8 +33,10 @@ from bot.store import Store
 
 log = logging.getLogger(__name__)
 
-FOLLOW_PAGE = 50  # history lines read per call when following builds (a page covers them)
-FOLLOW_PAGES = 4  # pages read at most for one poll; older builds read their own record
+FOLLOW_PAGE = 50  # history lines of a job's first read, unless it needed more last time
+HISTORY_LIMIT = 100  # the most lines one history call may ask for (the API's documented cap)
+FOLLOW_LINES = 2_000  # lines read at most for one poll (20 calls of 100); older builds, or
+# a job with more running builds, read their own record
 HISTORIES_REMEMBERED = 10_000  # jobs whose last history read is kept in memory at most
 MAX_BUILD_NO_DIGITS = 18
 
@@ -64,21 +66,24 @@ class JobHistory:
     page: list[HistoryRecord] = field(default_factory=list)
     by_no: dict[str, HistoryRecord] = field(default_factory=dict)
     pages: int = 0
+    lines: int = 0  # history lines read so far (the offset of the next page)
     complete: bool = False
     oldest: int | None = None
 
-    def add(self, records: list[HistoryRecord], total: int | None) -> None:
+    def add(self, records: list[HistoryRecord], total: int | None, *, limit: int) -> None:
+        """One page read (``limit``: the lines it asked for)."""
         usable = _usable(records)
         if self.pages == 0:
             self.page = usable
         for record in usable:
             self.by_no.setdefault(_number(record.build_no), record)
         self.pages += 1
+        self.lines += limit
         numbers = [int(r.build_no) for r in usable]
         if numbers:
             self.oldest = min(numbers + ([self.oldest] if self.oldest is not None else []))
-        self.complete = self.complete or len(records) < FOLLOW_PAGE or (
-            total is not None and self.pages * FOLLOW_PAGE >= total)
+        self.complete = self.complete or len(records) < limit or (
+            total is not None and self.lines >= total)
 
     def may_list(self, build_no: str) -> bool:
         """Could a page further back list this build?"""
@@ -226,26 +231,35 @@ class Following:
                     need: str | None = None) -> JobHistory:
         """The job's history as read at or after ``fresh_after`` (one call, shared by every
         caller of this process that asks for it at the same time), paged further back
-        (at most ``FOLLOW_PAGES``) when ``need`` is older than what was read."""
+        (``HISTORY_LIMIT`` lines a call, at most ``FOLLOW_LINES`` in all) when ``need`` is
+        older than what was read. The first call asks for as many lines as the job needed
+        at its last read, so a job with many running builds is read in fewer calls."""
         with self._histories_lock:
             lock = self._history_locks.setdefault(job_id, threading.Lock())
         with lock:
             got = self._histories.get(job_id)
             if got is None or got.read_at < fresh_after:
-                read_at = self.clock()
-                records, total = self.api.history(job_id, offset=0, limit=FOLLOW_PAGE)
-                got = JobHistory(read_at)
-                got.add(records, total)
-                with self._histories_lock:
-                    if len(self._histories) >= HISTORIES_REMEMBERED:
-                        self._histories.clear()
-                        self._anchors.clear()
-                    self._histories[job_id] = got
-            while need is not None and got.may_list(need) and got.pages < FOLLOW_PAGES:
-                records, total = self.api.history(job_id, offset=got.pages * FOLLOW_PAGE,
-                                                  limit=FOLLOW_PAGE)
-                got.add(records, total)
+                got = self._read_first(job_id, previous=got)
+            while need is not None and got.may_list(need) and got.lines < FOLLOW_LINES:
+                records, total = self.api.history(job_id, offset=got.lines,
+                                                  limit=HISTORY_LIMIT)
+                got.add(records, total, limit=HISTORY_LIMIT)
             return got
+
+    def _read_first(self, job_id: str, previous: JobHistory | None) -> JobHistory:
+        """The newest page of the job's history: ``FOLLOW_PAGE`` lines, or the whole
+        page the API allows when the last read of the job had to go further back."""
+        limit = HISTORY_LIMIT if previous is not None and previous.pages > 1 else FOLLOW_PAGE
+        read_at = self.clock()
+        records, total = self.api.history(job_id, offset=0, limit=limit)
+        got = JobHistory(read_at)
+        got.add(records, total, limit=limit)
+        with self._histories_lock:
+            if len(self._histories) >= HISTORIES_REMEMBERED:
+                self._histories.clear()
+                self._anchors.clear()
+            self._histories[job_id] = got
+        return got
 
     def state_of(self, build: Build) -> tuple[BuildState, float | None]:
         """Where a build stands, and the time of the history read it was decided from (None:

@@ -426,10 +426,14 @@ def test_a_build_older_than_the_first_page_is_read_from_the_next(bot: Bot) -> No
         from_console(bot)
     next_pass(bot)
     queries = [r.query for r in history_calls(bot)]
-    assert queries == ["offset=0&limit=50", "offset=50&limit=50"]
+    # further pages ask for the most lines the API allows (100)
+    assert queries == ["offset=0&limit=50", "offset=50&limit=100"]
     assert bot.codearts.requests_to("/v4/jobs/") == []
     end(bot, mine, "SUCCESS")
     next_pass(bot)
+    # the job needed more than one page: its next read asks for 100 lines at once
+    assert [r.query for r in history_calls(bot)][2:] == ["offset=0&limit=100"]
+    assert bot.codearts.requests_to("/v4/jobs/") == []
     assert len([c for c in bot.slack.calls("chat.postMessage") if c.get("thread_ts")]) == 1
 
 

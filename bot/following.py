@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.codearts.answers import BuildState, HistoryRecord, build_state_from
+from bot.codearts.answers import BuildState, HistoryRecord, state_from_times
 from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError
 from bot.lifecycle import (
@@ -51,10 +51,7 @@ def history_state(record: HistoryRecord | None) -> BuildState | None:
     with an end time, has ended); None when it cannot tell (no word and no end time)."""
     if record is None or (not record.result.strip() and record.end_time is None):
         return None
-    return build_state_from({
-        "status": record.result,
-        "start_time": record.start_time.isoformat() if record.start_time else None,
-        "end_time": record.end_time.isoformat() if record.end_time else None})
+    return state_from_times(record.result, record.start_time, record.end_time)
 
 
 @dataclass
@@ -267,7 +264,7 @@ class Following:
         now, ours and subscribed; the build's own record is read only when the history does
         not list it (or not readably), or for a build of ours whose daily number CodeArts
         has not told yet (only the record has it)."""
-        if not self.history_polls or (build.origin is None and not build.daily_build_number):
+        if not self._from_history(build):
             return self.api.build_state(build.job_id, build.build_no), None
         history = self.job_history(build.job_id, fresh_after=build.next_check_at,
                                    need=build.build_no)
@@ -277,6 +274,33 @@ class Following:
                       build.id, build.job_name)
             return self.api.build_state(build.job_id, build.build_no), None
         return state, history.read_at
+
+    def states_of(self, leased: list[tuple[Build, Lease]]) -> tuple[
+            list[tuple[Build, Lease, BuildState, float | None]], list[tuple[Build, Lease]]]:
+        """``state_of`` for builds of one job at once: one history read (as deep as the
+        oldest of them needs) decides those it lists readably; the others are returned
+        for their own record (as ``state_of`` would read it)."""
+        listed = [(b, lease) for b, lease in leased if self._from_history(b)]
+        rest = [(b, lease) for b, lease in leased if not self._from_history(b)]
+        if not listed:
+            return [], rest
+        numbers = [b.build_no for b, _lease in listed if b.build_no.isdigit()]
+        history = self.job_history(
+            listed[0][0].job_id, fresh_after=max(b.next_check_at for b, _lease in listed),
+            need=min(numbers, key=int) if numbers else None)
+        decided: list[tuple[Build, Lease, BuildState, float | None]] = []
+        for build, lease in listed:
+            state = history_state(history.by_no.get(_number(build.build_no)))
+            if state is None:
+                rest.append((build, lease))
+            else:
+                decided.append((build, lease, state, history.read_at))
+        return decided, rest
+
+    def _from_history(self, build: Build) -> bool:
+        """May the job's history decide this build (else its own record must)?"""
+        return self.history_polls and not (build.origin is None
+                                           and not build.daily_build_number)
 
     def next_check(self, job_id: str, at: float) -> float:
         """``at`` moved to the nearest point of the job's poll grid (the time of this

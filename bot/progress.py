@@ -63,6 +63,10 @@ class Progress(Desk):
         except Exception:
             log.exception("progress update of build=%s failed", build.id)
 
+    def due(self, build: Build) -> bool:
+        """Is an update of this build's channel message due now (``progress`` has work)?"""
+        return progress_due(build, now=self.clock(), every=self.progress_every)
+
     def _progress(self, build: Build, lease: Lease) -> None:
         now = self.clock()
         if not progress_due(build, now=now, every=self.progress_every):

@@ -759,3 +759,16 @@ def test_the_history_pages_up_to_the_documented_100_lines_and_refuses_more(fake,
         with pytest.raises(ApiError) as info:
             client.history(JOB, offset=offset, limit=limit)
         assert (info.value.status, info.value.error_code) == (400, "CB.00060200")
+
+
+@pytest.mark.parametrize("word", ["RUNNING", "success", " Failed ", "WEIRD", "", "aborted"])
+@pytest.mark.parametrize("end", [None, "2025-09-12T08:30:27.123+08:00", "1970-01-01T00:00:00Z"])
+def test_a_history_line_is_decided_as_its_record_would_be(word, end):
+    from bot.codearts.answers import history_record_from, state_from_times
+
+    item = {"build_number": 7, "result": word, "start_time": "2025-09-12T08:00:00.5Z",
+            "end_time": end}
+    line = history_record_from(item)
+    assert line is not None
+    assert state_from_times(line.result, line.start_time, line.end_time) == build_state_from(
+        {"status": word, "start_time": item["start_time"], "end_time": end})

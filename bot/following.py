@@ -284,10 +284,9 @@ class Following:
         rest = [(b, lease) for b, lease in leased if not self._from_history(b)]
         if not listed:
             return [], rest
-        numbers = [b.build_no for b, _lease in listed if b.build_no.isdigit()]
         history = self.job_history(
             listed[0][0].job_id, fresh_after=max(b.next_check_at for b, _lease in listed),
-            need=min(numbers, key=int) if numbers else None)
+            need=_oldest([b for b, _lease in listed]))
         decided: list[tuple[Build, Lease, BuildState, float | None]] = []
         for build, lease in listed:
             state = history_state(history.by_no.get(_number(build.build_no)))
@@ -317,6 +316,12 @@ class Following:
         if snapped <= now:  # the next point of the grid after now
             snapped += (math.floor((now - snapped) / step) + 1) * step
         return snapped
+
+
+def _oldest(builds: list[Build]) -> str | None:
+    """The oldest build number among these (the history must reach back to it)."""
+    numbers = [b.build_no for b in builds if b.build_no.isdigit()]
+    return min(numbers, key=int) if numbers else None
 
 
 def _fresh(records: list[HistoryRecord], sub: Subscription) -> list[HistoryRecord]:

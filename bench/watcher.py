@@ -40,6 +40,10 @@ read CLOCK_MONOTONIC). Goal: at most two poll intervals plus one call.
     python -m bench.watcher --jobs 1000/20,5000/100
     python -m bench.watcher --latency
 
+    git worktree add /tmp/bot-before 65d2291
+    python -m bench.watcher --jobs 5000/100,1000/1 --bot-path /tmp/bot-before --repeat 3
+    python -m bench.watcher --jobs 5000/100 --periods 2 --profile /tmp/watcher-profile
+
 ``--jobs N/J``: N running builds over J jobs (N/J each), seeded as above. It prints
 CodeArts status reads per poll period (the jobs' history pages and per-build record
 calls; goal: at most J, not N), CPU and memory, with the per-job history poll and, for
@@ -47,7 +51,12 @@ comparison, ``--per-build`` (each build's own record, as before). ``--latency``:
 of twelve jobs ending at staggered moments, followed by the real watcher thread at the
 production poll (15 s); it prints how long after its end each result reached its thread,
 without the CodeArts webhook and with it (a call to ``POST /codearts/events`` at each
-build's end, as CodeArts makes).
+build's end, as CodeArts makes). With ``--bot-path``, ``--jobs`` runs the bot found there
+("before") and this one ("now") one after the other for each size, ``--repeat`` passes,
+and prints the medians side by side, with the watcher's CPU per build per poll (CPU
+seconds over the window / builds / polls in it). ``--profile PREFIX`` writes each
+watcher's cProfile (every thread, timed by its own CPU clock) to ``PREFIX-...txt``: the
+profiler roughly doubles the CPU, so read its shares, not its totals.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -163,11 +173,14 @@ def codearts_child(conn: Connection) -> None:
 
 
 def watcher_child(conn: Connection, values: dict[str, Any], log_path: str,
-                  bot_path: str | None, history_polls: bool = True) -> None:
-    """Child process: the bot's Runtime with only its watcher running."""
+                  bot_path: str | None, history_polls: bool = True,
+                  profile: str | None = None) -> None:
+    """Child process: the bot's Runtime with only its watcher running (``profile``: a
+    file for the CPU profile of all its threads, see ``profile_threads``)."""
     if bot_path:  # a patched copy of the bot package, to measure a proposed fix
         sys.path.insert(0, bot_path)
     log_to_file(log_path)
+    dump = profile_threads() if profile else None
     from bot.config import load_config
     from bot.runtime import Runtime
     from bot.settings import load_settings
@@ -185,6 +198,40 @@ def watcher_child(conn: Connection, values: dict[str, Any], log_path: str,
                        proc_status_kib("VmHWM")))
     finally:
         runtime.close()
+        if dump is not None and profile:
+            dump(profile)
+
+
+def profile_threads() -> Callable[[str], None]:
+    """Profile every thread started from now on by CPU time (cProfile with each thread's
+    own CPU clock, so waiting costs nothing); the function returned writes the stats of
+    the threads that have ended, sorted by cumulative time, to a file."""
+    import cProfile
+    import pstats
+    import threading
+
+    profiles: list[cProfile.Profile] = []
+    run = threading.Thread.run
+
+    def profiled(self: threading.Thread) -> None:
+        prof = cProfile.Profile(time.thread_time)
+        profiles.append(prof)
+        prof.enable()
+        try:
+            run(self)
+        finally:
+            prof.disable()
+
+    threading.Thread.run = profiled  # type: ignore[method-assign]
+
+    def dump(path: str) -> None:
+        time.sleep(1.0)  # let the pool's threads see the shutdown and end
+        with open(path, "w") as out:
+            stats = pstats.Stats(*profiles, stream=out)
+            stats.sort_stats("cumulative").print_stats(60)
+            stats.sort_stats("tottime").print_stats(40)
+
+    return dump
 
 
 def seed_store(db_url: str, job: str, made: list[tuple[str, str]], poll: float) -> None:
@@ -318,7 +365,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--repeat", type=int, default=1, help="passes over the sizes (interleaved)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
-    ap.add_argument("--bot-path", help="folder with a patched copy of the bot package to run")
+    ap.add_argument("--bot-path", help="folder with a patched copy of the bot package to run "
+                    "(with --jobs: another bot, e.g. a worktree of an older commit, run "
+                    "side by side with this one as 'before')")
     ap.add_argument("--progress-seconds", type=float, default=10.0,
                     help="PROGRESS_UPDATE_SECONDS of the bot (0: progress off, the baseline)")
     ap.add_argument("--slow-share", type=float, default=0.0,
@@ -331,6 +380,8 @@ def main() -> int:
                     help="with --jobs: also measure each build's own record call (before)")
     ap.add_argument("--progress", action="store_true",
                     help="with --jobs: live progress on (steps calls are counted apart)")
+    ap.add_argument("--profile", help="with --jobs: write each watcher's CPU profile (all "
+                    "threads, by CPU time) to PROFILE-<builds>-<jobs>-<bot>-<pass>.txt")
     ap.add_argument("--latency", action="store_true",
                     help="end of build -> thread reply, with and without the webhook")
     args = ap.parse_args()
@@ -474,7 +525,8 @@ def seed_store_jobs(db_url: str, made_by_job: list[tuple[str, list[tuple[str, st
 
 def measure_jobs(n: int, jobs: int, *, poll: float, periods: int, slack_api_url: str,
                  codearts: Child, tmp: Path, history_polls: bool = True,
-                 progress: float = 0.0) -> dict[str, Any]:
+                 progress: float = 0.0, bot_path: str | None = None,
+                 profile: str | None = None) -> dict[str, Any]:
     made_by_job = codearts.ask(("seed_jobs", n, jobs))
     db = tmp / f"jobs-{n}-{jobs}-{uuid.uuid4().hex[:6]}.db"
     seed_store_jobs(f"sqlite:///{db}", made_by_job, poll)
@@ -482,8 +534,8 @@ def measure_jobs(n: int, jobs: int, *, poll: float, periods: int, slack_api_url:
                         db_url=f"sqlite:///{db}", config=tmp / "buildbot.toml",
                         build_poll_seconds=poll)
     values["progress_update_seconds"] = progress
-    watcher = Child(watcher_child, values, str(tmp / f"jobs-{n}-{jobs}.log"), None,
-                    history_polls, server=True)
+    watcher = Child(watcher_child, values, str(tmp / f"jobs-{n}-{jobs}.log"), bot_path,
+                    history_polls, profile, server=True)
     try:
         # warm-up: every build polled once, and once more on its job's grid
         time.sleep(2 * poll + 1)
@@ -504,52 +556,84 @@ def measure_jobs(n: int, jobs: int, *, poll: float, periods: int, slack_api_url:
             "jobs_read": reads["history_jobs"],
             "steps_reads_per_poll": reads["steps"] / polls,
             "cpu_pct_one_core": (cpu1 - cpu0) / wall * 100,
+            "cpu_us_per_build_per_poll": (cpu1 - cpu0) * 1e6 / (n * polls),
             "rss_before_watching_mb": watcher.hello / 1024, "rss_mb": rss / 1024,
-            "peak_rss_mb": hwm / 1024}
+            "peak_rss_mb": hwm / 1024, "bot": "before" if bot_path else "now"}
 
 
 def jobs_main(args: Any, poll: float, pinning: str) -> int:
+    """``--jobs``; with ``--bot-path``, the bot there ("before") and this one ("now") side
+    by side, interleaved, ``--repeat`` passes; medians per row."""
     from tests.fakes.slack import FakeSlack
 
     sizes = [tuple(int(x) for x in part.split("/")) for part in args.jobs.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
     (tmp / "buildbot.toml").write_text(config_text())
+    bots = [args.bot_path, None] if args.bot_path else [None]
     results = []
     with FakeSlack() as slack:
         codearts = Child(codearts_child)
         try:
-            for n, j in sizes:
-                for per_job in ([True, False] if args.per_build else [True]):
-                    r = measure_jobs(n, j, poll=poll, periods=args.periods,
-                                     slack_api_url=slack.api_url, codearts=codearts, tmp=tmp,
-                                     history_polls=per_job,
-                                     progress=args.progress_seconds if args.progress else 0.0)
-                    results.append(r)
-                    print(f"{n} builds / {j} jobs ({'history' if per_job else 'per build'}): "
-                          f"{r['status_reads_per_poll']:.1f} status reads per poll "
-                          f"({r['history_reads_per_poll']:.1f} history, "
-                          f"{r['record_reads_per_poll']:.1f} record), "
-                          f"CPU {r['cpu_pct_one_core']:.1f}% of a core, "
-                          f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            for rep, (n, j), per_job, bot in itertools.product(
+                    range(args.repeat), sizes, [True, False] if args.per_build else [True],
+                    bots):
+                profile = (f"{args.profile}-{n}-{j}-{'before' if bot else 'now'}-{rep + 1}.txt"
+                           if args.profile else None)
+                r = measure_jobs(n, j, poll=poll, periods=args.periods,
+                                 slack_api_url=slack.api_url, codearts=codearts, tmp=tmp,
+                                 history_polls=per_job,
+                                 progress=args.progress_seconds if args.progress else 0.0,
+                                 bot_path=bot, profile=profile)
+                results.append({"pass": rep + 1, **r})
+                print(f"pass {rep + 1}, {r['bot']}: {n} builds / {j} jobs "
+                      f"({'history' if per_job else 'per build'}): "
+                      f"{r['status_reads_per_poll']:.1f} status reads per poll "
+                      f"({r['history_reads_per_poll']:.1f} history, "
+                      f"{r['record_reads_per_poll']:.1f} record), "
+                      f"CPU {r['cpu_pct_one_core']:.1f}% of a core "
+                      f"({r['cpu_us_per_build_per_poll']:.0f} us per build per poll), "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
         finally:
             codearts.close()
+    rows = jobs_summary(results)
     print()
     print(pinning)
-    print(table(["builds", "jobs", "mode", "status reads/poll", "history/poll", "record/poll",
-                 "CPU % core", "RSS before MB", "peak RSS MB", "goal: reads/poll <="],
-                [[r["builds"], r["jobs"], "history" if r["history_polls"] else "per build",
-                  r["status_reads_per_poll"], r["history_reads_per_poll"],
+    print(f"poll {poll:g} s, {args.periods} periods measured, medians over {args.repeat} "
+          "pass(es)")
+    print(table(["builds", "jobs", "bot", "mode", "status reads/poll", "history/poll",
+                 "record/poll", "CPU % core", "CPU us/build/poll", "RSS before MB",
+                 "peak RSS MB", "goal: reads/poll <="],
+                [[r["builds"], r["jobs"], r["bot"], "history" if r["history_polls"] else
+                  "per build", r["status_reads_per_poll"], r["history_reads_per_poll"],
                   r["record_reads_per_poll"], r["cpu_pct_one_core"],
-                  r["rss_before_watching_mb"], r["peak_rss_mb"], r["jobs"]] for r in results]))
-    for r in results:
+                  r["cpu_us_per_build_per_poll"], r["rss_before_watching_mb"],
+                  r["peak_rss_mb"], r["jobs"]] for r in rows]))
+    for r in rows:
         if r["history_polls"]:
             met = r["status_reads_per_poll"] <= r["jobs"] * 1.05
-            print(f"{r['builds']} builds over {r['jobs']} jobs: status reads per poll <= jobs: "
-                  f"{'met' if met else 'NOT met'}")
-    path = write_results("watcher-jobs", {"runs": results, "poll": poll,
-                                          "periods": args.periods, "pinning": pinning})
+            print(f"{r['bot']}: {r['builds']} builds over {r['jobs']} jobs: status reads "
+                  f"per poll <= jobs: {'met' if met else 'NOT met'}")
+    path = write_results("watcher-jobs" + ("-vs-before" if args.bot_path else ""),
+                         {"runs": results, "summary": rows, "poll": poll,
+                          "periods": args.periods, "repeat": args.repeat,
+                          "bot_path": args.bot_path, "pinning": pinning})
     print(f"written {path}")
     return 0
+
+
+JOBS_FIGURES = ("status_reads_per_poll", "history_reads_per_poll", "record_reads_per_poll",
+                "steps_reads_per_poll", "cpu_pct_one_core", "cpu_us_per_build_per_poll",
+                "rss_before_watching_mb", "peak_rss_mb")
+
+
+def jobs_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per size, mode and bot: the median of each figure over the passes."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        groups[(r["builds"], r["jobs"], r["history_polls"], r["bot"])].append(r)
+    return [{"builds": n, "jobs": j, "history_polls": hp, "bot": bot, "passes": len(rs),
+             **{k: median([r[k] for r in rs]) for k in JOBS_FIGURES}}
+            for (n, j, hp, bot), rs in groups.items()]
 
 
 # --- end of build -> thread reply, with and without the webhook -----------------------

@@ -63,7 +63,7 @@ from bot.status import (
     last_results,
     recent_builds,
 )
-from bot.store import OpenQuestion, Store
+from bot.store import OpenQuestion, Reschedule, Store
 
 log = logging.getLogger(__name__)
 
@@ -422,6 +422,28 @@ class Engine(Desk):
             self.metrics.builds_ended.labels(decision.result.split(":")[0]).inc()
             self.report(replace(build, watch=WatchState.REPORTING, result=decision.result,
                                 duration_ms=decision.duration_ms, failures=0), lease)
+
+    def poll_job(self, leased: list[tuple[Build, Lease]]) -> list[tuple[Build, Lease]]:
+        """Poll builds of one job at once: the job's history is read once, and the builds it
+        shows still running with nothing else to do (no progress update due, no daily number
+        to keep) are rescheduled in one write. The others are returned for ``poll`` one by
+        one (which finds the same history read, or reads their own record)."""
+        try:
+            decided, rest = self.following.states_of(leased)
+        except CodeArtsError:
+            return leased  # each build's own poll counts and logs its failure
+        later: list[Reschedule] = []
+        for build, lease, state, read_at in decided:
+            decision = decide_poll(build, state, poll=self.poll_seconds, max_age=self.max_age)
+            if decision.watch is not WatchState.WATCHING or self.tracker.due(build) or (
+                    state.daily_build_number and not build.daily_build_number):
+                rest.append((build, lease))
+                continue
+            after = self.next_check(build.job_id, (read_at or self.clock()) + decision.delay)
+            later.append(Reschedule(build.id, lease.owner, lease.token, after,
+                                    decision.failures))
+        self.store.reschedule_many(later)
+        return rest
 
     # --- buttons on a build's messages -----------------------------------------------------
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.codearts.answers import BuildState, HistoryRecord, build_state_from
+from bot.codearts.answers import BuildState, HistoryRecord, state_from_times
 from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError
 from bot.lifecycle import (
@@ -33,8 +33,10 @@ from bot.store import Store
 
 log = logging.getLogger(__name__)
 
-FOLLOW_PAGE = 50  # history lines read per call when following builds (a page covers them)
-FOLLOW_PAGES = 4  # pages read at most for one poll; older builds read their own record
+FOLLOW_PAGE = 50  # history lines of a job's first read, unless it needed more last time
+HISTORY_LIMIT = 100  # the most lines one history call may ask for (the API's documented cap)
+FOLLOW_LINES = 2_000  # lines read at most for one poll (20 calls of 100); older builds, or
+# a job with more running builds, read their own record
 HISTORIES_REMEMBERED = 10_000  # jobs whose last history read is kept in memory at most
 MAX_BUILD_NO_DIGITS = 18
 
@@ -49,10 +51,7 @@ def history_state(record: HistoryRecord | None) -> BuildState | None:
     with an end time, has ended); None when it cannot tell (no word and no end time)."""
     if record is None or (not record.result.strip() and record.end_time is None):
         return None
-    return build_state_from({
-        "status": record.result,
-        "start_time": record.start_time.isoformat() if record.start_time else None,
-        "end_time": record.end_time.isoformat() if record.end_time else None})
+    return state_from_times(record.result, record.start_time, record.end_time)
 
 
 @dataclass
@@ -64,21 +63,24 @@ class JobHistory:
     page: list[HistoryRecord] = field(default_factory=list)
     by_no: dict[str, HistoryRecord] = field(default_factory=dict)
     pages: int = 0
+    lines: int = 0  # history lines read so far (the offset of the next page)
     complete: bool = False
     oldest: int | None = None
 
-    def add(self, records: list[HistoryRecord], total: int | None) -> None:
+    def add(self, records: list[HistoryRecord], total: int | None, *, limit: int) -> None:
+        """One page read (``limit``: the lines it asked for)."""
         usable = _usable(records)
         if self.pages == 0:
             self.page = usable
         for record in usable:
             self.by_no.setdefault(_number(record.build_no), record)
         self.pages += 1
+        self.lines += limit
         numbers = [int(r.build_no) for r in usable]
         if numbers:
             self.oldest = min(numbers + ([self.oldest] if self.oldest is not None else []))
-        self.complete = self.complete or len(records) < FOLLOW_PAGE or (
-            total is not None and self.pages * FOLLOW_PAGE >= total)
+        self.complete = self.complete or len(records) < limit or (
+            total is not None and self.lines >= total)
 
     def may_list(self, build_no: str) -> bool:
         """Could a page further back list this build?"""
@@ -226,26 +228,35 @@ class Following:
                     need: str | None = None) -> JobHistory:
         """The job's history as read at or after ``fresh_after`` (one call, shared by every
         caller of this process that asks for it at the same time), paged further back
-        (at most ``FOLLOW_PAGES``) when ``need`` is older than what was read."""
+        (``HISTORY_LIMIT`` lines a call, at most ``FOLLOW_LINES`` in all) when ``need`` is
+        older than what was read. The first call asks for as many lines as the job needed
+        at its last read, so a job with many running builds is read in fewer calls."""
         with self._histories_lock:
             lock = self._history_locks.setdefault(job_id, threading.Lock())
         with lock:
             got = self._histories.get(job_id)
             if got is None or got.read_at < fresh_after:
-                read_at = self.clock()
-                records, total = self.api.history(job_id, offset=0, limit=FOLLOW_PAGE)
-                got = JobHistory(read_at)
-                got.add(records, total)
-                with self._histories_lock:
-                    if len(self._histories) >= HISTORIES_REMEMBERED:
-                        self._histories.clear()
-                        self._anchors.clear()
-                    self._histories[job_id] = got
-            while need is not None and got.may_list(need) and got.pages < FOLLOW_PAGES:
-                records, total = self.api.history(job_id, offset=got.pages * FOLLOW_PAGE,
-                                                  limit=FOLLOW_PAGE)
-                got.add(records, total)
+                got = self._read_first(job_id, previous=got)
+            while need is not None and got.may_list(need) and got.lines < FOLLOW_LINES:
+                records, total = self.api.history(job_id, offset=got.lines,
+                                                  limit=HISTORY_LIMIT)
+                got.add(records, total, limit=HISTORY_LIMIT)
             return got
+
+    def _read_first(self, job_id: str, previous: JobHistory | None) -> JobHistory:
+        """The newest page of the job's history: ``FOLLOW_PAGE`` lines, or the whole
+        page the API allows when the last read of the job had to go further back."""
+        limit = HISTORY_LIMIT if previous is not None and previous.pages > 1 else FOLLOW_PAGE
+        read_at = self.clock()
+        records, total = self.api.history(job_id, offset=0, limit=limit)
+        got = JobHistory(read_at)
+        got.add(records, total, limit=limit)
+        with self._histories_lock:
+            if len(self._histories) >= HISTORIES_REMEMBERED:
+                self._histories.clear()
+                self._anchors.clear()
+            self._histories[job_id] = got
+        return got
 
     def state_of(self, build: Build) -> tuple[BuildState, float | None]:
         """Where a build stands, and the time of the history read it was decided from (None:
@@ -253,7 +264,7 @@ class Following:
         now, ours and subscribed; the build's own record is read only when the history does
         not list it (or not readably), or for a build of ours whose daily number CodeArts
         has not told yet (only the record has it)."""
-        if not self.history_polls or (build.origin is None and not build.daily_build_number):
+        if not self._from_history(build):
             return self.api.build_state(build.job_id, build.build_no), None
         history = self.job_history(build.job_id, fresh_after=build.next_check_at,
                                    need=build.build_no)
@@ -263,6 +274,32 @@ class Following:
                       build.id, build.job_name)
             return self.api.build_state(build.job_id, build.build_no), None
         return state, history.read_at
+
+    def states_of(self, leased: list[tuple[Build, Lease]]) -> tuple[
+            list[tuple[Build, Lease, BuildState, float | None]], list[tuple[Build, Lease]]]:
+        """``state_of`` for builds of one job at once: one history read (as deep as the
+        oldest of them needs) decides those it lists readably; the others are returned
+        for their own record (as ``state_of`` would read it)."""
+        listed = [(b, lease) for b, lease in leased if self._from_history(b)]
+        rest = [(b, lease) for b, lease in leased if not self._from_history(b)]
+        if not listed:
+            return [], rest
+        history = self.job_history(
+            listed[0][0].job_id, fresh_after=max(b.next_check_at for b, _lease in listed),
+            need=_oldest([b for b, _lease in listed]))
+        decided: list[tuple[Build, Lease, BuildState, float | None]] = []
+        for build, lease in listed:
+            state = history_state(history.by_no.get(_number(build.build_no)))
+            if state is None:
+                rest.append((build, lease))
+            else:
+                decided.append((build, lease, state, history.read_at))
+        return decided, rest
+
+    def _from_history(self, build: Build) -> bool:
+        """May the job's history decide this build (else its own record must)?"""
+        return self.history_polls and not (build.origin is None
+                                           and not build.daily_build_number)
 
     def next_check(self, job_id: str, at: float) -> float:
         """``at`` moved to the nearest point of the job's poll grid (the time of this
@@ -279,6 +316,12 @@ class Following:
         if snapped <= now:  # the next point of the grid after now
             snapped += (math.floor((now - snapped) / step) + 1) * step
         return snapped
+
+
+def _oldest(builds: list[Build]) -> str | None:
+    """The oldest build number among these (the history must reach back to it)."""
+    numbers = [b.build_no for b in builds if b.build_no.isdigit()]
+    return min(numbers, key=int) if numbers else None
 
 
 def _fresh(records: list[HistoryRecord], sub: Subscription) -> list[HistoryRecord]:

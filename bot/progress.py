@@ -77,6 +77,10 @@ class Progress(Desk):
         return progress_pace(every=self.progress_every, messages=self._counted[1],
                              spare_per_second=budget.spare_rate("chat.update"))
 
+    def due(self, build: Build) -> bool:
+        """Is an update of this build's channel message due now (``progress`` has work)?"""
+        return progress_due(build, now=self.clock(), every=self.progress_every)
+
     def _progress(self, build: Build, lease: Lease) -> None:
         now = self.clock()
         if not progress_due(build, now=now, every=self.progress_every):

@@ -8,9 +8,10 @@ being sent when a bot died, and announcing builds whose channel message
 was never confirmed. Every decision is the engine's.
 
 Due builds are taken longest-overdue first, and the loop never waits for a
-batch: whenever a thread is free it leases the next due build. No job may
-hold more than three quarters of the threads, so one job's slow status calls cannot
-delay everybody else's results.
+batch: whenever a thread is free it leases the next due builds. The builds of one job
+leased together are polled as one task (one history read decides them, one write
+reschedules them). No job may hold more than three quarters of the threads, so one
+job's slow status calls cannot delay everybody else's results.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class Watcher:
         self._pruned_at = 0.0
         self._thread: threading.Thread | None = None
         self._running: Counter[str] = Counter()  # job id -> calls in flight
-        self._backlog: deque[Build] = deque()  # leased, waiting for their job to have room
+        # leased (one job's builds a group), waiting for their job to have room
+        self._backlog: deque[list[Build]] = deque()
         self._busy = 0
         self._idle = threading.Condition()
         self._woken = False  # wake() was called: look for due builds without waiting
@@ -133,22 +135,23 @@ class Watcher:
             free = self.threads - self._busy
             if free <= 0:
                 return 0
-            waiting = Counter(b.job_id for b in self._backlog)
+            waiting = Counter(group[0].job_id for group in self._backlog)
             capped = tuple(job for job in {*self._running, *waiting}
                            if self._running[job] + waiting[job] >= self.per_job)
-        # lease a little ahead (fewer round trips); what may not start yet waits here, in
-        # due order, and starts as soon as its job has room (see _done)
+        # lease up to a batch (a job's builds due together are one task, so a lease takes
+        # few tasks' worth); what may not start yet waits here, in due order, and starts
+        # as soon as its job has room (see _done)
         builds = self.store.lease_due(owner=self.owner, now=self.clock(),
-                                      lease_seconds=self.lease,
-                                      limit=min(self.batch, free + self.threads),
+                                      lease_seconds=self.lease, limit=self.batch,
                                       skip_jobs=capped, grace=self.engine.intent_grace)
-        for build in builds:
+        for group in _by_job(builds):
             with self._idle:
-                room = self._busy < self.threads and self._running[build.job_id] < self.per_job
+                room = self._busy < self.threads and \
+                    self._running[group[0].job_id] < self.per_job
                 if not room:
-                    self._backlog.append(build)
+                    self._backlog.append(group)
             if room:
-                self._submit(build)
+                self._submit(group)
         return len(builds)
 
     def _settle_beside_polls(self) -> None:
@@ -171,17 +174,22 @@ class Watcher:
         builds = self.store.lease_due(owner=self.owner, now=self.clock(),
                                       lease_seconds=self.lease, limit=self.batch,
                                       grace=self.engine.intent_grace)
-        futures = [f for f in (self._submit(b) for b in builds) if f is not None]
+        futures = [f for f in (self._submit(g) for g in _by_job(builds)) if f is not None]
         wait(futures)  # each one logs its own failure
+        with self._idle:  # and the builds they handed on, each a task of its own
+            self._idle.wait_for(lambda: self._busy == 0 and not self._backlog, self.lease)
         return len(builds)
 
-    def _submit(self, build: Build) -> Future[None] | None:
-        return self._submit_task(build.job_id, self._handle, build)
+    def _submit(self, group: list[Build], *, counted: bool = False) -> Future[None] | None:
+        return self._submit_task(group[0].job_id, self._handle, group, counted=counted)
 
-    def _submit_task(self, key: str, fn: Callable[[Any], None], arg: Any) -> Future[None] | None:
-        with self._idle:
-            self._busy += 1
-            self._running[key] += 1
+    def _submit_task(self, key: str, fn: Callable[[Any], None], arg: Any, *,
+                     counted: bool = False) -> Future[None] | None:
+        """``counted``: the task is already counted as running (``_ready`` did)."""
+        if not counted:
+            with self._idle:
+                self._busy += 1
+                self._running[key] += 1
         try:
             future = self._pool.submit(self._guarded, fn, arg)
         except RuntimeError:  # the pool was shut down under us: stopping
@@ -199,20 +207,60 @@ class Watcher:
 
     def _done(self, job_id: str) -> None:
         with self._idle:
-            self._busy -= 1
-            self._running[job_id] -= 1
-            if self._running[job_id] <= 0:
-                del self._running[job_id]
-            ready = next((b for b in self._backlog
-                          if self._running[b.job_id] < self.per_job), None)
-            if ready is not None:
-                self._backlog.remove(ready)
-            else:  # nothing leased is waiting: time to lease more
+            self._uncount(job_id)
+            ready = self._ready()
+            if not ready:  # nothing leased is waiting: time to lease more
                 self._idle.notify_all()
-        if ready is not None and not self._stop.is_set():
-            self._submit(ready)
+        for group in ready:
+            if self._stop.is_set():
+                with self._idle:
+                    self._uncount(group[0].job_id)
+                    self._idle.notify_all()
+            else:
+                self._submit(group, counted=True)
 
-    def _handle(self, build: Build) -> None:
+    def _uncount(self, job_id: str) -> None:
+        self._busy -= 1
+        self._running[job_id] -= 1
+        if self._running[job_id] <= 0:
+            del self._running[job_id]
+
+    def _ready(self) -> list[list[Build]]:
+        """Take from the backlog, in order, what may start now: as many as threads are
+        free, each job within its cap; counted as running from now (called holding
+        ``_idle``)."""
+        ready: list[list[Build]] = []
+        starting: Counter[str] = Counter()
+        for group in self._backlog:
+            if self._busy + len(ready) >= self.threads:
+                break
+            job = group[0].job_id
+            if self._running.get(job, 0) + starting[job] < self.per_job:
+                ready.append(group)
+                starting[job] += 1
+        for group in ready:
+            self._backlog.remove(group)
+            self._busy += 1
+            self._running[group[0].job_id] += 1
+        return ready
+
+    def _handle(self, group: list[Build]) -> None:
+        """One build as it is; several builds of one job polled at once (``poll_job``),
+        and those that have more to do than a reschedule (a result, a progress update)
+        then each a task of its own, first in line (see ``_done``)."""
+        if len(group) == 1:
+            self._handle_one(group[0])
+            return
+        try:
+            rest = self.engine.poll_job([(b, Lease(self.owner, b.lease_token, self.lease))
+                                         for b in group])
+        except Exception:
+            log.exception("watch failed job=%s builds=%d", group[0].job_id, len(group))
+            return
+        with self._idle:
+            self._backlog.extendleft([build] for build, _lease in reversed(rest))
+
+    def _handle_one(self, build: Build) -> None:
         lease = Lease(self.owner, build.lease_token, self.lease)
         try:
             if build.watch is WatchState.REPORTING:  # an earlier attempt did not finish
@@ -297,3 +345,19 @@ class Watcher:
     def _discover(self, leased: tuple[str, int, float]) -> None:
         job_id, token, due = leased
         self.engine.discover(job_id, Lease(self.owner, token, self.lease), due=due)
+
+
+def _by_job(builds: list[Build]) -> list[list[Build]]:
+    """Leased builds in due order, the watched builds of one job together (polled as one
+    task); a build whose result is being reported is a task of its own."""
+    groups: list[list[Build]] = []
+    watched: dict[str, list[Build]] = {}
+    for build in builds:
+        if build.watch is not WatchState.WATCHING:
+            groups.append([build])
+        elif build.job_id in watched:
+            watched[build.job_id].append(build)
+        else:
+            watched[build.job_id] = [build]
+            groups.append(watched[build.job_id])
+    return groups

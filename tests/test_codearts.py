@@ -742,3 +742,33 @@ def test_an_error_without_an_answer_or_a_request_id_has_none(exc):
 def test_no_text_has_no_request_id():
     assert request_id_in(None) is None and request_id_in("") is None
     assert request_id_of(ValueError("request_id")) is None
+
+
+# --------------------------------------------------------------------------- history
+
+
+def test_the_history_pages_up_to_the_documented_100_lines_and_refuses_more(fake, client):
+    for _ in range(120):
+        client.run_build(body())
+    records, total = client.history(JOB, offset=0, limit=100)
+    assert (len(records), total) == (100, 120)
+    assert [r.build_no for r in records[:2]] == ["120", "119"]  # newest first
+    rest, _ = client.history(JOB, offset=100, limit=100)
+    assert [r.build_no for r in rest] == [str(n) for n in range(20, 0, -1)]
+    for offset, limit in ((0, 101), (-1, 10)):
+        with pytest.raises(ApiError) as info:
+            client.history(JOB, offset=offset, limit=limit)
+        assert (info.value.status, info.value.error_code) == (400, "CB.00060200")
+
+
+@pytest.mark.parametrize("word", ["RUNNING", "success", " Failed ", "WEIRD", "", "aborted"])
+@pytest.mark.parametrize("end", [None, "2025-09-12T08:30:27.123+08:00", "1970-01-01T00:00:00Z"])
+def test_a_history_line_is_decided_as_its_record_would_be(word, end):
+    from bot.codearts.answers import history_record_from, state_from_times
+
+    item = {"build_number": 7, "result": word, "start_time": "2025-09-12T08:00:00.5Z",
+            "end_time": end}
+    line = history_record_from(item)
+    assert line is not None
+    assert state_from_times(line.result, line.start_time, line.end_time) == build_state_from(
+        {"status": word, "start_time": item["start_time"], "end_time": end})

@@ -420,16 +420,66 @@ def test_one_history_call_per_poll_covers_every_followed_build_of_the_job(bot: B
     assert len([r for r in results(bot) if "<@UALICE>" in r["text"]]) == 2  # ours mention
 
 
+def test_a_jobs_builds_due_together_are_decided_by_one_read_and_one_write(
+        db_url: str, tmp_path: Path) -> None:
+    with running_bot(db_url, tmp_path, poll=POLL, config=CONFIG,
+                     progress_update_seconds=0) as bot:
+        bot.codearts.add_job(BACKEND_ID, duration=3600)
+        say(bot, "subscribe backend")
+        ours = [from_slack(bot) for _ in range(3)]
+        console = [from_console(bot) for _ in range(4)]
+        next_pass(bot)  # the console's builds are found and announced
+        writes: list[tuple[bool, int]] = []
+
+        def reschedules(_conn: Any, _cursor: Any, statement: str, params: Any, _context: Any,
+                        executemany: bool) -> None:
+            if statement.startswith("UPDATE buildbot_builds SET next_check_at"):
+                writes.append((executemany, len(params) if executemany else 1))
+
+        sa.event.listen(bot.store.engine, "before_cursor_execute", reschedules)
+        try:
+            before = status_reads(bot)
+            polled = next_pass(bot)
+            after = status_reads(bot)
+        finally:
+            sa.event.remove(bot.store.engine, "before_cursor_execute", reschedules)
+        assert polled == 7
+        assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
+        assert writes == [(True, 7)]  # one statement for the seven builds
+        assert {b.watch for b in builds_of(bot)} == {"watching"}
+        assert min(b.next_check_at for b in builds_of(bot)) > bot.clock()
+        for n in ours[:1] + console[:1]:  # builds that end are reported one by one
+            end(bot, n, "FAILED")
+        writes.clear()
+        sa.event.listen(bot.store.engine, "before_cursor_execute", reschedules)
+        try:
+            next_pass(bot)
+        finally:
+            sa.event.remove(bot.store.engine, "before_cursor_execute", reschedules)
+        assert writes == [(True, 5)]
+        assert len(results(bot)) == 2
+
+
+def builds_of(bot: Bot) -> list[Any]:
+    with bot.store.engine.begin() as c:
+        ids = [r[0] for r in c.execute(sa.text("SELECT id FROM buildbot_builds"))]
+    return [bot.store.get_build(i) for i in ids]
+
+
 def test_a_build_older_than_the_first_page_is_read_from_the_next(bot: Bot) -> None:
     (mine,) = [from_slack(bot)]
     for _ in range(55):  # newer builds nobody follows push ours to the second page
         from_console(bot)
     next_pass(bot)
     queries = [r.query for r in history_calls(bot)]
-    assert queries == ["offset=0&limit=50", "offset=50&limit=50"]
+    # further pages ask for the most lines the API allows (100)
+    assert queries == ["offset=0&limit=50", "offset=50&limit=100"]
     assert bot.codearts.requests_to("/v4/jobs/") == []
     end(bot, mine, "SUCCESS")
     next_pass(bot)
+    # the job needed more than one page: its next read asks for 100 lines at once
+    assert [r.query for r in history_calls(bot)][2:] == ["offset=0&limit=100"]
+    assert bot.codearts.requests_to("/v4/jobs/") == []
     assert len([c for c in bot.slack.calls("chat.postMessage") if c.get("thread_ts")]) == 1
 
 

@@ -323,17 +323,26 @@ def build_state_from(result: dict[str, Any]) -> BuildState:
     A known final word decides the outcome; any other word with a finish time has
     ended (``"ended"``, the word kept); without one it is still running.
     """
-    raw = result.get("status")
-    key = " ".join(raw.split()).upper() if isinstance(raw, str) else ""
-    status = _status_word(raw)
-    finish = _finish_time(result)
-    outcome = _FINAL.get(key) or ("ended" if finish is not None else None)
     daily = next((result[k] for k in ("daily_build_num", "daily_build_number", "dailyBuildNum")
                   if result.get(k) is not None), None)
-    return BuildState(
-        status=status, finished=outcome is not None, outcome=outcome,
-        start_time=parse_time(result.get("start_time", result.get("startTime"))),
-        finish_time=finish,
-        duration_ms=int_or_none(result.get("duration")),
-        daily_build_number=_str_or_none(daily),
-    )
+    return _build_state(result.get("status"),
+                        parse_time(result.get("start_time", result.get("startTime"))),
+                        _finish_time(result), duration_ms=int_or_none(result.get("duration")),
+                        daily=_str_or_none(daily))
+
+
+def state_from_times(status: str, start_time: datetime | None,
+                     end_time: datetime | None) -> BuildState:
+    """``build_state_from`` for a word and times already read (a history line): the same
+    decision, without writing the times out and reading them again."""
+    finish = end_time if end_time is not None and end_time >= _EARLIEST_FINISH else None
+    return _build_state(status, start_time, finish, duration_ms=None, daily=None)
+
+
+def _build_state(raw: Any, start_time: datetime | None, finish: datetime | None, *,
+                 duration_ms: int | None, daily: str | None) -> BuildState:
+    key = " ".join(raw.split()).upper() if isinstance(raw, str) else ""
+    outcome = _FINAL.get(key) or ("ended" if finish is not None else None)
+    return BuildState(status=_status_word(raw), finished=outcome is not None, outcome=outcome,
+                      start_time=start_time, finish_time=finish, duration_ms=duration_ms,
+                      daily_build_number=daily)

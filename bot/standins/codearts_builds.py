@@ -18,6 +18,7 @@ from typing import Any
 RESERVED_NAMES = {"ld_preload", "ld_library_path", "path", "bash_env", "git_ssh_command"}
 _JOB_ID = re.compile(r"^[0-9a-z]{32}$")
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+HISTORY_LIMIT_MAX = 100  # the history call's page: "limit is at most 100" (API reference, SDK)
 
 
 def _step_word(i: int, current: int, status: str, ended: bool) -> str:
@@ -160,8 +161,15 @@ class BuildService:
                      "status": "success"}, {}
 
     def _history(self, job_id: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
-        """Newest first, ``offset``/``limit`` paging; ``end_time`` empty while running."""
-        offset, limit = int(query.get("offset", 0)), int(query.get("limit", 10))
+        """Newest first, ``offset``/``limit`` paging; ``end_time`` empty while running. As
+        documented, ``limit`` is at most ``HISTORY_LIMIT_MAX`` and ``offset`` not negative:
+        anything else is refused (400 ``CB.00060200``)."""
+        try:
+            offset, limit = int(query.get("offset", 0)), int(query.get("limit", 10))
+        except ValueError:
+            offset = limit = -1
+        if offset < 0 or not 0 <= limit <= HISTORY_LIMIT_MAX:
+            return 400, {"error_code": "CB.00060200", "error_msg": "Invalid parameter."}, {}
         now = self.clock()
         with self._lock:
             if job_id not in self._jobs:

@@ -45,7 +45,7 @@ from bot.store.schema import (
     requests,
     subscriptions,
 )
-from bot.store.watches import REPORT_GRACE, AlreadySettled, BuildQueries
+from bot.store.watches import REPORT_GRACE, AlreadySettled, BuildQueries, Reschedule
 
 __all__ = [
     "AUDIT_TEXT_LIMIT",
@@ -57,6 +57,7 @@ __all__ = [
     "Claim",
     "DatabaseClock",
     "OpenQuestion",
+    "Reschedule",
     "Slots",
     "Store",
     "audit",

@@ -20,16 +20,16 @@ conditional move, before it posts) -> done.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from bot.lifecycle import AnnounceState, Build, Request, RequestState, WatchState
 from bot.store.base import StoreBase
-from bot.store.heartbeats import _dead
+from bot.store.heartbeats import DEAD_AFTER, _dead
 from bot.store.housekeeping import _INSERT_AUDIT, _audit_row
-from bot.store.schema import _OURS, builds, requests
+from bot.store.schema import _OURS, builds, processes, requests
 
 # Built once: a statement made per call costs more to build and to key for SQLAlchemy's
 # compiled cache than SQLite takes to run it (these are the per-command and per-poll ones).
@@ -40,6 +40,44 @@ _RESCHEDULE = (builds.update()
                        lease_until=None))
 _RESCHEDULE_HELD = _RESCHEDULE.where(builds.c.lease_token == sa.bindparam("b_token"))
 REPORT_GRACE = 180.0  # a result being posted is not taken over until this long past its lease
+
+
+def _lease_due(postgres: bool) -> sa.Update:
+    """``lease_due``'s statement, built once (it runs several times a second at scale): a
+    lease is free when there is none, it has passed (a result being posted: ``grace``
+    past), or its holder died."""
+    now = sa.bindparam("l_now", type_=sa.Float)
+    expired_before = sa.case((builds.c.watch == WatchState.REPORTING.value,
+                              sa.bindparam("l_reporting_before", type_=sa.Float)), else_=now)
+    dead = sa.select(processes.c.id).where(
+        processes.c.beat_at < sa.bindparam("l_dead_before", type_=sa.Float))
+    free = sa.or_(builds.c.lease_until.is_(None), builds.c.lease_until < expired_before,
+                  builds.c.lease_owner.in_(dead))
+    active = (WatchState.WATCHING.value, WatchState.REPORTING.value)
+    due = (sa.select(builds.c.id)
+           .where(builds.c.watch.in_(active), builds.c.next_check_at <= now, free,
+                  builds.c.job_id.not_in(sa.bindparam("l_skip", expanding=True)))
+           .order_by(builds.c.next_check_at).limit(sa.bindparam("l_limit", type_=sa.Integer)))
+    if postgres:
+        due = due.with_for_update(skip_locked=True)
+    return (builds.update().where(builds.c.id.in_(due.scalar_subquery()), free)
+            .values(lease_owner=sa.bindparam("l_owner"),
+                    lease_until=sa.bindparam("l_until", type_=sa.Float),
+                    lease_token=sa.func.coalesce(builds.c.lease_token, 0) + 1)
+            .returning(*builds.c))
+
+
+_LEASE_DUE, _LEASE_DUE_PG = _lease_due(False), _lease_due(True)
+
+
+class Reschedule(NamedTuple):
+    """A watched build's next check, written by its lease holder (``reschedule_many``)."""
+
+    id: str
+    owner: str
+    token: int | None
+    next_check_at: float
+    failures: int
 
 
 class AlreadySettled(Exception):
@@ -157,23 +195,12 @@ class BuildQueries(StoreBase):
         one another live replica holds, and a result being posted only once its holder's
         lease is ``grace`` seconds past; a dead process's leases at once. Each lease gets a
         new fencing token."""
-        expired_before = sa.case((builds.c.watch == WatchState.REPORTING.value,
-                                  now - grace), else_=now)
-        free = sa.or_(builds.c.lease_until.is_(None), builds.c.lease_until < expired_before,
-                      builds.c.lease_owner.in_(_dead(now)))
-        active = (WatchState.WATCHING.value, WatchState.REPORTING.value)
-        due = (sa.select(builds.c.id)
-               .where(builds.c.watch.in_(active), builds.c.next_check_at <= now, free,
-                      *((builds.c.job_id.not_in(skip_jobs),) if skip_jobs else ()))
-               .order_by(builds.c.next_check_at).limit(limit))
-        if self.postgres:
-            due = due.with_for_update(skip_locked=True)
-        q = (builds.update().where(builds.c.id.in_(due.scalar_subquery()), free)
-             .values(lease_owner=owner, lease_until=now + lease_seconds,
-                     lease_token=sa.func.coalesce(builds.c.lease_token, 0) + 1)
-             .returning(*builds.c))
+        q = _LEASE_DUE_PG if self.postgres else _LEASE_DUE
         with self._tx() as c:
-            rows = list(c.execute(q).mappings())
+            rows = list(c.execute(q, {
+                "l_now": now, "l_reporting_before": now - grace,
+                "l_dead_before": now - DEAD_AFTER, "l_limit": limit, "l_skip": list(skip_jobs),
+                "l_owner": owner, "l_until": now + lease_seconds}).mappings())
         rows.sort(key=lambda r: r["next_check_at"])
         return [Build.from_row({**r, "age": now - r["created_at"]}) for r in rows]
 
@@ -183,6 +210,22 @@ class BuildQueries(StoreBase):
         with self._tx() as c:
             return c.execute(q, {"b_id": id, "b_owner": owner, "b_next": next_check_at,
                                  "b_failures": failures, "b_token": token}).rowcount == 1
+
+    def reschedule_many(self, rows: Sequence[Reschedule]) -> None:
+        """``reschedule`` for several builds (one job's poll) in one transaction: each row
+        is written only by its lease holder, as one by one."""
+        if not rows:
+            return
+        held = [{"b_id": r.id, "b_owner": r.owner, "b_next": r.next_check_at,
+                 "b_failures": r.failures, "b_token": r.token} for r in rows
+                if r.token is not None]
+        unfenced = [{"b_id": r.id, "b_owner": r.owner, "b_next": r.next_check_at,
+                     "b_failures": r.failures} for r in rows if r.token is None]
+        with self._tx() as c:
+            if held:
+                c.execute(_RESCHEDULE_HELD, held)
+            if unfenced:
+                c.execute(_RESCHEDULE, unfenced)
 
     def release(self, *, id: str, owner: str, token: int | None) -> bool:
         """Give a lease back untouched (the watcher took more than it may run now)."""

@@ -19,7 +19,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.metrics import Metrics, slack_outcome
 from bot.slack_budget import Priority, SlackBudget
-from bot.slack_io import BACKOFF, respond
+from bot.slack_io import BACKOFF, NO_RETRY_AFTER, respond, retry_after_in
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +33,7 @@ PASSING_ERRORS = frozenset({
 
 QUICK_TIMEOUT = 5  # seconds for a progress update
 BUDGET_WAIT = 10.0  # the longest a call waits for its method's token (the live-call bound)
-PROGRESS_429_WAIT = 30.0  # a 429 without a readable Retry-After waits this long
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Slack's Retry-After (seconds), from headers whose names and values may come in any
-    case and as lists; None when absent or unreadable."""
-    if not isinstance(headers, dict):
-        return None
-    for name, value in headers.items():
-        if str(name).lower() == "retry-after":
-            value = value[0] if isinstance(value, list) and value else value
-            try:
-                return max(0.0, float(str(value).strip()))
-            except ValueError:
-                return None
-    return None
+PROGRESS_429_WAIT = NO_RETRY_AFTER  # a 429 without a readable Retry-After waits this long
 
 
 BUILD_EVENT = "buildbot_build"  # metadata of a build's channel message
@@ -163,7 +148,7 @@ class Notifier:
         error = str(exc.response.get("error") or "unknown_error")
         status = getattr(exc.response, "status_code", 200)
         limited = status == 429 or error in ("ratelimited", "rate_limited")
-        wait = _retry_after(getattr(exc.response, "headers", None)) if limited else None
+        wait = retry_after_in(getattr(exc.response, "headers", None)) if limited else None
         if limited:
             wait = PROGRESS_429_WAIT if wait is None else wait
             if self.budget is not None:  # everyone's updates wait it out

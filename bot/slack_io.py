@@ -44,9 +44,12 @@ Limited = Callable[[str, str | None, float], None]  # (method, channel, Retry-Af
 NO_RETRY_AFTER = 30.0  # a 429 without a readable Retry-After pauses its method this long
 
 
-def retry_after_of(response: Any) -> float | None:
-    """A 429's Retry-After in seconds; None when absent or unreadable."""
-    for name, value in (response.headers or {}).items():
+def retry_after_in(headers: Any) -> float | None:
+    """Slack's Retry-After in seconds, from headers whose names and values may come in any
+    case and as lists; None when absent or unreadable."""
+    if not isinstance(headers, dict):
+        return None
+    for name, value in headers.items():
         if str(name).lower() == "retry-after":
             value = value[0] if isinstance(value, list) and value else value
             try:
@@ -89,7 +92,7 @@ class BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
                    error: Exception | None = None) -> bool:
         if response is None or response.status_code != 429:
             return False
-        wait = retry_after_of(response)
+        wait = retry_after_in(response.headers)
         if self.limited is not None:
             method, channel = method_and_channel(request)
             self.limited(method, channel, NO_RETRY_AFTER if wait is None else wait)

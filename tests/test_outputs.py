@@ -23,6 +23,7 @@ from bot.codearts.auth import TokenAuth
 from bot.codearts.client import OUTPUTS_BUDGET, CodeArtsClient
 from bot.codearts.errors import ApiError, BadResponseError, CodeArtsError
 from bot.lifecycle import Lease, WatchState
+from bot.metrics import call_name
 from bot.notifier import BUILD_EVENT, RESULT_EVENT
 from bot.recovery import INTENT_GRACE
 from bot.watcher import Watcher
@@ -123,6 +124,7 @@ def test_a_success_reply_lists_what_the_build_produced_escaped_and_masked(
     assert "`ˋ2ˋ`" in text and "obs://bucket/&lt;b&gt;&amp;.tgz" in text
     assert text.count("backend.jar") == 1  # package_info is also in package_infos
     assert [r.path for r in bot.codearts.requests_to(OUTPUT_INFO)] == [OUTPUT_INFO]
+    assert call_name(OUTPUT_INFO) == "outputs"  # its own metrics label, no IDs in it
     assert not_read_lines(caplog) == []
     tick(bot)  # posted once
     assert len(results(bot)) == 1

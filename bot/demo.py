@@ -85,6 +85,16 @@ BUILD_SECONDS = {"backend": 4.0, "e2e": 3.0, "docs": 2.0}
 DEFAULT_BUILD_SECONDS = 3.0
 # the steps every stand-in build goes through, shown as live progress in its channel message
 DEMO_STEPS = ("Checkout", "Compile", "Test", "Build image")
+
+
+def _demo_outputs(name: str) -> dict[str, Any]:
+    """What a demo job's successful builds produce (output-info's ``result``): a package
+    and an image, as CodeArts lists them."""
+    jar = {"name": f"{name}.tar.gz", "version": "1.4.2", "package_type": "generic",
+           "uri": f"https://artifacts.example.com/{name}/1.4.2/{name}.tar.gz"}
+    return {"package_info": jar, "package_infos": {jar["name"]: jar},
+            "image_infos": {name: {"name": name, "version": "v1.4.2", "package_type": "docker",
+                                   "uri": f"swr.example.com/team/{name}:v1.4.2"}}}
 WAIT_LIMIT = 120.0  # ``wait`` gives up after this many seconds
 PEOPLE_NOTE = ("alice may run backend (she is in its users), carol through the user group "
                "S01DEVS, admin as an admin; bob is in no list. e2e and docs are for everyone; "
@@ -431,7 +441,7 @@ def _stock(config: BuildbotConfig, slack: FakeSlack, codearts: FakeCodeArts) -> 
     for name, job in config.jobs.items():
         codearts.add_job(job.id, outcome="FAILURE" if name in FAILING_JOBS else "SUCCESS",
                          duration=BUILD_SECONDS.get(name, DEFAULT_BUILD_SECONDS),
-                         steps=DEMO_STEPS)
+                         steps=DEMO_STEPS, outputs=_demo_outputs(name))
         for group in job.usergroups:
             slack.usergroups.setdefault(group, [])
     for group, members in GROUP_MEMBERS.items():

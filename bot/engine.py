@@ -43,6 +43,7 @@ from bot.lifecycle import (
 )
 from bot.limits import Limits
 from bot.notifier import Notifier
+from bot.outputs import BuildOutputs
 from bot.policy import (
     Approved,
     StaticUserGroups,
@@ -141,7 +142,7 @@ class Engine(Desk):
         self.reports = Reports(config=config, store=store, notifier=notifier, clock=clock,
                                tracker=self.tracker, link=self.link,
                                where=self.recovery.where, max_age=max_age,
-                               poll_seconds=poll_seconds)
+                               poll_seconds=poll_seconds, outputs=BuildOutputs(api=api))
         self.report = self.reports.report
         # the run call to CodeArts, and a build's channel message
         self.starts = Starts(config=config, store=store, notifier=notifier, clock=clock,

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from bot.codearts.answers import Outputs
 from bot.masking import MASK, mask_text, secret_name
 
 Message = dict[str, Any]
@@ -620,11 +621,12 @@ def announcement_done(*, build_id: str, user_id: str, job_name: str, daily: str,
 def result_reply(*, build_id: str, user_id: str, job_name: str, daily: str, result: str,
                  duration_ms: int | None, link: str | None, build_no: str = "",
                  tail: Sequence[str] | None = None, tail_truncated: bool = False,
-                 tail_error: str | None = None) -> Message:
+                 tail_error: str | None = None, outputs: Outputs | None = None) -> Message:
     """The thread reply when a build ends; the requester is mentioned when it failed or
     ended in a way buildbot does not know. ``tail``: the last lines of the build's log
     (already cleaned of control codes and secrets), shown in a code block; ``tail_error``:
-    why the log could not be read, in one line instead."""
+    why the log could not be read, in one line instead; ``outputs``: what a successful
+    build produced (``_output_blocks``)."""
     emoji, words = _result_words(result)
     took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
     text = f"{_join(emoji, _job(job_name), _build_name(daily, build_no), words)}{took}."
@@ -632,10 +634,41 @@ def result_reply(*, build_id: str, user_id: str, job_name: str, daily: str, resu
         text = f"{_user(user_id)} {text}"
     if link:
         text += " " + _link(link, "Open in CodeArts")
-    blocks = [_section(text), *_log_blocks(tail, tail_truncated, tail_error, link)]
+    blocks = [_section(text), *_output_blocks(outputs),
+              *_log_blocks(tail, tail_truncated, tail_error, link)]
     return {"text": _text(text), "blocks": [*blocks, {
         "type": "actions", "block_id": "buildbot.next",
         "elements": [_button("Rebuild", REBUILD, build_id)]}]}
+
+
+MAX_OUTPUTS = 10  # outputs listed in a success reply; the rest are counted
+OUTPUT_KINDS = {"package": ":package: package", "image": ":whale: image"}
+
+
+def _output_line(kind: str, name: str, version: str, address: str) -> str:
+    """``• :package: package *app* `1.2.0` at `https://…/app-1.2.0.jar` ``: each value
+    shortened, then escaped (CodeArts' text, already masked)."""
+    line = f"• {OUTPUT_KINDS.get(kind, escape(kind))} *{escape(shorten(name, 100))}*"
+    if version:
+        line += " " + code(version, 60)
+    if address:
+        line += " at " + code(address, 300)
+    return line
+
+
+def _output_blocks(outputs: Outputs | None) -> list[dict[str, Any]]:
+    """What a build produced: at most ``MAX_OUTPUTS`` lines, then "… and N more"; as few
+    sections as hold them (each line is at most ~2,200 characters, so 10 lines and the
+    heading never take more than 12 blocks). Nothing when none were read or listed."""
+    if outputs is None or not outputs.items:
+        return []
+    shown = outputs.items[:MAX_OUTPUTS]
+    lines = [_output_line(o.kind, o.name, o.version, o.address) for o in shown]
+    left = max(outputs.total, len(outputs.items)) - len(shown)
+    if left > 0:
+        lines.append(f"… and {left} more")
+    head = f"*What it produced* ({max(outputs.total, len(outputs.items))}):"
+    return [_section(text) for text in _pack([head, *lines], SECTION_CHARS)]
 
 
 _FENCE = "```"
@@ -1290,14 +1323,16 @@ def followed_done(*, job_name: str, daily: str, build_no: str, link: str | None,
 def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
                     duration_ms: int | None, link: str | None,
                     tail: Sequence[str] | None = None, tail_truncated: bool = False,
-                    tail_error: str | None = None) -> Message:
+                    tail_error: str | None = None,
+                    outputs: Outputs | None = None) -> Message:
     """The result of a followed build: its thread reply (``all``), or the one channel
-    message of a failed build (``failures``), with the log's last lines."""
+    message of a failed build (``failures``), with the log's last lines, or what a
+    successful one produced."""
     emoji, words = _result_words(result)
     took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
     text = f"{emoji} {_followed_line(job_name, daily, build_no, None)}: {words}{took}."
     if link:
         text += " " + _link(link, "Open in CodeArts")
     return {"text": _text(text), "blocks": [
-        _section(cut(text, SECTION_CHARS)), *_log_blocks(tail, tail_truncated, tail_error,
-                                                          link)]}
+        _section(cut(text, SECTION_CHARS)), *_output_blocks(outputs),
+        *_log_blocks(tail, tail_truncated, tail_error, link)]}

@@ -23,7 +23,7 @@ _LAG = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 900)
 _CALLS = [(re.compile(p), name) for p, name in (
     (r"^/v3/jobs/build$", "run"), (r"/record-info$", "record"), (r"/stop$", "stop"),
     (r"/history$", "history"), (r"/history-parameters$", "parameters"),
-    (r"^/v3/auth/tokens$", "iam_login"))]
+    (r"/output-info$", "outputs"), (r"^/v3/auth/tokens$", "iam_login"))]
 
 
 def call_name(path: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from bot import messages as msg
 from bot.clicks import Desk
-from bot.codearts.answers import Step
+from bot.codearts.answers import Outputs, Step
 from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError, describe
 from bot.config import BuildbotConfig
@@ -143,9 +143,11 @@ class Progress(Desk):
         self._steps_seen[build.id] = (now, steps)
         return steps
 
-    def result_message(self, build: Build, result: str, link: str | None) -> msg.Message:
+    def result_message(self, build: Build, result: str, link: str | None, *,
+                       outputs: Outputs | None = None) -> msg.Message:
         """The thread reply for an ended build; a failed or stopped one carries the last
-        lines of its log (or one line saying they could not be read)."""
+        lines of its log (or one line saying they could not be read), a successful one
+        what it produced (``outputs``, read by ``bot.outputs``)."""
         if result == "timeout":
             return msg.gave_up(job_name=build.job_name, daily=build.daily_build_number,
                                hours=int(self.max_age // 3600), link=link,
@@ -155,7 +157,7 @@ class Progress(Desk):
                                 job_name=build.job_name, daily=build.daily_build_number,
                                 result=result, duration_ms=build.duration_ms, link=link,
                                 build_no=build.build_no, tail=tail, tail_truncated=truncated,
-                                tail_error=problem)
+                                tail_error=problem, outputs=outputs)
 
     def log_tail(self, build: Build,
                  result: str) -> tuple[list[str] | None, bool, str | None]:

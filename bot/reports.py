@@ -22,6 +22,7 @@ from bot.lifecycle import (
     followed_failed,
 )
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
+from bot.outputs import BuildOutputs
 from bot.progress import Progress
 from bot.store import Store
 
@@ -37,9 +38,10 @@ class Reports(Desk):
                  clock: Callable[[], float], tracker: Progress,
                  link: Callable[[Build], str | None],
                  where: Callable[[Build], tuple[str | None, str | None]],
-                 max_age: float, poll_seconds: float) -> None:
+                 max_age: float, poll_seconds: float, outputs: BuildOutputs) -> None:
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.tracker = tracker  # the log tail in a failure's reply
+        self.outputs = outputs  # what a success produced, in its reply
         self.link = link
         self.where = where  # the build's channel message: (channel, ts)
         self.max_age = max_age
@@ -68,9 +70,10 @@ class Reports(Desk):
         """The result of a build of ours: a reply in its message's thread, or (no thread)
         a direct message; where Slack refuses it for good, a direct message saying so."""
         result = build.result or "unknown"
-        # read here, so a reply that waits for its thread does not read the log each time;
-        # a retry after a crash reads it again (or says it could not)
-        reply = self.tracker.result_message(build, result, self.link(build))
+        # read here, so a reply that waits for its thread does not read the log (or the
+        # outputs) each time; a retry after a crash reads them again (or says it could not)
+        reply = self.tracker.result_message(build, result, self.link(build),
+                                            outputs=self.outputs.read(build, result))
         self.tracker.forget(build.id)
         if channel and ts and retry:
             found = self._look_in_thread(build, reply, result, channel, ts)
@@ -222,7 +225,8 @@ class Reports(Desk):
             reply = msg.followed_result(
                 job_name=build.job_name, daily=build.daily_build_number,
                 build_no=build.build_no, result=result, duration_ms=build.duration_ms,
-                link=link, tail=tail, tail_truncated=truncated, tail_error=problem)
+                link=link, tail=tail, tail_truncated=truncated, tail_error=problem,
+                outputs=self.outputs.read(build, result))
         if retry:  # an earlier attempt may have posted it
             found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts,
                                        oldest=None if ts else build.created_at - LOOK_BACK)

@@ -13,6 +13,7 @@ import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
 
 from bot import messages as msg
-from bot.codearts.answers import Step
+from bot.codearts.answers import Output, Outputs, Step
 from bot.lifecycle import progress_line
 from bot.status import BuildRow
 
@@ -80,6 +81,19 @@ def _tails(c: Case) -> list[tuple[list[str] | None, bool, str | None]]:
     return [(None, False, None), ([], False, None), (["one line"], False, None),
             ([c.words] * 200, True, None), (fences * 30, False, None),
             ([c.words[:5000]], True, None), (None, False, c.words)]
+
+
+def _outputs(c: Case) -> list[Outputs | None]:
+    """What a build produced: nothing read, nothing listed, one, and the longest list (10
+    shown of many, every value as long and markup-heavy as a read one can be)."""
+    long = (c.words * 2)[:500]  # answers.OUTPUT_FIELD_CHARS
+
+    def one(i: int) -> Output:
+        return Output(kind="image" if i % 2 else "package", name=f"{i}{long}",
+                      version=long, address=long)
+
+    return [None, Outputs(), Outputs(items=(one(0),), total=1),
+            Outputs(items=tuple(one(i) for i in range(1000)), total=10_000)]
 
 
 def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
@@ -147,11 +161,15 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                                                     link=c.link, result=r, duration_ms=d)
                               for r in RESULTS for daily in (c.daily, "")
                               for d in (None, 7_200_000)),
-        "result_reply": (msg.result_reply(**common, daily=daily, build_no=c.build_no, result=r,
-                                          duration_ms=90_000, link=link, tail=tail,
-                                          tail_truncated=cut, tail_error=error)
-                         for r in RESULTS for daily in (c.daily, "") for link in (c.link, None)
-                         for tail, cut, error in _tails(c)),
+        "result_reply": chain(
+            (msg.result_reply(**common, daily=daily, build_no=c.build_no, result=r,
+                              duration_ms=90_000, link=link, tail=tail, tail_truncated=cut,
+                              tail_error=error)
+             for r in RESULTS for daily in (c.daily, "") for link in (c.link, None)
+             for tail, cut, error in _tails(c)),
+            (msg.result_reply(**common, daily=c.daily, build_no=c.build_no, result="success",
+                              duration_ms=90_000, link=link, outputs=outputs)
+             for link in (c.link, None) for outputs in _outputs(c))),
         "gave_up": (msg.gave_up(job_name=c.job, daily=daily, build_no=c.build_no, hours=24,
                                 link=c.link) for daily in (c.daily, "")),
         "stop_refused": (msg.stop_refused([c.words] * n) for n in (1, 200)),
@@ -245,10 +263,15 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                                             link=link, result=r, duration_ms=d)
                           for daily in (c.daily, "") for link in (c.link, None)
                           for r in RESULTS for d in (None, 7_200_000)),
-        "followed_result": (msg.followed_result(
-            job_name=c.job, daily=c.daily, build_no=c.build_no, result=r, duration_ms=61_000,
-            link=link, tail=tail, tail_truncated=trunc, tail_error=err)
-            for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)),
+        "followed_result": chain(
+            (msg.followed_result(job_name=c.job, daily=c.daily, build_no=c.build_no, result=r,
+                                 duration_ms=61_000, link=link, tail=tail,
+                                 tail_truncated=trunc, tail_error=err)
+             for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)),
+            (msg.followed_result(job_name=c.job, daily=c.daily, build_no=c.build_no,
+                                 result="success", duration_ms=61_000, link=link,
+                                 outputs=outputs)
+             for link in (c.link, None) for outputs in _outputs(c))),
     }
 
 

@@ -37,6 +37,8 @@ def _check_transcript(out: str) -> None:
     # the result in the build's thread, and the parent message changed
     assert re.search(r"in the thread of \"⏳ @alice started \*backend\*.*\n"
                      r"│ ✅ backend \d{8}\.\d+ succeeded in \d+ s\.", out)
+    assert re.search(r"│ \*What it produced\* \(2\):\n│ • :package: package \*backend.tar.gz\* "
+                     r"`1.4.2` at `https://artifacts.example.com/backend/1.4.2/", out)
     assert re.search(r"@bob ❌ e2e \d{8}\.\d+ failed in \d+ s\.", out)
     assert re.search(r"now reads\n│ ✅ @alice started \*backend\*.*: succeeded", out)
     # live progress: the channel message updated in place with the step it is on

@@ -538,3 +538,41 @@ def test_both_clients_page_the_log_the_same_way_and_read_the_same_text(fake, our
     half = len(asked) // 2
     assert asked[:half] == asked[half:]  # the same path and query, page by page
     assert asked[1] == (f"/v3/jobs/{JOB}/1/real-time-log", {"offset": "64", "length": "64"})
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _outputs_answer() -> dict[str, Any]:
+    """An output-info ``result`` written with the SDK's own models (``OutPutInfoResult``
+    holding ``OutPutResult``s), as the SDK would put it on the wire."""
+    from huaweicloudsdkcodeartsbuild.v3 import OutPutInfoResult, OutPutResult
+
+    def out(name: str, version: str, uri: str, kind: str) -> OutPutResult:
+        return OutPutResult(project_id="p" * 32, name=name, version=version,
+                            package_type=kind, uri=uri, type=kind,
+                            daily_build_number="20261207.3")
+
+    jar = out("app.jar", "1.2.0", "https://repo.example.com/app/1.2.0/app.jar", "maven")
+    return sanitize_for_serialization(OutPutInfoResult(
+        package_info=jar,
+        package_infos={"app.jar": jar, "lib.tgz": out("lib.tgz", "0.9", "obs://b/lib.tgz", "npm")},
+        image_infos={"api": out("api", "v3", "swr.example.com/team/api:v3", "docker")}))
+
+
+def test_both_clients_ask_for_outputs_on_the_same_path_and_read_the_same_outputs(
+        fake, ours, sdk):
+    from huaweicloudsdkcodeartsbuild.v3 import ShowOutputInfoRequest
+
+    _sdk_run(fake, ours)
+    fake.set_outputs(JOB, 1, _outputs_answer())
+    mine = ours.build_outputs(JOB, 1)
+    theirs = sdk.show_output_info(ShowOutputInfoRequest(job_id=JOB, build_no="1")).result
+    paths = [r.path for r in fake.requests_to(f"/v3/jobs/{JOB}/1/output-info")]
+    assert paths == [f"/v3/jobs/{JOB}/1/output-info"] * 2
+    sdk_side = [("package", theirs.package_info)]
+    sdk_side += [("package", o) for o in theirs.package_infos.values()]
+    sdk_side += [("image", o) for o in theirs.image_infos.values()]
+    expected = list(dict.fromkeys((kind, o.name, o.version, o.uri) for kind, o in sdk_side))
+    assert [(o.kind, o.name, o.version, o.address) for o in mine.items] == expected
+    assert mine.total == len(expected) == 3  # package_info is also in package_infos: once

@@ -9,6 +9,7 @@ them (``extract_error``, ``error_fields``). Nothing here does I/O or imports htt
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -346,3 +347,97 @@ def _build_state(raw: Any, start_time: datetime | None, finish: datetime | None,
     return BuildState(status=_status_word(raw), finished=outcome is not None, outcome=outcome,
                       start_time=start_time, finish_time=finish, duration_ms=duration_ms,
                       daily_build_number=daily)
+
+
+# --- what a build produced (``GET /v3/jobs/{job_id}/{build_no}/output-info``) ---------------
+
+OUTPUT_FIELD_CHARS = 500  # characters of a name, version or address kept (more is cut)
+OUTPUTS_READ = 1_000  # output records read of one answer at most (the rest are counted)
+OutputKind = Literal["package", "image"]
+_OUTPUT_GROUPS: tuple[tuple[str, OutputKind], ...] = (
+    ("package_info", "package"), ("package_infos", "package"), ("image_infos", "image"))
+_QUERY_VALUE = re.compile(r"([?&][^=&#\s]*=)[^&#\s]*")
+
+
+class Output(BaseModel):
+    """One thing a build produced, as the SDK's ``OutPutResult`` gives it: a package
+    (``package_info``, ``package_infos``) or an image (``image_infos``). The texts are
+    masked and made one printable line; nothing is escaped yet (``bot.messages`` does)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: OutputKind
+    name: str
+    version: str = ""
+    address: str = ""
+
+
+class Outputs(BaseModel):
+    """A build's outputs in the answer's order (packages, then images), at most
+    ``OUTPUTS_READ`` of them; ``total`` counts every usable one in the answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: tuple[Output, ...] = ()
+    total: int = 0
+
+
+def _output_text(value: Any) -> str:
+    text = _str_or_none(value)
+    return clip(mask_text(text), OUTPUT_FIELD_CHARS) if text else ""
+
+
+def output_address(value: Any) -> str:
+    """An output's address, safe to show: a password in a URL and every query value (a
+    signed download link carries its signature and key there) are masked."""
+    text = _output_text(value)
+    return _QUERY_VALUE.sub(lambda m: m.group(1) + "****", text) if "?" in text else text
+
+
+def output_from(item: Any, kind: OutputKind, key: str = "") -> Output | None:
+    """One output record (``OutPutResult``), or None when it names nothing: neither a
+    name (or its key in the map) nor an address."""
+    if not isinstance(item, dict):
+        return None
+    name = _output_text(item.get("name")) or _output_text(key)
+    address = output_address(item.get("uri"))
+    if not name and not address:
+        return None
+    return Output(kind=kind, name=name or "(no name)", version=_output_text(item.get("version")),
+                  address=address)
+
+
+def outputs_from(result: Any) -> Outputs | None:
+    """The ``result`` of an output-info answer (``OutPutInfoResult``) read; None when it
+    is not an object (unreadable). A null result is nothing produced. Maps and single
+    records of an odd type are skipped, as are records that name nothing; the same
+    output listed twice (``package_info`` is often also in ``package_infos``) is shown
+    once."""
+    if result is None:
+        return Outputs()
+    if not isinstance(result, dict):
+        return None
+    seen: set[Output] = set()
+    items: list[Output] = []
+    total = 0
+    for field, kind in _OUTPUT_GROUPS:
+        group = result.get(field)
+        if field == "package_info":
+            records: list[tuple[str, Any]] = [("", group)] if group is not None else []
+        elif isinstance(group, dict):
+            records = [(str(k), v) for k, v in group.items()]
+        elif isinstance(group, list):
+            records = [("", v) for v in group]
+        else:
+            records = []
+        for key, record in records:
+            if total >= OUTPUTS_READ * 10:
+                break  # an absurd answer: what was read is enough, the rest is not counted
+            got = output_from(record, kind, key)
+            if got is None or got in seen:
+                continue
+            seen.add(got)
+            total += 1
+            if len(items) < OUTPUTS_READ:
+                items.append(got)
+    return Outputs(items=tuple(items), total=total)

@@ -13,6 +13,7 @@ Calls (docs/codearts-api.md has their fields, error shapes and authentication):
 * ``POST /v3/jobs/{job_id}/{build_no}/stop``    stop a build
 * ``GET  /v3/jobs/{job_id}/{build_no}/history-details``  a build's steps (best effort)
 * ``GET  /v3/jobs/{job_id}/{build_no}/real-time-log``    a build's log, in pages
+* ``GET  /v3/jobs/{job_id}/{build_no}/output-info``      what a build produced (best effort)
 
 Errors are the exception tree of ``bot.codearts.errors``; answers are read into the models
 of ``bot.codearts.answers``.
@@ -53,6 +54,7 @@ from bot.codearts.answers import (
     BuildState,
     HistoryRecord,
     LogTail,
+    Outputs,
     RunResult,
     Step,
     as_shown,
@@ -61,6 +63,7 @@ from bot.codearts.answers import (
     error_in_success,
     history_record_from,
     int_or_none,
+    outputs_from,
     step_from,
 )
 from bot.codearts.errors import (
@@ -152,6 +155,8 @@ LOG_PAGE = 64 * 1024  # characters asked for per real-time-log call
 LOG_MAX_CHARS = 2 * 1024 * 1024  # stop reading a log after this much
 LOG_BUDGET = 8.0  # seconds for the whole tail: the result is never held up longer
 LOG_MAX_PAGES = 200
+OUTPUTS_BUDGET = 5.0  # seconds for the outputs call, retries included: a success reply
+# is never held up longer
 
 
 def _build_no(build_no: int | str) -> str:
@@ -375,6 +380,29 @@ class CodeArtsClient:
             truncated = True
         return LogTail(lines=tuple(tail.lines()), truncated=truncated, read_chars=tail.fed)
 
+    def build_outputs(self, job_id: str, build_no: int | str, *,
+                      budget: float = OUTPUTS_BUDGET) -> Outputs:
+        """What a build produced: its packages and images
+        (``GET /v3/jobs/{job_id}/{build_no}/output-info``, enveloped; the SDK's
+        ``OutPutInfoResult``). Best effort within ``budget`` seconds in all: each try's
+        timeout is what is left of it, and no retry waits past it. Raises CodeArtsError
+        when it cannot be read (an error, no answer in time, a result that is not an
+        object)."""
+        path = f"/v3/jobs/{_job(job_id)}/{_build_no(build_no)}/output-info"
+        deadline = time.monotonic() + budget
+        response = self._call("GET", path, read=True, retries=1, timeout=budget,
+                              deadline=deadline)
+        data = self._decode(response)
+        outputs = outputs_from(data.get("result")) if isinstance(data, dict) else None
+        if outputs is None:
+            raise BadResponseError(response.status_code, _request_id(response),
+                                   self.scrub(str(data)[:200]),
+                                   "build outputs without a readable result")
+        return outputs.model_copy(update={"items": tuple(
+            o.model_copy(update={"name": self.scrub(o.name), "version": self.scrub(o.version),
+                                 "address": self.scrub(o.address)})
+            for o in outputs.items)})
+
     # ---- plumbing
 
     def _decode(self, response: httpx.Response) -> Any:
@@ -410,13 +438,17 @@ class CodeArtsClient:
               timeout: float | None = None, deadline: float | None = None) -> httpx.Response:
         """Send with the retry rules of the module docstring; return the final response.
 
-        Best-effort reads (steps, the log) pass fewer ``retries``, a shorter ``timeout``
-        and a ``deadline`` (monotonic): no retry waits past it."""
+        Best-effort reads (steps, the log, the outputs) pass fewer ``retries``, a shorter
+        ``timeout`` and a ``deadline`` (monotonic): no retry waits past it, and no try's
+        timeout reaches past it."""
         attempt = 0
         while True:
             delay: float | None
+            limit = timeout
+            if deadline is not None and timeout is not None:
+                limit = max(0.05, min(timeout, deadline - time.monotonic()))
             try:
-                response = self._attempt(method, path, body, timeout)
+                response = self._attempt(method, path, body, limit)
             except httpx.TransportError as exc:
                 delay = self._after_failure(exc, method, path, attempt, retries, read=read)
             else:

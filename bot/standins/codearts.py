@@ -24,6 +24,9 @@ Served paths:
 * ``GET  /v3/jobs/{job_id}/{build_no}/real-time-log``    enveloped log pages (``offset``,
   ``length``, ``current_offset``, ``has_more_data``); the text is set with ``set_log``
   or ``add_job(log=...)``
+* ``GET  /v3/jobs/{job_id}/{build_no}/output-info``      enveloped ``OutPutInfoResult``
+  (``package_info``, ``package_infos``, ``image_infos``), set with ``set_outputs`` or
+  ``add_job(outputs=...)``; by default nothing produced
 
 CodeArts paths need ``X-Auth-Token`` (a configured token or one IAM issued and
 not expired) or an AK/SK signature, which the fake re-computes with its own
@@ -87,6 +90,7 @@ _PARAMS = re.compile(r"^/v1/job/([^/]+)/([^/]+)/history-parameters$")
 _DETAILS = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/history-details$")
 _LOG = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/real-time-log$")
 _RUNNING = re.compile(r"^/v1/job/([^/]+)/running-status$")
+_OUTPUTS = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/output-info$")
 
 DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
     400: ("CB.00060200", "Invalid parameter."),
@@ -184,12 +188,14 @@ class FakeCodeArts(Gateway, BuildService):
     # ---- state set-up
 
     def add_job(self, job_id: str, *, outcome: str = "SUCCESS", duration: float | None = None,
-                steps: list[str] | tuple[str, ...] = (), log: str | None = None) -> str:
+                steps: list[str] | tuple[str, ...] = (), log: str | None = None,
+                outputs: Any = None) -> str:
         """Register a build task; its builds end with ``outcome`` after ``duration`` seconds,
-        going through ``steps`` (names) and writing ``log`` (None: a short made-up log)."""
+        going through ``steps`` (names), writing ``log`` (None: a short made-up log) and
+        producing ``outputs`` (output-info's ``result``; None: nothing)."""
         with self._lock:
             self._jobs[job_id] = {"outcome": outcome, "duration": duration,
-                                  "steps": tuple(steps), "log": log}
+                                  "steps": tuple(steps), "log": log, "outputs": outputs}
             self._builds.setdefault(job_id, [])
         return job_id
 
@@ -220,6 +226,12 @@ class FakeCodeArts(Gateway, BuildService):
         included); None to go back to the job's steps."""
         with self._lock:
             self._find(job_id, build_no).steps = steps  # type: ignore[union-attr]
+
+    def set_outputs(self, job_id: str, build_no: int, result: Any) -> None:
+        """Script what output-info answers for a build: its ``result`` (an
+        ``OutPutInfoResult`` object, or anything odd), served as given; None for nothing."""
+        with self._lock:
+            self._find(job_id, build_no).outputs = result  # type: ignore[union-attr]
 
     def set_log(self, job_id: str, build_no: int, text: str | None) -> None:
         """Script a build's log text (served in pages by real-time-log)."""
@@ -349,6 +361,7 @@ _ROUTES: tuple[tuple[str, re.Pattern[str],
     ("GET", _LOG, lambda fake, m, req: fake._log(m.group(1), m.group(2),
                                                   dict(parse_qsl(req.query)))),
     ("GET", _RUNNING, lambda fake, m, req: fake._running(m.group(1))),
+    ("GET", _OUTPUTS, lambda fake, m, req: fake._outputs(m.group(1), m.group(2))),
 )
 
 

@@ -1,5 +1,5 @@
 """The build side of the CodeArts stand-in (FakeCodeArts): the Build model (status, steps,
-log) and the CodeArts Build endpoints that run, show, list and stop builds.
+log, outputs) and the CodeArts Build endpoints that run, show, list and stop builds.
 
 ``BuildService`` is a mixin: FakeCodeArts holds the jobs and builds it reads. Builds run
 on the fake's ``clock``; every time they show is turned into wall-clock time by ``wall``.
@@ -49,6 +49,7 @@ class Build:
     step_names: tuple[str, ...] = ()
     steps: list[dict[str, Any]] | None = None  # scripted by set_steps: served as they are
     log: str | None = None  # scripted by set_log (None: a short log made up from the build)
+    outputs: Any = None  # output-info's ``result``, served as it is (set_outputs; None: none)
 
     def step_records(self, now: float) -> list[dict[str, Any]]:
         """The scripted steps, or the job's steps advancing with the build's clock: those
@@ -138,7 +139,8 @@ class BuildService:
         duration = job["duration"] if job["duration"] is not None else self.build_duration
         build = Build(job_id, len(builds) + 1, f"{day}.{self._daily[(job_id, day)]}",
                       job["outcome"], duration, started, now, body,
-                      step_names=job.get("steps", ()), log=job.get("log"))
+                      step_names=job.get("steps", ()), log=job.get("log"),
+                      outputs=job.get("outputs"))
         builds.append(build)
         return build
 
@@ -245,6 +247,17 @@ class BuildService:
         return 200, {"result": {"content": content, "offset": offset, "current_offset": end,
                                 "has_more_data": end < len(text)},
                      "error": None, "status": "success"}, {}
+
+    def _outputs(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
+        """What the build produced, enveloped as the SDK's ShowOutputInfoResponse
+        (``result``: an ``OutPutInfoResult``, served as scripted; by default nothing)."""
+        found = self._lookup(job_id, build_no)
+        if not isinstance(found, Build):
+            return found
+        with self._lock:
+            result = found.outputs if found.outputs is not None else {
+                "package_info": None, "package_infos": {}, "image_infos": {}}
+        return 200, {"status": "success", "error": None, "result": result}, {}
 
     def _stop(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
         found = self._lookup(job_id, build_no)

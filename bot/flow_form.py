@@ -205,11 +205,9 @@ class FormFlow(FlowRoom):
         who, meta = found
         who.received_at = time.monotonic()
         state = _dict(_dict(_dict(body.get("view")).get("state")).get("values"))
-        if meta.get("s") and (not who.channel_id or not who.response_url):
-            ack(response_action="errors", errors={forms.CHANNEL_BLOCK: (
-                "Pick the channel to run the build in." if not who.channel_id else
-                "Slack gave no way to answer in this channel: pick it again, or type "
-                "/build there.")})
+        if meta.get("s") and not who.channel_id:
+            ack(response_action="errors", errors={
+                forms.CHANNEL_BLOCK: "Pick the channel to run the build in."})
             return
         job = self._submitted_job(state, meta)
         if isinstance(job, str):

@@ -51,7 +51,7 @@ def pick(bot: Bot, view: dict[str, Any], job: str, user: str = "UALICE") -> dict
     return bot.slack.views[view["id"]]
 
 
-def submit(bot: Bot, view: dict[str, Any], channel: str | None, url: str,
+def submit(bot: Bot, view: dict[str, Any], channel: str | None, url: str | None,
            entered: dict[str, str | None] | None = None,
            user: str = "UALICE") -> dict[str, Any]:
     resp = bot.sender.post(channel_submission_body(view, channel, url, entered, user=user))
@@ -103,6 +103,22 @@ def test_a_submitted_form_asks_run_cancel_in_the_channel_and_run_starts_it_there
     assert sent.body["job_id"] == BACKEND_ID
     (post,) = bot.slack.calls("chat.postMessage")
     assert post["channel"] == "CBUILDS" and "started" in post["text"]
+
+
+def test_without_a_response_url_the_question_is_an_ephemeral_message_in_the_channel(
+        bot: Bot) -> None:
+    """Slack gives the picked channel's response_url only where it can; without one the
+    Run/Cancel question is posted with chat.postEphemeral, to the submitter alone."""
+    view = pick(bot, shortcut(bot), "backend")
+    assert submit(bot, view, "CBUILDS", None) == {"response_action": "clear"}
+    bot.wait_idle()
+    (question,) = bot.slack.calls("chat.postEphemeral")
+    assert question["channel"] == "CBUILDS" and question["user"] == "UALICE"
+    rid = button_value(question, msg.RUN)
+    url = bot.slack.response_url()  # the click on the ephemeral message brings its own
+    bot.click(msg.RUN, rid, response_url=url)
+    bot.wait_idle()
+    assert len(runs(bot)) == 1 and bot.store.get_request(rid).channel_id == "CBUILDS"
 
 
 def test_a_job_not_allowed_in_the_chosen_channel_is_refused_on_the_form(bot: Bot) -> None:

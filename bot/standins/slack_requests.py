@@ -209,12 +209,13 @@ def shortcut_body(callback_id: str, *, user: str, team: str = "T1") -> bytes:
     return urlencode({"payload": json.dumps(payload)}).encode()
 
 
-def channel_submission_body(view: dict[str, Any], channel: str | None, response_url: str,
+def channel_submission_body(view: dict[str, Any], channel: str | None,
+                            response_url: str | None,
                             entered: dict[str, str | None] | None = None, *, user: str,
                             team: str = "T1") -> bytes:
     """A ``view_submission`` of the shortcut's form: ``channel`` picked in its Channel
     field (a conversations select with ``response_url_enabled``), so Slack adds that
-    channel's ``response_url`` to the payload."""
+    channel's ``response_url`` to the payload (None: Slack gave none)."""
     values = view_state({**view, "blocks": [b for b in view.get("blocks", [])
                                             if b.get("block_id") != "channel"]}, entered)
     values["channel"] = {"value": {"type": "conversations_select",
@@ -224,7 +225,7 @@ def channel_submission_body(view: dict[str, Any], channel: str | None, response_
         "user": {"id": user, "username": "someone", "team_id": team},
         "api_app_id": "A1", "token": "legacy-unused", "trigger_id": trigger_id(),
         "view": {**view, "state": {"values": values}},
-        "response_urls": [] if channel is None else [
+        "response_urls": [] if channel is None or response_url is None else [
             {"block_id": "channel", "action_id": "value", "channel_id": channel,
              "response_url": response_url}],
     }

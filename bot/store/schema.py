@@ -66,6 +66,9 @@ requests = sa.Table(
     sa.Index("buildbot_requests_open_rebuild", "rebuild_of", "user_id", unique=True,
              sqlite_where=sa.text("state = 'pending'"),
              postgresql_where=sa.text("state = 'pending'")),
+    # the App Home: what changed for a person, or for the jobs they approve, since when
+    sa.Index("buildbot_requests_user_changed", "user_id", "updated_at"),
+    sa.Index("buildbot_requests_changed", "updated_at"),
 )
 
 builds = sa.Table(
@@ -109,6 +112,7 @@ builds = sa.Table(
     # the channel message's permalink (chat.getPermalink), asked once for the App Home
     sa.Column("permalink", sa.Text, nullable=True),
     sa.Index("buildbot_builds_due", "watch", "next_check_at"),
+    sa.Index("buildbot_builds_user", "user_id", "created_at"),  # the App Home's builds
     sa.Index("buildbot_builds_followed", "job_id", "build_no", "channel_id", unique=True,
              sqlite_where=sa.text("origin = 'subscription'"),
              postgresql_where=sa.text("origin = 'subscription'")),

@@ -313,6 +313,8 @@ class Flow:
         reply = render(answer)
         if reply is not None and click.user_id:
             self.engine.notifier.direct(click.user_id, {"text": reply["text"]})
+        if self.home is not None:  # their Home shows the outcome now, if its turn allows
+            self.home.opened(click.user_id, click.team_id)
 
     def withdraw_clicked(self, click: Click) -> None:
         self.tell(click.response_url, self.engine.withdraw(click))

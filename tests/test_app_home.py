@@ -152,6 +152,28 @@ def test_approve_on_the_home_starts_one_build_and_a_late_click_is_told_why(
     assert [r["decision"] for r in bot.store.audit_rows(request_id=rid)].count("started") == 1
 
 
+def test_the_clickers_home_shows_the_outcome_when_its_turn_allows(bot: Bot) -> None:
+    rid, _, _ = waiting(bot)
+    open_home(bot, "UCAROL")
+    bot.clock.advance(10)
+    home_click(bot, "UCAROL", msg.APPROVE, rid)
+    home = bot.slack.homes["UCAROL"]  # published again at once: its turn had come
+    assert len(publishes(bot, "UCAROL")) == 2 and buttons(home, msg.APPROVE) == []
+
+
+def test_a_build_ending_refreshes_its_requesters_home_at_the_next_turn(bot: Bot) -> None:
+    bot.codearts.add_job(OTHER_ID, duration=5)
+    bot.command("limited", user="UBOB")
+    bot.wait_idle()
+    assert "running" in texts(open_home(bot, "UBOB") or {"blocks": []})
+    bot.clock.advance(16)
+    bot.runtime.watcher.run_once()  # the build ends: a change for Bob
+    bot.wait_idle()
+    assert bot.runtime.home.sweep() == 1
+    assert "succeeded in" in texts(bot.slack.homes["UBOB"])
+    assert bot.runtime.home.sweep() == 0  # nothing new: nothing published
+
+
 def test_an_approve_on_the_home_and_one_in_the_channel_at_once_start_one_build(
         bot: Bot) -> None:
     for _ in range(3):

@@ -19,6 +19,7 @@ from bot.answers import Click, Told
 from bot.command import BuildCommand, parse
 from bot.config import JobConfig
 from bot.flow_types import Ack, FlowRoom, Outcome, Who, _dict, _str, read_click
+from bot.home_view import NO_ACCESS
 from bot.policy import runnable_jobs, user_allowed
 
 if TYPE_CHECKING:
@@ -128,7 +129,8 @@ class FormFlow(FlowRoom):
             "u": user_id, "c": "", "t": team_id or "", "r": "", "e": "",
             "j": job.name if job else "", "s": "1"})
         view = forms.form_view([(j.name, j.description) for j in jobs], job,
-                               metadata=metadata, channel_field=True)
+                               metadata=metadata, channel_field=True) if jobs else \
+            forms.notice_view("Run a build", [NO_ACCESS])
         opened = self.engine.notifier.open_view(trigger_id, view)
         if not opened.ok:
             log.warning("could not open the shortcut's form user=%s error=%s", user_id,

@@ -82,6 +82,15 @@ def test_the_shortcut_opens_the_form_with_a_channel_field_and_every_job_runnable
     assert options(shortcut(bot, user="UBOB")) == ["docs", "limited", "hourly"]
 
 
+def test_someone_who_may_run_no_job_is_told_how_to_get_access(
+        db_url: str, tmp_path: Path) -> None:
+    with running_bot(db_url, tmp_path, config=GUARDED.replace('users = ["*"]', 'users = []')
+                     ) as b:
+        view = shortcut(b, user="UNOBODY")
+        assert "submit" not in view
+        assert "ask a buildbot admin to add your Slack user ID" in json.dumps(view)
+
+
 def test_a_submitted_form_asks_run_cancel_in_the_channel_and_run_starts_it_there(
         bot: Bot) -> None:
     view = pick(bot, shortcut(bot), "backend")

@@ -30,11 +30,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.config import BuildbotConfig, ConfigError, load_config
-from bot.demo_screen import Button, DemoScreen, Origin
+from bot.demo_screen import HOME_KEY, Button, DemoScreen, Origin
 from bot.settings import Settings
 from bot.standins.codearts import FakeCodeArts
 from bot.standins.slack import FakeSlack
-from bot.standins.slack_requests import SlackSender
+from bot.standins.slack_requests import (
+    SlackSender,
+    channel_submission_body,
+    home_action_body,
+    home_opened_body,
+)
 
 # The example jobs file, the same text as examples/buildbot.toml (a test checks they agree),
 # so the demo works from an installed package too.
@@ -111,6 +116,7 @@ Type what you would type in Slack, or a demo command:
   submit [F=V ...]  submit the open form, setting field F (its number or label) to V
   wait [SECONDS]    wait until every running build has ended and been reported
                     (or just SECONDS)
+  home              open the app's Home tab: your builds, approvals, jobs to run
   who               who and where you are
   help              this list
   quit              end the demo (Ctrl-D too)
@@ -259,6 +265,7 @@ class Demo(DemoScreen):
                 "in": (WORDS, self.switch_channel), "pick": (WORDS, self.pick),
                 "submit": (ANY, self.submit), "wait": (ANY, self.wait),
                 "who": (NOTHING, self.say_who), "help": (NOTHING, self.say_help),
+                "home": (NOTHING, self.open_home),
                 "?": (NOTHING, self.say_help)}
 
     def say_who(self, _rest: str) -> bool:
@@ -296,6 +303,21 @@ class Demo(DemoScreen):
         self.settle()
         return True
 
+    def open_home(self, _rest: str) -> bool:
+        """``home``: you open the app's Home tab (Slack sends ``app_home_opened``)."""
+        def published() -> int:
+            return sum(c.get("user_id") == self.user for c in self.slack.calls("views.publish"))
+
+        before = published()
+        resp = self.sender.post(home_opened_body(self.user))
+        if resp.status_code != 200:
+            self.say(f"(the bot answered HTTP {resp.status_code}: {resp.text[:200]})")
+        self.settle()
+        if published() == before:
+            self.say("(your Home was shown less than 10 s ago: it is shown again, as it is "
+                     "then, when those 10 s are up)")
+        return True
+
     def click(self, number: int) -> bool:
         button = self.buttons.get(number)
         if button is None:
@@ -315,6 +337,17 @@ class Demo(DemoScreen):
         return False
 
     def _click(self, button: Button) -> bool:
+        if button.key.startswith(HOME_KEY):  # on a Home: no channel, no response_url
+            if button.key != HOME_KEY + self.user:
+                self.say(f"Button [{button.number}] is on someone else's Home.")
+                return False
+            resp = self.sender.post(home_action_body(
+                button.action_id, button.value, user=self.user,
+                view=self.slack.homes.get(self.user) or {}))
+            if resp.status_code != 200:
+                self.say(f"(the bot answered HTTP {resp.status_code}: {resp.text[:200]})")
+            self.settle()
+            return True
         hook = self.slack.response_url()
         self.hooks[_path(hook)] = Origin(self.user, button.channel, button.message,
                                          public=button.ts is not None, key=button.key)
@@ -416,7 +449,15 @@ class Demo(DemoScreen):
         if isinstance(entered, str):
             self.say(f"The form has no field {entered!r}.")
             return False
-        resp = self.sender.submit(view, entered, user=self.user)
+        if any(b.get("block_id") == "channel" for b in view.get("blocks", [])):
+            # the shortcut's form: the channel you are in is the one picked, and Slack
+            # gives its response_url with the submission
+            hook = self.slack.response_url()
+            self.hooks[_path(hook)] = Origin(self.user, self.channel, None)
+            resp = self.sender.post(channel_submission_body(view, self.channel, hook, entered,
+                                                            user=self.user))
+        else:
+            resp = self.sender.submit(view, entered, user=self.user)
         answer = resp.json() if resp.content else {}
         with self.lock:
             self.drain()

@@ -8,6 +8,7 @@ stand-in Slack, the buttons shown) it reads and adds to.
 from __future__ import annotations
 
 import html
+import json
 import re
 import threading
 from collections.abc import Callable
@@ -18,8 +19,10 @@ from bot.standins.slack import Call, FakeSlack
 
 EMOJI = {"warning": "⚠️", "rocket": "🚀", "hourglass": "⌛", "hourglass_flowing_sand": "⏳",
          "white_check_mark": "✅", "x": "❌", "octagonal_sign": "🛑", "no_entry": "⛔",
-         "grey_question": "❔", "white_circle": "⚪", "memory": "📝"}
+         "grey_question": "❔", "white_circle": "⚪", "memory": "📝",
+         "raised_hand": "✋", "double_vertical_bar": "⏸️"}
 _EMOJI = re.compile(r":([a-z0-9_+-]+):")
+HOME_KEY = "home:"  # + a user ID: the key of the buttons on that user's Home
 _ANGLE = re.compile(r"<([^<>]*)>")
 
 
@@ -142,10 +145,31 @@ class DemoScreen:
         self.show(p, self._ephemeral_to(str(p.get("user", "")), channel), channel=channel,
                   key=self._key())
 
+    def _show_home(self, p: dict[str, Any], call: Call) -> None:
+        """A published App Home: shown as the person it is for sees their Home tab, its
+        buttons numbered (a section's Run… button on a line of its own)."""
+        view = p.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not isinstance(view, dict) or call.error:
+            return
+        blocks: list[dict[str, Any]] = []
+        for block in view.get("blocks") or []:
+            accessory = block.get("accessory") or {}
+            if block.get("type") == "section" and accessory.get("type") == "button":
+                blocks += [{k: v for k, v in block.items() if k != "accessory"},
+                           {"type": "actions", "elements": [accessory]}]
+            else:
+                blocks.append(block)
+        user = str(p.get("user_id", ""))
+        self._retire(HOME_KEY + user)  # the Home shown before is replaced
+        self.show({"blocks": blocks}, f"the Home tab of {self._name(user)} (only they see it)",
+                  channel="", key=HOME_KEY + user)
+
     _SHOWN: ClassVar[dict[str, Callable[[DemoScreen, dict[str, Any], Call], None]]] = {
         "response_url": _show_response, "chat.postMessage": _show_post,
         "chat.update": _show_update, "views.open": _show_view, "views.update": _show_view,
-        "chat.postEphemeral": _show_ephemeral}
+        "chat.postEphemeral": _show_ephemeral, "views.publish": _show_home}
 
     # --- the form -------------------------------------------------------------------
     # A modal is shown as numbered fields; ``pick`` and ``submit`` act on the newest one.
@@ -309,6 +333,8 @@ def _input_lines(block: dict[str, Any], number: int, errors: dict[str, str] | No
     label = str(block["label"]["text"]) + ("" if block.get("optional") else " *")
     if element["type"] == "static_select":
         shown = _select_shown(element)
+    elif element["type"] == "conversations_select":  # the shortcut's Channel
+        shown = "(the channel you are in; type in #CHANNEL before submit to change it)"
     else:
         shown = element.get("initial_value") or "(empty)"
     lines = [f"({number}) {label}: {shown}"]

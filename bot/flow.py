@@ -33,6 +33,7 @@ from bot.flow_form import FormFlow
 from bot.flow_status import StatusFlow
 from bot.flow_subs import SubsFlow
 from bot.flow_types import Ack, Outcome, Room, Who, read_click, read_who
+from bot.home import Home
 from bot.lifecycle import CONFIRM_MINUTES, Build, Request, new_error_id
 from bot.policy import (
     Approved,
@@ -66,6 +67,7 @@ class Flow:
         self.respond = engine.notifier.respond
         self._inflight = 0
         self._idle = threading.Condition()
+        self.home: Home | None = None  # the App Home (bot.home), set by the runtime
         self.form = FormFlow(self)
         self.status = StatusFlow(self)
         self.subs = SubsFlow(self)
@@ -297,10 +299,22 @@ class Flow:
         return self.engine.over_limit(job_name, user_id)
 
     def approve_clicked(self, click: Click) -> None:
-        self.tell(click.response_url, self.engine.approve(click, self.groups))
+        self._tell_clicker(click, self.engine.approve(click, self.groups))
 
     def reject_clicked(self, click: Click) -> None:
-        self.tell(click.response_url, self.engine.reject(click, self.groups))
+        self._tell_clicker(click, self.engine.reject(click, self.groups))
+
+    def _tell_clicker(self, click: Click, answer: Answer) -> None:
+        """A click on a message answers through its response_url; one on the App Home has
+        none, so what the clicker is told comes as a direct message."""
+        if click.response_url:
+            self.tell(click.response_url, answer)
+            return
+        reply = render(answer)
+        if reply is not None and click.user_id:
+            self.engine.notifier.direct(click.user_id, {"text": reply["text"]})
+        if self.home is not None:  # their Home shows the outcome now, if its turn allows
+            self.home.opened(click.user_id, click.team_id)
 
     def withdraw_clicked(self, click: Click) -> None:
         self.tell(click.response_url, self.engine.withdraw(click))

@@ -19,7 +19,8 @@ from bot.answers import Click, Told
 from bot.command import BuildCommand, parse
 from bot.config import JobConfig
 from bot.flow_types import Ack, FlowRoom, Outcome, Who, _dict, _str, read_click
-from bot.policy import runnable_jobs
+from bot.home_view import NO_ACCESS
+from bot.policy import runnable_jobs, user_allowed
 
 if TYPE_CHECKING:
     pass
@@ -109,6 +110,46 @@ class FormFlow(FlowRoom):
                              usergroups=self.groups)
         self.open_form(who, next((j for j in jobs if j.name == job_name), None))
 
+    # --- the "Run a build" shortcut (and the App Home's Run… buttons) --------------------
+    # A shortcut carries no channel: its form asks for one first (a conversations select
+    # whose submission brings that channel's response_url), lists every job the person may
+    # run in some channel, and is checked for the chosen channel when submitted.
+
+    def jobs_anywhere(self, user_id: str) -> list[JobConfig]:
+        """The jobs this person may run in at least one channel."""
+        return [job for job in self.config.jobs.values()
+                if user_allowed(self.config, job, user_id, self.groups) is True]
+
+    def open_shortcut_form(self, user_id: str, team_id: str | None, trigger_id: str,
+                           job_name: str | None = None) -> None:
+        """The form with a Channel field, ``job_name`` picked when they may run it."""
+        jobs = self.jobs_anywhere(user_id)
+        job = next((j for j in jobs if j.name == job_name), None)
+        metadata = forms.seal(self._form_key(), {
+            "u": user_id, "c": "", "t": team_id or "", "r": "", "e": "",
+            "j": job.name if job else "", "s": "1"})
+        view = forms.form_view([(j.name, j.description) for j in jobs], job,
+                               metadata=metadata, channel_field=True) if jobs else \
+            forms.notice_view("Run a build", [NO_ACCESS])
+        opened = self.engine.notifier.open_view(trigger_id, view)
+        if not opened.ok:
+            log.warning("could not open the shortcut's form user=%s error=%s", user_id,
+                        opened.error)
+
+    def on_shortcut(self, ack: Ack, body: dict[str, Any]) -> None:
+        """The global shortcut "Run a build": ack, then open the form at once."""
+        ack()
+        user = _str(_dict(body.get("user")).get("id"))
+        team = _str(_dict(body.get("team")).get("id")) or None
+        self.flow.at_once(self.open_shortcut_form, user, team, _str(body.get("trigger_id")))
+
+    def on_home_run(self, ack: Ack, body: dict[str, Any]) -> None:
+        """A job's Run… button on the App Home: the shortcut's form, that job picked."""
+        ack()
+        click = read_click(body)
+        self.flow.at_once(self.open_shortcut_form, click.user_id, click.team_id,
+                          _str(body.get("trigger_id")), click.value)
+
     def on_form_job(self, ack: Ack, body: dict[str, Any]) -> None:
         """A job picked in the form: ack, then show its fields (``views.update``)."""
         ack()
@@ -119,10 +160,15 @@ class FormFlow(FlowRoom):
         metadata); None if the metadata is not ours or names someone else."""
         user_id = _str(_dict(body.get("user")).get("id"))
         meta = forms.unseal(self._form_key(), _dict(body.get("view")).get("private_metadata"))
-        if meta is None or not user_id or meta.get("u") != user_id or not meta.get("c"):
+        if meta is None or not user_id or meta.get("u") != user_id or not (
+                meta.get("c") or meta.get("s")):
             log.warning("form refused: metadata not ours or not this user's user=%s", user_id)
             return None
         team = _str(_dict(body.get("team")).get("id")) or meta.get("t") or None
+        if meta.get("s"):  # the shortcut's form: the channel picked in it, its response_url
+            state = _dict(_dict(_dict(body.get("view")).get("state")).get("values"))
+            channel = forms.picked_channel(state) or ""
+            return Who(user_id, channel, team, _response_url(body, channel), ""), meta
         return Who(user_id, meta["c"], team, meta.get("r") or None, ""), meta
 
     def show_job(self, body: dict[str, Any]) -> None:
@@ -136,11 +182,15 @@ class FormFlow(FlowRoom):
                              ).get("selected_option")).get("value")
         jobs = runnable_jobs(self.config, user_id=who.user_id, channel_id=who.channel_id,
                              usergroups=self.groups)
+        shortcut = bool(meta.get("s"))
+        if shortcut:  # every job they may run somewhere; the channel is checked on submit
+            jobs = self.jobs_anywhere(who.user_id)
         job = next((j for j in jobs if j.name == picked), None)
         metadata = forms.seal(self._form_key(), {**meta, "j": job.name if job else ""})
         updated = self.engine.notifier.update_view(
             _str(view.get("id")), forms.form_view([(j.name, j.description) for j in jobs], job,
-                                                  metadata=metadata),
+                                                  metadata=metadata, channel_field=shortcut,
+                                                  channel=who.channel_id or None),
             view_hash=_str(view.get("hash")) or None)
         if not updated.ok:  # a newer pick updated it first (hash_conflict), or it closed
             log.info("form not updated user=%s error=%s", who.user_id, updated.error)
@@ -157,6 +207,10 @@ class FormFlow(FlowRoom):
         who, meta = found
         who.received_at = time.monotonic()
         state = _dict(_dict(_dict(body.get("view")).get("state")).get("values"))
+        if meta.get("s") and not who.channel_id:
+            ack(response_action="errors", errors={
+                forms.CHANNEL_BLOCK: "Pick the channel to run the build in."})
+            return
         job = self._submitted_job(state, meta)
         if isinstance(job, str):
             ack(response_action="errors", errors={forms.JOB_BLOCK: job})
@@ -166,6 +220,9 @@ class FormFlow(FlowRoom):
         who.text = forms.command_text(entered.command)
         outcome = self.flow.check(entered.command, who, self.groups)
         errors, general = _sorted_problems(dict(entered.problems), outcome, job)
+        if general and meta.get("s"):  # the shortcut's form: a refusal is the channel's
+            errors[forms.CHANNEL_BLOCK] = " ".join(general)
+            general = []
         if general:  # not allowed (any more) here: the same words as a typed command
             ack(response_action="update", view=forms.notice_view("Not started", general))
             self.flow.submit(self.flow.after_command, who, outcome)
@@ -195,6 +252,17 @@ class FormFlow(FlowRoom):
         if editing:
             self.flow.tell(who.response_url, self.engine.replace_edited(editing, who.user_id))
         self.flow.after_command(who, outcome)
+
+
+def _response_url(body: dict[str, Any], channel: str) -> str | None:
+    """The response_url Slack gave with the submission for the picked ``channel``."""
+    urls = body.get("response_urls")
+    for item in urls if isinstance(urls, list) else []:
+        item = _dict(item)
+        if item.get("block_id") == forms.CHANNEL_BLOCK and item.get("channel_id") == channel:
+            url = _str(item.get("response_url"))
+            return url or None
+    return None
 
 
 def _job_alone(text: str) -> bool:

@@ -45,10 +45,12 @@ from bot.config import JobConfig, ParamSpec
 from bot.messages import escape, shorten
 
 CALLBACK = "buildbot.form"  # the modal's callback_id
+SHORTCUT = "run_build"  # the global shortcut "Run a build" (manifest.yml) opens the form
 JOB_ACTION = "buildbot.form.job"  # picking a job in the form's select
 JOB_BLOCK = "job"
 PARAM_BLOCK = "param."  # + the parameter's name
 COMMIT_BLOCK, TAG_BLOCK, EXTRA_BLOCK = "scm.commit", "scm.tag", "extra"
+CHANNEL_BLOCK = "channel"  # the shortcut's form: where to run (a conversations select)
 VALUE = "value"  # the action_id of every input element but the job select
 
 # Slack's documented limits for modals and their elements.
@@ -238,13 +240,51 @@ def _extra_text(job: JobConfig, prefill: BuildCommand | None) -> str:
     return "\n".join(f"{n}={v}" for n, v in prefill.params if n not in job.params)
 
 
+def channel_block(channel: str | None) -> dict[str, Any]:
+    """The shortcut's Channel field: a conversations select whose submission brings a
+    ``response_url`` for that conversation (``response_url_enabled``)."""
+    element: dict[str, Any] = {
+        "type": "conversations_select", "action_id": VALUE, "response_url_enabled": True,
+        "default_to_current_conversation": True,
+        "placeholder": _plain("Pick a channel", OPTION_TEXT),
+        "filter": {"include": ["public", "private"], "exclude_bot_users": True}}
+    if channel:
+        element["initial_conversation"] = channel
+    return {"type": "input", "block_id": CHANNEL_BLOCK, "element": element,
+            "label": _plain("Channel", LABEL_CHARS),
+            "hint": _plain("Where the build is announced; the job must be allowed there.",
+                           HINT_CHARS)}
+
+
+def picked_channel(values: Any) -> str | None:
+    """The conversation picked in the Channel field, or None."""
+    found = _dict(_dict(_dict(values).get(CHANNEL_BLOCK)).get(VALUE)).get(
+        "selected_conversation")
+    return found if isinstance(found, str) and found else None
+
+
 def form_view(jobs: Sequence[tuple[str, str]], job: JobConfig | None, *, metadata: str,
-              prefill: BuildCommand | None = None, more_jobs_hint: bool = True) -> dict[str, Any]:
+              prefill: BuildCommand | None = None, more_jobs_hint: bool = True,
+              channel_field: bool = False, channel: str | None = None) -> dict[str, Any]:
     """The modal: the job select, then (once a job is picked) its fields.
 
     ``jobs`` are the (name, description) pairs this user may run in this channel;
-    ``prefill`` the values to show (an edited request's), else the defaults."""
+    ``prefill`` the values to show (an edited request's), else the defaults.
+    ``channel_field``: the shortcut's form, with a Channel field first (``channel``
+    picked in it) and the job select an input from the start."""
     submittable = job is not None and not too_big(job, prefill)  # fields, and submit
+    first, _ = _job_block(jobs, None, submittable=True)
+    if channel_field and job is None and first is not None:
+        modal = form_view(jobs, None, metadata=metadata, more_jobs_hint=more_jobs_hint)
+        modal["blocks"] = [channel_block(channel), first, *modal["blocks"][1:]]
+        modal["submit"] = _plain("Continue", 24)
+        return modal
+    if channel_field and submittable:
+        modal = form_view(jobs, job, metadata=metadata, prefill=prefill,
+                          more_jobs_hint=more_jobs_hint)
+        if modal.get("submit"):
+            modal["blocks"] = [channel_block(channel), *modal["blocks"]][:MAX_VIEW_BLOCKS]
+        return modal
     block, unlisted = _job_block(jobs, job.name if job else None, submittable=submittable)
     view: dict[str, Any] = {"type": "modal", "callback_id": CALLBACK,
                             "title": _plain(TITLE, 24), "close": _plain("Cancel", 24),

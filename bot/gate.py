@@ -22,6 +22,7 @@ from slack_sdk.errors import SlackClientError
 
 from bot import forms
 from bot import messages as msg
+from bot.home_view import HOME_RUN
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ OPEN_FORM_ACTION = re.compile(re.escape(msg.OPEN_FORM) + r"\.[0-9]{1,3}")  # + a
 
 def _job_name(value: str, jobs: Mapping[str, Any]) -> bool:
     return value in jobs
+
+
+BUTTON_VALUES[HOME_RUN] = _job_name  # the App Home's Run… button (bot.home_view)
 
 
 def rule_for(action_id: str) -> Rule | None:

@@ -190,6 +190,23 @@ class Notifier:
         return self._view("views.update", lambda: self.client.views_update(
             view_id=view_id, view=view, hash=view_hash))
 
+    def publish_home(self, user_id: str, view: dict[str, Any], *,
+                     priority: Priority = Priority.ANSWER) -> Delivery:
+        """A person's App Home (``views.publish``): ``ANSWER`` when they just opened it,
+        ``ANNOUNCE`` when it is refreshed after a change (it waits behind results)."""
+        def send() -> dict[str, Any]:
+            resp = self.client.views_publish(user_id=user_id, view=view)
+            return {"ts": (resp.get("view") or {}).get("id")}
+        return self._call("views.publish", send, "view", priority)
+
+    def permalink(self, channel: str, ts: str) -> str | None:
+        """The link to a message (``chat.getPermalink``), or None when Slack gives none."""
+        def send() -> dict[str, Any]:
+            resp = self.client.chat_getPermalink(channel=channel, message_ts=ts)
+            return {"ts": resp.get("permalink")}
+        sent = self._call("chat.getPermalink", send, channel, Priority.ANSWER)
+        return sent.ts if sent.ok and isinstance(sent.ts, str) else None
+
     def _view(self, what: str, call: Any) -> Delivery:
         def send() -> dict[str, Any]:
             resp = call()

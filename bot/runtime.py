@@ -19,6 +19,7 @@ from bot.engine import Engine
 from bot.flow import Flow
 from bot.gate import WorkspaceGuard
 from bot.heartbeat import Heartbeat
+from bot.home import Home
 from bot.metrics import Metrics
 from bot.notifier import BUDGET_WAIT, Notifier
 from bot.replay import ReplayGuard
@@ -106,6 +107,9 @@ class Runtime:
                              alive=self.heartbeat.fresh, groups=groups)
         self.flow = Flow(config=config, engine=self.engine, slack=self.slack,
                          groups=groups, worker=self.worker, clock=self.clock)
+        self.home = Home(config=config, store=self.store, notifier=self.engine.notifier,
+                         clock=self.clock, groups=groups)
+        self.flow.home = self.home
         secret = settings.slack_signing_secret
         # no auth.test here: ``verify_slack`` makes it, when the caller is ready for it
         self.replay_guard = ReplayGuard()
@@ -145,6 +149,7 @@ class Runtime:
         if self._watch and not self._watching:
             self._watching = True
             self.watcher.start()
+            self.home.start_sweeping()  # Homes whose data changed are published again
 
     def readiness(self) -> Readiness:
         """``/readyz``'s answer: Slack has accepted the bot token (``ready``) and the
@@ -253,6 +258,7 @@ class Runtime:
         if self.server is not None:
             self.server.close()
         watcher_idle = self.watcher.stop(deadline)
+        self.home.stop_sweeping()
         self.worker.shutdown(wait=False, cancel_futures=False)
         workers_idle = self.flow.wait_idle(max(0.0, until - time.monotonic()))
         self.flow.status.close_status_pool()

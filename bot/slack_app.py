@@ -13,6 +13,7 @@ from bot import forms
 from bot import messages as msg
 from bot.flow import Click, Flow
 from bot.gate import BUTTON_VALUES, ButtonGuard, WorkspaceGuard
+from bot.home_view import HOME_RUN
 from bot.lifecycle import new_error_id
 from bot.replay import ReplayGuard
 
@@ -60,6 +61,7 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
     _stop_listeners(app, flow)
 
     _form_listeners(app, flow, signing_secret)
+    _home_listeners(app, flow)
 
     @app.error
     def unexpected(error: Exception, body: dict[str, Any]) -> BoltResponse:
@@ -103,6 +105,29 @@ def _form_listeners(app: App, flow: Flow, signing_secret: str | None) -> None:
     @app.view(forms.CALLBACK)
     def submitted(ack: Ack, body: dict[str, Any]) -> None:
         _guard(ack, flow.form.on_form_submit, body)
+
+
+def _home_listeners(app: App, flow: Flow) -> None:
+    """The App Home (``app_home_opened``, its Run… buttons) and the global shortcut "Run a
+    build" (bot.home, bot.flow_form). Approve and Reject on the Home are the approval
+    message's own buttons, handled above."""
+
+    @app.event("app_home_opened")
+    def home_opened(ack: Ack, event: dict[str, Any], body: dict[str, Any]) -> None:
+        ack()
+        home = flow.home
+        if home is None or _dict(event).get("tab") != "home":
+            return
+        user = _str(_dict(event).get("user"))
+        flow.submit(home.opened, user, _str(body.get("team_id")) or None)
+
+    @app.action(HOME_RUN)
+    def home_run(ack: Ack, body: dict[str, Any]) -> None:
+        _guard(ack, flow.form.on_home_run, body)
+
+    @app.shortcut(forms.SHORTCUT)
+    def run_build_shortcut(ack: Ack, body: dict[str, Any]) -> None:
+        _guard(ack, flow.form.on_shortcut, body)
 
 
 def _stop_listeners(app: App, flow: Flow) -> None:

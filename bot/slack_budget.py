@@ -45,6 +45,7 @@ DEFAULT_LIMITS: dict[str, int] = {
     "views.open": 100,
     "views.update": 100,
     "views.publish": 100,
+    "chat.getPermalink": 100,
     "conversations.history": 50,
     "conversations.replies": 50,
     "conversations.info": 50,

@@ -370,7 +370,8 @@ def test_the_checks_catch_what_they_are_for() -> None:
 # --- the build form's views (bot/forms.py) ---------------------------------------------
 
 FORM_HELPERS = {"form_key", "seal", "unseal", "picked_job", "read_form", "block_for",
-                "prefill_from_body", "command_text", "too_big"}  # build no view
+                "prefill_from_body", "command_text", "too_big",
+                "channel_block", "picked_channel"}  # build no view
 
 
 def _job(c: Case, n: int, *, extra: bool = False) -> Any:
@@ -406,6 +407,13 @@ def view_builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                       for js in (jobs, [], jobs * 3)
                       for job in (None, _job(c, 2), _job(c, 95, extra=True), _job(c, 96))
                       for pre in (None, big, edited)),
+        # the "Run a build" shortcut's form: a Channel field first (issue 29)
+        "form_view(channel)": (forms.form_view(js, job, metadata=meta, prefill=pre,
+                                               channel_field=True, channel=ch)
+                               for js in (jobs, [], jobs * 3)
+                               for job in (None, _job(c, 2), _job(c, 95, extra=True),
+                                           _job(c, 96))
+                               for pre in (None, edited) for ch in (None, c.channel)),
         "notice_view": (forms.notice_view(t, [c.words] * n)
                         for t in ("Not started", "x" * 40) for n in (1, 50)),
     }
@@ -444,7 +452,9 @@ def check_view(view: dict[str, Any]) -> None:
         if block["type"] == "section":
             assert len(block["text"]["text"]) <= 3000
             check_shown(block["text"]["text"])
-            if "accessory" in block:  # the job select of a view with nothing to submit
+            if "accessory" in block and block["accessory"]["type"] == "button":  # Home's Run…
+                assert len(block["accessory"]["value"]) <= 2000
+            elif "accessory" in block:  # the job select of a view with nothing to submit
                 check_select(block["accessory"])
         elif block["type"] == "context":
             assert all(len(e["text"]) <= 2000 for e in block["elements"])
@@ -457,8 +467,18 @@ def check_view(view: dict[str, Any]) -> None:
             if element["type"] == "plain_text_input":
                 assert element["max_length"] <= 3000
                 assert len(element.get("initial_value", "")) <= element["max_length"]
+            elif element["type"] == "conversations_select":  # the shortcut's Channel
+                assert len(element["placeholder"]["text"]) <= 150
             else:
                 check_select(element)
+        elif block["type"] == "header":
+            assert 0 < len(block["text"]["text"]) <= 150
+        elif block["type"] == "divider":
+            pass
+        elif block["type"] == "actions":
+            assert 0 < len(block["elements"]) <= 25
+            for element in block["elements"]:
+                assert len(element["text"]["text"]) <= 75 and len(element["value"]) <= 2000
         else:
             raise AssertionError(f"unchecked block type {block['type']}")
 
@@ -468,7 +488,7 @@ def test_every_form_builder_is_covered() -> None:
 
     public = {name for name, f in vars(forms).items() if inspect.isfunction(f)
               and f.__module__ == forms.__name__ and not name.startswith("_")}
-    assert public - FORM_HELPERS == set(view_builds(CASES["ordinary"]))
+    assert public - FORM_HELPERS == {n.split("(")[0] for n in view_builds(CASES["ordinary"])}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -512,3 +532,40 @@ def test_a_job_with_more_parameters_than_a_view_holds_says_so() -> None:
     assert "submit" not in view and "Type the command instead" in shown
     fits = forms.form_view([], _job(CASES["ordinary"], 95, extra=True), metadata="m")
     assert len(fits["blocks"]) == 100 and "submit" in fits
+
+
+# --- the App Home (bot.home_view, issue 29) --------------------------------------------------
+
+def home_views(c: Case) -> Iterator[dict[str, Any]]:
+    """The Home with nothing, with a little, and with 200 builds and 50 approvals."""
+    from bot.home_view import BuildRow, ToApprove, home_view
+
+    approval = ToApprove(request_id="a" * 32, requester=c.user, job_name=c.job,
+                         description=c.desc, body=c.body, approved=1, needed=2,
+                         expires_at=1_800_000_000.0)
+    states = ["running", "queued", "awaiting", "success", "failed", "ended:WEIRD"]
+    rows = [BuildRow(job_name=c.job, daily=c.daily, build_no=c.build_no,
+                     state=states[i % len(states)], duration_ms=i * 1000, link=c.link)
+            for i in range(200)]
+    jobs = [*c.jobs, (c.job, c.desc)] * 30
+    for approvals, active, recent, total, js in (
+            ([], [], [], 0, []), ([approval], rows[:3], rows[3:5], 2, c.jobs),
+            ([approval] * 50, rows, rows[:10], 200, jobs)):
+        for admin in (False, True):
+            yield home_view(approvals=approvals, active=active, recent=recent,
+                            recent_total=total, jobs=js, is_admin=admin)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_home_view_keeps_slacks_limits(case: str) -> None:
+    made = list(home_views(CASES[case]))
+    for view in made:
+        assert view["type"] == "home" and not view.get("submit")
+        check_view(view)
+    full = made[-1]
+    assert 60 < len(full["blocks"]) <= 100  # 200 builds and 50 approvals: it still fits
+    shown = " ".join(e["text"] for b in full["blocks"] if b["type"] == "context"
+                     for e in b["elements"])
+    assert "and 40 more requests waiting" in shown and "and 190 more finished" in shown
+    assert made[0]["blocks"] == [made[0]["blocks"][0]] and \
+        "ask a buildbot admin" in made[0]["blocks"][0]["text"]["text"]

@@ -177,3 +177,28 @@ def test_the_form_opens_and_picking_a_job_shows_its_fields(
     assert "│ (1) Job *: backend   [backend | e2e | docs]" in said, said
     assert "(2) codeBranch: master" in said and "[Continue: type submit]" in said
     assert d.slack.refused() == []
+
+
+def test_home_shows_the_home_tab_and_its_run_button_opens_the_shortcuts_form(
+        demo: tuple[Demo, io.StringIO]) -> None:
+    """``home``: the App Home as Slack shows it (issue 29), its buttons numbered; Run…
+    opens the form with a Channel field, submitted for the channel you are in."""
+    d, out = demo
+    assert d.line("as dana") and d.line("in #random")
+    mark = len(out.getvalue())
+    assert d.line("home")
+    said = _said(out, mark)
+    assert "┌ the Home tab of dana (only they see it)" in said and "Jobs you can run" in said
+    assert re.search(r"\[\d+\] Run…", said) and "backend" not in said  # not dana's to run
+    mark = len(out.getvalue())
+    assert d.line("click Run…")  # the newest: docs
+    said = _said(out, mark)
+    assert "(1) Channel *:" in said and "(2) Job *: docs" in said
+    mark = len(out.getvalue())
+    assert d.line("submit")
+    said = _said(out, mark)
+    assert "the form closed" in said and "#random" in said
+    mark = len(out.getvalue())
+    assert d.line("home")  # again within 10 s: shown when its turn comes
+    assert "shown less than 10 s ago" in _said(out, mark)
+    assert d.slack.refused() == []

@@ -18,6 +18,7 @@ import pytest
 from bot import forms
 from bot import messages as msg
 from bot.gate import BUTTON_VALUES, rule_for
+from bot.home_view import HOME_RUN
 from bot.standins.slack_requests import (
     action_body,
     command_body,
@@ -162,6 +163,7 @@ FORGED_STOPS = [f"{BACKEND_ID}:²", f"{BACKEND_ID}:-1", f"{BACKEND_ID}:1e3", f"{
 CASES = {action: FORGED_STOPS if action in (msg.STOP_CONFIRM, msg.STOP_KEEP) else FORGED
          for action in sorted(BUTTON_VALUES)}
 CASES[f"{msg.OPEN_FORM}.0"] = ["nosuchjob", "", "backend\u200b", "docs ", 3, None]
+CASES[HOME_RUN] = CASES[f"{msg.OPEN_FORM}.0"]  # the App Home's Run… (a job's name)
 
 
 def click_carrying(bot: Bot, action_id: str, value: Any, *, user: str = "UALICE",
@@ -197,7 +199,7 @@ def test_every_button_the_bot_listens_to_has_a_value_rule() -> None:
     """``create_app`` refuses a button without one; the table covers each action id."""
     listened = {msg.RUN, msg.CANCEL, msg.STOP, msg.REBUILD, msg.APPROVE, msg.REJECT,
                 msg.WITHDRAW, msg.QUEUE, msg.RUN_ANYWAY, msg.LEAVE, msg.EDIT, msg.STOP_CONFIRM,
-                msg.STOP_KEEP}
+                msg.STOP_KEEP, HOME_RUN}
     assert set(BUTTON_VALUES) == listened
     assert rule_for(f"{msg.OPEN_FORM}.12") is not None and rule_for("buildbot.other") is None
 

@@ -29,3 +29,16 @@ def test_buttons_and_socket_mode_are_on() -> None:
     assert settings["interactivity"]["is_enabled"] is True
     assert settings["socket_mode_enabled"] is True
     assert MANIFEST["features"]["app_home"]["messages_tab_enabled"] is True  # DM fallback
+
+
+def test_the_home_tab_and_the_run_a_build_shortcut_are_declared() -> None:
+    """Issue 29: the Home tab (app_home_opened -> views.publish) and the global shortcut
+    whose callback_id the bot listens to (bot.forms.SHORTCUT)."""
+    from bot import forms
+
+    assert MANIFEST["features"]["app_home"]["home_tab_enabled"] is True
+    assert "app_home_opened" in MANIFEST["settings"]["event_subscriptions"]["bot_events"]
+    (shortcut,) = [s for s in MANIFEST["features"]["shortcuts"]
+                   if s["callback_id"] == forms.SHORTCUT]
+    assert shortcut["type"] == "global" and shortcut["name"] == "Run a build"
+    assert len(shortcut["description"]) <= 80 and len(shortcut["name"]) <= 24

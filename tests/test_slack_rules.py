@@ -222,3 +222,36 @@ def test_a_message_at_every_limit_is_accepted(slack: FakeSlack, client: WebClien
     assert history["ts"] == posted["ts"]
     assert [c for c in slack.all_calls() if c.params.get("channel") == "CLIMITS"
             and c.error is not None] == []
+
+
+# --- the App Home and permalinks (issue 29) -------------------------------------------------
+
+def test_a_home_over_100_blocks_is_refused_and_one_at_the_limit_is_kept(
+        slack: FakeSlack, client: WebClient) -> None:
+    """views.publish: the same view rules (a Home needs no submit, has no title), the
+    published Home kept per user; a refused one leaves the last one in place."""
+    home = {"type": "home", "blocks": [section(block_id=f"s{i}") for i in range(100)]}
+    shown = client.views_publish(user_id="UHOME", view=home)["view"]
+    assert shown["type"] == "home" and slack.homes["UHOME"]["blocks"] == home["blocks"]
+    answer = _refusal(lambda: client.views_publish(
+        user_id="UHOME", view={"type": "home", "blocks": [section() for _ in range(101)]}))
+    assert answer["error"] == "invalid_arguments"
+    assert answer["response_metadata"]["messages"][0].endswith("[json-pointer:/view/blocks]")
+    assert slack.homes["UHOME"]["blocks"] == home["blocks"]  # unchanged
+    assert _refusal(lambda: client.views_publish(user_id="UHOME", view=modal()))[
+        "error"] == "invalid_arguments"  # views.publish takes a home view only
+    assert _refusal(lambda: client.views_publish(user_id="", view=home))[
+        "error"] == "invalid_arguments"
+
+
+def test_a_permalink_is_given_for_a_message_the_app_posted_only(
+        client: WebClient) -> None:
+    posted = client.chat_postMessage(channel="CLINKS", text="hello")
+    link = client.chat_getPermalink(channel="CLINKS", message_ts=posted["ts"])
+    assert link["permalink"] == ("https://example.slack.com/archives/CLINKS/p"
+                                 + posted["ts"].replace(".", ""))
+    assert _refusal(lambda: client.chat_getPermalink(channel="CLINKS", message_ts="1.2"))[
+        "error"] == "message_not_found"
+    assert _refusal(lambda: client.chat_getPermalink(channel="COTHER",
+                                                     message_ts=posted["ts"]))[
+        "error"] == "message_not_found"

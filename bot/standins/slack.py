@@ -14,6 +14,7 @@ message posted.
         slack.calls("chat.postMessage")   # [{"channel": ..., "text": ...}, ...]
         slack.responses(url)              # bodies posted to that response_url
         slack.refused()                   # calls Slack's rules refused (none, normally)
+        slack.homes["U01BOB"]             # the App Home last published for a user
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class FakeSlack:
         self.scopes: set[str] = set(CONVERSATION_SCOPES.values())  # the bot token's scopes
         self.user_names: dict[str, str] = {}
         self.views: dict[str, dict[str, Any]] = {}  # open modals by id, as last set
+        self.homes: dict[str, dict[str, Any]] = {}  # each user's App Home, as last published
         self._triggers: set[str] = set()  # trigger_ids already used (each opens one view)
         self._view_ids = itertools.count(1)
         self._calls: list[Call] = []
@@ -221,7 +223,7 @@ class FakeSlack:
     @staticmethod
     def _refusal(method: str, params: dict[str, Any]) -> Problem | None:
         """Why Slack would refuse what this call carries (``slack_rules``), or None."""
-        if method in VIEW_METHODS:
+        if method in VIEW_METHODS or method == "views.publish":
             return view_problem(params.get("view"))
         if method in MESSAGE_METHODS or method == "response_url":
             return message_problem(params)
@@ -299,11 +301,35 @@ class FakeSlack:
             and c.params.get("channel") == params.get("channel")
             and not c.params.get("thread_ts") and float(c.ts) > oldest]}
 
+    # --- the App Home and permalinks (issue 29) ------------------------------------------
+
+    def _publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        """views.publish: a user's Home tab (type home), kept as the user's current one."""
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        user = str(params.get("user_id") or "")
+        if not user or not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        self.homes[user] = {**view, "id": f"VH{user}", "hash": f"h{next(self._ts)}"}
+        return {"ok": True, "view": self.homes[user]}
+
+    def _permalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        """chat.getPermalink: the link of a message this app posted (message_not_found
+        for any other ts), shaped as Slack's: /archives/<channel>/p<ts without its dot>."""
+        channel, ts = str(params.get("channel") or ""), str(params.get("message_ts") or "")
+        if not any(c.method == "chat.postMessage" and c.ts == ts
+                   and c.params.get("channel") == channel for c in self._calls):
+            return {"ok": False, "error": "message_not_found"}
+        return {"ok": True, "channel": channel, "permalink":
+                f"https://example.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
+
     _ANSWERS: ClassVar[dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]]] = {
         "auth.test": _auth_test, "chat.postMessage": _post_message, "chat.update": _update,
         "chat.postEphemeral": _post_ephemeral, "usergroups.users.list": _group_members,
         "apps.connections.open": _socket_mode, "conversations.replies": _replies,
-        "conversations.history": _history, "conversations.info": _conversation_info}
+        "conversations.history": _history, "conversations.info": _conversation_info,
+        "views.publish": _publish, "chat.getPermalink": _permalink}
 
     def _view_answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger_id not used before; views.update a known view id and,

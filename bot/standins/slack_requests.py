@@ -166,3 +166,67 @@ class SlackSender:
 
     def close(self) -> None:
         self.http.close()
+
+
+# --- the App Home and the "Run a build" shortcut (issue 29) --------------------------------
+
+def home_opened_body(user: str, *, team: str = "T1", tab: str = "home") -> bytes:
+    """The ``app_home_opened`` event Slack sends (Events API, JSON) when ``user`` opens the
+    app's Home tab."""
+    return json.dumps({
+        "token": "legacy-unused", "team_id": team, "api_app_id": "A1", "type": "event_callback",
+        "event_id": f"Ev{next(_TRIGGERS):08d}", "event_time": int(time.time()),
+        "event": {"type": "app_home_opened", "user": user, "channel": f"D{user}", "tab": tab,
+                  "event_ts": f"{time.time():.6f}"},
+    }).encode()
+
+
+def home_action_body(action_id: str, value: str, *, user: str, view: dict[str, Any],
+                     team: str = "T1") -> bytes:
+    """A button clicked on the App Home: a ``block_actions`` from a view of type home,
+    with no channel and no response_url (Slack gives neither there)."""
+    payload = {
+        "type": "block_actions", "team": {"id": team, "domain": "example"},
+        "user": {"id": user, "username": "someone", "team_id": team},
+        "api_app_id": "A1", "token": "legacy-unused", "trigger_id": trigger_id(),
+        "container": {"type": "view", "view_id": view.get("id")},
+        "view": {**view, "state": {"values": {}}},
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "b",
+                     "value": value, "action_ts": str(time.time()),
+                     "text": {"type": "plain_text", "text": action_id}}],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def shortcut_body(callback_id: str, *, user: str, team: str = "T1") -> bytes:
+    """A global shortcut (``type: shortcut``) picked from Slack's shortcuts menu."""
+    payload = {
+        "type": "shortcut", "callback_id": callback_id, "trigger_id": trigger_id(),
+        "action_ts": str(time.time()), "team": {"id": team, "domain": "example"},
+        "user": {"id": user, "username": "someone", "team_id": team},
+        "api_app_id": "A1", "token": "legacy-unused",
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def channel_submission_body(view: dict[str, Any], channel: str | None,
+                            response_url: str | None,
+                            entered: dict[str, str | None] | None = None, *, user: str,
+                            team: str = "T1") -> bytes:
+    """A ``view_submission`` of the shortcut's form: ``channel`` picked in its Channel
+    field (a conversations select with ``response_url_enabled``), so Slack adds that
+    channel's ``response_url`` to the payload (None: Slack gave none)."""
+    values = view_state({**view, "blocks": [b for b in view.get("blocks", [])
+                                            if b.get("block_id") != "channel"]}, entered)
+    values["channel"] = {"value": {"type": "conversations_select",
+                                   "selected_conversation": channel}}
+    payload = {
+        "type": "view_submission", "team": {"id": team, "domain": "example"},
+        "user": {"id": user, "username": "someone", "team_id": team},
+        "api_app_id": "A1", "token": "legacy-unused", "trigger_id": trigger_id(),
+        "view": {**view, "state": {"values": values}},
+        "response_urls": [] if channel is None or response_url is None else [
+            {"block_id": "channel", "action_id": "value", "channel_id": channel,
+             "response_url": response_url}],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()

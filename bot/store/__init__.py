@@ -17,6 +17,7 @@ Times are epoch seconds (floats): portable across SQLite and PostgreSQL.
 - ``following``: subscriptions, job watches, builds they find, the webhook's nudge
 - ``heartbeats``: the bot's processes, and which of them died
 - ``housekeeping``: the audit log, and pruning
+- ``home``: the App Home: who opened it, its publishing turn, what changed
 
 beside ``schema`` (the tables and indexes, the engine, the migration step), ``clock``
 (the database's clock) and ``base`` (the engine, one transaction, one move).
@@ -30,6 +31,7 @@ from bot.store.clock import DatabaseClock
 from bot.store.confirmations import OpenQuestion, RequestQueries
 from bot.store.following import FollowingQueries
 from bot.store.heartbeats import DEAD_AFTER, HEARTBEAT_EVERY, ProcessQueries
+from bot.store.home import HomeQueries
 from bot.store.housekeeping import AUDIT_TEXT_LIMIT, Housekeeping
 from bot.store.limits import LimitQueries, Slots
 from bot.store.queue import QueueQueries
@@ -37,6 +39,7 @@ from bot.store.schema import (
     audit,
     builds,
     engine_url,
+    home_tabs,
     job_slots,
     job_watch,
     make_engine,
@@ -63,6 +66,7 @@ __all__ = [
     "audit",
     "builds",
     "engine_url",
+    "home_tabs",
     "job_slots",
     "job_watch",
     "make_engine",
@@ -74,6 +78,6 @@ __all__ = [
 
 
 class Store(ApprovalQueries, QueueQueries, RequestQueries, LimitQueries, BuildQueries,
-            FollowingQueries, ProcessQueries, Housekeeping):
+            FollowingQueries, ProcessQueries, Housekeeping, HomeQueries):
     """The few queries the bot needs; every method is one short transaction, and every
     state change one conditional UPDATE that the lifecycle table allows."""

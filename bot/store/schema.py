@@ -66,6 +66,9 @@ requests = sa.Table(
     sa.Index("buildbot_requests_open_rebuild", "rebuild_of", "user_id", unique=True,
              sqlite_where=sa.text("state = 'pending'"),
              postgresql_where=sa.text("state = 'pending'")),
+    # the App Home: what changed for a person, or for the jobs they approve, since when
+    sa.Index("buildbot_requests_user_changed", "user_id", "updated_at"),
+    sa.Index("buildbot_requests_changed", "updated_at"),
 )
 
 builds = sa.Table(
@@ -106,7 +109,10 @@ builds = sa.Table(
     # its channel asked for (all | failures); once per job, build number and channel
     sa.Column("origin", sa.String(16), nullable=True),
     sa.Column("notify", sa.String(16), nullable=True),
+    # the channel message's permalink (chat.getPermalink), asked once for the App Home
+    sa.Column("permalink", sa.Text, nullable=True),
     sa.Index("buildbot_builds_due", "watch", "next_check_at"),
+    sa.Index("buildbot_builds_user", "user_id", "created_at"),  # the App Home's builds
     sa.Index("buildbot_builds_followed", "job_id", "build_no", "channel_id", unique=True,
              sqlite_where=sa.text("origin = 'subscription'"),
              postgresql_where=sa.text("origin = 'subscription'")),
@@ -159,6 +165,25 @@ job_slots = sa.Table(
     "buildbot_job_slots", metadata,
     sa.Column("job_name", sa.String(200), primary_key=True),
     sa.Column("locked_at", sa.Float, nullable=True),
+)
+
+# One row per person who opened the bot's App Home (issue 29): their Home is published at
+# most once per HOME_EVERY seconds (``next_at``), across replicas, by whoever claims the row
+# with a conditional UPDATE. ``dirty``: something they see changed since ``seen_at`` (or
+# they opened it); ``publishing``: claimed, not yet confirmed published (a crash leaves it
+# set, so the next claim publishes again); ``approves``: the jobs they may approve, as
+# " a b ", so a change to one of those requests marks their Home dirty.
+home_tabs = sa.Table(
+    "buildbot_home_tabs", metadata,
+    sa.Column("user_id", sa.String(32), primary_key=True),
+    sa.Column("team_id", sa.String(32), nullable=True),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
+    sa.Column("next_at", sa.Float, nullable=False),
+    sa.Column("dirty", sa.Boolean, nullable=False),
+    sa.Column("publishing", sa.Boolean, nullable=False),
+    sa.Column("approves", sa.Text, nullable=False, server_default=""),
+    sa.Index("buildbot_home_tabs_due", "next_at"),
 )
 
 audit = sa.Table(

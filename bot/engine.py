@@ -50,6 +50,7 @@ from bot.policy import (
     approval_rule,
     per_user_limit,
 )
+from bot.previews import BuildFacts, read_build
 from bot.progress import Progress
 from bot.recovery import INTENT_GRACE, Recovery
 from bot.reports import Reports
@@ -385,6 +386,10 @@ class Engine(Desk):
         standing = build_standing(self.api, job_id, build_no)
         ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
         return standing, ours
+
+    def build_facts(self, job_id: str, build_no: str) -> BuildFacts | None:
+        """A pasted build link's preview: where that build stands (None: unknown)."""
+        return read_build(self.api, self.store, job_id, build_no, now=self.clock())
 
     # --- following a build ---------------------------------------------------------------
 

@@ -60,6 +60,7 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
     _stop_listeners(app, flow)
 
     _form_listeners(app, flow, signing_secret)
+    _unfurl_listeners(app, flow)
 
     @app.error
     def unexpected(error: Exception, body: dict[str, Any]) -> BoltResponse:
@@ -103,6 +104,15 @@ def _form_listeners(app: App, flow: Flow, signing_secret: str | None) -> None:
     @app.view(forms.CALLBACK)
     def submitted(ack: Ack, body: dict[str, Any]) -> None:
         _guard(ack, flow.form.on_form_submit, body)
+
+
+def _unfurl_listeners(app: App, flow: Flow) -> None:
+    """Build link previews (bot.flow_unfurl): acknowledged at once, previewed after."""
+
+    @app.event("link_shared")
+    def link_shared(ack: Ack, event: dict[str, Any]) -> None:
+        ack()
+        flow.submit(flow.unfurl.on_link_shared, event)
 
 
 def _stop_listeners(app: App, flow: Flow) -> None:

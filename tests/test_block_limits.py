@@ -249,6 +249,12 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
             job_name=c.job, daily=c.daily, build_no=c.build_no, result=r, duration_ms=61_000,
             link=link, tail=tail, tail_truncated=trunc, tail_error=err)
             for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)),
+        # a pasted build link's preview (chat.unfurl takes a message's blocks)
+        "build_preview": (msg.build_preview(
+            job_name=c.job, description=c.desc, daily=daily, build_no=c.build_no, result=r,
+            duration_ms=d, progress=p, started_by=by, stop_id=i, rebuild_id=i)
+            for daily in (c.daily, "") for r in (None, *RESULTS) for d in (None, 7_200_000)
+            for p in (*_progress(c), None) for by in (c.user, None) for i in ("b" * 32, None)),
     }
 
 

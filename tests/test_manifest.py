@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
+
+from bot.links import domain_of, why_no_previews
 
 MANIFEST = yaml.safe_load((Path(__file__).resolve().parent.parent / "manifest.yml").read_text())
 
@@ -18,10 +21,24 @@ def test_scopes_are_exactly_what_the_bot_calls() -> None:
     # commands: /build; chat:write: chat.postMessage / chat.update; chat:write.public: post
     # without joining; usergroups:read: usergroups.users.list; channels:history and
     # groups:history: conversations.history / conversations.replies (public / private);
-    # channels:read, groups:read, im:read, mpim:read: conversations.info (/build subscribe)
+    # channels:read, groups:read, im:read, mpim:read: conversations.info (/build subscribe);
+    # links:read, links:write: the link_shared event and chat.unfurl (build link previews)
     assert sorted(MANIFEST["oauth_config"]["scopes"]["bot"]) == \
         ["channels:history", "channels:read", "chat:write", "chat:write.public", "commands",
-         "groups:history", "groups:read", "im:read", "mpim:read", "usergroups:read"]
+         "groups:history", "groups:read", "im:read", "links:read", "links:write", "mpim:read",
+         "usergroups:read"]
+
+
+def test_link_previews_are_asked_for_the_readmes_build_link_host() -> None:
+    """The unfurl domain is the host of the BUILD_LINK_TEMPLATE the README shows, and that
+    template's links can be read back (job ID and build number)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    found = re.search(r"^\s*BUILD_LINK_TEMPLATE='([^']+)'$", readme, re.MULTILINE)
+    assert found, "the README shows an example BUILD_LINK_TEMPLATE"
+    template = found.group(1)
+    assert why_no_previews(template) is None
+    assert MANIFEST["features"]["unfurl_domains"] == [domain_of(template)]
+    assert MANIFEST["settings"]["event_subscriptions"]["bot_events"] == ["link_shared"]
 
 
 def test_buttons_and_socket_mode_are_on() -> None:

@@ -76,6 +76,10 @@ class FakeSlack:
         self.user_names: dict[str, str] = {}
         self.views: dict[str, dict[str, Any]] = {}  # open modals by id, as last set
         self._triggers: set[str] = set()  # trigger_ids already used (each opens one view)
+        # links shared (``link_shared``): the URLs of each message by (channel, ts), and
+        # by unfurl_id; chat.unfurl may preview only those
+        self._shared: dict[tuple[str, str], set[str]] = {}
+        self._shared_ids: dict[str, set[str]] = {}
         self._view_ids = itertools.count(1)
         self._calls: list[Call] = []
         self._faults: dict[str, list[_Fault]] = {}
@@ -225,6 +229,11 @@ class FakeSlack:
             return view_problem(params.get("view"))
         if method in MESSAGE_METHODS or method == "response_url":
             return message_problem(params)
+        if method == "chat.unfurl":  # each preview's blocks, as a message's
+            for unfurl in _json_arg(params.get("unfurls")).values():
+                problem = message_problem(unfurl) if isinstance(unfurl, dict) else None
+                if problem is not None:
+                    return problem
         return None
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -248,6 +257,62 @@ class FakeSlack:
 
     def _post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
+
+    # --- link previews ---------------------------------------------------------
+
+    def link_shared(self, urls: list[str], *, channel: str, user: str,
+                    message_ts: str | None = None, source: str = "conversations_history",
+                    bot_member: bool = True, team: str = "T1",
+                    unfurl_id: bool = True) -> dict[str, Any]:
+        """A message with these links was posted (or is in the composer): remembered, so
+        chat.unfurl may preview them, and returned as the ``link_shared`` event Slack sends
+        (the whole ``event_callback`` envelope; ``unfurl_id`` False: without unfurl_id and
+        source, as Slack sent it before 2021)."""
+        ts = message_ts or f"{int(time.time())}.{next(self._ts):06d}"
+        unfurl_id_value = f"{channel}.{ts}.{next(self._ts):08x}"
+        with self._lock:
+            self._shared.setdefault((channel, ts), set()).update(urls)
+            self._shared_ids[unfurl_id_value] = set(urls)
+        links = [{"domain": urlsplit(u).hostname or "", "url": u} for u in urls]
+        event: dict[str, Any] = {
+            "type": "link_shared", "channel": channel, "is_bot_user_member": bot_member,
+            "user": user, "message_ts": ts, "links": links, "event_ts": ts}
+        if unfurl_id:
+            event.update(unfurl_id=unfurl_id_value, source=source)
+        return {"token": "legacy-unused", "team_id": team, "api_app_id": "A1",
+                "event": event, "type": "event_callback", "authed_users": [user],
+                "event_id": f"Ev{next(self._ts):08d}", "event_time": int(time.time())}
+
+    def unfurled(self, url: str | None = None) -> list[dict[str, Any]]:
+        """The previews Slack took (chat.unfurl calls answered ok), each ``{url: unfurl}``
+        map, or only the unfurls of ``url``."""
+        with self._lock:
+            maps = [_json_arg(c.params.get("unfurls")) for c in self._calls
+                    if c.method == "chat.unfurl" and c.error is None and c.problem is None]
+        if url is None:
+            return maps
+        return [m[url] for m in maps if url in m]
+
+    def _unfurl(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Slack takes a preview only for links shared in that message (by channel and ts,
+        or by unfurl_id and source), and only blocks it would take in a message."""
+        unfurls = _json_arg(params.get("unfurls"))
+        if not unfurls:
+            return {"ok": False, "error": "invalid_arguments"}
+        if params.get("unfurl_id") or params.get("source"):
+            if not params.get("unfurl_id") or not params.get("source"):
+                return {"ok": False, "error": "invalid_arguments"}
+            shared = self._shared_ids.get(str(params["unfurl_id"]))
+        else:
+            key = (str(params.get("channel") or ""), str(params.get("ts") or ""))
+            if not all(key):
+                return {"ok": False, "error": "invalid_arguments"}
+            shared = self._shared.get(key)
+        if shared is None or not set(unfurls) <= shared:
+            return {"ok": False, "error": "cannot_unfurl_message"}
+        if not all(isinstance(u, dict) for u in unfurls.values()):
+            return {"ok": False, "error": "invalid_unfurls"}
+        return {"ok": True}
 
     def _group_members(self, params: dict[str, Any]) -> dict[str, Any]:
         group = params.get("usergroup", "")
@@ -303,7 +368,8 @@ class FakeSlack:
         "auth.test": _auth_test, "chat.postMessage": _post_message, "chat.update": _update,
         "chat.postEphemeral": _post_ephemeral, "usergroups.users.list": _group_members,
         "apps.connections.open": _socket_mode, "conversations.replies": _replies,
-        "conversations.history": _history, "conversations.info": _conversation_info}
+        "conversations.history": _history, "conversations.info": _conversation_info,
+        "chat.unfurl": _unfurl}
 
     def _view_answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger_id not used before; views.update a known view id and,
@@ -438,6 +504,16 @@ class FakeSlack:
             do_GET = _handle
 
         return Handler
+
+
+def _json_arg(value: Any) -> dict[str, Any]:
+    """An argument Slack takes as JSON, sent in a JSON body or as form text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _kind(conversation: dict[str, Any]) -> str:

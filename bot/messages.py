@@ -1342,3 +1342,36 @@ def build_preview(*, job_name: str, description: str, daily: str, build_no: str,
         blocks.append(_context(f"`/build stop {escape(shorten(job_name, 200))} "
                                f"{escape(shorten(build_no, 30))}` stops it."))
     return {"text": _text(f"{head}: {state}"), "blocks": blocks}
+
+
+# --- the Workflow Builder step "Run a CodeArts build" (bot.workflow) -------------------
+# Slack shows a step's error as plain text in the workflow's activity: no markup here.
+
+def step_refused(problems: Iterable[str]) -> str:
+    """Why the step started nothing: the same problems /build would give."""
+    listed = [" ".join(str(p).replace("`", "").split()) for p in problems][:10]
+    text = "Nothing was started. " + " ".join(f"• {p}" for p in listed)
+    return cut(text, 1000)
+
+
+def step_not_started(job_name: str, state: str, detail: str | None = None) -> str:
+    """The build was asked for but never started (cancelled, expired, rejected, refused,
+    CodeArts refused it, or the bot stopped before it could start it)."""
+    words = {"cancelled": "was cancelled", "expired": "waited too long and expired",
+             "rejected": "was rejected by an approver", "withdrawn": "was withdrawn",
+             "refused": "is no longer allowed", "failed": "was refused by CodeArts",
+             "lost": "could not be started (the bot stopped before it could start it): "
+                     "run the workflow again"}.get(state, f"was not started ({state})")
+    text = f"{shorten(job_name, 200)} {words}."
+    if detail:
+        text += " " + " ".join(detail.replace("`", "").split())
+    return cut(text, 1000)
+
+
+def step_failed(job_name: str, daily: str, build_no: str, result: str,
+                duration_ms: int | None) -> str:
+    """The build ran and did not succeed."""
+    words = _result_words(result)[1]
+    took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
+    name = shorten(daily, 100) if daily else f"#{shorten(build_no, 30)}"
+    return cut(f"{shorten(job_name, 200)} build {name} {words}{took}.", 1000)

@@ -25,7 +25,8 @@ from bot.lifecycle import progress_line
 from bot.status import BuildRow
 
 HELPERS = {"escape", "shorten", "code", "cut", "duration",
-           "approvers_text", "request_id_text"}  # build no message
+           "approvers_text", "request_id_text",  # build no message
+           "step_refused", "step_not_started", "step_failed"}  # a workflow step's error text
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,27 @@ def test_link_previews_are_asked_for_the_readmes_build_link_host() -> None:
     template = found.group(1)
     assert why_no_previews(template) is None
     assert MANIFEST["features"]["unfurl_domains"] == [domain_of(template)]
-    assert MANIFEST["settings"]["event_subscriptions"]["bot_events"] == ["link_shared"]
+    assert "link_shared" in MANIFEST["settings"]["event_subscriptions"]["bot_events"]
+
+
+def test_the_workflow_step_is_declared_as_the_code_reads_it() -> None:
+    """The step's callback_id is the one the listener answers; its inputs are those
+    bot.flow_workflow reads (who runs it: the interactivity input, which a workflow's
+    author cannot point at someone else); its outputs those bot.workflow completes with."""
+    from bot.flow_workflow import CALLBACK_ID
+    from bot.workflow import completion_for  # noqa: F401  (the outputs' maker)
+
+    step = MANIFEST["functions"][CALLBACK_ID]
+    inputs = step["input_parameters"]["properties"]
+    assert set(inputs) == {"job", "parameters", "channel", "interactivity"}
+    assert inputs["interactivity"]["type"] == "slack#/types/interactivity"
+    assert inputs["channel"]["type"] == "slack#/types/channel_id"
+    assert set(step["input_parameters"]["required"]) == {"job", "channel", "interactivity"}
+    outputs = step["output_parameters"]["properties"]
+    assert set(outputs) == {"build_number", "daily_build_number", "result", "link"}
+    settings = MANIFEST["settings"]
+    assert "function_executed" in settings["event_subscriptions"]["bot_events"]
+    assert settings["function_runtime"] == "remote" and settings["org_deploy_enabled"] is True
 
 
 def test_buttons_and_socket_mode_are_on() -> None:

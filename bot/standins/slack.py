@@ -80,6 +80,10 @@ class FakeSlack:
         # by unfurl_id; chat.unfurl may preview only those
         self._shared: dict[tuple[str, str], set[str]] = {}
         self._shared_ids: dict[str, set[str]] = {}
+        # Workflow Builder steps run (``function_executed``): execution id -> "running",
+        # or how it was completed ("success" / "error")
+        self.executions: dict[str, str] = {}
+        self._executions = itertools.count(1)
         self._view_ids = itertools.count(1)
         self._calls: list[Call] = []
         self._faults: dict[str, list[_Fault]] = {}
@@ -314,6 +318,59 @@ class FakeSlack:
             return {"ok": False, "error": "invalid_unfurls"}
         return {"ok": True}
 
+    # --- Workflow Builder steps ----------------------------------------------------
+
+    def function_executed(self, inputs: dict[str, Any], *, callback_id: str,
+                          team: str = "T1") -> dict[str, Any]:
+        """A workflow reached the app's step: a new execution (running), and the
+        ``function_executed`` event Slack sends for it (the whole envelope, with the
+        just-in-time token it carries)."""
+        n = next(self._executions)
+        execution_id = f"Fx{n:010d}"
+        with self._lock:
+            self.executions[execution_id] = "running"
+        event = {
+            "type": "function_executed",
+            "function": {"id": "Fn0000000001", "callback_id": callback_id,
+                         "title": "Run a CodeArts build", "type": "app", "app_id": "A1"},
+            "inputs": inputs, "function_execution_id": execution_id,
+            "workflow_execution_id": f"Wx{n:010d}", "event_ts": f"{time.time():.6f}",
+            "bot_access_token": f"xwfp-{n}-workflow-token"}
+        return {"token": "legacy-unused", "team_id": team, "api_app_id": "A1",
+                "event": event, "type": "event_callback", "event_id": f"Ev{n:08d}x",
+                "event_time": int(time.time())}
+
+    def completions(self, execution_id: str | None = None) -> list[Call]:
+        """Completions Slack took (functions.completeSuccess / completeError answered ok)."""
+        with self._lock:
+            return [c for c in self._calls if c.method.startswith("functions.complete")
+                    and c.error is None
+                    and (execution_id is None
+                         or c.params.get("function_execution_id") == execution_id)]
+
+    def _complete(self, params: dict[str, Any], how: str) -> dict[str, Any]:
+        """A step completes once: an unknown execution, or one completed before, is
+        refused as Slack refuses it."""
+        execution = str(params.get("function_execution_id") or "")
+        state = self.executions.get(execution)
+        if state is None:
+            return {"ok": False, "error": "function_execution_not_found"}
+        if state != "running":
+            return {"ok": False, "error": "execution_not_in_running_state"}
+        if how == "success" and not _json_arg(params.get("outputs")) \
+                and params.get("outputs") not in ("{}", {}):
+            return {"ok": False, "error": "invalid_arguments"}
+        if how == "error" and not str(params.get("error") or ""):
+            return {"ok": False, "error": "invalid_arguments"}
+        self.executions[execution] = how
+        return {"ok": True}
+
+    def _complete_success(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._complete(params, "success")
+
+    def _complete_error(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._complete(params, "error")
+
     def _group_members(self, params: dict[str, Any]) -> dict[str, Any]:
         group = params.get("usergroup", "")
         if group not in self.usergroups:
@@ -369,7 +426,8 @@ class FakeSlack:
         "chat.postEphemeral": _post_ephemeral, "usergroups.users.list": _group_members,
         "apps.connections.open": _socket_mode, "conversations.replies": _replies,
         "conversations.history": _history, "conversations.info": _conversation_info,
-        "chat.unfurl": _unfurl}
+        "chat.unfurl": _unfurl, "functions.completeSuccess": _complete_success,
+        "functions.completeError": _complete_error}
 
     def _view_answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger_id not used before; views.update a known view id and,

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,14 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot import messages as msg
 from bot.config import load_config
 from bot.flow_workflow import CALLBACK_ID
+from bot.lifecycle import RequestState
 from bot.runtime import Runtime
 from bot.settings import load_settings
-from bot.workflow import request_id_for
+from bot.store import FunctionRun
+from bot.workflow import completion_for, request_id_for
 from tests.fakes.codearts import FakeCodeArts
 from tests.fakes.slack import FakeSlack
 from tests.harness import (
@@ -30,6 +34,7 @@ from tests.harness import (
     BOT_TOKEN,
     CONFIG,
     DOCS_ID,
+    OTHER_ID,
     SECRET,
     WIDE_LIMITS,
     Bot,
@@ -309,3 +314,84 @@ def test_the_steps_token_is_never_logged_and_is_erased_once_complete(
     run = bot.store.get_function_run(event["function_execution_id"])
     assert run.state == "done" and run.token is None
     assert event["bot_access_token"] not in repr(run)
+
+
+# --- a job that needs approval: the step waits for it ---------------------------------
+
+GUARDED = CONFIG + f"""
+[jobs.deploy]
+id = "{OTHER_ID}"
+users = ["UALICE"]
+channels = ["CBUILDS"]
+approvers = ["UCAROL"]
+approval_channel = "CAPPROVALS"
+"""
+
+
+@pytest.mark.parametrize(("decision", "completed"), [
+    (msg.APPROVE, "functions.completeSuccess"), (msg.REJECT, "functions.completeError")])
+def test_a_step_for_a_job_with_approvers_waits_for_the_decision(
+        db_url: str, tmp_path: Path, decision: str, completed: str) -> None:
+    with running_bot(db_url, tmp_path, poll=POLL, config=GUARDED) as bot:
+        bot.codearts.add_job(OTHER_ID, duration=0)
+        event = run_step(bot, inputs("deploy"))
+        rid = request_id_for(event["function_execution_id"])
+        assert bot.store.get_request(rid).state == "awaiting" and run_calls(bot) == []
+        (asked,) = [p for p in bot.slack.calls("chat.postMessage")
+                    if p["channel"] == "CAPPROVALS"]
+        assert "<@UALICE>" in asked["text"]  # the approvers are asked, for the interactor
+        follow(bot)
+        assert bot.slack.completions() == []  # waiting for the approver, not failed
+        assert bot.click(decision, rid, user="UCAROL", channel="CAPPROVALS",
+                         message_ts="1.1").status_code == 200
+        bot.wait_idle()
+        follow(bot)
+        done = completion(bot, event)
+        assert done.method == completed
+        if decision == msg.REJECT:
+            assert "rejected by an approver" in done.params["error"]
+            assert run_calls(bot) == []
+        else:
+            assert len(run_calls(bot)) == 1 and outputs_of(done)["result"] == "success"
+
+
+# --- the decision, alone ---------------------------------------------------------------
+
+def _run(**kw: Any) -> FunctionRun:
+    values: dict[str, Any] = {
+        "id": "Fx1", "created_at": 1000.0, "user_id": "UALICE", "channel_id": "CBUILDS",
+        "request_id": "r" * 32, "state": "open", "error": None, "token": None,
+        "claimed_at": None, "outcome": None}
+    return FunctionRun(**{**values, **kw})
+
+
+def test_completion_for_each_state_of_the_request_and_its_build(bot: Bot) -> None:
+    """Pure: the run, its request and its build in; the completion (or wait) out."""
+    event = run_step(bot, inputs("backend"))
+    rid = request_id_for(event["function_execution_id"])
+    request, build = bot.store.get_request(rid), bot.store.get_build(rid)
+    assert request is not None and build is not None and build.result is None
+
+    def link(b: Any) -> str:
+        return "L"
+
+    def decide(run: FunctionRun, req: Any, b: Any, now: float = 1001.0) -> Any:
+        return completion_for(run, req, b, now=now, grace=120.0, link=link)
+
+    assert decide(_run(error="Nothing was started. • no"), None, None) == {
+        "error": "Nothing was started. • no"}
+    assert decide(_run(), request, build) is None  # running: wait
+    assert decide(_run(), request, replace(build, result="success")) == {"outputs": {
+        "build_number": build.build_no, "daily_build_number": build.daily_build_number,
+        "result": "success", "link": "L"}}
+    failed = decide(_run(), request, replace(build, result="aborted", duration_ms=61_000))
+    assert "was stopped in 1 min 1 s" in failed["error"]
+    for state, words in ((RequestState.EXPIRED, "expired"),
+                         (RequestState.REJECTED, "rejected"),
+                         (RequestState.FAILED, "refused by CodeArts")):
+        assert words in decide(_run(), replace(request, state=state), None)["error"]
+    for state in (RequestState.PENDING, RequestState.AWAITING, RequestState.QUEUED,
+                  RequestState.SENDING, RequestState.UNKNOWN):
+        assert decide(_run(), replace(request, state=state), None) is None
+    assert decide(_run(), None, None, now=1100.0) is None  # being recorded
+    assert "run the workflow again" in decide(_run(), None, None, now=1121.0)["error"]

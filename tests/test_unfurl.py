@@ -155,13 +155,18 @@ def test_several_links_in_one_message_are_previewed_in_one_call(bot: Bot) -> Non
 
 
 def test_a_link_still_in_the_composer_is_previewed_by_its_unfurl_id(bot: Bot) -> None:
+    """Slack does not say where a message being written will go (channel COMPOSER): only
+    a job that may be run in any channel is previewed there."""
     build_no = from_console(bot, DOCS_ID)
     url = link(DOCS_ID, build_no)
     event = paste(bot, url, source="composer")
+    assert event["channel"] == "COMPOSER"
     one_preview(bot, url)
     (call,) = bot.slack.calls("chat.unfurl")
     assert call["unfurl_id"] == event["unfurl_id"] and call["source"] == "composer"
     assert "ts" not in call and "channel" not in call
+    paste(bot, link(BACKEND_ID, from_console(bot, BACKEND_ID)), source="composer")
+    assert len(bot.slack.calls("chat.unfurl")) == 1  # backend is for CBUILDS alone
 
 
 # --- where no preview is given -------------------------------------------------------

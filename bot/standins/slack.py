@@ -271,11 +271,16 @@ class FakeSlack:
         """A message with these links was posted (or is in the composer): remembered, so
         chat.unfurl may preview them, and returned as the ``link_shared`` event Slack sends
         (the whole ``event_callback`` envelope; ``unfurl_id`` False: without unfurl_id and
-        source, as Slack sent it before 2021)."""
+        source, as Slack sent it before 2021). A link still in the composer comes, as from
+        Slack, with the channel ``COMPOSER`` and no message: only its unfurl_id names it."""
         ts = message_ts or f"{int(time.time())}.{next(self._ts):06d}"
         unfurl_id_value = f"{channel}.{ts}.{next(self._ts):08x}"
+        if source == "composer":  # not posted yet: Slack does not say where it will be
+            channel = "COMPOSER"
+            ts = unfurl_id_value = f"{user}-{next(self._ts):08x}-composer"
         with self._lock:
-            self._shared.setdefault((channel, ts), set()).update(urls)
+            if source != "composer":
+                self._shared.setdefault((channel, ts), set()).update(urls)
             self._shared_ids[unfurl_id_value] = set(urls)
         links = [{"domain": urlsplit(u).hostname or "", "url": u} for u in urls]
         event: dict[str, Any] = {

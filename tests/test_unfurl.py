@@ -5,9 +5,11 @@ stand-ins on loopback, a real database."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -219,6 +221,28 @@ def test_no_preview_without_a_link_template(db_url: str, tmp_path: Path) -> None
 
 # --- the buttons act with the clicker's permissions ----------------------------------
 
+def unfurl_click(bot: Bot, action_id: str, value: str, url: str, *, user: str,
+                 channel: str = "CBUILDS", response_url: str | None = None) -> None:
+    """A click on a preview's button, shaped as Slack sends it: the container is the
+    app's unfurl (a message attachment) under the person's message."""
+    payload = {
+        "type": "block_actions", "team": {"id": "T1", "domain": "example"},
+        "user": {"id": user, "username": "someone", "team_id": "T1"},
+        "api_app_id": "A1", "token": "legacy-unused", "trigger_id": "1.2.t",
+        "channel": {"id": channel, "name": "builds"},
+        "container": {"type": "message_attachment", "message_ts": "1.000001",
+                      "attachment_id": 1, "channel_id": channel, "is_ephemeral": False,
+                      "is_app_unfurl": True, "app_unfurl_url": url},
+        "app_unfurl": {"id": 1, "app_unfurl_url": url, "is_app_unfurl": True},
+        "response_url": response_url or bot.slack.response_url(),
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "b",
+                     "value": value, "action_ts": "1.1",
+                     "text": {"type": "plain_text", "text": "Stop"}}]}
+    resp = bot.sender.post(urlencode({"payload": json.dumps(payload)}).encode())
+    assert resp.status_code == 200, resp.text
+    bot.wait_idle()
+
+
 def test_stop_on_a_preview_is_checked_for_whoever_clicks(bot: Bot) -> None:
     rid = from_slack(bot)
     build = bot.store.get_build(rid)
@@ -228,12 +252,12 @@ def test_stop_on_a_preview_is_checked_for_whoever_clicks(bot: Bot) -> None:
     stops = lambda: [r for r in bot.codearts.requests_to("/v3/jobs/", "POST")  # noqa: E731
                      if r.path.endswith("/stop")]
     refused_url = bot.slack.response_url()
-    bot.click(msg.STOP, stop, user="UBOB", channel="CBUILDS", response_url=refused_url)
+    unfurl_click(bot, msg.STOP, stop, url, user="UBOB", response_url=refused_url)
     (refusal,) = bot.wait_response(refused_url)
     bot.wait_idle()
     assert "You can't stop this build" in refusal["text"]
     assert stops() == []
-    bot.click(msg.STOP, stop, user="UALICE", channel="CBUILDS")
+    unfurl_click(bot, msg.STOP, stop, url, user="UALICE")
     bot.slack.wait_for(stops)
     bot.wait_idle()
     assert len(stops()) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -395,3 +396,32 @@ def test_completion_for_each_state_of_the_request_and_its_build(bot: Bot) -> Non
         assert decide(_run(), replace(request, state=state), None) is None
     assert decide(_run(), None, None, now=1100.0) is None  # being recorded
     assert "run the workflow again" in decide(_run(), None, None, now=1121.0)["error"]
+
+
+# --- python -m bot killed with SIGKILL mid-completion, then restarted -----------------
+
+def test_killed_while_slack_holds_the_completions_answer_then_restarted(
+        stand_ins: tuple[FakeSlack, FakeCodeArts], tmp_path: Path, db_url: str) -> None:
+    """The process completed the step (Slack took it) and was killed before the answer
+    came: the restarted bot takes the claim over, calls again, hears that the step is
+    complete already, and stops. One completion; one build; one result."""
+    from tests.test_crash_process import bot_at, crash_env, replies, settle
+
+    slack, codearts = stand_ins
+    env, url = crash_env(stand_ins, tmp_path, db_url)
+    with bot_at(env, url, stop=signal.SIGKILL):
+        slack.accept_slowly("functions.completeSuccess", 60)  # taken; the answer never comes
+        envelope = slack.function_executed(inputs("backend"), callback_id=CALLBACK_ID)
+        sender = SlackSender(url + "/slack/events", SECRET)
+        assert sender.event(envelope).status_code == 200
+        slack.wait_for(lambda: slack.completions(), 30)
+    execution = envelope["event"]["function_execution_id"]
+    with bot_at(env, url):
+        slack.wait_for(lambda: [c for c in slack.all_calls()
+                                if c.error == "execution_not_in_running_state"], 30)
+        settle(slack, url)
+    (done,) = slack.completions()
+    assert done.params["function_execution_id"] == execution
+    assert done.method == "functions.completeSuccess"
+    assert len(codearts.requests_to("/v3/jobs/build")) == 1
+    assert len(replies(slack)) == 1 and "succeeded" in replies(slack)[0]["text"]

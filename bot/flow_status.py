@@ -53,7 +53,7 @@ class StatusFlow(FlowRoom):
             self.respond(click.response_url, {**msg.missing(), "replace_original": False})
             return
         allowed = self.may_act(entries_of(self.config, build, build.job_id), click.user_id,
-                                build.channel_id)
+                               build.channel_id)
         if isinstance(allowed, list):
             self.respond(click.response_url, msg.stop_refused(
                 allowed or ["You may not run this job here."]))
@@ -154,7 +154,7 @@ class StatusFlow(FlowRoom):
         standing, ours = self.engine.standing(job_id, build_no)
         if entry_of(ours) != job_name:
             allowed = self.may_act(entries_of(self.config, ours, job_id), who.user_id,
-                                    who.channel_id)
+                                   who.channel_id)
             if isinstance(allowed, list):
                 return msg.stop_refused(allowed)
         daily = ours.daily_build_number if ours else ""
@@ -179,7 +179,7 @@ class StatusFlow(FlowRoom):
         job_id, build_no = target
         standing, ours = self.engine.standing(job_id, build_no)
         allowed = self.may_act(entries_of(self.config, ours, job_id), click.user_id,
-                                channel_id)
+                               channel_id)
         if isinstance(allowed, list):
             self.respond(click.response_url, msg.stop_refused(allowed))
             return
@@ -199,7 +199,7 @@ class StatusFlow(FlowRoom):
             self.respond(click.response_url, msg.stop_asked(job_name, daily, build_no))
 
     def may_act(self, entries: list[str], user_id: str,
-                 channel_id: str) -> tuple[str, str] | list[str]:
+                channel_id: str) -> tuple[str, str] | list[str]:
         """``may_run`` on every job entry a build belongs to (``status.entries_of``): the
         first entry's (name, task ID) when all allow it, else the first refusal's
         problems."""

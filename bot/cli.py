@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from bot.command import BuildCommand, ParseError, parse
 from bot.config import BuildbotConfig, ConfigError, JobConfig, config_warnings, load_config
+from bot.links import why_no_previews
 from bot.policy import Approved, StaticUserGroups, decide, per_user_limit, runnable_jobs
 from bot.settings import SettingsError, load_settings
 
@@ -76,8 +77,9 @@ def check_config(argv: Sequence[str] | None = None) -> int:
 
 def run_check_config(args: argparse.Namespace) -> int:
     problems: list[str] = []
+    settings = None
     try:
-        load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         problems += [f"environment: {p}" for p in exc.problems]
     config: BuildbotConfig | None = None
@@ -90,6 +92,10 @@ def run_check_config(args: argparse.Namespace) -> int:
         print("\n".join(f"- {p}" for p in problems))
         return 1
     print(_summary(config, config_path(args.config)))
+    if settings is not None:
+        off = why_no_previews(settings.build_link_template)
+        if off is not None:  # not a problem: the bot runs, only without link previews
+            print(f"note: {off}.")
     return 0
 
 

@@ -100,6 +100,12 @@ def _demo_outputs(name: str) -> dict[str, Any]:
     return {"package_info": jar, "package_infos": {jar["name"]: jar},
             "image_infos": {name: {"name": name, "version": "v1.4.2", "package_type": "docker",
                                    "uri": f"swr.example.com/team/{name}:v1.4.2"}}}
+
+
+# the console's link to a build, as in the README: announcements link to it, and a pasted
+# one is previewed (``paste``)
+DEMO_LINK_TEMPLATE = ("https://devcloud.cn-north-4.huaweicloud.com/cloudbuild/job/{job_id}"
+                      "/history/{build_no}")
 WAIT_LIMIT = 120.0  # ``wait`` gives up after this many seconds
 PEOPLE_NOTE = ("alice may run backend (she is in its users), carol through the user group "
                "S01DEVS, admin as an admin; bob is in no list. e2e and docs are for everyone; "
@@ -113,6 +119,9 @@ Type what you would type in Slack, or a demo command:
   as NAME           act as someone else: alice, bob, carol, admin (or any name, or an ID U...)
   in #CHANNEL       type in another channel: #builds, #random, any #name (or an ID C...)
   pick JOB          pick a job in the open form (/build alone opens it)
+  paste URL         post a message with a link, as you, in the current channel: a link to
+                    a build (https://devcloud.cn-north-4.huaweicloud.com/cloudbuild/job/
+                    <task ID>/history/<build number>) is previewed where it may be shown
   submit [F=V ...]  submit the open form, setting field F (its number or label) to V
   wait [SECONDS]    wait until every running build has ended and been reported
                     (or just SECONDS)
@@ -159,6 +168,7 @@ class Demo(DemoScreen):
         self.messages = 0
         self.hooks: dict[str, Origin] = {}
         self.ts_labels: dict[str, str] = {}
+        self.pasted: dict[str, tuple[str, str, str]] = {}  # unfurl_id -> (ts, who, where)
         self.seen = 0
         self.lock = threading.RLock()
         self.prompting = False
@@ -200,6 +210,7 @@ class Demo(DemoScreen):
             database_url=f"sqlite:///{folder / 'buildbot.db'}",
             buildbot_config=path, build_poll_seconds=POLL_SECONDS,
             progress_update_seconds=POLL_SECONDS,  # progress shown at every check here
+            build_link_template=DEMO_LINK_TEMPLATE,
             log_level=self.log_level)  # type: ignore[arg-type]
         self.runtime = Runtime(settings, self.config)
         self._stack.callback(self.runtime.close, 5.0)
@@ -263,6 +274,7 @@ class Demo(DemoScreen):
         """The demo's own commands: a first word, what may follow it, and what it does."""
         return {"click": (WORDS, self.click_label), "as": (WORDS, self.switch_user),
                 "in": (WORDS, self.switch_channel), "pick": (WORDS, self.pick),
+                "paste": (WORDS, self.paste),
                 "submit": (ANY, self.submit), "wait": (ANY, self.wait),
                 "who": (NOTHING, self.say_who), "help": (NOTHING, self.say_help),
                 "home": (NOTHING, self.open_home),
@@ -316,6 +328,29 @@ class Demo(DemoScreen):
         if published() == before:
             self.say("(your Home was shown less than 10 s ago: it is shown again, as it is "
                      "then, when those 10 s are up)")
+        return True
+
+    def paste(self, url: str) -> bool:
+        """A message with a link, posted as you here: Slack tells the bot (``link_shared``)
+        and shows the preview the bot gives it (``chat.unfurl``), if any."""
+        if len(url.split()) != 1:
+            self.say("paste takes one link, e.g. paste " + DEMO_LINK_TEMPLATE.format(
+                job_id="f9d6c8466d614a9788e9a0acf6c15f46", build_no="1"))
+            return False
+        envelope = self.slack.link_shared([url], channel=self.channel, user=self.user)
+        event = envelope["event"]
+        self.pasted[str(event["unfurl_id"])] = (str(event["message_ts"]), self.user,
+                                                self.channel)
+        previews = len(self.slack.calls("chat.unfurl"))
+        with self.lock:
+            self.drain()
+            self.say(f"┌ {self._public(self.channel)}, {self._name(self.user)} wrote\n│ {url}\n")
+        resp = self.sender.event(envelope)
+        if resp.status_code != 200:
+            self.say(f"(the bot answered HTTP {resp.status_code}: {resp.text[:200]})")
+        self.settle()
+        if len(self.slack.calls("chat.unfurl")) == previews:
+            self.say("(no preview: not a build link, or not one shown here to you)")
         return True
 
     def click(self, number: int) -> bool:

@@ -67,6 +67,7 @@ class DemoScreen:
     messages: int
     hooks: dict[str, Origin]
     ts_labels: dict[str, str]
+    pasted: dict[str, tuple[str, str, str]]  # a pasted link's unfurl_id -> (ts, who, where)
     seen: int
     form_open: bool
 
@@ -166,10 +167,24 @@ class DemoScreen:
         self.show({"blocks": blocks}, f"the Home tab of {self._name(user)} (only they see it)",
                   channel="", key=HOME_KEY + user)
 
+    def _show_unfurl(self, p: dict[str, Any], call: Call) -> None:
+        """Link previews, each under the pasted message (buttons clicked in its channel)."""
+        if call.error is not None or call.problem is not None:
+            return
+        ts, who, channel = self.pasted.get(str(p.get("unfurl_id")), (
+            str(p.get("ts") or ""), "", str(p.get("channel") or self.channel)))
+        unfurls = p.get("unfurls")
+        for url, unfurl in (unfurls.items() if isinstance(unfurls, dict) else []):
+            head = (f"{self._public(channel)}: the preview of {url}"
+                    + (f" under {self._name(who)}'s message" if who else ""))
+            self.show(unfurl if isinstance(unfurl, dict) else {}, head, channel=channel,
+                      ts=ts or None, key=self._key())
+
     _SHOWN: ClassVar[dict[str, Callable[[DemoScreen, dict[str, Any], Call], None]]] = {
         "response_url": _show_response, "chat.postMessage": _show_post,
         "chat.update": _show_update, "views.open": _show_view, "views.update": _show_view,
-        "chat.postEphemeral": _show_ephemeral, "views.publish": _show_home}
+        "chat.postEphemeral": _show_ephemeral, "views.publish": _show_home,
+        "chat.unfurl": _show_unfurl}
 
     # --- the form -------------------------------------------------------------------
     # A modal is shown as numbered fields; ``pick`` and ``submit`` act on the newest one.

@@ -51,6 +51,7 @@ from bot.policy import (
     approval_rule,
     per_user_limit,
 )
+from bot.previews import BuildFacts, read_build
 from bot.progress import Progress
 from bot.recovery import INTENT_GRACE, Recovery
 from bot.reports import Reports
@@ -65,6 +66,7 @@ from bot.status import (
     recent_builds,
 )
 from bot.store import OpenQuestion, Reschedule, Store
+from bot.workflow import WorkflowSteps
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +154,9 @@ class Engine(Desk):
                              groups=groups or StaticUserGroups())
         self.start = self.starts.start
         self.announce = self.starts.announce
+        # the Workflow Builder step: its runs recorded once, completed once
+        self.workflow = WorkflowSteps(store=store, notifier=notifier, clock=clock,
+                                      grace=intent_grace, link=self.link)
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -167,8 +172,10 @@ class Engine(Desk):
 
     def new_request(self, *, user_id: str, team_id: str | None, channel_id: str, text: str,
                     response_url: str | None, approved: Approved,
-                    rebuild_of: str | None = None, received_at: float | None = None) -> None:
+                    rebuild_of: str | None = None, received_at: float | None = None,
+                    request_id: str | None = None) -> None:
         """Record an approved request, then ask Run/Cancel or start it at once.
+        ``request_id``: the id to give it (a workflow step's, derived from its run).
 
         A Rebuild always asks first, and asks with the same question while it is open,
         so two clicks on one Rebuild button can start one build at most."""
@@ -181,7 +188,7 @@ class Engine(Desk):
         awaits = approved.approval if state is RequestState.AWAITING else None
         try:
             request = self.store.add_request(
-                id=uuid.uuid4().hex, state=state,
+                id=request_id or uuid.uuid4().hex, state=state,
                 now=self.clock(), ttl=awaits.ttl if awaits else CONFIRM_TTL, user_id=user_id,
                 team_id=team_id, channel_id=channel_id, job_name=approved.job_name,
                 job_id=approved.job_id, command=text.strip(), body=approved.body,
@@ -386,6 +393,10 @@ class Engine(Desk):
         standing = build_standing(self.api, job_id, build_no)
         ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
         return standing, ours
+
+    def build_facts(self, job_id: str, build_no: str) -> BuildFacts | None:
+        """A pasted build link's preview: where that build stands (None: unknown)."""
+        return read_build(self.api, self.store, job_id, build_no, now=self.clock())
 
     # --- following a build ---------------------------------------------------------------
 

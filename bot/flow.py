@@ -33,6 +33,8 @@ from bot.flow_form import FormFlow
 from bot.flow_status import StatusFlow
 from bot.flow_subs import SubsFlow
 from bot.flow_types import Ack, Outcome, Room, Who, read_click, read_who
+from bot.flow_unfurl import UnfurlFlow
+from bot.flow_workflow import WorkflowFlow
 from bot.home import Home
 from bot.lifecycle import CONFIRM_MINUTES, Build, Request, new_error_id
 from bot.policy import (
@@ -71,6 +73,8 @@ class Flow:
         self.form = FormFlow(self)
         self.status = StatusFlow(self)
         self.subs = SubsFlow(self)
+        self.unfurl = UnfurlFlow(self)
+        self.workflow = WorkflowFlow(self)
         # One table from a parsed command's type to what checks it; a subcommand's room
         # (status, stop, subscriptions) also answers it after the ack. A new subcommand is
         # a grammar entry (bot/command.py), a type in its room's COMMANDS and its message.

@@ -52,8 +52,8 @@ class StatusFlow(FlowRoom):
         if build is None:
             self.respond(click.response_url, {**msg.missing(), "replace_original": False})
             return
-        allowed = self._may_act(entries_of(self.config, build, build.job_id), click.user_id,
-                                build.channel_id)
+        allowed = self.may_act(entries_of(self.config, build, build.job_id), click.user_id,
+                               build.channel_id)
         if isinstance(allowed, list):
             self.respond(click.response_url, msg.stop_refused(
                 allowed or ["You may not run this job here."]))
@@ -142,7 +142,7 @@ class StatusFlow(FlowRoom):
                 entries_of(self.config, None, job_id))
             if entries not in allowed:
                 allowed[entries] = isinstance(
-                    self._may_act(list(entries), who.user_id, who.channel_id), tuple)
+                    self.may_act(list(entries), who.user_id, who.channel_id), tuple)
             if allowed[entries]:
                 shown.append(row)
         return shown
@@ -153,8 +153,8 @@ class StatusFlow(FlowRoom):
         build is stopped through the job entry it belongs to, not the name typed."""
         standing, ours = self.engine.standing(job_id, build_no)
         if entry_of(ours) != job_name:
-            allowed = self._may_act(entries_of(self.config, ours, job_id), who.user_id,
-                                    who.channel_id)
+            allowed = self.may_act(entries_of(self.config, ours, job_id), who.user_id,
+                                   who.channel_id)
             if isinstance(allowed, list):
                 return msg.stop_refused(allowed)
         daily = ours.daily_build_number if ours else ""
@@ -178,8 +178,8 @@ class StatusFlow(FlowRoom):
             return
         job_id, build_no = target
         standing, ours = self.engine.standing(job_id, build_no)
-        allowed = self._may_act(entries_of(self.config, ours, job_id), click.user_id,
-                                channel_id)
+        allowed = self.may_act(entries_of(self.config, ours, job_id), click.user_id,
+                               channel_id)
         if isinstance(allowed, list):
             self.respond(click.response_url, msg.stop_refused(allowed))
             return
@@ -198,8 +198,8 @@ class StatusFlow(FlowRoom):
                           response_url=click.response_url, build=ours):
             self.respond(click.response_url, msg.stop_asked(job_name, daily, build_no))
 
-    def _may_act(self, entries: list[str], user_id: str,
-                 channel_id: str) -> tuple[str, str] | list[str]:
+    def may_act(self, entries: list[str], user_id: str,
+                channel_id: str) -> tuple[str, str] | list[str]:
         """``may_run`` on every job entry a build belongs to (``status.entries_of``): the
         first entry's (name, task ID) when all allow it, else the first refusal's
         problems."""

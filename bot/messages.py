@@ -1336,3 +1336,77 @@ def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
     return {"text": _text(text), "blocks": [
         _section(cut(text, SECTION_CHARS)), *_output_blocks(outputs),
         *_log_blocks(tail, tail_truncated, tail_error, link)]}
+
+
+# --- build link previews (a pasted build link, unfurled: bot.flow_unfurl) --------------
+
+PREVIEW_BLOCK = "buildbot.preview"
+
+
+def build_preview(*, job_name: str, description: str, daily: str, build_no: str,
+                  result: str | None, duration_ms: int | None, progress: str | None,
+                  started_by: str | None, stop_id: str | None = None,
+                  rebuild_id: str | None = None) -> Message:
+    """What a pasted link to a build shows under it (``chat.unfurl``), for everyone in the
+    channel: the job, the build's daily and build numbers, its state while it runs
+    (``progress``: escaped mrkdwn, the time and step) or its result and duration, and who
+    started it. Stop (a running build the bot knows) and Rebuild (an ended build started
+    from Slack) act with the clicker's permissions, as on the build's own messages."""
+    name = _build_name(daily, build_no) or "?"
+    if daily and build_no:
+        name += f" (#{escape(shorten(build_no, 100))})"
+    head = f"*{_job(job_name)}* build {name}"
+    if description:
+        head += f" · {escape(shorten(description, 200))}"
+    if result is None:
+        state = ":hourglass_flowing_sand: " + (cut(progress, 500) if progress else "Running")
+    else:
+        emoji, words = _result_words(result)
+        took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
+        state = f"{emoji} {words[:1].upper()}{words[1:]}{took}"
+    who = f"Started by {_user(started_by)}" if started_by else "Started outside Slack"
+    blocks: list[dict[str, Any]] = [_section(f"{head}\n{state}"), _context(who)]
+    buttons = []
+    if result is None and stop_id:
+        buttons.append(_button("Stop", STOP, stop_id, "danger"))
+    if result is not None and rebuild_id:
+        buttons.append(_button("Rebuild", REBUILD, rebuild_id))
+    if buttons:
+        blocks.append({"type": "actions", "block_id": PREVIEW_BLOCK, "elements": buttons})
+    elif result is None:
+        blocks.append(_context(f"`/build stop {escape(shorten(job_name, 200))} "
+                               f"{escape(shorten(build_no, 30))}` stops it."))
+    return {"text": _text(f"{head}: {state}"), "blocks": blocks}
+
+
+# --- the Workflow Builder step "Run a CodeArts build" (bot.workflow) -------------------
+# Slack shows a step's error as plain text in the workflow's activity: no markup here.
+
+def step_refused(problems: Iterable[str]) -> str:
+    """Why the step started nothing: the same problems /build would give."""
+    listed = [" ".join(str(p).replace("`", "").split()) for p in problems][:10]
+    text = "Nothing was started. " + " ".join(f"• {p}" for p in listed)
+    return cut(text, 1000)
+
+
+def step_not_started(job_name: str, state: str, detail: str | None = None) -> str:
+    """The build was asked for but never started (cancelled, expired, rejected, refused,
+    CodeArts refused it, or the bot stopped before it could start it)."""
+    words = {"cancelled": "was cancelled", "expired": "waited too long and expired",
+             "rejected": "was rejected by an approver", "withdrawn": "was withdrawn",
+             "refused": "is no longer allowed", "failed": "was refused by CodeArts",
+             "lost": "could not be started (the bot stopped before it could start it): "
+                     "run the workflow again"}.get(state, f"was not started ({state})")
+    text = f"{shorten(job_name, 200)} {words}."
+    if detail:
+        text += " " + " ".join(detail.replace("`", "").split())
+    return cut(text, 1000)
+
+
+def step_failed(job_name: str, daily: str, build_no: str, result: str,
+                duration_ms: int | None) -> str:
+    """The build ran and did not succeed."""
+    words = _result_words(result)[1]
+    took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
+    name = shorten(daily, 100) if daily else f"#{shorten(build_no, 30)}"
+    return cut(f"{shorten(job_name, 200)} build {name} {words}{took}.", 1000)

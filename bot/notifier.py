@@ -178,6 +178,32 @@ class Notifier:
         return self._call("chat.postEphemeral", lambda: self.client.chat_postEphemeral(
             channel=channel, user=user_id, **shown), channel, Priority.ANSWER)
 
+    def unfurl(self, channel: str, ts: str, unfurls: dict[str, dict[str, Any]], *,
+               unfurl_id: str | None = None, source: str | None = None) -> Delivery:
+        """Previews of links someone pasted (``chat.unfurl``): by the message's channel and
+        ts, or by Slack's ``unfurl_id`` and ``source`` when the event gave them (a link
+        still in the composer has no ts)."""
+        by_id = bool(unfurl_id and source)
+        return self._call("chat.unfurl", lambda: self.client.chat_unfurl(
+            unfurls=unfurls, channel=None if by_id else channel, ts=None if by_id else ts,
+            unfurl_id=unfurl_id if by_id else None, source=source if by_id else None),
+            channel, Priority.ANSWER)
+
+    def complete_function(self, execution_id: str, *, outputs: dict[str, Any] | None,
+                          error: str | None, token: str | None) -> Delivery:
+        """Complete a Workflow Builder step: ``functions.completeSuccess`` with ``outputs``,
+        or ``functions.completeError`` with ``error``. ``token``: the one Slack sent with the
+        step's event, while it lives; else the bot's own."""
+        client = self.client if not token else WebClient(
+            token=token, base_url=self.client.base_url, timeout=self.client.timeout,
+            retry_handlers=self.client.retry_handlers)
+        if error is not None:
+            return self._call("functions.completeError", lambda: client.functions_completeError(
+                function_execution_id=execution_id, error=error), "functions", Priority.RESULT)
+        return self._call("functions.completeSuccess", lambda: client.functions_completeSuccess(
+            function_execution_id=execution_id, outputs=outputs or {}), "functions",
+            Priority.RESULT)
+
     def open_view(self, trigger_id: str, view: dict[str, Any]) -> Delivery:
         """A modal, opened with a command's or click's ``trigger_id`` (it lives 3 s).
         ``ts`` carries the view's id."""

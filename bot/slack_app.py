@@ -12,6 +12,7 @@ from slack_bolt import Ack, App, BoltResponse
 from bot import forms
 from bot import messages as msg
 from bot.flow import Click, Flow
+from bot.flow_workflow import CALLBACK_ID
 from bot.gate import BUTTON_VALUES, ButtonGuard, WorkspaceGuard
 from bot.home_view import HOME_RUN
 from bot.lifecycle import new_error_id
@@ -62,6 +63,8 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
 
     _form_listeners(app, flow, signing_secret)
     _home_listeners(app, flow)
+    _unfurl_listeners(app, flow)
+    _workflow_listeners(app, flow)
 
     @app.error
     def unexpected(error: Exception, body: dict[str, Any]) -> BoltResponse:
@@ -128,6 +131,26 @@ def _home_listeners(app: App, flow: Flow) -> None:
     @app.shortcut(forms.SHORTCUT)
     def run_build_shortcut(ack: Ack, body: dict[str, Any]) -> None:
         _guard(ack, flow.form.on_shortcut, body)
+
+
+def _unfurl_listeners(app: App, flow: Flow) -> None:
+    """Build link previews (bot.flow_unfurl): acknowledged at once, previewed after."""
+
+    @app.event("link_shared")
+    def link_shared(ack: Ack, event: dict[str, Any]) -> None:
+        ack()
+        flow.submit(flow.unfurl.on_link_shared, event)
+
+
+def _workflow_listeners(app: App, flow: Flow) -> None:
+    """The Workflow Builder step (bot.flow_workflow): Bolt acknowledges the
+    ``function_executed`` event; the run is decided and recorded after."""
+
+    @app.function(CALLBACK_ID)
+    def run_build_step(body: dict[str, Any]) -> None:
+        event = _dict(body.get("event"))
+        team = _str(body.get("team_id")) or None
+        flow.submit(flow.workflow.on_function, event, team)
 
 
 def _stop_listeners(app: App, flow: Flow) -> None:

@@ -50,6 +50,9 @@ DEFAULT_LIMITS: dict[str, int] = {
     "conversations.replies": 50,
     "conversations.info": 50,
     "usergroups.users.list": 20,
+    "chat.unfurl": 50,  # Tier 3: a pasted build link's preview
+    "functions.completeSuccess": 50,  # Tier 3: the Workflow Builder step's end
+    "functions.completeError": 50,
 }
 PER_CHANNEL = frozenset({"chat.postMessage"})
 BURST_SECONDS = 3.0  # a bucket holds this many seconds of calls (at least 1): short bursts

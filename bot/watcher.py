@@ -37,6 +37,7 @@ PRUNE_EVERY = 3600.0
 HOUSEKEEPING_EVERY = 1.0  # seconds between two housekeeping rounds of the loop
 FAILURE_LOG_EVERY = 60.0  # a repeated failure is logged once, then once a minute
 SETTLE_KEY = "settle lost run answers"  # settlements share one per-job cap
+STEPS_KEY = "complete workflow steps"  # one completion round at a time
 
 
 class Watcher:
@@ -108,6 +109,7 @@ class Watcher:
                 if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY:
                     self.housekeeping(settle=False)
                     self._settle_beside_polls()
+                    self._complete_steps_beside_polls()
                     self._discover_beside_polls()
                     last_housekeeping = time.monotonic()
                 taken = self._fill()
@@ -153,6 +155,17 @@ class Watcher:
             if room:
                 self._submit(group)
         return len(builds)
+
+    def _complete_steps_beside_polls(self) -> None:
+        """Workflow steps whose build ended are completed in the pool, one task at a time
+        (a slow Slack answer holds up no poll)."""
+        with self._idle:
+            room = self._running[STEPS_KEY] == 0 and self._busy < self.threads
+        if room:
+            self._submit_task(STEPS_KEY, self._complete_steps, None)
+
+    def _complete_steps(self, _: Any) -> None:
+        self.engine.workflow.complete_due()
 
     def _settle_beside_polls(self) -> None:
         """Lost run answers are looked for in the pool like polls (under one key, so they
@@ -304,6 +317,7 @@ class Watcher:
         self.release_queue()
         if settle:  # tests: settle here, in order; the loop settles beside its polls
             self.engine.settle_stale()
+            self.engine.workflow.complete_due()
         now = self.clock()
         if now - self._pruned_at >= PRUNE_EVERY:
             self._pruned_at = now

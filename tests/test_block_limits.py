@@ -26,7 +26,8 @@ from bot.lifecycle import progress_line
 from bot.status import BuildRow
 
 HELPERS = {"escape", "shorten", "code", "cut", "duration",
-           "approvers_text", "request_id_text"}  # build no message
+           "approvers_text", "request_id_text",  # build no message
+           "step_refused", "step_not_started", "step_failed"}  # a workflow step's error text
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,12 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                                  result="success", duration_ms=61_000, link=link,
                                  outputs=outputs)
              for link in (c.link, None) for outputs in _outputs(c))),
+        # a pasted build link's preview (chat.unfurl takes a message's blocks)
+        "build_preview": (msg.build_preview(
+            job_name=c.job, description=c.desc, daily=daily, build_no=c.build_no, result=r,
+            duration_ms=d, progress=p, started_by=by, stop_id=i, rebuild_id=i)
+            for daily in (c.daily, "") for r in (None, *RESULTS) for d in (None, 7_200_000)
+            for p in (*_progress(c), None) for by in (c.user, None) for i in ("b" * 32, None)),
     }
 
 

@@ -30,7 +30,8 @@ confirm = false
 ENV_VARS = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL", "PORT",
             "BUILDBOT_CONFIG", "DATABASE_URL", "CODEARTS_ENDPOINT", "CODEARTS_TOKEN",
             "IAM_ENDPOINT", "IAM_USER", "IAM_PASSWORD", "IAM_DOMAIN", "IAM_PROJECT",
-            "CLOUD_SDK_AK", "CLOUD_SDK_SK", "CODEARTS_PROJECT_ID", "BUILD_POLL_SECONDS"]
+            "CLOUD_SDK_AK", "CLOUD_SDK_SK", "CODEARTS_PROJECT_ID", "BUILD_POLL_SECONDS",
+            "BUILD_LINK_TEMPLATE"]
 SECRET = "xoxb-super-secret-value"
 
 
@@ -63,7 +64,27 @@ def test_check_config_ok_prints_a_summary(good_env: None, tmp_path: Path,
     write(tmp_path, GOOD)
     assert cli.check_config([]) == 0
     assert capsys.readouterr().out == (
-        "OK: environment and buildbot.toml are valid; 2 job(s): backend, web.\n")
+        "OK: environment and buildbot.toml are valid; 2 job(s): backend, web.\n"
+        "note: BUILD_LINK_TEMPLATE is not set, so build links are not previewed: set it to "
+        "the console's link to a build, with {job_id} and {build_no}.\n")
+
+
+def test_check_config_is_quiet_about_previews_when_links_can_be_read(
+        good_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, GOOD)
+    monkeypatch.setenv("BUILD_LINK_TEMPLATE", "https://console.example.com/{job_id}/{build_no}")
+    assert cli.check_config([]) == 0
+    assert "previewed" not in capsys.readouterr().out
+
+
+def test_check_config_says_why_links_are_not_previewed(
+        good_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, GOOD)
+    monkeypatch.setenv("BUILD_LINK_TEMPLATE", "https://console.example.com/{job_id}")
+    assert cli.check_config([]) == 0  # the bot still runs: only without previews
+    assert "has no {build_no}" in capsys.readouterr().out
 
 
 def test_check_config_uses_buildbot_config_env(good_env: None, tmp_path: Path,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.demo import EXAMPLE_JOBS, Demo
+from bot.demo import DEMO_LINK_TEMPLATE, EXAMPLE_JOBS, Demo
 from tests.test_process import ROOT, clean_env
 
 
@@ -45,7 +45,11 @@ def _check_transcript(out: str) -> None:
     assert re.search(r"now reads\n│ ⏳ @alice started \*backend\*.*\n│ Running for less than "
                      r"a minute · step \d of 4: \w+", out)
     # the failure's thread reply carries the log's last lines
-    assert re.search(r"@bob ❌ e2e .*\n│ Last \d+ lines of the build log:\n│ ```\n", out)
+    assert re.search(r"@bob ❌ e2e .*\n│ Last \d+ lines of the build log: Full log in "
+                     r"CodeArts\n│ ```\n", out)
+    # a pasted link to the build, previewed under the message
+    assert re.search(r"the preview of https://\S+/history/1 under alice's message\n"
+                     r"│ \*backend\* build \d{8}\.\d+ \(#1\) · Backend CI\n│ ⏳ Running", out)
     # a refusal for a user who may not run the job, to him alone
     assert re.search(r"only bob sees this \(ephemeral\).*\n│ ⚠️ Nothing was started\.\n"
                      r"│ • You may not run `backend`", out)
@@ -202,3 +206,30 @@ def test_home_shows_the_home_tab_and_its_run_button_opens_the_shortcuts_form(
     assert d.line("home")  # again within 10 s: shown when its turn comes
     assert "shown less than 10 s ago" in _said(out, mark)
     assert d.slack.refused() == []
+
+
+def test_a_pasted_build_link_is_previewed_where_it_may_be_shown(
+        demo: tuple[Demo, io.StringIO]) -> None:
+    d, out = demo
+    assert d.line("as alice") and d.line("in #builds")
+    mark = len(out.getvalue())
+    assert d.line("/build docs")
+    found = re.search(r"@alice started \*docs\*: build \d{8}\.\d+ \(#(\d+)\)", _said(out, mark))
+    assert found
+    docs = DEMO_LINK_TEMPLATE.format(job_id="0123456789abcdef0123456789abcdef",
+                                     build_no=found.group(1))
+    mark = len(out.getvalue())
+    assert d.line(f"paste {docs}")
+    said = _said(out, mark)
+    assert f"the preview of {docs} under alice's message" in said, said
+    assert re.search(r"│ \*docs\* build \d{8}\.\d+ \(#\d+\) · Docs site\n"
+                     r"│ (⏳ Running|✅ Succeeded)", said), said
+    assert "│ Started by @alice" in said
+    backend = DEMO_LINK_TEMPLATE.format(job_id="f9d6c8466d614a9788e9a0acf6c15f46", build_no="1")
+    assert d.line("in #random")  # backend may not be run there: its link is not previewed
+    mark = len(out.getvalue())
+    assert d.line(f"paste {backend}")
+    assert "(no preview:" in _said(out, mark)
+    assert not d.line("paste two links")
+    assert d.slack.refused() == []
+    assert d.line("in #builds")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
+
+from bot.links import domain_of, why_no_previews
 
 MANIFEST = yaml.safe_load((Path(__file__).resolve().parent.parent / "manifest.yml").read_text())
 
@@ -18,10 +21,44 @@ def test_scopes_are_exactly_what_the_bot_calls() -> None:
     # commands: /build; chat:write: chat.postMessage / chat.update; chat:write.public: post
     # without joining; usergroups:read: usergroups.users.list; channels:history and
     # groups:history: conversations.history / conversations.replies (public / private);
-    # channels:read, groups:read, im:read, mpim:read: conversations.info (/build subscribe)
+    # channels:read, groups:read, im:read, mpim:read: conversations.info (/build subscribe);
+    # links:read, links:write: the link_shared event and chat.unfurl (build link previews)
     assert sorted(MANIFEST["oauth_config"]["scopes"]["bot"]) == \
         ["channels:history", "channels:read", "chat:write", "chat:write.public", "commands",
-         "groups:history", "groups:read", "im:read", "mpim:read", "usergroups:read"]
+         "groups:history", "groups:read", "im:read", "links:read", "links:write", "mpim:read",
+         "usergroups:read"]
+
+
+def test_link_previews_are_asked_for_the_readmes_build_link_host() -> None:
+    """The unfurl domain is the host of the BUILD_LINK_TEMPLATE the README shows, and that
+    template's links can be read back (job ID and build number)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    found = re.search(r"^\s*BUILD_LINK_TEMPLATE='([^']+)'$", readme, re.MULTILINE)
+    assert found, "the README shows an example BUILD_LINK_TEMPLATE"
+    template = found.group(1)
+    assert why_no_previews(template) is None
+    assert MANIFEST["features"]["unfurl_domains"] == [domain_of(template)]
+    assert "link_shared" in MANIFEST["settings"]["event_subscriptions"]["bot_events"]
+
+
+def test_the_workflow_step_is_declared_as_the_code_reads_it() -> None:
+    """The step's callback_id is the one the listener answers; its inputs are those
+    bot.flow_workflow reads (who runs it: the interactivity input, which a workflow's
+    author cannot point at someone else); its outputs those bot.workflow completes with."""
+    from bot.flow_workflow import CALLBACK_ID
+    from bot.workflow import completion_for  # noqa: F401  (the outputs' maker)
+
+    step = MANIFEST["functions"][CALLBACK_ID]
+    inputs = step["input_parameters"]["properties"]
+    assert set(inputs) == {"job", "parameters", "channel", "interactivity"}
+    assert inputs["interactivity"]["type"] == "slack#/types/interactivity"
+    assert inputs["channel"]["type"] == "slack#/types/channel_id"
+    assert set(step["input_parameters"]["required"]) == {"job", "channel", "interactivity"}
+    outputs = step["output_parameters"]["properties"]
+    assert set(outputs) == {"build_number", "daily_build_number", "result", "link"}
+    settings = MANIFEST["settings"]
+    assert "function_executed" in settings["event_subscriptions"]["bot_events"]
+    assert settings["function_runtime"] == "remote" and settings["org_deploy_enabled"] is True
 
 
 def test_buttons_and_socket_mode_are_on() -> None:

@@ -78,6 +78,14 @@ class FakeSlack:
         self.views: dict[str, dict[str, Any]] = {}  # open modals by id, as last set
         self.homes: dict[str, dict[str, Any]] = {}  # each user's App Home, as last published
         self._triggers: set[str] = set()  # trigger_ids already used (each opens one view)
+        # links shared (``link_shared``): the URLs of each message by (channel, ts), and
+        # by unfurl_id; chat.unfurl may preview only those
+        self._shared: dict[tuple[str, str], set[str]] = {}
+        self._shared_ids: dict[str, set[str]] = {}
+        # Workflow Builder steps run (``function_executed``): execution id -> "running",
+        # or how it was completed ("success" / "error")
+        self.executions: dict[str, str] = {}
+        self._executions = itertools.count(1)
         self._view_ids = itertools.count(1)
         self._calls: list[Call] = []
         self._faults: dict[str, list[_Fault]] = {}
@@ -227,6 +235,11 @@ class FakeSlack:
             return view_problem(params.get("view"))
         if method in MESSAGE_METHODS or method == "response_url":
             return message_problem(params)
+        if method == "chat.unfurl":  # each preview's blocks, as a message's
+            for unfurl in _json_arg(params.get("unfurls")).values():
+                problem = message_problem(unfurl) if isinstance(unfurl, dict) else None
+                if problem is not None:
+                    return problem
         return None
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +263,120 @@ class FakeSlack:
 
     def _post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
+
+    # --- link previews ---------------------------------------------------------
+
+    def link_shared(self, urls: list[str], *, channel: str, user: str,
+                    message_ts: str | None = None, source: str = "conversations_history",
+                    bot_member: bool = True, team: str = "T1",
+                    unfurl_id: bool = True) -> dict[str, Any]:
+        """A message with these links was posted (or is in the composer): remembered, so
+        chat.unfurl may preview them, and returned as the ``link_shared`` event Slack sends
+        (the whole ``event_callback`` envelope; ``unfurl_id`` False: without unfurl_id and
+        source, as Slack sent it before 2021). A link still in the composer comes, as from
+        Slack, with the channel ``COMPOSER`` and no message: only its unfurl_id names it."""
+        ts = message_ts or f"{int(time.time())}.{next(self._ts):06d}"
+        unfurl_id_value = f"{channel}.{ts}.{next(self._ts):08x}"
+        if source == "composer":  # not posted yet: Slack does not say where it will be
+            channel = "COMPOSER"
+            ts = unfurl_id_value = f"{user}-{next(self._ts):08x}-composer"
+        with self._lock:
+            if source != "composer":
+                self._shared.setdefault((channel, ts), set()).update(urls)
+            self._shared_ids[unfurl_id_value] = set(urls)
+        links = [{"domain": urlsplit(u).hostname or "", "url": u} for u in urls]
+        event: dict[str, Any] = {
+            "type": "link_shared", "channel": channel, "is_bot_user_member": bot_member,
+            "user": user, "message_ts": ts, "links": links, "event_ts": ts}
+        if unfurl_id:
+            event.update(unfurl_id=unfurl_id_value, source=source)
+        return {"token": "legacy-unused", "team_id": team, "api_app_id": "A1",
+                "event": event, "type": "event_callback", "authed_users": [user],
+                "event_id": f"Ev{next(self._ts):08d}", "event_time": int(time.time())}
+
+    def unfurled(self, url: str | None = None) -> list[dict[str, Any]]:
+        """The previews Slack took (chat.unfurl calls answered ok), each ``{url: unfurl}``
+        map, or only the unfurls of ``url``."""
+        with self._lock:
+            maps = [_json_arg(c.params.get("unfurls")) for c in self._calls
+                    if c.method == "chat.unfurl" and c.error is None and c.problem is None]
+        if url is None:
+            return maps
+        return [m[url] for m in maps if url in m]
+
+    def _unfurl(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Slack takes a preview only for links shared in that message (by channel and ts,
+        or by unfurl_id and source), and only blocks it would take in a message."""
+        unfurls = _json_arg(params.get("unfurls"))
+        if not unfurls:
+            return {"ok": False, "error": "invalid_arguments"}
+        if params.get("unfurl_id") or params.get("source"):
+            if not params.get("unfurl_id") or not params.get("source"):
+                return {"ok": False, "error": "invalid_arguments"}
+            shared = self._shared_ids.get(str(params["unfurl_id"]))
+        else:
+            key = (str(params.get("channel") or ""), str(params.get("ts") or ""))
+            if not all(key):
+                return {"ok": False, "error": "invalid_arguments"}
+            shared = self._shared.get(key)
+        if shared is None or not set(unfurls) <= shared:
+            return {"ok": False, "error": "cannot_unfurl_message"}
+        if not all(isinstance(u, dict) for u in unfurls.values()):
+            return {"ok": False, "error": "invalid_unfurls"}
+        return {"ok": True}
+
+    # --- Workflow Builder steps ----------------------------------------------------
+
+    def function_executed(self, inputs: dict[str, Any], *, callback_id: str,
+                          team: str = "T1") -> dict[str, Any]:
+        """A workflow reached the app's step: a new execution (running), and the
+        ``function_executed`` event Slack sends for it (the whole envelope, with the
+        just-in-time token it carries)."""
+        n = next(self._executions)
+        execution_id = f"Fx{n:010d}"
+        with self._lock:
+            self.executions[execution_id] = "running"
+        event = {
+            "type": "function_executed",
+            "function": {"id": "Fn0000000001", "callback_id": callback_id,
+                         "title": "Run a CodeArts build", "type": "app", "app_id": "A1"},
+            "inputs": inputs, "function_execution_id": execution_id,
+            "workflow_execution_id": f"Wx{n:010d}", "event_ts": f"{time.time():.6f}",
+            "bot_access_token": f"xwfp-{n}-workflow-token"}
+        return {"token": "legacy-unused", "team_id": team, "api_app_id": "A1",
+                "event": event, "type": "event_callback", "event_id": f"Ev{n:08d}x",
+                "event_time": int(time.time())}
+
+    def completions(self, execution_id: str | None = None) -> list[Call]:
+        """Completions Slack took (functions.completeSuccess / completeError answered ok)."""
+        with self._lock:
+            return [c for c in self._calls if c.method.startswith("functions.complete")
+                    and c.error is None
+                    and (execution_id is None
+                         or c.params.get("function_execution_id") == execution_id)]
+
+    def _complete(self, params: dict[str, Any], how: str) -> dict[str, Any]:
+        """A step completes once: an unknown execution, or one completed before, is
+        refused as Slack refuses it."""
+        execution = str(params.get("function_execution_id") or "")
+        state = self.executions.get(execution)
+        if state is None:
+            return {"ok": False, "error": "function_execution_not_found"}
+        if state != "running":
+            return {"ok": False, "error": "execution_not_in_running_state"}
+        if how == "success" and not _json_arg(params.get("outputs")) \
+                and params.get("outputs") not in ("{}", {}):
+            return {"ok": False, "error": "invalid_arguments"}
+        if how == "error" and not str(params.get("error") or ""):
+            return {"ok": False, "error": "invalid_arguments"}
+        self.executions[execution] = how
+        return {"ok": True}
+
+    def _complete_success(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._complete(params, "success")
+
+    def _complete_error(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._complete(params, "error")
 
     def _group_members(self, params: dict[str, Any]) -> dict[str, Any]:
         group = params.get("usergroup", "")
@@ -329,7 +456,9 @@ class FakeSlack:
         "chat.postEphemeral": _post_ephemeral, "usergroups.users.list": _group_members,
         "apps.connections.open": _socket_mode, "conversations.replies": _replies,
         "conversations.history": _history, "conversations.info": _conversation_info,
-        "views.publish": _publish, "chat.getPermalink": _permalink}
+        "views.publish": _publish, "chat.getPermalink": _permalink,
+        "chat.unfurl": _unfurl, "functions.completeSuccess": _complete_success,
+        "functions.completeError": _complete_error}
 
     def _view_answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger_id not used before; views.update a known view id and,
@@ -464,6 +593,16 @@ class FakeSlack:
             do_GET = _handle
 
         return Handler
+
+
+def _json_arg(value: Any) -> dict[str, Any]:
+    """An argument Slack takes as JSON, sent in a JSON body or as form text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _kind(conversation: dict[str, Any]) -> str:

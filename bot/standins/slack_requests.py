@@ -140,6 +140,14 @@ class SlackSender:
         headers = signed_headers(secret or self.secret, body, timestamp=timestamp)
         return self.http.post(self.url, content=body, headers=headers)
 
+    def event(self, envelope: dict[str, Any], **kw: Any) -> httpx.Response:
+        """An Events API delivery (a JSON body, signed like every request)."""
+        body = json.dumps(envelope).encode()
+        ts = kw.get("timestamp")
+        headers = {**signed_headers(kw.get("secret") or self.secret, body, timestamp=ts),
+                   "Content-Type": "application/json"}
+        return self.http.post(self.url, content=body, headers=headers)
+
     def command(self, text: str, *, user: str, channel: str, response_url: str,
                 names: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
         """``names``: optional ``user_name`` / ``channel_name`` for the body."""

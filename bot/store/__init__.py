@@ -16,6 +16,7 @@ Times are epoch seconds (floats): portable across SQLite and PostgreSQL.
 - ``watches``: builds: recorded, announced once, leased and fenced, reported, progress
 - ``following``: subscriptions, job watches, builds they find, the webhook's nudge
 - ``heartbeats``: the bot's processes, and which of them died
+- ``function_runs``: runs of the Workflow Builder step, recorded once, completed once
 - ``housekeeping``: the audit log, and pruning
 - ``home``: the App Home: who opened it, its publishing turn, what changed
 
@@ -30,6 +31,7 @@ from bot.store.approvals import ApprovalQueries
 from bot.store.clock import DatabaseClock
 from bot.store.confirmations import OpenQuestion, RequestQueries
 from bot.store.following import FollowingQueries
+from bot.store.function_runs import FunctionRun, FunctionRunQueries
 from bot.store.heartbeats import DEAD_AFTER, HEARTBEAT_EVERY, ProcessQueries
 from bot.store.home import HomeQueries
 from bot.store.housekeeping import AUDIT_TEXT_LIMIT, Housekeeping
@@ -59,6 +61,7 @@ __all__ = [
     "Approval",
     "Claim",
     "DatabaseClock",
+    "FunctionRun",
     "OpenQuestion",
     "Reschedule",
     "Slots",
@@ -78,6 +81,7 @@ __all__ = [
 
 
 class Store(ApprovalQueries, QueueQueries, RequestQueries, LimitQueries, BuildQueries,
-            FollowingQueries, ProcessQueries, Housekeeping, HomeQueries):
+            FollowingQueries, ProcessQueries, Housekeeping, HomeQueries,
+            FunctionRunQueries):
     """The few queries the bot needs; every method is one short transaction, and every
     state change one conditional UPDATE that the lifecycle table allows."""

@@ -186,6 +186,29 @@ home_tabs = sa.Table(
     sa.Index("buildbot_home_tabs_due", "next_at"),
 )
 
+# One row per run of the Workflow Builder step "Run a CodeArts build" (bot.workflow): Slack's
+# function_execution_id is the key, so a redelivered event starts nothing twice. The
+# completion is an intent (``completing``, with when it was claimed) before the Slack call
+# and ``done`` after it, so a restart in between makes the call again (Slack answers a
+# second completion with an error that means it is done).
+function_runs = sa.Table(
+    "buildbot_function_runs", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # Slack's function_execution_id
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("request_id", sa.String(32), nullable=False),  # the request it makes
+    sa.Column("state", sa.String(16), nullable=False),  # open | completing | done
+    sa.Column("error", sa.Text, nullable=True),  # refused before any request: why
+    # the just-in-time token Slack sent with the event (it lives 15 minutes at most, or
+    # until the step completes); cleared once the step is done
+    sa.Column("token", sa.Text, nullable=True),
+    sa.Column("claimed_at", sa.Float, nullable=True),  # when a completion was claimed
+    sa.Column("outcome", sa.Text, nullable=True),  # the completion made: JSON
+    sa.Column("done_at", sa.Float, nullable=True),
+)
+sa.Index("buildbot_function_runs_state", function_runs.c.state)
+
 audit = sa.Table(
     "buildbot_audit", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -43,6 +43,7 @@ from bot.lifecycle import (
 )
 from bot.limits import Limits
 from bot.notifier import Notifier
+from bot.notify import NotifyMe
 from bot.policy import (
     Approved,
     StaticUserGroups,
@@ -143,6 +144,12 @@ class Engine(Desk):
                                where=self.recovery.where, max_age=max_age,
                                poll_seconds=poll_seconds)
         self.report = self.reports.report
+        # Notify me: a DM to whoever asked, once, when a build's report is finished
+        self.notify = NotifyMe(config=config, store=store, notifier=notifier, clock=clock,
+                               link=self.link, where=self.recovery.where,
+                               stale_after=intent_grace, alive=alive, max_age=max_age)
+        self.notify_click = self.notify.clicked
+        self.reports.finished = self.notify.send_due
         # the run call to CodeArts, and a build's channel message
         self.starts = Starts(config=config, store=store, notifier=notifier, clock=clock,
                              api=api, recovery=self.recovery, link=self.link,

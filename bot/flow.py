@@ -264,6 +264,11 @@ class Flow:
             self.respond(click.response_url, {**outcome.reply, "replace_original": False})
         self.after_command(who, outcome, rebuild_of=build.id)
 
+    # --- Notify me (a running build's message; a DM to the clicker when it ends) ----------
+
+    def notify_clicked(self, click: Click, channel: str) -> None:
+        self.respond(click.response_url, self.engine.notify_click(click, channel))
+
     # --- who may run a job (status, stop and subscriptions check this) -------------------
 
     def may_run(self, job: str, user_id: str, channel_id: str,

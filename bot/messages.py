@@ -28,6 +28,7 @@ Message = dict[str, Any]
 
 RUN, CANCEL, STOP, REBUILD = "buildbot.run", "buildbot.cancel", "buildbot.stop", "buildbot.rebuild"
 EDIT = "buildbot.edit"  # the confirmation's Edit parameters button (value: the request id)
+NOTIFY = "buildbot.notify"  # a running build's Notify me button (value: the build id)
 OPEN_FORM = "buildbot.form.open"  # help's Open the form buttons: + ".<n>" (value: the job)
 BUTTONS_PER_BLOCK = 25  # Slack's most elements in one actions block
 MAX_VALUE_CHARS = 120
@@ -599,10 +600,15 @@ def announcement(*, build_id: str, user_id: str, job_name: str, description: str
     head = f":hourglass_flowing_sand: {line}"
     if progress:
         head = cut(head, SECTION_CHARS - 510) + "\n" + cut(progress, 500)
-    blocks = [_section(head), *(_context(d) for d in details),
-              {"type": "actions", "block_id": "buildbot.running",
-               "elements": [_button("Stop", STOP, build_id, "danger")]}]
+    blocks = [_section(head), *(_context(d) for d in details), _running_buttons(build_id)]
     return {"text": _text(text), "blocks": blocks}
+
+
+def _running_buttons(build_id: str) -> dict[str, Any]:
+    """Stop, and Notify me (a DM to whoever clicks when the build ends), while it runs."""
+    return {"type": "actions", "block_id": "buildbot.running",
+            "elements": [_button("Stop", STOP, build_id, "danger"),
+                         _button("\N{BELL} Notify me", NOTIFY, build_id)]}
 
 
 def announcement_done(*, build_id: str, user_id: str, job_name: str, daily: str,
@@ -1273,9 +1279,7 @@ def followed_announcement(*, build_id: str, job_name: str, daily: str, build_no:
         head = cut(head, SECTION_CHARS - 510) + "\n" + cut(progress, 500)
     running = f"running ({cut(progress, 300)})" if progress else "running"
     return {"text": _text(f"{line}: {running}"), "blocks": [
-        _section(head),
-        {"type": "actions", "block_id": "buildbot.running",
-         "elements": [_button("Stop", STOP, build_id, "danger")]}]}
+        _section(head), _running_buttons(build_id)]}
 
 
 def followed_done(*, job_name: str, daily: str, build_no: str, link: str | None,
@@ -1301,3 +1305,49 @@ def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
     return {"text": _text(text), "blocks": [
         _section(cut(text, SECTION_CHARS)), *_log_blocks(tail, tail_truncated, tail_error,
                                                           link)]}
+
+
+# --- Notify me: a direct message when a build ends (issue 28) --------------------------
+
+def _notify_name(job_name: str, daily: str, build_no: str) -> str:
+    return _join(f"*{_job(job_name)}*", _build_name(daily, build_no))
+
+
+def notify_on(job_name: str, daily: str, build_no: str = "") -> Message:
+    """To the clicker alone: asked."""
+    return ephemeral(f"\N{BELL} You'll get a DM when {_notify_name(job_name, daily, build_no)}"
+                     " ends. Click *Notify me* again to undo it.", replace=False)
+
+
+def notify_off(job_name: str, daily: str, build_no: str = "") -> Message:
+    """To the clicker alone: undone."""
+    return ephemeral(f"\N{BELL WITH CANCELLATION STROKE} You won't get a DM when "
+                     f"{_notify_name(job_name, daily, build_no)} ends.", replace=False)
+
+
+def notify_ended(job_name: str, daily: str, build_no: str = "", *,
+                 on_its_way: bool = False) -> Message:
+    """To the clicker alone: the build has ended (its DM, if they asked, is on its way)."""
+    name = _notify_name(job_name, daily, build_no)
+    if on_its_way:
+        return ephemeral(f"{name} has ended: your DM is on its way.", replace=False)
+    return ephemeral(f"{name} has already ended: its result is in this message and its "
+                     "thread.", replace=False)
+
+
+def notify_refused(reason: str) -> Message:
+    """To the clicker alone: why a Notify me click changed nothing."""
+    return ephemeral(f":warning: {escape(shorten(reason, 300))}", replace=False)
+
+
+def notify_dm(*, job_name: str, daily: str, build_no: str, result: str,
+              duration_ms: int | None, thread: str | None, link: str | None,
+              channel: str) -> Message:
+    """The direct message to someone who clicked Notify me: the result, how long it took,
+    and a link to the build's thread (else the channel it is in)."""
+    emoji, words = _result_words(result)
+    took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
+    text = f"{emoji} {_notify_name(job_name, daily, build_no)} {words}{took}."
+    where = _link(thread, "Open the thread") if thread else f"See {_channel(channel)}"
+    lines = [text, where + (" · " + _link(link, "Open in CodeArts") if link else "")]
+    return {"text": _text(text), "blocks": [_section("\n".join(lines))]}

@@ -38,6 +38,7 @@ PROGRESS_429_WAIT = NO_RETRY_AFTER  # a 429 without a readable Retry-After waits
 
 BUILD_EVENT = "buildbot_build"  # metadata of a build's channel message
 RESULT_EVENT = "buildbot_result"  # metadata of the reply that gives a build's result
+NOTIFY_EVENT = "buildbot_notify"  # metadata of a "Notify me" direct message
 
 
 def tagged(message: dict[str, Any], event_type: str, build_id: str) -> dict[str, Any]:
@@ -171,6 +172,27 @@ class Notifier:
         """A direct message from the bot (the app's Messages tab)."""
         return self._call("chat.postMessage(dm)", lambda: self.client.chat_postMessage(
             channel=user_id, **message), user_id, Priority.RESULT)
+
+    def open_dm(self, user_id: str) -> Delivery:
+        """The bot's direct-message conversation with ``user_id`` (``conversations.open``):
+        ``channel`` carries its id, so the bot can read it back (``find``) before sending
+        a message again whose answer was lost."""
+        def send() -> dict[str, Any]:
+            resp = self.client.conversations_open(users=user_id)
+            return {"channel": (resp.get("channel") or {}).get("id")}
+        sent = self._call("conversations.open", send, user_id, Priority.RESULT)
+        if sent.ok and not sent.channel:
+            return Delivery(False, error="no_channel")
+        return sent
+
+    def permalink(self, channel: str, ts: str) -> str | None:
+        """A link to a message (``chat.getPermalink``); None when Slack will not say."""
+        def send() -> dict[str, Any]:
+            resp = self.client.chat_getPermalink(channel=channel, message_ts=ts)
+            return {"channel": channel, "ts": resp.get("permalink")}
+        got = self._call("chat.getPermalink", send, channel, Priority.RESULT)
+        link = got.ts if got.ok else None
+        return link if isinstance(link, str) and link.startswith("https://") else None
 
     def ephemeral(self, channel: str, user_id: str, message: dict[str, Any]) -> Delivery:
         """A message only ``user_id`` sees in ``channel`` (when there is no response_url)."""

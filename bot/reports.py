@@ -44,6 +44,8 @@ class Reports(Desk):
         self.where = where  # the build's channel message: (channel, ts)
         self.max_age = max_age
         self.poll_seconds = poll_seconds
+        # called with a build's id once its report is finished (the Notify me DMs)
+        self.finished: Callable[[str], object] = lambda build_id: None
 
     def report(self, build: Build, lease: Lease, *, retry: bool = False) -> None:
         """Reply in the thread and update the parent, once. A passing Slack error is
@@ -143,6 +145,7 @@ class Reports(Desk):
             log.warning("report of build=%s was finished by another holder", build.id)
             return
         self._reported(build, sent, detail)
+        self.finished(build.id)
 
     def _reported(self, build: Build, sent: Delivery, detail: str) -> None:
         """The report is finished: audited, and (for a result posted of a build of ours)

@@ -48,6 +48,8 @@ DEFAULT_LIMITS: dict[str, int] = {
     "conversations.history": 50,
     "conversations.replies": 50,
     "conversations.info": 50,
+    "conversations.open": 50,
+    "chat.getPermalink": 100,
     "usergroups.users.list": 20,
 }
 PER_CHANNEL = frozenset({"chat.postMessage"})

@@ -249,6 +249,16 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
             job_name=c.job, daily=c.daily, build_no=c.build_no, result=r, duration_ms=61_000,
             link=link, tail=tail, tail_truncated=trunc, tail_error=err)
             for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)),
+        "notify_on": (msg.notify_on(c.job, daily, c.build_no) for daily in (c.daily, "")),
+        "notify_off": (msg.notify_off(c.job, daily, c.build_no) for daily in (c.daily, "")),
+        "notify_ended": (msg.notify_ended(c.job, c.daily, c.build_no, on_its_way=w)
+                         for w in (False, True)),
+        "notify_refused": iter([msg.notify_refused(c.words)]),
+        "notify_dm": (msg.notify_dm(job_name=c.job, daily=daily, build_no=c.build_no, result=r,
+                                    duration_ms=d, thread=thread, link=link,
+                                    channel=c.channel)
+                      for daily in (c.daily, "") for r in RESULTS for d in (None, 61_000)
+                      for thread in (c.link, None) for link in (c.link, None)),
     }
 
 

@@ -18,10 +18,12 @@ def test_scopes_are_exactly_what_the_bot_calls() -> None:
     # commands: /build; chat:write: chat.postMessage / chat.update; chat:write.public: post
     # without joining; usergroups:read: usergroups.users.list; channels:history and
     # groups:history: conversations.history / conversations.replies (public / private);
-    # channels:read, groups:read, im:read, mpim:read: conversations.info (/build subscribe)
+    # channels:read, groups:read, im:read, mpim:read: conversations.info (/build subscribe);
+    # im:write, im:history: conversations.open and conversations.history (Notify me's DM)
     assert sorted(MANIFEST["oauth_config"]["scopes"]["bot"]) == \
         ["channels:history", "channels:read", "chat:write", "chat:write.public", "commands",
-         "groups:history", "groups:read", "im:read", "mpim:read", "usergroups:read"]
+         "groups:history", "groups:read", "im:history", "im:read", "im:write", "mpim:read",
+         "usergroups:read"]
 
 
 def test_buttons_and_socket_mode_are_on() -> None:

@@ -72,7 +72,8 @@ class FakeSlack:
         # an ID not given here is a public channel the bot is in, or a DM when it starts
         # with D; None: no such conversation for this bot (channel_not_found)
         self.conversations: dict[str, dict[str, Any] | None] = {}
-        self.scopes: set[str] = set(CONVERSATION_SCOPES.values())  # the bot token's scopes
+        # the bot token's scopes (those the manifest asks for that this fake checks)
+        self.scopes: set[str] = set(CONVERSATION_SCOPES.values()) | {"im:write"}
         self.user_names: dict[str, str] = {}
         self.views: dict[str, dict[str, Any]] = {}  # open modals by id, as last set
         self._triggers: set[str] = set()  # trigger_ids already used (each opens one view)
@@ -299,11 +300,35 @@ class FakeSlack:
             and c.params.get("channel") == params.get("channel")
             and not c.params.get("thread_ts") and float(c.ts) > oldest]}
 
+    def _open(self, params: dict[str, Any]) -> dict[str, Any]:
+        """conversations.open with one user: the bot's DM conversation with them (the same
+        id every time), as Slack answers it."""
+        users = str(params.get("users") or "")
+        if not users or "," in users:
+            return {"ok": False, "error": "users_list_not_supplied" if not users
+                    else "not_enough_users"}
+        if "im:write" not in self.scopes:
+            return {"ok": False, "error": "missing_scope", "needed": "im:write",
+                    "provided": ",".join(sorted(self.scopes))}
+        return {"ok": True, "no_op": True, "already_open": True,
+                "channel": {"id": "D" + users.lstrip("UW")[:20]}}
+
+    def _permalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        """chat.getPermalink: a link to a message this fake was asked to post."""
+        channel, ts = str(params.get("channel") or ""), str(params.get("message_ts") or "")
+        posted = [c for c in self._calls if c.method == "chat.postMessage" and c.ts == ts]
+        if not posted:
+            return {"ok": False, "error": "message_not_found"}
+        return {"ok": True, "channel": channel,
+                "permalink": f"https://example.slack.com/archives/{channel}/p"
+                             f"{ts.replace('.', '')}"}
+
     _ANSWERS: ClassVar[dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]]] = {
         "auth.test": _auth_test, "chat.postMessage": _post_message, "chat.update": _update,
         "chat.postEphemeral": _post_ephemeral, "usergroups.users.list": _group_members,
         "apps.connections.open": _socket_mode, "conversations.replies": _replies,
-        "conversations.history": _history, "conversations.info": _conversation_info}
+        "conversations.history": _history, "conversations.info": _conversation_info,
+        "conversations.open": _open, "chat.getPermalink": _permalink}
 
     def _view_answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger_id not used before; views.update a known view id and,

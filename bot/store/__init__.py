@@ -16,6 +16,7 @@ Times are epoch seconds (floats): portable across SQLite and PostgreSQL.
 - ``watches``: builds: recorded, announced once, leased and fenced, reported, progress
 - ``following``: subscriptions, job watches, builds they find, the webhook's nudge
 - ``heartbeats``: the bot's processes, and which of them died
+- ``notify``: "Notify me": who asked for a DM when a build ends, each sent once
 - ``housekeeping``: the audit log, and pruning
 
 beside ``schema`` (the tables and indexes, the engine, the migration step), ``clock``
@@ -32,6 +33,7 @@ from bot.store.following import FollowingQueries
 from bot.store.heartbeats import DEAD_AFTER, HEARTBEAT_EVERY, ProcessQueries
 from bot.store.housekeeping import AUDIT_TEXT_LIMIT, Housekeeping
 from bot.store.limits import LimitQueries, Slots
+from bot.store.notify import NotifyQueries
 from bot.store.queue import QueueQueries
 from bot.store.schema import (
     audit,
@@ -74,6 +76,6 @@ __all__ = [
 
 
 class Store(ApprovalQueries, QueueQueries, RequestQueries, LimitQueries, BuildQueries,
-            FollowingQueries, ProcessQueries, Housekeeping):
+            FollowingQueries, NotifyQueries, ProcessQueries, Housekeeping):
     """The few queries the bot needs; every method is one short transaction, and every
     state change one conditional UPDATE that the lifecycle table allows."""

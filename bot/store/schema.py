@@ -11,6 +11,7 @@
 - ``buildbot_job_slots``: one row per job with a max_running, locked by every
   decision that may start one of its builds.
 - ``buildbot_processes``: one row per running bot process, with its heartbeat.
+- ``buildbot_notify``: who asked for a direct message when a build ends ("Notify me").
 - ``buildbot_audit``: one row per decision; pruned on its own schedule, not with the
   rows it names.
 
@@ -138,6 +139,27 @@ job_watch = sa.Table(
     sa.Column("lease_until", sa.Float, nullable=True),
     sa.Column("lease_token", sa.BigInteger, nullable=True),
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+)
+
+# "Notify me" (issue 28): one row per build and person who asked for a direct message
+# when it ends. ``state``: wanted (asked; a second click deletes it), sending (claimed by
+# ``owner``, fenced by ``tries``, which grows with every claim), sent, failed (Slack's final
+# refusal, or given up). ``dm_channel`` is the DM conversation, recorded before the post so
+# that a retry can look there for a DM whose answer was lost before posting it again.
+notify_requests = sa.Table(
+    "buildbot_notify", metadata,
+    sa.Column("build_id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(32), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("asked_at", sa.Float, nullable=False),
+    sa.Column("owner", sa.String(64), nullable=True),
+    sa.Column("claimed_at", sa.Float, nullable=True),
+    sa.Column("retry_at", sa.Float, nullable=True),
+    sa.Column("tries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("dm_channel", sa.String(32), nullable=True),
+    sa.Column("dm_ts", sa.String(32), nullable=True),
+    sa.Column("error", sa.String(64), nullable=True),
+    sa.Index("buildbot_notify_state", "state"),
 )
 
 # One row per running bot process (an incarnation: a new one at every start). Each beats

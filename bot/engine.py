@@ -44,6 +44,7 @@ from bot.lifecycle import (
 from bot.limits import Limits
 from bot.notifier import Notifier
 from bot.notify import NotifyMe
+from bot.on_it import OnIt
 from bot.policy import (
     Approved,
     StaticUserGroups,
@@ -149,7 +150,11 @@ class Engine(Desk):
                                link=self.link, where=self.recovery.where,
                                stale_after=intent_grace, alive=alive, max_age=max_age)
         self.notify_click = self.notify.clicked
-        self.reports.finished = self.notify.send_due
+        # I'm on it: failure replies remembered as posted; a success closes the claims
+        self.on_it = OnIt(config=config, store=store, notifier=notifier, clock=clock)
+        self.on_it_click = self.on_it.clicked
+        self.reports.posted = self.on_it.remember
+        self.reports.finished = self._reported
         # the run call to CodeArts, and a build's channel message
         self.starts = Starts(config=config, store=store, notifier=notifier, clock=clock,
                              api=api, recovery=self.recovery, link=self.link,
@@ -168,6 +173,12 @@ class Engine(Desk):
                                  build_no=build.build_no,
                                  daily_build_number=build.daily_build_number,
                                  project_id=self.project_id or "")
+
+    def _reported(self, build_id: str) -> None:
+        """A build's report is finished: the Notify me DMs, and a success closes the I'm
+        on it claims of the failures before it."""
+        self.on_it.succeeded(build_id)
+        self.notify.send_due(build_id)
 
     # --- requests --------------------------------------------------------------------
 

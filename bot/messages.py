@@ -29,6 +29,8 @@ Message = dict[str, Any]
 RUN, CANCEL, STOP, REBUILD = "buildbot.run", "buildbot.cancel", "buildbot.stop", "buildbot.rebuild"
 EDIT = "buildbot.edit"  # the confirmation's Edit parameters button (value: the request id)
 NOTIFY = "buildbot.notify"  # a running build's Notify me button (value: the build id)
+ON_IT = "buildbot.onit"  # a failure reply's I'm on it button (value: the build id)
+ON_IT_BLOCK = "buildbot.onit"  # the line of a failure reply that says who is on it
 OPEN_FORM = "buildbot.form.open"  # help's Open the form buttons: + ".<n>" (value: the job)
 BUTTONS_PER_BLOCK = 25  # Slack's most elements in one actions block
 MAX_VALUE_CHARS = 120
@@ -639,9 +641,20 @@ def result_reply(*, build_id: str, user_id: str, job_name: str, daily: str, resu
     if link:
         text += " " + _link(link, "Open in CodeArts")
     blocks = [_section(text), *_log_blocks(tail, tail_truncated, tail_error, link)]
+    buttons = [_button("Rebuild", REBUILD, build_id)]
+    if failed(result):
+        buttons.append(_on_it_button(build_id))
     return {"text": _text(text), "blocks": [*blocks, {
-        "type": "actions", "block_id": "buildbot.next",
-        "elements": [_button("Rebuild", REBUILD, build_id)]}]}
+        "type": "actions", "block_id": "buildbot.next", "elements": buttons}]}
+
+
+def failed(result: str) -> bool:
+    """A result whose reply carries I'm on it: a failure, or an end that is no success."""
+    return result in ("failure", "unknown") or result.startswith(ENDED)
+
+
+def _on_it_button(build_id: str) -> dict[str, Any]:
+    return _button("\N{HAPPY PERSON RAISING ONE HAND} I'm on it", ON_IT, build_id)
 
 
 _FENCE = "```"
@@ -1063,7 +1076,10 @@ def _row_line(row: Any) -> str:
         took = f" in {duration(row.duration_ms)}" if row.duration_ms is not None else ""
         state = f"{emoji} {words}{took}"
     who = f"by {_user(row.started_by)}" if row.started_by else "started outside Slack"
-    return " · ".join(p for p in (f"• {name} {state}", _when(row.started_at), who) if p)
+    taker = getattr(row, "on_it", None)  # I'm on it (issue 28)
+    on_it = f"\N{HAPPY PERSON RAISING ONE HAND} {_user(taker)} is on it" if taker else ""
+    return " · ".join(p for p in (f"• {name} {state}", _when(row.started_at), who, on_it)
+                      if p)
 
 
 def _status_tail(job_name: str, *, running: bool, hidden: int) -> list[str]:
@@ -1294,7 +1310,7 @@ def followed_done(*, job_name: str, daily: str, build_no: str, link: str | None,
 def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
                     duration_ms: int | None, link: str | None,
                     tail: Sequence[str] | None = None, tail_truncated: bool = False,
-                    tail_error: str | None = None) -> Message:
+                    tail_error: str | None = None, build_id: str = "") -> Message:
     """The result of a followed build: its thread reply (``all``), or the one channel
     message of a failed build (``failures``), with the log's last lines."""
     emoji, words = _result_words(result)
@@ -1302,9 +1318,12 @@ def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
     text = f"{emoji} {_followed_line(job_name, daily, build_no, None)}: {words}{took}."
     if link:
         text += " " + _link(link, "Open in CodeArts")
-    return {"text": _text(text), "blocks": [
-        _section(cut(text, SECTION_CHARS)), *_log_blocks(tail, tail_truncated, tail_error,
-                                                          link)]}
+    blocks = [_section(cut(text, SECTION_CHARS)),
+              *_log_blocks(tail, tail_truncated, tail_error, link)]
+    if build_id and failed(result):  # I'm on it (issue 28)
+        blocks.append({"type": "actions", "block_id": "buildbot.next",
+                       "elements": [_on_it_button(build_id)]})
+    return {"text": _text(text), "blocks": blocks}
 
 
 # --- Notify me: a direct message when a build ends (issue 28) --------------------------
@@ -1351,3 +1370,42 @@ def notify_dm(*, job_name: str, daily: str, build_no: str, result: str,
     where = _link(thread, "Open the thread") if thread else f"See {_channel(channel)}"
     lines = [text, where + (" · " + _link(link, "Open in CodeArts") if link else "")]
     return {"text": _text(text), "blocks": [_section("\n".join(lines))]}
+
+
+# --- I'm on it: who is on a failed build (issue 28) --------------------------------------
+
+def with_taker(reply: Message, taker: str | None) -> Message:
+    """A failure reply as posted, showing who is on it (``taker``), or nobody: its line
+    about that, just above its buttons, is replaced; the rest is kept as it was."""
+    blocks = [b for b in reply.get("blocks") or []
+              if isinstance(b, dict) and b.get("block_id") != ON_IT_BLOCK]
+    if taker:
+        line = {**_context(f"\N{HAPPY PERSON RAISING ONE HAND} {_user(taker)} is on it."),
+                "block_id": ON_IT_BLOCK}
+        at = next((i for i, b in enumerate(blocks) if b.get("type") == "actions"),
+                  len(blocks))
+        blocks.insert(at, line)
+    text = reply.get("text") if isinstance(reply.get("text"), str) else ""
+    return {"text": _text(text or "A build failed."), "blocks": blocks[:MAX_BLOCKS]}
+
+
+def already_on_it(taker: str) -> Message:
+    """To the clicker alone: someone else took it."""
+    return ephemeral(f"{_user(taker)} is already on it.", replace=False)
+
+
+def on_it_closed(job_name: str, build_no: str) -> Message:
+    """To the clicker alone: a later build succeeded; nobody needs to be on it."""
+    return ephemeral(f"*{_job(job_name)}* has succeeded since (build "
+                     f"#{escape(shorten(build_no, 100))}): nobody needs to be on this "
+                     "failure any more.", replace=False)
+
+
+def on_it_refused(reason: str) -> Message:
+    """To the clicker alone: why an I'm on it click changed nothing."""
+    return ephemeral(f":warning: {escape(shorten(reason, 300))}", replace=False)
+
+
+def on_it_released(job_name: str) -> Message:
+    """To the clicker alone: they are no longer on it."""
+    return ephemeral(f"You are no longer on this *{_job(job_name)}* failure.", replace=False)

@@ -44,8 +44,12 @@ class Reports(Desk):
         self.where = where  # the build's channel message: (channel, ts)
         self.max_age = max_age
         self.poll_seconds = poll_seconds
-        # called with a build's id once its report is finished (the Notify me DMs)
+        # called with a build's id once its report is finished (the Notify me DMs, and
+        # a success closes the I'm on it claims before it)
         self.finished: Callable[[str], object] = lambda build_id: None
+        # called with each result reply Slack took (or that was found in its thread): a
+        # failure's is remembered, so I'm on it can edit it
+        self.posted: Callable[[Build, msg.Message, Delivery], object] = lambda *a: None
 
     def report(self, build: Build, lease: Lease, *, retry: bool = False) -> None:
         """Reply in the thread and update the parent, once. A passing Slack error is
@@ -77,6 +81,8 @@ class Reports(Desk):
         if channel and ts and retry:
             found = self._look_in_thread(build, reply, result, channel, ts)
             if found is not None:
+                if found[0].ok:
+                    self.posted(build, reply, found[0])
                 return found
         if not self._still_held(build, lease):
             log.warning("lease of build=%s lost before posting its result; not posting",
@@ -84,6 +90,7 @@ class Reports(Desk):
             return None
         sent = self._send_result(build, reply, channel, ts)
         if sent.ok:
+            self.posted(build, reply, sent)
             return sent, result
         if self._retry_later(build, lease, sent):
             return None
@@ -225,11 +232,13 @@ class Reports(Desk):
             reply = msg.followed_result(
                 job_name=build.job_name, daily=build.daily_build_number,
                 build_no=build.build_no, result=result, duration_ms=build.duration_ms,
-                link=link, tail=tail, tail_truncated=truncated, tail_error=problem)
+                link=link, tail=tail, tail_truncated=truncated, tail_error=problem,
+                build_id=build.id)
         if retry:  # an earlier attempt may have posted it
             found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts,
                                        oldest=None if ts else build.created_at - LOOK_BACK)
             if found.known and found.ts:
+                self.posted(build, reply, Delivery(True, channel=channel, ts=found.ts))
                 return Delivery(True, channel=channel, ts=found.ts), result
             if not found.known:
                 return Delivery(False, error="unreadable", permanent=True), (
@@ -239,6 +248,7 @@ class Reports(Desk):
             return None
         sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id), thread_ts=ts)
         if sent.ok:
+            self.posted(build, reply, sent)
             return sent, result
         if self._retry_later(build, lease, sent):
             return None

@@ -120,14 +120,20 @@ def _stop_listeners(app: App, flow: Flow) -> None:
 
 
 def _notify_listeners(app: App, flow: Flow) -> None:
-    """Notify me (on a running build's channel message): the click's channel is checked
-    against the build's."""
+    """Notify me (on a running build's channel message) and I'm on it (on a failure
+    reply): the click's channel is checked against the message's."""
 
     @app.action(msg.NOTIFY)
     def notify(ack: Ack, body: dict[str, Any]) -> None:
         channel = _str(_dict(body.get("channel")).get("id"))
         _guard(ack, lambda a, b: flow.on_click(
             a, b, lambda click: flow.notify_clicked(click, channel)), body)
+
+    @app.action(msg.ON_IT)
+    def on_it(ack: Ack, body: dict[str, Any]) -> None:
+        channel = _str(_dict(body.get("channel")).get("id"))
+        _guard(ack, lambda a, b: flow.on_click(
+            a, b, lambda click: flow.on_it_clicked(click, channel)), body)
 
 
 def _str(value: Any) -> str:

@@ -77,7 +77,8 @@ def test_failure_reply_mentions_the_requester_and_offers_rebuild() -> None:
     m = msg.result_reply(build_id="b1", user_id="U1", job_name="backend", daily="20261123.4",
                          result="failure", duration_ms=90_000, link="https://x/y")
     assert m["text"].startswith("<@U1> ") and "failed in 1 min 30 s" in m["text"]
-    assert buttons(m) == [("Rebuild", msg.REBUILD, "b1")]
+    assert buttons(m) == [("Rebuild", msg.REBUILD, "b1"),
+                          ("\N{HAPPY PERSON RAISING ONE HAND} I'm on it", msg.ON_IT, "b1")]
     ok = msg.result_reply(build_id="b1", user_id="U1", job_name="backend", daily="d",
                           result="success", duration_ms=1000, link=None)
     assert "<@U1>" not in ok["text"] and "succeeded" in ok["text"]

@@ -17,6 +17,7 @@ Times are epoch seconds (floats): portable across SQLite and PostgreSQL.
 - ``following``: subscriptions, job watches, builds they find, the webhook's nudge
 - ``heartbeats``: the bot's processes, and which of them died
 - ``notify``: "Notify me": who asked for a DM when a build ends, each sent once
+- ``on_it``: "I'm on it": failure replies, who took each, the success that closed it
 - ``housekeeping``: the audit log, and pruning
 
 beside ``schema`` (the tables and indexes, the engine, the migration step), ``clock``
@@ -34,6 +35,7 @@ from bot.store.heartbeats import DEAD_AFTER, HEARTBEAT_EVERY, ProcessQueries
 from bot.store.housekeeping import AUDIT_TEXT_LIMIT, Housekeeping
 from bot.store.limits import LimitQueries, Slots
 from bot.store.notify import NotifyQueries
+from bot.store.on_it import OnItQueries
 from bot.store.queue import QueueQueries
 from bot.store.schema import (
     audit,
@@ -76,6 +78,6 @@ __all__ = [
 
 
 class Store(ApprovalQueries, QueueQueries, RequestQueries, LimitQueries, BuildQueries,
-            FollowingQueries, NotifyQueries, ProcessQueries, Housekeeping):
+            FollowingQueries, NotifyQueries, OnItQueries, ProcessQueries, Housekeeping):
     """The few queries the bot needs; every method is one short transaction, and every
     state change one conditional UPDATE that the lifecycle table allows."""

@@ -12,6 +12,7 @@
   decision that may start one of its builds.
 - ``buildbot_processes``: one row per running bot process, with its heartbeat.
 - ``buildbot_notify``: who asked for a direct message when a build ends ("Notify me").
+- ``buildbot_on_it``: failure replies, who is on each ("I'm on it"), and what fixed it.
 - ``buildbot_audit``: one row per decision; pruned on its own schedule, not with the
   rows it names.
 
@@ -160,6 +161,30 @@ notify_requests = sa.Table(
     sa.Column("dm_ts", sa.String(32), nullable=True),
     sa.Column("error", sa.String(64), nullable=True),
     sa.Index("buildbot_notify_state", "state"),
+)
+
+# "I'm on it" (issue 28): one row per failure reply the bot posted (a failed build's thread
+# reply, or a followed build's failure post): where it is and what it says, so a click can
+# edit it; who took it (one taker at a time, by conditional UPDATE); and, once a later
+# build of the job on the same branch succeeded, that build (the claim is closed).
+on_it = sa.Table(
+    "buildbot_on_it", metadata,
+    sa.Column("build_id", sa.String(32), primary_key=True),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("build_no", sa.String(32), nullable=False),
+    sa.Column("build_number", sa.BigInteger, nullable=False),  # build_no, for ordering
+    sa.Column("daily_build_number", sa.String(64), nullable=True),
+    sa.Column("branch", sa.String(255), nullable=True),  # None: not known
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("ts", sa.String(32), nullable=False),
+    sa.Column("reply", sa.Text, nullable=False),  # the reply as posted (JSON)
+    sa.Column("posted_at", sa.Float, nullable=False),
+    sa.Column("taker", sa.String(32), nullable=True),
+    sa.Column("taken_at", sa.Float, nullable=True),
+    sa.Column("closed_by", sa.String(32), nullable=True),  # the build_no that succeeded
+    sa.Column("closed_at", sa.Float, nullable=True),
+    sa.Index("buildbot_on_it_job", "job_id", "build_number"),
 )
 
 # One row per running bot process (an incarnation: a new one at every start). Each beats

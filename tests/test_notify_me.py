@@ -63,7 +63,9 @@ def end(bot: Bot, rid: str) -> None:
     for _ in range(5):
         bot.clock.advance(POLL + 1)
         bot.runtime.watcher.run_once()
-    assert bot.store.get_build(rid).result is not None
+        if bot.store.get_build(rid).result is not None:
+            return
+    raise AssertionError("the build did not end")
 
 
 def test_the_running_message_carries_notify_me_and_the_result_drops_it(bot: Bot) -> None:
@@ -255,3 +257,48 @@ def test_a_passing_refusal_is_retried_and_a_final_one_given_up(bot: Bot) -> None
     bot.runtime.watcher.run_once()
     assert len(dms(bot, "UBOB")) == 1 and dms(bot, "UCAROL") == []
     assert sorted(bot.store.notify_rows(rid)) == [("UBOB", "sent"), ("UCAROL", "failed")]
+
+
+
+class Killed(Exception):
+    """The process died here (nothing after this line of it ran)."""
+
+
+@pytest.mark.parametrize("dies", ["after Slack took the DM", "before the DM was posted"])
+def test_a_restart_sends_each_dm_once(db_url: str, tmp_path: Path, dies: str) -> None:
+    """The first process is killed while sending a DM (after Slack took it, before it was
+    marked sent; or before posting it); the second (a restart: the same database, fresh
+    memory) sends it exactly once: it reads the DM conversation back first."""
+    (tmp_path / "two").mkdir()
+    with running_bot(db_url, tmp_path, poll=POLL) as one, \
+            running_bot(db_url, tmp_path / "two", poll=POLL,
+                        codearts_endpoint=one.codearts.url,
+                        slack_api_url=one.slack.api_url) as two:
+        one.codearts.add_job(BACKEND_ID, duration=60)
+        rid, _ = start(one)
+        notify(one, rid, "UBOB")
+        notifier = one.runtime.engine.notifier
+        real_post = notifier.post
+
+        def post(channel: str, message: dict[str, Any], **kw: Any) -> Any:
+            is_dm = (message.get("metadata") or {}).get("event_type") == NOTIFY_EVENT
+            if is_dm and dies == "before the DM was posted":
+                raise Killed
+            sent = real_post(channel, message, **kw)
+            if is_dm:
+                raise Killed  # Slack took it; the process died before hearing so
+            return sent
+
+        notifier.post = post  # type: ignore[method-assign]
+        end(one, rid)  # the report is finished; the DM's sender dies in the middle
+        assert [r[1] for r in one.store.notify_rows(rid)] == ["sending"]
+        assert len(dms(one)) == (1 if dies == "after Slack took the DM" else 0)
+        one.runtime.heartbeat.stop(clean=False)
+        # the restart, past the grace of a claim whose owner may still be posting
+        two.clock.advance(one.clock.offset + 200)
+        two.runtime.watcher.run_once()
+        two.clock.advance(POLL + 1)
+        two.runtime.watcher.run_once()
+        (dm,) = dms(one, "UBOB")
+        assert "succeeded" in dm["text"]
+        assert two.store.notify_rows(rid) == [("UBOB", "sent")]

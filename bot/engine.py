@@ -154,7 +154,8 @@ class Engine(Desk):
         self.on_it = OnIt(config=config, store=store, notifier=notifier, clock=clock)
         self.on_it_click = self.on_it.clicked
         self.reports.posted = self.on_it.remember
-        self.reports.finished = self._reported
+        self.reports.ending = self.on_it.succeeded
+        self.reports.finished = self.notify.send_due
         # the run call to CodeArts, and a build's channel message
         self.starts = Starts(config=config, store=store, notifier=notifier, clock=clock,
                              api=api, recovery=self.recovery, link=self.link,
@@ -173,12 +174,6 @@ class Engine(Desk):
                                  build_no=build.build_no,
                                  daily_build_number=build.daily_build_number,
                                  project_id=self.project_id or "")
-
-    def _reported(self, build_id: str) -> None:
-        """A build's report is finished: the Notify me DMs, and a success closes the I'm
-        on it claims of the failures before it."""
-        self.on_it.succeeded(build_id)
-        self.notify.send_due(build_id)
 
     # --- requests --------------------------------------------------------------------
 

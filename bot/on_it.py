@@ -2,7 +2,8 @@
 build's failure post) carries an I'm on it button. The first click takes it and the reply
 says "@bob is on it"; a click by someone else answers them alone "@bob is already on it";
 a second click by the taker releases it. When a later build of the job on the same branch
-succeeds, the claim closes (``Store.claim_closed_by`` says who was on it).
+succeeds, the claim closes before that build's result is posted, so its messages can say
+who was on it (``Store.claim_closed_by``).
 
 The failure reply is remembered when it is posted (``remember``), with what it says, so
 the click edits it (``chat.update``) from the store, never from what the click carries.
@@ -119,11 +120,11 @@ class OnIt(Desk):
 
     # --- a success closes the claims before it ------------------------------------------
 
-    def succeeded(self, build_id: str) -> None:
-        """A build's report finished: a success closes the open claims of the failures of
-        its job on its branch before it."""
-        build = self.store.get_build(build_id)
-        if build is None or build.result != "success":
+    def succeeded(self, build: Build) -> None:
+        """A build ended, before its result is posted: a success closes the open claims of
+        the failures of its job on its branch before it (again on a retry: idempotent), so
+        its messages can say who was on it (``Store.claim_closed_by``)."""
+        if build.result != "success":
             return
         closed = self.store.close_claims(job_id=build.job_id, branch=self.branch_of(build),
                                          build_no=build.build_no, now=self.clock())

@@ -44,8 +44,11 @@ class Reports(Desk):
         self.where = where  # the build's channel message: (channel, ts)
         self.max_age = max_age
         self.poll_seconds = poll_seconds
-        # called with a build's id once its report is finished (the Notify me DMs, and
-        # a success closes the I'm on it claims before it)
+        # called with an ended build before its result is posted (a success closes the
+        # I'm on it claims before it, so its messages can say who was on it), each time
+        # its report is tried: it must be idempotent
+        self.ending: Callable[[Build], object] = lambda build: None
+        # called with a build's id once its report is finished (the Notify me DMs)
         self.finished: Callable[[str], object] = lambda build_id: None
         # called with each result reply Slack took (or that was found in its thread): a
         # failure's is remembered, so I'm on it can edit it
@@ -62,6 +65,7 @@ class Reports(Desk):
         if ready is None:
             return
         build = ready
+        self.ending(build)
         channel, ts = self.where(build)
         post = self._post_followed if build.origin == ORIGIN_SUBSCRIPTION else self._post_result
         posted = post(build, lease, channel, ts, retry)

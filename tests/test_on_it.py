@@ -126,8 +126,21 @@ def test_a_later_success_on_the_branch_closes_the_claim(bot: Bot) -> None:
     on_it(bot, failed, "UBOB")
     on_it(bot, other, "UCAROL")
     bot.codearts.add_job(BACKEND_ID, outcome="SUCCESS", duration=60)
+    notifier = bot.runtime.engine.notifier
+    real_post = notifier.post
+    seen: list[str | None] = []  # who was on it, as the success's result is posted
+
+    def post(channel: str, message: dict[str, Any], **kw: Any) -> Any:
+        build_id = ((message.get("metadata") or {}).get("event_payload") or {}).get("build_id")
+        if (message.get("metadata") or {}).get("event_type") == RESULT_EVENT:
+            build = bot.store.get_build(build_id)
+            seen.append(bot.store.claim_closed_by(BACKEND_ID, "master", build.build_no))
+        return real_post(channel, message, **kw)
+
+    notifier.post = post  # type: ignore[method-assign]
     fixed = run(bot, "backend codeBranch=master")
     build_no = bot.store.get_build(fixed).build_no
+    assert seen == ["UBOB"]  # closed before the success's messages: they can say who
     assert bot.store.claim_closed_by(BACKEND_ID, "master", build_no) == "UBOB"
     assert bot.store.claim_closed_by(BACKEND_ID, "release/1", build_no) is None
     (told,) = on_it(bot, failed, "UBOB")  # closed: nothing to take or release

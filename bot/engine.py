@@ -151,7 +151,8 @@ class Engine(Desk):
                                stale_after=intent_grace, alive=alive, max_age=max_age)
         self.notify_click = self.notify.clicked
         # I'm on it: failure replies remembered as posted; a success closes the claims
-        self.on_it = OnIt(config=config, store=store, notifier=notifier, clock=clock)
+        self.on_it = OnIt(config=config, store=store, notifier=notifier, clock=clock,
+                          stale_after=intent_grace)
         self.on_it_click = self.on_it.clicked
         self.reports.posted = self.on_it.remember
         self.reports.ending = self.on_it.succeeded

@@ -59,8 +59,11 @@ class OnIt(Desk):
     """I'm on it: failure replies remembered, clicks decided, claims closed."""
 
     def __init__(self, *, config: BuildbotConfig, store: Store, notifier: Notifier,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], stale_after: float) -> None:
+        """``stale_after``: a click's own edit is done by then; a change its reply does
+        not show after that is edited again by the watcher (``edit_lost``)."""
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
+        self.stale_after = stale_after
 
     def branch_of(self, build: Build) -> str | None:
         """The branch a build ran on, where the bot knows it: the ``codeBranch`` its
@@ -104,10 +107,10 @@ class OnIt(Desk):
                              daily_build_number=row.daily_build_number,
                              build_no=row.build_no)
         if decision.edit and row is not None:
-            self._edit(row)
+            self.edit(row)
         return decision.answer
 
-    def _edit(self, row: FailureReply) -> None:
+    def edit(self, row: FailureReply) -> None:
         """The reply shows who is on it as the store has it now (a later click's edit
         never shows an older state than its own move)."""
         current = self.store.failure_reply(row.build_id) or row
@@ -115,8 +118,23 @@ class OnIt(Desk):
         sent = self.notifier.update(current.channel, current.ts,
                                     tagged(edited, RESULT_EVENT, row.build_id),
                                     priority=Priority.ANSWER)
+        if sent.ok or sent.permanent:  # a final refusal (the reply deleted) is not retried
+            self.store.reply_shows(build_id=row.build_id, taker=current.taker)
         if not sent.ok:
             log.warning("failure reply of build=%s not edited: %s", row.build_id, sent.error)
+
+    def lost_edits(self, *, limit: int = 20) -> list[FailureReply]:
+        """The failure replies whose taker changed more than ``stale_after`` ago and that
+        do not show it (a crash or a busy Slack lost the edit)."""
+        return self.store.replies_to_edit(before=self.clock() - self.stale_after,
+                                          limit=limit)
+
+    def edit_lost(self) -> int:
+        """Edit each of ``lost_edits`` again: how many."""
+        due = self.lost_edits()
+        for row in due:
+            self.edit(row)
+        return len(due)
 
     # --- a success closes the claims before it ------------------------------------------
 

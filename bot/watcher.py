@@ -168,12 +168,15 @@ class Watcher:
 
     def _notify_beside_polls(self) -> None:
         """Notify me DMs not sent when their build's report finished (asked meanwhile, or
-        their sender died or met a passing refusal) are sent in the pool, like polls."""
+        their sender died or met a passing refusal) are sent in the pool, like polls; so
+        are the I'm on it edits a crash or a busy Slack lost."""
         with self._idle:
             room = min(self.per_job - self._running[NOTIFY_KEY], self.threads - self._busy)
         if room > 0:
             for row in self.engine.notify.due(limit=room):
                 self._submit_task(NOTIFY_KEY, self.engine.notify.send, row)
+            for reply in self.engine.on_it.lost_edits(limit=room):  # I'm on it's edits
+                self._submit_task(NOTIFY_KEY, self.engine.on_it.edit, reply)
 
     def run_once(self) -> int:
         """Housekeeping, then poll every due watch this process could lease, and wait for
@@ -316,6 +319,7 @@ class Watcher:
         if settle:  # tests: settle here, in order; the loop settles beside its polls
             self.engine.settle_stale()
             self.engine.notify.send_due()
+            self.engine.on_it.edit_lost()
         now = self.clock()
         if now - self._pruned_at >= PRUNE_EVERY:
             self._pruned_at = now

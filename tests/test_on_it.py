@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bot import messages as msg
-from bot.notifier import RESULT_EVENT
+from bot.notifier import RESULT_EVENT, Delivery
 from bot.store.on_it import Took
 from tests.fakes.codearts import FakeCodeArts
 from tests.harness import BACKEND_ID, Bot, button_value, running_bot
@@ -184,3 +184,24 @@ def test_a_followed_builds_failure_post_carries_on_it(bot: Bot) -> None:
     assert on_it(bot, build_id, "UBOB") == []
     (taken,) = edits(bot, post["ts"])
     assert "<@UBOB> is on it." in shown(taken) and "started outside Slack" in taken["text"]
+
+
+def test_an_edit_slack_did_not_take_is_made_later_by_the_watcher(bot: Bot) -> None:
+    rid = run(bot)
+    ts = reply_of(bot, rid)["ts"]
+    notifier = bot.runtime.engine.notifier
+    real_update = notifier.update
+    # Slack too busy for the edit (no budget left within its wait: a passing error)
+    notifier.update = lambda *a, **k: Delivery(False, error="ratelimited")  # type: ignore
+    assert on_it(bot, rid, "UBOB") == []
+    assert bot.store.failure_reply(rid).taker == "UBOB" and edits(bot, ts) == []
+    bot.runtime.watcher.run_once()
+    assert edits(bot, ts) == []  # a click's own edit may still be under way: left alone
+    notifier.update = real_update  # type: ignore[method-assign]
+    bot.clock.advance(200)
+    bot.runtime.watcher.run_once()
+    (edited,) = edits(bot, ts)
+    assert "<@UBOB> is on it." in shown(edited)
+    bot.clock.advance(200)
+    bot.runtime.watcher.run_once()
+    assert len(edits(bot, ts)) == 1  # shown now: not edited again

@@ -84,7 +84,7 @@ class OnItQueries(StoreBase):
                     build_no=build_no, build_number=int(build_no),
                     daily_build_number=daily_build_number[:64],
                     branch=branch[:255] if branch else None, channel=channel, ts=ts,
-                    reply=json.dumps(reply), posted_at=now))
+                    reply=json.dumps(reply), posted_at=now, shown="", changed_at=now))
         except IntegrityError:
             pass  # remembered already
 
@@ -99,17 +99,35 @@ class OnItQueries(StoreBase):
         with self._tx() as c:
             if c.execute(o.update().where(o.c.build_id == build_id, o.c.taker.is_(None),
                                           o.c.closed_at.is_(None))
-                         .values(taker=user_id, taken_at=now)).rowcount == 1:
+                         .values(taker=user_id, taken_at=now, changed_at=now)).rowcount == 1:
                 return Took.TAKEN
         with self._tx() as c:
             if c.execute(o.update().where(o.c.build_id == build_id, o.c.taker == user_id,
                                           o.c.closed_at.is_(None))
-                         .values(taker=None, taken_at=None)).rowcount == 1:
+                         .values(taker=None, taken_at=None, changed_at=now)).rowcount == 1:
                 return Took.RELEASED
         row = self.failure_reply(build_id)
         if row is None:
             return Took.MISSING
         return Took.CLOSED if row.closed_by is not None else Took.HELD
+
+    def reply_shows(self, *, build_id: str, taker: str | None) -> None:
+        """Slack took the edit showing ``taker`` (None: nobody) on the reply, while it is
+        still the taker (a later click's edit is not marked done by an earlier one)."""
+        same = o.c.taker.is_(None) if taker is None else o.c.taker == taker
+        with self._tx() as c:
+            c.execute(o.update().where(o.c.build_id == build_id, same)
+                      .values(shown=taker or ""))
+
+    def replies_to_edit(self, *, before: float, limit: int = 20) -> list[FailureReply]:
+        """Failure replies whose taker changed before ``before`` and that do not show it
+        yet: their edit was lost (its process died, or Slack would not take it)."""
+        with self._tx() as c:
+            rows = c.execute(sa.select(o).where(
+                o.c.changed_at < before,
+                sa.func.coalesce(o.c.shown, "") != sa.func.coalesce(o.c.taker, ""))
+                .order_by(o.c.changed_at).limit(limit)).mappings()
+            return [FailureReply.from_row(r) for r in rows]
 
     def close_claims(self, *, job_id: str, branch: str | None, build_no: str,
                      now: float) -> int:

@@ -182,6 +182,10 @@ on_it = sa.Table(
     sa.Column("posted_at", sa.Float, nullable=False),
     sa.Column("taker", sa.String(32), nullable=True),
     sa.Column("taken_at", sa.Float, nullable=True),
+    # who the reply in Slack shows as on it ("": nobody), and when the taker last changed:
+    # a change whose edit was lost (a crash, Slack busy) is edited again by the watcher
+    sa.Column("shown", sa.String(32), nullable=True),
+    sa.Column("changed_at", sa.Float, nullable=True),
     sa.Column("closed_by", sa.String(32), nullable=True),  # the build_no that succeeded
     sa.Column("closed_at", sa.Float, nullable=True),
     sa.Index("buildbot_on_it_job", "job_id", "build_number"),

@@ -302,3 +302,34 @@ def test_a_restart_sends_each_dm_once(db_url: str, tmp_path: Path, dies: str) ->
         (dm,) = dms(one, "UBOB")
         assert "succeeded" in dm["text"]
         assert two.store.notify_rows(rid) == [("UBOB", "sent")]
+
+
+def test_two_replicas_on_postgresql_send_each_dm_once(pg_url: str, tmp_path: Path) -> None:
+    """Two live replicas on one database: both pass at once, over and over, after the
+    builds end; each person who asked gets one DM per build."""
+    (tmp_path / "two").mkdir()
+    with running_bot(pg_url, tmp_path, poll=POLL) as one, \
+            running_bot(pg_url, tmp_path / "two", poll=POLL,
+                        codearts_endpoint=one.codearts.url,
+                        slack_api_url=one.slack.api_url) as two:
+        one.codearts.add_job(BACKEND_ID, duration=60)
+        builds = [start(one)[0] for _ in range(3)]
+        users = ("UBOB", "UCAROL", "UDAVE", "UERIN")
+        for rid in builds:
+            for user in users:
+                notify(one, rid, user)
+
+        def both() -> None:
+            for replica in (one, two):
+                replica.clock.advance(POLL + 1)
+                replica.runtime.heartbeat.beat()  # both alive by their moved clocks
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda r: r.runtime.watcher.run_once(), (one, two)))
+
+        for _ in range(6):
+            both()
+        assert all(one.store.get_build(rid).result == "success" for rid in builds)
+        for user in users:
+            sent = dms(one, user)
+            assert len(sent) == 3
+            assert {d["metadata"]["event_payload"]["build_id"] for d in sent} == set(builds)

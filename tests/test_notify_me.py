@@ -7,6 +7,7 @@ stand-ins on loopback, a real database; time moves through the harness clock."""
 from __future__ import annotations
 
 import concurrent.futures
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -333,3 +334,43 @@ def test_two_replicas_on_postgresql_send_each_dm_once(pg_url: str, tmp_path: Pat
             sent = dms(one, user)
             assert len(sent) == 3
             assert {d["metadata"]["event_payload"]["build_id"] for d in sent} == set(builds)
+
+
+@pytest.mark.parametrize("held", ["chat.postMessage", "conversations.open"])
+def test_killed_while_sending_a_dm_then_restarted(
+        stand_ins: tuple[Any, FakeCodeArts], tmp_path: Path, db_url: str, held: str) -> None:
+    """``python -m bot`` is killed (SIGKILL) while Slack holds the answer to the DM it took
+    (or to opening the DM conversation); after a restart the DM is there exactly once."""
+    from tests.harness import SECRET
+    from tests.slack_requests import SlackSender
+    from tests.test_crash_process import bot_at, channel_posts, crash_env, run_backend, settle
+
+    slack, codearts = stand_ins
+    codearts.add_job(BACKEND_ID, duration=4)  # long enough to click Notify me
+    env, url = crash_env(stand_ins, tmp_path, db_url)
+
+    def to_bob() -> list[dict[str, Any]]:
+        return [c for c in slack.calls("chat.postMessage") if c.get("channel") == "DBOB"]
+
+    with bot_at(env, url, stop=signal.SIGKILL):
+        slack.accept_slowly(held, 60, channel="DBOB" if held == "chat.postMessage" else None)
+        run_backend(slack, url)
+        (post,) = slack.wait_for(lambda: channel_posts(slack), 10)
+        hook = slack.response_url()
+        SlackSender(url + "/slack/events", SECRET).click(
+            msg.NOTIFY, button_value(post, msg.NOTIFY), user="UBOB", channel="CBUILDS",
+            response_url=hook)
+        (said,) = slack.wait_for(lambda: slack.responses(hook), 10)
+        assert "You'll get a DM" in said["text"]
+        slack.wait_for(lambda: slack.calls(held), 30)  # Slack has it; no answer yet
+
+    with bot_at(env, url):
+        slack.wait_for(to_bob, 30)
+        if held == "chat.postMessage":  # it looked before posting again
+            slack.wait_for(lambda: [c for c in slack.calls("conversations.history")
+                                    if c.get("channel") == "DBOB"], 30)
+        settle(slack, url)
+        (dm,) = to_bob()
+        assert "succeeded" in dm["text"]
+        assert dm["metadata"]["event_payload"]["build_id"] == \
+            post["metadata"]["event_payload"]["build_id"]

@@ -57,6 +57,7 @@ class _Fault:
     headers: dict[str, str]
     remaining: int
     accept_then_wait: float | None = None  # do the call, then hold its answer this long
+    channel: str | None = None  # only calls to this channel (None: any)
 
 
 class _Server(ThreadingHTTPServer):
@@ -152,12 +153,14 @@ class FakeSlack:
         with self._lock:
             self._faults.setdefault(method, []).append(_Fault(status, body, headers, count))
 
-    def accept_slowly(self, method: str, seconds: float, *, count: int = 1) -> None:
-        """Do the next ``count`` calls of ``method`` (a post is posted) but hold each answer
-        for ``seconds``: past the client's timeout, the caller cannot know it worked."""
+    def accept_slowly(self, method: str, seconds: float, *, count: int = 1,
+                      channel: str | None = None) -> None:
+        """Do the next ``count`` calls of ``method`` (to ``channel``, when given; a post is
+        posted) but hold each answer for ``seconds``: past the client's timeout, the
+        caller cannot know it worked."""
         with self._lock:
             self._faults.setdefault(method, []).append(
-                _Fault(200, None, {}, count, accept_then_wait=seconds))
+                _Fault(200, None, {}, count, accept_then_wait=seconds, channel=channel))
 
     def enforce_limits(self, limits: dict[str, int], *, per_channel: frozenset[str],
                        clock: Callable[[], float], burst_seconds: float = 3.0) -> None:
@@ -208,15 +211,17 @@ class FakeSlack:
 
     # --- serving -----------------------------------------------------------
 
-    def _take_fault(self, method: str) -> _Fault | None:
+    def _take_fault(self, method: str, channel: Any = None) -> _Fault | None:
+        """The first fault waiting for this call (one for any channel, or for its own)."""
         with self._lock:
             faults = self._faults.get(method) or []
-            if not faults:
+            fault = next((f for f in faults if f.channel is None or f.channel == channel),
+                         None)
+            if fault is None:
                 return None
-            fault = faults[0]
             fault.remaining -= 1
             if fault.remaining <= 0:
-                faults.pop(0)
+                faults.remove(fault)
             return fault
 
     @staticmethod
@@ -419,7 +424,7 @@ class FakeSlack:
                 else:
                     self._send(404, "not found")
                     return
-                fault = fake._take_fault(method)
+                fault = fake._take_fault(method, params.get("channel"))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 wait = fake._over_limit(method, params)
                 if fault is None and wait is not None:

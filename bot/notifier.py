@@ -187,7 +187,7 @@ class Notifier:
 
     def permalink(self, channel: str, ts: str) -> str | None:
         """A link to a message (``chat.getPermalink``); None when Slack will not say."""
-        def send() -> dict[str, Any]:
+        def send() -> dict[str, Any]:  # the link rides in the Delivery's ``ts``
             resp = self.client.chat_getPermalink(channel=channel, message_ts=ts)
             return {"channel": channel, "ts": resp.get("permalink")}
         got = self._call("chat.getPermalink", send, channel, Priority.RESULT)

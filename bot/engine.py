@@ -43,6 +43,8 @@ from bot.lifecycle import (
 )
 from bot.limits import Limits
 from bot.notifier import Notifier
+from bot.notify import NotifyMe
+from bot.on_it import OnIt
 from bot.outputs import BuildOutputs
 from bot.policy import (
     Approved,
@@ -146,6 +148,18 @@ class Engine(Desk):
                                where=self.recovery.where, max_age=max_age,
                                poll_seconds=poll_seconds, outputs=BuildOutputs(api=api))
         self.report = self.reports.report
+        # Notify me: a DM to whoever asked, once, when a build's report is finished
+        self.notify = NotifyMe(config=config, store=store, notifier=notifier, clock=clock,
+                               link=self.link, where=self.recovery.where,
+                               stale_after=intent_grace, alive=alive, max_age=max_age)
+        self.notify_click = self.notify.clicked
+        # I'm on it: failure replies remembered as posted; a success closes the claims
+        self.on_it = OnIt(config=config, store=store, notifier=notifier, clock=clock,
+                          stale_after=intent_grace)
+        self.on_it_click = self.on_it.clicked
+        self.reports.posted = self.on_it.remember
+        self.reports.ending = self.on_it.succeeded
+        self.reports.finished = self.notify.send_due
         # the run call to CodeArts, and a build's channel message
         self.starts = Starts(config=config, store=store, notifier=notifier, clock=clock,
                              api=api, recovery=self.recovery, link=self.link,

@@ -270,6 +270,18 @@ class Flow:
             self.respond(click.response_url, {**outcome.reply, "replace_original": False})
         self.after_command(who, outcome, rebuild_of=build.id)
 
+    # --- Notify me (a running build's message; a DM to the clicker when it ends) ----------
+
+    def notify_clicked(self, click: Click, channel: str) -> None:
+        self.respond(click.response_url, self.engine.notify_click(click, channel))
+
+    # --- I'm on it (a failure reply; the reply says who took it) ---------------------------
+
+    def on_it_clicked(self, click: Click, channel: str) -> None:
+        answer = self.engine.on_it_click(click, channel)
+        if answer is not None:
+            self.respond(click.response_url, answer)
+
     # --- who may run a job (status, stop and subscriptions check this) -------------------
 
     def may_run(self, job: str, user_id: str, channel_id: str,

@@ -42,6 +42,7 @@ BUTTON_VALUES: dict[str, Rule] = {
                      msg.REJECT, msg.WITHDRAW, msg.QUEUE, msg.RUN_ANYWAY, msg.LEAVE),
                     REQUEST_ID),
     msg.STOP_CONFIRM: STOP_TARGET, msg.STOP_KEEP: STOP_TARGET,
+    msg.NOTIFY: REQUEST_ID, msg.ON_IT: REQUEST_ID,  # a build's id
 }
 OPEN_FORM_ACTION = re.compile(re.escape(msg.OPEN_FORM) + r"\.[0-9]{1,3}")  # + a job's name
 

@@ -152,7 +152,8 @@ class Home(Desk):
         for build in builds:
             if build.id in known or not build.message_channel or not build.message_ts:
                 continue
-            link = self.notifier.permalink(build.message_channel, build.message_ts)
+            link = self.notifier.permalink(build.message_channel, build.message_ts,
+                                           priority=Priority.ANSWER)
             if link:
                 self.store.set_permalink(id=build.id, permalink=link)
                 known[build.id] = link

@@ -29,6 +29,9 @@ Message = dict[str, Any]
 
 RUN, CANCEL, STOP, REBUILD = "buildbot.run", "buildbot.cancel", "buildbot.stop", "buildbot.rebuild"
 EDIT = "buildbot.edit"  # the confirmation's Edit parameters button (value: the request id)
+NOTIFY = "buildbot.notify"  # a running build's Notify me button (value: the build id)
+ON_IT = "buildbot.onit"  # a failure reply's I'm on it button (value: the build id)
+ON_IT_BLOCK = "buildbot.onit"  # the line of a failure reply that says who is on it
 OPEN_FORM = "buildbot.form.open"  # help's Open the form buttons: + ".<n>" (value: the job)
 BUTTONS_PER_BLOCK = 25  # Slack's most elements in one actions block
 MAX_VALUE_CHARS = 120
@@ -600,10 +603,15 @@ def announcement(*, build_id: str, user_id: str, job_name: str, description: str
     head = f":hourglass_flowing_sand: {line}"
     if progress:
         head = cut(head, SECTION_CHARS - 510) + "\n" + cut(progress, 500)
-    blocks = [_section(head), *(_context(d) for d in details),
-              {"type": "actions", "block_id": "buildbot.running",
-               "elements": [_button("Stop", STOP, build_id, "danger")]}]
+    blocks = [_section(head), *(_context(d) for d in details), _running_buttons(build_id)]
     return {"text": _text(text), "blocks": blocks}
+
+
+def _running_buttons(build_id: str) -> dict[str, Any]:
+    """Stop, and Notify me (a DM to whoever clicks when the build ends), while it runs."""
+    return {"type": "actions", "block_id": "buildbot.running",
+            "elements": [_button("Stop", STOP, build_id, "danger"),
+                         _button("\N{BELL} Notify me", NOTIFY, build_id)]}
 
 
 def announcement_done(*, build_id: str, user_id: str, job_name: str, daily: str,
@@ -636,9 +644,20 @@ def result_reply(*, build_id: str, user_id: str, job_name: str, daily: str, resu
         text += " " + _link(link, "Open in CodeArts")
     blocks = [_section(text), *_output_blocks(outputs),
               *_log_blocks(tail, tail_truncated, tail_error, link)]
+    buttons = [_button("Rebuild", REBUILD, build_id)]
+    if failed(result):
+        buttons.append(_on_it_button(build_id))
     return {"text": _text(text), "blocks": [*blocks, {
-        "type": "actions", "block_id": "buildbot.next",
-        "elements": [_button("Rebuild", REBUILD, build_id)]}]}
+        "type": "actions", "block_id": "buildbot.next", "elements": buttons}]}
+
+
+def failed(result: str) -> bool:
+    """A result whose reply carries I'm on it: a failure, or an end that is no success."""
+    return result in ("failure", "unknown") or result.startswith(ENDED)
+
+
+def _on_it_button(build_id: str) -> dict[str, Any]:
+    return _button("\N{HAPPY PERSON RAISING ONE HAND} I'm on it", ON_IT, build_id)
 
 
 MAX_OUTPUTS = 10  # outputs listed in a success reply; the rest are counted
@@ -1090,7 +1109,10 @@ def _row_line(row: Any) -> str:
         took = f" in {duration(row.duration_ms)}" if row.duration_ms is not None else ""
         state = f"{emoji} {words}{took}"
     who = f"by {_user(row.started_by)}" if row.started_by else "started outside Slack"
-    return " · ".join(p for p in (f"• {name} {state}", _when(row.started_at), who) if p)
+    taker = getattr(row, "on_it", None)  # I'm on it (issue 28)
+    on_it = f"\N{HAPPY PERSON RAISING ONE HAND} {_user(taker)} is on it" if taker else ""
+    return " · ".join(p for p in (f"• {name} {state}", _when(row.started_at), who, on_it)
+                      if p)
 
 
 def _status_tail(job_name: str, *, running: bool, hidden: int) -> list[str]:
@@ -1306,9 +1328,7 @@ def followed_announcement(*, build_id: str, job_name: str, daily: str, build_no:
         head = cut(head, SECTION_CHARS - 510) + "\n" + cut(progress, 500)
     running = f"running ({cut(progress, 300)})" if progress else "running"
     return {"text": _text(f"{line}: {running}"), "blocks": [
-        _section(head),
-        {"type": "actions", "block_id": "buildbot.running",
-         "elements": [_button("Stop", STOP, build_id, "danger")]}]}
+        _section(head), _running_buttons(build_id)]}
 
 
 def followed_done(*, job_name: str, daily: str, build_no: str, link: str | None,
@@ -1324,7 +1344,7 @@ def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
                     duration_ms: int | None, link: str | None,
                     tail: Sequence[str] | None = None, tail_truncated: bool = False,
                     tail_error: str | None = None,
-                    outputs: Outputs | None = None) -> Message:
+                    outputs: Outputs | None = None, build_id: str = "") -> Message:
     """The result of a followed build: its thread reply (``all``), or the one channel
     message of a failed build (``failures``), with the log's last lines, or what a
     successful one produced."""
@@ -1333,9 +1353,12 @@ def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
     text = f"{emoji} {_followed_line(job_name, daily, build_no, None)}: {words}{took}."
     if link:
         text += " " + _link(link, "Open in CodeArts")
-    return {"text": _text(text), "blocks": [
-        _section(cut(text, SECTION_CHARS)), *_output_blocks(outputs),
-        *_log_blocks(tail, tail_truncated, tail_error, link)]}
+    blocks = [_section(cut(text, SECTION_CHARS)), *_output_blocks(outputs),
+              *_log_blocks(tail, tail_truncated, tail_error, link)]
+    if build_id and failed(result):  # I'm on it (issue 28)
+        blocks.append({"type": "actions", "block_id": "buildbot.next",
+                       "elements": [_on_it_button(build_id)]})
+    return {"text": _text(text), "blocks": blocks}
 
 
 # --- build link previews (a pasted build link, unfurled: bot.flow_unfurl) --------------
@@ -1410,3 +1433,88 @@ def step_failed(job_name: str, daily: str, build_no: str, result: str,
     took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
     name = shorten(daily, 100) if daily else f"#{shorten(build_no, 30)}"
     return cut(f"{shorten(job_name, 200)} build {name} {words}{took}.", 1000)
+
+
+# --- Notify me: a direct message when a build ends (issue 28) --------------------------
+
+def _notify_name(job_name: str, daily: str, build_no: str) -> str:
+    return _join(f"*{_job(job_name)}*", _build_name(daily, build_no))
+
+
+def notify_on(job_name: str, daily: str, build_no: str = "") -> Message:
+    """To the clicker alone: asked."""
+    return ephemeral(f"\N{BELL} You'll get a DM when {_notify_name(job_name, daily, build_no)}"
+                     " ends. Click *Notify me* again to undo it.", replace=False)
+
+
+def notify_off(job_name: str, daily: str, build_no: str = "") -> Message:
+    """To the clicker alone: undone."""
+    return ephemeral(f"\N{BELL WITH CANCELLATION STROKE} You won't get a DM when "
+                     f"{_notify_name(job_name, daily, build_no)} ends.", replace=False)
+
+
+def notify_ended(job_name: str, daily: str, build_no: str = "", *,
+                 on_its_way: bool = False) -> Message:
+    """To the clicker alone: the build has ended (its DM, if they asked, is on its way)."""
+    name = _notify_name(job_name, daily, build_no)
+    if on_its_way:
+        return ephemeral(f"{name} has ended: your DM is on its way.", replace=False)
+    return ephemeral(f"{name} has already ended: its result is in this message and its "
+                     "thread.", replace=False)
+
+
+def notify_refused(reason: str) -> Message:
+    """To the clicker alone: why a Notify me click changed nothing."""
+    return ephemeral(f":warning: {escape(shorten(reason, 300))}", replace=False)
+
+
+def notify_dm(*, job_name: str, daily: str, build_no: str, result: str,
+              duration_ms: int | None, thread: str | None, link: str | None,
+              channel: str) -> Message:
+    """The direct message to someone who clicked Notify me: the result, how long it took,
+    and a link to the build's thread (else the channel it is in)."""
+    emoji, words = _result_words(result)
+    took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
+    text = f"{emoji} {_notify_name(job_name, daily, build_no)} {words}{took}."
+    where = _link(thread, "Open the thread") if thread else f"See {_channel(channel)}"
+    lines = [text, where + (" · " + _link(link, "Open in CodeArts") if link else "")]
+    return {"text": _text(text), "blocks": [_section("\n".join(lines))]}
+
+
+# --- I'm on it: who is on a failed build (issue 28) --------------------------------------
+
+def with_taker(reply: Message, taker: str | None) -> Message:
+    """A failure reply as posted, showing who is on it (``taker``), or nobody: its line
+    about that, just above its buttons, is replaced; the rest is kept as it was."""
+    blocks = [b for b in reply.get("blocks") or []
+              if isinstance(b, dict) and b.get("block_id") != ON_IT_BLOCK]
+    if taker:
+        line = {**_context(f"\N{HAPPY PERSON RAISING ONE HAND} {_user(taker)} is on it."),
+                "block_id": ON_IT_BLOCK}
+        at = next((i for i, b in enumerate(blocks) if b.get("type") == "actions"),
+                  len(blocks))
+        blocks.insert(at, line)
+    text = reply.get("text") if isinstance(reply.get("text"), str) else ""
+    return {"text": _text(text or "A build failed."), "blocks": blocks[:MAX_BLOCKS]}
+
+
+def already_on_it(taker: str) -> Message:
+    """To the clicker alone: someone else took it."""
+    return ephemeral(f"{_user(taker)} is already on it.", replace=False)
+
+
+def on_it_closed(job_name: str, build_no: str) -> Message:
+    """To the clicker alone: a later build succeeded; nobody needs to be on it."""
+    return ephemeral(f"*{_job(job_name)}* has succeeded since (build "
+                     f"#{escape(shorten(build_no, 100))}): nobody needs to be on this "
+                     "failure any more.", replace=False)
+
+
+def on_it_refused(reason: str) -> Message:
+    """To the clicker alone: why an I'm on it click changed nothing."""
+    return ephemeral(f":warning: {escape(shorten(reason, 300))}", replace=False)
+
+
+def on_it_released(job_name: str) -> Message:
+    """To the clicker alone: they are no longer on it."""
+    return ephemeral(f"You are no longer on this *{_job(job_name)}* failure.", replace=False)

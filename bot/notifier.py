@@ -38,6 +38,7 @@ PROGRESS_429_WAIT = NO_RETRY_AFTER  # a 429 without a readable Retry-After waits
 
 BUILD_EVENT = "buildbot_build"  # metadata of a build's channel message
 RESULT_EVENT = "buildbot_result"  # metadata of the reply that gives a build's result
+NOTIFY_EVENT = "buildbot_notify"  # metadata of a "Notify me" direct message
 
 
 def tagged(message: dict[str, Any], event_type: str, build_id: str) -> dict[str, Any]:
@@ -172,6 +173,29 @@ class Notifier:
         return self._call("chat.postMessage(dm)", lambda: self.client.chat_postMessage(
             channel=user_id, **message), user_id, Priority.RESULT)
 
+    def open_dm(self, user_id: str) -> Delivery:
+        """The bot's direct-message conversation with ``user_id`` (``conversations.open``):
+        ``channel`` carries its id, so the bot can read it back (``find``) before sending
+        a message again whose answer was lost."""
+        def send() -> dict[str, Any]:
+            resp = self.client.conversations_open(users=user_id)
+            return {"channel": (resp.get("channel") or {}).get("id")}
+        sent = self._call("conversations.open", send, user_id, Priority.RESULT)
+        if sent.ok and not sent.channel:
+            return Delivery(False, error="no_channel")
+        return sent
+
+    def permalink(self, channel: str, ts: str, *,
+                  priority: Priority = Priority.RESULT) -> str | None:
+        """A link to a message (``chat.getPermalink``); None when Slack will not say. The
+        App Home asks as a person's answer, Notify me as a build's result."""
+        def send() -> dict[str, Any]:  # the link rides in the Delivery's ``ts``
+            resp = self.client.chat_getPermalink(channel=channel, message_ts=ts)
+            return {"channel": channel, "ts": resp.get("permalink")}
+        got = self._call("chat.getPermalink", send, channel, priority)
+        link = got.ts if got.ok else None
+        return link if isinstance(link, str) and link.startswith("https://") else None
+
     def ephemeral(self, channel: str, user_id: str, message: dict[str, Any]) -> Delivery:
         """A message only ``user_id`` sees in ``channel`` (when there is no response_url)."""
         shown = {k: v for k, v in message.items() if k in ("text", "blocks")}
@@ -224,14 +248,6 @@ class Notifier:
             resp = self.client.views_publish(user_id=user_id, view=view)
             return {"ts": (resp.get("view") or {}).get("id")}
         return self._call("views.publish", send, "view", priority)
-
-    def permalink(self, channel: str, ts: str) -> str | None:
-        """The link to a message (``chat.getPermalink``), or None when Slack gives none."""
-        def send() -> dict[str, Any]:
-            resp = self.client.chat_getPermalink(channel=channel, message_ts=ts)
-            return {"ts": resp.get("permalink")}
-        sent = self._call("chat.getPermalink", send, channel, Priority.ANSWER)
-        return sent.ts if sent.ok and isinstance(sent.ts, str) else None
 
     def _view(self, what: str, call: Any) -> Delivery:
         def send() -> dict[str, Any]:

@@ -46,6 +46,15 @@ class Reports(Desk):
         self.where = where  # the build's channel message: (channel, ts)
         self.max_age = max_age
         self.poll_seconds = poll_seconds
+        # called with an ended build before its result is posted (a success closes the
+        # I'm on it claims before it, so its messages can say who was on it), each time
+        # its report is tried: it must be idempotent
+        self.ending: Callable[[Build], object] = lambda build: None
+        # called with a build's id once its report is finished (the Notify me DMs)
+        self.finished: Callable[[str], object] = lambda build_id: None
+        # called with each result reply Slack took (or that was found in its thread): a
+        # failure's is remembered, so I'm on it can edit it
+        self.posted: Callable[[Build, msg.Message, Delivery], object] = lambda *a: None
 
     def report(self, build: Build, lease: Lease, *, retry: bool = False) -> None:
         """Reply in the thread and update the parent, once. A passing Slack error is
@@ -58,6 +67,7 @@ class Reports(Desk):
         if ready is None:
             return
         build = ready
+        self.ending(build)
         channel, ts = self.where(build)
         post = self._post_followed if build.origin == ORIGIN_SUBSCRIPTION else self._post_result
         posted = post(build, lease, channel, ts, retry)
@@ -78,6 +88,8 @@ class Reports(Desk):
         if channel and ts and retry:
             found = self._look_in_thread(build, reply, result, channel, ts)
             if found is not None:
+                if found[0].ok:
+                    self.posted(build, reply, found[0])
                 return found
         if not self._still_held(build, lease):
             log.warning("lease of build=%s lost before posting its result; not posting",
@@ -85,6 +97,7 @@ class Reports(Desk):
             return None
         sent = self._send_result(build, reply, channel, ts)
         if sent.ok:
+            self.posted(build, reply, sent)
             return sent, result
         if self._retry_later(build, lease, sent):
             return None
@@ -146,6 +159,7 @@ class Reports(Desk):
             log.warning("report of build=%s was finished by another holder", build.id)
             return
         self._reported(build, sent, detail)
+        self.finished(build.id)
 
     def _reported(self, build: Build, sent: Delivery, detail: str) -> None:
         """The report is finished: audited, and (for a result posted of a build of ours)
@@ -226,11 +240,12 @@ class Reports(Desk):
                 job_name=build.job_name, daily=build.daily_build_number,
                 build_no=build.build_no, result=result, duration_ms=build.duration_ms,
                 link=link, tail=tail, tail_truncated=truncated, tail_error=problem,
-                outputs=self.outputs.read(build, result))
+                outputs=self.outputs.read(build, result), build_id=build.id)
         if retry:  # an earlier attempt may have posted it
             found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts,
                                        oldest=None if ts else build.created_at - LOOK_BACK)
             if found.known and found.ts:
+                self.posted(build, reply, Delivery(True, channel=channel, ts=found.ts))
                 return Delivery(True, channel=channel, ts=found.ts), result
             if not found.known:
                 return Delivery(False, error="unreadable", permanent=True), (
@@ -240,6 +255,7 @@ class Reports(Desk):
             return None
         sent = self.notifier.post(channel, tagged(reply, RESULT_EVENT, build.id), thread_ts=ts)
         if sent.ok:
+            self.posted(build, reply, sent)
             return sent, result
         if self._retry_later(build, lease, sent):
             return None

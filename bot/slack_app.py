@@ -60,6 +60,7 @@ def create_app(flow: Flow, *, signing_secret: str | None, token_verification: bo
         assert action_id in BUTTON_VALUES, f"say what {action_id}'s value may be in bot.gate"
         app.action(action_id)(_button_listener(flow, handler))
     _stop_listeners(app, flow)
+    _notify_listeners(app, flow)
 
     _form_listeners(app, flow, signing_secret)
     _home_listeners(app, flow)
@@ -164,6 +165,23 @@ def _stop_listeners(app: App, flow: Flow) -> None:
             a, b, lambda click: flow.status.stop_confirmed(click, channel)), body)
 
     app.action(msg.STOP_KEEP)(_button_listener(flow, flow.status.stop_kept))
+
+
+def _notify_listeners(app: App, flow: Flow) -> None:
+    """Notify me (on a running build's channel message) and I'm on it (on a failure
+    reply): the click's channel is checked against the message's."""
+
+    @app.action(msg.NOTIFY)
+    def notify(ack: Ack, body: dict[str, Any]) -> None:
+        channel = _str(_dict(body.get("channel")).get("id"))
+        _guard(ack, lambda a, b: flow.on_click(
+            a, b, lambda click: flow.notify_clicked(click, channel)), body)
+
+    @app.action(msg.ON_IT)
+    def on_it(ack: Ack, body: dict[str, Any]) -> None:
+        channel = _str(_dict(body.get("channel")).get("id"))
+        _guard(ack, lambda a, b: flow.on_click(
+            a, b, lambda click: flow.on_it_clicked(click, channel)), body)
 
 
 def _str(value: Any) -> str:

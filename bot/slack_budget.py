@@ -49,6 +49,7 @@ DEFAULT_LIMITS: dict[str, int] = {
     "conversations.history": 50,
     "conversations.replies": 50,
     "conversations.info": 50,
+    "conversations.open": 50,
     "usergroups.users.list": 20,
     "chat.unfurl": 50,  # Tier 3: a pasted build link's preview
     "functions.completeSuccess": 50,  # Tier 3: the Workflow Builder step's end

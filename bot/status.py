@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.codearts.answers import BuildState, HistoryRecord, build_state_from
 from bot.codearts.client import CodeArtsClient
@@ -51,6 +51,7 @@ class BuildRow:
     # the job entry the bot started it under; None for a build started elsewhere (it
     # belongs to every entry naming its build task)
     entry: str | None = None
+    on_it: str | None = None  # who is on this failed build (I'm on it), if anyone
 
     @property
     def running(self) -> bool:
@@ -85,13 +86,16 @@ def recent_builds(api: CodeArtsClient, store: Store, job_id: str, *, limit: int 
     cannot be asked."""
     records, _total = api.history(job_id, offset=0, limit=limit)
     ours = store.builds_by_number(job_id=job_id, build_nos=[r.build_no for r in records])
+    on_it = store.on_it_of(job_id=job_id, build_nos=[r.build_no for r in records[:limit]])
     at = time.time() if now is None else now
     rows = []
     for record in records[:limit]:
         mine = ours.get(record.build_no)
-        rows.append(row_from(record, daily=mine.daily_build_number if mine else "",
-                             started_by=mine.user_id if mine else None, now=at,
-                             entry=entry_of(mine)))
+        row = row_from(record, daily=mine.daily_build_number if mine else "",
+                       started_by=mine.user_id if mine else None, now=at,
+                       entry=entry_of(mine))
+        rows.append(replace(row, on_it=on_it.get(record.build_no)) if not row.running
+                    else row)
     return rows
 
 

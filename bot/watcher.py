@@ -38,6 +38,7 @@ HOUSEKEEPING_EVERY = 1.0  # seconds between two housekeeping rounds of the loop
 FAILURE_LOG_EVERY = 60.0  # a repeated failure is logged once, then once a minute
 SETTLE_KEY = "settle lost run answers"  # settlements share one per-job cap
 STEPS_KEY = "complete workflow steps"  # one completion round at a time
+NOTIFY_KEY = "notify me"  # the Notify me DMs share one per-job cap
 
 
 class Watcher:
@@ -110,6 +111,7 @@ class Watcher:
                     self.housekeeping(settle=False)
                     self._settle_beside_polls()
                     self._complete_steps_beside_polls()
+                    self._notify_beside_polls()
                     self._discover_beside_polls()
                     last_housekeeping = time.monotonic()
                 taken = self._fill()
@@ -176,6 +178,18 @@ class Watcher:
         if room > 0:
             for request in self.engine.due_settlements(limit=room):
                 self._submit_task(SETTLE_KEY, self.engine.settle_one, request)
+
+    def _notify_beside_polls(self) -> None:
+        """Notify me DMs not sent when their build's report finished (asked meanwhile, or
+        their sender died or met a passing refusal) are sent in the pool, like polls; so
+        are the I'm on it edits a crash or a busy Slack lost."""
+        with self._idle:
+            room = min(self.per_job - self._running[NOTIFY_KEY], self.threads - self._busy)
+        if room > 0:
+            for row in self.engine.notify.due(limit=room):
+                self._submit_task(NOTIFY_KEY, self.engine.notify.send, row)
+            for reply in self.engine.on_it.lost_edits(limit=room):  # I'm on it's edits
+                self._submit_task(NOTIFY_KEY, self.engine.on_it.edit, reply)
 
     def run_once(self) -> int:
         """Housekeeping, then poll every due watch this process could lease, and wait for
@@ -318,6 +332,8 @@ class Watcher:
         if settle:  # tests: settle here, in order; the loop settles beside its polls
             self.engine.settle_stale()
             self.engine.workflow.complete_due()
+            self.engine.notify.send_due()
+            self.engine.on_it.edit_lost()
         now = self.clock()
         if now - self._pruned_at >= PRUNE_EVERY:
             self._pruned_at = now

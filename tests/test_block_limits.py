@@ -26,7 +26,7 @@ from bot.lifecycle import progress_line
 from bot.status import BuildRow
 
 HELPERS = {"escape", "shorten", "code", "cut", "duration",
-           "approvers_text", "request_id_text",  # build no message
+           "approvers_text", "request_id_text", "failed",  # build no message
            "step_refused", "step_not_started", "step_failed"}  # a workflow step's error text
 
 
@@ -267,8 +267,9 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
         "followed_result": chain(
             (msg.followed_result(job_name=c.job, daily=c.daily, build_no=c.build_no, result=r,
                                  duration_ms=61_000, link=link, tail=tail,
-                                 tail_truncated=trunc, tail_error=err)
-             for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)),
+                                 tail_truncated=trunc, tail_error=err, build_id=bid)
+             for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)
+             for bid in ("", "b" * 32)),
             (msg.followed_result(job_name=c.job, daily=c.daily, build_no=c.build_no,
                                  result="success", duration_ms=61_000, link=link,
                                  outputs=outputs)
@@ -279,6 +280,31 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
             duration_ms=d, progress=p, started_by=by, stop_id=i, rebuild_id=i)
             for daily in (c.daily, "") for r in (None, *RESULTS) for d in (None, 7_200_000)
             for p in (*_progress(c), None) for by in (c.user, None) for i in ("b" * 32, None)),
+        "notify_on": (msg.notify_on(c.job, daily, c.build_no) for daily in (c.daily, "")),
+        "notify_off": (msg.notify_off(c.job, daily, c.build_no) for daily in (c.daily, "")),
+        "notify_ended": (msg.notify_ended(c.job, c.daily, c.build_no, on_its_way=w)
+                         for w in (False, True)),
+        "notify_refused": iter([msg.notify_refused(c.words)]),
+        "already_on_it": iter([msg.already_on_it(c.user)]),
+        "on_it_closed": iter([msg.on_it_closed(c.job, c.build_no)]),
+        "on_it_refused": iter([msg.on_it_refused(c.words)]),
+        "on_it_released": iter([msg.on_it_released(c.job)]),
+        "with_taker": (msg.with_taker(reply, taker)
+                       for reply in (*(msg.result_reply(
+                           **common, daily=c.daily, result=r, duration_ms=61_000,
+                           link=c.link, build_no=c.build_no, tail=tail,
+                           tail_truncated=trunc, tail_error=err)
+                           for r in RESULTS for tail, trunc, err in _tails(c)),
+                           msg.followed_result(
+                               job_name=c.job, daily=c.daily, build_no=c.build_no,
+                               result="failure", duration_ms=None, link=c.link,
+                               build_id="b" * 32))
+                       for taker in (c.user, None)),
+        "notify_dm": (msg.notify_dm(job_name=c.job, daily=daily, build_no=c.build_no, result=r,
+                                    duration_ms=d, thread=thread, link=link,
+                                    channel=c.channel)
+                      for daily in (c.daily, "") for r in RESULTS for d in (None, 61_000)
+                      for thread in (c.link, None) for link in (c.link, None)),
     }
 
 
@@ -286,7 +312,7 @@ def _rows(c: Case) -> list[list[BuildRow]]:
     """Build rows for /build status: none, one of each kind, and many."""
     kinds = [BuildRow(c.build_no, c.daily, "running", 1_800_000_000.0, 61_000, c.user),
              BuildRow(c.build_no, "", "running", None, None, None),
-             *(BuildRow(c.build_no, daily, r, 1_800_000_000.0, d, by)
+             *(BuildRow(c.build_no, daily, r, 1_800_000_000.0, d, by, on_it=by)
                for r in RESULTS for daily in (c.daily, "") for d in (None, 7_200_000)
                for by in (c.user, None))]
     return [[], kinds[:1], kinds[1:3], kinds, kinds * 5]

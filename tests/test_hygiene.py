@@ -199,7 +199,7 @@ def test_every_button_the_bot_listens_to_has_a_value_rule() -> None:
     """``create_app`` refuses a button without one; the table covers each action id."""
     listened = {msg.RUN, msg.CANCEL, msg.STOP, msg.REBUILD, msg.APPROVE, msg.REJECT,
                 msg.WITHDRAW, msg.QUEUE, msg.RUN_ANYWAY, msg.LEAVE, msg.EDIT, msg.STOP_CONFIRM,
-                msg.STOP_KEEP, HOME_RUN}
+                msg.STOP_KEEP, HOME_RUN, msg.NOTIFY, msg.ON_IT}
     assert set(BUTTON_VALUES) == listened
     assert rule_for(f"{msg.OPEN_FORM}.12") is not None and rule_for("buildbot.other") is None
 

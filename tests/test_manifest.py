@@ -23,10 +23,11 @@ def test_scopes_are_exactly_what_the_bot_calls() -> None:
     # groups:history: conversations.history / conversations.replies (public / private);
     # channels:read, groups:read, im:read, mpim:read: conversations.info (/build subscribe);
     # links:read, links:write: the link_shared event and chat.unfurl (build link previews)
+    # im:write, im:history: conversations.open and conversations.history (Notify me's DM)
     assert sorted(MANIFEST["oauth_config"]["scopes"]["bot"]) == \
         ["channels:history", "channels:read", "chat:write", "chat:write.public", "commands",
-         "groups:history", "groups:read", "im:read", "links:read", "links:write", "mpim:read",
-         "usergroups:read"]
+         "groups:history", "groups:read", "im:history", "im:read", "im:write", "links:read",
+         "links:write", "mpim:read", "usergroups:read"]
 
 
 def test_link_previews_are_asked_for_the_readmes_build_link_host() -> None:

@@ -77,7 +77,8 @@ def test_failure_reply_mentions_the_requester_and_offers_rebuild() -> None:
     m = msg.result_reply(build_id="b1", user_id="U1", job_name="backend", daily="20261123.4",
                          result="failure", duration_ms=90_000, link="https://x/y")
     assert m["text"].startswith("<@U1> ") and "failed in 1 min 30 s" in m["text"]
-    assert buttons(m) == [("Rebuild", msg.REBUILD, "b1")]
+    assert buttons(m) == [("Rebuild", msg.REBUILD, "b1"),
+                          ("\N{HAPPY PERSON RAISING ONE HAND} I'm on it", msg.ON_IT, "b1")]
     ok = msg.result_reply(build_id="b1", user_id="U1", job_name="backend", daily="d",
                           result="success", duration_ms=1000, link=None)
     assert "<@U1>" not in ok["text"] and "succeeded" in ok["text"]
@@ -86,7 +87,7 @@ def test_failure_reply_mentions_the_requester_and_offers_rebuild() -> None:
 def test_announcement_offers_stop_and_done_offers_rebuild() -> None:
     a = msg.announcement(build_id="b1", user_id="U1", job_name="backend", description="",
                          body=BODY, daily="20261123.4", build_no="4", link="https://x")
-    assert buttons(a) == [("Stop", msg.STOP, "b1")]
+    assert buttons(a) == [("Stop", msg.STOP, "b1"), ("\N{BELL} Notify me", msg.NOTIFY, "b1")]
     assert "<https://x|20261123.4>" in a["text"] and "(#4)" in a["text"]
     d = msg.announcement_done(build_id="b1", user_id="U1", job_name="backend", daily="d",
                               build_no="4", link=None, result="aborted", duration_ms=None)

@@ -58,6 +58,7 @@ class _Fault:
     headers: dict[str, str]
     remaining: int
     accept_then_wait: float | None = None  # do the call, then hold its answer this long
+    channel: str | None = None  # only calls to this channel (None: any)
 
 
 class _Server(ThreadingHTTPServer):
@@ -73,7 +74,8 @@ class FakeSlack:
         # an ID not given here is a public channel the bot is in, or a DM when it starts
         # with D; None: no such conversation for this bot (channel_not_found)
         self.conversations: dict[str, dict[str, Any] | None] = {}
-        self.scopes: set[str] = set(CONVERSATION_SCOPES.values())  # the bot token's scopes
+        # the bot token's scopes (those the manifest asks for that this fake checks)
+        self.scopes: set[str] = set(CONVERSATION_SCOPES.values()) | {"im:write"}
         self.user_names: dict[str, str] = {}
         self.views: dict[str, dict[str, Any]] = {}  # open modals by id, as last set
         self.homes: dict[str, dict[str, Any]] = {}  # each user's App Home, as last published
@@ -161,12 +163,14 @@ class FakeSlack:
         with self._lock:
             self._faults.setdefault(method, []).append(_Fault(status, body, headers, count))
 
-    def accept_slowly(self, method: str, seconds: float, *, count: int = 1) -> None:
-        """Do the next ``count`` calls of ``method`` (a post is posted) but hold each answer
-        for ``seconds``: past the client's timeout, the caller cannot know it worked."""
+    def accept_slowly(self, method: str, seconds: float, *, count: int = 1,
+                      channel: str | None = None) -> None:
+        """Do the next ``count`` calls of ``method`` (to ``channel``, when given; a post is
+        posted) but hold each answer for ``seconds``: past the client's timeout, the
+        caller cannot know it worked."""
         with self._lock:
             self._faults.setdefault(method, []).append(
-                _Fault(200, None, {}, count, accept_then_wait=seconds))
+                _Fault(200, None, {}, count, accept_then_wait=seconds, channel=channel))
 
     def enforce_limits(self, limits: dict[str, int], *, per_channel: frozenset[str],
                        clock: Callable[[], float], burst_seconds: float = 3.0) -> None:
@@ -217,15 +221,17 @@ class FakeSlack:
 
     # --- serving -----------------------------------------------------------
 
-    def _take_fault(self, method: str) -> _Fault | None:
+    def _take_fault(self, method: str, channel: Any = None) -> _Fault | None:
+        """The first fault waiting for this call (one for any channel, or for its own)."""
         with self._lock:
             faults = self._faults.get(method) or []
-            if not faults:
+            fault = next((f for f in faults if f.channel is None or f.channel == channel),
+                         None)
+            if fault is None:
                 return None
-            fault = faults[0]
             fault.remaining -= 1
             if fault.remaining <= 0:
-                faults.pop(0)
+                faults.remove(fault)
             return fault
 
     @staticmethod
@@ -451,6 +457,19 @@ class FakeSlack:
         return {"ok": True, "channel": channel, "permalink":
                 f"https://example.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
 
+    def _open(self, params: dict[str, Any]) -> dict[str, Any]:
+        """conversations.open with one user: the bot's DM conversation with them (the same
+        id every time), as Slack answers it."""
+        users = str(params.get("users") or "")
+        if not users or "," in users:
+            return {"ok": False, "error": "users_list_not_supplied" if not users
+                    else "not_enough_users"}
+        if "im:write" not in self.scopes:
+            return {"ok": False, "error": "missing_scope", "needed": "im:write",
+                    "provided": ",".join(sorted(self.scopes))}
+        return {"ok": True, "no_op": True, "already_open": True,
+                "channel": {"id": "D" + users.lstrip("UW")[:20]}}
+
     _ANSWERS: ClassVar[dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]]] = {
         "auth.test": _auth_test, "chat.postMessage": _post_message, "chat.update": _update,
         "chat.postEphemeral": _post_ephemeral, "usergroups.users.list": _group_members,
@@ -458,7 +477,7 @@ class FakeSlack:
         "conversations.history": _history, "conversations.info": _conversation_info,
         "views.publish": _publish, "chat.getPermalink": _permalink,
         "chat.unfurl": _unfurl, "functions.completeSuccess": _complete_success,
-        "functions.completeError": _complete_error}
+        "functions.completeError": _complete_error, "conversations.open": _open}
 
     def _view_answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger_id not used before; views.update a known view id and,
@@ -549,7 +568,7 @@ class FakeSlack:
                 else:
                     self._send(404, "not found")
                     return
-                fault = fake._take_fault(method)
+                fault = fake._take_fault(method, params.get("channel"))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 wait = fake._over_limit(method, params)
                 if fault is None and wait is not None:

@@ -17,6 +17,8 @@ Times are epoch seconds (floats): portable across SQLite and PostgreSQL.
 - ``following``: subscriptions, job watches, builds they find, the webhook's nudge
 - ``heartbeats``: the bot's processes, and which of them died
 - ``function_runs``: runs of the Workflow Builder step, recorded once, completed once
+- ``notify``: "Notify me": who asked for a DM when a build ends, each sent once
+- ``on_it``: "I'm on it": failure replies, who took each, the success that closed it
 - ``housekeeping``: the audit log, and pruning
 - ``home``: the App Home: who opened it, its publishing turn, what changed
 
@@ -36,6 +38,8 @@ from bot.store.heartbeats import DEAD_AFTER, HEARTBEAT_EVERY, ProcessQueries
 from bot.store.home import HomeQueries
 from bot.store.housekeeping import AUDIT_TEXT_LIMIT, Housekeeping
 from bot.store.limits import LimitQueries, Slots
+from bot.store.notify import NotifyQueries
+from bot.store.on_it import OnItQueries
 from bot.store.queue import QueueQueries
 from bot.store.schema import (
     audit,
@@ -81,7 +85,7 @@ __all__ = [
 
 
 class Store(ApprovalQueries, QueueQueries, RequestQueries, LimitQueries, BuildQueries,
-            FollowingQueries, ProcessQueries, Housekeeping, HomeQueries,
-            FunctionRunQueries):
+            FollowingQueries, NotifyQueries, OnItQueries, ProcessQueries, Housekeeping,
+            HomeQueries, FunctionRunQueries):
     """The few queries the bot needs; every method is one short transaction, and every
     state change one conditional UPDATE that the lifecycle table allows."""

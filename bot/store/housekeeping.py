@@ -21,7 +21,7 @@ from sqlalchemy.engine import RowMapping
 
 from bot.lifecycle import RequestState, WatchState
 from bot.store.base import StoreBase
-from bot.store.schema import audit, builds, processes, requests
+from bot.store.schema import audit, builds, notify_requests, on_it, processes, requests
 
 AUDIT_TEXT_LIMIT = 4096  # characters kept of an audit row's detail, error and parameters
 
@@ -93,6 +93,11 @@ class Housekeeping(StoreBase):
             gone += c.execute(requests.delete().where(
                 requests.c.state.in_(ended), requests.c.updated_at < before,
                 ~sa.exists().where(builds.c.id == requests.c.id))).rowcount
+            c.execute(notify_requests.delete().where(  # "Notify me" rows of builds gone
+                notify_requests.c.asked_at < before,
+                ~sa.exists().where(builds.c.id == notify_requests.c.build_id)))
+            c.execute(on_it.delete().where(  # failure replies of builds gone
+                on_it.c.posted_at < before, ~sa.exists().where(builds.c.id == on_it.c.build_id)))
         return int(gone)
 
     def prune_audit(self, *, before: float, batch: int = 500) -> int:

@@ -11,6 +11,8 @@
 - ``buildbot_job_slots``: one row per job with a max_running, locked by every
   decision that may start one of its builds.
 - ``buildbot_processes``: one row per running bot process, with its heartbeat.
+- ``buildbot_notify``: who asked for a direct message when a build ends ("Notify me").
+- ``buildbot_on_it``: failure replies, who is on each ("I'm on it"), and what fixed it.
 - ``buildbot_audit``: one row per decision; pruned on its own schedule, not with the
   rows it names.
 
@@ -144,6 +146,55 @@ job_watch = sa.Table(
     sa.Column("lease_until", sa.Float, nullable=True),
     sa.Column("lease_token", sa.BigInteger, nullable=True),
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+)
+
+# "Notify me" (issue 28): one row per build and person who asked for a direct message
+# when it ends. ``state``: wanted (asked; a second click deletes it), sending (claimed by
+# ``owner``, fenced by ``tries``, which grows with every claim), sent, failed (Slack's final
+# refusal, or given up). ``dm_channel`` is the DM conversation, recorded before the post so
+# that a retry can look there for a DM whose answer was lost before posting it again.
+notify_requests = sa.Table(
+    "buildbot_notify", metadata,
+    sa.Column("build_id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(32), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("asked_at", sa.Float, nullable=False),
+    sa.Column("owner", sa.String(64), nullable=True),
+    sa.Column("claimed_at", sa.Float, nullable=True),
+    sa.Column("retry_at", sa.Float, nullable=True),
+    sa.Column("tries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("dm_channel", sa.String(32), nullable=True),
+    sa.Column("dm_ts", sa.String(32), nullable=True),
+    sa.Column("error", sa.String(64), nullable=True),
+    sa.Index("buildbot_notify_state", "state"),
+)
+
+# "I'm on it" (issue 28): one row per failure reply the bot posted (a failed build's thread
+# reply, or a followed build's failure post): where it is and what it says, so a click can
+# edit it; who took it (one taker at a time, by conditional UPDATE); and, once a later
+# build of the job on the same branch succeeded, that build (the claim is closed).
+on_it = sa.Table(
+    "buildbot_on_it", metadata,
+    sa.Column("build_id", sa.String(32), primary_key=True),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("build_no", sa.String(32), nullable=False),
+    sa.Column("build_number", sa.BigInteger, nullable=False),  # build_no, for ordering
+    sa.Column("daily_build_number", sa.String(64), nullable=True),
+    sa.Column("branch", sa.String(255), nullable=True),  # None: not known
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("ts", sa.String(32), nullable=False),
+    sa.Column("reply", sa.Text, nullable=False),  # the reply as posted (JSON)
+    sa.Column("posted_at", sa.Float, nullable=False),
+    sa.Column("taker", sa.String(32), nullable=True),
+    sa.Column("taken_at", sa.Float, nullable=True),
+    # who the reply in Slack shows as on it ("": nobody), and when the taker last changed:
+    # a change whose edit was lost (a crash, Slack busy) is edited again by the watcher
+    sa.Column("shown", sa.String(32), nullable=True),
+    sa.Column("changed_at", sa.Float, nullable=True),
+    sa.Column("closed_by", sa.String(32), nullable=True),  # the build_no that succeeded
+    sa.Column("closed_at", sa.Float, nullable=True),
+    sa.Index("buildbot_on_it_job", "job_id", "build_number"),
 )
 
 # One row per running bot process (an incarnation: a new one at every start). Each beats

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.codearts.answers import BuildState, HistoryRecord, state_from_times
+from bot.codearts.answers import BuildRecord, BuildState, HistoryRecord, state_from_times
 from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError
 from bot.lifecycle import (
@@ -188,11 +188,26 @@ class Following:
         ours = self.store.slack_numbers(job_id=job_id, build_nos=[r.build_no for r in records])
         sending = self.store.sending_since(job_id)
         top = max((int(r.build_no) for r in records), default=None)
+        read: dict[str, BuildRecord | None] = {}  # each build's record, read once a pass
         for sub in subs:
             theirs = [r for r in _fresh(records, sub) if r.build_no not in ours]
             waiting = _maybe_being_sent(theirs, sending)
-            self._follow_each(job_id, sub, theirs, waiting, history.read_at)
+            self._follow_each(job_id, sub, theirs, waiting, history.read_at, read)
             self._advance(sub, top, waiting)
+
+    def build_record(self, job_id: str, build_no: str,
+                     read: dict[str, BuildRecord | None]) -> BuildRecord | None:
+        """A found build's build-info record (its daily number, branch, who started it),
+        read once for every channel that follows it; None when CodeArts cannot say (the
+        build is followed without it)."""
+        if build_no not in read:
+            try:
+                read[build_no] = self.api.build_record(job_id, build_no)
+            except CodeArtsError as exc:
+                log.warning("record of build job=%s no=%s not read: %s", job_id, build_no,
+                            type(exc).__name__)
+                read[build_no] = None
+        return read[build_no]
 
     def _advance(self, sub: Subscription, top: int | None,
                  waiting: list[HistoryRecord]) -> None:
@@ -204,7 +219,8 @@ class Following:
             self.store.advance_since(id=sub.id, to=upto)
 
     def _follow_each(self, job_id: str, sub: Subscription, theirs: list[HistoryRecord],
-                     waiting: list[HistoryRecord], read_at: float) -> None:
+                     waiting: list[HistoryRecord], read_at: float,
+                     read: dict[str, BuildRecord | None]) -> None:
         """Record (once per channel) and announce each new build one subscription found."""
         known = self.store.followed_numbers(
             job_id=job_id, channel_id=sub.channel_id, build_nos=[r.build_no for r in theirs])
@@ -214,7 +230,8 @@ class Following:
             build = self.store.follow_build(
                 job_id=job_id, job_name=sub.job_name, build_no=record.build_no,
                 channel_id=sub.channel_id, notify=sub.filter, now=self.clock(),
-                first_check_at=read_at)
+                first_check_at=read_at,
+                record=self.build_record(job_id, record.build_no, read))
             if build is None:
                 continue  # another replica (or an earlier pass) has it
             log.info("following build=%s job=%s no=%s in channel=%s (%s)", build.id,

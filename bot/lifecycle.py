@@ -244,6 +244,10 @@ class Build:
     # what its channel asked for (notify: all | failures); None for the bot's own builds
     origin: str | None = None
     notify: str | None = None
+    # from the build-info record (a followed build): branch, CodeArts user, trigger word
+    branch: str | None = None
+    started_by: str | None = None
+    trigger: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Build:
@@ -262,7 +266,9 @@ class Build:
                    age=float(row.get("age") or 0.0),
                    progress_text=row.get("progress_text"),
                    progress_due_at=row.get("progress_due_at"),
-                   origin=row.get("origin"), notify=row.get("notify"))
+                   origin=row.get("origin"), notify=row.get("notify"),
+                   branch=row.get("branch"), started_by=row.get("started_by"),
+                   trigger=row.get("trigger"))
 
 
 @dataclass(frozen=True)

@@ -225,6 +225,37 @@ def test_two_channels_each_get_the_build_once(bot: Bot) -> None:
     assert len(results(bot, "CBUILDS")) == 1 and len(results(bot, "CRELEASE")) == 1
 
 
+def test_a_followed_build_is_named_by_its_daily_number_read_once_for_all_channels(
+        bot: Bot) -> None:
+    say(bot, "subscribe backend")
+    say(bot, "subscribe backend", channel="CRELEASE")
+    console = from_console(bot)
+    daily = bot.codearts.builds(BACKEND_ID)[-1].daily
+    for _ in range(3):
+        next_pass(bot)
+    record = f"/v1/record/{BACKEND_ID}/{console}/build-info-record"
+    assert len(bot.codearts.requests_to(record, "GET")) == 1  # one read for both channels
+    for channel in ("CBUILDS", "CRELEASE"):
+        (posted,) = announcements(bot, channel)
+        assert f"{daily} (#{console})" in posted["text"]
+    end(bot, console, "FAILED")
+    next_pass(bot)
+    for channel in ("CBUILDS", "CRELEASE"):
+        (reply,) = results(bot, channel)
+        assert daily in reply["text"]
+    assert len(bot.codearts.requests_to(record, "GET")) == 1  # not per poll
+    assert all(bot.store.get_build(i).daily_build_number == daily for i in followed(bot))
+
+
+def test_a_record_that_cannot_be_read_still_follows_the_build_by_its_number(bot: Bot) -> None:
+    say(bot, "subscribe backend")
+    console = from_console(bot)
+    bot.codearts.fail_next(500, path_prefix=f"/v1/record/{BACKEND_ID}/", count=10)
+    next_pass(bot)
+    (posted,) = announcements(bot, "CBUILDS")
+    assert f"build #{console}, started outside Slack" in posted["text"]
+
+
 def test_one_history_call_per_interval_however_many_channels(bot: Bot) -> None:
     for channel in ("CBUILDS", "CRELEASE"):
         say(bot, "subscribe backend", channel=channel)

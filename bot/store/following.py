@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as _pg_insert
 from sqlalchemy.dialects.sqlite import insert as _sqlite_insert
 
+from bot.codearts.answers import BuildRecord
 from bot.lifecycle import (
     ORIGIN_SUBSCRIPTION,
     AnnounceState,
@@ -165,21 +166,26 @@ class FollowingQueries(StoreBase):
         return None if found is None else float(found)
 
     def follow_build(self, *, job_id: str, job_name: str, build_no: str, channel_id: str,
-                     notify: str, now: float, first_check_at: float) -> Build | None:
+                     notify: str, now: float, first_check_at: float,
+                     record: BuildRecord | None = None) -> Build | None:
         """Record a build a subscription found, once per (job, build number, channel): the
         unique index makes a second insert (another replica, a restart) do nothing.
-        ``all`` claims its announcement (posting); ``failures`` has none (fallback)."""
+        ``all`` claims its announcement (posting); ``failures`` has none (fallback).
+        ``record``: its build-info record (daily number, branch, who started it), kept."""
+        record = record or BuildRecord()
         announce = AnnounceState.POSTING if notify == "all" else AnnounceState.FALLBACK
         row: dict[str, Any] = {
             "id": uuid.uuid4().hex, "created_at": now, "user_id": "", "channel_id": channel_id,
             "job_name": job_name, "job_id": job_id, "build_no": build_no,
-            "daily_build_number": "", "response_url": None, "announce": announce.value,
+            "daily_build_number": record.daily_build_number or "", "response_url": None,
+            "announce": announce.value,
             "announce_claimed_at": now, "announce_owner": self.owner,
             "message_channel": None, "message_ts": None,
             "watch": WatchState.WATCHING.value, "next_check_at": first_check_at,
             "lease_owner": None, "lease_until": None, "lease_token": None, "failures": 0,
             "result": None, "duration_ms": None, "finished_at": None,
-            "origin": ORIGIN_SUBSCRIPTION, "notify": notify}
+            "origin": ORIGIN_SUBSCRIPTION, "notify": notify, "branch": record.code_branch,
+            "started_by": record.executor, "trigger": record.trigger}
         insert = (_pg_insert if self.postgres else _sqlite_insert)(builds)
         with self._tx() as c:
             if c.execute(insert.values(**row).on_conflict_do_nothing()

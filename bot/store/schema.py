@@ -106,6 +106,11 @@ builds = sa.Table(
     # its channel asked for (all | failures); once per job, build number and channel
     sa.Column("origin", sa.String(16), nullable=True),
     sa.Column("notify", sa.String(16), nullable=True),
+    # what the build-info record said of a followed build (read once, when it is found):
+    # its branch, the CodeArts user who started it and the trigger word; NULL: not known
+    sa.Column("branch", sa.String(255), nullable=True),
+    sa.Column("started_by", sa.String(128), nullable=True),
+    sa.Column("trigger", sa.String(32), nullable=True),
     sa.Index("buildbot_builds_due", "watch", "next_check_at"),
     sa.Index("buildbot_builds_followed", "job_id", "build_no", "channel_id", unique=True,
              sqlite_where=sa.text("origin = 'subscription'"),

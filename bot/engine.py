@@ -21,6 +21,7 @@ from bot import decisions
 from bot import messages as msg
 from bot.answers import NOTHING, Answer, Click, Told
 from bot.approvals import Approvals
+from bot.changes import Changes
 from bot.clicks import Desk
 from bot.codearts.answers import BuildState
 from bot.codearts.client import CodeArtsClient
@@ -138,10 +139,13 @@ class Engine(Desk):
         self.unsubscribe = self.following.unsubscribe
         self.subscriptions = self.following.subscriptions
         # a build's result in its thread and its channel message, once
+        # ``changes`` subscriptions: whether a build broke or fixed its branch
+        self.changes = Changes(store=store, following=self.following, clock=clock)
         self.reports = Reports(config=config, store=store, notifier=notifier, clock=clock,
                                tracker=self.tracker, link=self.link,
                                where=self.recovery.where, max_age=max_age,
-                               poll_seconds=poll_seconds)
+                               poll_seconds=poll_seconds,
+                               flip=self.changes.flip, flip_waits=self.changes.waits)
         self.report = self.reports.report
         # the run call to CodeArts, and a build's channel message
         self.starts = Starts(config=config, store=store, notifier=notifier, clock=clock,

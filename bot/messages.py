@@ -1185,23 +1185,39 @@ def stop_asked(job_name: str, daily: str, build_no: str) -> Message:
 
 # --- subscriptions: builds started outside Slack, announced in subscribed channels ------
 
-FILTER_WORDS = {"all": "every build", "failures": "failed builds only"}
+FILTER_WORDS = {"all": "every build", "failures": "failed builds only",
+                "changes": "only when a branch breaks or is fixed"}
+_MODE_WHAT = {
+    "all": ("announces each build of *{job}* started outside Slack (the console, a push, "
+            "a timer, a pipeline) when it starts, and its result in the thread"),
+    "failures": ("announces each build of *{job}* that fails, with the last lines of its "
+                 "log (builds started from Slack in this channel are left to their thread)"),
+    "changes": ("says when *{job}* breaks on a branch (the first failure after a success, "
+                "with the last lines of its log) and when it is fixed (the first success "
+                "after a failure); builds started from Slack in this channel are left to "
+                "their thread"),
+}
 
 
-def _filter_words(filter: str) -> str:
-    return FILTER_WORDS.get(filter, escape(shorten(filter, 20)))
+def _filter_words(filter: str, branch: str | None = None) -> str:
+    words = FILTER_WORDS.get(filter, escape(shorten(filter, 20)))
+    return words + (f", branches {code(branch, 100)}" if branch else "")
 
 
-def subscribed(job_name: str, filter: str, *, user_id: str, previous: str | None) -> Message:
-    """In the channel: someone subscribed it to a job's builds (or changed the filter)."""
-    what = ("announces each build of *{job}* started outside Slack (the console, a push, "
-            "a timer, a pipeline) when it starts, and its result in the thread"
-            if filter == "all" else
-            "announces each build of *{job}* started outside Slack that fails, with the "
-            "last lines of its log").format(job=_job(job_name))
-    changed = f" (was: {_filter_words(previous)})" if previous and previous != filter else ""
+def subscribed(job_name: str, filter: str, *, user_id: str,
+               previous: tuple[str, str | None] | None, branch: str | None = None) -> Message:
+    """In the channel: someone subscribed it to a job's builds (or replaced its mode and
+    branch filter: it says what they were)."""
+    what = _MODE_WHAT.get(filter, _MODE_WHAT["all"]).format(job=_job(job_name))
+    if branch:
+        what += f", on branches matching {code(branch, 100)}"
+    changed = ""
+    if previous is not None:
+        was = _filter_words(*previous)
+        changed = (f" (replaces: {was})" if previous != (filter, branch)
+                   else " (as it already was)")
     text = (f":bell: {_user(user_id)} subscribed this channel to *{_job(job_name)}*: "
-            f"{_filter_words(filter)}{changed}. buildbot now {what}.")
+            f"{_filter_words(filter, branch)}{changed}. buildbot now {what}.")
     tail = (f"`/build unsubscribe {escape(shorten(job_name, 200))}` stops it; "
             "`/build subscriptions` lists this channel's.")
     return {"response_type": "in_channel", "replace_original": False, "text": _text(text),
@@ -1219,15 +1235,16 @@ def unsubscribed(job_name: str, *, user_id: str, existed: bool) -> Message:
     return {"response_type": "in_channel", "replace_original": False, "text": _text(text)}
 
 
-def subscriptions_list(rows: Sequence[tuple[str, str, str, float]]) -> Message:
-    """``/build subscriptions``: this channel's (job, filter, who, since), to the typist."""
+def subscriptions_list(rows: Sequence[tuple[str, str, str, float, str | None]]) -> Message:
+    """``/build subscriptions``: this channel's (job, mode, who, since, branch filter), to
+    the typist."""
     if not rows:
         return ephemeral("This channel is subscribed to no job. `/build subscribe &lt;job&gt; "
-                         "[all|failures]` announces here the builds of a job started "
-                         "outside Slack.")
+                         "[all|failures|changes] [branch=&lt;glob&gt;]` announces here the "
+                         "builds of a job started outside Slack.")
     head = f"*This channel's subscriptions* ({len(rows)})"
-    lines = [f"• {code(job)}: {_filter_words(f)} · since {_when(at)}"
-             + (f" · by {_user(who)}" if who else "") for job, f, who, at in rows]
+    lines = [f"• {code(job)}: {_filter_words(f, branch)} · since {_when(at)}"
+             + (f" · by {_user(who)}" if who else "") for job, f, who, at, branch in rows]
     tail = ["`/build unsubscribe &lt;job&gt;` ends one."]
 
     def more(n: int) -> str:
@@ -1301,3 +1318,52 @@ def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
     return {"text": _text(text), "blocks": [
         _section(cut(text, SECTION_CHARS)), *_log_blocks(tail, tail_truncated, tail_error,
                                                           link)]}
+
+
+# --- ``changes`` subscriptions: a branch broke, a branch is fixed (issue 28) --------------
+
+def changes_broke(*, job_name: str, branch: str, daily: str, build_no: str, last_good: str,
+                  link: str | None, tail: Sequence[str] | None = None,
+                  tail_truncated: bool = False, tail_error: str | None = None,
+                  mention: str | None = None) -> Message:
+    """One channel message: the first failure after a success on a branch, with the last
+    lines of its log; ``mention``: the Slack user who started it (a mapped person)."""
+    name = _build_name(daily, build_no) or "?"
+    if link:
+        name = _link(link, name)
+    text = (f"🔴 *{_job(job_name)}* broke on {code(branch, 100)}: build {name} failed "
+            f"(last good: {escape(shorten(last_good, 100))})")
+    if mention:
+        text += f". Started by {_user(mention)}"
+    return {"text": _text(text), "blocks": [
+        _section(cut(text, SECTION_CHARS)), *_log_blocks(tail, tail_truncated, tail_error,
+                                                          link)]}
+
+
+def changes_fixed(*, job_name: str, branch: str, daily: str, build_no: str, failed: int,
+                  broken_for: float | None, link: str | None,
+                  on_it: str | None = None) -> Message:
+    """One channel message: the first success after a failure on a branch, how long it
+    was broken and how many builds failed meanwhile; ``on_it``: the Slack user who was
+    on it, if someone was."""
+    name = _build_name(daily, build_no) or "?"
+    if link:
+        name = _link(link, name)
+    took = f"broken for {_span(broken_for)}, " if broken_for is not None else ""
+    text = (f"🟢 *{_job(job_name)}* is fixed on {code(branch, 100)}: build {name} "
+            f"succeeded ({took}{_plural(failed, 'build')} failed in between)")
+    if on_it:
+        text += f". {_user(on_it)} was on it"
+    return {"text": _text(text), "blocks": [_section(cut(text, SECTION_CHARS))]}
+
+
+def _span(seconds: float) -> str:
+    """A span of time in words: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"

@@ -226,15 +226,17 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
         "stop_kept": iter([msg.stop_kept(c.job, c.build_no)]),
         "stop_asked": (msg.stop_asked(c.job, daily, c.build_no) for daily in (c.daily, "")),
         # subscriptions
-        "subscribed": (msg.subscribed(c.job, f, user_id=c.user, previous=p)
-                       for f in ("all", "failures", c.words[:40])
-                       for p in (None, "all", "failures")),
+        "subscribed": (msg.subscribed(c.job, f, user_id=c.user, previous=p, branch=b)
+                       for f in ("all", "failures", "changes", c.words[:40])
+                       for p in (None, ("all", None), ("failures", "x" * 100),
+                                 (c.words[:40], c.words[:100]))
+                       for b in (None, "release/*", c.words[:100])),
         "unsubscribed": (msg.unsubscribed(c.job, user_id=c.user, existed=e)
                          for e in (False, True)),
-        "subscriptions_list": (msg.subscriptions_list([(name, f, who, 1_800_000_000.0)
+        "subscriptions_list": (msg.subscriptions_list([(name, f, who, 1_800_000_000.0, b)
                                                        for name, _ in c.jobs[:n]])
-                               for n in (0, 1, 200) for f in ("all", "failures")
-                               for who in (c.user, "")),
+                               for n in (0, 1, 200) for f in ("all", "failures", "changes")
+                               for who in (c.user, "") for b in (None, c.words[:100])),
         "subscribe_refused": (msg.subscribe_refused([c.words] * n) for n in (1, 200)),
         "subscribe_channel_refused": iter([msg.subscribe_channel_refused(c.words)]),
         "followed_announcement": (msg.followed_announcement(
@@ -249,6 +251,20 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
             job_name=c.job, daily=c.daily, build_no=c.build_no, result=r, duration_ms=61_000,
             link=link, tail=tail, tail_truncated=trunc, tail_error=err)
             for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)),
+        # changes subscriptions: a branch broke, a branch is fixed
+        "changes_broke": (msg.changes_broke(
+            job_name=c.job, branch=branch, daily=daily, build_no=c.build_no,
+            last_good=c.daily, link=link, tail=tail, tail_truncated=trunc, tail_error=err,
+            mention=who)
+            for branch in ("master", c.words[:255]) for daily in (c.daily, "")
+            for link in (c.link, None) for tail, trunc, err in _tails(c)
+            for who in (c.user, None)),
+        "changes_fixed": (msg.changes_fixed(
+            job_name=c.job, branch=branch, daily=daily, build_no=c.build_no, failed=n,
+            broken_for=took, link=link, on_it=who)
+            for branch in ("master", c.words[:255]) for daily in (c.daily, "")
+            for n in (1, 10**6) for took in (None, 0.0, 59.0, 3_725.0, 9e9)
+            for link in (c.link, None) for who in (c.user, None)),
     }
 
 

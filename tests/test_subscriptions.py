@@ -123,7 +123,7 @@ def test_subscription_words(text: str, expected: Any) -> None:
 
 @pytest.mark.parametrize(("text", "words"), [
     ("subscribe", "needs a job name"),
-    ("subscribe backend failed", "`failed` is not a filter"),
+    ("subscribe backend failed", "`failed` is not a mode"),
     ("subscribe backend all more", "too many words"),
     ("unsubscribe", "needs a job name"),
     ("unsubscribe backend docs", "one job name"),
@@ -145,7 +145,7 @@ def test_subscribe_is_said_in_the_channel_and_listed(bot: Bot) -> None:
     assert listed["response_type"] == "ephemeral"
     assert "`backend`: every build" in listed["text"] and "<@UALICE>" in listed["text"]
     changed = say(bot, "subscribe backend failures")
-    assert "failed builds only (was: every build)" in changed["text"]
+    assert "failed builds only (replaces: every build)" in changed["text"]
     assert "`backend`: failed builds only" in say(bot, "subscriptions")["text"]
     assert "no job" in say(bot, "subscriptions", channel="CRELEASE")["text"]
     decisions = [r["decision"] for r in bot.store.audit_rows()]

@@ -270,14 +270,6 @@ def history_record_from(item: Any) -> HistoryRecord | None:
                          result=as_shown(item.get("result")))
 
 
-TRIGGERS: dict[str, str] = {  # a record's trigger_type, as a few words
-    "MANUAL": "manually", "MANUALLY": "manually", "SCHEDULER": "by a timer",
-    "SCHEDULE": "by a timer", "TIMER": "by a timer", "TIMING": "by a timer",
-    "CRON": "by a timer", "PUSH": "by a push", "GIT_PUSH": "by a push",
-    "CODE_PUSH": "by a push", "CODEHUB": "by a push", "WEBHOOK": "by a push",
-    "MERGE_REQUEST": "by a merge request", "MR": "by a merge request",
-    "PIPELINE": "by a pipeline", "API": "through the API",
-}
 RECORD_TEXT_LIMIT = 128  # characters kept of a name or branch from a build record
 
 

@@ -44,26 +44,29 @@ class FollowingQueries(StoreBase):
     # --- subscriptions --------------------------------------------------------------------
 
     def subscribe(self, *, channel_id: str, job_name: str, job_id: str, filter: str,
-                  user_id: str, now: float, since_no: int | None) -> str | None:
-        """Subscribe the channel to the job (or change its filter); opens the job's watch.
-        Returns the filter it had before (None: it is new)."""
+                  user_id: str, now: float, since_no: int | None,
+                  branch: str | None = None) -> tuple[str, str | None] | None:
+        """Subscribe the channel to the job (or replace its mode and branch filter: one
+        subscription per job and channel); opens the job's watch. Returns the mode and
+        filter it had before (None: it is new)."""
         insert = (_pg_insert if self.postgres else _sqlite_insert)
         where = (subscriptions.c.channel_id == channel_id, subscriptions.c.job_name == job_name)
+        had = sa.select(subscriptions.c.filter, subscriptions.c.branch).where(*where)
         with self._tx() as c:
-            before = c.execute(sa.select(subscriptions.c.filter).where(*where)).scalar()
+            before = c.execute(had).first()
             if before is None:
                 added = c.execute(insert(subscriptions).values(
                     channel_id=channel_id, job_name=job_name, job_id=job_id, filter=filter,
-                    created_by=user_id, created_at=now, since_no=since_no)
+                    created_by=user_id, created_at=now, since_no=since_no, branch=branch)
                     .on_conflict_do_nothing().returning(subscriptions.c.id)).first() is not None
                 if not added:  # another replica made it a moment ago
-                    before = c.execute(sa.select(subscriptions.c.filter).where(*where)).scalar()
+                    before = c.execute(had).first()
             if before is not None:
                 c.execute(subscriptions.update().where(*where)
-                          .values(filter=filter, job_id=job_id))
+                          .values(filter=filter, job_id=job_id, branch=branch))
             c.execute(insert(job_watch).values(job_id=job_id, next_check_at=now, failures=0)
                       .on_conflict_do_nothing(index_elements=["job_id"]))
-        return before
+        return None if before is None else (str(before[0]), before[1])
 
     def unsubscribe(self, *, channel_id: str, job_name: str) -> bool:
         """End the channel's subscription to the job; True if there was one."""
@@ -136,14 +139,17 @@ class FollowingQueries(StoreBase):
 
     # --- builds a subscription found ------------------------------------------------------
 
-    def slack_numbers(self, *, job_id: str, build_nos: Collection[str]) -> set[str]:
-        """Those of these build numbers that the bot started (or adopted) from Slack."""
+    def slack_numbers(self, *, job_id: str,
+                      build_nos: Collection[str]) -> dict[str, tuple[str, str]]:
+        """Those of these build numbers that the bot started (or adopted) from Slack: the
+        channel and the requester of each."""
         if not build_nos:
-            return set()
+            return {}
         with self._tx() as c:
-            return {str(n) for n in c.execute(sa.select(builds.c.build_no).where(
+            return {str(r[0]): (str(r[1]), str(r[2])) for r in c.execute(sa.select(
+                builds.c.build_no, builds.c.channel_id, builds.c.user_id).where(
                 builds.c.job_id == job_id, builds.c.build_no.in_(list(build_nos)),
-                _OURS)).scalars()}
+                _OURS))}
 
     def followed_numbers(self, *, job_id: str, channel_id: str,
                          build_nos: Collection[str]) -> set[str]:
@@ -195,6 +201,45 @@ class FollowingQueries(StoreBase):
                 decision="followed", now=now, request_id=row["id"], channel_id=channel_id,
                 job=job_name, build_no=build_no, detail=f"subscription: {notify}"))
         return Build.from_row(row)
+
+    # --- ``changes``: the branch of earlier builds, and a flip settled once ---------------
+
+    def known_branches(self, *, job_id: str,
+                       build_nos: Collection[str]) -> dict[str, tuple[str, str]]:
+        """The branch and daily number the bot knows of these builds (from any of its
+        rows: a followed build's record, a build of ours' codeBranch parameter)."""
+        if not build_nos:
+            return {}
+        found: dict[str, tuple[str, str]] = {}
+        with self._tx() as c:
+            for no, branch, daily in c.execute(sa.select(
+                    builds.c.build_no, builds.c.branch, builds.c.daily_build_number).where(
+                    builds.c.job_id == job_id, builds.c.build_no.in_(list(build_nos)),
+                    builds.c.branch.is_not(None))):
+                if str(no) not in found or (daily and not found[str(no)][1]):
+                    found[str(no)] = (str(branch), str(daily or ""))
+        return found
+
+    def open_changes_below(self, *, job_id: str, channel_id: str, build_no: str) -> list[str]:
+        """The numbers of this channel's ``changes`` builds of the job, older than this one,
+        whose report is not done yet (their flips are said first)."""
+        with self._tx() as c:
+            found = c.execute(sa.select(builds.c.build_no).where(
+                builds.c.job_id == job_id, builds.c.channel_id == channel_id,
+                builds.c.origin == ORIGIN_SUBSCRIPTION, builds.c.notify == "changes",
+                builds.c.watch != WatchState.DONE.value)).scalars()
+            return [str(n) for n in found if str(n).isdigit() and build_no.isdigit()
+                    and int(n) < int(build_no)]
+
+    def settle_flip(self, *, id: str, flip: str) -> str:
+        """What the end of a ``changes`` build meant, settled once: the first answer is
+        kept (a conditional UPDATE), so a retry after a crash posts the same. Returns the
+        kept one."""
+        with self._tx() as c:
+            c.execute(builds.update().where(builds.c.id == id, builds.c.flip.is_(None))
+                      .values(flip=flip))
+            kept = c.execute(sa.select(builds.c.flip).where(builds.c.id == id)).scalar()
+        return str(kept if kept is not None else flip)
 
     # --- the webhook's nudge --------------------------------------------------------------
 

@@ -378,11 +378,13 @@ class Engine(Desk):
 
     def recent_builds(self, job_id: str) -> list[BuildRow]:
         """/build status <job>: its last builds (raises CodeArtsError)."""
-        return recent_builds(self.api, self.store, job_id, now=self.clock())
+        return recent_builds(self.api, self.store, job_id, now=self.clock(),
+                             config=self.config)
 
     def last_results(self, jobs: list[tuple[str, str]], pool: Executor) -> list[LastResult]:
         """/build status: each job's newest build, read side by side in ``pool``."""
-        return last_results(self.api, self.store, jobs, pool=pool, now=self.clock())
+        return last_results(self.api, self.store, jobs, pool=pool, now=self.clock(),
+                            config=self.config)
 
     def standing(self, job_id: str, build_no: str) -> tuple[Standing, Build | None]:
         """What CodeArts says of one build of a job, and the bot's record of it if any."""

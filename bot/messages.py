@@ -1056,7 +1056,9 @@ def _row_line(row: Any) -> str:
         emoji, words = _result_words(row.result)
         took = f" in {duration(row.duration_ms)}" if row.duration_ms is not None else ""
         state = f"{emoji} {words}{took}"
-    who = f"by {_user(row.started_by)}" if row.started_by else "started outside Slack"
+    who = f"by {_user(row.started_by)}" if row.started_by else started_words(
+        trigger=getattr(row, "trigger", None), codearts_user=getattr(row, "codearts_user", None),
+        person=getattr(row, "person", None))
     return " · ".join(p for p in (f"• {name} {state}", _when(row.started_at), who) if p)
 
 
@@ -1271,20 +1273,54 @@ def subscribe_channel_refused(problem: str) -> Message:
     return ephemeral(text, [_section(t) for t in sections])
 
 
-def _followed_line(job_name: str, daily: str, build_no: str, link: str | None) -> str:
+# a build record's trigger_type, in words (any other word: none)
+TRIGGER_WORDS = {
+    "MANUAL": "manually", "MANUALLY": "manually", "SCHEDULER": "by a timer",
+    "SCHEDULE": "by a timer", "TIMER": "by a timer", "TIMING": "by a timer",
+    "CRON": "by a timer", "PUSH": "by a push", "GIT_PUSH": "by a push",
+    "CODE_PUSH": "by a push", "CODEHUB": "by a push", "WEBHOOK": "by a push",
+    "MERGE_REQUEST": "by a merge request", "MR": "by a merge request",
+    "PIPELINE": "by a pipeline", "API": "through the API",
+}
+OUTSIDE = "started outside Slack"
+
+
+def started_words(*, trigger: str | None, codearts_user: str | None,
+                  person: str | None) -> str:
+    """Who and what started a followed build: ``started by <@U01ZHANG> (by a push)``
+    for a person the jobs file maps, ``started by zhang.san in CodeArts (manually)``
+    for one it does not, ``started from Slack by <@U…> in another channel`` for a build
+    of another channel (``trigger`` SLACK, ``person`` its requester), and ``started
+    outside Slack`` when the record said nothing."""
+    if trigger == "SLACK":
+        by = f" by {_user(person)}" if person else ""
+        return f"started from Slack{by} in another channel"
+    how = TRIGGER_WORDS.get((trigger or "").upper())
+    if person:
+        who = f"started by {_user(person)}"
+    elif codearts_user:
+        who = f"started by {escape(shorten(codearts_user, 60))} in CodeArts"
+    else:
+        who = OUTSIDE
+    return f"{who} ({how})" if how else who
+
+
+def _followed_line(job_name: str, daily: str, build_no: str, link: str | None,
+                   started: str | None = None) -> str:
     name = _build_name(daily, build_no) or "?"
     if daily and build_no:
         name += f" (#{escape(shorten(build_no, 100))})"
     if link:
         name = _link(link, name)
-    return f"*{_job(job_name)}* build {name}, started outside Slack"
+    return f"*{_job(job_name)}* build {name}, {started or OUTSIDE}"
 
 
 def followed_announcement(*, build_id: str, job_name: str, daily: str, build_no: str,
-                          link: str | None, progress: str | None = None) -> Message:
+                          link: str | None, progress: str | None = None,
+                          started: str | None = None) -> Message:
     """The channel message of a build a subscription found (``all``); its thread gets the
-    result. Stop works as on the bot's own builds."""
-    line = _followed_line(job_name, daily, build_no, link)
+    result. Stop works as on the bot's own builds. ``started``: ``started_words``."""
+    line = _followed_line(job_name, daily, build_no, link, started)
     head = f":hourglass_flowing_sand: {line}"
     if progress:
         head = cut(head, SECTION_CHARS - 510) + "\n" + cut(progress, 500)
@@ -1296,23 +1332,26 @@ def followed_announcement(*, build_id: str, job_name: str, daily: str, build_no:
 
 
 def followed_done(*, job_name: str, daily: str, build_no: str, link: str | None,
-                  result: str, duration_ms: int | None) -> Message:
+                  result: str, duration_ms: int | None,
+                  started: str | None = None) -> Message:
     """The channel message of a followed build once it ended (no Rebuild: no command)."""
     emoji, words = _result_words(result)
     took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
-    text = f"{emoji} {_followed_line(job_name, daily, build_no, link)}: {words}{took}"
+    text = f"{emoji} {_followed_line(job_name, daily, build_no, link, started)}: {words}{took}"
     return {"text": _text(text), "blocks": [_section(cut(text, SECTION_CHARS))]}
 
 
 def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
                     duration_ms: int | None, link: str | None,
                     tail: Sequence[str] | None = None, tail_truncated: bool = False,
-                    tail_error: str | None = None) -> Message:
+                    tail_error: str | None = None, started: str | None = None) -> Message:
     """The result of a followed build: its thread reply (``all``), or the one channel
-    message of a failed build (``failures``), with the log's last lines."""
+    message of a failed build (``failures``), with the log's last lines. ``started``
+    (``started_words``) mentions a person the jobs file maps."""
     emoji, words = _result_words(result)
     took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
-    text = f"{emoji} {_followed_line(job_name, daily, build_no, None)}: {words}{took}."
+    text = (f"{emoji} {_followed_line(job_name, daily, build_no, None, started)}: "
+            f"{words}{took}.")
     if link:
         text += " " + _link(link, "Open in CodeArts")
     return {"text": _text(text), "blocks": [

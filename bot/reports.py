@@ -25,6 +25,7 @@ from bot.lifecycle import (
     followed_failed,
 )
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
+from bot.people import started_by, started_words
 from bot.progress import Progress
 from bot.store import Store
 
@@ -43,15 +44,12 @@ class Reports(Desk):
                  where: Callable[[Build], tuple[str | None, str | None]],
                  max_age: float, poll_seconds: float,
                  flip: Callable[[Build], Flip] = lambda _b: Flip(),
-                 flip_waits: Callable[[Build], bool] = lambda _b: False,
-                 starter: Callable[[Build], str | None] = lambda _b: None) -> None:
-        """``flip``: what a ``changes`` build's end meant on its branch (``bot.changes``);
-        ``starter``: the Slack user who started a followed build, when the jobs file's
-        ``[people]`` maps its CodeArts user."""
+                 flip_waits: Callable[[Build], bool] = lambda _b: False) -> None:
+        """``flip``: what a ``changes`` build's end meant on its branch (``bot.changes``),
+        ``flip_waits``: whether an older build's flip must be said first."""
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
         self.flip = flip
         self.flip_waits = flip_waits
-        self.starter = starter
         self.tracker = tracker  # the log tail in a failure's reply
         self.link = link
         self.where = where  # the build's channel message: (channel, ts)
@@ -169,7 +167,8 @@ class Reports(Desk):
             reply = msg.changes_broke(
                 job_name=build.job_name, branch=flip.branch, daily=build.daily_build_number,
                 build_no=build.build_no, last_good=flip.last_good, link=link, tail=tail,
-                tail_truncated=truncated, tail_error=problem, mention=self.starter(build))
+                tail_truncated=truncated, tail_error=problem,
+                mention=started_by(self.config, build))
         else:
             reply = msg.changes_fixed(
                 job_name=build.job_name, branch=flip.branch, daily=build.daily_build_number,
@@ -217,7 +216,8 @@ class Reports(Desk):
         if build.origin == ORIGIN_SUBSCRIPTION:
             return msg.followed_done(job_name=build.job_name, daily=build.daily_build_number,
                                      build_no=build.build_no, link=self.link(build),
-                                     result=result, duration_ms=build.duration_ms)
+                                     result=result, duration_ms=build.duration_ms,
+                                     started=started_words(self.config, build))
         return msg.announcement_done(build_id=build.id, user_id=build.user_id,
                                      job_name=build.job_name, daily=build.daily_build_number,
                                      build_no=build.build_no, link=self.link(build),
@@ -266,7 +266,8 @@ class Reports(Desk):
             reply = msg.followed_result(
                 job_name=build.job_name, daily=build.daily_build_number,
                 build_no=build.build_no, result=result, duration_ms=build.duration_ms,
-                link=link, tail=tail, tail_truncated=truncated, tail_error=problem)
+                link=link, tail=tail, tail_truncated=truncated, tail_error=problem,
+                started=started_words(self.config, build))
         return self._post_followed_reply(build, lease, result, reply, channel, ts, retry)
 
     def _post_followed_reply(self, build: Build, lease: Lease, result: str,

@@ -15,13 +15,14 @@ import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.codearts.answers import BuildState, HistoryRecord, build_state_from
 from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError, Kind, describe, request_id_of
 from bot.config import BuildbotConfig
 from bot.lifecycle import ORIGIN_SUBSCRIPTION, Build, duration_of, result_of
+from bot.people import started_by
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ class BuildRow:
     # the job entry the bot started it under; None for a build started elsewhere (it
     # belongs to every entry naming its build task)
     entry: str | None = None
+    # a followed build: who and what started it (its record), and the Slack user that is
+    # (a requester in another channel, or the jobs file's [people])
+    codearts_user: str | None = None
+    trigger: str | None = None
+    person: str | None = None
 
     @property
     def running(self) -> bool:
@@ -79,19 +85,27 @@ def _state_of(record: HistoryRecord) -> BuildState:
 
 
 def recent_builds(api: CodeArtsClient, store: Store, job_id: str, *, limit: int = STATUS_BUILDS,
-                  now: float | None = None) -> list[BuildRow]:
+                  now: float | None = None,
+                  config: BuildbotConfig | None = None) -> list[BuildRow]:
     """The job's last ``limit`` builds, newest first (one history call), each with its daily
     number and requester where the bot started it. Raises CodeArtsError when CodeArts
     cannot be asked."""
     records, _total = api.history(job_id, offset=0, limit=limit)
-    ours = store.builds_by_number(job_id=job_id, build_nos=[r.build_no for r in records])
+    numbers = [r.build_no for r in records]
+    ours = store.builds_by_number(job_id=job_id, build_nos=numbers)
+    followed = store.followed_by_number(job_id=job_id,
+                                        build_nos=[n for n in numbers if n not in ours])
     at = time.time() if now is None else now
     rows = []
     for record in records[:limit]:
-        mine = ours.get(record.build_no)
-        rows.append(row_from(record, daily=mine.daily_build_number if mine else "",
-                             started_by=mine.user_id if mine else None, now=at,
-                             entry=entry_of(mine)))
+        mine = ours.get(record.build_no) or followed.get(record.build_no)
+        row = row_from(record, daily=mine.daily_build_number if mine else "",
+                       started_by=mine.user_id if mine and mine.user_id else None, now=at,
+                       entry=entry_of(mine))
+        if mine is not None and mine.origin == ORIGIN_SUBSCRIPTION:
+            row = replace(row, codearts_user=mine.started_by, trigger=mine.trigger,
+                          person=started_by(config, mine) if config else None)
+        rows.append(row)
     return rows
 
 
@@ -126,14 +140,15 @@ class LastResult:
 
 def last_results(api: CodeArtsClient, store: Store, jobs: Sequence[tuple[str, str]], *,
                  pool: Executor, budget: float = LAST_RESULTS_BUDGET,
-                 now: float | None = None) -> list[LastResult]:
+                 now: float | None = None,
+                 config: BuildbotConfig | None = None) -> list[LastResult]:
     """Each job's (name, id) newest build: one history call per job (limit 1), made in
     ``pool`` side by side; a call not answered within ``budget`` seconds in all, or
     failed, gives ``failed`` for its job. In the order given."""
     at = time.time() if now is None else now
 
     def one(job_id: str) -> BuildRow | None:
-        rows = recent_builds(api, store, job_id, limit=1, now=at)
+        rows = recent_builds(api, store, job_id, limit=1, now=at, config=config)
         return rows[0] if rows else None
 
     futures = [pool.submit(one, job_id) for _name, job_id in jobs]

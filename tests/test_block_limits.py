@@ -25,7 +25,7 @@ from bot.lifecycle import progress_line
 from bot.status import BuildRow
 
 HELPERS = {"escape", "shorten", "code", "cut", "duration",
-           "approvers_text", "request_id_text"}  # build no message
+           "approvers_text", "request_id_text", "started_words"}  # build no message
 
 
 @dataclass(frozen=True)
@@ -241,16 +241,17 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
         "subscribe_channel_refused": iter([msg.subscribe_channel_refused(c.words)]),
         "followed_announcement": (msg.followed_announcement(
             build_id="b" * 32, job_name=c.job, daily=daily, build_no=c.build_no, link=link,
-            progress=p) for daily in (c.daily, "") for link in (c.link, None)
-            for p in _progress(c)),
+            progress=p, started=s) for daily in (c.daily, "") for link in (c.link, None)
+            for p in _progress(c) for s in _started(c)),
         "followed_done": (msg.followed_done(job_name=c.job, daily=daily, build_no=c.build_no,
-                                            link=link, result=r, duration_ms=d)
+                                            link=link, result=r, duration_ms=d, started=s)
                           for daily in (c.daily, "") for link in (c.link, None)
-                          for r in RESULTS for d in (None, 7_200_000)),
+                          for r in RESULTS for d in (None, 7_200_000) for s in _started(c)),
         "followed_result": (msg.followed_result(
             job_name=c.job, daily=c.daily, build_no=c.build_no, result=r, duration_ms=61_000,
-            link=link, tail=tail, tail_truncated=trunc, tail_error=err)
-            for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)),
+            link=link, tail=tail, tail_truncated=trunc, tail_error=err, started=s)
+            for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)
+            for s in _started(c)),
         # changes subscriptions: a branch broke, a branch is fixed
         "changes_broke": (msg.changes_broke(
             job_name=c.job, branch=branch, daily=daily, build_no=c.build_no,
@@ -268,13 +269,25 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
     }
 
 
+def _started(c: Case) -> list[str | None]:
+    """Who started a followed build, in every shape ``started_words`` has."""
+    return [None, *(msg.started_words(trigger=t, codearts_user=u, person=p)
+                    for t in (None, "PUSH", "SLACK", c.words[:32])
+                    for u in (None, c.words[:128]) for p in (None, c.user))]
+
+
 def _rows(c: Case) -> list[list[BuildRow]]:
     """Build rows for /build status: none, one of each kind, and many."""
     kinds = [BuildRow(c.build_no, c.daily, "running", 1_800_000_000.0, 61_000, c.user),
              BuildRow(c.build_no, "", "running", None, None, None),
              *(BuildRow(c.build_no, daily, r, 1_800_000_000.0, d, by)
                for r in RESULTS for daily in (c.daily, "") for d in (None, 7_200_000)
-               for by in (c.user, None))]
+               for by in (c.user, None)),
+             # followed builds: who started them, from their record
+             *(BuildRow(c.build_no, c.daily, "failure", 1_800_000_000.0, 61_000, None,
+                        codearts_user=u, trigger=t, person=p)
+               for u in (None, c.words[:128]) for t in (None, "PUSH", "SLACK", c.words[:32])
+               for p in (None, c.user))]
     return [[], kinds[:1], kinds[1:3], kinds, kinds * 5]
 
 

@@ -340,3 +340,51 @@ def test_subscriptions_made_before_modes_keep_their_meaning_after_the_upgrade(
         ended(b)
         (post,) = posts(b, "CBUILDS")
         assert f"(#{failed})" in post["text"] and "failed" in post["text"]
+
+
+# --- who started it (the build record's executor and trigger, the jobs file's [people]) ----
+
+PEOPLE = CONFIG + """
+[people]
+"Zhang.San" = "U01ZHANG"
+"""
+
+
+@pytest.fixture
+def mapped(db_url: str, tmp_path: Path) -> Iterator[Bot]:
+    with running_bot(db_url, tmp_path, poll=POLL, config=PEOPLE) as b:
+        b.codearts.add_job(BACKEND_ID, duration=TAKES, log="[ERROR] boom\n")
+        yield b
+
+
+def test_announcements_and_status_say_who_started_a_build_and_how(mapped: Bot) -> None:
+    say(mapped, "subscribe backend")
+    timer = console(mapped, "SUCCESS", executor="zhang.san", trigger="SCHEDULER")
+    push = console(mapped, "FAILED", executor="<!channel> & li.si", trigger="PUSH")
+    odd = console(mapped, "SUCCESS", executor="wang.wu", trigger="SOMETHING_NEW")
+    passes(mapped)
+    started = {p["text"].split("(#")[1].split(")")[0]: p["text"]
+               for p in posts(mapped, "CBUILDS", BUILD_EVENT)}
+    assert "started by <@U01ZHANG> (by a timer)" in started[timer]
+    assert "started by &lt;!channel&gt; &amp; li.si in CodeArts (by a push)" in started[push]
+    assert "<!channel>" not in started[push]
+    assert started[odd].endswith("started by wang.wu in CodeArts: running")
+    ended(mapped)
+    (failed,) = [p for p in posts(mapped, "CBUILDS") if f"(#{push})" in p["text"]]
+    assert "li.si in CodeArts" in failed["text"]
+    status = say(mapped, "status backend")["text"]
+    assert "started by <@U01ZHANG> (by a timer)" in status
+    assert "started by wang.wu in CodeArts" in status
+
+
+def test_failure_messages_mention_the_mapped_person_who_started_the_build(mapped: Bot) -> None:
+    say(mapped, "subscribe backend failures")
+    say(mapped, "subscribe backend changes", channel="CRELEASE")
+    console(mapped, "SUCCESS", executor="someone")
+    ended(mapped)
+    broke = console(mapped, "FAILED", executor="zhang.san", trigger="MANUAL")
+    ended(mapped)
+    (failed,) = posts(mapped, "CBUILDS")
+    assert f"(#{broke}), started by <@U01ZHANG> (manually): failed" in failed["text"]
+    (red,) = posts(mapped, "CRELEASE")
+    assert red["text"].startswith("🔴") and "Started by <@U01ZHANG>" in red["text"]

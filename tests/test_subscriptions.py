@@ -176,7 +176,8 @@ def test_a_console_build_is_announced_once_with_its_result(bot: Bot) -> None:
     console = from_console(bot)
     next_pass(bot)
     (posted,) = announcements(bot, "CBUILDS")
-    assert f"#{console}" in posted["text"] and "started outside Slack" in posted["text"]
+    assert f"#{console}" in posted["text"]
+    assert "started by buildbot in CodeArts (manually)" in posted["text"]  # its record
     assert f"#{before}" not in posted["text"]
     next_pass(bot)  # still running: nothing new
     assert len(announcements(bot)) == 1 and results(bot) == []

@@ -151,6 +151,20 @@ class FollowingQueries(StoreBase):
                 builds.c.job_id == job_id, builds.c.build_no.in_(list(build_nos)),
                 _OURS))}
 
+    def followed_by_number(self, *, job_id: str,
+                           build_nos: Collection[str]) -> dict[str, Build]:
+        """Builds of the job a subscription follows (in any channel), by number: what their
+        record said (daily number, who started them) for ``/build status``."""
+        if not build_nos:
+            return {}
+        with self._tx() as c:
+            rows = c.execute(sa.select(builds).where(
+                builds.c.job_id == job_id, builds.c.build_no.in_(list(build_nos)),
+                builds.c.origin == ORIGIN_SUBSCRIPTION)).mappings()
+            found = [Build.from_row(r) for r in rows]
+        # the row that knows most (a daily number) wins
+        return {b.build_no: b for b in sorted(found, key=lambda b: bool(b.daily_build_number))}
+
     def followed_numbers(self, *, job_id: str, channel_id: str,
                          build_nos: Collection[str]) -> set[str]:
         """Those of these build numbers already followed in this channel."""

@@ -25,6 +25,8 @@ from bot.lifecycle import (
 )
 from bot.store import Store
 
+MAX_WAIT = 600.0  # seconds a flip waits at most for an older build's to be said first
+
 
 class Changes:
     """Decides (once) whether a ``changes`` build broke or fixed its branch."""
@@ -40,6 +42,8 @@ class Changes:
         the same channel has ended (by the history) and is not reported yet: flips are
         said in the order of the builds (a bot that was down says "broke" before
         "fixed"). An older build still running never holds it up."""
+        if build.finished_at is not None and self.clock() - build.finished_at > MAX_WAIT:
+            return False  # an older one is stuck (Slack refusing it): not held any longer
         older = self.store.open_changes_below(job_id=build.job_id, channel_id=build.channel_id,
                                               build_no=build.build_no)
         if not older:

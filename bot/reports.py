@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from bot import messages as msg
 from bot.clicks import Desk
+from bot.codearts.errors import CodeArtsError
 from bot.config import BuildbotConfig
 from bot.lifecycle import (
     FILTER_CHANGES,
@@ -153,12 +154,20 @@ class Reports(Desk):
         branch (settled once, see ``bot.changes``), nothing otherwise."""
         current = self.store.get_build(build.id)  # a flip settled by an earlier attempt
         settled = current.flip if current else None
-        if settled is None and self.flip_waits(build):  # an older build's flip goes first
+        try:
+            if settled is None and self.flip_waits(build):  # an older build's flip first
+                self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                                      next_check_at=self.clock() + FLIP_WAIT,
+                                      failures=build.failures)
+                return None
+            flip = self.flip(replace(build, flip=settled))
+        except CodeArtsError as exc:  # the job's history could not be read: later
+            log.warning("flip of build=%s not decided (%s); trying again", build.id,
+                        type(exc).__name__)
             self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
-                                  next_check_at=self.clock() + FLIP_WAIT,
-                                  failures=build.failures)
+                                  next_check_at=self.clock() + self.poll_seconds,
+                                  failures=build.failures + 1)
             return None
-        flip = self.flip(replace(build, flip=settled))
         if not flip.kind:
             return Delivery(True), f"{result}; not announced (no change on its branch)"
         link = self.link(build)

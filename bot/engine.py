@@ -392,6 +392,15 @@ class Engine(Desk):
         ours = self.store.builds_by_number(job_id=job_id, build_nos=[build_no]).get(build_no)
         return standing, ours
 
+    def daily_of(self, job_id: str, build_no: str, ours: Build | None) -> str:
+        """A build's daily number as the bot knows it: from its own row, else from the
+        record a subscription read when it found it; "" when not known."""
+        if ours is not None:
+            return ours.daily_build_number
+        followed = self.store.followed_by_number(job_id=job_id, build_nos=[build_no])
+        found = followed.get(build_no)
+        return found.daily_build_number if found is not None else ""
+
     # --- following a build ---------------------------------------------------------------
 
     def poll(self, build: Build, lease: Lease) -> None:

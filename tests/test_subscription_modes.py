@@ -388,3 +388,13 @@ def test_failure_messages_mention_the_mapped_person_who_started_the_build(mapped
     assert f"(#{broke}), started by <@U01ZHANG> (manually): failed" in failed["text"]
     (red,) = posts(mapped, "CRELEASE")
     assert red["text"].startswith("🔴") and "Started by <@U01ZHANG>" in red["text"]
+
+
+def test_stop_and_status_name_a_followed_build_by_its_daily_number(bot: Bot) -> None:
+    say(bot, "subscribe backend failures")
+    number = console(bot, "SUCCESS")
+    passes(bot)  # found: its record read once
+    status = say(bot, "status backend")["text"]
+    assert f"{daily(bot, number)} (#{number})" in status
+    question = say(bot, f"stop backend {number}")["text"]
+    assert daily(bot, number) in question and "It is running" in question

@@ -188,23 +188,37 @@ def test_a_branch_filter_takes_only_its_branches_in_every_mode(bot: Bot) -> None
 def test_failures_and_changes_take_slack_builds_of_other_channels_only(bot: Bot) -> None:
     say(bot, "subscribe backend failures")  # in #builds
     say(bot, "subscribe backend changes", channel="CRELEASE")
-    here = from_slack(bot, "CBUILDS")  # #builds has it in its thread already
+    here = from_slack(bot, "CBUILDS")  # succeeds; #builds has it in its thread already
     ended(bot)
-    there_good = from_slack(bot, "CRELEASE")
+    there_good = from_slack(bot, "CRELEASE")  # succeeds
+    ended(bot)
     there_bad = from_slack(bot, "CBUILDS")
     bot.codearts.set_status(BACKEND_ID, int(there_bad), "FAILED")
-    bot.codearts.set_status(BACKEND_ID, int(here), "FAILED")
     ended(bot)
-    release = posts(bot, "CRELEASE")
-    # #release sees #builds' builds: here failed (no earlier result), there_good is its
-    # own, there_bad failed after... its own success (the previous finished build)
-    assert any("broke on `master`" in p["text"] and daily(bot, there_bad) in p["text"]
-               and f"last good: {daily(bot, there_good)}" in p["text"] for p in release)
-    builds_channel = [p for p in posts(bot, "CBUILDS") if not p.get("thread_ts")]
-    assert builds_channel == []  # #builds' own builds are in their threads only
+    # #release: #builds' failure after its own success (the previous finished build on
+    # master, whatever channel started it) broke master; #builds' success said nothing
+    (red,) = [p for p in posts(bot, "CRELEASE") if not p.get("thread_ts")]
+    assert red["text"].startswith(f"🔴 *backend* broke on `master`: build "
+                                  f"{daily(bot, there_bad)} failed (last good: "
+                                  f"{daily(bot, there_good)})")
+    # #builds: its own builds only in their threads; #release's success is no failure
+    assert [p for p in posts(bot, "CBUILDS") if not p.get("thread_ts")] == []
     followed = _followed_numbers(bot)
     assert ("CBUILDS", here) not in followed and ("CBUILDS", there_bad) not in followed
     assert ("CBUILDS", there_good) in followed and ("CRELEASE", here) in followed
+    assert ("CRELEASE", there_good) not in followed
+
+
+def test_a_failed_slack_build_of_another_channel_is_shown_without_its_parameters(
+        bot: Bot) -> None:
+    say(bot, "subscribe backend failures", channel="CRELEASE")
+    number = from_slack(bot, "CBUILDS", branch="secret-branch")
+    bot.codearts.set_status(BACKEND_ID, int(number), "FAILED")
+    ended(bot)
+    (failed,) = posts(bot, "CRELEASE")
+    assert (f"(#{number}), started from Slack by <@UALICE> in another channel: failed"
+            in failed["text"])
+    assert "secret-branch" not in str(failed) and "codeBranch" not in str(failed)
 
 
 def _followed_numbers(bot: Bot) -> set[tuple[str, str]]:

@@ -412,3 +412,33 @@ def test_stop_and_status_name_a_followed_build_by_its_daily_number(bot: Bot) -> 
     assert f"{daily(bot, number)} (#{number})" in status
     question = say(bot, f"stop backend {number}")["text"]
     assert daily(bot, number) in question and "It is running" in question
+
+
+def test_a_flip_that_cannot_be_decided_yet_is_said_once_on_a_later_pass(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's history (which says what came before) cannot be read when the build
+    ends: nothing is posted and nothing crashes; a later pass says the flip, once."""
+    from bot.codearts.errors import ApiError
+
+    say(bot, "subscribe backend changes")
+    console(bot, "SUCCESS")
+    ended(bot)
+    broke = console(bot, "FAILED")
+    reports = bot.runtime.engine.reports
+    decide = reports.flip
+    failing = [True]
+
+    def unreadable(build: Any) -> Any:
+        if failing:
+            raise ApiError(503, "CB.00060100", "Network busy, try again later.")
+        return decide(build)
+
+    monkeypatch.setattr(reports, "flip", unreadable)
+    ended(bot)
+    assert posts(bot) == []
+    failing.clear()
+    passes(bot, 3)
+    (red,) = posts(bot, "CBUILDS")
+    assert red["text"].startswith(f"🔴 *backend* broke on `master`: build {daily(bot, broke)}")
+    passes(bot, 3)
+    assert len(posts(bot)) == 1

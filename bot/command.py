@@ -7,7 +7,8 @@ Grammar (the README's "The command" shows it to users)::
                                     but a page number: ``help 2`` -> Help("help", page=2))
     /build status [<job>]        -> StatusCommand (the job's last builds, or all your jobs')
     /build stop <job> <build_no> -> StopCommand (``#42`` and ``42`` alike)
-    /build subscribe <job> [all|failures] | unsubscribe <job> | subscriptions
+    /build subscribe <job> [all|failures|changes] [branch=<glob>] | unsubscribe <job>
+          | subscriptions
                                  -> SubscribeCommand | UnsubscribeCommand | SubscriptionsCommand
     /build <job> [name=value ...] [commit=<sha>] [tag=<tag>]  -> BuildCommand
 
@@ -118,13 +119,16 @@ class ParseError:
 
 @dataclass(frozen=True)
 class SubscribeCommand:
-    """``/build subscribe <job> [all|failures]``: announce in this channel the job's builds
-    started outside Slack (``all``), or only those that fail (``failures``)."""
+    """``/build subscribe <job> [all|failures|changes] [branch=<glob>]``: announce in this
+    channel the job's builds started outside Slack (``all``), only those that fail
+    (``failures``), or only when its result on a branch flips (``changes``); ``branch``:
+    only builds of branches matching the glob (``*``, ``?``)."""
 
     WORD: ClassVar[str] = "subscribe"  # its first word (``explain`` says it)
 
     job: str
     filter: str = "all"
+    branch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -372,7 +376,8 @@ def _subcommand(word: str, rest: list[_Word | str]) -> Parsed:
     if problems:
         return ParseError(tuple(problems))
     words = [w for w in rest if isinstance(w, _Word)]
-    named = next((w for w in words if w.name is not None), None)
+    named = next((w for w in words if w.name is not None
+                  and not (word == "subscribe" and w.name.lower() == "branch")), None)
     if named is not None:
         return ParseError((f"`{show(named.raw)}` looks like a parameter: `/build {word}` "
                            "takes a job name" + (", then a build number: " + _STOP_USAGE
@@ -410,9 +415,28 @@ def _stop(words: list[_Word]) -> StopCommand | ParseError:
 
 # --- subscriptions ---------------------------------------------------------------------
 
-FILTERS = ("all", "failures")
-_SUBSCRIBE_USAGE = ("write /build subscribe <job> [all|failures], e.g. /build subscribe "
-                    "backend failures.")
+FILTERS = ("all", "failures", "changes")
+_SUBSCRIBE_USAGE = ("write /build subscribe <job> [all|failures|changes] [branch=<glob>], "
+                    "e.g. /build subscribe backend changes branch=release/*.")
+MAX_GLOB_CHARS = 100
+# what a branch glob may hold: a branch name's usual characters, and * and ? as wildcards
+_GLOB_RE = re.compile(r"[A-Za-z0-9._/+@*?-]+")
+
+
+def branch_glob_problem(glob: str) -> str | None:
+    """Why ``glob`` is not a branch filter (None when it is): at most ``MAX_GLOB_CHARS``
+    characters of letters, digits, ``. _ / + @ -`` and the wildcards ``*`` and ``?``."""
+    if not glob:
+        return ("`branch=` needs a branch or a pattern, e.g. `branch=master` or "
+                "`branch=release/*`.")
+    if len(glob) > MAX_GLOB_CHARS:
+        return f"`branch=` takes at most {MAX_GLOB_CHARS} characters."
+    if not _GLOB_RE.fullmatch(glob):
+        bad = "".join(sorted({c for c in glob if not _GLOB_RE.fullmatch(c)}))[:10]
+        return (f"`branch={show(glob[:MAX_GLOB_CHARS])}` has characters a branch filter does "
+                f"not take ({show(bad)}): use letters, digits, `. _ / + @ -`, and `*` (any "
+                "characters) or `?` (one character).")
+    return None
 
 
 def _subscription_words(word: str, words: list[_Word]) -> SubsCommand | ParseError:
@@ -429,10 +453,23 @@ def _subscription_words(word: str, words: list[_Word]) -> SubsCommand | ParseErr
             return ParseError(("`/build unsubscribe` takes one job name: write "
                                "/build unsubscribe <job>.",))
         return UnsubscribeCommand(words[0].value)
-    if len(words) > 2:
+    branches = [w for w in words if w.name is not None]
+    plain = [w for w in words if w.name is None]
+    if len(branches) > 1:
+        return ParseError(("`branch=` is given twice: give one pattern; " + _SUBSCRIBE_USAGE,))
+    if not plain:
+        return ParseError(("`/build subscribe` needs a job name first: " + _SUBSCRIBE_USAGE,))
+    if len(plain) > 2:
         return ParseError(("`/build subscribe` has too many words: " + _SUBSCRIBE_USAGE,))
-    chosen = words[1].value.lower() if len(words) == 2 else "all"
+    problems: list[str] = []
+    chosen = plain[1].value.lower() if len(plain) == 2 else "all"
     if chosen not in FILTERS:
-        return ParseError((f"`{show(words[1].raw)}` is not a filter: use `all` (every build) "
-                           "or `failures` (failed builds only); " + _SUBSCRIBE_USAGE,))
-    return SubscribeCommand(words[0].value, chosen)
+        problems.append(f"`{show(plain[1].raw)}` is not a mode: use `all` (every build), "
+                        "`failures` (failed builds only) or `changes` (when a branch breaks "
+                        "or is fixed); " + _SUBSCRIBE_USAGE)
+    branch = branches[0].value if branches else None
+    if branch is not None and (problem := branch_glob_problem(branch)):
+        problems.append(problem)
+    if problems:
+        return ParseError(tuple(problems))
+    return SubscribeCommand(plain[0].value, chosen, branch)

@@ -34,6 +34,8 @@ from bot.command import COMMAND_WORDS
 from bot.rules import job_id_problem, param_name_problem, param_value_problem
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+PERSON_NAME_CHARS = 128  # the longest CodeArts user name [people] takes
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")  # a Slack user ID
 _BAD_JOB_NAME = re.compile("[\\s=<>&`\"'\u201c-\u201f\u2018-\u201b]")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -324,11 +326,48 @@ class BuildbotConfig(BaseModel):
     admins: list[str] = Field(default_factory=list)
     max_per_user_per_hour: int | None = None  # the default for jobs that set none
     jobs: dict[str, JobConfig] = Field(default_factory=dict)
+    # CodeArts user names (a build record's executor) -> Slack user IDs: "started by @x"
+    people: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("admins")
     @classmethod
     def _admins(cls, v: list[str]) -> list[str]:
         return _slack_ids(v, star=False, example=ID_EXAMPLES["admins"])
+
+    @field_validator("people")
+    @classmethod
+    def _people(cls, v: dict[str, str]) -> dict[str, str]:
+        """Each value a Slack user ID; each CodeArts name once, whatever its case (names
+        are matched regardless of case). Two names may map to one person (two accounts)."""
+        problems: list[str] = []
+        seen: dict[str, str] = {}
+        for name, user in v.items():
+            if not name.strip() or len(name) > PERSON_NAME_CHARS \
+                    or not all(c.isprintable() for c in name):
+                problems.append(f"{_toml(name[:40])} is not a CodeArts user name: give the "
+                                f"name builds show (printable, 1 to {PERSON_NAME_CHARS} "
+                                "characters)")
+            if not _USER_ID.fullmatch(user):
+                problems.append(f"{_toml(name[:40])} = {_toml(user[:40])}: the value must be a "
+                                "Slack user ID (U… or W…, e.g. \"U01ZHANG\"; in Slack: the "
+                                "person's profile, ⋮, Copy member ID)")
+            folded = name.strip().casefold()
+            if folded in seen:
+                problems.append(f"{_toml(seen[folded][:40])} and {_toml(name[:40])} are the "
+                                "same CodeArts name (names are matched regardless of case): "
+                                "keep one")
+            seen.setdefault(folded, name)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    def person(self, codearts_user: str | None) -> str | None:
+        """The Slack user a CodeArts user name maps to (any case), or None."""
+        if not codearts_user:
+            return None
+        folded = codearts_user.strip().casefold()
+        return next((u for n, u in self.people.items() if n.strip().casefold() == folded),
+                    None)
 
     @field_validator("max_per_user_per_hour")
     @classmethod
@@ -433,7 +472,7 @@ def _job_name_problems(name: str, folded: dict[str, str]) -> list[str]:
 # ---------------------------------------------------------------- error messages
 
 _FIELDS: dict[int, tuple[str, ...]] = {
-    0: ("admins", "max_per_user_per_hour", "jobs"),
+    0: ("admins", "max_per_user_per_hour", "jobs", "people"),
     2: ("id", "description", "users", "usergroups", "channels", "confirm",
         "allow_extra_params", "params", "approvers", "approver_groups", "approvals",
         "approval_channel", "approval_ttl", "max_per_user_per_hour", "max_running",

@@ -21,6 +21,7 @@ from bot import decisions
 from bot import messages as msg
 from bot.answers import NOTHING, Answer, Click, Told
 from bot.approvals import Approvals
+from bot.changes import Changes
 from bot.clicks import Desk
 from bot.codearts.answers import BuildState
 from bot.codearts.client import CodeArtsClient
@@ -143,10 +144,13 @@ class Engine(Desk):
         self.unsubscribe = self.following.unsubscribe
         self.subscriptions = self.following.subscriptions
         # a build's result in its thread and its channel message, once
+        # ``changes`` subscriptions: whether a build broke or fixed its branch
+        self.changes = Changes(store=store, following=self.following, clock=clock)
         self.reports = Reports(config=config, store=store, notifier=notifier, clock=clock,
                                tracker=self.tracker, link=self.link,
                                where=self.recovery.where, max_age=max_age,
-                               poll_seconds=poll_seconds, outputs=BuildOutputs(api=api))
+                               poll_seconds=poll_seconds, outputs=BuildOutputs(api=api),
+                               flip=self.changes.flip, flip_waits=self.changes.waits)
         self.report = self.reports.report
         # Notify me: a DM to whoever asked, once, when a build's report is finished
         self.notify = NotifyMe(config=config, store=store, notifier=notifier, clock=clock,
@@ -396,11 +400,13 @@ class Engine(Desk):
 
     def recent_builds(self, job_id: str) -> list[BuildRow]:
         """/build status <job>: its last builds (raises CodeArtsError)."""
-        return recent_builds(self.api, self.store, job_id, now=self.clock())
+        return recent_builds(self.api, self.store, job_id, now=self.clock(),
+                             config=self.config)
 
     def last_results(self, jobs: list[tuple[str, str]], pool: Executor) -> list[LastResult]:
         """/build status: each job's newest build, read side by side in ``pool``."""
-        return last_results(self.api, self.store, jobs, pool=pool, now=self.clock())
+        return last_results(self.api, self.store, jobs, pool=pool, now=self.clock(),
+                            config=self.config)
 
     def standing(self, job_id: str, build_no: str) -> tuple[Standing, Build | None]:
         """What CodeArts says of one build of a job, and the bot's record of it if any."""
@@ -411,6 +417,15 @@ class Engine(Desk):
     def build_facts(self, job_id: str, build_no: str) -> BuildFacts | None:
         """A pasted build link's preview: where that build stands (None: unknown)."""
         return read_build(self.api, self.store, job_id, build_no, now=self.clock())
+
+    def daily_of(self, job_id: str, build_no: str, ours: Build | None) -> str:
+        """A build's daily number as the bot knows it: from its own row, else from the
+        record a subscription read when it found it; "" when not known."""
+        if ours is not None:
+            return ours.daily_build_number
+        followed = self.store.followed_by_number(job_id=job_id, build_nos=[build_no])
+        found = followed.get(build_no)
+        return found.daily_build_number if found is not None else ""
 
     # --- following a build ---------------------------------------------------------------
 

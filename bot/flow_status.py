@@ -157,7 +157,7 @@ class StatusFlow(FlowRoom):
                                    who.channel_id)
             if isinstance(allowed, list):
                 return msg.stop_refused(allowed)
-        daily = ours.daily_build_number if ours else ""
+        daily = self.engine.daily_of(job_id, build_no, ours)
         if standing.kind == "missing":
             return msg.stop_no_such_build(job_name, build_no)
         if standing.kind == "ended":
@@ -184,7 +184,7 @@ class StatusFlow(FlowRoom):
             self.respond(click.response_url, msg.stop_refused(allowed))
             return
         job_name = allowed[0]
-        daily = ours.daily_build_number if ours else ""
+        daily = self.engine.daily_of(job_id, build_no, ours)
         if standing.kind == "ended":
             self.respond(click.response_url,
                          {**msg.stop_not_running(job_name, daily, build_no, standing.result),

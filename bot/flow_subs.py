@@ -66,7 +66,7 @@ class SubsFlow(FlowRoom):
         if isinstance(command, SubscriptionsCommand):
             found = self.engine.subscriptions(who.channel_id)
             self.respond(who.response_url, msg.subscriptions_list(
-                [(s.job_name, s.filter, s.created_by, s.created_at) for s in found]))
+                [(s.job_name, s.filter, s.created_by, s.created_at, s.branch) for s in found]))
             return
         assert outcome.target is not None
         job_name, job_id = outcome.target
@@ -85,9 +85,10 @@ class SubsFlow(FlowRoom):
             return
         before = self.engine.subscribe(channel_id=who.channel_id, job_name=job_name,
                                        job_id=job_id, filter=command.filter,
-                                       user_id=who.user_id)
+                                       user_id=who.user_id, branch=command.branch)
         self.respond(who.response_url, msg.subscribed(
-            job_name, command.filter, user_id=who.user_id, previous=before))
+            job_name, command.filter, user_id=who.user_id, previous=before,
+            branch=command.branch))
 
     def channel_problem(self, channel_id: str) -> str | None:
         """Why the bot may not announce builds in this conversation, asked of Slack

@@ -17,17 +17,19 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.codearts.answers import BuildState, HistoryRecord, state_from_times
+from bot.codearts.answers import BuildRecord, BuildState, HistoryRecord, state_from_times
 from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError
 from bot.lifecycle import (
     FILTER_ALL,
     MAX_ERROR_BACKOFF,
     RECONCILE_MARGIN,
+    TRIGGER_SLACK,
     Build,
     Lease,
     Subscription,
     WatchState,
+    branch_matches,
 )
 from bot.store import Store
 
@@ -127,14 +129,16 @@ class Following:
     # --- subscriptions: builds started outside Slack (issue 16) ---------------------------
 
     def subscribe(self, *, channel_id: str, job_name: str, job_id: str, filter: str,
-                  user_id: str) -> str | None:
-        """Subscribe the channel to the job (audited); the filter it replaced, if any."""
+                  user_id: str, branch: str | None = None) -> tuple[str, str | None] | None:
+        """Subscribe the channel to the job (audited); the mode and branch filter it
+        replaced, if any."""
         now = self.clock()
         before = self.store.subscribe(channel_id=channel_id, job_name=job_name, job_id=job_id,
                                       filter=filter, user_id=user_id, now=now,
-                                      since_no=self._newest_build_no(job_id))
+                                      since_no=self._newest_build_no(job_id), branch=branch)
         self.store.audit(decision="subscribe", now=now, user_id=user_id,
-                         channel_id=channel_id, job=job_name, detail=filter)
+                         channel_id=channel_id, job=job_name,
+                         detail=filter + (f" branch={branch}" if branch else ""))
         return before
 
     def unsubscribe(self, *, channel_id: str, job_name: str, user_id: str) -> bool:
@@ -188,10 +192,11 @@ class Following:
         ours = self.store.slack_numbers(job_id=job_id, build_nos=[r.build_no for r in records])
         sending = self.store.sending_since(job_id)
         top = max((int(r.build_no) for r in records), default=None)
+        read: dict[str, BuildRecord | None] = {}  # each build's record, read once a pass
         for sub in subs:
-            theirs = [r for r in _fresh(records, sub) if r.build_no not in ours]
+            theirs = [r for r in _fresh(records, sub) if _considered(sub, ours.get(r.build_no))]
             waiting = _maybe_being_sent(theirs, sending)
-            self._follow_each(job_id, sub, theirs, waiting, history.read_at)
+            self._follow_each(job_id, sub, theirs, waiting, history.read_at, read, ours)
             self._advance(sub, top, waiting)
 
     def _advance(self, sub: Subscription, top: int | None,
@@ -203,18 +208,62 @@ class Following:
         if upto is not None and (sub.since_no is None or upto > sub.since_no):
             self.store.advance_since(id=sub.id, to=upto)
 
+    def build_record(self, job_id: str, build_no: str,
+                     read: dict[str, BuildRecord | None]) -> BuildRecord | None:
+        """A found build's build-info record (its daily number, branch, who started it),
+        read once for every channel that follows it; where it names no branch, the
+        build's ``codeBranch`` parameter. None when CodeArts cannot say (the build is
+        followed without it)."""
+        if build_no not in read:
+            try:
+                found = self.api.build_record(job_id, build_no)
+            except CodeArtsError as exc:
+                log.warning("record of build job=%s no=%s not read: %s", job_id, build_no,
+                            type(exc).__name__)
+                found = None
+            if found is None or not found.code_branch:
+                branch = self._branch_parameter(job_id, build_no)
+                if branch:
+                    found = (found or BuildRecord()).model_copy(update={"code_branch": branch})
+            read[build_no] = found
+        return read[build_no]
+
+    def _branch_parameter(self, job_id: str, build_no: str) -> str | None:
+        try:
+            branch = self.api.build_parameters(job_id, build_no).get("codeBranch")
+        except CodeArtsError as exc:
+            log.warning("parameters of build job=%s no=%s not read: %s", job_id, build_no,
+                        type(exc).__name__)
+            return None
+        return branch[:255] if branch else None
+
     def _follow_each(self, job_id: str, sub: Subscription, theirs: list[HistoryRecord],
-                     waiting: list[HistoryRecord], read_at: float) -> None:
-        """Record (once per channel) and announce each new build one subscription found."""
+                     waiting: list[HistoryRecord], read_at: float,
+                     read: dict[str, BuildRecord | None],
+                     ours: dict[str, tuple[str, str]]) -> None:
+        """Record (once per channel) and announce each new build one subscription found
+        on a branch its filter takes."""
         known = self.store.followed_numbers(
             job_id=job_id, channel_id=sub.channel_id, build_nos=[r.build_no for r in theirs])
         for record in sorted(theirs, key=lambda r: int(r.build_no)):
             if record in waiting or record.build_no in known:
                 continue
+            info = self.build_record(job_id, record.build_no, read)
+            slack = ours.get(record.build_no)
+            if slack is not None:  # started from Slack in another channel: who asked there
+                info = (info or BuildRecord()).model_copy(
+                    update={"executor": slack[1], "trigger": TRIGGER_SLACK})
+            taken = branch_matches(sub.branch, info.code_branch if info else None)
+            if not taken:
+                if taken is None:
+                    log.warning("build job=%s no=%s not followed in channel=%s: its branch "
+                                "is not known and the subscription filters branches",
+                                job_id, record.build_no, sub.channel_id)
+                continue
             build = self.store.follow_build(
                 job_id=job_id, job_name=sub.job_name, build_no=record.build_no,
                 channel_id=sub.channel_id, notify=sub.filter, now=self.clock(),
-                first_check_at=read_at)
+                first_check_at=read_at, record=info)
             if build is None:
                 continue  # another replica (or an earlier pass) has it
             log.info("following build=%s job=%s no=%s in channel=%s (%s)", build.id,
@@ -330,6 +379,15 @@ def _fresh(records: list[HistoryRecord], sub: Subscription) -> list[HistoryRecor
     return [r for r in records if (
         int(r.build_no) > sub.since_no if sub.since_no is not None else
         r.start_time is not None and r.start_time.timestamp() >= sub.created_at)]
+
+
+def _considered(sub: Subscription, slack: tuple[str, str] | None) -> bool:
+    """Does this subscription look at a build? Every build not started from Slack; for
+    ``failures`` and ``changes`` also those started from Slack in another channel (the
+    subscribed channel has its own in their threads)."""
+    if slack is None:
+        return True
+    return sub.filter != FILTER_ALL and slack[0] != sub.channel_id
 
 
 def _maybe_being_sent(theirs: list[HistoryRecord],

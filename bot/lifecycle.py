@@ -37,6 +37,7 @@ here, a branch in a decision, and a message in ``messages``.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import uuid
@@ -244,6 +245,11 @@ class Build:
     # what its channel asked for (notify: all | failures); None for the bot's own builds
     origin: str | None = None
     notify: str | None = None
+    # from the build-info record (a followed build): branch, CodeArts user, trigger word
+    branch: str | None = None
+    started_by: str | None = None
+    trigger: str | None = None
+    flip: str | None = None  # a ``changes`` build: its settled Flip (JSON)
 
     @classmethod
     def from_row(cls, row: Any) -> Build:
@@ -262,7 +268,9 @@ class Build:
                    age=float(row.get("age") or 0.0),
                    progress_text=row.get("progress_text"),
                    progress_due_at=row.get("progress_due_at"),
-                   origin=row.get("origin"), notify=row.get("notify"))
+                   origin=row.get("origin"), notify=row.get("notify"),
+                   branch=row.get("branch"), started_by=row.get("started_by"),
+                   trigger=row.get("trigger"), flip=row.get("flip"))
 
 
 @dataclass(frozen=True)
@@ -614,7 +622,8 @@ def next_allowed(starts: list[float], *, limit: int | None, now: float,
 # --- subscriptions: builds started outside Slack ---------------------------------------
 
 ORIGIN_SUBSCRIPTION = "subscription"  # a build a channel's subscription found
-FILTER_ALL, FILTER_FAILURES = "all", "failures"
+FILTER_ALL, FILTER_FAILURES, FILTER_CHANGES = "all", "failures", "changes"
+TRIGGER_SLACK = "SLACK"  # a followed build started from Slack in another channel
 
 
 @dataclass(frozen=True)
@@ -630,16 +639,117 @@ class Subscription:
     created_by: str
     created_at: float
     since_no: int | None
+    branch: str | None = None  # a branch glob (None: every branch)
 
     @classmethod
     def from_row(cls, row: Any) -> Subscription:
         return cls(id=int(row["id"]), channel_id=row["channel_id"], job_name=row["job_name"],
                    job_id=row["job_id"], filter=row["filter"], created_by=row["created_by"],
                    created_at=float(row["created_at"]),
-                   since_no=None if row["since_no"] is None else int(row["since_no"]))
+                   since_no=None if row["since_no"] is None else int(row["since_no"]),
+                   branch=row.get("branch"))
+
+
+def branch_of_body(body: Any) -> str | None:
+    """The branch a run body names (its ``codeBranch`` parameter), or None."""
+    params = body.get("parameter") if isinstance(body, dict) else None
+    for p in params if isinstance(params, list) else []:
+        if isinstance(p, dict) and p.get("name") == "codeBranch" \
+                and isinstance(p.get("value"), str) and p["value"]:
+            return str(p["value"])[:255]
+    return None
+
+
+def branch_matches(glob: str | None, branch: str | None) -> bool | None:
+    """Does the build's branch pass a subscription's filter? True without a filter; None
+    when the branch is not known and there is a filter (it cannot tell). ``*`` and ``?``
+    as fnmatch's, case sensitive (``bot.command.branch_glob_problem`` allows no ``[``)."""
+    if not glob:
+        return True
+    if branch is None:
+        return None
+    return fnmatch.fnmatchcase(branch, glob)
 
 
 def followed_failed(result: str) -> bool:
     """Is this the end of a build a ``failures`` subscription announces? A failure, or an
     end buildbot cannot read as a success (unknown, a word it does not know)."""
     return result in ("failure", "unknown") or result.startswith(msg.ENDED)
+
+
+# --- ``changes`` subscriptions: a branch breaks, a branch is fixed (issue 28) -----------
+
+FLIP_BROKE, FLIP_FIXED = "broke", "fixed"
+
+
+@dataclass(frozen=True)
+class PriorBuild:
+    """A finished build of the same job on the same branch, before the one that ended."""
+
+    no: int
+    good: bool  # a success (else a failure; stopped builds are not results here)
+    name: str  # its daily number, or #N
+    ended_at: float | None
+
+
+@dataclass(frozen=True)
+class Flip:
+    """What the end of a ``changes`` build meant on its branch: ``kind`` broke, fixed or
+    "" (no flip: nothing is posted). ``last_good``: the success before a break;
+    ``failed``: builds that failed since the last success (for a fix); ``broken_for``:
+    seconds from the first of those failures' end to the fix's end."""
+
+    kind: str = ""
+    branch: str = ""
+    last_good: str = ""
+    failed: int = 0
+    broken_for: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "branch": self.branch,
+                           "last_good": self.last_good, "failed": self.failed,
+                           "broken_for": self.broken_for})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Flip:
+        try:
+            data = json.loads(text or "{}")
+        except ValueError:
+            return cls()
+        if not isinstance(data, dict):
+            return cls()
+        took = data.get("broken_for")
+        return cls(kind=str(data.get("kind") or ""), branch=str(data.get("branch") or ""),
+                   last_good=str(data.get("last_good") or ""),
+                   failed=int(data.get("failed") or 0),
+                   broken_for=float(took) if isinstance(took, int | float) else None)
+
+
+def changes_result(result: str) -> bool | None:
+    """A result as ``changes`` reads it: True a success, False a failure (or an end that
+    cannot be read as a success), None neither (stopped, given up on)."""
+    if result == "success":
+        return True
+    if followed_failed(result):
+        return False
+    return None
+
+
+def decide_flip(*, branch: str, good: bool, ended_at: float,
+                prior: Sequence[PriorBuild]) -> Flip:
+    """The previous finished build on the branch (the newest in ``prior``, which holds
+    only builds numbered before this one) decides: a failure after a success broke it, a
+    success after a failure fixed it; anything else (or no previous build) is no flip."""
+    before = sorted(prior, key=lambda p: p.no, reverse=True)
+    if not before or before[0].good == good:
+        return Flip()
+    if not good:
+        return Flip(FLIP_BROKE, branch, last_good=before[0].name)
+    failures = []
+    for p in before:
+        if p.good:
+            break
+        failures.append(p)
+    first = failures[-1].ended_at
+    return Flip(FLIP_FIXED, branch, failed=len(failures),
+                broken_for=None if first is None else max(0.0, ended_at - first))

@@ -1108,7 +1108,9 @@ def _row_line(row: Any) -> str:
         emoji, words = _result_words(row.result)
         took = f" in {duration(row.duration_ms)}" if row.duration_ms is not None else ""
         state = f"{emoji} {words}{took}"
-    who = f"by {_user(row.started_by)}" if row.started_by else "started outside Slack"
+    who = f"by {_user(row.started_by)}" if row.started_by else started_words(
+        trigger=getattr(row, "trigger", None), codearts_user=getattr(row, "codearts_user", None),
+        person=getattr(row, "person", None))
     taker = getattr(row, "on_it", None)  # I'm on it (issue 28)
     on_it = f"\N{HAPPY PERSON RAISING ONE HAND} {_user(taker)} is on it" if taker else ""
     return " · ".join(p for p in (f"• {name} {state}", _when(row.started_at), who, on_it)
@@ -1240,23 +1242,39 @@ def stop_asked(job_name: str, daily: str, build_no: str) -> Message:
 
 # --- subscriptions: builds started outside Slack, announced in subscribed channels ------
 
-FILTER_WORDS = {"all": "every build", "failures": "failed builds only"}
+FILTER_WORDS = {"all": "every build", "failures": "failed builds only",
+                "changes": "only when a branch breaks or is fixed"}
+_MODE_WHAT = {
+    "all": ("announces each build of *{job}* started outside Slack (the console, a push, "
+            "a timer, a pipeline) when it starts, and its result in the thread"),
+    "failures": ("announces each build of *{job}* that fails, with the last lines of its "
+                 "log (builds started from Slack in this channel are left to their thread)"),
+    "changes": ("says when *{job}* breaks on a branch (the first failure after a success, "
+                "with the last lines of its log) and when it is fixed (the first success "
+                "after a failure); builds started from Slack in this channel are left to "
+                "their thread"),
+}
 
 
-def _filter_words(filter: str) -> str:
-    return FILTER_WORDS.get(filter, escape(shorten(filter, 20)))
+def _filter_words(filter: str, branch: str | None = None) -> str:
+    words = FILTER_WORDS.get(filter, escape(shorten(filter, 20)))
+    return words + (f", branches {code(branch, 100)}" if branch else "")
 
 
-def subscribed(job_name: str, filter: str, *, user_id: str, previous: str | None) -> Message:
-    """In the channel: someone subscribed it to a job's builds (or changed the filter)."""
-    what = ("announces each build of *{job}* started outside Slack (the console, a push, "
-            "a timer, a pipeline) when it starts, and its result in the thread"
-            if filter == "all" else
-            "announces each build of *{job}* started outside Slack that fails, with the "
-            "last lines of its log").format(job=_job(job_name))
-    changed = f" (was: {_filter_words(previous)})" if previous and previous != filter else ""
+def subscribed(job_name: str, filter: str, *, user_id: str,
+               previous: tuple[str, str | None] | None, branch: str | None = None) -> Message:
+    """In the channel: someone subscribed it to a job's builds (or replaced its mode and
+    branch filter: it says what they were)."""
+    what = _MODE_WHAT.get(filter, _MODE_WHAT["all"]).format(job=_job(job_name))
+    if branch:
+        what += f", on branches matching {code(branch, 100)}"
+    changed = ""
+    if previous is not None:
+        was = _filter_words(*previous)
+        changed = (f" (replaces: {was})" if previous != (filter, branch)
+                   else " (as it already was)")
     text = (f":bell: {_user(user_id)} subscribed this channel to *{_job(job_name)}*: "
-            f"{_filter_words(filter)}{changed}. buildbot now {what}.")
+            f"{_filter_words(filter, branch)}{changed}. buildbot now {what}.")
     tail = (f"`/build unsubscribe {escape(shorten(job_name, 200))}` stops it; "
             "`/build subscriptions` lists this channel's.")
     return {"response_type": "in_channel", "replace_original": False, "text": _text(text),
@@ -1274,15 +1292,16 @@ def unsubscribed(job_name: str, *, user_id: str, existed: bool) -> Message:
     return {"response_type": "in_channel", "replace_original": False, "text": _text(text)}
 
 
-def subscriptions_list(rows: Sequence[tuple[str, str, str, float]]) -> Message:
-    """``/build subscriptions``: this channel's (job, filter, who, since), to the typist."""
+def subscriptions_list(rows: Sequence[tuple[str, str, str, float, str | None]]) -> Message:
+    """``/build subscriptions``: this channel's (job, mode, who, since, branch filter), to
+    the typist."""
     if not rows:
         return ephemeral("This channel is subscribed to no job. `/build subscribe &lt;job&gt; "
-                         "[all|failures]` announces here the builds of a job started "
-                         "outside Slack.")
+                         "[all|failures|changes] [branch=&lt;glob&gt;]` announces here the "
+                         "builds of a job started outside Slack.")
     head = f"*This channel's subscriptions* ({len(rows)})"
-    lines = [f"• {code(job)}: {_filter_words(f)} · since {_when(at)}"
-             + (f" · by {_user(who)}" if who else "") for job, f, who, at in rows]
+    lines = [f"• {code(job)}: {_filter_words(f, branch)} · since {_when(at)}"
+             + (f" · by {_user(who)}" if who else "") for job, f, who, at, branch in rows]
     tail = ["`/build unsubscribe &lt;job&gt;` ends one."]
 
     def more(n: int) -> str:
@@ -1309,20 +1328,54 @@ def subscribe_channel_refused(problem: str) -> Message:
     return ephemeral(text, [_section(t) for t in sections])
 
 
-def _followed_line(job_name: str, daily: str, build_no: str, link: str | None) -> str:
+# a build record's trigger_type, in words (any other word: none)
+TRIGGER_WORDS = {
+    "MANUAL": "manually", "MANUALLY": "manually", "SCHEDULER": "by a timer",
+    "SCHEDULE": "by a timer", "TIMER": "by a timer", "TIMING": "by a timer",
+    "CRON": "by a timer", "PUSH": "by a push", "GIT_PUSH": "by a push",
+    "CODE_PUSH": "by a push", "CODEHUB": "by a push", "WEBHOOK": "by a push",
+    "MERGE_REQUEST": "by a merge request", "MR": "by a merge request",
+    "PIPELINE": "by a pipeline", "API": "through the API",
+}
+OUTSIDE = "started outside Slack"
+
+
+def started_words(*, trigger: str | None, codearts_user: str | None,
+                  person: str | None) -> str:
+    """Who and what started a followed build: ``started by <@U01ZHANG> (by a push)``
+    for a person the jobs file maps, ``started by zhang.san in CodeArts (manually)``
+    for one it does not, ``started from Slack by <@U…> in another channel`` for a build
+    of another channel (``trigger`` SLACK, ``person`` its requester), and ``started
+    outside Slack`` when the record said nothing."""
+    if trigger == "SLACK":
+        by = f" by {_user(person)}" if person else ""
+        return f"started from Slack{by} in another channel"
+    how = TRIGGER_WORDS.get((trigger or "").upper())
+    if person:
+        who = f"started by {_user(person)}"
+    elif codearts_user:
+        who = f"started by {escape(shorten(codearts_user, 60))} in CodeArts"
+    else:
+        who = OUTSIDE
+    return f"{who} ({how})" if how else who
+
+
+def _followed_line(job_name: str, daily: str, build_no: str, link: str | None,
+                   started: str | None = None) -> str:
     name = _build_name(daily, build_no) or "?"
     if daily and build_no:
         name += f" (#{escape(shorten(build_no, 100))})"
     if link:
         name = _link(link, name)
-    return f"*{_job(job_name)}* build {name}, started outside Slack"
+    return f"*{_job(job_name)}* build {name}, {started or OUTSIDE}"
 
 
 def followed_announcement(*, build_id: str, job_name: str, daily: str, build_no: str,
-                          link: str | None, progress: str | None = None) -> Message:
+                          link: str | None, progress: str | None = None,
+                          started: str | None = None) -> Message:
     """The channel message of a build a subscription found (``all``); its thread gets the
-    result. Stop works as on the bot's own builds."""
-    line = _followed_line(job_name, daily, build_no, link)
+    result. Stop works as on the bot's own builds. ``started``: ``started_words``."""
+    line = _followed_line(job_name, daily, build_no, link, started)
     head = f":hourglass_flowing_sand: {line}"
     if progress:
         head = cut(head, SECTION_CHARS - 510) + "\n" + cut(progress, 500)
@@ -1332,11 +1385,12 @@ def followed_announcement(*, build_id: str, job_name: str, daily: str, build_no:
 
 
 def followed_done(*, job_name: str, daily: str, build_no: str, link: str | None,
-                  result: str, duration_ms: int | None) -> Message:
+                  result: str, duration_ms: int | None,
+                  started: str | None = None) -> Message:
     """The channel message of a followed build once it ended (no Rebuild: no command)."""
     emoji, words = _result_words(result)
     took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
-    text = f"{emoji} {_followed_line(job_name, daily, build_no, link)}: {words}{took}"
+    text = f"{emoji} {_followed_line(job_name, daily, build_no, link, started)}: {words}{took}"
     return {"text": _text(text), "blocks": [_section(cut(text, SECTION_CHARS))]}
 
 
@@ -1344,13 +1398,16 @@ def followed_result(*, job_name: str, daily: str, build_no: str, result: str,
                     duration_ms: int | None, link: str | None,
                     tail: Sequence[str] | None = None, tail_truncated: bool = False,
                     tail_error: str | None = None,
-                    outputs: Outputs | None = None, build_id: str = "") -> Message:
+                    outputs: Outputs | None = None, build_id: str = "",
+                    started: str | None = None) -> Message:
     """The result of a followed build: its thread reply (``all``), or the one channel
     message of a failed build (``failures``), with the log's last lines, or what a
-    successful one produced."""
+    successful one produced. ``started`` (``started_words``) mentions a person the
+    jobs file maps."""
     emoji, words = _result_words(result)
     took = f" in {duration(duration_ms)}" if duration_ms is not None else ""
-    text = f"{emoji} {_followed_line(job_name, daily, build_no, None)}: {words}{took}."
+    text = (f"{emoji} {_followed_line(job_name, daily, build_no, None, started)}: "
+            f"{words}{took}.")
     if link:
         text += " " + _link(link, "Open in CodeArts")
     blocks = [_section(cut(text, SECTION_CHARS)), *_output_blocks(outputs),
@@ -1518,3 +1575,56 @@ def on_it_refused(reason: str) -> Message:
 def on_it_released(job_name: str) -> Message:
     """To the clicker alone: they are no longer on it."""
     return ephemeral(f"You are no longer on this *{_job(job_name)}* failure.", replace=False)
+
+
+# --- ``changes`` subscriptions: a branch broke, a branch is fixed (issue 28) --------------
+
+def changes_broke(*, job_name: str, branch: str, daily: str, build_no: str, last_good: str,
+                  link: str | None, tail: Sequence[str] | None = None,
+                  tail_truncated: bool = False, tail_error: str | None = None,
+                  mention: str | None = None, build_id: str = "") -> Message:
+    """One channel message: the first failure after a success on a branch, with the last
+    lines of its log; ``mention``: the Slack user who started it (a mapped person);
+    with ``build_id``, I'm on it."""
+    name = _build_name(daily, build_no) or "?"
+    if link:
+        name = _link(link, name)
+    text = (f"🔴 *{_job(job_name)}* broke on {code(branch, 100)}: build {name} failed "
+            f"(last good: {escape(shorten(last_good, 100))})")
+    if mention:
+        text += f". Started by {_user(mention)}"
+    blocks = [_section(cut(text, SECTION_CHARS)),
+              *_log_blocks(tail, tail_truncated, tail_error, link)]
+    if build_id:  # I'm on it (issue 28)
+        blocks.append({"type": "actions", "block_id": "buildbot.next",
+                       "elements": [_on_it_button(build_id)]})
+    return {"text": _text(text), "blocks": blocks}
+
+
+def changes_fixed(*, job_name: str, branch: str, daily: str, build_no: str, failed: int,
+                  broken_for: float | None, link: str | None,
+                  on_it: str | None = None) -> Message:
+    """One channel message: the first success after a failure on a branch, how long it
+    was broken and how many builds failed meanwhile; ``on_it``: the Slack user who was
+    on it, if someone was."""
+    name = _build_name(daily, build_no) or "?"
+    if link:
+        name = _link(link, name)
+    took = f"broken for {_span(broken_for)}, " if broken_for is not None else ""
+    text = (f"🟢 *{_job(job_name)}* is fixed on {code(branch, 100)}: build {name} "
+            f"succeeded ({took}{_plural(failed, 'build')} failed in between)")
+    if on_it:
+        text += f". {_user(on_it)} was on it"
+    return {"text": _text(text), "blocks": [_section(cut(text, SECTION_CHARS))]}
+
+
+def _span(seconds: float) -> str:
+    """A span of time in words: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"

@@ -66,8 +66,10 @@ class OnIt(Desk):
         self.stale_after = stale_after
 
     def branch_of(self, build: Build) -> str | None:
-        """The branch a build ran on, where the bot knows it: the ``codeBranch`` its
-        request sent (None for a build started elsewhere)."""
+        """The branch a build ran on, where the bot knows it: the one its row keeps (a
+        followed build's record), else the ``codeBranch`` its request sent."""
+        if build.branch:
+            return build.branch
         request = self.store.get_request(build.id)
         if request is None:
             return None

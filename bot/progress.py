@@ -24,6 +24,7 @@ from bot.lifecycle import (
     wants_log_tail,
 )
 from bot.notifier import BUILD_EVENT, Notifier, tagged
+from bot.people import started_words
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ class Progress(Desk):
         if build.origin == ORIGIN_SUBSCRIPTION:
             return msg.followed_announcement(
                 build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
-                build_no=build.build_no, link=self.link(build), progress=line)
+                build_no=build.build_no, link=self.link(build), progress=line,
+                started=started_words(self.config, build))
         request = self.store.get_request(build.id)
         approvers = tuple(getattr(request, "approved_by", ()) or ())
         return msg.announcement(

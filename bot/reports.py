@@ -11,23 +11,29 @@ from dataclasses import replace
 
 from bot import messages as msg
 from bot.clicks import Desk
+from bot.codearts.errors import CodeArtsError
 from bot.config import BuildbotConfig
 from bot.lifecycle import (
+    FILTER_CHANGES,
     FILTER_FAILURES,
+    FLIP_BROKE,
     ORIGIN_SUBSCRIPTION,
     AnnounceState,
     Build,
+    Flip,
     Lease,
     decide_report_refused,
     followed_failed,
 )
 from bot.notifier import BUILD_EVENT, RESULT_EVENT, Delivery, Notifier, tagged
 from bot.outputs import BuildOutputs
+from bot.people import started_by, started_words
 from bot.progress import Progress
 from bot.store import Store
 
 log = logging.getLogger(__name__)
 
+FLIP_WAIT = 2.0  # seconds a flip waits for an older build's to be said first
 LOOK_BACK = 300.0  # a channel is searched this far before a post was claimed (clocks differ)
 
 
@@ -38,8 +44,14 @@ class Reports(Desk):
                  clock: Callable[[], float], tracker: Progress,
                  link: Callable[[Build], str | None],
                  where: Callable[[Build], tuple[str | None, str | None]],
-                 max_age: float, poll_seconds: float, outputs: BuildOutputs) -> None:
+                 max_age: float, poll_seconds: float, outputs: BuildOutputs,
+                 flip: Callable[[Build], Flip] = lambda _b: Flip(),
+                 flip_waits: Callable[[Build], bool] = lambda _b: False) -> None:
+        """``flip``: what a ``changes`` build's end meant on its branch (``bot.changes``),
+        ``flip_waits``: whether an older build's flip must be said first."""
         super().__init__(config=config, store=store, notifier=notifier, clock=clock)
+        self.flip = flip
+        self.flip_waits = flip_waits
         self.tracker = tracker  # the log tail in a failure's reply
         self.outputs = outputs  # what a success produced, in its reply
         self.link = link
@@ -146,9 +158,50 @@ class Reports(Desk):
         result = build.result or "unknown"
         if build.notify == FILTER_FAILURES and not followed_failed(result):
             return Delivery(True), f"{result}; not announced (failures only)"
+        if build.notify == FILTER_CHANGES:
+            return self._post_flip(build, lease, result, retry)
         return self._post_followed_result(build, lease, result, self.link(build),
                                           channel or build.channel_id,
                                           ts if channel else None, retry)
+
+    def _post_flip(self, build: Build, lease: Lease, result: str,
+                   retry: bool) -> tuple[Delivery, str] | None:
+        """A ``changes`` build: one channel message when its end broke or fixed its
+        branch (settled once, see ``bot.changes``), nothing otherwise."""
+        current = self.store.get_build(build.id)  # a flip settled by an earlier attempt
+        settled = current.flip if current else None
+        try:
+            if settled is None and self.flip_waits(build):  # an older build's flip first
+                self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                                      next_check_at=self.clock() + FLIP_WAIT,
+                                      failures=build.failures)
+                return None
+            flip = self.flip(replace(build, flip=settled))
+        except CodeArtsError as exc:  # the job's history could not be read: later
+            log.warning("flip of build=%s not decided (%s); trying again", build.id,
+                        type(exc).__name__)
+            self.store.reschedule(id=build.id, owner=lease.owner, token=lease.token,
+                                  next_check_at=self.clock() + self.poll_seconds,
+                                  failures=build.failures + 1)
+            return None
+        if not flip.kind:
+            return Delivery(True), f"{result}; not announced (no change on its branch)"
+        link = self.link(build)
+        if flip.kind == FLIP_BROKE:
+            tail, truncated, problem = self.tracker.log_tail(build, result)
+            reply = msg.changes_broke(
+                job_name=build.job_name, branch=flip.branch, daily=build.daily_build_number,
+                build_no=build.build_no, last_good=flip.last_good, link=link, tail=tail,
+                tail_truncated=truncated, tail_error=problem,
+                mention=started_by(self.config, build), build_id=build.id)
+        else:
+            reply = msg.changes_fixed(
+                job_name=build.job_name, branch=flip.branch, daily=build.daily_build_number,
+                build_no=build.build_no, failed=flip.failed, broken_for=flip.broken_for,
+                link=link, on_it=self.store.claim_closed_by(build.job_id, flip.branch,
+                                                            build.build_no))
+        return self._post_followed_reply(build, lease, f"{result}; {flip.kind}", reply,
+                                         build.channel_id, None, retry)
 
     def _finish_report(self, build: Build, lease: Lease, sent: Delivery, detail: str,
                        channel: str | None, ts: str | None) -> None:
@@ -190,7 +243,8 @@ class Reports(Desk):
         if build.origin == ORIGIN_SUBSCRIPTION:
             return msg.followed_done(job_name=build.job_name, daily=build.daily_build_number,
                                      build_no=build.build_no, link=self.link(build),
-                                     result=result, duration_ms=build.duration_ms)
+                                     result=result, duration_ms=build.duration_ms,
+                                     started=started_words(self.config, build))
         return msg.announcement_done(build_id=build.id, user_id=build.user_id,
                                      job_name=build.job_name, daily=build.daily_build_number,
                                      build_no=build.build_no, link=self.link(build),
@@ -240,7 +294,14 @@ class Reports(Desk):
                 job_name=build.job_name, daily=build.daily_build_number,
                 build_no=build.build_no, result=result, duration_ms=build.duration_ms,
                 link=link, tail=tail, tail_truncated=truncated, tail_error=problem,
-                outputs=self.outputs.read(build, result), build_id=build.id)
+                outputs=self.outputs.read(build, result), build_id=build.id,
+                started=started_words(self.config, build))
+        return self._post_followed_reply(build, lease, result, reply, channel, ts, retry)
+
+    def _post_followed_reply(self, build: Build, lease: Lease, result: str,
+                             reply: msg.Message, channel: str, ts: str | None,
+                             retry: bool) -> tuple[Delivery, str] | None:
+        """Post a followed build's result once (a retry looks for it first)."""
         if retry:  # an earlier attempt may have posted it
             found = self.notifier.find(channel, RESULT_EVENT, build.id, thread_ts=ts,
                                        oldest=None if ts else build.created_at - LOOK_BACK)

@@ -22,6 +22,7 @@ from bot.lifecycle import (
     new_error_id,
 )
 from bot.notifier import BUILD_EVENT, Delivery, Notifier, tagged
+from bot.people import started_words
 from bot.policy import Denied, UserGroups, decide_again
 from bot.recovery import ANSWER_LOST, Recovery
 from bot.reports import LOOK_BACK
@@ -222,7 +223,8 @@ class Starts(Desk):
         if build.origin == ORIGIN_SUBSCRIPTION:
             return msg.followed_announcement(
                 build_id=build.id, job_name=build.job_name, daily=build.daily_build_number,
-                build_no=build.build_no, link=self.link(build))
+                build_no=build.build_no, link=self.link(build),
+                started=started_words(self.config, build))
         request = self.store.get_request(build.id)
         return msg.announcement(
             build_id=build.id, user_id=build.user_id, job_name=build.job_name,

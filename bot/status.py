@@ -22,6 +22,7 @@ from bot.codearts.client import CodeArtsClient
 from bot.codearts.errors import CodeArtsError, Kind, describe, request_id_of
 from bot.config import BuildbotConfig
 from bot.lifecycle import ORIGIN_SUBSCRIPTION, Build, duration_of, result_of
+from bot.people import started_by
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,11 @@ class BuildRow:
     # belongs to every entry naming its build task)
     entry: str | None = None
     on_it: str | None = None  # who is on this failed build (I'm on it), if anyone
+    # a followed build: who and what started it (its record), and the Slack user that is
+    # (a requester in another channel, or the jobs file's [people])
+    codearts_user: str | None = None
+    trigger: str | None = None
+    person: str | None = None
 
     @property
     def running(self) -> bool:
@@ -80,20 +86,27 @@ def _state_of(record: HistoryRecord) -> BuildState:
 
 
 def recent_builds(api: CodeArtsClient, store: Store, job_id: str, *, limit: int = STATUS_BUILDS,
-                  now: float | None = None) -> list[BuildRow]:
+                  now: float | None = None,
+                  config: BuildbotConfig | None = None) -> list[BuildRow]:
     """The job's last ``limit`` builds, newest first (one history call), each with its daily
     number and requester where the bot started it. Raises CodeArtsError when CodeArts
     cannot be asked."""
     records, _total = api.history(job_id, offset=0, limit=limit)
-    ours = store.builds_by_number(job_id=job_id, build_nos=[r.build_no for r in records])
+    numbers = [r.build_no for r in records]
+    ours = store.builds_by_number(job_id=job_id, build_nos=numbers)
     on_it = store.on_it_of(job_id=job_id, build_nos=[r.build_no for r in records[:limit]])
+    followed = store.followed_by_number(job_id=job_id,
+                                        build_nos=[n for n in numbers if n not in ours])
     at = time.time() if now is None else now
     rows = []
     for record in records[:limit]:
-        mine = ours.get(record.build_no)
+        mine = ours.get(record.build_no) or followed.get(record.build_no)
         row = row_from(record, daily=mine.daily_build_number if mine else "",
-                       started_by=mine.user_id if mine else None, now=at,
+                       started_by=mine.user_id if mine and mine.user_id else None, now=at,
                        entry=entry_of(mine))
+        if mine is not None and mine.origin == ORIGIN_SUBSCRIPTION:
+            row = replace(row, codearts_user=mine.started_by, trigger=mine.trigger,
+                          person=started_by(config, mine) if config else None)
         rows.append(replace(row, on_it=on_it.get(record.build_no)) if not row.running
                     else row)
     return rows
@@ -130,14 +143,15 @@ class LastResult:
 
 def last_results(api: CodeArtsClient, store: Store, jobs: Sequence[tuple[str, str]], *,
                  pool: Executor, budget: float = LAST_RESULTS_BUDGET,
-                 now: float | None = None) -> list[LastResult]:
+                 now: float | None = None,
+                 config: BuildbotConfig | None = None) -> list[LastResult]:
     """Each job's (name, id) newest build: one history call per job (limit 1), made in
     ``pool`` side by side; a call not answered within ``budget`` seconds in all, or
     failed, gives ``failed`` for its job. In the order given."""
     at = time.time() if now is None else now
 
     def one(job_id: str) -> BuildRow | None:
-        rows = recent_builds(api, store, job_id, limit=1, now=at)
+        rows = recent_builds(api, store, job_id, limit=1, now=at, config=config)
         return rows[0] if rows else None
 
     futures = [pool.submit(one, job_id) for _name, job_id in jobs]

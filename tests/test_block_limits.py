@@ -26,7 +26,7 @@ from bot.lifecycle import progress_line
 from bot.status import BuildRow
 
 HELPERS = {"escape", "shorten", "code", "cut", "duration",
-           "approvers_text", "request_id_text", "failed",  # build no message
+           "approvers_text", "request_id_text", "failed", "started_words",  # no message
            "step_refused", "step_not_started", "step_failed"}  # a workflow step's error text
 
 
@@ -245,31 +245,34 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
         "stop_kept": iter([msg.stop_kept(c.job, c.build_no)]),
         "stop_asked": (msg.stop_asked(c.job, daily, c.build_no) for daily in (c.daily, "")),
         # subscriptions
-        "subscribed": (msg.subscribed(c.job, f, user_id=c.user, previous=p)
-                       for f in ("all", "failures", c.words[:40])
-                       for p in (None, "all", "failures")),
+        "subscribed": (msg.subscribed(c.job, f, user_id=c.user, previous=p, branch=b)
+                       for f in ("all", "failures", "changes", c.words[:40])
+                       for p in (None, ("all", None), ("failures", "x" * 100),
+                                 (c.words[:40], c.words[:100]))
+                       for b in (None, "release/*", c.words[:100])),
         "unsubscribed": (msg.unsubscribed(c.job, user_id=c.user, existed=e)
                          for e in (False, True)),
-        "subscriptions_list": (msg.subscriptions_list([(name, f, who, 1_800_000_000.0)
+        "subscriptions_list": (msg.subscriptions_list([(name, f, who, 1_800_000_000.0, b)
                                                        for name, _ in c.jobs[:n]])
-                               for n in (0, 1, 200) for f in ("all", "failures")
-                               for who in (c.user, "")),
+                               for n in (0, 1, 200) for f in ("all", "failures", "changes")
+                               for who in (c.user, "") for b in (None, c.words[:100])),
         "subscribe_refused": (msg.subscribe_refused([c.words] * n) for n in (1, 200)),
         "subscribe_channel_refused": iter([msg.subscribe_channel_refused(c.words)]),
         "followed_announcement": (msg.followed_announcement(
             build_id="b" * 32, job_name=c.job, daily=daily, build_no=c.build_no, link=link,
-            progress=p) for daily in (c.daily, "") for link in (c.link, None)
-            for p in _progress(c)),
+            progress=p, started=s) for daily in (c.daily, "") for link in (c.link, None)
+            for p in _progress(c) for s in _started(c)),
         "followed_done": (msg.followed_done(job_name=c.job, daily=daily, build_no=c.build_no,
-                                            link=link, result=r, duration_ms=d)
+                                            link=link, result=r, duration_ms=d, started=s)
                           for daily in (c.daily, "") for link in (c.link, None)
-                          for r in RESULTS for d in (None, 7_200_000)),
+                          for r in RESULTS for d in (None, 7_200_000) for s in _started(c)),
         "followed_result": chain(
             (msg.followed_result(job_name=c.job, daily=c.daily, build_no=c.build_no, result=r,
                                  duration_ms=61_000, link=link, tail=tail,
-                                 tail_truncated=trunc, tail_error=err, build_id=bid)
+                                 tail_truncated=trunc, tail_error=err, build_id=bid,
+                                 started=s)
              for r in RESULTS for link in (c.link, None) for tail, trunc, err in _tails(c)
-             for bid in ("", "b" * 32)),
+             for bid in ("", "b" * 32) for s in _started(c)),
             (msg.followed_result(job_name=c.job, daily=c.daily, build_no=c.build_no,
                                  result="success", duration_ms=61_000, link=link,
                                  outputs=outputs)
@@ -305,7 +308,28 @@ def builds(c: Case) -> dict[str, Iterator[dict[str, Any]]]:
                                     channel=c.channel)
                       for daily in (c.daily, "") for r in RESULTS for d in (None, 61_000)
                       for thread in (c.link, None) for link in (c.link, None)),
+        # changes subscriptions: a branch broke, a branch is fixed
+        "changes_broke": (msg.changes_broke(
+            job_name=c.job, branch=branch, daily=daily, build_no=c.build_no,
+            last_good=c.daily, link=link, tail=tail, tail_truncated=trunc, tail_error=err,
+            mention=who, build_id=bid)
+            for branch in ("master", c.words[:255]) for daily in (c.daily, "")
+            for link in (c.link, None) for tail, trunc, err in _tails(c)
+            for who in (c.user, None) for bid in ("", "b" * 32)),
+        "changes_fixed": (msg.changes_fixed(
+            job_name=c.job, branch=branch, daily=daily, build_no=c.build_no, failed=n,
+            broken_for=took, link=link, on_it=who)
+            for branch in ("master", c.words[:255]) for daily in (c.daily, "")
+            for n in (1, 10**6) for took in (None, 0.0, 59.0, 3_725.0, 9e9)
+            for link in (c.link, None) for who in (c.user, None)),
     }
+
+
+def _started(c: Case) -> list[str | None]:
+    """Who started a followed build, in every shape ``started_words`` has."""
+    return [None, *(msg.started_words(trigger=t, codearts_user=u, person=p)
+                    for t in (None, "PUSH", "SLACK", c.words[:32])
+                    for u in (None, c.words[:128]) for p in (None, c.user))]
 
 
 def _rows(c: Case) -> list[list[BuildRow]]:
@@ -314,7 +338,12 @@ def _rows(c: Case) -> list[list[BuildRow]]:
              BuildRow(c.build_no, "", "running", None, None, None),
              *(BuildRow(c.build_no, daily, r, 1_800_000_000.0, d, by, on_it=by)
                for r in RESULTS for daily in (c.daily, "") for d in (None, 7_200_000)
-               for by in (c.user, None))]
+               for by in (c.user, None)),
+             # followed builds: who started them, from their record
+             *(BuildRow(c.build_no, c.daily, "failure", 1_800_000_000.0, 61_000, None,
+                        codearts_user=u, trigger=t, person=p)
+               for u in (None, c.words[:128]) for t in (None, "PUSH", "SLACK", c.words[:32])
+               for p in (None, c.user))]
     return [[], kinds[:1], kinds[1:3], kinds, kinds * 5]
 
 

@@ -88,7 +88,7 @@ def test_users_may_be_everyone() -> None:
 
 @pytest.mark.parametrize(("text", "problem"), [
     ('typo = 1', ("buildbot.toml: typo: unknown key: check its spelling "
-                 "(allowed here: admins, max_per_user_per_hour, jobs).")),
+                 "(allowed here: admins, max_per_user_per_hour, jobs, people).")),
     (job('user = ["U1"]'), ("buildbot.toml: jobs.backend.user: unknown key: check its spelling "
      "(allowed here: id, description, users, usergroups, channels, confirm, "
      "allow_extra_params, params, approvers, approver_groups, approvals, approval_channel, "
@@ -243,7 +243,7 @@ def test_load_config_names_the_file_in_problems(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.problems == [(f"{path}: typo: unknown key: check its spelling "
-                                   "(allowed here: admins, max_per_user_per_hour, jobs).")]
+                                   "(allowed here: admins, max_per_user_per_hour, jobs, people).")]
 
 
 @pytest.mark.parametrize(("make", "message"), [
@@ -342,3 +342,35 @@ def test_readme_documents_the_guard_rail_keys() -> None:
     for key in ("approvers", "approver_groups", "approvals", "approval_channel",
                 "approval_ttl", "max_per_user_per_hour"):
         assert f"`{key}`" in readme, key
+
+
+# ---------------------------------------------------------------- [people] (issue 28)
+
+def test_people_map_codearts_names_to_slack_users_whatever_the_case() -> None:
+    config = parse_config('[people]\n"zhang.san" = "U01ZHANG"\n"li.si" = "W02LISI"\n'
+                          '"li.si.old" = "W02LISI"\n', source="buildbot.toml")
+    assert config.person("zhang.san") == config.person(" ZHANG.SAN ") == "U01ZHANG"
+    assert config.person("li.si.old") == "W02LISI"  # two accounts, one person: fine
+    assert config.person("wang.wu") is None and config.person(None) is None
+    assert parse_config("", source="x").people == {}
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('[people]\n"zhang.san" = "zhang"\n',
+     'people: "zhang.san" = "zhang": the value must be a Slack user ID (U… or W…'),
+    ('[people]\n"zhang.san" = "C01BUILDS"\n', "must be a Slack user ID"),
+    ('[people]\n"zhang.san" = "U01ZHANG"\n"Zhang.San" = "U02OTHER"\n',
+     '"zhang.san" and "Zhang.San" are the same CodeArts name (names are matched regardless '
+     "of case): keep one"),
+    ('[people]\n" " = "U01ZHANG"\n', "is not a CodeArts user name"),
+    ('[people]\n"a" = 5\n', "people.a: must be a string"),
+    ("people = 3\n", "people: must be a table"),
+])
+def test_people_problems_say_how_to_fix_them(text: str, problem: str) -> None:
+    (found,) = problems_of(text)
+    assert found.startswith("buildbot.toml: ") and problem in found, found
+
+
+def test_an_unknown_top_level_key_lists_people_among_the_allowed() -> None:
+    (found,) = problems_of("peoples = 1\n")
+    assert "people" in found.split("allowed here:", 1)[1]

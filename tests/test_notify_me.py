@@ -153,14 +153,15 @@ def test_a_followed_build_carries_notify_me_and_sends_the_dm(db_url: str,
         bot.clock.advance(POLL + 1)
         bot.runtime.watcher.run_once()
         (post,) = [p for p in bot.slack.calls("chat.postMessage") if not p.get("thread_ts")
-                   and "started outside Slack" in p["text"]]
+                   and "started by buildbot in CodeArts" in p["text"]]
         build_id = button_value(post, msg.NOTIFY)
         assert "You'll get a DM" in notify(bot, build_id, "UBOB")["text"]
         bot.codearts.set_status(BACKEND_ID, int(build_no), "SUCCESS")
         bot.clock.advance(POLL + 1)
         bot.runtime.watcher.run_once()
         (dm,) = dms(bot, "UBOB")
-        assert "succeeded" in dm["text"] and f"#{build_no}" in dm["text"]
+        daily = bot.codearts.builds(BACKEND_ID)[int(build_no) - 1].daily
+        assert "succeeded" in dm["text"] and daily and daily in dm["text"]  # its daily number
 
 
 # --- once only: restarts and a second process ------------------------------------------------

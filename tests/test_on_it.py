@@ -183,7 +183,8 @@ def test_a_followed_builds_failure_post_carries_on_it(bot: Bot) -> None:
     build_id = button_value(post, msg.ON_IT)
     assert on_it(bot, build_id, "UBOB") == []
     (taken,) = edits(bot, post["ts"])
-    assert "<@UBOB> is on it." in shown(taken) and "started outside Slack" in taken["text"]
+    assert "<@UBOB> is on it." in shown(taken)
+    assert "started by buildbot in CodeArts" in taken["text"]
 
 
 def test_an_edit_slack_did_not_take_is_made_later_by_the_watcher(bot: Bot) -> None:

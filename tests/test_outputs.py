@@ -291,7 +291,7 @@ def test_a_followed_build_lists_what_it_produced_in_its_thread(bot: Bot) -> None
     (reply,) = results(bot)
     assert reply.get("thread_ts") and announced["channel"] == reply["channel"] == "CBUILDS"
     text = shown(reply)
-    assert "started outside Slack" in text and "succeeded" in text
+    assert "in CodeArts" in text and "succeeded" in text  # started by its executor
     assert "*What it produced* (3):" in text and ":whale: image *backend-api*" in text
     assert "s3cr3tpass" not in text
 

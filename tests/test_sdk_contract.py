@@ -576,3 +576,66 @@ def test_both_clients_ask_for_outputs_on_the_same_path_and_read_the_same_outputs
     expected = list(dict.fromkeys((kind, o.name, o.version, o.uri) for kind, o in sdk_side))
     assert [(o.kind, o.name, o.version, o.address) for o in mine.items] == expected
     assert mine.total == len(expected) == 3  # package_info is also in package_infos: once
+
+
+# --------------------------------------------------------------------------- build-info record
+
+def _info_record(**overrides: Any) -> dict[str, Any]:
+    """A build-info-record answer made by the SDK's BuildInfoRecord, then ``overrides``."""
+    from huaweicloudsdkcodeartsbuild.v3 import BuildInfoRecord
+
+    result = sanitize_for_serialization(BuildInfoRecord(
+        number=1, build_time=1764000000000, start_time=1764000000000,
+        job_running_status="FINISHED", state="SUCCESS", user_id="0f1e2d3c4b5a6978",
+        executor="zhang.san", nickname="Zhang San", daily_build_number="20261207.3",
+        trigger_type="SCHEDULER", cost_time=60000, commit_id="0" * 40, build_type="branch",
+        code_branch="release/1.2", scm_type="codehub", scm_web_url="https://x.example/r",
+        commit_detail_url=None))
+    return {"result": {**result, **overrides}, "error": None, "status": "success"}
+
+
+INFO_PATH = f"/v1/record/{JOB}/1/build-info-record"
+
+
+def test_both_clients_read_the_fakes_build_info_record_alike(fake, ours, sdk):
+    from huaweicloudsdkcodeartsbuild.v3 import ShowBuildInfoRecordRequest
+
+    fake.start_elsewhere(JOB, branch="release/*x", executor="li.si", trigger="SCHEDULER")
+    mine = ours.build_record(JOB, 1)
+    theirs = sdk.show_build_info_record(ShowBuildInfoRecordRequest(job_id=JOB, build_no=1))
+    assert [r.path for r in fake.requests_to(INFO_PATH)] == [INFO_PATH] * 2
+    assert theirs.result.code_branch == mine.code_branch == "release/*x"
+    assert theirs.result.executor == mine.executor == "li.si"
+    assert theirs.result.trigger_type == mine.trigger == "SCHEDULER"
+    assert theirs.result.daily_build_number == mine.daily_build_number
+    assert mine.daily_build_number and mine.daily_build_number.endswith(".1")
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    pytest.param({}, ("20261207.3", "release/1.2", "zhang.san", "SCHEDULER"), id="sdk-model"),
+    pytest.param({"executor": None, "nickname": None, "user_id": "u-1"},
+                 ("20261207.3", "release/1.2", "u-1", "SCHEDULER"), id="user-id-only"),
+    pytest.param({"code_branch": 7, "trigger_type": ["x"], "daily_build_number": None},
+                 (None, "7", "zhang.san", None), id="odd-types"),
+    pytest.param({"code_branch": "a\nb\u0000", "executor": ""},
+                 ("20261207.3", "a b", "Zhang San", "SCHEDULER"), id="control-chars"),
+])
+def test_build_info_records_read_the_same_as_the_sdk_and_odd_fields_are_none(
+        fake, ours, sdk, overrides, expected):
+    from huaweicloudsdkcodeartsbuild.v3 import ShowBuildInfoRecordRequest
+
+    text = json.dumps(_info_record(**overrides))
+    fake.fail_next(200, text, path_prefix=INFO_PATH, headers=JSON, count=2)
+    mine = ours.build_record(JOB, 1)
+    assert (mine.daily_build_number, mine.code_branch, mine.executor, mine.trigger) == expected
+    if not overrides:
+        theirs = sdk.show_build_info_record(ShowBuildInfoRecordRequest(job_id=JOB, build_no=1))
+        assert (theirs.result.daily_build_number, theirs.result.code_branch,
+                theirs.result.executor, theirs.result.trigger_type) == expected
+
+
+@pytest.mark.parametrize("body", ['{"result": null}', '[1, 2]', '{"status": "success"}'])
+def test_a_build_info_record_without_a_result_is_a_bad_answer(fake, ours, body):
+    fake.fail_next(200, body, path_prefix=INFO_PATH, headers=JSON)
+    with pytest.raises(BadResponseError):
+        ours.build_record(JOB, 1)

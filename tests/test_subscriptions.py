@@ -123,7 +123,7 @@ def test_subscription_words(text: str, expected: Any) -> None:
 
 @pytest.mark.parametrize(("text", "words"), [
     ("subscribe", "needs a job name"),
-    ("subscribe backend failed", "`failed` is not a filter"),
+    ("subscribe backend failed", "`failed` is not a mode"),
     ("subscribe backend all more", "too many words"),
     ("unsubscribe", "needs a job name"),
     ("unsubscribe backend docs", "one job name"),
@@ -145,7 +145,7 @@ def test_subscribe_is_said_in_the_channel_and_listed(bot: Bot) -> None:
     assert listed["response_type"] == "ephemeral"
     assert "`backend`: every build" in listed["text"] and "<@UALICE>" in listed["text"]
     changed = say(bot, "subscribe backend failures")
-    assert "failed builds only (was: every build)" in changed["text"]
+    assert "failed builds only (replaces: every build)" in changed["text"]
     assert "`backend`: failed builds only" in say(bot, "subscriptions")["text"]
     assert "no job" in say(bot, "subscriptions", channel="CRELEASE")["text"]
     decisions = [r["decision"] for r in bot.store.audit_rows()]
@@ -176,7 +176,8 @@ def test_a_console_build_is_announced_once_with_its_result(bot: Bot) -> None:
     console = from_console(bot)
     next_pass(bot)
     (posted,) = announcements(bot, "CBUILDS")
-    assert f"#{console}" in posted["text"] and "started outside Slack" in posted["text"]
+    assert f"#{console}" in posted["text"]
+    assert "started by buildbot in CodeArts (manually)" in posted["text"]  # its record
     assert f"#{before}" not in posted["text"]
     next_pass(bot)  # still running: nothing new
     assert len(announcements(bot)) == 1 and results(bot) == []
@@ -223,6 +224,37 @@ def test_two_channels_each_get_the_build_once(bot: Bot) -> None:
     end(bot, console, "FAILED")
     next_pass(bot)
     assert len(results(bot, "CBUILDS")) == 1 and len(results(bot, "CRELEASE")) == 1
+
+
+def test_a_followed_build_is_named_by_its_daily_number_read_once_for_all_channels(
+        bot: Bot) -> None:
+    say(bot, "subscribe backend")
+    say(bot, "subscribe backend", channel="CRELEASE")
+    console = from_console(bot)
+    daily = bot.codearts.builds(BACKEND_ID)[-1].daily
+    for _ in range(3):
+        next_pass(bot)
+    record = f"/v1/record/{BACKEND_ID}/{console}/build-info-record"
+    assert len(bot.codearts.requests_to(record, "GET")) == 1  # one read for both channels
+    for channel in ("CBUILDS", "CRELEASE"):
+        (posted,) = announcements(bot, channel)
+        assert f"{daily} (#{console})" in posted["text"]
+    end(bot, console, "FAILED")
+    next_pass(bot)
+    for channel in ("CBUILDS", "CRELEASE"):
+        (reply,) = results(bot, channel)
+        assert daily in reply["text"]
+    assert len(bot.codearts.requests_to(record, "GET")) == 1  # not per poll
+    assert all(bot.store.get_build(i).daily_build_number == daily for i in followed(bot))
+
+
+def test_a_record_that_cannot_be_read_still_follows_the_build_by_its_number(bot: Bot) -> None:
+    say(bot, "subscribe backend")
+    console = from_console(bot)
+    bot.codearts.fail_next(500, path_prefix=f"/v1/record/{BACKEND_ID}/", count=10)
+    next_pass(bot)
+    (posted,) = announcements(bot, "CBUILDS")
+    assert f"build #{console}, started outside Slack" in posted["text"]
 
 
 def test_one_history_call_per_interval_however_many_channels(bot: Bot) -> None:

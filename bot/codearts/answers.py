@@ -271,6 +271,48 @@ def history_record_from(item: Any) -> HistoryRecord | None:
                          result=as_shown(item.get("result")))
 
 
+RECORD_TEXT_LIMIT = 128  # characters kept of a name or branch from a build record
+
+
+class BuildRecord(BaseModel):
+    """What the build-info record says of one build (``GET /v1/record/{job_id}/{build_no}/
+    build-info-record``): each field None when it is missing or unreadable (never an
+    error). ``executor`` is the CodeArts user name that started it; ``trigger`` the
+    record's ``trigger_type`` word (upper case)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    daily_build_number: str | None = None
+    code_branch: str | None = None
+    executor: str | None = None
+    trigger: str | None = None
+
+
+def _record_text(value: Any) -> str | None:
+    """A short, printable, single-line text from a record, or None."""
+    text = _str_or_none(value)
+    if text is None:
+        return None
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat[:RECORD_TEXT_LIMIT] or None
+
+
+def build_record_from(result: Any) -> BuildRecord:
+    """A BuildRecord from the ``result`` of build-info-record; anything unreadable is None."""
+    if not isinstance(result, dict):
+        return BuildRecord()
+    daily = _record_text(result.get("daily_build_number", result.get("dailyBuildNumber")))
+    executor = next((t for t in (_record_text(result.get(k)) for k in
+                                 ("executor", "user_name", "nickname", "user_id"))
+                     if t is not None), None)
+    trigger = _record_text(result.get("trigger_type", result.get("triggerType")))
+    return BuildRecord(
+        daily_build_number=daily if daily and len(daily) <= 64 else None,
+        code_branch=_record_text(result.get("code_branch", result.get("codeBranch"))),
+        executor=executor,
+        trigger=trigger.upper()[:32] if trigger else None)
+
+
 class Step(BaseModel):
     """One step of a build as ``history-details`` lists it: ``status`` is ``running``,
     ``success``, ``error``, ``""`` (not reached yet) or a word shown as it is."""

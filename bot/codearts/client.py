@@ -14,6 +14,7 @@ Calls (docs/codearts-api.md has their fields, error shapes and authentication):
 * ``GET  /v3/jobs/{job_id}/{build_no}/history-details``  a build's steps (best effort)
 * ``GET  /v3/jobs/{job_id}/{build_no}/real-time-log``    a build's log, in pages
 * ``GET  /v3/jobs/{job_id}/{build_no}/output-info``      what a build produced (best effort)
+* ``GET  /v1/record/{job_id}/{build_no}/build-info-record``  who and what started a build
 
 Errors are the exception tree of ``bot.codearts.errors``; answers are read into the models
 of ``bot.codearts.answers``.
@@ -51,6 +52,7 @@ from pydantic import ValidationError
 
 from bot.codearts.answers import (
     MAX_STEPS,
+    BuildRecord,
     BuildState,
     HistoryRecord,
     LogTail,
@@ -58,6 +60,7 @@ from bot.codearts.answers import (
     RunResult,
     Step,
     as_shown,
+    build_record_from,
     build_state_from,
     error_fields,
     error_in_success,
@@ -312,6 +315,19 @@ class CodeArtsClient:
             raise self._shapeless(response, data, "build parameters without a result")
         return {str(p["name"]): as_shown(p.get("value")) for p in result
                 if isinstance(p, dict) and isinstance(p.get("name"), str)}
+
+    def build_record(self, job_id: str, build_no: int | str) -> BuildRecord:
+        """Who and what started a build, its branch and daily number
+        (``GET /v1/record/{job_id}/{build_no}/build-info-record``, enveloped; retried:
+        reading changes nothing). An answer without a ``result`` object raises
+        BadResponseError; unreadable fields inside it are None."""
+        path = f"/v1/record/{_job(job_id)}/{_build_no(build_no)}/build-info-record"
+        response = self._call("GET", path, read=True)
+        data = self._decode(response)
+        result = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(result, dict):
+            raise self._shapeless(response, data, "a build record without a result")
+        return build_record_from(result)
 
     def build_steps(self, job_id: str, build_no: int | str, *,
                     timeout: float = STEPS_TIMEOUT) -> list[Step]:

@@ -16,6 +16,7 @@ Served paths:
 * ``POST /v3/auth/tokens``                       IAM password login (201, ``X-Subject-Token``)
 * ``POST /v3/jobs/build``                        run (validates the body like the docs say)
 * ``GET  /v4/jobs/{job_id}/{build_no}/record-info``  enveloped build record
+* ``GET  /v1/record/{job_id}/{build_no}/build-info-record``  who and what started a build
 * ``POST /v3/jobs/{job_id}/{build_no}/stop``     stop (``{"success": true, "result": ""}``)
 * ``GET  /v3/jobs/{job_id}/{build_no}/history-details``  bare ``build_steps`` (scripted with
   ``set_steps``, or the job's step names advancing with the build's clock)
@@ -91,6 +92,7 @@ _DETAILS = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/history-details$")
 _LOG = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/real-time-log$")
 _RUNNING = re.compile(r"^/v1/job/([^/]+)/running-status$")
 _OUTPUTS = re.compile(r"^/v3/jobs/([^/]+)/([^/]+)/output-info$")
+_BUILD_INFO = re.compile(r"^/v1/record/([^/]+)/([^/]+)/build-info-record$")
 
 DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
     400: ("CB.00060200", "Invalid parameter."),
@@ -362,6 +364,7 @@ _ROUTES: tuple[tuple[str, re.Pattern[str],
                                                   dict(parse_qsl(req.query)))),
     ("GET", _RUNNING, lambda fake, m, req: fake._running(m.group(1))),
     ("GET", _OUTPUTS, lambda fake, m, req: fake._outputs(m.group(1), m.group(2))),
+    ("GET", _BUILD_INFO, lambda fake, m, req: fake._build_info_record(m.group(1), m.group(2))),
 )
 
 

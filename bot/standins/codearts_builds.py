@@ -50,6 +50,19 @@ class Build:
     steps: list[dict[str, Any]] | None = None  # scripted by set_steps: served as they are
     log: str | None = None  # scripted by set_log (None: a short log made up from the build)
     outputs: Any = None  # output-info's ``result``, served as it is (set_outputs; None: none)
+    # who and what started it (the build-info record): a run through the API is "MANUAL"
+    # by the API's user; start_elsewhere says otherwise
+    executor: str = "buildbot"
+    trigger: str = "MANUAL"
+    branch: str | None = None  # None: the run's codeBranch parameter, else "master"
+
+    def code_branch(self) -> str:
+        if self.branch is not None:
+            return self.branch
+        for p in (self.body or {}).get("parameter") or []:
+            if isinstance(p, dict) and p.get("name") == "codeBranch":
+                return str(p.get("value"))
+        return "master"
 
     def step_records(self, now: float) -> list[dict[str, Any]]:
         """The scripted steps, or the job's steps advancing with the build's clock: those
@@ -201,10 +214,40 @@ class BuildService:
             "last_build_no": str(last.number) if last else "",
             "last_build_status": last.status(now) if last else ""}}, {}
 
-    def start_elsewhere(self, job_id: str) -> Build:
-        """A build of the job started by someone else (the console, a schedule)."""
+    def start_elsewhere(self, job_id: str, *, branch: str | None = None,
+                        executor: str = "zhang.san", trigger: str = "MANUAL",
+                        outcome: str | None = None) -> Build:
+        """A build of the job started by someone else (the console, a push, a timer), on
+        ``branch`` (None: master), by ``executor``; ``outcome``: its result (the job's by
+        default)."""
         with self._lock:
-            return self._new_build(job_id, self._jobs[job_id], {"job_id": job_id})
+            build = self._new_build(job_id, self._jobs[job_id], {"job_id": job_id})
+            build.branch, build.executor, build.trigger = branch, executor, trigger
+            if outcome is not None:
+                build.outcome = outcome
+            return build
+
+    def _build_info_record(self, job_id: str,
+                           build_no: str) -> tuple[int, Any, dict[str, str]]:
+        """``GET /v1/record/{job_id}/{build_no}/build-info-record``: enveloped, its
+        ``result`` in the shape of the SDK's BuildInfoRecord."""
+        found = self._lookup(job_id, build_no)
+        if not isinstance(found, Build):
+            return found
+        now = self.clock()
+        with self._lock:
+            status, took = found.status(now), found.finished_after(now)
+            started_ms = int(found.created_at.timestamp() * 1000)
+            result = {
+                "number": found.number, "build_time": started_ms, "start_time": started_ms,
+                "job_running_status": "FINISHED" if took is not None else "RUNNING",
+                "state": status, "user_id": "0" * 31 + "1", "executor": found.executor,
+                "nickname": found.executor, "daily_build_number": found.daily,
+                "trigger_type": found.trigger, "cost_time": int((took or 0) * 1000),
+                "commit_id": "0" * 40, "commit_info": None, "build_type": "branch",
+                "code_branch": found.code_branch(), "scm_type": "codehub",
+                "scm_web_url": "https://codehub.example/repo", "commit_detail_url": None}
+        return 200, {"result": result, "error": None, "status": "success"}, {}
 
     def _parameters(self, job_id: str, build_no: str) -> tuple[int, Any, dict[str, str]]:
         found = self._lookup(job_id, build_no)

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as _pg_insert
 from sqlalchemy.dialects.sqlite import insert as _sqlite_insert
 
+from bot.codearts.answers import BuildRecord
 from bot.lifecycle import (
     ORIGIN_SUBSCRIPTION,
     AnnounceState,
@@ -43,26 +44,29 @@ class FollowingQueries(StoreBase):
     # --- subscriptions --------------------------------------------------------------------
 
     def subscribe(self, *, channel_id: str, job_name: str, job_id: str, filter: str,
-                  user_id: str, now: float, since_no: int | None) -> str | None:
-        """Subscribe the channel to the job (or change its filter); opens the job's watch.
-        Returns the filter it had before (None: it is new)."""
+                  user_id: str, now: float, since_no: int | None,
+                  branch: str | None = None) -> tuple[str, str | None] | None:
+        """Subscribe the channel to the job (or replace its mode and branch filter: one
+        subscription per job and channel); opens the job's watch. Returns the mode and
+        filter it had before (None: it is new)."""
         insert = (_pg_insert if self.postgres else _sqlite_insert)
         where = (subscriptions.c.channel_id == channel_id, subscriptions.c.job_name == job_name)
+        had = sa.select(subscriptions.c.filter, subscriptions.c.branch).where(*where)
         with self._tx() as c:
-            before = c.execute(sa.select(subscriptions.c.filter).where(*where)).scalar()
+            before = c.execute(had).first()
             if before is None:
                 added = c.execute(insert(subscriptions).values(
                     channel_id=channel_id, job_name=job_name, job_id=job_id, filter=filter,
-                    created_by=user_id, created_at=now, since_no=since_no)
+                    created_by=user_id, created_at=now, since_no=since_no, branch=branch)
                     .on_conflict_do_nothing().returning(subscriptions.c.id)).first() is not None
                 if not added:  # another replica made it a moment ago
-                    before = c.execute(sa.select(subscriptions.c.filter).where(*where)).scalar()
+                    before = c.execute(had).first()
             if before is not None:
                 c.execute(subscriptions.update().where(*where)
-                          .values(filter=filter, job_id=job_id))
+                          .values(filter=filter, job_id=job_id, branch=branch))
             c.execute(insert(job_watch).values(job_id=job_id, next_check_at=now, failures=0)
                       .on_conflict_do_nothing(index_elements=["job_id"]))
-        return before
+        return None if before is None else (str(before[0]), before[1])
 
     def unsubscribe(self, *, channel_id: str, job_name: str) -> bool:
         """End the channel's subscription to the job; True if there was one."""
@@ -135,14 +139,31 @@ class FollowingQueries(StoreBase):
 
     # --- builds a subscription found ------------------------------------------------------
 
-    def slack_numbers(self, *, job_id: str, build_nos: Collection[str]) -> set[str]:
-        """Those of these build numbers that the bot started (or adopted) from Slack."""
+    def slack_numbers(self, *, job_id: str,
+                      build_nos: Collection[str]) -> dict[str, tuple[str, str]]:
+        """Those of these build numbers that the bot started (or adopted) from Slack: the
+        channel and the requester of each."""
         if not build_nos:
-            return set()
+            return {}
         with self._tx() as c:
-            return {str(n) for n in c.execute(sa.select(builds.c.build_no).where(
+            return {str(r[0]): (str(r[1]), str(r[2])) for r in c.execute(sa.select(
+                builds.c.build_no, builds.c.channel_id, builds.c.user_id).where(
                 builds.c.job_id == job_id, builds.c.build_no.in_(list(build_nos)),
-                _OURS)).scalars()}
+                _OURS))}
+
+    def followed_by_number(self, *, job_id: str,
+                           build_nos: Collection[str]) -> dict[str, Build]:
+        """Builds of the job a subscription follows (in any channel), by number: what their
+        record said (daily number, who started them) for ``/build status``."""
+        if not build_nos:
+            return {}
+        with self._tx() as c:
+            rows = c.execute(sa.select(builds).where(
+                builds.c.job_id == job_id, builds.c.build_no.in_(list(build_nos)),
+                builds.c.origin == ORIGIN_SUBSCRIPTION)).mappings()
+            found = [Build.from_row(r) for r in rows]
+        # the row that knows most (a daily number) wins
+        return {b.build_no: b for b in sorted(found, key=lambda b: bool(b.daily_build_number))}
 
     def followed_numbers(self, *, job_id: str, channel_id: str,
                          build_nos: Collection[str]) -> set[str]:
@@ -165,21 +186,26 @@ class FollowingQueries(StoreBase):
         return None if found is None else float(found)
 
     def follow_build(self, *, job_id: str, job_name: str, build_no: str, channel_id: str,
-                     notify: str, now: float, first_check_at: float) -> Build | None:
+                     notify: str, now: float, first_check_at: float,
+                     record: BuildRecord | None = None) -> Build | None:
         """Record a build a subscription found, once per (job, build number, channel): the
         unique index makes a second insert (another replica, a restart) do nothing.
-        ``all`` claims its announcement (posting); ``failures`` has none (fallback)."""
+        ``all`` claims its announcement (posting); ``failures`` has none (fallback).
+        ``record``: its build-info record (daily number, branch, who started it), kept."""
+        record = record or BuildRecord()
         announce = AnnounceState.POSTING if notify == "all" else AnnounceState.FALLBACK
         row: dict[str, Any] = {
             "id": uuid.uuid4().hex, "created_at": now, "user_id": "", "channel_id": channel_id,
             "job_name": job_name, "job_id": job_id, "build_no": build_no,
-            "daily_build_number": "", "response_url": None, "announce": announce.value,
+            "daily_build_number": record.daily_build_number or "", "response_url": None,
+            "announce": announce.value,
             "announce_claimed_at": now, "announce_owner": self.owner,
             "message_channel": None, "message_ts": None,
             "watch": WatchState.WATCHING.value, "next_check_at": first_check_at,
             "lease_owner": None, "lease_until": None, "lease_token": None, "failures": 0,
             "result": None, "duration_ms": None, "finished_at": None,
-            "origin": ORIGIN_SUBSCRIPTION, "notify": notify}
+            "origin": ORIGIN_SUBSCRIPTION, "notify": notify, "branch": record.code_branch,
+            "started_by": record.executor, "trigger": record.trigger}
         insert = (_pg_insert if self.postgres else _sqlite_insert)(builds)
         with self._tx() as c:
             if c.execute(insert.values(**row).on_conflict_do_nothing()
@@ -189,6 +215,45 @@ class FollowingQueries(StoreBase):
                 decision="followed", now=now, request_id=row["id"], channel_id=channel_id,
                 job=job_name, build_no=build_no, detail=f"subscription: {notify}"))
         return Build.from_row(row)
+
+    # --- ``changes``: the branch of earlier builds, and a flip settled once ---------------
+
+    def known_branches(self, *, job_id: str,
+                       build_nos: Collection[str]) -> dict[str, tuple[str, str]]:
+        """The branch and daily number the bot knows of these builds (from any of its
+        rows: a followed build's record, a build of ours' codeBranch parameter)."""
+        if not build_nos:
+            return {}
+        found: dict[str, tuple[str, str]] = {}
+        with self._tx() as c:
+            for no, branch, daily in c.execute(sa.select(
+                    builds.c.build_no, builds.c.branch, builds.c.daily_build_number).where(
+                    builds.c.job_id == job_id, builds.c.build_no.in_(list(build_nos)),
+                    builds.c.branch.is_not(None))):
+                if str(no) not in found or (daily and not found[str(no)][1]):
+                    found[str(no)] = (str(branch), str(daily or ""))
+        return found
+
+    def open_changes_below(self, *, job_id: str, channel_id: str, build_no: str) -> list[str]:
+        """The numbers of this channel's ``changes`` builds of the job, older than this one,
+        whose report is not done yet (their flips are said first)."""
+        with self._tx() as c:
+            found = c.execute(sa.select(builds.c.build_no).where(
+                builds.c.job_id == job_id, builds.c.channel_id == channel_id,
+                builds.c.origin == ORIGIN_SUBSCRIPTION, builds.c.notify == "changes",
+                builds.c.watch != WatchState.DONE.value)).scalars()
+            return [str(n) for n in found if str(n).isdigit() and build_no.isdigit()
+                    and int(n) < int(build_no)]
+
+    def settle_flip(self, *, id: str, flip: str) -> str:
+        """What the end of a ``changes`` build meant, settled once: the first answer is
+        kept (a conditional UPDATE), so a retry after a crash posts the same. Returns the
+        kept one."""
+        with self._tx() as c:
+            c.execute(builds.update().where(builds.c.id == id, builds.c.flip.is_(None))
+                      .values(flip=flip))
+            kept = c.execute(sa.select(builds.c.flip).where(builds.c.id == id)).scalar()
+        return str(kept if kept is not None else flip)
 
     # --- the webhook's nudge --------------------------------------------------------------
 

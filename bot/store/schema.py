@@ -113,6 +113,16 @@ builds = sa.Table(
     sa.Column("notify", sa.String(16), nullable=True),
     # the channel message's permalink (chat.getPermalink), asked once for the App Home
     sa.Column("permalink", sa.Text, nullable=True),
+    # what the build-info record said of a followed build (read once, when it is found):
+    # its branch, the CodeArts user who started it and the trigger word ("SLACK": a build
+    # started from Slack in another channel); NULL: not known. The bot's own builds keep
+    # the branch their codeBranch parameter named.
+    sa.Column("branch", sa.String(255), nullable=True),
+    sa.Column("started_by", sa.String(128), nullable=True),
+    sa.Column("trigger", sa.String(32), nullable=True),
+    # a ``changes`` build: what its end meant (JSON of lifecycle.Flip, "{}": no flip),
+    # settled once before its post so that a retry posts the same
+    sa.Column("flip", sa.Text, nullable=True),
     sa.Index("buildbot_builds_due", "watch", "next_check_at"),
     sa.Index("buildbot_builds_user", "user_id", "created_at"),  # the App Home's builds
     sa.Index("buildbot_builds_followed", "job_id", "build_no", "channel_id", unique=True,
@@ -129,10 +139,13 @@ subscriptions = sa.Table(
     sa.Column("channel_id", sa.String(32), nullable=False),
     sa.Column("job_name", sa.String(200), nullable=False),
     sa.Column("job_id", sa.String(32), nullable=False),
-    sa.Column("filter", sa.String(16), nullable=False),  # all | failures
+    # the mode: all | failures | changes (a database made before issue 28 holds all or
+    # failures here, which keep their meaning)
+    sa.Column("filter", sa.String(16), nullable=False),
     sa.Column("created_by", sa.String(32), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("since_no", sa.BigInteger, nullable=True),  # builds up to it were looked at
+    sa.Column("branch", sa.String(128), nullable=True),  # a branch glob; NULL: every branch
     sa.UniqueConstraint("channel_id", "job_name", name="buildbot_subscriptions_channel_job"),
 )
 
@@ -321,7 +334,7 @@ def create_tables(engine: Engine) -> None:
 def add_missing_columns(engine: Engine) -> None:
     """Databases made by an older version lack the newer (always nullable) columns."""
     inspector = sa.inspect(engine)
-    for table in (requests, builds, audit, processes):
+    for table in (requests, builds, audit, processes, subscriptions):
         have = {c["name"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name in have:

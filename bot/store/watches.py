@@ -25,7 +25,14 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from bot.lifecycle import AnnounceState, Build, Request, RequestState, WatchState
+from bot.lifecycle import (
+    AnnounceState,
+    Build,
+    Request,
+    RequestState,
+    WatchState,
+    branch_of_body,
+)
 from bot.store.base import StoreBase
 from bot.store.heartbeats import DEAD_AFTER, _dead
 from bot.store.housekeeping import _INSERT_AUDIT, _audit_row
@@ -106,7 +113,8 @@ class BuildQueries(StoreBase):
                  "announce_owner": self.owner, "message_channel": None, "message_ts": None,
                  "watch": WatchState.WATCHING.value, "next_check_at": first_check_at,
                  "lease_owner": None, "lease_until": None, "lease_token": None,
-                 "failures": 0, "result": None, "duration_ms": None, "finished_at": None}
+                 "failures": 0, "result": None, "duration_ms": None, "finished_at": None,
+                 "branch": branch_of_body(request.body)}
         with self._tx() as c:
             if not self._move(c, requests, requests.c.state, request.id, RequestState.SENDING,
                               RequestState.STARTED, {"updated_at": now}):

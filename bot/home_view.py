@@ -77,12 +77,7 @@ def _header(text: str) -> dict[str, Any]:
     return {"type": "header", "text": {"type": "plain_text", "text": text}}
 
 
-def _button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
-    button: dict[str, Any] = {"type": "button", "action_id": action_id, "value": value,
-                              "text": {"type": "plain_text", "text": text}}
-    if style:
-        button["style"] = style
-    return button
+_button = msg._button  # the same buttons as the channel's messages
 
 
 def _more(n: int, what: str) -> dict[str, Any]:

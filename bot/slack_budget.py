@@ -34,9 +34,10 @@ from enum import IntEnum
 class Priority(IntEnum):
     """Who is waiting for a call, most urgent first."""
 
-    ANSWER = 0  # a person's command, click or form: ephemeral replies, views, look-ups
+    ANSWER = 0  # a person's command, click or form: ephemeral replies, views, look-ups,
+    # and the channel message of a build whose Run click waits for it
     RESULT = 1  # a build's result: the thread reply, the parent update, a direct message
-    ANNOUNCE = 2  # a build's channel message
+    ANNOUNCE = 2  # a build's channel message nobody waits for (a subscription's)
     PROGRESS = 3  # a running build's progress line: never waits, spends what is left
 
 

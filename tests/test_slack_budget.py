@@ -8,9 +8,11 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from bot import messages as msg
 from bot.lifecycle import PROGRESS_MAX_DELAY, progress_line, progress_pace
 from bot.notifier import Notifier
 from bot.settings import SettingsError, load_settings
@@ -23,6 +25,7 @@ from bot.slack_budget import (
 )
 from bot.slack_io import make_web_client
 from bot.standins.slack import FakeSlack
+from tests.harness import running_bot
 
 
 class FakeTime:
@@ -282,3 +285,36 @@ def test_progress_slows_down_as_the_budget_tightens_and_says_so() -> None:
     line = progress_line(125.0, None, busy_every=240.0)
     assert line == "Running for over 2 min · updated every 4 min while Slack is busy"
     assert progress_line(125.0, None) == "Running for over 2 min"
+
+
+# --- who waits, through the bot --------------------------------------------------------------
+
+def test_a_run_clicks_channel_message_is_spent_as_an_answer(db_url: str,
+                                                            tmp_path: Path) -> None:
+    """The person who clicked Run waits for the build's channel message (their answer
+    names the channel), so it is spent as an answer, ahead of results queued in that
+    channel; a result's thread reply and message update are spent as results
+    (bench.slack_limits found Run answers waiting up to 10 s behind a burst of results)."""
+    with running_bot(db_url, tmp_path) as bot:
+        asked: list[tuple[str, Priority]] = []
+        acquire = bot.runtime.budget.acquire
+
+        def noted(method: str, channel: str | None = None, *,
+                  priority: Priority = Priority.ANSWER, max_wait: float = 30.0) -> bool:
+            asked.append((method, priority))
+            return acquire(method, channel, priority=priority, max_wait=max_wait)
+
+        bot.runtime.budget.acquire = noted  # type: ignore[method-assign]
+        rid, url = bot.confirmation("backend")
+        assert bot.click(msg.RUN, rid, response_url=url).status_code == 200
+        bot.wait_idle()
+        assert ("chat.postMessage", Priority.ANSWER) in asked
+        assert [c for c in bot.slack.calls("chat.postMessage") if not c.get("thread_ts")]
+        asked.clear()
+        bot.clock.advance(60)  # the build ends; its result is spent as a result
+        bot.runtime.watcher.run_once()
+        bot.slack.wait_for(lambda: [c for c in bot.slack.calls("chat.postMessage")
+                                    if c.get("thread_ts")])
+        assert ("chat.postMessage", Priority.RESULT) in asked
+        assert ("chat.update", Priority.RESULT) in asked
+        assert ("chat.postMessage", Priority.ANSWER) not in asked

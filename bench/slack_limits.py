@@ -1,8 +1,8 @@
 """The bot at Slack's rate limits: a burst of results while progress runs and people type.
 
-    python -m bench.slack_limits --quick       # 100 builds, 4 jobs, 2 channels: ~8 min
+    python -m bench.slack_limits --quick       # 100 builds, 4 jobs, 2 channels: ~4 min
     python -m bench.slack_limits               # 1,000 builds, 20 jobs, 5 channels: a long
-                                               # run, ~25 min per bot (see below)
+                                               # run, ~23 min per bot (see below)
     git worktree add /tmp/oldbot de336b8^      # the bot before the Slack budget
     python -m bench.slack_limits --bot-path /tmp/oldbot   # that bot, then this one
 

@@ -113,7 +113,8 @@ class Notifier:
              priority: Priority | None = None) -> Delivery:
         """A channel message (an announcement, unless said otherwise), or a reply in
         ``thread_ts``'s thread (a result, unless said otherwise)."""
-        urgency = priority or (Priority.RESULT if thread_ts else Priority.ANNOUNCE)
+        urgency = priority if priority is not None else (  # (ANSWER is 0: not `or`)
+            Priority.RESULT if thread_ts else Priority.ANNOUNCE)
         return self._call("chat.postMessage", lambda: self.client.chat_postMessage(
             channel=channel, thread_ts=thread_ts, **message), channel, urgency)
 

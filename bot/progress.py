@@ -59,7 +59,7 @@ class Progress(Desk):
         CodeArts lists steps, the step it is on. Best effort and bounded: at most one update
         per message per ``progress_every`` seconds (kept in the store, so replicas and
         restarts agree), none when the text is the same, never by a holder whose lease
-        passed, and a refused update (a 429) only puts that message's next one off:
+        passed to another, and a refused update (a 429) only puts that message's next one off:
         nothing here waits or raises."""
         try:
             self._progress(build, lease)

@@ -7,6 +7,10 @@ each call's own 429, every call takes a token from its method's bucket first:
 
 * a bucket refills at the method's rate (``limit`` calls a minute, divided by the
   replicas alive, since each takes its share) and holds at most ``burst`` tokens;
+* it keeps one call of Slack's burst in hand (``IN_HAND``): a call reaches Slack a
+  little after its token was taken (threads, the network), not always in the order
+  taken, so a budget that ran Slack's own bucket dry would get 429s from that jitter
+  alone (``python -m bench.slack_limits`` showed them);
 * a call waits for a token in order of who is waiting: a person's answer first, then a
   build's result, then an announcement; progress never waits (``take``), and only
   takes a token while the bucket holds more than half its tokens, so it spends only
@@ -30,9 +34,10 @@ from enum import IntEnum
 class Priority(IntEnum):
     """Who is waiting for a call, most urgent first."""
 
-    ANSWER = 0  # a person's command, click or form: ephemeral replies, views, look-ups
+    ANSWER = 0  # a person's command, click or form: ephemeral replies, views, look-ups,
+    # and the channel message of a build whose Run click waits for it
     RESULT = 1  # a build's result: the thread reply, the parent update, a direct message
-    ANNOUNCE = 2  # a build's channel message
+    ANNOUNCE = 2  # a build's channel message nobody waits for (a subscription's)
     PROGRESS = 3  # a running build's progress line: never waits, spends what is left
 
 
@@ -58,6 +63,7 @@ DEFAULT_LIMITS: dict[str, int] = {
 PER_CHANNEL = frozenset({"chat.postMessage"})
 BURST_SECONDS = 3.0  # a bucket holds this many seconds of calls (at least 1): short bursts
 PROGRESS_RESERVE = 0.5  # progress takes a token only while more than this share is left
+IN_HAND = 1.0  # calls of a bucket's burst never spent: Slack's bucket keeps them for jitter
 MAX_WAIT = 30.0  # the longest a call waits for its token before it is given up
 EPSILON = 1e-6  # a token this close to whole is whole (float refills never quite get there)
 MIN_WAIT = 0.001  # the shortest wait for a token
@@ -92,6 +98,16 @@ class _Bucket:
         if now > self.updated:
             self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
+
+    @property
+    def in_hand(self) -> float:
+        """Tokens left in the bucket after any call (none when it holds only one)."""
+        return min(IN_HAND, self.burst - 1.0)
+
+    @property
+    def progress_floor(self) -> float:
+        """Tokens progress leaves in the bucket: the reserve, and never the call in hand."""
+        return max(self.in_hand, self.burst * PROGRESS_RESERVE)
 
     def due_in(self, now: float, floor: float) -> float:
         """Seconds until this bucket could give a token above ``floor`` (paused or not)."""
@@ -150,7 +166,7 @@ class SlackBudget:
             bucket = self._bucket(method, channel, now)
             if bucket is None:
                 return True
-            floor = bucket.burst * PROGRESS_RESERVE
+            floor = bucket.progress_floor
             if bucket.waiting or now < bucket.paused_until \
                     or bucket.tokens - 1.0 < floor - EPSILON:
                 self.skipped += 1
@@ -181,7 +197,7 @@ class SlackBudget:
             now = self.clock()
             bucket.refill(now)
             if bucket.waiting[0] == ticket and now >= bucket.paused_until \
-                    and bucket.tokens >= 1.0 - EPSILON:
+                    and bucket.tokens - 1.0 >= bucket.in_hand - EPSILON:
                 heapq.heappop(bucket.waiting)
                 bucket.tokens -= 1.0
                 self._cond.notify_all()
@@ -191,7 +207,8 @@ class SlackBudget:
                 heapq.heapify(bucket.waiting)
                 self._cond.notify_all()
                 return False
-            self._wait(self._cond, max(MIN_WAIT, min(bucket.due_in(now, 0.0), deadline - now)))
+            due = bucket.due_in(now, bucket.in_hand)
+            self._wait(self._cond, max(MIN_WAIT, min(due, deadline - now)))
 
     def pause(self, method: str, channel: str | None, seconds: float) -> None:
         """Slack answered 429: nobody calls this method (this channel's, for a
@@ -222,5 +239,4 @@ class SlackBudget:
             bucket = self._bucket(method, channel, now)
             if bucket is None:
                 return False
-            return now < bucket.paused_until or bucket.tokens - 1.0 < \
-                bucket.burst * PROGRESS_RESERVE
+            return now < bucket.paused_until or bucket.tokens - 1.0 < bucket.progress_floor

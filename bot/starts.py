@@ -26,6 +26,7 @@ from bot.people import started_words
 from bot.policy import Denied, UserGroups, decide_again
 from bot.recovery import ANSWER_LOST, Recovery
 from bot.reports import LOOK_BACK
+from bot.slack_budget import Priority
 from bot.store import AlreadySettled, Store
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,12 @@ class Starts(Desk):
             self.recovery.hand_over(build)
             return None
         message = self._announcement(build)
-        sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id))
+        # the person who clicked Run waits for this post (their answer names the channel):
+        # it is spent as an answer, ahead of results queued in the channel; a build found
+        # by a subscription or posted again by recovery keeps nobody waiting
+        urgency = Priority.ANSWER if response_url and not recovering else Priority.ANNOUNCE
+        sent = self.notifier.post(build.channel_id, tagged(message, BUILD_EVENT, build.id),
+                                  priority=urgency)
         return self._posted(build, response_url, message, sent)
 
     def _posted(self, build: Build, response_url: str | None, message: msg.Message,

@@ -218,6 +218,25 @@ def test_a_holder_whose_lease_passed_never_updates_the_message(bot: Bot) -> None
     assert bot.store.get_build(rid).progress_text is None
 
 
+def test_a_holder_whose_lease_passed_unclaimed_still_posts_the_result_once(
+        bot: Bot) -> None:
+    """A result that waited behind Slack's budget longer than its lease (at 50 updates a
+    minute, a burst of results does): nobody leased the build since (its token is the
+    same), so the holder renews the lease and posts, once, instead of dropping it until
+    the lease's grace runs out (bench.slack_limits found results waiting minutes so)."""
+    rid = start_backend(bot)
+    ts = bot.store.get_build(rid).message_ts
+    now = bot.runtime.clock() + 20
+    (mine,) = bot.store.lease_due(owner="old", now=now, lease_seconds=5, limit=10)
+    bot.clock.advance(3600)  # the build ended; the lease passed; nobody took it
+    bot.runtime.engine.poll(mine, Lease("old", mine.lease_token, 5))
+    (reply,) = thread_replies(bot)
+    assert reply["thread_ts"] == ts
+    assert bot.store.get_build(rid).watch.value == "done"
+    tick(bot, 600)  # nothing is posted again
+    assert len(thread_replies(bot)) == 1
+
+
 def test_progress_off(db_url: str, tmp_path: Path) -> None:
     with running_bot(db_url, tmp_path, progress_update_seconds=0) as bot:
         bot.codearts.add_job(BACKEND_ID, duration=3600, steps=STEPS)

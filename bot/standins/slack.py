@@ -37,6 +37,17 @@ MESSAGE_METHODS = ("chat.postMessage", "chat.update", "chat.postEphemeral")
 CONVERSATION_SCOPES = {"public": "channels:read", "private": "groups:read", "im": "im:read",
                        "mpim": "mpim:read"}
 VIEW_METHODS = ("views.open", "views.update")
+# Slack's documented rate limits, calls a minute per workspace (per channel for
+# ``SLACK_PER_CHANNEL``), written here from Slack's method pages and not taken from the
+# bot's own settings, so a bench measures the bot against Slack, not against itself:
+# Tier 2 ~20, Tier 3 ~50, Tier 4 ~100; chat.postMessage about one a second per channel.
+SLACK_LIMITS: dict[str, int] = {
+    "chat.postMessage": 60, "chat.update": 50, "chat.postEphemeral": 100,
+    "views.open": 100, "views.update": 100, "views.push": 100, "views.publish": 100,
+    "conversations.history": 50, "conversations.replies": 50, "conversations.info": 50,
+    "usergroups.users.list": 20}
+SLACK_PER_CHANNEL = frozenset({"chat.postMessage"})
+SLACK_BURST_SECONDS = 3.0  # "short bursts": a few seconds' worth of calls at once
 
 
 @dataclass
@@ -180,6 +191,11 @@ class FakeSlack:
         with self._lock:
             self._rate_limits = (dict(limits), per_channel, clock, burst_seconds)
             self._buckets = {}
+
+    def enforce_slack_limits(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """``enforce_limits`` with Slack's documented limits (``SLACK_LIMITS``)."""
+        self.enforce_limits(SLACK_LIMITS, per_channel=SLACK_PER_CHANNEL, clock=clock,
+                            burst_seconds=SLACK_BURST_SECONDS)
 
     def rate_limited(self) -> list[tuple[str, str]]:
         """(method, channel) of each call answered 429 for passing the limits."""

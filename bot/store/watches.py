@@ -244,10 +244,15 @@ class BuildQueries(StoreBase):
 
     def still_held(self, *, id: str, owner: str, token: int | None, now: float,
                    lease_seconds: float) -> bool:
-        """Right before posting: is this lease still ours and live? Renews it if so."""
+        """Right before posting: is this lease still ours? Renews it if so. A fenced lease
+        (``token``) is ours while nobody leased the build since, even past its time: every
+        new lease takes a new token, so a holder that waited longer than its lease (behind
+        Slack's budget, with results queued at 50 updates a minute) renews it instead of
+        dropping the result it was about to post. An unfenced lease must still be live."""
+        live = () if token is not None else (builds.c.lease_until > now,)
         with self._tx() as c:
             return c.execute(builds.update().where(
-                builds.c.id == id, builds.c.lease_owner == owner, builds.c.lease_until > now,
+                builds.c.id == id, builds.c.lease_owner == owner, *live,
                 *_token(token)).values(lease_until=now + lease_seconds)).rowcount == 1
 
     # --- reports and progress -------------------------------------------------------------

@@ -21,7 +21,7 @@ from bot import messages as msg
 from bot.answers import Click
 from bot.clicks import Desk
 from bot.config import BuildbotConfig
-from bot.lifecycle import Build, sent_parameters
+from bot.lifecycle import Build, branch_of_body
 from bot.notifier import RESULT_EVENT, Delivery, Notifier, tagged
 from bot.slack_budget import Priority
 from bot.store import Store
@@ -29,7 +29,6 @@ from bot.store.on_it import FailureReply, Took
 
 log = logging.getLogger(__name__)
 
-BRANCH_PARAMETER = "codeBranch"  # the run parameter CodeArts builds a branch from
 
 
 @dataclass(frozen=True)
@@ -67,14 +66,12 @@ class OnIt(Desk):
 
     def branch_of(self, build: Build) -> str | None:
         """The branch a build ran on, where the bot knows it: the one its row keeps (a
-        followed build's record), else the ``codeBranch`` its request sent."""
+        followed build's record, or the ``codeBranch`` its run sent), else, for a row
+        recorded before rows kept it, the ``codeBranch`` its request sent."""
         if build.branch:
             return build.branch
         request = self.store.get_request(build.id)
-        if request is None:
-            return None
-        branch = sent_parameters(request.body).get(BRANCH_PARAMETER, "").strip()
-        return branch or None
+        return branch_of_body(request.body) if request is not None else None
 
     # --- the reply -------------------------------------------------------------------
 
